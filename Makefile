@@ -1,0 +1,38 @@
+# OpenRDU: every target depends on `setup`, so a fresh clone needs nothing else.
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+UNITS      := $(shell $(PY) -m cosim list 2>/dev/null)
+
+.PHONY: setup test bench demo clean sim-%
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@# Verilator's FST wave writer includes lz4.h, a Debian package, not a PyPI one.
+	@if ! echo '#include <lz4.h>' | cc -E -x c - -o /dev/null 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq liblz4-dev) >/dev/null; \
+	  else echo "warning: lz4.h not found; install liblz4-dev for WAVES=1"; fi; \
+	fi
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+sim-%: setup
+	$(PY) -m cosim run $* $(if $(WAVES),--waves)
+
+bench: setup
+	$(PY) -m bench
+
+demo: setup
+	$(VENV)/bin/openrdu demo
+
+clean:
+	rm -rf build .pytest_cache .hypothesis
+	find . -name __pycache__ -prune -exec rm -rf {} +

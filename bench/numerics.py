@@ -12,7 +12,7 @@ import time
 from cosim import harness
 from cosim.harness import REPO
 from cosim.tb.arith_cases import CASES
-from cosim.units import UNITS
+from cosim.tb.units_arith import UNITS
 
 OUT = REPO / "build" / "bench" / "numerics.json"
 DRIVEN_OPS = 100_000

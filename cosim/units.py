@@ -1,13 +1,27 @@
-"""Every design with a cocotb testbench, by the name ``make sim-<name>`` uses."""
+"""Every design with a cocotb testbench, by the name ``make sim-<name>`` uses.
 
-from cosim.bist import BistCollar
-from cosim.harness import SimUnit
-from cosim.tb.arith_cases import CASES
+Each module ``cosim/tb/units_*.py`` defines a dict ``UNITS`` of
+:class:`~cosim.harness.SimUnit`; they are gathered here, so adding a
+testbench touches no shared file.
+"""
+
+import importlib
+import pkgutil
+
+import cosim.tb
 
 
-def _arith_unit(case):
-    return SimUnit(name=case.name, design=lambda: BistCollar(case.component()),
-                   testbench="cosim.tb.test_arith", env={"OPENRDU_UNIT": case.name})
+def _discover():
+    units = {}
+    for info in sorted(pkgutil.iter_modules(cosim.tb.__path__), key=lambda i: i.name):
+        if not info.name.startswith("units_"):
+            continue
+        module = importlib.import_module(f"cosim.tb.{info.name}")
+        for name, unit in module.UNITS.items():
+            if name in units:
+                raise RuntimeError(f"simulation unit {name!r} defined twice (again in cosim/tb/{info.name}.py)")
+            units[name] = unit
+    return units
 
 
-UNITS = {case.name: _arith_unit(case) for case in CASES.values()}
+UNITS = _discover()

@@ -1,4 +1,4 @@
-"""Every arithmetic unit's cocotb testbench, run in Verilator from pytest."""
+"""Every cocotb testbench (``cosim/tb/units_*.py``), run in Verilator from pytest."""
 
 import pytest
 
@@ -13,7 +13,8 @@ def failure_report(results):
 
 
 @pytest.mark.parametrize("name", sorted(UNITS))
-def test_unit_against_golden(name):
+def test_unit_testbench(name):
     results = harness.run(UNITS[name], quiet=True)
-    assert results.tests == 4, f"{name}: expected 4 cocotb tests, ran {results.tests}"
-    assert results.failed == 0, f"{name}: {results.failed} cocotb tests failed\n{failure_report(results)}"
+    assert results.tests > 0, f"{name}: the testbench ran no cocotb test"
+    assert results.failed == 0, f"{name}: {results.failed} of {results.tests} cocotb tests failed\n" \
+                                f"{failure_report(results)}"

@@ -1,0 +1,1 @@
+"""The reconfigurable tile array: PCUs, PMUs, switches, configuration; see docs/tile-array.md."""

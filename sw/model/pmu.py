@@ -1,0 +1,188 @@
+"""Fast model of the PMU: the RTL's results bit for bit, and its cycle count without external stalls.
+
+The model runs pass by pass on numpy arrays. Because the buffer handshake
+orders every read pass after the write pass that filled its buffer, and the
+write pass that refills a buffer after its last read, applying whole passes
+in that order gives the RTL's data whenever concurrent passes touch disjoint
+buffers (what :meth:`PmuConfig.validate` checks for the static addresses;
+runtime bases that reach into another buffer are a race in the hardware too).
+
+Timing, matching the RTL's handshake, with passes numbered from cycle 0 (the
+first cycle the configuration is enabled): a pass loads in cycle t, issues its
+addresses in cycles t+1 .. t+n, and the next pass on the same side may load
+in cycle t+n. A write pass may load in the cycle its buffer's last read
+issues; a read pass in the cycle its buffer's last write happens. Read data
+leaves one cycle after its address issues.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sw.tile.pmu import PmuConfig, ReadMode
+
+READ_LATENCY = 1
+
+
+@dataclass
+class PmuRun:
+    """Result of :meth:`PmuModel.run`.
+
+    Attributes
+    ----------
+    vo0 : ndarray of uint32, shape (reads, lanes)
+    last : ndarray of bool, shape (reads,)
+    errors : int
+        Accesses dropped for an out-of-range or misaligned address.
+    cycles : int
+        Cycles from enabling the configuration to the last vo0 transfer,
+        inclusive, with every input always valid and vo0 always ready.
+    write_passes, read_passes : int
+        Complete passes run.
+    """
+
+    vo0: np.ndarray
+    last: np.ndarray
+    errors: int
+    cycles: int
+    write_passes: int
+    read_passes: int
+
+
+class PmuModel:
+    """Execute a :class:`PmuConfig` on numpy data.
+
+    Parameters
+    ----------
+    params : ArrayParams
+    config : PmuConfig
+        Validated here.
+    banks : array of uint32, shape (pmu_bank_words, lanes), optional
+        Initial contents of the banks, word ``banks[r, b]`` at address r of
+        bank b (the RTL's banks start at zero). :attr:`banks` holds the
+        contents after each run, so successive runs, with this or another
+        layout, see what earlier ones wrote exactly as the hardware does.
+    """
+
+    def __init__(self, params, config, *, banks=None):
+        if not isinstance(config, PmuConfig):
+            raise ValueError(f"config must be a PmuConfig, not {config!r}")
+        self.params = params
+        self.config = config.validate(params)
+        shape = (params.pmu_bank_words, params.lanes)
+        if banks is None:
+            self.banks = np.zeros(shape, dtype=np.uint32)
+        else:
+            self.banks = np.array(banks, dtype=np.uint32)
+            if self.banks.shape != shape:
+                raise ValueError(f"banks has shape {self.banks.shape}; the PMU's is {shape} (words, banks)")
+
+    def _bank(self, row, column):
+        """Bank holding (row, column) in this configuration's layout."""
+        return (column + row * int(self.config.stripe)) % self.params.lanes
+
+    def _write(self, addresses, rows):
+        lanes, words = self.params.lanes, self.params.pmu_words
+        ok = (addresses >= 0) & (addresses < words) & (addresses % lanes == 0)
+        index = addresses[ok] // lanes
+        # Later writes to one row win, as in the hardware.
+        _, first_from_end = np.unique(index[::-1], return_index=True)
+        keep = len(index) - 1 - first_from_end
+        row = index[keep][:, None]
+        self.banks[row, self._bank(row, np.arange(lanes)[None, :])] = rows[ok][keep]
+        return int((~ok).sum())
+
+    def _read(self, addresses):
+        lanes, words = self.params.lanes, self.params.pmu_words
+        mode = self.config.read_mode
+        extent = self.config.read_extent(self.params)
+        ok = (addresses >= 0) & (addresses + extent < words)
+        if mode == ReadMode.ROW:
+            ok &= addresses % lanes == 0
+        safe = np.where(ok, addresses, 0)[:, None]
+        row, column = safe // lanes, safe % lanes
+        lane = np.arange(lanes)[None, :]
+        if mode == ReadMode.ROW:
+            data = self.banks[row, self._bank(row, lane)]
+        elif mode == ReadMode.COLUMN:
+            # Lane l reads bank (column + stripe * row + l) at row + l, as the
+            # hardware does; under the stripe that is (row + l, column).
+            data = self.banks[row + lane, (self._bank(row, column) + lane) % lanes]
+        else:
+            data = np.repeat(self.banks[row, self._bank(row, column)], lanes, axis=1)
+        return np.where(ok[:, None], data, np.uint32(0)).astype(np.uint32), int((~ok).sum())
+
+    def run(self, vi0, si0=(), si1=()):
+        """Run until the inputs run out, the pass counts are reached or the buffers block.
+
+        Parameters
+        ----------
+        vi0 : array, shape (n, lanes)
+            Write vectors, in order.
+        si0, si1 : sequences of int
+            Runtime bases of the write / read passes (unsigned 32-bit), used
+            when the pattern enables them.
+
+        Returns
+        -------
+        PmuRun
+        """
+        p, c = self.params, self.config
+        vi0 = np.asarray(vi0, dtype=np.uint32).reshape(-1, p.lanes)
+        si0 = np.asarray(si0, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
+        si1 = np.asarray(si1, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
+        w_rel, r_rel = c.write.addresses(), c.read.addresses()
+        r_last = c.read.last_flags()
+        n_w, n_r = w_rel.size, r_rel.size
+        rpf = c.reads_per_fill
+
+        out, lasts = [], []
+        errors = 0
+        used = 0
+        w_end = 0            # cycle of the previous write pass's last write
+        r_end = 0            # cycle of the previous read pass's last issue
+        released = []        # per fill: cycle of its last read issue
+        reads_stopped = False
+        read_passes = 0
+        fill = 0
+        while True:
+            if c.write_passes and fill >= c.write_passes:
+                break
+            if c.write.runtime_base and fill >= si0.size:
+                break
+            if fill >= c.buffers and len(released) <= fill - c.buffers:
+                break
+            buffer_base = (fill % c.buffers) * c.buffer_words
+            base = buffer_base + (int(si0[fill]) if c.write.runtime_base else 0)
+            take = min(n_w, vi0.shape[0] - used)
+            errors += self._write(base + w_rel[:take], vi0[used:used + take])
+            used += take
+            if take < n_w:
+                break
+            load = max(w_end, released[fill - c.buffers] if fill >= c.buffers else 0)
+            w_end = load + n_w
+
+            for _ in range(rpf):
+                if reads_stopped:
+                    break
+                if (c.read_passes and read_passes >= c.read_passes) or \
+                        (c.read.runtime_base and read_passes >= si1.size):
+                    reads_stopped = True
+                    break
+                base = buffer_base + (int(si1[read_passes]) if c.read.runtime_base else 0)
+                data, bad = self._read(base + r_rel)
+                out.append(data)
+                lasts.append(r_last)
+                errors += bad
+                load = max(r_end, w_end)
+                r_end = load + n_r
+                read_passes += 1
+            else:
+                released.append(r_end)
+            fill += 1
+
+        vo0 = np.concatenate(out) if out else np.zeros((0, p.lanes), dtype=np.uint32)
+        last = np.concatenate(lasts) if lasts else np.zeros(0, dtype=bool)
+        cycles = r_end + READ_LATENCY + 1 if read_passes else w_end + 1 if fill else 0
+        return PmuRun(vo0=vo0, last=last, errors=errors, cycles=cycles,
+                      write_passes=fill, read_passes=read_passes)

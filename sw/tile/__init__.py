@@ -1,0 +1,1 @@
+"""Software descriptions of tile-array unit configurations."""

@@ -32,7 +32,9 @@ _VERILATOR_FLAGS = (
     "--x-assign", "fast", "--x-initial", "fast",
     "-Wno-fatal", "-Wno-lint", "-Wno-style",
 )
-_CXX_OPT = "OPT_FAST=-O2"
+# The PyPI wheel's verilated.mk leaves the precompiled-header include flag
+# empty, which breaks any model that Verilator splits into several C++ files.
+_MAKE_VARS = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def build(unit, *, waves=False, log=print):
     text = generate_verilog(unit)
     control = _control_file(unit, text)
     flags = list(_VERILATOR_FLAGS) + (["--trace-fst", "--trace-structs"] if waves else [])
-    key_material = "\0".join([text, control, " ".join(flags), _CXX_OPT, _tool_versions()])
+    key_material = "\0".join([text, control, " ".join(flags), " ".join(_MAKE_VARS), _tool_versions()])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
     directory = BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}"
     done = directory / "BUILD_OK"
@@ -172,7 +174,7 @@ def build(unit, *, waves=False, log=print):
          "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
          *flags, str(directory / "public.vlt"), str(verilator_cpp), str(directory / f"{TOPLEVEL}.v")],
         ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
-         f"VM_TRACE={int(waves)}", _CXX_OPT],
+         f"VM_TRACE={int(waves)}", *_MAKE_VARS],
     ]
     log(f"[cosim] {unit.name}: building Verilator model in {directory.relative_to(REPO)}")
     build_log = directory / "build.log"

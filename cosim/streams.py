@@ -106,3 +106,65 @@ class StreamTester:
         self.i_valid.value = 0
         self.o_ready.value = 0
         return outputs
+
+
+def _ports(dut, prefix):
+    return (getattr(dut, f"{prefix}__{name}") for name in ("valid", "ready", "payload"))
+
+
+async def drive(dut, prefix, payloads, *, idle=0.0, seed=0):
+    """Offer ``payloads`` on stream ``prefix``, idling a cycle with probability ``idle``.
+
+    For units with several inputs: start one ``drive`` per input with
+    ``cocotb.start_soon`` and they run side by side.
+    """
+    valid, ready, payload = _ports(dut, prefix)
+    rng = np.random.default_rng(seed)
+    payloads = [int(p) for p in payloads]
+    sent = 0
+    while sent < len(payloads):
+        await FallingEdge(dut.clk)
+        offer = rng.random() >= idle
+        valid.value = int(offer)
+        if offer:
+            payload.value = payloads[sent]
+        await ReadOnly()
+        if offer and ready.value:
+            sent += 1
+    await FallingEdge(dut.clk)
+    valid.value = 0
+
+
+async def collect(dut, prefix, count, *, backpressure=0.0, seed=0, cycle_limit=100_000):
+    """Take ``count`` payloads from stream ``prefix`` with random back-pressure.
+
+    Checks that a result held by back-pressure stays valid and unchanged, and
+    raises :class:`StallError` past ``cycle_limit`` cycles.
+    """
+    valid, ready, payload = _ports(dut, prefix)
+    rng = np.random.default_rng(seed)
+    out = []
+    held = None
+    for cycle in range(cycle_limit):
+        if len(out) == count:
+            break
+        await FallingEdge(dut.clk)
+        take = rng.random() >= backpressure
+        ready.value = int(take)
+        await ReadOnly()
+        if valid.value:
+            value = int(payload.value)
+            if held is not None and value != held:
+                raise StreamProtocolError(f"{prefix}.payload changed from {held:#x} to {value:#x} while held")
+            if take:
+                out.append(value)
+                held = None
+            else:
+                held = value
+        elif held is not None:
+            raise StreamProtocolError(f"{prefix}.valid fell while a result was held")
+    else:
+        raise StallError(f"{prefix}: {len(out)} of {count} results after {cycle_limit} cycles")
+    await FallingEdge(dut.clk)
+    ready.value = 0
+    return out

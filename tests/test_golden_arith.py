@@ -1062,3 +1062,70 @@ def test_int_float_roundtrip_on_integers(x):
     assert int(g.fp32_to_int(x)) == i & 0xFFFFFFFF
     if v == i and i != 0:
         assert int(g.int_to_fp32(g.fp32_to_int(x))) == x
+
+
+# ------------------------------------------------------------- fp32 multiply
+
+
+@st.composite
+def fmul_edge_pair(draw):
+    """Normals whose product lies near 2^-126 or 2^128, fractions often near all-ones."""
+    target = draw(st.sampled_from([125, 126, 127, 128, 380, 381, 382]))
+    ea = draw(st.integers(max(1, target - 254), min(254, target - 1)))
+    fa = draw(st.integers(0, 2**23 - 1))
+    fb = draw(st.one_of(st.integers(0, 2**23 - 1), st.integers(2**23 - 64, 2**23 - 1)))
+    sa, sb = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+    return (sa << 31) | (ea << 23) | fa, (sb << 31) | ((target - ea) << 23) | fb
+
+
+@SETTINGS
+@given(st.one_of(st.tuples(any32, any32), fmul_edge_pair()))
+def test_fp32_mul_vs_exact_rational(ab):
+    a, b = ab
+    got = int(g.fp32_mul(a, b))
+    fa, fb = frac_of32(a), frac_of32(b)
+    neg = bool(a >> 31) != bool(b >> 31)
+    if is_nan32(a) or is_nan32(b):
+        assert got == NAN
+    elif fa is None or fb is None:
+        other = fb if fa is None else fa
+        assert got == (NAN if other == 0 else (NINF if neg else INF))
+    else:
+        assert got == rne(fa * fb, 24, neg_zero=neg)
+
+
+def test_fp32_mul_vs_numpy_normals():
+    # Where float32's result is normal and finite, IEEE RNE is the policy.
+    rng = np.random.default_rng(5)
+    a, b = rand_fp(rng, N_RANDOM, 1, 254), rand_fp(rng, N_RANDOM, 1, 254)
+    with np.errstate(all="ignore"):
+        want = as_bits(as_f32(a) * as_f32(b))
+    keep = normal32(want) & (np.abs(as_f32(want)) < np.float32(3.4e38))
+    assert keep.sum() > N_RANDOM // 2
+    np.testing.assert_array_equal(g.fp32_mul(a, b)[keep], want[keep])
+
+
+FMUL_CASES = [
+    (0x3F800001, 0x3F800001, 0x3F800002),    # (1 + 2^-23)^2 = 1 + 2^-22 + 2^-46: rounds down
+    (0x3FC00000, 0x3F800001, 0x3FC00002),    # 1.5 + 1.5 * 2^-23: tie, up to even
+    (0x3FC00000, 0x3F800003, 0x3FC00004),    # 1.5 + 4.5 * 2^-23: tie, down to even
+    (0x3FFFFFFF, 0x3FFFFFFF, 0x407FFFFE),
+    (0x00800001, 0x3F7FFFFF, 0x00800000),    # rounds up to 2^-126: kept, not flushed
+    (0x00800000, 0x3F7FFFFF, PZERO),         # (1 - 2^-24) 2^-126 exactly: flushed
+    (0x80FFFFFF, 0x3F000000, NZERO),         # just below 2^-126, negative
+    (0x01000000, 0x3F000000, MINN),
+    (0x7F7FFFFF, 0x3F800001, INF),           # rounds past the maximum
+    (0xFF7FFFFF, 0x3F7FFFFF, 0xFF7FFFFE),
+    (0x5F800000, 0x5F800000, INF),           # exactly 2^128
+    (0x00400000, ONE, PZERO),                # subnormal input is zero
+    (0x80400000, ONE, NZERO),
+    (INF, PZERO, NAN),
+    (NINF, 0xBF800000, INF),
+    (NZERO, 0x7F7FFFFF, NZERO),
+    (0x7F800001, ONE, NAN),
+]
+
+
+def test_fp32_mul_directed():
+    check(g.fp32_mul, FMUL_CASES)
+    check(g.fp32_mul, [(b, a, r) for a, b, r in FMUL_CASES])

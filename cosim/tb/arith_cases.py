@@ -14,6 +14,7 @@ import numpy as np
 
 from hw import arith
 from sw.golden import arith as golden
+from sw.golden import tail as golden_tail
 
 SPECIALS32 = np.array([
     0x0000_0000, 0x8000_0000,              # +-0
@@ -114,6 +115,81 @@ def _mul_stimulus(rng, n):
         return (((sa << 15) | (ea << 7) | fa).astype(np.uint16), ((sb << 15) | (eb << 7) | fb).astype(np.uint16))
 
     return _mixture(rng, n, [lambda k: (_bf16(rng, k), _bf16(rng, k)), threshold])
+
+
+def _fmul_stimulus(rng, n):
+    def threshold(k):
+        # Exponent fields summing to 127 + {-2..1} (the flush edge, where
+        # rounding can lift a product to 2^-126) or 127 + {253..255} (overflow).
+        target = np.where(rng.integers(0, 2, k) == 0, 127 + rng.integers(-2, 2, k), 127 + rng.integers(253, 256, k))
+        ea = rng.integers(np.maximum(1, target - 254), np.minimum(254, target - 1) + 1)
+        eb = target - ea
+        sa, sb = rng.integers(0, 2, k), rng.integers(0, 2, k)
+        fa = rng.integers(0, 1 << 23, k)
+        # Fractions near all-ones push the product's rounding across a binade.
+        fb = np.where(rng.integers(0, 2, k) == 0, rng.integers(0, 1 << 23, k), (1 << 23) - 1 - rng.integers(0, 64, k))
+        return (((sa << 31) | (ea << 23) | fa).astype(np.uint32), ((sb << 31) | (eb << 23) | fb).astype(np.uint32))
+
+    def ties(k):
+        # a * (1 + 2^-j): a shifted copy of a is added, so low bits of the
+        # 48-bit product often sit exactly on a rounding tie.
+        a = _fp(rng, k, exp_lo=64, exp_hi=190)
+        j = rng.integers(1, 24, k).astype(np.uint32)
+        b = np.uint32(0x3F80_0000) | (np.uint32(1) << (23 - j)) | (rng.integers(0, 2, k).astype(np.uint32) << 31)
+        return a, b
+
+    return _mixture(rng, n, [lambda k: (_fp32(rng, k), _fp32(rng, k)), threshold, ties])
+
+
+def _fmul_directed():
+    a, b = _directed_pairs(SPECIALS32)
+    edges = [
+        (0x3F80_0001, 0x3F80_0001),  # (1 + 2^-23)^2: below the tie, rounds down
+        (0x3F80_0001, 0x3FFF_FFFF),  # rounds up across a binade
+        (0x3FC0_0000, 0x3F80_0001),  # 1.5 (1 + 2^-23): exact tie, to even
+        (0x0080_0001, 0x3F7F_FFFF),  # rounds up to exactly 2^-126: kept
+        (0x0080_0000, 0x3F7F_FFFF),  # (1 - 2^-24) 2^-126: exact, flushed
+        (0x0100_0000, 0x3F00_0000),  # exactly 2^-126
+        (0x8100_0000, 0x3EFF_FFFF),  # just below, negative: -0
+        (0x7F7F_FFFF, 0x3F80_0001),  # max (1 + 2^-23): inf
+        (0x7F7F_FFFF, 0x3F7F_FFFF),  # stays finite
+        (0x5F80_0000, 0x5F80_0000),  # 2^64 * 2^64 = 2^128: inf
+        (0x1F80_0000, 0x2000_0000),  # 2^-64 * 2^-63 = 2^-127: flushed
+    ]
+    ea, eb = np.array(edges, dtype=np.uint32).T
+    return [np.concatenate([a, ea, eb]), np.concatenate([b, eb, ea])]
+
+
+TAIL_SPECIALS = np.array([
+    0x0000_0000, 0x8000_0000, 0x0000_0001, 0x807F_FFFF,  # zeros and subnormals
+    0x7F80_0000, 0xFF80_0000, 0x7FC0_0000, 0xFFC0_0000, 0x7F80_0001, 0xFFFF_FFFF,  # infinities, NaNs
+    0x0080_0000, 0x8080_0000, 0x7F7F_FFFF, 0xFF7F_FFFF, 0x7F00_0000, 0x0100_0000,  # range edges
+    0x3F80_0000, 0xBF80_0000, 0x4000_0000, 0x3F7F_FFFF, 0x3F80_0001, 0x4080_0000,  # around 1, powers of two
+    0x42B0_0000, 0x42B1_7217, 0x42B1_7218, 0x42B2_0000, 0xC2AE_AC4F, 0xC2AE_AC50,  # exp overflow/flush edges
+    0xC2BA_0000, 0xC2CF_FFFF, 0xC2D0_0000, 0xC2D0_0001, 0x42D0_0000, 0x42D0_0001,  # silu edges, exp clamp
+    0x7E80_0000, 0x7EFF_FFFF, 0x0000_0000, 0x3400_0000, 0xB400_0000, 0x3300_0000,  # recip flush, tiny
+], dtype=np.uint32)
+
+
+def _tail_stimulus(rng, n, *, exp_lo, exp_hi):
+    """Uniform patterns, the function's useful exponent range, edges and specials."""
+    def near_edges(k):
+        base = _pick(rng, TAIL_SPECIALS, k).astype(np.int64)
+        return ((base + rng.integers(-300, 301, k)) & 0xFFFF_FFFF).astype(np.uint32),
+
+    return _mixture(rng, n, [
+        lambda k: (rng.integers(0, 1 << 32, k, dtype=np.uint64).astype(np.uint32),),
+        lambda k: (_fp(rng, k, exp_lo=exp_lo, exp_hi=exp_hi),),
+        near_edges,
+        lambda k: (_pick(rng, TAIL_SPECIALS, k),),
+    ])[0]
+
+
+def _tail_directed():
+    # Every bf16 value with exponent field near the bias (|x| in [2^-8, 2^8]), plus specials.
+    bf16 = np.arange(1 << 16, dtype=np.uint32) << 16
+    e = (bf16 >> 23) & 0xFF
+    return [np.concatenate([TAIL_SPECIALS, bf16[(e >= 119) & (e <= 135)]])]
 
 
 def _fma_stimulus(rng, n):
@@ -240,6 +316,7 @@ def _add_directed():
 CASES = {c.name: c for c in [
     ArithCase("mul", arith.Bf16Mul, (("a", 16), ("b", 16)), golden.bf16_mul,
               _mul_stimulus, lambda: _directed_pairs(SPECIALS16)),
+    ArithCase("fmul", arith.Fp32Mul, (("a", 32), ("b", 32)), golden.fp32_mul, _fmul_stimulus, _fmul_directed),
     ArithCase("add", arith.Fp32Add, (("a", 32), ("b", 32), ("sub", 1)),
               lambda a, b, sub: golden.fp32_add(a, b, sub=sub.astype(bool)), _add_stimulus, _add_directed),
     ArithCase("fma", arith.Fma, (("a", 16), ("b", 16), ("c", 32)), golden.fma, _fma_stimulus, _fma_directed),
@@ -256,4 +333,14 @@ CASES = {c.name: c for c in [
                                                              0xCF00_0001, 0x4EFF_FFFF, 0xBFC0_0000], dtype=np.uint32)])]),
     ArithCase("cmp", arith.Fp32Cmp, (("a", 32), ("b", 32)), _cmp_golden, _cmp_stimulus,
               lambda: _directed_pairs(SPECIALS32)),
+    ArithCase("exp", arith.Exp, (("x", 32),), golden_tail.exp,
+              lambda rng, n: [_tail_stimulus(rng, n, exp_lo=110, exp_hi=134)], _tail_directed),
+    ArithCase("recip", arith.Recip, (("x", 32),), golden_tail.recip,
+              lambda rng, n: [_tail_stimulus(rng, n, exp_lo=1, exp_hi=255)], _tail_directed),
+    ArithCase("rsqrt", arith.Rsqrt, (("x", 32),), golden_tail.rsqrt,
+              lambda rng, n: [_tail_stimulus(rng, n, exp_lo=1, exp_hi=255)], _tail_directed),
+    ArithCase("sigmoid", arith.Sigmoid, (("x", 32),), golden_tail.sigmoid,
+              lambda rng, n: [_tail_stimulus(rng, n, exp_lo=110, exp_hi=134)], _tail_directed),
+    ArithCase("silu", arith.Silu, (("x", 32),), golden_tail.silu,
+              lambda rng, n: [_tail_stimulus(rng, n, exp_lo=110, exp_hi=134)], _tail_directed),
 ]}

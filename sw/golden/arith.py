@@ -28,6 +28,7 @@ __all__ = [
     "ftz32",
     "canon_nan32",
     "bf16_mul",
+    "fp32_mul",
     "fp32_add",
     "fma",
     "fp32_to_bf16",
@@ -209,6 +210,44 @@ def bf16_mul(a16, b16):
         p = a.astype(np.float64) * b.astype(np.float64)
         p = np.where(np.abs(p) < _MIN_NORMAL, np.copysign(0.0, p), p)
         r = f32_bits(p.astype(np.float32))
+    return canon_nan32(r)
+
+
+def fp32_mul(a32, b32):
+    """fp32 x fp32 -> fp32 product, round to nearest even (unit ``Fp32Mul``).
+
+    Parameters
+    ----------
+    a32, b32 : array_like of int
+        fp32 bit patterns.
+
+    Returns
+    -------
+    numpy.ndarray of uint32
+        fp32 bit patterns of the rounded product.
+
+    Notes
+    -----
+    Two 24-bit significands give at most 48 significant bits and the
+    exponent stays within [-252, 255], so the float64 product is exact. A
+    float32 multiply would round tiny products with gradual underflow
+    (fewer significand bits below 2**-126), which is not the policy's
+    "round as if unbounded". So products below 2**-64 are first scaled by
+    2**128 (exact in float64), which puts every nonzero one at 2**-124 or
+    more, where the float32 cast rounds with the full 24 bits; scaling the
+    rounded value back is exact in float64, and a magnitude below 2**-126
+    then flushes. Larger products cast directly: they are normal, and the
+    cast overflows to infinity exactly when RNE passes the largest finite
+    value. Products of zero take the XOR sign, which float64 gives.
+    """
+    with np.errstate(all="ignore"):
+        a = daz32(a32).view(np.float32).astype(np.float64)
+        b = daz32(b32).view(np.float32).astype(np.float64)
+        p = a * b
+        scale = np.where(np.abs(p) < 2.0**-64, 2.0**128, 1.0)
+        q = (p * scale).astype(np.float32).astype(np.float64) / scale
+        q = np.where(np.abs(q) < _MIN_NORMAL, np.copysign(0.0, p), q)
+        r = f32_bits(q.astype(np.float32))
     return canon_nan32(r)
 
 

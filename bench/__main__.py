@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import numerics
+from bench import numerics, tiles
 
-BENCHES = {"numerics": numerics.main}
+BENCHES = {"numerics": numerics.main, "tiles": tiles.main}
 
 
 def main(argv):

@@ -192,6 +192,30 @@ def _tail_directed():
     return [np.concatenate([TAIL_SPECIALS, bf16[(e >= 119) & (e <= 135)]])]
 
 
+_TAIL_CODES = {op.value: op.name.lower() for op in arith.TailOp}
+
+
+def _tail_golden(x, op):
+    """Every lane's op applied to its x through the single-function golden models."""
+    x, op = np.asarray(x, dtype=np.uint32), np.asarray(op).astype(np.int64)
+    out = x.copy()
+    for code, name in _TAIL_CODES.items():
+        pick = op == code
+        if pick.any():
+            out[pick] = golden_tail.apply(name, x[pick])
+    return out
+
+
+def _tail_ops(rng, n):
+    """Op codes 0-7: the six functions, NONE and the unused code 7 (which passes x)."""
+    return rng.integers(0, 8, n).astype(np.uint32)
+
+
+def _combined_directed():
+    (x,) = _tail_directed()
+    return [np.tile(x, 8), np.repeat(np.arange(8, dtype=np.uint32), len(x))]
+
+
 def _fma_stimulus(rng, n):
     def cancel(k):
         a, b = _bf16(rng, k), _bf16(rng, k)
@@ -343,4 +367,7 @@ CASES = {c.name: c for c in [
               lambda rng, n: [_tail_stimulus(rng, n, exp_lo=110, exp_hi=134)], _tail_directed),
     ArithCase("silu", arith.Silu, (("x", 32),), golden_tail.silu,
               lambda rng, n: [_tail_stimulus(rng, n, exp_lo=110, exp_hi=134)], _tail_directed),
+    ArithCase("tail", arith.Tail, (("x", 32), ("op", 3)), _tail_golden,
+              lambda rng, n: [_tail_stimulus(rng, n, exp_lo=100, exp_hi=155), _tail_ops(rng, n)],
+              _combined_directed),
 ]}

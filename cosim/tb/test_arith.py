@@ -6,7 +6,6 @@ Sizes: ``OPENRDU_OPS`` random operations through the driver and monitor,
 names a JSON file that receives cycle counts and wall-clock times.
 """
 
-import json
 import os
 import time
 
@@ -15,6 +14,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 
 from cosim import bist
+from cosim.metrics import record
 from cosim.streams import StreamTester
 from cosim.tb.arith_cases import CASES
 
@@ -22,16 +22,7 @@ CASE = CASES[os.environ["OPENRDU_UNIT"]]
 OPS = int(os.environ.get("OPENRDU_OPS", "100000"))
 BIST_OPS = int(os.environ.get("OPENRDU_BIST_OPS", "200000"))
 SEED = int(os.environ.get("OPENRDU_SEED", "1"))
-METRICS = os.environ.get("OPENRDU_METRICS")
 
-
-def record(name, **values):
-    if not METRICS:
-        return
-    data = json.loads(open(METRICS).read()) if os.path.exists(METRICS) else {}
-    data[name] = values
-    with open(METRICS, "w") as f:
-        json.dump(data, f, indent=1)
 
 
 async def reset(dut):

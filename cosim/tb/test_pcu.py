@@ -6,6 +6,7 @@ count must be within 10% of the model's estimate).
 """
 
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -13,6 +14,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 from cocotb.utils import get_sim_time
 
+from cosim.metrics import record
 from cosim.streams import collect, drive
 from cosim.tb.pcu_cases import cases
 from hw.tile import params as presets
@@ -24,6 +26,7 @@ TAIL_OPS = tuple(TailOp[name.upper()] for name in os.environ["OPENRDU_PCU_TAIL"]
 BUILT = tuple(op.name.lower() for op in TAIL_OPS)
 SEED = int(os.environ.get("OPENRDU_SEED", "1"))
 PERIOD_NS = 10
+
 
 
 def vector_payloads(data, last):
@@ -59,6 +62,7 @@ async def run_case(dut, case, *, stalls, seed):
     await FallingEdge(dut.clk)
 
     idle, back = (0.25, 0.3) if stalls else (0.0, 0.0)
+    wall = time.perf_counter()
     start = get_sim_time("ns")
     for k, (vec, last) in inputs.vi.items():
         cocotb.start_soon(drive(dut, f"vi{k}", vector_payloads(vec, last), idle=idle, seed=seed + k))
@@ -71,6 +75,7 @@ async def run_case(dut, case, *, stalls, seed):
         sinks.append(("so", cocotb.start_soon(collect(dut, "so0", len(want.so), backpressure=back, seed=seed + 21))))
     got = {name: await task for name, task in sinks}
     cycles = round((get_sim_time("ns") - start) / PERIOD_NS)
+    wall = time.perf_counter() - wall
 
     if "vo" in got:
         data, last = unpack_vectors(got["vo"], PARAMS.lanes)
@@ -85,6 +90,9 @@ async def run_case(dut, case, *, stalls, seed):
                               f"{bad[0]}: got {data[bad[0]]:#x}, want {want.so[bad[0]]:#x}")
     firings = int(dut.firings.value)
     assert firings == want.firings, f"{case.name}: {firings} firings, model {want.firings}"
+    if not stalls:
+        record(case.name, rtl_cycles=cycles, model_cycles=want.cycles, busy_cycles=int(dut.busy_cycles.value),
+               firings=firings, rtl_wall_s=wall)
     return cycles, want.cycles
 
 

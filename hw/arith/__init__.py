@@ -6,8 +6,9 @@ from .fma import Fma, FmaOperands
 from .convert import (Fp32ToBf16, Bf16ToFp32, IntToFp32, Fp32ToInt, fp32_to_bf16_datapath,
                       bf16_to_fp32_datapath, int_to_fp32_datapath, fp32_to_int_datapath)
 from .cmp import Fp32Cmp, CmpOperands, CmpResult, fp32_cmp_datapath
-from .tail import (Exp, Recip, Rsqrt, Sigmoid, Silu, exp_datapath, recip_datapath, rsqrt_datapath,
-                   sigmoid_datapath, silu_datapath, ldexp_datapath)
+from .tail import (Exp, Recip, Rsqrt, Sigmoid, Silu, Tail, TailOp, TailOperands, tail_datapath, tail_latency,
+                   exp_datapath, recip_datapath, rsqrt_datapath,
+                   sigmoid_datapath, silu_datapath)
 from .pipeline import Pipeline
 
 __all__ = [
@@ -18,7 +19,7 @@ __all__ = [
     "Fp32ToBf16", "Bf16ToFp32", "IntToFp32", "Fp32ToInt",
     "fp32_to_bf16_datapath", "bf16_to_fp32_datapath", "int_to_fp32_datapath", "fp32_to_int_datapath",
     "Fp32Cmp", "CmpOperands", "CmpResult", "fp32_cmp_datapath",
-    "Exp", "Recip", "Rsqrt", "Sigmoid", "Silu",
-    "exp_datapath", "recip_datapath", "rsqrt_datapath", "sigmoid_datapath", "silu_datapath", "ldexp_datapath",
+    "Exp", "Recip", "Rsqrt", "Sigmoid", "Silu", "Tail", "TailOp", "TailOperands", "tail_datapath", "tail_latency",
+    "exp_datapath", "recip_datapath", "rsqrt_datapath", "sigmoid_datapath", "silu_datapath",
     "Pipeline",
 ]

@@ -1,254 +1,350 @@
-"""PCU tail functions on fp32: exp, recip, rsqrt, sigmoid and silu.
+"""PCU tail functions on fp32: exp, recip, rsqrt, sigmoid, silu, and the shared tail.
 
-Each function is built from the bit-exact units (``fp32_add_datapath``,
-``fp32_mul_datapath``, ``fp32_cmp_datapath``, ``fp32_to_int_datapath``),
-exponent-field insertion (:func:`ldexp_datapath`) and small constant ROMs,
-in the same order as the golden model ``sw/golden/tail.py``. Every datapath
-has a fixed latency (the ``*_LATENCY`` constants) and takes one operation per
-cycle; the algorithms and their measured accuracy are in ``docs/numerics.md``.
+Each function works in fixed point on the input's significand: an exp core
+(x log2(e) by one integer product, 2**f from a table and a cubic), a
+reciprocal core (seed table and two Newton steps) and an rsqrt core, then
+one multiply-and-round stage that packs every result with RNE. The constant
+tables come from ``sw/golden/tail.py``, whose integer steps this file
+mirrors bit for bit. :func:`tail_datapath` builds any set of the functions
+with one exp core and one reciprocal core shared between exp, recip,
+sigmoid and silu. Algorithms, accuracy and latencies are in
+``docs/numerics.md``.
 """
 
-import math
-import struct
+import functools
 
-from amaranth import Module, Signal, Cat, Const, Mux, Array, signed
-from amaranth.lib import wiring, stream, data
+from amaranth import Module, Signal, Shape, Cat, Const, Mux, Array, signed
+from amaranth.lib import data, enum, wiring, stream
 from amaranth.lib.wiring import In, Out
 
-from .add import fp32_add_datapath, Fp32Add
-from .cmp import fp32_cmp_datapath, Fp32Cmp, CmpResult
-from .convert import fp32_to_int_datapath, Fp32ToInt
-from .fp import unpack32, CANON_NAN32, INF32, EXP_MAX
-from .mul import fp32_mul_datapath, Fp32Mul
+from sw.golden.tail import (EXP_LOG2E, EXP_TABLE, EXP_POLY, EXP_X_HUGE, EXP_HUGE_N, SEED_FRAC,
+                            RECIP_SEED, RSQRT_SEED)
+from .convert import fp32_to_bf16_datapath, bf16_to_fp32_datapath
+from .fp import unpack32, round_pack, CANON_NAN32, INF32
 from .pipeline import Pipeline
 
-ONE = 0x3F80_0000
-HALF = 0x3F00_0000
-SIGN = 0x8000_0000
-NEG_INF = 0xFF80_0000
-
-# The same constants as sw/golden/tail.py, where each is explained.
-EXP_X_LO = 0xC2D0_0000
-EXP_X_HI = 0x42D0_0000
-EXP_LOG2E = 0x3FB8_AA3B
-EXP_ROUNDER = 0x4B40_0000
-EXP_LN2_HI = 0x3F31_7200
-EXP_LN2_LO = 0x35BF_BE8E
-EXP_COEFFS = (0x3EFF_FFFE, 0x3E2A_AA45, 0x3D2A_AC8B, 0x3C09_1FE9, 0x3AB5_0D2F)
-NEWTON_STEPS = 2
-SILU_SCALE = 64
-SILU_ONE_SCALED = 0x1F80_0000
+__all__ = [
+    "TailOp", "TailOperands", "tail_latency", "tail_datapath", "Tail",
+    "exp_datapath", "recip_datapath", "rsqrt_datapath", "sigmoid_datapath", "silu_datapath",
+    "Exp", "Recip", "Rsqrt", "Sigmoid", "Silu",
+    "EXP_LATENCY", "RECIP_LATENCY", "RSQRT_LATENCY", "SIGMOID_LATENCY", "SILU_LATENCY",
+]
 
 
-def _f32(value):
-    """fp32 bit pattern of a Python float, rounded to nearest even."""
-    return struct.unpack("<I", struct.pack("<f", value))[0]
+class TailOp(enum.Enum, shape=3):
+    NONE = 0
+    EXP = 1
+    RECIP = 2
+    RSQRT = 3
+    SIGMOID = 4
+    SILU = 5
+    BF16 = 6  # round to the nearest bf16 value (kept as fp32 bits)
 
 
-RECIP_SEED = tuple(_f32(2.0 / ((1 + j / 128) + (1 + (j + 1) / 128))) for j in range(128))
-RSQRT_SEED = tuple(_f32(2.0 / (math.sqrt(2.0 ** (j // 64) * (1 + (j % 64) / 64))
-                               + math.sqrt(2.0 ** (j // 64) * (1 + (j % 64 + 1) / 64))))
-                   for j in range(128))
-
-_ADD, _MUL, _CMP, _F2I, _LDEXP, _ROM = Fp32Add.LATENCY, Fp32Mul.LATENCY, Fp32Cmp.LATENCY, Fp32ToInt.LATENCY, 1, 1
-
-
-def ldexp_datapath(m, reg, x, k):
-    """``x * 2**k`` by exponent-field arithmetic; one register level.
-
-    ``k`` is a signed value. Exact while the result is normal; an exponent
-    of 0 or below flushes to signed zero and 255 or above gives signed
-    infinity. Zeros, infinities and NaN (made canonical) pass unchanged.
-    """
-    u = unpack32(x)
-    e2 = Signal(signed(max(len(k), 9) + 2), name="ldexp_e")
-    m.d.comb += e2.eq(u.exp + k)
-    result = Signal(32, name="ldexp_result")
-    with m.If(u.is_nan):
-        m.d.comb += result.eq(CANON_NAN32)
-    with m.Elif(u.is_inf | (~u.is_zero & (e2 >= EXP_MAX))):
-        m.d.comb += result.eq(Cat(Const(INF32, 31), u.sign))
-    with m.Elif(u.is_zero | (e2 <= 0)):
-        m.d.comb += result.eq(Cat(Const(0, 31), u.sign))
-    with m.Else():
-        m.d.comb += result.eq(Cat(u.frac, e2[:8], u.sign))
-    return reg(result, name="ldexp_out")
+_FUNCTIONS = (TailOp.EXP, TailOp.RECIP, TailOp.RSQRT, TailOp.SIGMOID, TailOp.SILU)
+_LOGISTIC = (TailOp.SIGMOID, TailOp.SILU)
 
 
 class _Schedule:
     """Operands tagged with the register level they are valid at.
 
-    Each operation delays its operands to the latest of their levels, so the
+    Each stage delays its operands to the latest of their levels, so the
     composed datapaths stay aligned without hand-counted delay chains.
-    Constants (level ``None``) are valid at every level.
+    Python integers and ``Const`` values are constants, valid at every level.
     """
 
     def __init__(self, m, reg, prefix):
-        self.m, self.reg, self.prefix = m, reg, prefix
+        self.m, self._reg, self.prefix = m, reg, prefix
         self._delayed = {}
 
     def at(self, operand, level):
+        if isinstance(operand, (int, Const)):
+            return operand
         value, start = operand
-        if start is None:
-            return value
         if start > level:
             raise ValueError(f"operand valid at level {start} is needed at level {level}")
         for k in range(start, level):
             key = (id(value), k + 1)
             if key not in self._delayed:
-                self._delayed[key] = (self.reg(value, name=f"{self.prefix}_d{k + 1}"), value)
+                self._delayed[key] = (self._reg(value, name=f"{self.prefix}_d{k + 1}"), value)
             value = self._delayed[key][0]
         return value
 
-    def _level(self, *operands):
-        return max((t for _, t in operands if t is not None), default=0)
+    def level(self, *operands):
+        return max((o[1] for o in operands if not isinstance(o, (int, Const))), default=0)
 
-    def add(self, a, b, *, sub=0):
-        t = self._level(a, b)
-        return fp32_add_datapath(self.m, self.reg, self.at(a, t), self.at(b, t), sub), t + _ADD
+    def comb(self, fn, *operands):
+        """``fn`` of the aligned operands, without a register."""
+        t = self.level(*operands)
+        return fn(*(self.at(o, t) for o in operands)), t
 
-    def mul(self, a, b):
-        t = self._level(a, b)
-        return fp32_mul_datapath(self.m, self.reg, self.at(a, t), self.at(b, t)), t + _MUL
+    def stage(self, name, fn, *operands, shape=None):
+        """``fn`` of the aligned operands, registered (one level)."""
+        value, t = self.comb(fn, *operands)
+        if shape is not None:
+            sized = Signal(shape, name=f"{self.prefix}_{name}_w")
+            self.m.d.comb += sized.eq(value)
+            value = sized
+        return self._reg(value, name=f"{self.prefix}_{name}"), t + 1
 
-    def cmp(self, a, b, field):
-        t = self._level(a, b)
-        flags = data.View(CmpResult, fp32_cmp_datapath(self.m, self.reg, self.at(a, t), self.at(b, t)))
-        return getattr(flags, field), t + _CMP
+    def select(self, op, cases):
+        """The operand of ``cases`` (a dict keyed by TailOp) that ``op`` names; the last is the default."""
+        items = list(cases.items())
+        if op is None or len(items) == 1:
+            return items[0][1] if len(items) == 1 else None
 
-    def to_int(self, a):
-        t = self._level(a)
-        return fp32_to_int_datapath(self.m, self.reg, self.at(a, t)), t + _F2I
-
-    def ldexp(self, a, k):
-        t = self._level(a, k)
-        return ldexp_datapath(self.m, self.reg, self.at(a, t), self.at(k, t)), t + _LDEXP
-
-    def rom(self, table, index, *, name):
-        t = self._level(index)
-        rom = Array(Const(v, 32) for v in table)
-        return self.reg(rom[self.at(index, t)], name=name), t + _ROM
-
-
-def _const(value):
-    return Const(value, 32), None
+        def pick(op, *values):
+            result = values[-1]
+            for (code, _), value in zip(items[-2::-1], values[-2::-1]):
+                result = Mux(op == code, value, result)
+            return result
+        return self.comb(pick, op, *(v for _, v in items))
 
 
-def _exp(s, x, offset):
-    """e**x * 2**offset on scheduled operands; ``offset`` is a scheduled signed value."""
-    xc = s.cmp(s.cmp(x, _const(EXP_X_LO), "max"), _const(EXP_X_HI), "min")
-    t = s.mul(xc, _const(EXP_LOG2E))
-    nf = s.add(s.add(t, _const(EXP_ROUNDER)), _const(EXP_ROUNDER), sub=1)
-    n, n_level = s.to_int(nf)
-    r = s.add(s.add(xc, s.mul(nf, _const(EXP_LN2_HI)), sub=1), s.mul(nf, _const(EXP_LN2_LO)), sub=1)
-    q = _const(EXP_COEFFS[-1])
-    for c in EXP_COEFFS[-2::-1]:
-        q = s.add(s.mul(q, r), _const(c))
-    p = s.add(s.add(s.mul(s.mul(r, r), q), r), _const(ONE))
-    level = s._level((n, n_level), offset, p)
-    k = Signal(signed(34), name="exp_k")
-    s.m.d.comb += k.eq(s.at((n, n_level), level).as_signed() + s.at(offset, level))
-    return s.ldexp(p, (k, level))
+def _rom(table, width, index):
+    return Array(Const(v, width) for v in table)[index]
 
 
-def _recip(s, x):
-    """1/x on a scheduled operand, specials included."""
-    u = unpack32(x[0])
-    d = (Cat(u.frac, Const(ONE >> 23, 9)), x[1])
-    seed = s.rom(RECIP_SEED, (u.frac[16:], x[1]), name="recip_seed")
-    y = (Mux(s.at((u.frac == 0, x[1]), seed[1]), ONE, seed[0]), seed[1])
-    for _ in range(NEWTON_STEPS):
-        y = s.add(y, s.mul(y, s.add(_const(ONE), s.mul(d, y), sub=1)))
-    k = Signal(signed(9), name="recip_k")
-    s.m.d.comb += k.eq(127 - u.exp)
-    z, level = s.ldexp(y, (k, x[1]))
-    sign, zero, inf, nan = (s.at((flag, x[1]), level) for flag in (u.sign, u.is_zero, u.is_inf, u.is_nan))
-    result = Signal(32, name="recip_result")
-    with s.m.If(nan):
-        s.m.d.comb += result.eq(CANON_NAN32)
-    with s.m.Elif(zero):
-        s.m.d.comb += result.eq(Cat(Const(INF32, 31), sign))
-    with s.m.Elif(inf):
-        s.m.d.comb += result.eq(Cat(Const(0, 31), sign))
-    with s.m.Else():
-        s.m.d.comb += result.eq(Cat(z[:31], sign))
-    return result, level
+def _exp_core(s, sign, x):
+    """e**x as ``(m, n)``: m 2**(n - 32), m in [2^32, 2^33]; see ``sw.golden.tail._exp_core``.
+
+    ``sign`` replaces the sign of ``x`` (sigmoid and silu take e**-|x|).
+    """
+    p = s.stage("exp_p", lambda x: Mux(x[23:31] == 0, 0, Cat(x[:23], Const(1, 1))) * EXP_LOG2E, x)
+
+    def reduce(p, x, sign):
+        e = x[23:31]
+        shift = Signal(8, name=f"{s.prefix}_exp_shift")
+        t = Signal(signed(42), name=f"{s.prefix}_exp_t")
+        s.m.d.comb += [shift.eq(156 - e), t.eq(Mux(sign, -(p >> shift), p >> shift))]
+        huge = e >= EXP_X_HUGE
+        return Cat(Mux(huge, 0, t[:32]), Mux(huge, Mux(sign, -EXP_HUGE_N, EXP_HUGE_N), t[32:].as_signed())[:10])
+    nf = s.stage("exp_nf", reduce, p, x, sign)
+    f = (nf[0][:32], nf[1])
+    n = (nf[0][32:].as_signed(), nf[1])
+    r = s.comb(lambda f: f[:25], f)
+    c1, c2, c3 = EXP_POLY
+    table = s.stage("exp_table", lambda f: _rom(EXP_TABLE, 33, f[25:]), f)
+    poly = s.stage("exp_a", lambda r: (c3 * r) >> 32, r)
+    poly = s.stage("exp_b", lambda p, r: ((c2 + p) * r) >> 32, poly, r)
+    poly = s.stage("exp_c", lambda p, r: ((c1 + p) * r) >> 32, poly, r)
+    m = s.stage("exp_m", lambda t, p: t + ((t * p) >> 32), table, poly, shape=34)
+    return m, n
 
 
-def exp_datapath(m, reg, x):
-    """e**x; ``EXP_LATENCY`` register levels. See ``sw.golden.tail.exp``."""
-    s = _Schedule(m, reg, "exp")
-    z, level = _exp(s, (x, 0), (Const(0, signed(2)), None))
-    assert level == EXP_LATENCY
-    return z
+def _recip_core(s, d):
+    """1/d with 32 fraction bits for d in [1, 2] with 32; see ``sw.golden.tail._recip_core``."""
+    def seed(d):
+        return Mux(d[33], 1 << (SEED_FRAC - 1), Mux(d[:32] == 0, 1 << SEED_FRAC, _rom(RECIP_SEED, 13, d[25:32])))
+    y = s.stage("recip_y0", seed, d, shape=13)
+    e0 = s.stage("recip_e0", lambda d, y: (1 << 45) - d * y, d, y, shape=46)
+    y = s.stage("recip_y1", lambda y, e0: (y * e0) >> 24, y, e0, shape=34)
+    delta = s.stage("recip_delta", lambda d, y: ((1 << 64) - d * y) >> 24, d, y, shape=signed(32))
+    return s.stage("recip_y2", lambda y, dl: y + ((y * dl) >> 40), y, delta, shape=34)
 
 
-def recip_datapath(m, reg, x):
-    """1/x; ``RECIP_LATENCY`` register levels. See ``sw.golden.tail.recip``."""
-    z, level = _recip(_Schedule(m, reg, "recip"), (x, 0))
-    assert level == RECIP_LATENCY
-    return z
+def _rsqrt_core(s, x):
+    """1/sqrt(D) with 32 fraction bits; see ``sw.golden.tail._rsqrt_core``."""
+    dd = s.comb(lambda x: Cat(x[:23], Const(1, 1)) << ~x[23], x)
+
+    def seed(x):
+        return Mux(x[23] & (x[:23] == 0), 1 << SEED_FRAC, _rom(RSQRT_SEED, 13, Cat(x[17:23], ~x[23])))
+    y = s.stage("rsqrt_y0", seed, x, shape=13)
+    sq = s.stage("rsqrt_sq", lambda y: y * y, y)
+    h = s.stage("rsqrt_h", lambda dd, sq: 3 * (1 << 47) - dd * sq, dd, sq, shape=50)
+    y = s.stage("rsqrt_y1", lambda y, h: (y * h) >> 28, y, h, shape=34)
+    sq = s.stage("rsqrt_sq1", lambda y: (y * y) >> 32, y, shape=35)
+    delta = s.stage("rsqrt_delta", lambda dd, sq: ((1 << 55) - dd * sq) >> 15, dd, sq, shape=signed(32))
+    return s.stage("rsqrt_y2", lambda y, dl: y + ((y * dl) >> 41), y, delta, shape=34)
 
 
-def rsqrt_datapath(m, reg, x):
-    """1/sqrt(x); ``RSQRT_LATENCY`` register levels. See ``sw.golden.tail.rsqrt``."""
-    s = _Schedule(m, reg, "rsqrt")
+def _finish(s, a, mant, exp, sign):
+    """fp32 of ``a mant 2**exp`` rounded to nearest even (``sw.golden.tail._finish``), before its register."""
+    p = s.stage("product", lambda a, mant: a * mant, a, mant, shape=58)
+
+    def pack(p, exp, sign):
+        lead = Signal(range(53, 58), name=f"{s.prefix}_lead")
+        s.m.d.comb += lead.eq(53)
+        for k in (54, 55, 56, 57):
+            with s.m.If(p[k:].any()):
+                s.m.d.comb += lead.eq(k)
+        sig, guard, sticky = (Signal(24, name=f"{s.prefix}_sig"), Signal(name=f"{s.prefix}_guard"),
+                              Signal(name=f"{s.prefix}_sticky"))
+        with s.m.Switch(lead):
+            for k in range(53, 58):
+                with s.m.Case(k):
+                    s.m.d.comb += [sig.eq(p[k - 23:k + 1]), guard.eq(p[k - 24]), sticky.eq(p[:k - 24].any())]
+        return round_pack(s.m, sign=sign, exp=exp + lead, sig=sig, guard=guard, sticky=sticky,
+                          name=f"{s.prefix}_round")
+    return s.comb(pack, p, exp, sign)
+
+
+def _special(x, code):
+    """(flag, value) of the results ``code`` defines outside its arithmetic path."""
     u = unpack32(x)
-    odd = ~u.exp[0]
-    dh = (Cat(u.frac, (126 + odd)[:8], Const(0, 1)), 0)
-    seed = s.rom(RSQRT_SEED, (Cat(u.frac[17:], odd), 0), name="rsqrt_seed")
-    y = (Mux(s.at(((u.frac == 0) & ~odd, 0), seed[1]), ONE, seed[0]), seed[1])
-    for _ in range(NEWTON_STEPS):
-        y = s.add(y, s.mul(y, s.add(_const(HALF), s.mul(dh, s.mul(y, y)), sub=1)))
-    k = Signal(signed(10), name="rsqrt_k")
-    m.d.comb += k.eq((odd + 127 - u.exp) >> 1)
-    z, level = s.ldexp(y, (k, 0))
-    assert level == RSQRT_LATENCY
-    sign, zero, inf, nan = (s.at((flag, 0), level) for flag in (u.sign, u.is_zero, u.is_inf, u.is_nan))
-    result = Signal(32, name="rsqrt_result")
-    with m.If(nan | (sign & ~zero)):
-        m.d.comb += result.eq(CANON_NAN32)
-    with m.Elif(zero):
-        m.d.comb += result.eq(Cat(Const(INF32, 31), sign))
-    with m.Elif(inf):
-        m.d.comb += result.eq(0)
-    with m.Else():
-        m.d.comb += result.eq(z)
+    nan = Const(CANON_NAN32, 32)
+    signed_inf, signed_zero = Cat(Const(INF32, 31), u.sign), Cat(Const(0, 31), u.sign)
+    if code == TailOp.RECIP:
+        return (u.is_zero | u.is_nan | u.is_inf,
+                Mux(u.is_nan, nan, Mux(u.is_zero, signed_inf, signed_zero)))
+    if code == TailOp.RSQRT:
+        return (u.is_zero | u.is_nan | u.is_inf | u.sign,
+                Mux(u.is_zero, signed_inf, Mux(u.is_inf & ~u.sign, 0, nan)))
+    if code == TailOp.SILU:
+        return u.is_nan | u.is_zero, Mux(u.is_zero, signed_zero, nan)
+    return u.is_nan, nan
+
+
+def _tail(m, reg, op, x, ops, name):
+    """The shared tail; returns ``(result, latency)``. ``op`` is None when ``ops`` holds one function.
+
+    Fields of ``x`` are sliced from one delayed copy of ``x`` wherever a stage
+    needs them, which keeps the number of pipeline registers small.
+    """
+    ops = [code for code in TailOp if code in set(ops) and code != TailOp.NONE]
+    if not ops:
+        return x, 0
+    s = _Schedule(m, reg, name)
+    op = None if op is None else (op, 0)
+    x = (x, 0)
+    funcs = [code for code in ops if code in _FUNCTIONS]
+    mant, exp, out_sign, a = {}, {}, {}, {}
+    positive = Const(0, 1)
+
+    if {TailOp.EXP, *_LOGISTIC} & set(funcs):
+        # sigmoid and silu take e**-|x|.
+        exp_sign = s.select(op, {c: s.comb(lambda x: x[31], x) if c == TailOp.EXP else Const(1, 1)
+                                 for c in (TailOp.EXP, *_LOGISTIC) if c in funcs})
+        mx, nx = _exp_core(s, exp_sign, x)
+        if TailOp.EXP in funcs:
+            mant[TailOp.EXP], exp[TailOp.EXP], out_sign[TailOp.EXP] = mx, s.comb(lambda n: 72 + n, nx), positive
+    d = {}
+    if TailOp.RECIP in funcs:
+        d[TailOp.RECIP] = s.comb(lambda x: Cat(Const(0, 9), x[:23], Const(1, 2)), x)
+    if set(_LOGISTIC) & set(funcs):
+        d[TailOp.SIGMOID] = s.stage("d", lambda mx, nx: (1 << 32) + (mx >> (-nx)[:9]), mx, nx, shape=34)
+    if d:
+        r = _recip_core(s, s.select(op, d) if len(d) > 1 else next(iter(d.values())))
+        if TailOp.RECIP in funcs:
+            mant[TailOp.RECIP] = r
+            out_sign[TailOp.RECIP] = s.comb(lambda x: x[31], x)
+            exp[TailOp.RECIP] = s.comb(lambda x: 72 + 127 - x[23:31], x)
+    if TailOp.RSQRT in funcs:
+        mant[TailOp.RSQRT], out_sign[TailOp.RSQRT] = _rsqrt_core(s, x), positive
+        exp[TailOp.RSQRT] = s.comb(lambda x: 72 - ((x[23:31] - 127 - ~x[23]) >> 1), x)
+    if set(_LOGISTIC) & set(funcs):
+        w = s.stage("w", lambda mx, r: (mx * r) >> 32, mx, r, shape=34)
+        logistic = s.comb(lambda x, w, r: Mux(x[31], w, r), x, w, r)
+        ns = s.comb(lambda x, nx: Mux(x[31], nx, 0), x, nx)
+        for code in _LOGISTIC:
+            if code in funcs:
+                mant[code] = logistic
+        if TailOp.SIGMOID in funcs:
+            exp[TailOp.SIGMOID], out_sign[TailOp.SIGMOID] = s.comb(lambda ns: 72 + ns, ns), positive
+        if TailOp.SILU in funcs:
+            exp[TailOp.SILU] = s.comb(lambda x, ns: x[23:31] - 55 + ns, x, ns)
+            out_sign[TailOp.SILU] = s.comb(lambda x: x[31], x)
+            a[TailOp.SILU] = s.comb(lambda x: Cat(x[:23], Const(1, 1)), x)
+
+    results = {}
+    if funcs:
+        one = Const(1 << 23, 24)
+        a_sel = s.select(op, {code: a.get(code, one) for code in funcs})
+        packed = _finish(s, a_sel, s.select(op, mant), s.select(op, exp),
+                         s.select(op, {code: out_sign[code] for code in funcs}))
+
+        def special(x, p, *op):
+            flags = {code: _special(x, code) for code in funcs}
+            if not op:
+                flag, value = flags[funcs[0]]
+                return Mux(flag, value, p)
+            return _pick(op[0], p, {code: Mux(f, v, p) for code, (f, v) in flags.items()})
+        result = s.comb(special, x, packed, *([] if op is None else [op]))
+        for code in funcs:
+            results[code] = result
+    if TailOp.BF16 in ops:
+        results[TailOp.BF16] = (bf16_to_fp32_datapath(m, s._reg, fp32_to_bf16_datapath(m, s._reg, x[0])), 2)
+    level = s.level(*results.values())
+    if op is None:
+        out = s.stage("out", lambda v: v, next(iter(results.values())))
+    else:
+        out = s.stage("out", lambda op, x, *values: _pick(op, x, dict(zip(results, values))),
+                      op, x, *results.values())
+    assert out[1] == level + 1
+    return out
+
+
+def _pick(op, default, values):
+    result = default
+    for code, value in values.items():
+        result = Mux(op == code, value, result)
     return result
 
 
-def sigmoid_datapath(m, reg, x):
-    """1 / (1 + e**-x) as ``recip(1 + exp(-x))``; ``SIGMOID_LATENCY`` register levels."""
-    s = _Schedule(m, reg, "sigmoid")
-    e = _exp(s, (x ^ SIGN, 0), (Const(0, signed(2)), None))
-    z, level = _recip(s, s.add(e, _const(ONE)))
-    assert level == SIGMOID_LATENCY
-    return z
+def _scratch_reg(value, *, name=None):
+    return Signal(Shape.cast(value.shape()), name=name)
 
 
-def silu_datapath(m, reg, x):
-    """x * sigmoid(x), scaled by 2^64 for negative x; ``SILU_LATENCY`` register levels.
+@functools.lru_cache(maxsize=None)
+def _latency(ops):
+    m = Module()
+    m._MustUse__silence = True  # built only to count its register levels
+    return _tail(m, _scratch_reg, Signal(TailOp), Signal(32), ops, "tail")[1]
 
-    See ``sw.golden.tail.silu`` for why the scaling keeps results that
-    sigmoid alone would flush.
+
+def tail_latency(ops):
+    """Register levels of :func:`tail_datapath` built with the functions ``ops`` (0 when empty)."""
+    return _latency(frozenset(TailOp(op) for op in ops))
+
+
+def tail_datapath(m, reg, op, x, *, ops, name):
+    """Apply the tail function ``op`` to fp32 ``x``; ``tail_latency(ops)`` register levels.
+
+    Parameters
+    ----------
+    m : Module
+    reg : callable
+        ``reg(value, name=...)`` returns a pipeline register of ``value``.
+    op : Value of shape TailOp
+        The function, one per operation.
+    x : Value, 32 bits
+        The operand.
+    ops : iterable of TailOp
+        The functions built. One exp core and one reciprocal core serve exp,
+        recip, sigmoid and silu. An ``op`` outside ``ops``, and NONE, pass
+        ``x`` through unchanged.
+    name : str
+        Prefix of the signals.
+
+    Returns
+    -------
+    Value, 32 bits
+        The result, bit-exact with ``sw.golden.tail.apply``.
     """
-    s = _Schedule(m, reg, "silu")
-    neg = x[31]
-    k = Signal(signed(8), name="silu_k")
-    m.d.comb += k.eq(Mux(neg, -SILU_SCALE, 0))
-    e = _exp(s, (x ^ SIGN, 0), (k, 0))
-    one = (Mux(s.at((neg, 0), e[1]), Const(SILU_ONE_SCALED, 32), Const(ONE, 32)), e[1])
-    z, level = s.ldexp(s.mul((x, 0), _recip(s, s.add(e, one))), (k, 0))
-    assert level == SILU_LATENCY
-    below = s.at(((x > EXP_X_LO) & (x <= NEG_INF), 0), level)
-    return Mux(below, SIGN, z)
+    ops = frozenset(TailOp(o) for o in ops)
+    return _tail(m, reg, op, x, ops, name)[0]
 
 
-EXP_LATENCY = 54
-RECIP_LATENCY = 26
-RSQRT_LATENCY = 32
-SIGMOID_LATENCY = EXP_LATENCY + _ADD + RECIP_LATENCY
-SILU_LATENCY = SIGMOID_LATENCY + _MUL + _LDEXP
+def _single(code, name):
+    def datapath(m, reg, x):
+        return _tail(m, reg, None, x, (code,), name)[0]
+    datapath.__name__ = f"{name}_datapath"
+    datapath.__doc__ = (f"{code.name.lower()}(x) on fp32; ``{name.upper()}_LATENCY`` register levels. "
+                        f"See ``sw.golden.tail.{name}``.")
+    return datapath
+
+
+exp_datapath = _single(TailOp.EXP, "exp")
+recip_datapath = _single(TailOp.RECIP, "recip")
+rsqrt_datapath = _single(TailOp.RSQRT, "rsqrt")
+sigmoid_datapath = _single(TailOp.SIGMOID, "sigmoid")
+silu_datapath = _single(TailOp.SILU, "silu")
+
+EXP_LATENCY = tail_latency((TailOp.EXP,))
+RECIP_LATENCY = tail_latency((TailOp.RECIP,))
+RSQRT_LATENCY = tail_latency((TailOp.RSQRT,))
+SIGMOID_LATENCY = tail_latency((TailOp.SIGMOID,))
+SILU_LATENCY = tail_latency((TailOp.SILU,))
 
 
 def _tail_unit(name, datapath, latency, doc):
@@ -266,32 +362,45 @@ def _tail_unit(name, datapath, latency, doc):
         "__module__": __name__})
 
 
-Exp = _tail_unit("Exp", exp_datapath, EXP_LATENCY, """\
-Pipelined e**x on fp32, one operation per cycle.
+_UNIT_DOC = """\
+Pipelined {} on fp32, one operation per cycle.
 
 ``i`` carries fp32 bit patterns, ``o`` the results ``LATENCY`` cycles later.
-""")
+"""
 
-Recip = _tail_unit("Recip", recip_datapath, RECIP_LATENCY, """\
-Pipelined 1/x on fp32, one operation per cycle.
+Exp = _tail_unit("Exp", exp_datapath, EXP_LATENCY, _UNIT_DOC.format("e**x"))
+Recip = _tail_unit("Recip", recip_datapath, RECIP_LATENCY, _UNIT_DOC.format("1/x"))
+Rsqrt = _tail_unit("Rsqrt", rsqrt_datapath, RSQRT_LATENCY, _UNIT_DOC.format("1/sqrt(x)"))
+Sigmoid = _tail_unit("Sigmoid", sigmoid_datapath, SIGMOID_LATENCY,
+                     _UNIT_DOC.format("logistic sigmoid 1 / (1 + e**-x)"))
+Silu = _tail_unit("Silu", silu_datapath, SILU_LATENCY, _UNIT_DOC.format("x * sigmoid(x)"))
 
-``i`` carries fp32 bit patterns, ``o`` the results ``LATENCY`` cycles later.
-""")
+TailOperands = data.StructLayout({"x": 32, "op": TailOp})
 
-Rsqrt = _tail_unit("Rsqrt", rsqrt_datapath, RSQRT_LATENCY, """\
-Pipelined 1/sqrt(x) on fp32, one operation per cycle.
 
-``i`` carries fp32 bit patterns, ``o`` the results ``LATENCY`` cycles later.
-""")
+class Tail(wiring.Component):
+    """Pipelined shared tail: ``op`` applied to ``x``, one operation per cycle.
 
-Sigmoid = _tail_unit("Sigmoid", sigmoid_datapath, SIGMOID_LATENCY, """\
-Pipelined logistic sigmoid 1 / (1 + e**-x) on fp32, one operation per cycle.
+    Parameters
+    ----------
+    ops : iterable of TailOp
+        The functions built (all of them by default); see :func:`tail_datapath`.
 
-``i`` carries fp32 bit patterns, ``o`` the results ``LATENCY`` cycles later.
-""")
+    ``i`` carries :data:`TailOperands`, ``o`` the fp32 results ``LATENCY``
+    cycles later (the class attribute is the latency with every function).
+    """
 
-Silu = _tail_unit("Silu", silu_datapath, SILU_LATENCY, """\
-Pipelined x * sigmoid(x) on fp32, one operation per cycle.
+    ALL_OPS = tuple(code for code in TailOp if code != TailOp.NONE)
+    LATENCY = tail_latency(ALL_OPS)
 
-``i`` carries fp32 bit patterns, ``o`` the results ``LATENCY`` cycles later.
-""")
+    def __init__(self, *, ops=ALL_OPS):
+        self.ops = tuple(ops)
+        self.LATENCY = tail_latency(self.ops)
+        super().__init__({"i": In(stream.Signature(TailOperands)), "o": Out(stream.Signature(32))})
+
+    def elaborate(self, platform):
+        m = Module()
+        pipe = Pipeline(m, self.i, self.o, latency=self.LATENCY)
+        m.d.comb += self.o.payload.eq(tail_datapath(m, pipe.reg, self.i.payload.op, self.i.payload.x,
+                                                    ops=self.ops, name="tail"))
+        return m

@@ -5,7 +5,7 @@ See docs/pcu.md for the configuration fields and the kernels they express.
 
 from types import SimpleNamespace
 
-from amaranth import Module, Signal, Const, Mux, Cat, Value
+from amaranth import Module, Signal, Mux, Cat, Value
 from amaranth.lib import data, enum, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -13,8 +13,7 @@ from hw.arith.add import fp32_add_datapath, Fp32Add
 from hw.arith.cmp import fp32_cmp_datapath, Fp32Cmp, CmpResult
 from hw.arith.mul import fp32_mul_datapath, Fp32Mul
 from hw.arith.pipeline import Pipeline
-from hw.arith import tail
-from hw.arith.convert import fp32_to_bf16_datapath, bf16_to_fp32_datapath
+from hw.arith.tail import TailOp, tail_latency, tail_datapath
 from hw.tile.params import ArrayParams
 from hw.tile.streams import VectorPayload, ScalarPayload, vector_stream, scalar_stream
 
@@ -40,16 +39,6 @@ class Src(enum.Enum, shape=3):
     S1 = 5
     CONST = 6
     ZERO = 7
-
-
-class TailOp(enum.Enum, shape=3):
-    NONE = 0
-    EXP = 1
-    RECIP = 2
-    RSQRT = 3
-    SIGMOID = 4
-    SILU = 5
-    BF16 = 6  # round to the nearest bf16 value (kept as fp32 bits)
 
 
 class Reduce(enum.Enum, shape=2):
@@ -94,17 +83,6 @@ def pcu_config_layout(params):
     })
 
 
-def _tail_units():
-    return {
-        TailOp.EXP: (tail.exp_datapath, tail.Exp.LATENCY),
-        TailOp.RECIP: (tail.recip_datapath, tail.Recip.LATENCY),
-        TailOp.RSQRT: (tail.rsqrt_datapath, tail.Rsqrt.LATENCY),
-        TailOp.SIGMOID: (tail.sigmoid_datapath, tail.Sigmoid.LATENCY),
-        TailOp.SILU: (tail.silu_datapath, tail.Silu.LATENCY),
-        TailOp.BF16: (lambda m, reg, x: bf16_to_fp32_datapath(m, reg, fp32_to_bf16_datapath(m, reg, x)), 2),
-    }
-
-
 ALL_TAIL_OPS = tuple(op for op in TailOp if op != TailOp.NONE)
 POST_OPS = (TailOp.RECIP, TailOp.RSQRT)
 
@@ -112,12 +90,6 @@ POST_OPS = (TailOp.RECIP, TailOp.RSQRT)
 def stage_latency():
     """Cycles through one SIMD stage: a multiplier followed by an adder."""
     return Fp32Mul.LATENCY + Fp32Add.LATENCY
-
-
-def tail_latency(ops=ALL_TAIL_OPS):
-    """Cycles through a tail built with the functions ``ops`` (every function padded to the slowest)."""
-    units = _tail_units()
-    return max((units[op][1] for op in ops), default=0)
 
 
 def reduce_latency(params):
@@ -138,34 +110,6 @@ def _delay(reg, value, cycles, name):
     for k in range(cycles):
         value = reg(value, name=f"{name}_d{k}")
     return value
-
-
-def _padded(m, reg, datapath, latency, total, x, name):
-    """Run ``datapath`` and delay its result so every choice takes ``total`` cycles."""
-    return _delay(reg, datapath(m, reg, x), total - latency, name)
-
-
-def tail_datapath(m, reg, op, x, *, ops, name):
-    """Apply the tail function ``op`` (a TailOp value) to ``x``; ``tail_latency(ops)`` cycles.
-
-    Only the functions in ``ops`` are built; any other ``op`` passes ``x``.
-    """
-    total = tail_latency(ops)
-    units = _tail_units()
-    results = {}
-    for code in ops:
-        datapath, latency = units[code]
-        results[code] = _padded(m, reg, datapath, latency, total, x, f"{name}_{code.name.lower()}")
-    op_d = _delay(reg, op, total, f"{name}_op")
-    x_d = _delay(reg, x, total, f"{name}_x")
-    out = Signal(32, name=f"{name}_out")
-    with m.Switch(op_d):
-        for code, value in results.items():
-            with m.Case(code):
-                m.d.comb += out.eq(value)
-        with m.Default():
-            m.d.comb += out.eq(x_d)
-    return out
 
 
 def _stage_lane(m, reg, cfg, regs, s0, s1, name):

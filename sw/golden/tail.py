@@ -1,128 +1,132 @@
 """Bit-exact golden model of the PCU tail functions: exp, recip, rsqrt, sigmoid, silu.
 
-Each function composes the golden operations of ``sw.golden.arith``
-(``fp32_add``, ``fp32_mul``, ``fp32_max``, ``fp32_min``, ``fp32_to_int``)
-with integer work on bit patterns (field extraction, table look-up,
-:func:`fp32_ldexp`), in exactly the order the datapaths in
-``hw/arith/tail.py`` apply them, so RTL and model agree bit for bit by
-construction. Algorithms and measured accuracy are in ``docs/numerics.md``.
+The tail works in fixed point on the input's significand, with the same
+constant tables as ``hw/arith/tail.py`` (defined here and imported there).
+Every step below is an integer operation that the RTL performs with the
+same widths, so model and RTL agree bit for bit; intermediate values are
+Python integers in object arrays, so wide products cannot overflow. The
+algorithms, their measured accuracy and the latencies are in
+``docs/numerics.md``.
 
 Inputs and outputs are fp32 bit patterns (``np.uint32``), with the same
 input rules as ``sw.golden.arith``.
 """
+
+import math
 
 import numpy as np
 
 from . import arith as g
 
 __all__ = [
-    "EXP_COEFFS",
-    "RECIP_SEED",
-    "RSQRT_SEED",
-    "fp32_ldexp",
-    "exp",
-    "recip",
-    "rsqrt",
-    "sigmoid",
-    "silu",
+    "EXP_LOG2E", "EXP_TABLE", "EXP_POLY", "RECIP_SEED", "RSQRT_SEED",
+    "exp", "recip", "rsqrt", "sigmoid", "silu", "bf16", "apply", "OPS",
 ]
 
-_SIGN = np.uint32(0x8000_0000)
-_INF = np.uint32(0x7F80_0000)
-_ONE = np.uint32(0x3F80_0000)
-_HALF = np.uint32(0x3F00_0000)
-_FRAC = np.uint32(0x007F_FFFF)
+_INF = 0x7F80_0000
+_NAN = 0x7FC0_0000
+_FRAC = 0x007F_FFFF
 
-# exp: inputs are clamped to [-104, 104]. e^-104 < 2^-149 flushes and
-# e^104 > 2^150 overflows, so exp itself could clamp tighter, but silu needs
-# e^104 * 2^-64; the clamp turns +-inf into ordinary operands and keeps
-# n = round(x / ln 2) within 8 bits.
-EXP_X_LO = np.uint32(0xC2D0_0000)   # -104.0
-EXP_X_HI = np.uint32(0x42D0_0000)   # 104.0
-EXP_LOG2E = np.uint32(0x3FB8_AA3B)  # 1 / ln 2
-# 1.5 * 2^23: adding it rounds |t| < 2^22 to an integer (RNE), and
-# subtracting it again is exact.
-EXP_ROUNDER = np.uint32(0x4B40_0000)
-# ln 2 split so that n * LN2_HI is exact for |n| < 2^9 (LN2_HI has 15
-# significant bits) and LN2_LO = ln 2 - LN2_HI carries the rest.
-EXP_LN2_HI = np.uint32(0x3F31_7200)
-EXP_LN2_LO = np.uint32(0x35BF_BE8E)
-# e^r ~ 1 + r + r^2 (c2 + c3 r + c4 r^2 + c5 r^3 + c6 r^4) on |r| <= 0.35,
-# a weighted minimax fit for relative error (2^-27.7 with these fp32 values).
-EXP_COEFFS = np.array([0x3EFF_FFFE, 0x3E2A_AA45, 0x3D2A_AC8B, 0x3C09_1FE9, 0x3AB5_0D2F], dtype=np.uint32)
+# exp: t = x log2(e) with 32 fraction bits is the product of the 24-bit
+# significand and log2(e) scaled by 2^38, shifted right by 156 - e.
+EXP_LOG2E = round(2**38 / math.log(2))
+# |x| >= 128 (exponent field 134 and up, infinities included) saturates:
+# n = +-EXP_HUGE_N puts every result far outside the normal range.
+EXP_X_HUGE = 134
+EXP_HUGE_N = 400
+# 2^f = 2^(j/128) (1 + p(r)) with j the top 7 bits of f and r < 2^-7 the rest:
+# a table with 32 fraction bits, and p(r) = c1 r + c2 r^2 + c3 r^3 (Taylor,
+# 2^-34.7 truncation error) with coefficients scaled by 2^32.
+EXP_TABLE = tuple(round(2 ** (j / 128) * 2**32) for j in range(128))
+EXP_POLY = tuple(round(math.log(2) ** k / math.factorial(k) * 2**32) for k in (1, 2, 3))
 
-NEWTON_STEPS = 2
-
-
-def _seed_table(values):
-    return np.asarray(values, dtype=np.float64).astype(np.float32).view(np.uint32)
+# Newton seeds with 12 fraction bits, minimising the worst relative error on
+# each interval [a, b) of the reduced argument: 2 / (a + b) for 1/d on the top
+# 7 fraction bits, 2 / (sqrt(a) + sqrt(b)) for 1/sqrt(D) on the exponent
+# parity and the top 6 fraction bits.
+SEED_FRAC = 12
+RECIP_SEED = tuple(round(2**SEED_FRAC * 2 / ((1 + j / 128) + (1 + (j + 1) / 128))) for j in range(128))
+RSQRT_SEED = tuple(round(2**SEED_FRAC * 2 / (math.sqrt(2 ** (j // 64) * (1 + (j % 64) / 64))
+                                              + math.sqrt(2 ** (j // 64) * (1 + (j % 64 + 1) / 64))))
+                   for j in range(128))
 
 
-# Seeds minimise the worst relative error over each interval [a, b) of
-# the reduced argument: 2 / (a + b) for 1/d, 2 / (sqrt(a) + sqrt(b)) for 1/sqrt(d).
-_j = np.arange(128, dtype=np.float64)
-RECIP_SEED = _seed_table(2.0 / ((1 + _j / 128) + (1 + (_j + 1) / 128)))
-_p, _k = np.divmod(_j, 64)
-RSQRT_SEED = _seed_table(2.0 / (np.sqrt(2.0**_p * (1 + _k / 64)) + np.sqrt(2.0**_p * (1 + (_k + 1) / 64))))
-del _j, _p, _k
+def _lut(table, index):
+    return np.asarray(table, dtype=object)[np.asarray(index).astype(np.int64)]
 
 
-def _bits(x32):
-    return g._as_bits(x32, np.uint32)
+def _fields(x32):
+    """(bits, sign, exponent field, fraction) as object arrays, after denormals-are-zero."""
+    x = g.daz32(x32).reshape(-1).astype(object)
+    return x, x >> 31, (x >> 23) & 0xFF, x & _FRAC
 
 
-def fp32_ldexp(x32, k):
-    """Scale an fp32 value by 2**k through its exponent field.
+def _exp_core(sign, e, frac):
+    """e**x as m 2**(n - 32), m in [2^32, 2^33]: the fixed-point core shared with sigmoid and silu."""
+    sig = np.where(e == 0, 0, frac | (1 << 23))
+    t = (sig * EXP_LOG2E) >> np.maximum(156 - e, 0)
+    t = np.where(sign == 1, -t, t)
+    huge = e >= EXP_X_HUGE
+    n = np.where(huge, np.where(sign == 1, -EXP_HUGE_N, EXP_HUGE_N), t >> 32)
+    f = np.where(huge, 0, t & 0xFFFF_FFFF)
+    r = f & ((1 << 25) - 1)
+    c1, c2, c3 = EXP_POLY
+    p = (c3 * r) >> 32
+    p = ((c2 + p) * r) >> 32
+    p = ((c1 + p) * r) >> 32
+    table = _lut(EXP_TABLE, f >> 25)
+    return table + ((table * p) >> 32), n
 
-    Parameters
-    ----------
-    x32 : array_like of int
-        fp32 bit patterns.
-    k : array_like of int
-        Signed power-of-two exponents.
 
-    Returns
-    -------
-    numpy.ndarray of uint32
-        ``x * 2**k``: exact while it stays normal, signed zero when the
-        exponent falls to 0 or below (flush-to-zero) and signed infinity at
-        255 or above. Zeros (and subnormals) stay signed zeros, infinities
-        stay, NaN gives the canonical NaN.
+def _recip_core(d):
+    """1/d for d in [1, 2] with 32 fraction bits; the result has 32 fraction bits."""
+    y = np.where(d >> 33 == 1, 1 << (SEED_FRAC - 1),
+                 np.where((d & 0xFFFF_FFFF) == 0, 1 << SEED_FRAC, _lut(RECIP_SEED, (d >> 25) & 0x7F)))
+    e0 = (1 << 45) - d * y
+    y = (y * e0) >> 24
+    delta = ((1 << 64) - d * y) >> 24
+    return y + ((y * delta) >> 40)
+
+
+def _rsqrt_core(e, frac):
+    """1/sqrt(D) with 32 fraction bits, for D = 1.frac (times 2 when e is even)."""
+    odd = 1 - (e & 1)
+    dd = (frac | (1 << 23)) << odd
+    y = np.where((odd == 0) & (frac == 0), 1 << SEED_FRAC, _lut(RSQRT_SEED, (odd << 6) | (frac >> 17)))
+    h = 3 * (1 << 47) - dd * (y * y)
+    y = (y * h) >> 28
+    delta = ((1 << 55) - dd * ((y * y) >> 32)) >> 15
+    return y + ((y * delta) >> 41)
+
+
+def _finish(a, s, exp, sign):
+    """Round ``a s 2**exp`` to fp32 (RNE, flush-to-zero, overflow to inf).
+
+    ``a`` has 24 bits with the top one set, ``s`` its leading one at bit 29 to
+    33; ``exp`` is the biased exponent of the product's leading bit, less that
+    bit's index.
     """
-    x = g.daz32(x32)
-    e = ((x >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int64)
-    e2 = e + np.asarray(k, dtype=np.int64)
-    sign = x & _SIGN
-    scaled = (x & ~np.uint32(0x7F80_0000)) | (np.clip(e2, 0, 255).astype(np.uint32) << np.uint32(23))
-    r = np.where(e2 <= 0, sign, np.where(e2 >= 255, sign | _INF, scaled))
-    r = np.where((e == 0) | (e == 255), x, r)
-    return g.canon_nan32(r)
+    p = a * s
+    lead = np.full(np.shape(p), 53, dtype=object)
+    for k in (54, 55, 56, 57):
+        lead = np.where(p >> k != 0, k, lead)
+    sig = p >> (lead - 23)
+    guard = (p >> (lead - 24)) & 1
+    sticky = np.where((p & ((1 << (lead - 24)) - 1)) != 0, 1, 0)
+    rounded = sig + (guard & (sticky | (sig & 1)))
+    carry = rounded >> 24
+    e = lead + exp + carry
+    bits = np.where(e >= 255, _INF, np.where(e <= 0, 0, (np.maximum(e, 0) << 23) | (rounded & _FRAC)))
+    return bits | (sign << 31)
 
 
-def _mul(a, b):
-    return g.fp32_mul(a, b)
+def _result(x32, z, special, value):
+    z = np.where(special, value, z)
+    return np.asarray(z).astype(np.uint32).reshape(np.shape(g.daz32(x32)))
 
 
-def _add(a, b):
-    return g.fp32_add(a, b)
-
-
-def _sub(a, b):
-    return g.fp32_add(a, b, sub=True)
-
-
-def _exp(x, offset):
-    """e**x * 2**offset, the offset applied exactly by the final exponent insertion."""
-    xc = g.fp32_min(g.fp32_max(x, EXP_X_LO), EXP_X_HI)
-    t = _mul(xc, EXP_LOG2E)
-    nf = _sub(_add(t, EXP_ROUNDER), EXP_ROUNDER)
-    n = g.fp32_to_int(nf).view(np.int32)
-    r = _sub(_sub(xc, _mul(nf, EXP_LN2_HI)), _mul(nf, EXP_LN2_LO))
-    q = EXP_COEFFS[-1]
-    for c in EXP_COEFFS[-2::-1]:
-        q = _add(_mul(q, r), c)
-    p = _add(_add(_mul(_mul(r, r), q), r), _ONE)
-    return fp32_ldexp(p, n.astype(np.int64) + offset)
+def _is_nan(e, frac):
+    return (e == 255) & (frac != 0)
 
 
 def exp(x32):
@@ -141,15 +145,13 @@ def exp(x32):
 
     Notes
     -----
-    x = n ln2 + r with n = round(x / ln 2) and r = (x - n LN2_HI) - n LN2_LO
-    (the first subtraction is exact by Sterbenz), e**r by the polynomial,
-    then 2**n by adding n to the exponent field.
+    t = x log2(e) in fixed point (32 fraction bits), n = floor(t), f = t - n;
+    2**f = 2**(j/128) (1 + p(r)) from a table and a cubic; then one rounding.
     """
-    return _exp(_bits(x32), 0)
-
-
-def _fields(x):
-    return x >> np.uint32(31), ((x >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int64), x & _FRAC
+    x, sign, e, frac = _fields(x32)
+    m, n = _exp_core(sign, e, frac)
+    z = _finish(1 << 23, m, 72 + n, 0)
+    return _result(x32, z, _is_nan(e, frac), _NAN)
 
 
 def recip(x32):
@@ -168,21 +170,16 @@ def recip(x32):
 
     Notes
     -----
-    With x = +-d 2**(e - 127), d in [1, 2): a 128-entry seed on the top 7
-    fraction bits (1.0 exactly when the fraction is zero, so powers of two
-    are exact), two Newton-Raphson steps ``y += y (1 - d y)``, then the sign
-    and 2**(127 - e) by exponent insertion.
+    With x = +-d 2**(e - 127), d in [1, 2): a seed on the top 7 fraction bits
+    (1.0 exactly for d = 1), two fixed-point Newton steps to 32 fraction bits,
+    then one rounding with exponent 127 - e.
     """
-    x = g.daz32(x32)
-    sign, e, frac = _fields(x)
-    d = _ONE | frac
-    y = np.where(frac == 0, _ONE, RECIP_SEED[frac >> np.uint32(16)])
-    for _ in range(NEWTON_STEPS):
-        y = _add(y, _mul(y, _sub(_ONE, _mul(d, y))))
-    z = fp32_ldexp(y, 127 - e) | (sign << np.uint32(31))
-    z = np.where(e == 0, (sign << np.uint32(31)) | _INF, z)
-    z = np.where(e == 255, np.where(frac == 0, sign << np.uint32(31), g.CANON_NAN32), z)
-    return z.astype(np.uint32)
+    x, sign, e, frac = _fields(x32)
+    r = _recip_core((frac | (1 << 23)) << 9)
+    z = _finish(1 << 23, r, 72 + 127 - e, sign)
+    special = (e == 0) | (e == 255)
+    value = np.where(_is_nan(e, frac), _NAN, np.where(e == 0, (sign << 31) | _INF, sign << 31))
+    return _result(x32, z, special, value)
 
 
 def rsqrt(x32):
@@ -201,28 +198,29 @@ def rsqrt(x32):
 
     Notes
     -----
-    With x = d 2**(2k'), d in [1, 4) (d = m or 2m by the exponent's parity):
-    a 128-entry seed on the parity and the top 6 fraction bits (1.0 for
-    d = 1), two Newton-Raphson steps ``y += y (1/2 - (d/2) y^2)`` (the
-    subtraction is exact by Sterbenz), then 2**-k' by exponent insertion.
-    The result lies in [2^-64, 2^64), so it never overflows or flushes.
+    With x = D 2**(2k), D in [1, 4): a seed on the exponent parity and the top
+    6 fraction bits (1.0 for D = 1), two fixed-point Newton steps
+    ``y (3 - D y^2) / 2``, then one rounding with exponent -k.
     """
-    x = g.daz32(x32)
-    sign, e, frac = _fields(x)
-    odd = (1 - (e & 1)).astype(np.uint32)  # e - 127 is odd when e is even
-    dh = ((np.uint32(126) + odd) << np.uint32(23)) | frac
-    y = np.where((frac == 0) & (odd == 0), _ONE, RSQRT_SEED[(odd << np.uint32(6)) | (frac >> np.uint32(17))])
-    for _ in range(NEWTON_STEPS):
-        y = _add(y, _mul(y, _sub(_HALF, _mul(dh, _mul(y, y)))))
-    z = fp32_ldexp(y, (odd.astype(np.int64) + 127 - e) >> 1)
-    z = np.where(e == 0, (sign << np.uint32(31)) | _INF, z)
-    z = np.where((e == 255) & (sign == 0) & (frac == 0), np.uint32(0), z)
-    z = np.where(((e == 255) & (frac != 0)) | ((sign == 1) & (e != 0)), g.CANON_NAN32, z)
-    return z.astype(np.uint32)
+    x, sign, e, frac = _fields(x32)
+    odd = 1 - (e & 1)
+    k = (e - 127 - odd) >> 1
+    z = _finish(1 << 23, _rsqrt_core(e, frac), 72 - k, 0)
+    special = (e == 0) | (e == 255) | (sign == 1)
+    value = np.where(e == 0, (sign << 31) | _INF, np.where((sign == 0) & (frac == 0), 0, _NAN))
+    return _result(x32, z, special, value)
+
+
+def _logistic(sign, e, frac):
+    """sigmoid(x) as s 2**(ns - 32): s = r for x >= 0, u r for x < 0, where u = e**-|x|, r = 1 / (1 + u)."""
+    m, n = _exp_core(np.ones_like(sign), e, frac)
+    r = _recip_core((1 << 32) + (m >> -n))
+    w = (m * r) >> 32
+    return np.where(sign == 1, w, r), np.where(sign == 1, n, 0)
 
 
 def sigmoid(x32):
-    """1 / (1 + e**-x) (PCU tail ``sigmoid``), computed as ``recip(1 + exp(-x))``.
+    """1 / (1 + e**-x) (PCU tail ``sigmoid``).
 
     Parameters
     ----------
@@ -234,15 +232,16 @@ def sigmoid(x32):
     numpy.ndarray of uint32
         ``sigmoid(-inf) = +0``, ``sigmoid(+inf) = 1``, NaN gives canonical NaN;
         results below 2^-126 flush to +0.
+
+    Notes
+    -----
+    u = e**-|x| in (0, 1] from the exp core, d = 1 + u in fixed point,
+    r = 1/d from the reciprocal core; sigmoid is r for x >= 0 and u r for x < 0.
     """
-    x = _bits(x32)
-    return recip(_add(exp(x ^ _SIGN), _ONE))
-
-
-# silu of a negative x works on sigmoid(x) * 2^64: sigmoid(x) flushes below
-# x = -87.3, where x * sigmoid(x) is still normal down to about x = -93.
-SILU_SCALE = 64
-SILU_ONE_SCALED = np.uint32(0x1F80_0000)  # 2^-64
+    x, sign, e, frac = _fields(x32)
+    s, ns = _logistic(sign, e, frac)
+    z = _finish(1 << 23, s, 72 + ns, 0)
+    return _result(x32, z, _is_nan(e, frac), _NAN)
 
 
 def silu(x32):
@@ -256,24 +255,34 @@ def silu(x32):
     Returns
     -------
     numpy.ndarray of uint32
-        ``silu(-inf) = -0`` (the limit; the product would be NaN),
-        ``silu(+inf) = +inf``, NaN gives canonical NaN; results below 2^-126
-        flush to signed zero.
+        ``silu(-inf) = -0`` (the limit), ``silu(+inf) = +inf``, NaN gives
+        canonical NaN; results below 2^-126 flush to signed zero.
 
     Notes
     -----
-    For x >= 0 (sign bit clear) this is ``fp32_mul(x, sigmoid(x))``. For a
-    negative x every step runs scaled by 2^64 and exactly undone at the end:
-    ``ldexp(x * recip(exp(-x) 2^-64 + 2^-64), -64)``, where ``exp``'s final
-    exponent insertion applies the 2^-64. Scaling by powers of two commutes
-    with each rounding while values stay normal, so this equals the unscaled
-    composition wherever that does not flush. Below -104 (the exp clamp,
-    -inf included) the result is -0: |x e^x| < 2^-140 there.
+    The significand of x times the fixed-point sigmoid of :func:`sigmoid`,
+    rounded once; e**-|x| keeps its own exponent, so results stay accurate
+    down to the normal limit (x ~ -93).
     """
-    x = _bits(x32)
-    neg = (x >> np.uint32(31)).astype(bool)
-    k = np.where(neg, SILU_SCALE, 0)
-    s = _add(_exp(x ^ _SIGN, -k), np.where(neg, SILU_ONE_SCALED, _ONE))
-    z = fp32_ldexp(_mul(x, recip(s)), -k)
-    below = (x > EXP_X_LO) & (x <= np.uint32(0xFF80_0000))
-    return np.where(below, _SIGN, z).astype(np.uint32)
+    x, sign, e, frac = _fields(x32)
+    s, ns = _logistic(sign, e, frac)
+    z = _finish(frac | (1 << 23), s, e - 55 + ns, sign)
+    special = _is_nan(e, frac) | (e == 0)
+    return _result(x32, z, special, np.where(e == 0, sign << 31, _NAN))
+
+
+def bf16(x32):
+    """x rounded to the nearest bf16 value, kept as fp32 bits (PCU tail ``bf16``)."""
+    return g.bf16_to_fp32(g.fp32_to_bf16(x32))
+
+
+OPS = {"none": lambda x32: g._as_bits(x32, np.uint32), "exp": exp, "recip": recip, "rsqrt": rsqrt,
+       "sigmoid": sigmoid, "silu": silu, "bf16": bf16}
+
+
+def apply(op_name, x32):
+    """The tail function ``op_name`` (a key of ``OPS``, lower-case TailOp name) of ``x32``.
+
+    ``"none"`` passes the bit patterns through unchanged.
+    """
+    return OPS[op_name](x32)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.tile.pcu import pipeline_latency, ScalarPost, TailOp, ALL_TAIL_OPS, POST_OPS
+from hw.tile.pcu import pipeline_latency, ScalarPost, ALL_TAIL_OPS, POST_OPS
 from sw.golden import arith as g
 from sw.golden import tail as t
-from sw.tile.pcu import PcuConfig, REGISTERS, f32
+from sw.tile.pcu import REGISTERS, f32
 
 _TAIL = {
     "none": lambda x: x, "exp": t.exp, "recip": t.recip, "rsqrt": t.rsqrt, "sigmoid": t.sigmoid, "silu": t.silu,

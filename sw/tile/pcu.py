@@ -5,7 +5,7 @@ the hardware cannot do, naming the field; :meth:`PcuConfig.pack` gives the
 integer the hardware's ``cfg`` port holds.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

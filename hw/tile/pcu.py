@@ -306,7 +306,8 @@ class Pcu(wiring.Component):
         drain_row = Signal(range(S + 1))
         draining = drain_row != 0
         fire = Signal()
-        m.d.comb += fire.eq(vec_ok & scal_ok & pipe.advance & ~draining)
+        # An all-zero record consumes no input: the unit stays idle until configured.
+        m.d.comb += fire.eq((cfg.inputs != 0) & vec_ok & scal_ok & pipe.advance & ~draining)
 
         for k in range(3):
             m.d.comb += vin[k][0].r_en.eq(fire & cfg.inputs[k])

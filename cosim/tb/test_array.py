@@ -11,6 +11,7 @@ is still all zero, which keeps it from firing.
 """
 
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -18,6 +19,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 from cocotb.utils import get_sim_time
 
+from cosim.metrics import record
 from cosim.streams import collect, drive
 from cosim.tb import array_kernels
 from cosim.tb.units_array import ARRAYS
@@ -90,6 +92,7 @@ async def run_kernel(dut, case, *, stalls, seed):
     assert cycles == len(prog.words), f"{case.name}: load took {cycles} cycles for {len(prog.words)} words"
 
     idle, back = (0.3, 0.3) if stalls else (0.0, 0.0)
+    wall = time.perf_counter()
     start = get_sim_time("ns")
     for k, (name, host) in enumerate(prog.host_inputs.items()):
         value = case.inputs[name]
@@ -101,6 +104,7 @@ async def run_kernel(dut, case, *, stalls, seed):
              for k, (name, host) in enumerate(prog.host_outputs.items())}
     got = {name: await task for name, task in tasks.items()}
     rtl = round((get_sim_time("ns") - start) / PERIOD_NS)
+    wall = time.perf_counter() - wall
 
     for name, payloads in got.items():
         data, last = unpack(payloads, prog.host_outputs[name].network)
@@ -116,6 +120,10 @@ async def run_kernel(dut, case, *, stalls, seed):
     for index, cycles in enumerate(busy):
         assert (cycles > 0) == (index in used), \
             f"{case.name}: unit {index} busy for {cycles} cycles; used units: {sorted(used)}"
+    if not stalls:
+        pcus = [u.pos[0] * P.cols + u.pos[1] for u in prog.units.values() if P.is_pcu(*u.pos)]
+        record(case.name, rtl_cycles=rtl, model_cycles=want.cycles, rtl_wall_s=wall,
+               pcu_busy=[busy[k] for k in pcus])
     return rtl, want.cycles
 
 

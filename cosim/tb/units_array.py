@@ -1,6 +1,7 @@
 """Simulation units of the tile-array testbench.
 
-``array``: config S (2x4). Each tail function is a lane-wide datapath, so
+``array``: config S (2x4); ``array-3x4``: the same kernels on a 3x4 array
+(a second array size: a larger mesh, longer routes). Each tail function is a lane-wide datapath, so
 the build gives each only to the PCU that the kernels in
 cosim/tb/array_kernels.py place it on: exp, SiLU and a reciprocal so0 at (0, 2)
 (softmax, GEMV + bias + SiLU), rsqrt on so0 at (0, 0) (RMSNorm); the other
@@ -10,9 +11,12 @@ PCUs have none.
 from cosim.harness import SimUnit
 from cosim.tb.array_kernels import TEST_POST, TEST_TAIL
 from hw.tile.array import TileArray
-from hw.tile.params import SMALL
+from hw.tile.params import SMALL, ArrayParams
 
-ARRAYS = {"small": (SMALL, TEST_TAIL, TEST_POST)}
+ARRAYS = {
+    "small": (SMALL, TEST_TAIL, TEST_POST),
+    "3x4": (ArrayParams(rows=3, cols=4, lanes=4, stages=2, pmu_bank_words=64), TEST_TAIL, TEST_POST),
+}
 
 
 def _unit(name, key):
@@ -21,4 +25,4 @@ def _unit(name, key):
                    testbench="cosim.tb.test_array", env={"OPENRDU_ARRAY": key})
 
 
-UNITS = {"array": _unit("array", "small")}
+UNITS = {"array": _unit("array", "small"), "array-3x4": _unit("array-3x4", "3x4")}

@@ -7,6 +7,7 @@ from cosim.bist import BistCollar
 from cosim.harness import SimUnit
 from hw.arith import convert
 from hw.arith.fp import unpack32, CANON_NAN16
+from hw.arith.pipeline import unary_unit
 
 
 def _truncating_datapath(m, reg, x):
@@ -17,7 +18,8 @@ def _truncating_datapath(m, reg, x):
 
 
 def _mutant_unit():
-    mutant = convert._unary_unit("TruncatingFp32ToBf16", _truncating_datapath, 32, 16, 1, "A wrong converter.")
+    mutant = unary_unit("TruncatingFp32ToBf16", _truncating_datapath, 32, 16, 1, "A wrong converter.",
+                        module=__name__)
     return SimUnit(name="mutant-f2bf", design=lambda: BistCollar(mutant()), testbench="cosim.tb.test_arith",
                    env={"OPENRDU_UNIT": "f2bf", "OPENRDU_OPS": "2000", "OPENRDU_BIST_OPS": "2000"})
 

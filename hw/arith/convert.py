@@ -1,11 +1,9 @@
 """Format conversions: fp32 <-> bf16 and int32 <-> fp32."""
 
-from amaranth import Module, Signal, Cat, Const, Mux, signed
-from amaranth.lib import wiring, stream
-from amaranth.lib.wiring import In, Out
+from amaranth import Signal, Cat, Const, Mux, signed
 
 from .fp import unpack16, unpack32, leading_one, round_pack, CANON_NAN16, CANON_NAN32
-from .pipeline import Pipeline
+from .pipeline import unary_unit
 
 
 def fp32_to_bf16_datapath(m, reg, x):
@@ -64,41 +62,29 @@ def fp32_to_int_datapath(m, reg, x):
     return reg(Mux(saturate1, limit, value[:32]), name="f2i_out")
 
 
-def _unary_unit(name, datapath, in_width, out_width, latency, doc):
-    def __init__(self):
-        wiring.Component.__init__(self, {"i": In(stream.Signature(in_width)),
-                                         "o": Out(stream.Signature(out_width))})
-
-    def elaborate(self, platform):
-        m = Module()
-        pipe = Pipeline(m, self.i, self.o, latency=latency)
-        m.d.comb += self.o.payload.eq(datapath(m, pipe.reg, self.i.payload))
-        return m
-
-    return type(name, (wiring.Component,), {
-        "__doc__": doc, "__init__": __init__, "elaborate": elaborate, "LATENCY": latency,
-        "__module__": __name__})
+def _unit(name, datapath, in_width, out_width, latency, doc):
+    return unary_unit(name, datapath, in_width, out_width, latency, doc, module=__name__)
 
 
-Fp32ToBf16 = _unary_unit("Fp32ToBf16", fp32_to_bf16_datapath, 32, 16, 1, """\
+Fp32ToBf16 = _unit("Fp32ToBf16", fp32_to_bf16_datapath, 32, 16, 1, """\
 fp32 -> bf16 with round to nearest even; values past the bf16 maximum give inf.
 
 ``i`` carries fp32 bit patterns, ``o`` bf16 bit patterns ``LATENCY`` cycles later.
 """)
 
-Bf16ToFp32 = _unary_unit("Bf16ToFp32", bf16_to_fp32_datapath, 16, 32, 1, """\
+Bf16ToFp32 = _unit("Bf16ToFp32", bf16_to_fp32_datapath, 16, 32, 1, """\
 bf16 -> fp32, exact (the low half is zero); subnormals read as zero.
 
 ``i`` carries bf16 bit patterns, ``o`` fp32 bit patterns ``LATENCY`` cycles later.
 """)
 
-IntToFp32 = _unary_unit("IntToFp32", int_to_fp32_datapath, 32, 32, 2, """\
+IntToFp32 = _unit("IntToFp32", int_to_fp32_datapath, 32, 32, 2, """\
 int32 -> fp32 with round to nearest even (exact up to 2^24 in magnitude).
 
 ``i`` carries two's-complement int32, ``o`` fp32 bit patterns ``LATENCY`` cycles later.
 """)
 
-Fp32ToInt = _unary_unit("Fp32ToInt", fp32_to_int_datapath, 32, 32, 2, """\
+Fp32ToInt = _unit("Fp32ToInt", fp32_to_int_datapath, 32, 32, 2, """\
 fp32 -> int32 rounding toward zero; out-of-range values and infinities
 saturate, NaN gives 0.
 

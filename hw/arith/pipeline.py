@@ -1,6 +1,8 @@
-"""Stall-together pipeline control shared by the arithmetic units."""
+"""Stall-together pipeline control shared by the arithmetic units, and a stream unit around a datapath."""
 
-from amaranth import Signal, Shape
+from amaranth import Module, Signal, Shape
+from amaranth.lib import wiring, stream
+from amaranth.lib.wiring import In, Out
 
 
 class Pipeline:
@@ -45,3 +47,24 @@ class Pipeline:
         with self._m.If(self.advance):
             self._m.d.sync += r.eq(value)
         return r
+
+
+def unary_unit(name, datapath, in_width, out_width, latency, doc, *, module):
+    """A stream component class around a one-operand datapath.
+
+    The class takes ``in_width``-bit payloads on ``i`` and gives
+    ``datapath(m, reg, x)`` on ``o`` ``latency`` cycles later, one operation
+    per cycle; ``module`` is the defining module's ``__name__``.
+    """
+    def __init__(self):
+        wiring.Component.__init__(self, {"i": In(stream.Signature(in_width)),
+                                         "o": Out(stream.Signature(out_width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        pipe = Pipeline(m, self.i, self.o, latency=latency)
+        m.d.comb += self.o.payload.eq(datapath(m, pipe.reg, self.i.payload))
+        return m
+
+    return type(name, (wiring.Component,), {
+        "__doc__": doc, "__init__": __init__, "elaborate": elaborate, "LATENCY": latency, "__module__": module})

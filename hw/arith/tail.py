@@ -21,7 +21,7 @@ from sw.golden.tail import (EXP_LOG2E, EXP_TABLE, EXP_POLY, EXP_X_HUGE, EXP_HUGE
                             RECIP_SEED, RSQRT_SEED)
 from .convert import fp32_to_bf16_datapath, bf16_to_fp32_datapath
 from .fp import unpack32, round_pack, CANON_NAN32, INF32
-from .pipeline import Pipeline
+from .pipeline import Pipeline, unary_unit
 
 __all__ = [
     "TailOp", "TailOperands", "tail_latency", "tail_datapath", "Tail",
@@ -348,18 +348,7 @@ SILU_LATENCY = tail_latency((TailOp.SILU,))
 
 
 def _tail_unit(name, datapath, latency, doc):
-    def __init__(self):
-        wiring.Component.__init__(self, {"i": In(stream.Signature(32)), "o": Out(stream.Signature(32))})
-
-    def elaborate(self, platform):
-        m = Module()
-        pipe = Pipeline(m, self.i, self.o, latency=latency)
-        m.d.comb += self.o.payload.eq(datapath(m, pipe.reg, self.i.payload))
-        return m
-
-    return type(name, (wiring.Component,), {
-        "__doc__": doc, "__init__": __init__, "elaborate": elaborate, "LATENCY": latency,
-        "__module__": __name__})
+    return unary_unit(name, datapath, 32, 32, latency, doc, module=__name__)
 
 
 _UNIT_DOC = """\

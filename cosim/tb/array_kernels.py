@@ -13,23 +13,10 @@ from typing import Callable
 import numpy as np
 
 from hw.tile.pcu import TailOp
-from sw.golden import arith as g
+from cosim.tb.pcu_cases import bf16_round, bits, floats
 from sw.tile.kernel import Kernel, Program
 from sw.tile.pcu import PcuConfig, Stage
 from sw.tile.pmu import AddressPattern, PmuConfig, ReadMode
-
-
-def bits(x):
-    return np.asarray(x, dtype=np.float32).view(np.uint32)
-
-
-def floats(u):
-    return np.asarray(u, dtype=np.uint32).view(np.float32).astype(np.float64)
-
-
-def bf16_round(x):
-    """Round to bf16 values, returned as fp32 bit patterns."""
-    return g.bf16_to_fp32(g.fp32_to_bf16(bits(x)))
 
 
 def rel_error(got, want):

@@ -20,7 +20,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 from cocotb.utils import get_sim_time
 
 from cosim.metrics import record
-from cosim.streams import collect, drive
+from cosim.streams import collect, drive, pack_scalars, pack_vectors, unpack_scalars, unpack_vectors
 from cosim.tb import array_kernels
 from cosim.tb.units_array import ARRAYS
 from hw.tile.array import IO_SIDES, io_port_name
@@ -33,24 +33,8 @@ SEED = int(os.environ.get("OPENRDU_SEED", "1"))
 PERIOD_NS = 10
 
 
-def vector_payloads(data, last):
-    lanes = P.lanes
-    return [sum(int(w) << (32 * l) for l, w in enumerate(row)) | int(f) << (32 * lanes)
-            for row, f in zip(np.asarray(data).reshape(-1, lanes), last)]
-
-
-def scalar_payloads(data, last):
-    return [int(w) | int(f) << 32 for w, f in zip(np.asarray(data).reshape(-1), last)]
-
-
 def unpack(payloads, network):
-    if network == "vector":
-        lanes = P.lanes
-        data = np.array([[(v >> (32 * l)) & 0xFFFF_FFFF for l in range(lanes)] for v in payloads],
-                        dtype=np.uint32).reshape(-1, lanes)
-        return data, np.array([(v >> (32 * lanes)) & 1 for v in payloads], dtype=bool)
-    return (np.array([v & 0xFFFF_FFFF for v in payloads], dtype=np.uint32),
-            np.array([(v >> 32) & 1 for v in payloads], dtype=bool))
+    return unpack_vectors(payloads, P.lanes) if network == "vector" else unpack_scalars(payloads)
 
 
 def counters(dut, name):
@@ -97,8 +81,8 @@ async def run_kernel(dut, case, *, stalls, seed):
     for k, (name, host) in enumerate(prog.host_inputs.items()):
         value = case.inputs[name]
         data, last = value if isinstance(value, tuple) else (value, np.zeros(np.size(value), bool))
-        pack = vector_payloads if host.network == "vector" else scalar_payloads
-        cocotb.start_soon(drive(dut, host.top, pack(data, last), idle=idle, seed=seed + k))
+        payloads = pack_vectors(data, last, P.lanes) if host.network == "vector" else pack_scalars(data, last)
+        cocotb.start_soon(drive(dut, host.top, payloads, idle=idle, seed=seed + k))
     tasks = {name: cocotb.start_soon(collect(dut, host.top, len(want.outputs[name][1]), backpressure=back,
                                              seed=seed + 50 + k, cycle_limit=20_000))
              for k, (name, host) in enumerate(prog.host_outputs.items())}

@@ -15,7 +15,7 @@ from cocotb.triggers import ClockCycles, FallingEdge
 from cocotb.utils import get_sim_time
 
 from cosim.metrics import record
-from cosim.streams import collect, drive
+from cosim.streams import collect, drive, pack_vectors, unpack_scalars, unpack_vectors
 from cosim.tb.pcu_cases import cases
 from hw.tile import params as presets
 from hw.tile.pcu import TailOp
@@ -27,22 +27,6 @@ BUILT = tuple(op.name.lower() for op in TAIL_OPS)
 SEED = int(os.environ.get("OPENRDU_SEED", "1"))
 PERIOD_NS = 10
 
-
-
-def vector_payloads(data, last):
-    lanes = data.shape[1]
-    return [sum(int(w) << (32 * l) for l, w in enumerate(row)) | int(f) << (32 * lanes) for row, f in zip(data, last)]
-
-
-def unpack_vectors(payloads, lanes):
-    data = np.array([[(p >> (32 * l)) & 0xFFFF_FFFF for l in range(lanes)] for p in payloads],
-                    dtype=np.uint32).reshape(len(payloads), lanes)
-    return data, np.array([(p >> (32 * lanes)) & 1 for p in payloads], dtype=bool)
-
-
-def unpack_scalars(payloads):
-    return (np.array([p & 0xFFFF_FFFF for p in payloads], dtype=np.uint32),
-            np.array([(p >> 32) & 1 for p in payloads], dtype=bool))
 
 
 async def run_case(dut, case, *, stalls, seed):
@@ -65,7 +49,7 @@ async def run_case(dut, case, *, stalls, seed):
     wall = time.perf_counter()
     start = get_sim_time("ns")
     for k, (vec, last) in inputs.vi.items():
-        cocotb.start_soon(drive(dut, f"vi{k}", vector_payloads(vec, last), idle=idle, seed=seed + k))
+        cocotb.start_soon(drive(dut, f"vi{k}", pack_vectors(vec, last, PARAMS.lanes), idle=idle, seed=seed + k))
     for k, values in inputs.si.items():
         cocotb.start_soon(drive(dut, f"si{k}", [int(v) for v in values], idle=idle, seed=seed + 10 + k))
     sinks = []

@@ -6,8 +6,7 @@ from amaranth.lib import enum, stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
-MAGIC = 0x5244_5530
-HEADER_WORDS = 4
+from sw.bitstream import HEADER_WORDS, MAGIC
 
 
 class Status(enum.Enum, shape=4):

@@ -52,6 +52,9 @@ class SimUnit:
         no entry.
     env : dict
         Environment variables passed to the testbench (test sizes, seeds).
+    sources : tuple of str
+        Hand-written SystemVerilog modules and C++ (DPI) files the design
+        instantiates, relative to the repository root.
     """
 
     name: str
@@ -59,6 +62,7 @@ class SimUnit:
     testbench: str
     public: tuple = ()
     env: dict = field(default_factory=dict)
+    sources: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class _Plan:
     verilog: str
     control: str
     flags: tuple
+    sources: tuple
     key_material: str
 
 
@@ -153,9 +158,15 @@ def _plan(unit, waves):
     text = generate_verilog(unit)
     control = _control_file(unit, text)
     flags = _VERILATOR_FLAGS + (("--trace-fst", "--trace-structs") if waves else ())
-    key_material = "\0".join([text, control, " ".join(flags), " ".join(_MAKE_VARS), _tool_versions()])
+    sources = tuple(REPO / source for source in unit.sources)
+    missing = [str(source) for source in sources if not source.is_file()]
+    if missing:
+        raise RuntimeError(f"unit {unit.name!r} lists sources that do not exist: {', '.join(missing)}")
+    key_material = "\0".join([text, control, " ".join(flags), " ".join(_MAKE_VARS), _tool_versions(),
+                              *(f"{source.name}\n{source.read_text()}" for source in sources)])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
-    return _Plan(BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}", text, control, flags, key_material)
+    return _Plan(BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}", text, control, flags, sources,
+                 key_material)
 
 
 @contextlib.contextmanager
@@ -200,7 +211,8 @@ def _build(unit, plan, waves, log):
         ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
          "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
          "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-         *plan.flags, str(directory / "public.vlt"), str(verilator_cpp), str(directory / f"{TOPLEVEL}.v")],
+         *plan.flags, str(directory / "public.vlt"), str(verilator_cpp),
+         *(str(source) for source in plan.sources), str(directory / f"{TOPLEVEL}.v")],
         ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
          f"VM_TRACE={int(waves)}", *_MAKE_VARS],
     ]
@@ -246,8 +258,13 @@ def _run(unit, built, waves, testcase, env, log, quiet):
     if xml.exists():
         xml.unlink()
     waves_file = test_dir / "dump.fst" if waves else None
+    # Memory tiers map their files here (hw/mem/store.cpp); every run starts from zeros.
+    store_dir = test_dir / "store"
+    shutil.rmtree(store_dir, ignore_errors=True)
+    store_dir.mkdir()
 
     extra_env = {**unit.env, **(env or {})}
+    extra_env["OPENRDU_STORE_DIR"] = str(store_dir)
     extra_env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     old_env = dict(os.environ)
     os.environ.update({k: v for k, v in tool_env().items() if k in ("VERILATOR_ROOT", "PATH")})

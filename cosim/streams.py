@@ -48,6 +48,7 @@ class StreamTester:
         self.o_valid, self.o_ready, self.o_payload = (get(prefix_out, n) for n in ("valid", "ready", "payload"))
         self.cycles = 0
         self.first_output_cycle = None
+        self.output_cycles = []
 
     async def run(self, payloads, *, stall_limit=1000):
         """Send every payload and return the outputs in arrival order.
@@ -92,6 +93,7 @@ class StreamTester:
                     if self.first_output_cycle is None:
                         self.first_output_cycle = self.cycles
                     outputs.append(value)
+                    self.output_cycles.append(self.cycles)
                     held = None
                     progressed = True
                 else:

@@ -1,0 +1,1 @@
+"""The host runtime: memory allocation per tier, program loading, decoding."""

@@ -1,0 +1,41 @@
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from hw.mem import params
+from hw.mem.controller import QUEUE_CYCLES
+from sw.model.memory import MemoryRangeError, SparseMemory, TierModel
+
+
+def test_sparse_memory_round_trip_across_pages_and_range_error():
+    mem = SparseMemory("ddr", 1 << 30)
+    data = np.arange(10000, dtype=np.uint32)
+    mem.write(4090, data)
+    assert np.array_equal(mem.read(4090, data.nbytes).view(np.uint32), data)
+    assert not mem.read(1 << 29, 64).any()
+    assert len(mem.pages) == 11
+    with pytest.raises(MemoryRangeError, match=r"ddr: bytes \[0x3ffffff0, 0x40000010\)"):
+        mem.write((1 << 30) - 16, bytes(32))
+
+
+@pytest.mark.parametrize("tier", params.SMALL.tiers, ids=lambda t: t.name)
+def test_stream_time_is_latency_plus_words_at_peak(tier):
+    model = TierModel(tier, word_bytes=params.SMALL.word_bytes)
+    words = 500
+    cycles = model.stream_cycles(words)
+    assert cycles == 1 + QUEUE_CYCLES + tier.latency + (words - 1) * params.SMALL.word_bytes / tier.bytes_per_cycle
+
+
+def test_fractional_rate_keeps_long_run_average():
+    tier = params.TierParams("ddr", capacity=1 << 20, channels=1, channel_bytes_per_cycle=Fraction(3, 2), latency=10)
+    model = TierModel(tier, word_bytes=16)
+    times = model.service([0] * 301)
+    assert times[-1] - times[0] == pytest.approx(300 * 16 / 1.5, abs=1)
+
+
+def test_queue_bounds_acceptance():
+    tier = params.SMALL.ddr
+    model = TierModel(tier, word_bytes=16)
+    times = model.service([0] * 40)
+    assert times == sorted(times) and len(set(times)) == 40

@@ -1,0 +1,1 @@
+"""The compiler: Llama checkpoints to dataflow kernels on the tile array."""

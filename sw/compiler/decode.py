@@ -1,0 +1,61 @@
+"""The decode-step graph of a Llama model: one token in, logits out, KV cache updated in place."""
+
+from sw.compiler.ir import Graph
+
+LAYER_WEIGHTS = ("input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                 "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def weight_name(layer, part):
+    return f"model.layers.{layer}.{part}.weight"
+
+
+def decode_graph(shape, *, context, weight_dtype="bf16", kv_dtype="fp32", weight_tier="hbm"):
+    """The decode step of ``shape`` (a :class:`LlamaShape`) with a KV cache of ``context`` positions.
+
+    Weights live in ``weight_tier``, the KV cache in HBM, activations on chip.
+    """
+    if not 1 <= context <= shape.max_positions:
+        raise ValueError(f"context {context} must be in [1, max_position_embeddings = {shape.max_positions}]")
+    d, f, hd = shape.hidden_size, shape.intermediate_size, shape.head_dim
+    q_dim, kv_dim = shape.num_heads * hd, shape.num_kv_heads * hd
+    g = Graph(f"llama-decode-{shape.num_layers}x{d}")
+    act = lambda name, size: g.tensor(name, (size,), "fp32", "sram", "activation")
+    weight = lambda name, dims: g.tensor(name, dims, weight_dtype, weight_tier, "weight")
+
+    g.tensor("token", (1,), "int32", "host", "input")
+    g.tensor("pos", (1,), "int32", "host", "input")
+    weight("model.embed_tokens.weight", (shape.vocab_size, d))
+    x = g.op("embed", ["model.embed_tokens.weight", "token"], [act("x0", d)], name="embed").outputs[0]
+    for i in range(shape.num_layers):
+        w = {part: weight_name(i, part) for part in LAYER_WEIGHTS}
+        for part, dims in zip(LAYER_WEIGHTS, [(d,), (q_dim, d), (kv_dim, d), (kv_dim, d), (d, q_dim), (d,),
+                                              (f, d), (f, d), (d, f)]):
+            weight(w[part], dims)
+        k_cache = g.tensor(f"k_cache.{i}", (shape.num_kv_heads, context, hd), kv_dtype, "hbm", "kv_cache")
+        v_cache = g.tensor(f"v_cache.{i}", (shape.num_kv_heads, context, hd), kv_dtype, "hbm", "kv_cache")
+        n = lambda s: f"L{i}.{s}"
+        op = lambda kind, ins, outs, **attrs: g.op(kind, ins, outs, name=n(kind + str(len(g.ops))), layer=i, **attrs)
+        op("rmsnorm", [x, w["input_layernorm"]], [act(n("h"), d)], eps=shape.rms_norm_eps)
+        op("matvec", [w["self_attn.q_proj"], n("h")], [act(n("q"), q_dim)])
+        op("matvec", [w["self_attn.k_proj"], n("h")], [act(n("k"), kv_dim)])
+        op("matvec", [w["self_attn.v_proj"], n("h")], [act(n("v"), kv_dim)])
+        op("rope", [n("q"), "pos"], [act(n("q_rot"), q_dim)], heads=shape.num_heads, theta=shape.rope_theta)
+        op("rope", [n("k"), "pos"], [act(n("k_rot"), kv_dim)], heads=shape.num_kv_heads, theta=shape.rope_theta)
+        op("kv_write", [k_cache, n("k_rot"), "pos"], [k_cache])
+        op("kv_write", [v_cache, n("v"), "pos"], [v_cache])
+        op("attention", [n("q_rot"), k_cache, v_cache, "pos"], [act(n("attn"), q_dim)], heads=shape.num_heads)
+        op("matvec", [w["self_attn.o_proj"], n("attn")], [act(n("o"), d)])
+        op("add", [x, n("o")], [act(n("x_mid"), d)])
+        op("rmsnorm", [n("x_mid"), w["post_attention_layernorm"]], [act(n("h2"), d)], eps=shape.rms_norm_eps)
+        op("matvec", [w["mlp.gate_proj"], n("h2")], [act(n("gate"), f)])
+        op("matvec", [w["mlp.up_proj"], n("h2")], [act(n("up"), f)])
+        op("silu_mul", [n("gate"), n("up")], [act(n("act"), f)])
+        op("matvec", [w["mlp.down_proj"], n("act")], [act(n("down"), d)])
+        x = op("add", [n("x_mid"), n("down")], [act(n("x_out"), d)]).outputs[0]
+    weight("model.norm.weight", (d,))
+    g.op("rmsnorm", [x, "model.norm.weight"], [act("x_final", d)], name="final_norm", eps=shape.rms_norm_eps)
+    head = "model.embed_tokens.weight" if shape.tie_word_embeddings else weight("lm_head.weight", (shape.vocab_size, d))
+    g.tensor("logits", (shape.vocab_size,), "fp32", "host", "output")
+    g.op("matvec", [head, "x_final"], ["logits"], name="lm_head")
+    return g.check()

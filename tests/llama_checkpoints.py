@@ -1,0 +1,34 @@
+"""Random-weight Llama checkpoints written by transformers' ``save_pretrained``, for compiler tests."""
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+SHAPES = {
+    "tiny-tied": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=4, vocab_size=96, tie_word_embeddings=True),
+    "gqa-untied": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=1, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=80, tie_word_embeddings=False),
+    "wide-heads": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, vocab_size=64, tie_word_embeddings=True),
+}
+
+
+def make_checkpoint(path, *, seed=0, dtype=torch.bfloat16, max_position_embeddings=64, **shape):
+    torch.manual_seed(seed)
+    config = LlamaConfig(max_position_embeddings=max_position_embeddings, rms_norm_eps=1e-5, **shape)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.08)
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(1.0)
+    model.to(dtype).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def transformers_logits(path, tokens):
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        return model(torch.tensor([tokens])).logits[0].numpy()

@@ -1,6 +1,6 @@
 """The TLN crossbar: several requesters in front of the HBM and DDR controllers."""
 
-from amaranth import Cat, Const, Module, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,7 +18,8 @@ class TlnCrossbar(wiring.Component):
 
     Requesters must accept responses for every read they have issued (the
     AGCUs and the copy engine reserve buffer space before issuing), since a
-    response that waits holds up its controller.
+    response that waits holds up its controller. A response that waits stays
+    offered unchanged until taken, as the stream contract requires.
 
     Parameters
     ----------
@@ -92,7 +93,12 @@ class TlnCrossbar(wiring.Component):
                 m.d.comb += from_tier[t].eq(port.resp.valid & (port.resp.payload.tag[self.tag_bits:] == i))
             prefer_ddr = Signal(name=f"prefer_ddr{i}")
             take_ddr = Signal(name=f"take_ddr{i}")
-            m.d.comb += take_ddr.eq(from_tier[1] & (prefer_ddr | ~from_tier[0]))
+            # A response offered and not taken stays offered: the choice of
+            # tier is held until it moves, so the stream stays stable.
+            held = Signal(name=f"held{i}")
+            held_ddr = Signal(name=f"held_ddr{i}")
+            m.d.comb += take_ddr.eq(Mux(held, held_ddr, from_tier[1] & (prefer_ddr | ~from_tier[0])))
+            m.d.sync += [held.eq(ms[i].resp.valid & ~ms[i].resp.ready), held_ddr.eq(take_ddr)]
             chosen = [~take_ddr & from_tier[0], take_ddr]
             for t, port in enumerate(tiers):
                 with m.If(chosen[t]):

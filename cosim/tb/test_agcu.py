@@ -1,0 +1,497 @@
+"""cocotb testbench of the AGCUs and the copy engine on the HBM and DDR controllers.
+
+The design is :class:`cosim.tb.units_agcu.MemoryTestTop`: AGCU 0 with 8-lane
+vectors (two TLN words each), AGCU 1 with 2-lane vectors (two per word), the
+copy engine and a spare TLN port. Memory is loaded and checked through the
+backdoor (:class:`cosim.store.TierStore`); expected data comes from the
+functional model ``sw/model/memory_units.py``.
+"""
+
+import os
+
+import cocotb
+import numpy as np
+from amaranth.hdl import Shape
+from amaranth.lib import data
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
+
+from cosim.store import TierStore
+from cosim.streams import collect, drive, pack_scalars, pack_struct, pack_vectors, unpack_struct, unpack_vectors
+from cosim.tb.units_agcu import LANES, TAG_BITS
+from hw.mem import params as params_module
+from hw.mem import tln
+from hw.mem.agcu import agcu_config_layout, agcu_status_layout, out_of_range_addr
+from hw.mem.controller import stats_layout
+from hw.mem.copy import copy_config_layout, copy_status_layout
+from hw.mem.params import DDR, HBM
+from sw.model import memory_units as mu
+
+P = getattr(params_module, os.environ.get("OPENRDU_MEM_PARAMS", "SMALL"))
+WB = P.word_bytes
+SEED = int(os.environ.get("OPENRDU_SEED", "1"))
+REQ = tln.request_layout(word_bytes=WB, addr_bits=P.addr_bits, tag_bits=TAG_BITS)
+RESP = tln.response_layout(word_bytes=WB, tag_bits=TAG_BITS)
+KiB = 1024
+
+
+def pack(layout, value):
+    """An integer payload of any ``amaranth.lib.data`` layout from nested dicts and lists
+    (missing struct fields are 0; negative integers are two's complement)."""
+    if isinstance(layout, data.StructLayout):
+        fields = dict(layout)
+        unknown = set(value) - set(fields)
+        if unknown:
+            raise KeyError(f"layout has no fields {sorted(unknown)}; it has {sorted(fields)}")
+        return sum(pack(fields[k].shape, v) << fields[k].offset for k, v in value.items())
+    if isinstance(layout, data.ArrayLayout):
+        width = Shape.cast(layout.elem_shape).width
+        return sum(pack(layout.elem_shape, v) << (i * width) for i, v in enumerate(value))
+    shape = Shape.cast(layout)
+    v = int(value)
+    lo, hi = (-(1 << (shape.width - 1)), 1 << (shape.width - 1)) if shape.signed else (0, 1 << shape.width)
+    if not lo <= v < hi:
+        raise ValueError(f"{v} does not fit {shape}")
+    return v & ((1 << shape.width) - 1)
+
+
+def unpack(layout, word):
+    """Nested dicts of unsigned field values from an integer payload of a StructLayout."""
+    out = {}
+    for name, f in layout:
+        if isinstance(f.shape, data.StructLayout):
+            out[name] = unpack(f.shape, int(word) >> f.offset)
+        else:
+            out[name] = (int(word) >> f.offset) & ((1 << f.width) - 1)
+    return out
+
+
+AGCU_CFG = agcu_config_layout(P)
+AGCU_STATUS = agcu_status_layout()
+COPY_CFG = copy_config_layout(P)
+COPY_STATUS = copy_status_layout()
+STATS = stats_layout(P.addr_bits)
+
+
+async def start(dut):
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    for i in range(len(LANES)):
+        for port in ("vi", "si"):
+            getattr(dut, f"a{i}_{port}__valid").value = 0
+        getattr(dut, f"a{i}_vo__ready").value = 0
+        getattr(dut, f"a{i}_cfg").value = 0
+    dut.copy_cfg.value = 0
+    dut.spare__req__valid.value = 0
+    dut.spare__resp__ready.value = 0
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 2)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 1)
+    stores = {HBM: TierStore(HBM, P.hbm.capacity), DDR: TierStore(DDR, P.ddr.capacity)}
+    return stores
+
+
+def stats(dut, tier):
+    return unpack_struct(STATS, int((dut.hbm_stats if tier == HBM else dut.ddr_stats).value))
+
+
+class AgcuDriver:
+    """Configures one AGCU of the top and waits for its transfers."""
+
+    def __init__(self, dut, index):
+        self.dut, self.index = dut, index
+        self.lanes = LANES[index]
+        self.cfg = {"read": {}, "write": {}}
+        self.port = getattr(dut, f"a{index}_cfg")
+        self.status_port = getattr(dut, f"a{index}_status")
+        self.prefix = f"a{index}"
+        self.pulse = set()
+
+    async def begin(self, direction, *, tier, base, counts, strides, runtime_base=False):
+        counts, strides = list(counts) + [1] * (4 - len(counts)), list(strides) + [0] * (4 - len(strides))
+        self.cfg[direction] = dict(tier=tier, base=base, counts=counts, strides=strides,
+                                   runtime_base=int(runtime_base))
+        # Both directions may start in the same cycle from two coroutines: each
+        # write of the port carries every pulse still pending.
+        self.pulse.add(direction)
+        await FallingEdge(self.dut.clk)
+        self._write()
+        await FallingEdge(self.dut.clk)
+        self.pulse.discard(direction)
+        self._write()
+
+    def _write(self):
+        self.port.value = pack(AGCU_CFG, {d: dict(c, start=int(d in self.pulse)) for d, c in self.cfg.items()})
+
+    def status(self, direction):
+        return unpack(AGCU_STATUS, int(self.status_port.value))[direction]
+
+    async def wait(self, direction, limit=100_000):
+        for _ in range(limit):
+            await RisingEdge(self.dut.clk)
+            await ReadOnly()
+            s = self.status(direction)
+            if s["done"] and not s["busy"]:
+                return s
+        raise AssertionError(f"AGCU {self.index} {direction} not done after {limit} cycles: {self.status(direction)}")
+
+    async def read(self, tier, base, counts, strides, *, backpressure=0.0, seed=0, runtime_offset=None):
+        """Run a read and return (vectors, last flags, status)."""
+        words = int(np.prod(counts))
+        lanes = self.lanes
+        vectors = -(-words * WB // (4 * lanes))
+        await self.begin("read", tier=tier, base=base, counts=counts, strides=strides,
+                         runtime_base=runtime_offset is not None)
+        if runtime_offset is not None:
+            cocotb.start_soon(drive(self.dut, f"{self.prefix}_si", pack_scalars([runtime_offset], [1]),
+                                    idle=0.5, seed=seed))
+        got = await collect(self.dut, f"{self.prefix}_vo", vectors, backpressure=backpressure, seed=seed)
+        status = await self.wait("read")
+        assert not getattr(self.dut, f"{self.prefix}_vo__valid").value, "a vector offered after the final one"
+        values, last = unpack_vectors(got, lanes)
+        return values, last, status
+
+    async def write(self, tier, base, counts, strides, vectors, *, idle=0.0, seed=0, runtime_offset=None):
+        """Run a write of ``vectors`` ((n, lanes) uint32) and return its status."""
+        await self.begin("write", tier=tier, base=base, counts=counts, strides=strides,
+                         runtime_base=runtime_offset is not None)
+        if runtime_offset is not None:
+            cocotb.start_soon(drive(self.dut, f"{self.prefix}_si", pack_scalars([runtime_offset], [1]),
+                                    idle=0.5, seed=seed))
+        n = len(vectors)
+        cocotb.start_soon(drive(self.dut, f"{self.prefix}_vi", pack_vectors(vectors, [0] * (n - 1) + [1], self.lanes),
+                                idle=idle, seed=seed))
+        return await self.wait("write")
+
+
+class CopyDriver:
+    def __init__(self, dut):
+        self.dut = dut
+
+    async def run(self, *, src_tier, src_addr, dst_tier, dst_addr, length, limit=200_000):
+        cfg = dict(src_tier=src_tier, src_addr=src_addr, dst_tier=dst_tier, dst_addr=dst_addr, length=length)
+        await FallingEdge(self.dut.clk)
+        self.dut.copy_cfg.value = pack(COPY_CFG, dict(cfg, start=1))
+        await FallingEdge(self.dut.clk)
+        self.dut.copy_cfg.value = pack(COPY_CFG, cfg)
+        for _ in range(limit):
+            await RisingEdge(self.dut.clk)
+            await ReadOnly()
+            s = unpack(COPY_STATUS, int(self.dut.copy_status.value))
+            if s["done"] and not s["busy"]:
+                return s
+        raise AssertionError(f"copy not done after {limit} cycles")
+
+
+def random_fill(store, rng, offset, size):
+    block = rng.integers(0, 256, size, dtype=np.uint8)
+    store.write(offset, block)
+    return block
+
+
+def tier_image(store):
+    """A numpy copy of a whole tier: the model's memory."""
+    return store.read(0, store.capacity)
+
+
+def read_cases(lanes):
+    """(name, counts, strides) of strided and tiled reads, in words."""
+    row = 24  # words in a row of a row-major matrix
+    cases = [
+        ("contiguous", [40], [1]),
+        ("strided", [33], [3]),
+        ("blocks", [4, 10], [1, 7]),
+        ("tiled", [4, 3, 3, 2], [1, row, 4, 3 * row]),     # 3x4-word tiles of a 6x12 block
+        ("reversed", [24], [-1]),
+        ("transposed", [6, 8], [row, 1]),
+    ]
+    if 4 * lanes > WB:
+        cases.append(("short final vector", [7], [2]))
+    return cases
+
+
+@cocotb.test()
+async def strided_and_tiled_reads(dut):
+    """Pattern reads from both tiers on both AGCUs under 30% back-pressure, word for word against the model."""
+    stores = await start(dut)
+    rng = np.random.default_rng(SEED)
+    bases = {HBM: 0x4000, DDR: 0x30000}
+    for tier, base in bases.items():
+        random_fill(stores[tier], rng, base - 0x2000, 0x6000)
+    for index in range(len(LANES)):
+        agcu = AgcuDriver(dut, index)
+        for tier in (HBM, DDR):
+            image = tier_image(stores[tier])
+            cap = P.tiers[tier].capacity
+            for k, (name, counts, strides) in enumerate(read_cases(agcu.lanes)):
+                base = bases[tier] + (0x800 if name == "reversed" else 0)
+                want, want_last, report = mu.agcu_read(image, cap, base, counts, strides, lanes=agcu.lanes,
+                                                       word_bytes=WB)
+                got, last, status = await agcu.read(tier, base, counts, strides, backpressure=0.3, seed=SEED + k)
+                where = f"AGCU {index} {P.tiers[tier].name} {name}"
+                assert np.array_equal(got, want), f"{where}: data differs at vectors " \
+                                                  f"{np.flatnonzero((got != want).any(axis=1))[:8]}"
+                assert np.array_equal(last, want_last), f"{where}: last flags {np.flatnonzero(last)}"
+                assert not status["error"] and status["words"] == report.words, f"{where}: status {status}"
+                if name == "contiguous":
+                    assert status["tile_stalls"] > 0, f"{where}: back-pressure not counted as tile stalls"
+            # A runtime base from the scalar stream, in words.
+            counts, strides = [5, 4], [2, 16]
+            offset = 37
+            want, _, _ = mu.agcu_read(image, cap, bases[tier], counts, strides, lanes=agcu.lanes, word_bytes=WB,
+                                      runtime_offset=offset)
+            got, _, status = await agcu.read(tier, bases[tier], counts, strides, runtime_offset=offset)
+            assert np.array_equal(got, want), f"AGCU {index} {P.tiers[tier].name}: runtime-base read differs"
+            assert status["tile_stalls"] > 0, "waiting for the runtime base counts as a tile stall"
+
+
+@cocotb.test()
+async def pattern_writes(dut):
+    """Pattern writes from vi with 30% idle cycles on both AGCUs, checked through the backdoor."""
+    stores = await start(dut)
+    rng = np.random.default_rng(SEED + 10)
+    region = {HBM: 0x10000, DDR: 0x50000}
+    for tier, base in region.items():
+        random_fill(stores[tier], rng, base - 0x1000, 0x6000)
+    cases = [("contiguous", [40], [1]), ("strided", [21], [3]), ("tiled", [4, 3, 2, 2], [1, 16, 4, 48]),
+             ("reversed", [16], [-1]), ("odd words", [7], [1])]
+    for index in range(len(LANES)):
+        agcu = AgcuDriver(dut, index)
+        for tier in (HBM, DDR):
+            cap = P.tiers[tier].capacity
+            for k, (name, counts, strides) in enumerate(cases):
+                base = region[tier] + 0x400 * k + index * 0x1800
+                words = int(np.prod(counts))
+                n = mu.vectors_for_words(words, agcu.lanes, WB)
+                vectors = rng.integers(0, 1 << 32, (n, agcu.lanes), dtype=np.uint32)
+                image = tier_image(stores[tier])
+                mu.agcu_write(image, cap, base, counts, strides, vectors, word_bytes=WB)
+                before = stats(dut, tier)
+                status = await agcu.write(tier, base, counts, strides, vectors, idle=0.3, seed=SEED + k)
+                where = f"AGCU {index} {P.tiers[tier].name} {name}"
+                assert not status["error"] and status["words"] == words, f"{where}: status {status}"
+                assert stats(dut, tier)["writes"] - before["writes"] == words, f"{where}: controller write count"
+                lo, hi = region[tier] - 0x1000, region[tier] + 0x5000
+                differs = np.flatnonzero(stores[tier].read(lo, hi - lo) != image[lo:hi])
+                assert differs.size == 0, f"{where}: memory differs at {[hex(lo + a) for a in differs[:8]]}"
+    # Read and write at once on one AGCU, with a runtime base for the write.
+    agcu = AgcuDriver(dut, 0)
+    image = {t: tier_image(stores[t]) for t in (HBM, DDR)}
+    counts, strides = [64], [1]
+    vectors = rng.integers(0, 1 << 32, (32, agcu.lanes), dtype=np.uint32)
+    mu.agcu_write(image[DDR], P.ddr.capacity, region[DDR], counts, strides, vectors, word_bytes=WB, runtime_offset=9)
+    want, _, _ = mu.agcu_read(image[HBM], P.hbm.capacity, region[HBM], counts, strides, lanes=agcu.lanes,
+                              word_bytes=WB)
+    writer = cocotb.start_soon(agcu.write(DDR, region[DDR], counts, strides, vectors, idle=0.2, runtime_offset=9))
+    got, _, _ = await agcu.read(HBM, region[HBM], counts, strides, backpressure=0.2)
+    await writer
+    assert np.array_equal(got, want), "read beside a write differs"
+    lo = region[DDR] - 0x1000
+    assert np.array_equal(stores[DDR].read(lo, 0x6000), image[DDR][lo:lo + 0x6000]), "write beside a read differs"
+
+
+@cocotb.test()
+async def streaming_read_bandwidth(dut):
+    """A long contiguous read reaches at least 90% of each tier's peak, first request to last data."""
+    stores = await start(dut)
+    rng = np.random.default_rng(SEED + 20)
+    agcu = AgcuDriver(dut, 0)
+    for tier, words in ((HBM, 4096), (DDR, 1024)):
+        t = P.tiers[tier]
+        base = 0x20000
+        random_fill(stores[tier], rng, base, words * WB)
+        want, _, _ = mu.agcu_read(tier_image(stores[tier]), t.capacity, base, [words], [1], lanes=agcu.lanes,
+                                  word_bytes=WB)
+        got, _, status = await agcu.read(tier, base, [words], [1])
+        assert np.array_equal(got, want), f"{t.name}: streamed data differs"
+        ideal = words * WB / float(t.bytes_per_cycle)
+        fraction = ideal / status["cycles"]
+        dut._log.info(f"{t.name}: {words} words in {status['cycles']} cycles, {fraction:.1%} of the peak "
+                      f"{float(t.bytes_per_cycle)} B/cycle (model {mu.stream_cycles(words, t, word_bytes=WB):.0f} "
+                      f"cycles); mem stalls {status['mem_stalls']}, tile stalls {status['tile_stalls']}")
+        assert fraction >= 0.9, f"{t.name}: {fraction:.1%} of peak"
+        assert status["words"] == words and status["tile_stalls"] == 0
+
+
+def spare_traffic(rng, count, windows):
+    """Random reads and writes on the spare port in ``windows`` {tier: (base, size)}; tag = tier | sequence << 1."""
+    requests = []
+    for i in range(count):
+        tier = int(rng.integers(2))
+        base, size = windows[tier]
+        addr = base + WB * int(rng.integers(size // WB))
+        write = bool(rng.random() < 0.5)
+        value = int.from_bytes(rng.bytes(WB), "little") if write else 0
+        requests.append(dict(tier=tier, write=int(write), addr=addr, data=value, tag=tier | (i % 8) << 1))
+    return requests
+
+
+def spare_expected(images, requests):
+    """Per tier, the responses in order, from a sequential model of each tier."""
+    out = {HBM: [], DDR: []}
+    for r in requests:
+        image = images[r["tier"]]
+        a = r["addr"]
+        if r["write"]:
+            image[a:a + WB] = np.frombuffer(r["data"].to_bytes(WB, "little"), dtype=np.uint8)
+            value = 0
+        else:
+            value = int.from_bytes(image[a:a + WB].tobytes(), "little")
+        out[r["tier"]].append(dict(data=value, tag=r["tag"], write=r["write"], error=0))
+    return out
+
+
+@cocotb.test()
+async def copy_engine_alone_and_under_traffic(dut):
+    """DDR -> HBM copies: alone (timing against the model), then beside AGCU traffic and random spare-port traffic."""
+    stores = await start(dut)
+    rng = np.random.default_rng(SEED + 30)
+    copier = CopyDriver(dut)
+    length = 4 * KiB
+    src, dst = 0x100000, 0x40000
+    block = random_fill(stores[DDR], rng, src, length)
+    status = await copier.run(src_tier=DDR, src_addr=src, dst_tier=HBM, dst_addr=dst, length=length)
+    assert not status["error"] and status["bytes"] == length, f"copy status {status}"
+    assert np.array_equal(stores[HBM].read(dst, length), block), "copied data differs"
+    model = mu.copy_cycles(length, P.ddr, P.hbm, word_bytes=WB)
+    dut._log.info(f"copy {length} B DDR->HBM alone: {status['cycles']} cycles, model {model:.0f} "
+                  f"({status['cycles'] / model:.3f} of it); {length / status['cycles']:.3f} B/cycle of "
+                  f"{float(P.ddr.bytes_per_cycle)}")
+    assert abs(status["cycles"] - model) <= 0.02 * model + 16, f"copy took {status['cycles']}, model {model:.0f}"
+
+    # Everything at once, in disjoint regions.
+    src2, dst2 = 0x200000, 0x60000
+    block2 = random_fill(stores[DDR], rng, src2, length)
+    read_base, write_base = 0x70000, 0x300000
+    random_fill(stores[HBM], rng, read_base, 0x1000)
+    windows = {HBM: (0x90000, 0x1000), DDR: (0x380000, 0x1000)}
+    for tier, (base, size) in windows.items():
+        random_fill(stores[tier], rng, base, size)
+    images = {t: tier_image(stores[t]) for t in (HBM, DDR)}
+    requests = spare_traffic(rng, 600, windows)
+    expected = spare_expected(images, requests)
+    reader, writer = AgcuDriver(dut, 0), AgcuDriver(dut, 1)
+    read_counts, read_strides = [16, 16], [1, 16]   # 256 words
+    want_read, _, _ = mu.agcu_read(images[HBM], P.hbm.capacity, read_base, read_counts, read_strides,
+                                   lanes=reader.lanes, word_bytes=WB)
+    write_counts, write_strides = [8, 16], [1, 8]    # 128 words
+    vectors = rng.integers(0, 1 << 32, (mu.vectors_for_words(128, writer.lanes, WB), writer.lanes), dtype=np.uint32)
+    mu.agcu_write(images[DDR], P.ddr.capacity, write_base, write_counts, write_strides, vectors, word_bytes=WB)
+    errors = {t: stats(dut, t)["errors"] for t in (HBM, DDR)}
+
+    copying = cocotb.start_soon(copier.run(src_tier=DDR, src_addr=src2, dst_tier=HBM, dst_addr=dst2, length=length))
+    reading = cocotb.start_soon(reader.read(HBM, read_base, read_counts, read_strides, backpressure=0.3, seed=3))
+    writing = cocotb.start_soon(writer.write(DDR, write_base, write_counts, write_strides, vectors, idle=0.3, seed=4))
+    cocotb.start_soon(drive(dut, "spare__req", [pack_struct(REQ, **r) for r in requests], idle=0.3, seed=5))
+    # Back-pressure on the spare port's responses holds up its controllers (the
+    # crossbar's contract) but must not change or lose a held response.
+    responses = await collect(dut, "spare__resp", len(requests), backpressure=0.2, seed=6)
+    copy_status = await copying
+    got_read, _, read_status = await reading
+    write_status = await writing
+
+    by_tier = {HBM: [], DDR: []}
+    for value in responses:
+        r = unpack_struct(RESP, value)
+        by_tier[r["tag"] & 1].append(r)
+    for tier in (HBM, DDR):
+        assert len(by_tier[tier]) == len(expected[tier]), f"{P.tiers[tier].name}: {len(by_tier[tier])} spare " \
+                                                          f"responses, want {len(expected[tier])}"
+        for i, (have, want) in enumerate(zip(by_tier[tier], expected[tier])):
+            assert have == want, f"{P.tiers[tier].name} spare response {i}: got {have}, want {want}"
+    assert not copy_status["error"] and copy_status["bytes"] == length, f"copy status {copy_status}"
+    assert np.array_equal(stores[HBM].read(dst2, length), block2), "copy under traffic: data differs"
+    assert np.array_equal(got_read, want_read), "AGCU read under traffic differs"
+    assert not read_status["error"] and not write_status["error"]
+    images[HBM][dst2:dst2 + length] = block2
+    for tier in (HBM, DDR):
+        assert np.array_equal(tier_image(stores[tier]), images[tier]), f"{P.tiers[tier].name}: memory differs " \
+                                                                       f"from the model after concurrent traffic"
+        assert stats(dut, tier)["errors"] == errors[tier], "no access may fail"
+    dut._log.info(f"copy {length} B under traffic: {copy_status['cycles']} cycles; AGCU read "
+                  f"{read_status['cycles']}, AGCU write {write_status['cycles']} cycles")
+
+
+@cocotb.test()
+async def out_of_range_accesses(dut):
+    """Accesses beyond a tier raise the error status and the controller's counter and never wrap around."""
+    stores = await start(dut)
+    rng = np.random.default_rng(SEED + 40)
+    hcap, dcap = P.hbm.capacity, P.ddr.capacity
+    # The addresses a wrap-around would hit: the bottom of each tier.
+    guard = {t: random_fill(stores[t], rng, 0, 0x1000) for t in (HBM, DDR)}
+
+    a0, a1 = AgcuDriver(dut, 0), AgcuDriver(dut, 1)
+    # Read across the end of HBM: good words, then zeros, error at word 8.
+    random_fill(stores[HBM], rng, hcap - 0x100, 0x100)
+    image = tier_image(stores[HBM])
+    before = stats(dut, HBM)["errors"]
+    want, _, report = mu.agcu_read(image, hcap, hcap - 8 * WB, [16], [1], lanes=a0.lanes, word_bytes=WB)
+    got, _, status = await a0.read(HBM, hcap - 8 * WB, [16], [1])
+    assert np.array_equal(got, want), "read across the end of HBM differs from the model (zeros past the end)"
+    assert (status["error"], status["error_word"], status["words"]) == (1, 8, 8), f"status {status}"
+    assert stats(dut, HBM)["errors"] - before == 8
+
+    # Below address 0 with a negative stride: the address saturates, never wraps to the top.
+    before = stats(dut, HBM)["errors"]
+    _, _, status = await a1.read(HBM, 2 * WB, [4], [-1])
+    assert (status["error"], status["error_word"], status["words"]) == (1, 3, 3), f"status {status}"
+    assert stats(dut, HBM)["errors"] - before == 1
+
+    # Write across the end of HBM: four words written, eight refused, nothing at the wrapped addresses.
+    before = stats(dut, HBM)
+    vectors = rng.integers(0, 1 << 32, (mu.vectors_for_words(12, a1.lanes, WB), a1.lanes), dtype=np.uint32)
+    image = tier_image(stores[HBM])
+    mu.agcu_write(image, hcap, hcap - 4 * WB, [12], [1], vectors, word_bytes=WB)
+    status = await a1.write(HBM, hcap - 4 * WB, [12], [1], vectors, idle=0.2)
+    assert (status["error"], status["error_word"], status["words"]) == (1, 4, 4), f"status {status}"
+    after = stats(dut, HBM)
+    assert (after["errors"] - before["errors"], after["writes"] - before["writes"]) == (8, 4)
+    assert np.array_equal(tier_image(stores[HBM]), image), "HBM differs from the model: a refused write landed"
+
+    # A pattern that leaves the TLN address range (2**addr_bits) is flagged, not wrapped into DDR.
+    before = stats(dut, DDR)
+    stride = (1 << (P.addr_bits - 4)) - 1                  # just under the address space, in words
+    wrapped = (0x1000 + stride * WB) % (1 << P.addr_bits) % dcap
+    vectors = rng.integers(0, 1 << 32, (mu.vectors_for_words(2, a0.lanes, WB), a0.lanes), dtype=np.uint32)
+    status = await a0.write(DDR, 0x1000, [2], [stride], vectors)
+    assert (status["error"], status["error_word"], status["words"]) == (1, 1, 1), f"status {status}"
+    after = stats(dut, DDR)
+    assert after["errors"] - before["errors"] == 1
+    if before["errors"] == 0:
+        assert after["first_error_addr"] == out_of_range_addr(P)
+    assert np.array_equal(stores[DDR].read(wrapped, WB), guard[DDR][wrapped:wrapped + WB]), "wrapped write landed"
+
+    # Copy engine: destination past the end of HBM stops at its first word beyond.
+    copier = CopyDriver(dut)
+    src = 0x10000
+    block = random_fill(stores[DDR], rng, src, 4 * KiB)
+    before = stats(dut, HBM)["errors"]
+    image = tier_image(stores[HBM])
+    result = mu.copy(tier_image(stores[DDR]), dcap, src, image, hcap, hcap - 2 * KiB, 4 * KiB, word_bytes=WB)
+    status = await copier.run(src_tier=DDR, src_addr=src, dst_tier=HBM, dst_addr=hcap - 2 * KiB, length=4 * KiB)
+    assert (status["error"], status["error_addr"], status["bytes"]) == (1, hcap, 2 * KiB), f"copy status {status}"
+    assert (result.error, result.error_addr, result.bytes) == (True, hcap, 2 * KiB)
+    assert stats(dut, HBM)["errors"] > before
+    assert np.array_equal(tier_image(stores[HBM]), image), "HBM differs: a refused copy write landed or wrapped"
+    assert np.array_equal(stores[HBM].read(hcap - 2 * KiB, 2 * KiB), block[:2 * KiB])
+
+    # Copy engine: source past the end of DDR; what was copied is a prefix, nothing else moves.
+    src = dcap - 1 * KiB
+    random_fill(stores[DDR], rng, src, 1 * KiB)
+    dst = 0x50000
+    image = tier_image(stores[HBM])
+    before = stats(dut, DDR)["errors"]
+    status = await copier.run(src_tier=DDR, src_addr=src, dst_tier=HBM, dst_addr=dst, length=2 * KiB)
+    assert (status["error"], status["error_addr"]) == (1, dcap), f"copy status {status}"
+    assert status["bytes"] <= 1 * KiB and status["bytes"] % WB == 0
+    assert stats(dut, DDR)["errors"] > before
+    n = status["bytes"]
+    image[dst:dst + n] = stores[DDR].read(src, n)
+    assert np.array_equal(tier_image(stores[HBM]), image), "HBM holds more than the copied prefix"
+
+    # A length that is not a whole number of words is refused at once.
+    status = await copier.run(src_tier=DDR, src_addr=src, dst_tier=HBM, dst_addr=dst, length=100)
+    assert (status["error"], status["error_addr"], status["bytes"]) == (1, src, 0), f"copy status {status}"
+    assert np.array_equal(stores[DDR].read(0, 0x1000), guard[DDR]) and \
+        np.array_equal(stores[HBM].read(0, 0x1000), guard[HBM]), "the bottom of a tier changed: an access wrapped"

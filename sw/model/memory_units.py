@@ -1,0 +1,167 @@
+"""Fast functional model of the AGCU and the copy engine (hw/mem/agcu.py, hw/mem/copy.py).
+
+It gives the addresses a transfer visits, the vectors an AGCU read delivers
+and the bytes a write or copy leaves in memory, including what the hardware
+does with accesses outside a tier: such a word is not performed (a read
+yields zeros) and is reported, never wrapped. Memories are numpy ``uint8``
+arrays (or anything with ``read(offset, size)`` / ``write(offset, bytes)``,
+such as :class:`sw.model.memory.SparseMemory`) holding one whole tier.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw.mem.controller import QUEUE_CYCLES
+
+LEVELS = 4
+
+
+def _pattern(counts, strides):
+    counts, strides = list(counts), list(strides)
+    if len(counts) > LEVELS or len(counts) != len(strides):
+        raise ValueError(f"a pattern has up to {LEVELS} levels with one stride per count, "
+                         f"not counts {counts} and strides {strides}")
+    for c in counts:
+        if not isinstance(c, (int, np.integer)) or c < 0 or c >= 1 << 16:
+            raise ValueError(f"pattern counts must be integers in [0, 65535], not {c!r}")
+    pad = LEVELS - len(counts)
+    return counts + [1] * pad, strides + [0] * pad
+
+
+def word_offsets(counts, strides):
+    """Word offsets of an affine pattern, level 0 innermost, in visiting order (int64 array)."""
+    counts, strides = _pattern(counts, strides)
+    offsets = np.zeros(1, dtype=np.int64)
+    for c, s in zip(reversed(counts), reversed(strides)):
+        offsets = (offsets[:, None] + np.arange(c, dtype=np.int64)[None, :] * s).reshape(-1)
+    return offsets
+
+
+def transfer_addresses(base, counts, strides, *, word_bytes=16, runtime_offset=0):
+    """Byte addresses of a transfer, in issue order (int64, may lie outside the tier)."""
+    return base + (word_offsets(counts, strides) + runtime_offset) * word_bytes
+
+
+def _in_range(addr, capacity, word_bytes):
+    return (addr >= 0) & (addr < capacity) & (addr % word_bytes == 0)
+
+
+def _read_word(memory, addr, word_bytes):
+    if hasattr(memory, "read"):
+        return np.asarray(memory.read(int(addr), word_bytes), dtype=np.uint8)
+    return np.asarray(memory[int(addr):int(addr) + word_bytes], dtype=np.uint8)
+
+
+def _write_word(memory, addr, raw):
+    if hasattr(memory, "write"):
+        memory.write(int(addr), raw)
+    else:
+        memory[int(addr):int(addr) + raw.size] = raw
+
+
+@dataclass
+class TransferResult:
+    """What one AGCU transfer did: its words, and its error report as the status shows it."""
+
+    addresses: np.ndarray
+    error: bool
+    error_word: int
+    words: int
+
+
+def _report(addresses, capacity, word_bytes):
+    bad = ~_in_range(addresses, capacity, word_bytes)
+    first = int(np.argmax(bad)) if bad.any() else 0
+    return TransferResult(addresses, bool(bad.any()), first, int((~bad).sum()))
+
+
+def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, runtime_offset=0):
+    """Vectors an AGCU read delivers: ((n, lanes) uint32, last flags (n,), TransferResult).
+
+    A word outside the tier reads as zeros. When the words do not fill a
+    whole number of vectors the final vector's missing lanes are zero.
+    """
+    addresses = transfer_addresses(base, counts, strides, word_bytes=word_bytes, runtime_offset=runtime_offset)
+    report = _report(addresses, capacity, word_bytes)
+    raw = np.zeros((addresses.size, word_bytes), dtype=np.uint8)
+    for i, addr in enumerate(addresses):
+        if _in_range(addr, capacity, word_bytes):
+            raw[i] = _read_word(memory, addr, word_bytes)
+    flat = raw.reshape(-1)
+    vector_bytes = 4 * lanes
+    n = -(-flat.size // vector_bytes)
+    padded = np.zeros(n * vector_bytes, dtype=np.uint8)
+    padded[:flat.size] = flat
+    vectors = padded.view("<u4").reshape(n, lanes)
+    last = np.zeros(n, dtype=bool)
+    if n:
+        last[-1] = True
+    return vectors, last, report
+
+
+def agcu_write(memory, capacity, base, counts, strides, vectors, *, word_bytes=16, runtime_offset=0):
+    """Store vectors ((n, lanes) uint32) the way an AGCU write does; returns its TransferResult.
+
+    Words past the pattern's end are dropped; words outside the tier are not written.
+    """
+    addresses = transfer_addresses(base, counts, strides, word_bytes=word_bytes, runtime_offset=runtime_offset)
+    flat = np.ascontiguousarray(np.asarray(vectors, dtype="<u4")).view(np.uint8).reshape(-1)
+    if flat.size < addresses.size * word_bytes:
+        raise ValueError(f"{flat.size} bytes of vectors do not cover the pattern's {addresses.size} words")
+    for i, addr in enumerate(addresses):
+        if _in_range(addr, capacity, word_bytes):
+            _write_word(memory, addr, flat[i * word_bytes:(i + 1) * word_bytes])
+    return _report(addresses, capacity, word_bytes)
+
+
+def vectors_for_words(words, lanes, word_bytes=16):
+    """Vectors an AGCU write needs to supply ``words`` words."""
+    return -(-words * word_bytes // (4 * lanes))
+
+
+@dataclass
+class CopyResult:
+    error: bool
+    error_addr: int
+    bytes: int
+
+
+def copy(src, src_capacity, src_addr, dst, dst_capacity, dst_addr, length, *, word_bytes=16):
+    """Functional copy engine; returns the status it ends with.
+
+    Without errors every word is copied. With an error the hardware stops at
+    the first failing word (read or write); words before it are copied. (The
+    hardware may have written a few more good words that were already in
+    flight when the error came back; this model gives the guaranteed prefix.)
+    """
+    if length % word_bytes:
+        return CopyResult(True, src_addr, 0)
+    done = 0
+    for i in range(length // word_bytes):
+        s, d = src_addr + i * word_bytes, dst_addr + i * word_bytes
+        if not _in_range(s, src_capacity, word_bytes):
+            return CopyResult(True, s, done)
+        if not _in_range(d, dst_capacity, word_bytes):
+            return CopyResult(True, d, done)
+        _write_word(dst, d, _read_word(src, s, word_bytes))
+        done += word_bytes
+    return CopyResult(False, 0, done)
+
+
+def copy_cycles(length, src_tier, dst_tier, *, word_bytes=16):
+    """Estimated cycles of an uncontended copy: the slower tier's streaming time plus both latencies.
+
+    When source and destination share a tier its bandwidth serves both the
+    reads and the writes.
+    """
+    words = length // word_bytes
+    src_cpw = word_bytes / float(src_tier.bytes_per_cycle)
+    dst_cpw = word_bytes / float(dst_tier.bytes_per_cycle)
+    per_word = src_cpw + dst_cpw if src_tier is dst_tier else max(src_cpw, dst_cpw)
+    return words * per_word + src_tier.latency + dst_tier.latency + 2 * QUEUE_CYCLES
+
+
+def stream_cycles(words, tier, *, word_bytes=16):
+    """Estimated cycles of an uncontended AGCU stream of ``words`` words on ``tier``."""
+    return words * word_bytes / float(tier.bytes_per_cycle) + tier.latency + QUEUE_CYCLES

@@ -10,7 +10,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
+from cocotb.triggers import ClockCycles
 
 from cosim.store import TierStore
 from cosim.streams import StreamTester, pack_struct, unpack_struct
@@ -141,7 +141,7 @@ async def latency_and_bandwidth_are_as_configured(dut):
         f"single-read latency {tester.first_output_cycle - 1}, want {unloaded}"
 
     tester = StreamTester(dut, prefix_in="req", prefix_out="resp")
-    got = await tester.run(requests)
+    await tester.run(requests)
     period = T.bytes_per_cycle
     cycles = tester.cycles - 1
     expected = unloaded + (count - 1) * WB / period

@@ -107,10 +107,10 @@ class AgcuDriver:
         self.prefix = f"a{index}"
         self.pulse = set()
 
-    async def begin(self, direction, *, tier, base, counts, strides, runtime_base=False):
+    async def begin(self, direction, *, tier, base, counts, strides, runtime_base=False, last_every=0):
         counts, strides = list(counts) + [1] * (4 - len(counts)), list(strides) + [0] * (4 - len(strides))
         self.cfg[direction] = dict(tier=tier, base=base, counts=counts, strides=strides,
-                                   runtime_base=int(runtime_base))
+                                   runtime_base=int(runtime_base), last_every=last_every)
         # Both directions may start in the same cycle from two coroutines: each
         # write of the port carries every pulse still pending.
         self.pulse.add(direction)
@@ -135,13 +135,14 @@ class AgcuDriver:
                 return s
         raise AssertionError(f"AGCU {self.index} {direction} not done after {limit} cycles: {self.status(direction)}")
 
-    async def read(self, tier, base, counts, strides, *, backpressure=0.0, seed=0, runtime_offset=None):
+    async def read(self, tier, base, counts, strides, *, backpressure=0.0, seed=0, runtime_offset=None,
+                   last_every=0):
         """Run a read and return (vectors, last flags, status)."""
         words = int(np.prod(counts))
         lanes = self.lanes
         vectors = -(-words * WB // (4 * lanes))
         await self.begin("read", tier=tier, base=base, counts=counts, strides=strides,
-                         runtime_base=runtime_offset is not None)
+                         runtime_base=runtime_offset is not None, last_every=last_every)
         if runtime_offset is not None:
             cocotb.start_soon(drive(self.dut, f"{self.prefix}_si", pack_scalars([runtime_offset], [1]),
                                     idle=0.5, seed=seed))
@@ -195,18 +196,21 @@ def tier_image(store):
 
 
 def read_cases(lanes):
-    """(name, counts, strides) of strided and tiled reads, in words."""
+    """(name, counts, strides, last_every) of strided and tiled reads, in words.
+
+    Groups (``last_every``) span whole vectors on the 8-lane AGCU (2 words a vector).
+    """
     row = 24  # words in a row of a row-major matrix
     cases = [
-        ("contiguous", [40], [1]),
-        ("strided", [33], [3]),
-        ("blocks", [4, 10], [1, 7]),
-        ("tiled", [4, 3, 3, 2], [1, row, 4, 3 * row]),     # 3x4-word tiles of a 6x12 block
-        ("reversed", [24], [-1]),
-        ("transposed", [6, 8], [row, 1]),
+        ("contiguous", [40], [1], 0),
+        ("strided", [33], [3], 0),
+        ("blocks, last per block", [4, 10], [1, 7], 1),
+        ("tiled, last per tile", [4, 3, 3, 2], [1, row, 4, 3 * row], 2),     # 3x4-word tiles of a 6x12 block
+        ("reversed", [24], [-1], 0),
+        ("transposed, last per column", [6, 8], [row, 1], 1),
     ]
     if 4 * lanes > WB:
-        cases.append(("short final vector", [7], [2]))
+        cases.append(("short final vector", [7], [2], 0))
     return cases
 
 
@@ -223,11 +227,12 @@ async def strided_and_tiled_reads(dut):
         for tier in (HBM, DDR):
             image = tier_image(stores[tier])
             cap = P.tiers[tier].capacity
-            for k, (name, counts, strides) in enumerate(read_cases(agcu.lanes)):
+            for k, (name, counts, strides, every) in enumerate(read_cases(agcu.lanes)):
                 base = bases[tier] + (0x800 if name == "reversed" else 0)
                 want, want_last, report = mu.agcu_read(image, cap, base, counts, strides, lanes=agcu.lanes,
-                                                       word_bytes=WB)
-                got, last, status = await agcu.read(tier, base, counts, strides, backpressure=0.3, seed=SEED + k)
+                                                       word_bytes=WB, last_every=every)
+                got, last, status = await agcu.read(tier, base, counts, strides, backpressure=0.3, seed=SEED + k,
+                                                    last_every=every)
                 where = f"AGCU {index} {P.tiers[tier].name} {name}"
                 assert np.array_equal(got, want), f"{where}: data differs at vectors " \
                                                   f"{np.flatnonzero((got != want).any(axis=1))[:8]}"

@@ -19,8 +19,9 @@ from hw.tile.streams import scalar_stream, vector_stream
 LEVELS = 4
 COUNT_BITS = 16
 STATUS_BITS = 32
-# Tag bits the AGCU uses: [0] the request is a write, [1] it is the transfer's final word.
-TAG_WRITE, TAG_FINAL = 0, 1
+# Tag bits the AGCU uses: [1] the request is the transfer's final word; [0] for a
+# read, its word ends a group (``last_every``). Responses tell reads from writes.
+TAG_GROUP, TAG_FINAL = 0, 1
 MIN_TAG_BITS = 2
 
 
@@ -61,6 +62,7 @@ def transfer_layout(params):
         "start": 1,
         "tier": 1,
         "runtime_base": 1,
+        "last_every": 3,
         "base": params.addr_bits,
         "counts": data.ArrayLayout(COUNT_BITS, LEVELS),
         "strides": data.ArrayLayout(signed(stride_bits(params)), LEVELS),
@@ -115,6 +117,8 @@ class AddressPattern(wiring.Component):
         Word address of the current iteration.
     final : Out(1)
         The current iteration is the last of the pass.
+    ends : Out(LEVELS)
+        Bit k: levels 0..k all finish at the current iteration.
     """
 
     def __init__(self, params):
@@ -129,6 +133,7 @@ class AddressPattern(wiring.Component):
             "step": In(1),
             "addr": Out(signed(self.wide)),
             "final": Out(1),
+            "ends": Out(LEVELS),
         })
 
     def elaborate(self, platform):
@@ -141,7 +146,7 @@ class AddressPattern(wiring.Component):
         for k in range(LEVELS):
             carry.append(carry[k] & at_end[k])
         steps = [carry[k] & ~at_end[k] for k in range(LEVELS)]
-        m.d.comb += [self.addr.eq(start[0]), self.final.eq(carry[LEVELS])]
+        m.d.comb += [self.addr.eq(start[0]), self.final.eq(carry[LEVELS]), self.ends.eq(Cat(*carry[1:]))]
         with m.If(self.load):
             m.d.sync += [c.eq(0) for c in count]
             m.d.sync += [a.eq(self.base) for a in start]
@@ -194,6 +199,10 @@ class Agcu(wiring.Component):
     - ``runtime_base``: before issuing, wait for one word on ``si`` and add it,
       in TLN words, to ``base`` (a KV-cache position, say). When both
       directions wait, the read takes the first word.
+    - ``last_every`` (reads): 0 sets ``vo.last`` on the transfer's final
+      vector only; k (1 to 4) also on the vector holding each word at which
+      levels 0..k-1 all finish, so a stream carries the group boundaries the
+      tiles expect (one ``last`` per weight tile, say).
 
     **Data.** A vector holds ``4 * lanes`` bytes, a multiple or a divisor of a
     TLN word; lane 0 is the lowest-addressed bytes (little-endian). Words go
@@ -279,7 +288,7 @@ class Agcu(wiring.Component):
 
         m.submodules.pat_r = pat_r = AddressPattern(P)
         m.submodules.pat_w = pat_w = AddressPattern(P)
-        m.submodules.rbuf = rbuf = SyncFIFOBuffered(width=8 * wb + 1, depth=P.agcu_outstanding)
+        m.submodules.rbuf = rbuf = SyncFIFOBuffered(width=8 * wb + 2, depth=P.agcu_outstanding)
 
         # Per-direction state, latched at start.
         dirs = {}
@@ -288,6 +297,7 @@ class Agcu(wiring.Component):
                 tier=Signal(name=f"{name}_tier"), low=Signal(low, name=f"{name}_low"),
                 base=Signal(word_addr_bits(P), name=f"{name}_base"),
                 counts=Signal(data.ArrayLayout(COUNT_BITS, LEVELS), name=f"{name}_counts"),
+                last_every=Signal(3, name=f"{name}_last_every"),
                 strides=Signal(data.ArrayLayout(signed(stride_bits(P)), LEVELS), name=f"{name}_strides"),
                 wait=Signal(name=f"{name}_wait"), issue=Signal(name=f"{name}_issue"),
                 responses=Signal(STATUS_BITS, name=f"{name}_responses"),
@@ -318,6 +328,7 @@ class Agcu(wiring.Component):
                 m.d.sync += [
                     d["tier"].eq(cfg.tier), d["low"].eq(cfg.base[:low]), d["base"].eq(cfg.base[low:]),
                     d["counts"].eq(cfg.counts), d["strides"].eq(cfg.strides), d["responses"].eq(0),
+                    d["last_every"].eq(cfg.last_every),
                     st.done.eq(empty), st.error.eq(0), st.error_word.eq(0), st.words.eq(0), st.cycles.eq(0),
                     st.tile_stalls.eq(0), st.mem_stalls.eq(0),
                 ]
@@ -358,12 +369,14 @@ class Agcu(wiring.Component):
         ]
         with m.If(can_load & want_r & want_w):
             m.d.sync += prefer_w.eq(pick_r)
+        group_end = Signal()
+        m.d.comb += group_end.eq(pat_r.final | Cat(Const(0, 1), pat_r.ends).bit_select(r["last_every"], 1))
         with m.If(pick_r):
             m.d.sync += [
                 req_valid.eq(1),
                 req.payload.tier.eq(r["tier"]), req.payload.write.eq(0),
                 req.payload.addr.eq(tln_address(P, pat_r.addr, r["low"])), req.payload.data.eq(0),
-                req.payload.tag.eq(Cat(Const(0, 1), pat_r.final)),
+                req.payload.tag.eq(Cat(group_end, pat_r.final)),
             ]
             m.d.comb += pat_r.step.eq(1)
             with m.If(pat_r.final):
@@ -387,7 +400,7 @@ class Agcu(wiring.Component):
             rd_resp.eq(resp.valid & ~resp.payload.write),
             wr_resp.eq(resp.valid & resp.payload.write),
             rbuf.w_en.eq(rd_resp),
-            rbuf.w_data.eq(Cat(resp.payload.data, resp.payload.tag[TAG_FINAL])),
+            rbuf.w_data.eq(Cat(resp.payload.data, resp.payload.tag[TAG_FINAL], resp.payload.tag[TAG_GROUP])),
         ]
         m.d.sync += credits.eq(credits - pick_r + rbuf.r_en)
         for d, st, got in ((r, st_r, rd_resp), (w, st_w, wr_resp)):
@@ -404,8 +417,10 @@ class Agcu(wiring.Component):
         # Read data: words from the buffer head to vectors on ``vo``.
         head = rbuf.r_data[:8 * wb]
         head_final = rbuf.r_data[8 * wb]
+        head_group = rbuf.r_data[8 * wb + 1]
         vo = self.vo
         take = Signal()
+        vo_final = Signal()
         m.d.comb += take.eq(vo.valid & vo.ready)
         if rw > 1:
             # Gather the first rw-1 words of a vector; the head word completes it.
@@ -415,7 +430,8 @@ class Agcu(wiring.Component):
             m.d.comb += [
                 complete.eq((fill == rw - 1) | head_final),
                 vo.valid.eq(rbuf.r_rdy & complete),
-                vo.payload.last.eq(head_final),
+                vo_final.eq(head_final),
+                vo.payload.last.eq(head_group),
                 rbuf.r_en.eq(take | (rbuf.r_rdy & ~complete)),
             ]
             # A final vector short of words has zero lanes beyond them.
@@ -435,17 +451,19 @@ class Agcu(wiring.Component):
             m.d.comb += [
                 vo.valid.eq(rbuf.r_rdy),
                 vo.payload.data.eq(head.word_select(part, vbits)),
-                vo.payload.last.eq(head_final & (part == rv - 1)),
+                vo_final.eq(head_final & (part == rv - 1)),
+                vo.payload.last.eq(head_group & (part == rv - 1)),
                 rbuf.r_en.eq(take & (part == rv - 1)),
             ]
             with m.If(take):
                 m.d.sync += part.eq(Mux(part == rv - 1, 0, part + 1))
         else:
             m.d.comb += [
-                vo.valid.eq(rbuf.r_rdy), vo.payload.data.eq(head), vo.payload.last.eq(head_final),
+                vo.valid.eq(rbuf.r_rdy), vo.payload.data.eq(head), vo_final.eq(head_final),
+                vo.payload.last.eq(head_group),
                 rbuf.r_en.eq(take),
             ]
-        with m.If(take & vo.payload.last):
+        with m.If(take & vo_final):
             m.d.sync += [r["busy"].eq(0), st_r.done.eq(1)]
 
         # Write data: vectors from ``vi`` to words.

@@ -76,11 +76,27 @@ def _report(addresses, capacity, word_bytes):
     return TransferResult(addresses, bool(bad.any()), first, int((~bad).sum()))
 
 
-def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, runtime_offset=0):
+def group_ends(counts, last_every):
+    """Per word of a pattern: do levels 0..last_every-1 all finish there (``last_every`` 0: only the final word)?"""
+    counts, _ = _pattern(counts, [0] * len(list(counts)))
+    total = int(np.prod(counts))
+    ends = np.zeros(total, dtype=bool)
+    if total:
+        ends[-1] = True
+        if last_every:
+            span = int(np.prod(counts[:last_every]))
+            ends[span - 1::span] = True
+    return ends
+
+
+def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, runtime_offset=0, last_every=0):
     """Vectors an AGCU read delivers: ((n, lanes) uint32, last flags (n,), TransferResult).
 
     A word outside the tier reads as zeros. When the words do not fill a
     whole number of vectors the final vector's missing lanes are zero.
+    ``last`` marks the final vector and, with ``last_every`` k, each vector
+    whose last word ends levels 0..k-1 (the RTL reads the group flag of a
+    vector's last word, or of a vector's word when several vectors share it).
     """
     addresses = transfer_addresses(base, counts, strides, word_bytes=word_bytes, runtime_offset=runtime_offset)
     report = _report(addresses, capacity, word_bytes)
@@ -94,9 +110,17 @@ def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, 
     padded = np.zeros(n * vector_bytes, dtype=np.uint8)
     padded[:flat.size] = flat
     vectors = padded.view("<u4").reshape(n, lanes)
+    ends = group_ends(counts, last_every)
+    words_per_vector = max(1, vector_bytes // word_bytes)
+    vectors_per_word = max(1, word_bytes // vector_bytes)
     last = np.zeros(n, dtype=bool)
     if n:
-        last[-1] = True
+        if vectors_per_word > 1:
+            last[vectors_per_word - 1::vectors_per_word] = ends
+        else:
+            # Vector j ends with word min(j * wpv + wpv, words) - 1.
+            last_word = np.minimum(np.arange(1, n + 1) * words_per_vector, ends.size) - 1
+            last = ends[last_word]
     return vectors, last, report
 
 

@@ -77,3 +77,18 @@ def test_context_and_graph_checks(checkpoint):
     graph.ops[1].inputs = ("model.layers.0.self_attn.q_proj.weight", "L0.nothing")
     with pytest.raises(GraphError, match="reads unknown tensor 'L0.nothing'"):
         graph.check()
+
+
+def test_default_model_reads_and_decodes_like_transformers():
+    """The committed default model goes through the frontend and the reference decode matches transformers."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "models" / "pystdlib-tiny"
+    ckpt = load_checkpoint(path)
+    assert ckpt.has_tokenizer and ckpt.shape.hidden_size == 128 and ckpt.shape.num_layers == 4
+    graph = decode_graph(ckpt.shape, context=32)
+    tokens = [0, 475, 296, 30, 10, 10, 87, 101, 102]
+    ours = decode_logits(graph, ckpt.weights, tokens)
+    theirs = transformers_logits(path, tokens)
+    assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()

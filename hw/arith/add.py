@@ -1,10 +1,10 @@
 """fp32 adder/subtractor with round-to-nearest-even."""
 
-from amaranth import Module, Signal, Cat, Const, Mux, signed
+from amaranth import Module, Cat, Const, Mux
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from .fp import unpack32, leading_one, round_pack, CANON_NAN32, INF32
+from .fp import datapath_module, wire, stage, normalize, round_pack, special_pack, INF32
 from .pipeline import Pipeline
 
 AddOperands = data.StructLayout({"a": 32, "b": 32, "sub": 1})
@@ -19,71 +19,53 @@ def fp32_add_datapath(m, reg, a, b, sub):
     """Build the adder datapath with three register levels; return the fp32 result.
 
     Stage 1 orders the operands by magnitude, stage 2 aligns and adds, stage 3
-    normalises, rounds and packs.
+    normalises, rounds and packs. Written for compact Verilog (see
+    ``hw/arith/fp.py``): one adder serves sums and differences, and the
+    normalisation is a log2-step shifter.
     """
-    ua, ub = unpack32(a), unpack32(b)
-    sb = ub.sign ^ sub
+    m = datapath_module(m, reg)
     # Magnitudes after denormals-are-zero; comparing exponent:fraction as an
-    # integer orders them.
-    mag_a = Mux(ua.is_zero, 0, a[:31])
-    mag_b = Mux(ub.is_zero, 0, b[:31])
-    swap = mag_b > mag_a
-    nan = ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_inf & (ua.sign != sb))
-    inf = ua.is_inf | ub.is_inf
+    # integer orders them, and infinity is the largest non-NaN magnitude.
+    sa = a[31]
+    sb = wire(m, b[31] ^ sub, name="add_sb")
+    mag_a = wire(m, Mux(a[23:31] == 0, 0, a[:31]), name="add_mag_a", shape=31)
+    mag_b = wire(m, Mux(b[23:31] == 0, 0, b[:31]), name="add_mag_b", shape=31)
+    swap = wire(m, mag_b > mag_a, name="add_swap")
+    big = wire(m, Mux(swap, mag_b, mag_a), name="add_big")
+    small = wire(m, Mux(swap, mag_a, mag_b), name="add_small")
+    eff_sub = wire(m, sa ^ sb, name="add_eff_sub")
+    diff = wire(m, (big[23:] - small[23:])[:8], name="add_diff", shape=8)
+    inf_mag = Const(INF32, 31)
+    # The bigger magnitude is inf or NaN whenever either operand is; the
+    # smaller one is inf only when both are.
+    nan = (big > inf_mag) | ((small == inf_mag) & eff_sub)
+    inf = big == inf_mag
+    s_big = Mux(swap, sb, sa)
+    shift = Mux(diff[5:].any(), 31, diff[:5])
+    m_big = Cat(big[:23], big[23:].any())
+    m_small = Cat(small[:23], small[23:].any())
+    s_big1, eff_sub1, nan1, inf1, shift1, e_big1, m_big1, m_small1 = stage(
+        m, reg, "add_s1", s_big, eff_sub, nan, inf, shift, big[23:], m_big, m_small)
 
-    s_big = reg(Mux(swap, sb, ua.sign), name="add_s_big")
-    s_small = reg(Mux(swap, ua.sign, sb), name="add_s_small")
-    e_big = reg(Mux(swap, ub.exp, ua.exp), name="add_e_big")
-    e_small = Mux(swap, ua.exp, ub.exp)
-    m_big = reg(Mux(swap, ub.sig, ua.sig), name="add_m_big")
-    m_small = reg(Mux(swap, ua.sig, ub.sig), name="add_m_small")
-    diff = Mux(swap, ub.exp, ua.exp) - e_small
-    shift = reg(Mux(diff > _WIDTH, _WIDTH, diff)[:5], name="add_shift")
-    nan1 = reg(nan, name="add_nan1")
-    inf1 = reg(inf, name="add_inf1")
-    inf_sign1 = reg(Mux(ua.is_inf, ua.sign, sb), name="add_inf_sign1")
+    # Align: a shift of 31 clears every bit (exponents more than 27 apart).
+    small_ext = Cat(Const(0, _EXT), m_small1)
+    shifted = wire(m, small_ext >> shift1, name="add_shifted", shape=_WIDTH)
+    lost = (shifted << shift1)[:_WIDTH] != small_ext
+    # big - aligned as big + ~aligned + 1: the bigger magnitude keeps it >= 0.
+    aligned = Cat(shifted | lost, Const(0, 1))
+    addend = Mux(eff_sub1, ~aligned, aligned)
+    total = (Cat(Const(0, _EXT), m_big1) + addend + eff_sub1)[:_WIDTH + 1]
+    total2, e_big2, s_big2, zero_sign2, nan2, inf2 = stage(
+        m, reg, "add_s2", total, e_big1, s_big1, s_big1 & ~eff_sub1, nan1, inf1)
 
-    small_ext = Cat(Const(0, _EXT), m_small)
-    shifted = Signal(_WIDTH, name="add_shifted")
-    m.d.comb += shifted.eq(small_ext >> shift)
-    lost = (shifted << shift)[:_WIDTH] != small_ext
-    aligned = shifted | lost
-    big_ext = Cat(Const(0, _EXT), m_big)
-    eff_sub = s_big != s_small
-    total = Signal(_WIDTH + 1, name="add_total")
-    m.d.comb += total.eq(Mux(eff_sub, big_ext - aligned, big_ext + aligned))
-
-    total2 = reg(total, name="add_total2")
-    s_big2 = reg(s_big, name="add_s_big2")
-    zero_sign2 = reg(s_big & s_small, name="add_zero_sign2")
-    e_big2 = reg(e_big, name="add_e_big2")
-    nan2 = reg(nan1, name="add_nan2")
-    inf2 = reg(inf1, name="add_inf2")
-    inf_sign2 = reg(inf_sign1, name="add_inf_sign2")
-
-    # The hidden bit belongs at bit _WIDTH - 1; a carry sits one above it.
+    # The hidden bit of an unnormalised total sits at bit _WIDTH - 1 and a
+    # carry one above; after normalisation the leading one is at bit _WIDTH.
     # Left shifts by more than one only follow a subtraction of operands whose
     # exponents differ by at most one, where no bit was lost in alignment.
-    lead = leading_one(m, total2, name="add_lead")
-    norm = Signal(_WIDTH, name="add_norm")
-    extra_sticky = Signal()
-    exp = Signal(signed(11), name="add_exp")
-    with m.If(total2[_WIDTH]):
-        m.d.comb += [norm.eq(total2[1:]), extra_sticky.eq(total2[0]), exp.eq(e_big2 + 1)]
-    with m.Else():
-        lz = Signal(range(_WIDTH), name="add_lz")
-        m.d.comb += [lz.eq(_WIDTH - 1 - lead), norm.eq(total2 << lz), exp.eq(e_big2 - lz)]
-    packed = round_pack(m, sign=s_big2, exp=exp, sig=norm[_EXT:], guard=norm[_EXT - 1],
-                        sticky=norm[:_EXT - 1].any() | extra_sticky, name="add")
-    result = Signal(32, name="add_result")
-    with m.If(nan2):
-        m.d.comb += result.eq(CANON_NAN32)
-    with m.Elif(inf2):
-        m.d.comb += result.eq(Cat(Const(INF32, 31), inf_sign2))
-    with m.Elif(total2 == 0):
-        m.d.comb += result.eq(Cat(Const(0, 31), zero_sign2))
-    with m.Else():
-        m.d.comb += result.eq(packed)
+    norm, lz = normalize(m, total2, name="add_norm")
+    packed = round_pack(m, sign=s_big2, exp=e_big2 + 1 - lz, sig=norm[_EXT + 1:], guard=norm[_EXT],
+                        sticky=norm[:_EXT].any(), name="add")
+    result = special_pack(sign=s_big2, nan=nan2, inf=inf2, zero=~norm[_WIDTH], zero_sign=zero_sign2, value=packed)
     return reg(result, name="add_out")
 
 

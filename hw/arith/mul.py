@@ -1,14 +1,33 @@
 """Multipliers: bf16 x bf16 -> fp32 (exact) and fp32 x fp32 -> fp32 (rounded)."""
 
-from amaranth import Module, Signal, Cat, Const, Mux, signed
+from amaranth import Module, Cat, Const, Mux, signed
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from .fp import unpack16, unpack32, round_pack, CANON_NAN32, INF32, EXP_MAX
+from .fp import datapath_module, wire, stage, fp_class, round_pack, special_pack, EXP_MAX
 from .pipeline import Pipeline
 
 MulOperands = data.StructLayout({"a": 16, "b": 16})
 Fp32MulOperands = data.StructLayout({"a": 32, "b": 32})
+
+
+def _mul_operands(m, a, b, *, frac_bits, name):
+    """Sign, special flags, unbounded product exponent and significands of ``a * b``.
+
+    The significands always carry the hidden bit: when an operand is zero (or
+    subnormal) the product's value is never used, the flags decide.
+    """
+    w = 1 + 8 + frac_bits
+    za, ia, na = fp_class(m, a[:w - 1], frac_bits=frac_bits, name=f"{name}_a")
+    zb, ib, nb = fp_class(m, b[:w - 1], frac_bits=frac_bits, name=f"{name}_b")
+    nan = na | nb | (ia & zb) | (za & ib)
+    inf = ia | ib
+    zero = za | zb
+    exp = wire(m, a[frac_bits:w - 1] + b[frac_bits:w - 1] - Const(127, signed(10)), name=f"{name}_exp0",
+               shape=signed(10))
+    sig_a = Cat(a[:frac_bits], Const(1, 1))
+    sig_b = Cat(b[:frac_bits], Const(1, 1))
+    return a[w - 1] ^ b[w - 1], nan, inf, zero, exp, sig_a, sig_b
 
 
 def bf16_mul_datapath(m, reg, a, b):
@@ -18,32 +37,19 @@ def bf16_mul_datapath(m, reg, a, b):
     fp32's 24-bit significand holds exactly: no rounding is ever needed, only
     the range checks (overflow to inf, flush-to-zero below 2^-126).
     """
-    ua, ub = unpack16(a), unpack16(b)
-    nan = ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_zero) | (ua.is_zero & ub.is_inf)
-    inf = ua.is_inf | ub.is_inf
-    zero = ua.is_zero | ub.is_zero
-
-    sign1 = reg(ua.sign ^ ub.sign, name="mul_sign")
-    nan1 = reg(nan, name="mul_nan")
-    inf1 = reg(inf, name="mul_inf")
-    zero1 = reg(zero, name="mul_zero")
-    prod1 = reg(ua.sig * ub.sig, name="mul_prod")
-    exp1 = reg(ua.exp + ub.exp - Const(127, signed(10)), name="mul_exp")
+    m = datapath_module(m, reg)
+    sign, nan, inf, zero, exp, sig_a, sig_b = _mul_operands(m, a, b, frac_bits=7, name="mul")
+    sign1, nan1, inf1, zero1, exp1, prod1 = stage(m, reg, "mul_s1", sign, nan, inf, zero, exp, sig_a * sig_b)
 
     # prod1 lies in [2^14, 2^16): its top bit decides a one-place normalisation.
     top = prod1[15]
-    exp2 = Signal(signed(11), name="mul_exp_norm")
-    m.d.comb += exp2.eq(exp1 + top)
-    frac = Mux(top, Cat(Const(0, 8), prod1[:15]), Cat(Const(0, 9), prod1[:14]))
-    result = Signal(32, name="mul_result")
-    with m.If(nan1):
-        m.d.comb += result.eq(CANON_NAN32)
-    with m.Elif(inf1 | (~zero1 & (exp2 >= EXP_MAX))):
-        m.d.comb += result.eq(Cat(Const(INF32, 31), sign1))
-    with m.Elif(zero1 | (exp2 <= 0)):
-        m.d.comb += result.eq(Cat(Const(0, 31), sign1))
-    with m.Else():
-        m.d.comb += result.eq(Cat(frac, exp2[:8], sign1))
+    exp2 = wire(m, exp1 + top, name="mul_exp_norm", shape=signed(11))
+    frac = Cat(Const(0, 8), Mux(top, prod1[:15], Cat(Const(0, 1), prod1[:14])))
+    # A zero operand's exponent field is 0, so its product's exponent is at
+    # most 127: zero products never look like overflows.
+    value = Mux(exp2 >= EXP_MAX, Const(0x7F80_0000, 31), Cat(frac, exp2[:8]))
+    result = special_pack(sign=sign1, nan=nan1, inf=inf1, zero=zero1 | (exp2 <= 0), zero_sign=sign1,
+                          value=Cat(value, sign1))
     return reg(result, name="mul_out")
 
 
@@ -80,46 +86,21 @@ def fp32_mul_datapath(m, reg, a, b):
     nearest even with an unbounded exponent and then applies the range
     checks (overflow to inf, flush-to-zero below 2^-126).
     """
-    ua, ub = unpack32(a), unpack32(b)
-    nan = ua.is_nan | ub.is_nan | (ua.is_inf & ub.is_zero) | (ua.is_zero & ub.is_inf)
-    inf = ua.is_inf | ub.is_inf
-    zero = ua.is_zero | ub.is_zero
+    m = datapath_module(m, reg)
+    sign, nan, inf, zero, exp, sig_a, sig_b = _mul_operands(m, a, b, frac_bits=23, name="fmul")
+    sign1, nan1, inf1, zero1, exp1, lo1, hi1 = stage(
+        m, reg, "fmul_s1", sign, nan, inf, zero, exp, sig_a * sig_b[:12], sig_a * sig_b[12:])
 
-    sign1 = reg(ua.sign ^ ub.sign, name="fmul_sign1")
-    nan1 = reg(nan, name="fmul_nan1")
-    inf1 = reg(inf, name="fmul_inf1")
-    zero1 = reg(zero, name="fmul_zero1")
-    exp1 = reg(ua.exp + ub.exp - Const(127, signed(10)), name="fmul_exp1")
-    lo1 = reg(ua.sig * ub.sig[:12], name="fmul_lo1")
-    hi1 = reg(ua.sig * ub.sig[12:], name="fmul_hi1")
-
-    prod = Signal(48, name="fmul_prod")
-    m.d.comb += prod.eq(lo1 + (hi1 << 12))
+    prod = wire(m, lo1 + (hi1 << 12), name="fmul_prod", shape=48)
     # Nonzero significands give a product in [2^46, 2^48): bit 47 decides
     # whether the hidden bit moves up one place.
     top = prod[47]
-    norm = Mux(top, prod, prod << 1)
-    sig2 = reg(norm[24:48], name="fmul_sig2")
-    guard2 = reg(norm[23], name="fmul_guard2")
-    sticky2 = reg(norm[:23].any(), name="fmul_sticky2")
-    exp2 = reg(exp1 + top, name="fmul_exp2")
-    sign2 = reg(sign1, name="fmul_sign2")
-    nan2 = reg(nan1, name="fmul_nan2")
-    inf2 = reg(inf1, name="fmul_inf2")
-    zero2 = reg(zero1, name="fmul_zero2")
+    norm = wire(m, Mux(top, prod, prod << 1), name="fmul_norm", shape=48)
+    sign2, nan2, inf2, zero2, exp2, sig2, guard2, sticky2 = stage(
+        m, reg, "fmul_s2", sign1, nan1, inf1, zero1, exp1 + top, norm[24:], norm[23], norm[:23].any())
 
-    exp_wide = Signal(signed(11), name="fmul_exp_wide")
-    m.d.comb += exp_wide.eq(exp2)
-    packed = round_pack(m, sign=sign2, exp=exp_wide, sig=sig2, guard=guard2, sticky=sticky2, name="fmul")
-    result = Signal(32, name="fmul_result")
-    with m.If(nan2):
-        m.d.comb += result.eq(CANON_NAN32)
-    with m.Elif(inf2):
-        m.d.comb += result.eq(Cat(Const(INF32, 31), sign2))
-    with m.Elif(zero2):
-        m.d.comb += result.eq(Cat(Const(0, 31), sign2))
-    with m.Else():
-        m.d.comb += result.eq(packed)
+    packed = round_pack(m, sign=sign2, exp=exp2, sig=sig2, guard=guard2, sticky=sticky2, name="fmul")
+    result = special_pack(sign=sign2, nan=nan2, inf=inf2, zero=zero2, zero_sign=sign2, value=packed)
     return reg(result, name="fmul_out")
 
 

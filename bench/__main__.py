@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import numerics, tiles
+from bench import memory, numerics, tiles
 
-BENCHES = {"numerics": numerics.main, "tiles": tiles.main}
+BENCHES = {"numerics": numerics.main, "tiles": tiles.main, "memory": memory.main}
 
 
 def main(argv):

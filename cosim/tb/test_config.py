@@ -198,6 +198,13 @@ async def refused_then_good(dut):
         await load_bad(dut, words[:cut], Reason.TRUNCATED, trailing_idle=TIMEOUT + 2)
         await load_good(dut, random_values(rng))
 
+    # Zero words between bitstreams are padding: no refusal, status kept.
+    before = state(dut)
+    await send(dut, [0, 0, 0])
+    await ReadOnly()
+    assert state(dut) == before, f"zero padding changed the loader state: {before} -> {state(dut)}"
+    await FallingEdge(dut.clk)
+
     # Words that are not a bitstream: one refusal, then the loader waits for a magic word.
     before = state(dut)
     await load_bad(dut, [0x1234, 0, 7], Reason.BAD_MAGIC)

@@ -8,7 +8,7 @@ unit (r, c) sits at mesh row r + 1.
 
 import dataclasses
 
-from amaranth import Module
+from amaranth import Mux, Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -173,8 +173,11 @@ class TileArray(wiring.Component):
                 unit = Pmu(p)
             m.submodules[f"{kind}_{r}_{c}"] = unit
             index = unit_id(p, r, c)
+            # While a program loads every unit sees an all-zero (idle) record,
+            # which clears its pass, buffer and group state: a kernel starts
+            # from a clean unit even when its program equals the last one.
             m.d.comb += [
-                unit.cfg.eq(loader.active(index)),
+                unit.cfg.eq(Mux(loader.busy, 0, loader.active(index))),
                 self.busy_cycles[index].eq(unit.busy_cycles),
                 self.stall_cycles[index].eq(unit.stall_cycles),
             ]

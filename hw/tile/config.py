@@ -178,7 +178,9 @@ class ConfigLoader(wiring.Component):
                     m.d.sync += [pos.eq(1), seen.eq(0), elapsed.eq(1), hunting.eq(0),
                                  self.status.eq(Status.LOADING)]
                     m.next = "HEADER"
-                with m.Elif(take & ~hunting):
+                # Zero words between bitstreams are padding: a program in
+                # memory fills whole memory words of four configuration words.
+                with m.Elif(take & ~hunting & (word != 0)):
                     refuse(Status.BAD_MAGIC, cycles=1)
                     m.d.sync += hunting.eq(1)
 

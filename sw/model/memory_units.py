@@ -189,3 +189,9 @@ def copy_cycles(length, src_tier, dst_tier, *, word_bytes=16):
 def stream_cycles(words, tier, *, word_bytes=16):
     """Estimated cycles of an uncontended AGCU stream of ``words`` words on ``tier``."""
     return words * word_bytes / float(tier.bytes_per_cycle) + tier.latency + QUEUE_CYCLES
+
+
+def host_cycles(length, params, dst_tier):
+    """Estimated cycles of a host-to-tier transfer of ``length`` bytes over the host link."""
+    words = -(-length // params.word_bytes)
+    return words * params.word_bytes / float(params.host_bytes_per_cycle) + dst_tier.latency + QUEUE_CYCLES

@@ -1,0 +1,174 @@
+"""cocotb testbench of the whole chip (unit ``chip``), driven by the runtime's register driver.
+
+Programs and inputs are placed in HBM through the back door; each kernel is
+then launched the SN40L way (Program Load, Argument Load, Execute) over
+AXI4-Lite, with the AGCUs streaming inputs from HBM into the fabric and
+results back, and its outputs are checked bit for bit against the array's
+fast model. The copy engine runs beside a kernel, and the host port moves
+data over AXI4.
+"""
+
+import os
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles
+
+from cosim.chip_bus import CocotbChipBus
+from cosim.metrics import record
+from cosim.store import TierStore
+from cosim.tb.array_kernels import KERNELS, TEST_POST, TEST_TAIL, kernels_for
+from cosim.tb.units_chip import AGCUS, ARRAY, MEMORY
+from hw.mem.params import DDR, HBM
+from sw.model.array import ArrayModel
+from sw.runtime.alloc import TierAllocator
+from sw.runtime.chip import ChipDriver, ChipError, Pattern, stream_pattern
+
+SEED = int(os.environ.get("OPENRDU_SEED", "1"))
+WB = MEMORY.word_bytes
+
+
+async def start(dut):
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    bus = CocotbChipBus(dut, limit=200_000)
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+    stores = {t: TierStore(t, MEMORY.tiers[t].capacity) for t in (HBM, DDR)}
+    return ChipDriver(bus, ARRAY, MEMORY, AGCUS), bus, stores
+
+
+def place(store, alloc, name, words):
+    """Put uint32 ``words`` in HBM through the back door; returns the byte offset."""
+    raw = np.ascontiguousarray(np.asarray(words, dtype="<u4").reshape(-1))
+    block = alloc.allocate(max(raw.nbytes, WB), name)
+    store.write(block.offset, raw)
+    return block.offset
+
+
+async def launch(driver, stores, alloc, case, *, input_at=None):
+    """Load ``case``'s program and inputs into HBM, run it, and return (outputs, model run, cycles, ...).
+
+    ``input_at`` maps an input name to a byte address to read it from
+    instead of a fresh block (to provoke errors).
+    """
+    input_at = input_at or {}
+    run = f"{case.name}@{len(alloc.blocks)}"
+    program = case.program
+    words = list(program.words) + [0] * (-len(program.words) % (WB // 4))
+    program_at = place(stores[HBM], alloc, f"{run}.program", words)
+    load_cycles = await driver.load_program(HBM, program_at, len(words))
+    reads = {}
+    for name, (data, last) in case.inputs.items():
+        port = program.host_inputs[name]
+        at = input_at.get(name) or place(stores[HBM], alloc, f"{run}.{name}", data)
+        reads[driver.agcu_at(port.side, port.col)] = stream_pattern(HBM, at, last, lanes=ARRAY.lanes,
+                                                                    word_bytes=WB)
+    model = ArrayModel(program).run(case.inputs)
+    writes, out_at = {}, {}
+    for name, port in program.host_outputs.items():
+        want = model.outputs[name][0]
+        block = alloc.allocate(want.nbytes, f"{run}.{name}.out")
+        out_at[name] = (block.offset, want.shape)
+        writes[driver.agcu_at(port.side, port.col)] = Pattern(HBM, block.offset, (want.nbytes // WB,), (1,))
+    cycles, statuses = await driver.execute(reads, writes)
+    outputs = {name: stores[HBM].read(at, int(np.prod(shape)) * 4).view("<u4").reshape(shape)
+               for name, (at, shape) in out_at.items()}
+    return outputs, model, cycles, load_cycles, statuses
+
+
+@cocotb.test()
+async def kernels_from_hbm(dut):
+    """GEMV + bias + SiLU, softmax and RMSNorm streamed from HBM by AGCUs, bit-exact against the model."""
+    driver, _, stores = await start(dut)
+    alloc = TierAllocator("hbm", MEMORY.hbm.capacity)
+    rng = np.random.default_rng(SEED)
+    for name in kernels_for(ARRAY, TEST_TAIL, TEST_POST):
+        if name == "gemm":
+            continue  # its A stream carries groups of k vectors on two multicast PCUs; covered by sim-array
+        case = KERNELS[name](ARRAY, TEST_TAIL, TEST_POST, rng)
+        outputs, model, cycles, load_cycles, statuses = await launch(driver, stores, alloc, case)
+        for out, got in outputs.items():
+            want = model.outputs[out][0]
+            assert np.array_equal(got, want), f"{case.name}: output {out} differs from the fast model at " \
+                                              f"{np.argwhere(got != want)[:4].tolist()}"
+        assert case.error({k: (v, None) for k, v in outputs.items()}) <= case.tolerance, case.name
+        assert load_cycles == len(case.program.words), f"{case.name}: program load took {load_cycles} cycles"
+        record(f"chip.{case.name}", kernel_cycles=cycles, model_array_cycles=model.cycles, load_cycles=load_cycles)
+        dut._log.info(f"{case.name}: kernel {cycles} cycles on the chip (array model {model.cycles}), "
+                      f"program load {load_cycles} cycles")
+
+
+@cocotb.test()
+async def copy_beside_a_kernel(dut):
+    """A DDR -> HBM copy runs while a kernel streams from HBM; both results are exact and the copy overlaps."""
+    driver, _, stores = await start(dut)
+    alloc = TierAllocator("hbm", MEMORY.hbm.capacity)
+    rng = np.random.default_rng(SEED + 1)
+    length = 8 * 1024
+    source = rng.integers(0, 256, length, dtype=np.uint8)
+    stores[DDR].write(0x10000, source)
+    target = alloc.allocate(length, "copy target").offset
+    case = KERNELS["gemv"](ARRAY, TEST_TAIL, TEST_POST, rng, k=32, tiles=6)
+
+    alone_outputs, _, alone_cycles, _, _ = await launch(driver, stores, alloc, case)
+    copy_alone = await timed_copy(driver, target, length)
+
+    await driver.start_copy(DDR, 0x10000, HBM, target + 0, length)
+    outputs, model, cycles, _, _ = await launch(driver, stores, alloc, case)
+    status = await driver.wait_copy()
+    for out, got in outputs.items():
+        assert np.array_equal(got, model.outputs[out][0]), f"kernel beside the copy: {out} differs"
+        assert np.array_equal(got, alone_outputs[out])
+    assert np.array_equal(stores[HBM].read(target, length), source), "copied bytes differ"
+    assert status["bytes"] == length
+    # The copy is DDR-bound (2 B/cycle); the kernel's HBM streams barely slow it.
+    assert status["cycles"] <= 1.2 * copy_alone, f"copy took {status['cycles']} beside the kernel, {copy_alone} alone"
+    record("chip.copy_beside_kernel", copy_cycles=status["cycles"], copy_alone=copy_alone,
+           kernel_cycles=cycles, kernel_alone=alone_cycles)
+
+
+async def timed_copy(driver, target, length):
+    await driver.start_copy(DDR, 0x10000, HBM, target, length)
+    return (await driver.wait_copy())["cycles"]
+
+
+@cocotb.test()
+async def host_port_and_errors(dut):
+    """AXI4 writes to DDR read back through HBM after a copy; a bad program and an out-of-range pattern are refused."""
+    driver, bus, stores = await start(dut)
+    rng = np.random.default_rng(SEED + 2)
+    data = rng.integers(0, 256, 512, dtype=np.uint8).tobytes()
+    ddr_base = 1 << MEMORY.addr_bits
+    await bus.axi.write(ddr_base + 0x2000, data)
+    assert stores[DDR].read(0x2000, len(data)).tobytes() == data
+    assert bytes((await bus.axi.read(ddr_base + 0x2000, len(data))).data) == data
+
+    alloc = TierAllocator("hbm", MEMORY.hbm.capacity)
+    case = KERNELS["gemv"](ARRAY, TEST_TAIL, TEST_POST, rng)
+    words = list(case.program.words) + [0] * (-len(case.program.words) % 4)
+    words[len(words) // 2] ^= 1
+    at = place(stores[HBM], alloc, "corrupt", words)
+    try:
+        await driver.load_program(HBM, at, len(words))
+    except ChipError as error:
+        assert "BAD_CHECKSUM" in str(error) or "BAD_LENGTH" in str(error), str(error)
+    else:
+        raise AssertionError("a corrupt program was accepted")
+
+    # An input whose last two words lie past the end of HBM: the kernel still
+    # completes (those words read as zeros), the controller counts two errors
+    # and the driver names the AGCU and the word.
+    errors_before = (await driver.tier_stats("hbm"))["errors"]
+    x_words = case.inputs["x"][0].nbytes // WB
+    x_port = case.program.host_inputs["x"]
+    try:
+        await launch(driver, stores, alloc, case, input_at={"x": MEMORY.hbm.capacity - 2 * WB})
+    except ChipError as error:
+        k = driver.agcu_at(x_port.side, x_port.col)
+        assert f"AGCU {k}" in str(error) and f"word {x_words - 2}" in str(error), str(error)
+    else:
+        raise AssertionError("a read past the end of HBM was not reported")
+    assert (await driver.tier_stats("hbm"))["errors"] == errors_before + 2

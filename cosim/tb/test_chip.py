@@ -103,8 +103,8 @@ async def kernels_from_hbm(dut):
 
 @cocotb.test()
 async def copy_beside_a_kernel(dut):
-    """A DDR -> HBM copy runs while a kernel streams from HBM; both results are exact and the copy overlaps."""
-    driver, _, stores = await start(dut)
+    """A DDR -> HBM copy and a host write run while a kernel streams from HBM; all three results are exact."""
+    driver, bus, stores = await start(dut)
     alloc = TierAllocator("hbm", MEMORY.hbm.capacity)
     rng = np.random.default_rng(SEED + 1)
     length = 8 * 1024
@@ -116,9 +116,15 @@ async def copy_beside_a_kernel(dut):
     alone_outputs, _, alone_cycles, _, _ = await launch(driver, stores, alloc, case)
     copy_alone = await timed_copy(driver, target, length)
 
+    # Kernel, copy and a host write all at once, on disjoint memory.
+    host_bytes = rng.integers(0, 256, 512, dtype=np.uint8).tobytes()
+    host_at = (1 << MEMORY.addr_bits) + 0x40000
     await driver.start_copy(DDR, 0x10000, HBM, target + 0, length)
+    host_write = cocotb.start_soon(bus.axi.write(host_at, host_bytes))
     outputs, model, cycles, _, _ = await launch(driver, stores, alloc, case)
     status = await driver.wait_copy()
+    await host_write
+    assert stores[DDR].read(0x40000, len(host_bytes)).tobytes() == host_bytes, "host write beside the kernel"
     for out, got in outputs.items():
         assert np.array_equal(got, model.outputs[out][0]), f"kernel beside the copy: {out} differs"
         assert np.array_equal(got, alone_outputs[out])

@@ -5,6 +5,7 @@ records with ``cosim.metrics.record``.
 """
 
 import os
+import time
 
 import cocotb
 import numpy as np
@@ -24,6 +25,7 @@ P = getattr(mem_params, os.environ.get("OPENRDU_MEM_PARAMS", "DEFAULT"))
 WB = P.word_bytes
 SWITCH_BYTES = int(os.environ.get("OPENRDU_SWITCH_BYTES", str(64 * 1024)))
 STREAM_WORDS = {HBM: 16384, DDR: 4096}
+BACKDOOR_BYTES = 100 << 20
 
 
 async def wait_done(dut, read_status, limit):
@@ -77,6 +79,19 @@ async def measure(dut):
     rng = np.random.default_rng(1)
     payload = rng.integers(0, 256, SWITCH_BYTES, dtype=np.uint8)
     stores[DDR].write(0, payload)
+
+    # Backdoor load of 100 MiB into DDR (weights already resident), then the
+    # chip reads its last words through an AGCU.
+    blob = np.random.default_rng(2).integers(0, 256, BACKDOOR_BYTES, dtype=np.uint8)
+    at = P.ddr.capacity - BACKDOOR_BYTES
+    begin = time.perf_counter()
+    stores[DDR].write(at, blob)
+    backdoor_s = time.perf_counter() - begin
+    await FallingEdge(dut.clk)
+    dut.a0_vi__valid.value = 0
+    record("backdoor", bytes=BACKDOOR_BYTES, seconds=backdoor_s)
+    tail_words = 4
+    await agcu_read(dut, Pattern(DDR, P.ddr.capacity - tail_words * WB, (tail_words,), (1,)))
 
     for tier in (HBM, DDR):
         name = P.tiers[tier].name

@@ -39,3 +39,18 @@ def test_queue_bounds_acceptance():
     model = TierModel(tier, word_bytes=16)
     times = model.service([0] * 40)
     assert times == sorted(times) and len(set(times)) == 40
+
+
+def test_chip_model_refuses_kernels_it_cannot_run():
+    from cosim.tb.array_kernels import TEST_POST, TEST_TAIL, gemv_bias_act
+    from hw.chip import all_io_positions
+    from hw.tile.params import SMALL
+    from sw.model.chip import ChipModel
+
+    chip = ChipModel(SMALL, params.SMALL, all_io_positions(SMALL))
+    with pytest.raises(RuntimeError, match="execute before load_program"):
+        chip.execute({}, {})
+    case = gemv_bias_act(SMALL, TEST_TAIL, TEST_POST, np.random.default_rng(0))
+    chip.load_program(case.program)
+    with pytest.raises(ValueError, match=r"host input '\w+' at t\d \(AGCU \d\) has no read pattern"):
+        chip.execute({}, {})

@@ -135,7 +135,7 @@ class ArrayModel:
         delay = latency(hops)
         return Stream(src.data, src.last, src.first + delay, src.end + delay)
 
-    def run(self, inputs):
+    def run(self, inputs, *, arrivals=None):
         """Run the program.
 
         Parameters
@@ -143,6 +143,10 @@ class ArrayModel:
         inputs : dict
             Host input name -> ``(data, last)``, or just ``data`` (no
             ``last`` flags); vector data (n, lanes) or flat, uint32 words.
+        arrivals : dict, optional
+            Host input name -> ``(first, end)``: the cycles its first and
+            last words are offered (an AGCU stream from memory, say). By
+            default every input is offered one word a cycle from cycle 0.
 
         Returns
         -------
@@ -156,7 +160,11 @@ class ArrayModel:
                              f"{sorted(prog.host_inputs)}")
         streams = {}
         for name, value in inputs.items():
-            streams[Endpoint(name, prog.host_inputs[name].port)] = self._host_stream(name, value)
+            stream = self._host_stream(name, value)
+            if arrivals and name in arrivals:
+                first, end = arrivals[name]
+                stream = Stream(stream.data, stream.last, int(first), max(int(end), int(first)))
+            streams[Endpoint(name, prog.host_inputs[name].port)] = stream
         result = ArrayRun({}, 0)
         for name in self.order:
             unit = prog.units[name]

@@ -1,0 +1,111 @@
+"""Fast model of the whole chip: kernels launched as on the RTL chip, on the tile and memory models.
+
+:class:`ChipModel` offers the kernel-level commands of
+:class:`sw.runtime.chip.ChipDriver`, synchronously: memory is two
+:class:`SparseMemory` tiers, AGCU transfers move the same bytes as the RTL
+(:mod:`sw.model.memory_units`), and the tile array runs on
+:class:`ArrayModel`, so outputs are bit-identical to the RTL chip's.
+
+Cycle estimate of a kernel, from the start pulse to the last AGCU done:
+
+- every read stream starts at once; the words of all streams on one tier
+  are served round-robin by that tier's :class:`TierModel`, so streams share
+  its bandwidth and pay its latency; a stream reaches the fabric
+  ``AGCU_READ_CYCLES`` after its words' responses;
+- the array model runs on those arrival times;
+- each output's last word is written back, done ``QUEUE_CYCLES + latency``
+  later plus ``AGCU_WRITE_CYCLES``.
+"""
+
+from hw.mem.params import TIER_NAMES
+from sw.model import memory_units
+from sw.model.array import ArrayModel
+from sw.model.memory import SparseMemory, TierModel
+
+# Cycles between the start pulse and a first read request, and from a read
+# response to its word being offered to the fabric (request register, response
+# buffer); from an output's last word to its write request. Calibrated on the
+# chip testbench's kernels (cosim/tb/test_chip.py checks the estimate).
+AGCU_START_CYCLES = 2
+AGCU_READ_CYCLES = 3
+AGCU_WRITE_CYCLES = 3
+
+
+class ChipModel:
+    """The chip's memory and kernels on the fast models.
+
+    Parameters
+    ----------
+    array_params, mem_params, agcus
+        As given to :class:`hw.chip.Chip`.
+    """
+
+    def __init__(self, array_params, mem_params, agcus):
+        self.array_params, self.mem_params, self.agcus = array_params, mem_params, tuple(agcus)
+        self.memory = {index: SparseMemory(name, mem_params.tiers[index].capacity)
+                       for index, name in TIER_NAMES.items()}
+        self.program = None
+
+    def agcu_at(self, side, col):
+        return self.agcus.index((side, col))
+
+    def load_program(self, program):
+        """Program Load of a built :class:`~sw.tile.kernel.Program`; returns the loader's cycles (one per word)."""
+        self.program = program
+        return len(program.words)
+
+    def execute(self, reads, writes):
+        """Run the loaded program with AGCU ``reads`` / ``writes`` (index -> Pattern, as the driver takes).
+
+        Returns ``(cycles, outputs)``: the estimate and each host output's ``(data, last)``; the outputs
+        are also written to memory where the write patterns say.
+        """
+        if self.program is None:
+            raise RuntimeError("execute before load_program")
+        prog, P, lanes = self.program, self.mem_params, self.array_params.lanes
+        wb = P.word_bytes
+        inputs, words_of = {}, {}
+        for name, port in prog.host_inputs.items():
+            k = self.agcu_at(port.side, port.col)
+            if k not in reads:
+                raise ValueError(f"host input {name!r} at {port.side}{port.col} (AGCU {k}) has no read pattern")
+            pat = reads[k]
+            tier = P.tiers[pat.tier]
+            vectors, last, _ = memory_units.agcu_read(self.memory[pat.tier], tier.capacity, pat.base,
+                                                      list(pat.counts), list(pat.strides), lanes=lanes,
+                                                      word_bytes=wb, last_every=pat.last_every)
+            inputs[name] = (vectors, last)
+            words_of[name] = (pat.tier, pat.words)
+        arrivals = self._arrivals(words_of)
+        run = ArrayModel(prog).run(inputs, arrivals=arrivals)
+        end = max((e for _, e in arrivals.values()), default=0)
+        for name, port in prog.host_outputs.items():
+            k = self.agcu_at(port.side, port.col)
+            if k not in writes:
+                raise ValueError(f"host output {name!r} at {port.side}{port.col} (AGCU {k}) has no write pattern")
+            pat = writes[k]
+            tier = P.tiers[pat.tier]
+            data = run.outputs[name][0]
+            memory_units.agcu_write(self.memory[pat.tier], tier.capacity, pat.base, list(pat.counts),
+                                    list(pat.strides), data, word_bytes=wb)
+            end = max(end, run.output_end[name] + AGCU_WRITE_CYCLES + tier.latency)
+        return end + 1, run.outputs
+
+    def _arrivals(self, words_of):
+        """(first, end) fabric arrival cycles of each input, streams on one tier served round-robin."""
+        arrivals = {}
+        for tier_index in TIER_NAMES:
+            names = [n for n, (t, _) in words_of.items() if t == tier_index]
+            if not names:
+                continue
+            counts = {n: words_of[n][1] for n in names}
+            order = []
+            for i in range(max(counts.values())):
+                order += [n for n in names if i < counts[n]]
+            model = TierModel(self.mem_params.tiers[tier_index], word_bytes=self.mem_params.word_bytes)
+            times = model.service([AGCU_START_CYCLES + i // len(names) for i in range(len(order))])
+            for n in names:
+                mine = [t for t, owner in zip(times, order) if owner == n]
+                arrivals[n] = (mine[0] + AGCU_READ_CYCLES, mine[-1] + AGCU_READ_CYCLES)
+        return arrivals
+

@@ -1,12 +1,15 @@
 """Tile-array kernels on the RTL and on the fast model: cycles, their ratio, utilisation, speed.
 
 Runs every PCU kernel of ``cosim/tb/pcu_cases.py`` on one PCU, and every
-array kernel of ``cosim/tb/array_kernels.py`` on the 2x4 and 3x4 arrays, in
-Verilator (no stalls) and on the fast models, and writes
-``build/bench/tiles.json``: RTL and model cycles and their ratio, PCU
-utilisation (busy cycles over kernel cycles, averaged over the PCUs used),
-simulated cycles per wall-clock second in Verilator, and the fast model's
-speed-up over the RTL.
+array kernel of ``cosim/tb/array_kernels.py`` on the 2x4 and 3x4 arrays and
+on a 4x8 array (``ARRAY_4X8``, the issue's largest size, built only here:
+it is too large for the test suite), in Verilator (no stalls) and on the
+fast models, and writes ``build/bench/tiles.json``: RTL and model cycles and
+their ratio, PCU utilisation (busy cycles over kernel cycles, averaged over
+the PCUs used), simulated cycles per wall-clock second in Verilator, and the
+fast model's speed-up over the RTL; for every array also its Verilog size
+and Verilator build time (``build_s`` is 0 where the build cache was used:
+see ``docs/array.md`` for measured build times).
 """
 
 import json
@@ -16,11 +19,12 @@ import time
 import numpy as np
 
 from cosim import harness
-from cosim.harness import REPO
+from cosim.harness import REPO, SimUnit
 from cosim.tb import array_kernels
 from cosim.tb.pcu_cases import cases
 from cosim.tb.units_array import ARRAYS, UNITS as ARRAY_UNITS
 from cosim.tb.units_pcu import UNITS
+from hw.tile.array import TileArray
 from hw.tile.pcu import TailOp
 from sw.model.array import ArrayModel
 from sw.model.pcu import PcuModel
@@ -30,12 +34,22 @@ OUT = REPO / "build" / "bench" / "tiles.json"
 
 SEED = int(os.environ.get("OPENRDU_SEED", "1"))
 
+# The 4x8 array: default unit sizes (8 lanes x 4 stages, 512-word PMU banks).
+# Tail functions only where the kernels use them, as in the test arrays.
+ARRAY_4X8 = ARRAYS["4x8"]
+UNIT_4X8 = SimUnit(name="array-4x8",
+                   design=lambda: TileArray(ARRAY_4X8[0], pcu_tail_ops=ARRAY_4X8[1], pcu_post_ops=ARRAY_4X8[2]),
+                   testbench="cosim.tb.test_array", env={"OPENRDU_ARRAY": "4x8"})
+
 
 def _seconds(run, repeat=20):
     start = time.perf_counter()
     for _ in range(repeat):
         run()
     return (time.perf_counter() - start) / repeat
+
+
+BUILDS = {}  # unit name -> Verilog size and build time
 
 
 def _measure(unit):
@@ -47,6 +61,9 @@ def _measure(unit):
         raise SystemExit(f"{unit.name}: {results.failed} cocotb tests failed; see {results.xml.parent}/sim.log")
     measured = json.loads(metrics.read_text())
     metrics.unlink()
+    verilog = results.build.directory / f"{harness.TOPLEVEL}.v"
+    BUILDS[unit.name] = {"verilog_mb": round(verilog.stat().st_size / 1e6, 2),
+                         "build_s": round(results.build.seconds, 1), "build_cached": results.build.cached}
     return measured
 
 
@@ -81,9 +98,12 @@ def _pcu_rows():
 
 def _array_rows():
     rows = {}
-    for name, unit in ARRAY_UNITS.items():
-        params, tail_ops, post_ops = ARRAYS[unit.env["OPENRDU_ARRAY"]]
+    arrays = {**{name: (unit, ARRAYS[unit.env["OPENRDU_ARRAY"]]) for name, unit in ARRAY_UNITS.items()},
+              UNIT_4X8.name: (UNIT_4X8, ARRAY_4X8)}
+    for name, (unit, (params, tail_ops, post_ops)) in arrays.items():
         measured = _measure(unit)
+        BUILDS[name]["array"] = (f"{params.rows}x{params.cols}, {params.lanes} lanes x {params.stages} stages, "
+                                 f"{params.pmu_bank_words}-word PMU banks")
         for kernel in array_kernels.kernels_for(params, tail_ops, post_ops):
             case = array_kernels.KERNELS[kernel](params, tail_ops, post_ops, np.random.default_rng(SEED))
             m = measured[case.name]
@@ -96,7 +116,7 @@ def _array_rows():
 def main():
     OUT.parent.mkdir(parents=True, exist_ok=True)
     rows = {**_pcu_rows(), **_array_rows()}
-    report = {"benchmark": "tiles", "kernels": rows,
+    report = {"benchmark": "tiles", "kernels": rows, "builds": BUILDS,
               "note": "RTL cycles from first input to last output without stalls; Verilator wall time includes "
                       "the cocotb drivers; model speed-up = RTL wall time / fast-model wall time"}
     OUT.write_text(json.dumps(report, indent=2) + "\n")
@@ -104,4 +124,7 @@ def main():
     for name, r in rows.items():
         print(f"{name:26} {r['rtl_cycles']:>8} {r['model_cycles']:>7} {r['model_over_rtl']:>6.3f} "
               f"{r['pcu_utilisation']:>5.2f} {r['rtl_cycles_per_s']:>10,} {r['model_speedup']:>8.1f}")
+    for name, b in BUILDS.items():
+        built = "build cache used" if b["build_cached"] else f"built in {b['build_s']} s"
+        print(f"{name:26} Verilog {b['verilog_mb']} MB, {built}")
     print(f"wrote {OUT.relative_to(REPO)}")

@@ -11,11 +11,13 @@ PCUs have none.
 from cosim.harness import SimUnit
 from cosim.tb.array_kernels import TEST_POST, TEST_TAIL
 from hw.tile.array import TileArray
-from hw.tile.params import SMALL, ArrayParams
+from hw.tile.params import DEFAULT, SMALL, ArrayParams
 
 ARRAYS = {
     "small": (SMALL, TEST_TAIL, TEST_POST),
     "3x4": (ArrayParams(rows=3, cols=4, lanes=4, stages=2, pmu_bank_words=64), TEST_TAIL, TEST_POST),
+    # The default 4x8 array (8 lanes x 4 stages): built only by make bench (bench/tiles.py), too large for tests.
+    "4x8": (DEFAULT, TEST_TAIL, TEST_POST),
 }
 
 

@@ -1,6 +1,6 @@
 """The rows x cols mesh of switches, both networks, with the units' ports on top."""
 
-from amaranth import Module
+from amaranth import Module, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,6 +18,13 @@ def fabric_config_layout(params):
 def unit_port_name(row, col, port):
     """Top-level name of a unit position's port on the fabric, e.g. ``u1_2_vi0``."""
     return f"u{row}_{col}_{port}"
+
+
+def _join(m, source, sink):
+    """Connect stream ``source`` to ``sink``; their payloads may differ in layout, not in width
+    (the switches carry flat payloads, the unit ports structured ones)."""
+    m.d.comb += [sink.payload.eq(Value.cast(source.payload)), sink.valid.eq(source.valid),
+                 source.ready.eq(sink.ready)]
 
 
 class Fabric(wiring.Component):
@@ -77,11 +84,9 @@ class Fabric(wiring.Component):
                         getattr(self, f"{net}_stall_cycles")[index].eq(sw.stall_cycles),
                     ]
                     for port in UNIT_OUTPUTS[net]:
-                        wiring.connect(m, wiring.flipped(getattr(self, unit_port_name(r, c, port))),
-                                       getattr(sw, f"i_{port}"))
+                        _join(m, getattr(self, unit_port_name(r, c, port)), getattr(sw, f"i_{port}"))
                     for port in UNIT_INPUTS[net]:
-                        wiring.connect(m, getattr(sw, f"o_{port}"),
-                                       wiring.flipped(getattr(self, unit_port_name(r, c, port))))
+                        _join(m, getattr(sw, f"o_{port}"), getattr(self, unit_port_name(r, c, port)))
             for (r, c), sw in switches.items():
                 for d in DIRECTIONS:
                     dr, dc = STEP[d]

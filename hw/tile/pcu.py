@@ -5,12 +5,12 @@ See docs/pcu.md for the configuration fields and the kernels they express.
 
 from types import SimpleNamespace
 
-from amaranth import Module, Signal, Mux, Cat, Value
+from amaranth import Module, Signal, Mux, Cat, Const, Value
 from amaranth.lib import data, enum, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.arith.add import fp32_add_datapath, Fp32Add
-from hw.arith.cmp import fp32_cmp_datapath, Fp32Cmp, CmpResult
+from hw.arith.fp import stage, wire, CANON_NAN32, INF32
 from hw.arith.mul import fp32_mul_datapath, Fp32Mul
 from hw.arith.pipeline import Pipeline
 from hw.arith.tail import TailOp, tail_latency, tail_datapath
@@ -101,9 +101,22 @@ def pipeline_latency(params, tail_ops=ALL_TAIL_OPS):
     return params.stages * stage_latency() + tail_latency(tail_ops) + reduce_latency(params)
 
 
-def _compare(m, reg, a, b):
-    """fp32 max/min/flags as a CmpResult view (``Fp32Cmp.LATENCY`` cycles)."""
-    return data.View(CmpResult, fp32_cmp_datapath(m, reg, a, b))
+def _extreme(m, a, b, want_min, name):
+    """fp32 max (or min where ``want_min``) of ``a`` and ``b``, combinational.
+
+    The same result as ``Fp32Cmp``'s ``max``/``min`` (denormals-are-zero,
+    ``-0 < +0``, canonical NaN if either is NaN) in fewer statements.
+    """
+    def daz(x):
+        return wire(m, Mux(x[23:31] == 0, Cat(Const(0, 31), x[31]), x), name=f"{name}_daz", shape=32)
+
+    def key(x):  # unsigned, in float order
+        return Mux(x[31], ~x, Cat(x[:31], Const(1, 1)))
+
+    da, db = daz(a), daz(b)
+    nan = (a[:31] > INF32) | (b[:31] > INF32)
+    take_a = wire(m, (key(da) >= key(db)) ^ want_min, name=f"{name}_take_a")
+    return wire(m, Mux(nan, CANON_NAN32, Mux(take_a, da, db)), name=name, shape=32)
 
 
 def _delay(reg, value, cycles, name):
@@ -112,54 +125,66 @@ def _delay(reg, value, cycles, name):
     return value
 
 
-def _stage_lane(m, reg, cfg, regs, s0, s1, name):
-    """One SIMD stage in one lane; returns the lane's registers ``stage_latency()`` later."""
-    def pick(sel, which):
-        value = Signal(32, name=f"{name}_{which}")
-        with m.Switch(sel):
-            for k in range(REGS):
-                with m.Case(k):
-                    m.d.comb += value.eq(regs[k])
-            with m.Case(Src.S0):
-                m.d.comb += value.eq(s0)
-            with m.Case(Src.S1):
-                m.d.comb += value.eq(s1)
-            with m.Case(Src.CONST):
-                m.d.comb += value.eq(cfg.const)
-            with m.Case(Src.ZERO):
-                m.d.comb += value.eq(0)
-        return value
+def _delays(m, reg, name, entries):
+    """Delay each ``(value, cycles)`` of ``entries``; return the delayed values in order.
 
-    a, b, c = pick(cfg.a, "a"), pick(cfg.b, "b"), pick(cfg.c, "c")
+    The values still travelling share one register per cycle (:func:`stage`),
+    which keeps the Verilog short: one statement per cycle, not per value.
+    """
+    values = [Value.cast(v) for v, _ in entries]
+    cycles = [c for _, c in entries]
+    for k in range(max(cycles, default=0)):
+        live = [i for i, c in enumerate(cycles) if c > k]
+        for i, v in zip(live, stage(m, reg, f"{name}_d{k}", *(values[i] for i in live))):
+            values[i] = v
+    return values
+
+
+def _select(m, sel, choices, name):
+    """``choices[sel]`` as one indexed part-select (a multiplexer per choice would cost a statement each)."""
+    width = max(len(Value.cast(c)) for c in choices)
+    return wire(m, Cat(*choices).word_select(Value.cast(sel), width), name=name, shape=width)
+
+
+def _stage(m, reg, cfg, regs, s0, s1, last, name):
+    """One SIMD stage over all lanes; returns the lanes' registers, the scalars and ``last``
+    ``stage_latency()`` later.
+
+    Operands are picked by part-selects; each lane's result is the sum (ADD,
+    SUB, FMA), a comparison (MAX, MIN) or its operand x (PASS, and MUL, whose
+    product is x), written to register ``dst``.
+    """
+    lanes = range(len(regs))
     lm, la = Fp32Mul.LATENCY, Fp32Add.LATENCY
-    product = fp32_mul_datapath(m, reg, a, b)
-    op1 = _delay(reg, cfg.op, lm, f"{name}_op")
-    a1, b1, c1 = (_delay(reg, v, lm, f"{name}_{n}") for v, n in ((a, "a"), (b, "b"), (c, "c")))
-    x = Signal(32, name=f"{name}_x")
-    y = Signal(32, name=f"{name}_y")
-    m.d.comb += [
-        x.eq(Mux((op1 == Op.MUL) | (op1 == Op.FMA), product, a1)),
-        y.eq(Mux(op1 == Op.FMA, c1, b1)),
-    ]
-    total = fp32_add_datapath(m, reg, x, y, op1 == Op.SUB)
-    compare = _compare(m, reg, x, y)
-    biggest = _delay(reg, compare.max, la - Fp32Cmp.LATENCY, f"{name}_max")
-    smallest = _delay(reg, compare.min, la - Fp32Cmp.LATENCY, f"{name}_min")
-    op2 = _delay(reg, op1, la, f"{name}_op2")
-    x2 = _delay(reg, x, la, f"{name}_x2")
-    result = Signal(32, name=f"{name}_result")
-    with m.Switch(op2):
-        with m.Case(Op.ADD, Op.SUB, Op.FMA):
-            m.d.comb += result.eq(total)
-        with m.Case(Op.MAX):
-            m.d.comb += result.eq(biggest)
-        with m.Case(Op.MIN):
-            m.d.comb += result.eq(smallest)
-        with m.Default():
-            m.d.comb += result.eq(x2)
-    dst = _delay(reg, cfg.dst, lm + la, f"{name}_dst")
-    held = [_delay(reg, r, lm + la, f"{name}_r{k}") for k, r in enumerate(regs)]
-    return [Mux(dst == k, result, held[k]) for k in range(REGS)]
+    sources = lambda l: [*regs[l], s0, s1, cfg.const, Const(0, 32)]
+    a = [_select(m, cfg.a, sources(l), f"{name}_l{l}_a") for l in lanes]
+    b = [_select(m, cfg.b, sources(l), f"{name}_l{l}_b") for l in lanes]
+    c = [_select(m, cfg.c, sources(l), f"{name}_l{l}_c") for l in lanes]
+    product = [fp32_mul_datapath(m, reg, a[l], b[l]) for l in lanes]
+    op1, dst1, s0, s1, last, *rest = _delays(m, reg, f"{name}_m", [
+        (cfg.op, lm), (cfg.dst, lm), (s0, lm), (s1, lm), (last, lm),
+        *((v, lm) for l in lanes for v in (a[l], b[l], c[l], *regs[l]))])
+    op1 = wire(m, op1, name=f"{name}_op1")
+    per = 3 + REGS
+    a1, b1, c1 = ([rest[per * l + k] for l in lanes] for k in range(3))
+    held1 = [rest[per * l + 3:per * (l + 1)] for l in lanes]
+    mul_x = wire(m, (op1 == Op.MUL) | (op1 == Op.FMA), name=f"{name}_mul_x")
+    fma = wire(m, op1 == Op.FMA, name=f"{name}_fma")
+    sub = wire(m, op1 == Op.SUB, name=f"{name}_sub")
+    x = [wire(m, Mux(mul_x, product[l], a1[l]), name=f"{name}_l{l}_x") for l in lanes]
+    y = [wire(m, Mux(fma, c1[l], b1[l]), name=f"{name}_l{l}_y") for l in lanes]
+    total = [fp32_add_datapath(m, reg, x[l], y[l], sub) for l in lanes]
+    is_min = wire(m, op1 == Op.MIN, name=f"{name}_is_min")
+    extreme = [_extreme(m, x[l], y[l], is_min, f"{name}_l{l}_ext") for l in lanes]
+    op2, dst2, s0, s1, last, *rest = _delays(m, reg, f"{name}_a", [
+        (op1, la), (dst1, la), (s0, la), (s1, la), (last, la),
+        *((v, la) for l in lanes for v in (x[l], extreme[l], *held1[l]))])
+    out = []
+    for l in lanes:
+        x2, ext, held = rest[(2 + REGS) * l], rest[(2 + REGS) * l + 1], rest[(2 + REGS) * l + 2:(2 + REGS) * (l + 1)]
+        result = _select(m, op2, [x2, total[l], total[l], x2, total[l], ext, ext, x2], f"{name}_l{l}_result")
+        out.append([wire(m, Mux(dst2 == k, result, held[k]), name=f"{name}_l{l}_r{k}") for k in range(REGS)])
+    return out, s0, s1, last
 
 
 def reduce_tree(m, reg, op, values, *, name):
@@ -170,15 +195,13 @@ def reduce_tree(m, reg, op, values, *, name):
     la = Fp32Add.LATENCY
     level = 0
     while len(values) > 1:
-        op_next = _delay(reg, op, la, f"{name}_l{level}_op")
-        nxt = []
-        for k in range(0, len(values), 2):
-            lhs, rhs = values[k], values[k + 1]
-            total = fp32_add_datapath(m, reg, lhs, rhs, 0)
-            biggest = _delay(reg, _compare(m, reg, lhs, rhs).max, la - Fp32Cmp.LATENCY,
-                             f"{name}_l{level}_{k}_max")
-            nxt.append(Mux(op_next == Reduce.MAX, biggest, total))
-        values, op = nxt, op_next
+        pairs = range(0, len(values), 2)
+        totals = [fp32_add_datapath(m, reg, values[k], values[k + 1], 0) for k in pairs]
+        maxima = [_extreme(m, values[k], values[k + 1], 0, f"{name}_l{level}_{k}_max") for k in pairs]
+        op, *maxima = _delays(m, reg, f"{name}_l{level}", [(op, la), *((v, la) for v in maxima)])
+        is_max = wire(m, op == Reduce.MAX, name=f"{name}_l{level}_is_max")
+        values = [wire(m, Mux(is_max, biggest, total), name=f"{name}_l{level}_{k}")
+                  for k, (biggest, total) in enumerate(zip(maxima, totals))]
         level += 1
     return values[0]
 
@@ -289,91 +312,77 @@ class Pcu(wiring.Component):
         s_need = [Signal(init=1, name=f"s{k}_need") for k in range(2)]
         s_mode = [cfg.s0, cfg.s1]
 
-        group_last = Signal()
-        with m.Switch(cfg.group_src):
-            for k in range(3):
-                with m.Case(k):
-                    m.d.comb += group_last.eq(vin[k][1].last)
+        group_last = wire(m, Cat(*(vin[k][1].last for k in range(3)), Const(0, 1)).bit_select(cfg.group_src, 1),
+                          name="group_last")
 
         # Join: every consumed input present (and, per group, the scalars).
         vec_ok = Cat(*[~cfg.inputs[k] | vin[k][0].r_rdy for k in range(3)]).all()
-        scal_take = [Signal(name=f"s{k}_take") for k in range(2)]
-        for k in range(2):
-            m.d.comb += scal_take[k].eq((s_mode[k] == ScalarIn.PER_FIRING) |
-                                        ((s_mode[k] == ScalarIn.PER_GROUP) & s_need[k]))
+        scal_take = [wire(m, (s_mode[k] == ScalarIn.PER_FIRING) | ((s_mode[k] == ScalarIn.PER_GROUP) & s_need[k]),
+                          name=f"s{k}_take") for k in range(2)]
         scal_ok = Cat(*[~scal_take[k] | sin[k][0].r_rdy for k in range(2)]).all()
 
         drain_row = Signal(range(S + 1))
-        draining = drain_row != 0
+        draining = wire(m, drain_row != 0, name="draining")
         fire = Signal()
         # An all-zero record consumes no input: the unit stays idle until configured.
         m.d.comb += fire.eq((cfg.inputs != 0) & vec_ok & scal_ok & pipe.advance & ~draining)
 
+        s_now = [wire(m, Mux(scal_take[k], sin[k][1].data, s_val[k]), name=f"s{k}_now") for k in range(2)]
         for k in range(3):
             m.d.comb += vin[k][0].r_en.eq(fire & cfg.inputs[k])
         for k in range(2):
             m.d.comb += sin[k][0].r_en.eq(fire & scal_take[k])
-            cur = Mux(scal_take[k], sin[k][1].data, s_val[k])
             with m.If(fire):
-                m.d.sync += s_val[k].eq(cur)
+                m.d.sync += s_val[k].eq(s_now[k])
                 with m.If(s_mode[k] == ScalarIn.PER_GROUP):
                     m.d.sync += s_need[k].eq(group_last)
 
         # Systolic accumulators, one fused update per firing (single-cycle model
-        # of an output-stationary array: see docs/pcu.md).
-        acc = [[Signal(32, name=f"acc_{r}_{l}") for l in range(L)] for r in range(S)]
+        # of an output-stationary array: see docs/pcu.md). All of them are one
+        # register; the updates are built outside the conditions, so only the
+        # register's load is conditional.
+        acc_all = Signal(32 * S * L, name="acc")
+        acc = [[acc_all.word_select(r * L + l, 32) for l in range(L)] for r in range(S)]
         comb = lambda value, name=None: value
-        drain_vec = Signal(data.ArrayLayout(32, L))
-        with m.Switch(drain_row):
-            for r in range(S):
-                with m.Case(r + 1):
-                    m.d.comb += [drain_vec[l].eq(acc[r][l]) for l in range(L)]
+        update = Cat(*(fp32_add_datapath(m, comb, fp32_mul_datapath(m, comb, vin[0][1].data[r], vin[1][1].data[l]),
+                                         acc[r][l], 0)
+                       for r in range(S) for l in range(L)))
+        drain_vec = wire(m, Cat(Const(0, 32 * L), acc_all).word_select(drain_row, 32 * L), name="drain_vec")
         rows = cfg.systolic_rows
         with m.If(cfg.systolic):
             with m.If(fire):
-                for r in range(S):
-                    for l in range(L):
-                        update = fp32_add_datapath(m, comb, fp32_mul_datapath(m, comb, vin[0][1].data[r],
-                                                                               vin[1][1].data[l]), acc[r][l], 0)
-                        m.d.sync += acc[r][l].eq(update)
+                m.d.sync += acc_all.eq(update)
                 with m.If(group_last & (rows != 0)):
                     m.d.sync += drain_row.eq(1)
             with m.Elif(draining & pipe.advance):
                 m.d.sync += drain_row.eq(Mux(drain_row == rows, 0, drain_row + 1))
                 with m.If(drain_row == rows):
-                    m.d.sync += [acc[r][l].eq(0) for r in range(S) for l in range(L)]
+                    m.d.sync += acc_all.eq(0)
 
         # What enters the pipeline.
         start_valid = Mux(cfg.systolic, draining, fire)
         m.d.comb += pipe_in.valid.eq(start_valid)
-        regs = [[Signal(32, name=f"in_r{k}_l{l}") for k in range(REGS)] for l in range(L)]
+        regs = []
         for l in range(L):
-            with m.If(cfg.systolic):
-                m.d.comb += regs[l][0].eq(drain_vec[l])
-            with m.Else():
-                for k in range(3):
-                    m.d.comb += regs[l][k].eq(Mux(cfg.inputs[k], vin[k][1].data[l], 0))
-        s_now = [Mux(scal_take[k], sin[k][1].data, s_val[k]) for k in range(2)]
+            inputs = [Mux(cfg.inputs[k], vin[k][1].data[l], 0) for k in range(3)]
+            regs.append([wire(m, Mux(cfg.systolic, drain_vec.word_select(l, 32) if k == 0 else 0,
+                                     inputs[k] if k < 3 else 0), name=f"in_r{k}_l{l}", shape=32)
+                         for k in range(REGS)])
         element_last = Mux(cfg.systolic, drain_row == rows, group_last)
 
         s_pipe = list(s_now)
         last_pipe = element_last
         for s in range(S):
-            stage_cfg = cfg.stages[s]
-            regs = [_stage_lane(m, reg, stage_cfg, regs[l], s_pipe[0], s_pipe[1], f"st{s}_l{l}") for l in range(L)]
-            s_pipe = [_delay(reg, v, stage_latency(), f"st{s}_s{k}") for k, v in enumerate(s_pipe)]
-            last_pipe = _delay(reg, last_pipe, stage_latency(), f"st{s}_last")
+            regs, s_pipe[0], s_pipe[1], last_pipe = _stage(m, reg, cfg.stages[s], regs, s_pipe[0], s_pipe[1],
+                                                           last_pipe, f"st{s}")
 
-        out = [Mux(cfg.out_src == 0, regs[l][0], Mux(cfg.out_src == 1, regs[l][1],
-                                                       Mux(cfg.out_src == 2, regs[l][2], regs[l][3])))
-               for l in range(L)]
+        out = [_select(m, cfg.out_src, regs[l], f"out_l{l}") for l in range(L)]
         out = [tail_datapath(m, reg, cfg.tail_op, out[l], ops=self.tail_ops, name=f"tail_l{l}") for l in range(L)]
-        last_pipe = _delay(reg, last_pipe, tail_latency(self.tail_ops), "tail_last")
+        last_pipe, = _delays(m, reg, "tail_last", [(last_pipe, tail_latency(self.tail_ops))])
 
         rl = reduce_latency(p)
         reduced = reduce_tree(m, reg, cfg.reduce, out, name="red")
-        vo_lanes = [_delay(reg, out[l], rl, f"vo_l{l}") for l in range(L)]
-        last_pipe = _delay(reg, last_pipe, rl, "red_last")
+        *vo_lanes, last_pipe = _delays(m, reg, "vo", [*((out[l], rl) for l in range(L)), (last_pipe, rl)])
 
         # End stage: vo0 register, group fold and the scalar post-processor.
         m.submodules.post = post = ScalarPost(ops=self.post_ops)
@@ -385,24 +394,23 @@ class Pcu(wiring.Component):
         with m.If(self.vo0.valid & self.vo0.ready):
             m.d.sync += self.vo0.valid.eq(0)
         with m.If(take & cfg.vo):
-            m.d.sync += [self.vo0.valid.eq(1), self.vo0.payload.last.eq(last_pipe)]
-            m.d.sync += [self.vo0.payload.data[l].eq(vo_lanes[l]) for l in range(L)]
+            m.d.sync += [self.vo0.valid.eq(1), self.vo0.payload.last.eq(last_pipe),
+                         self.vo0.payload.data.eq(Cat(*vo_lanes))]
 
         fold = Signal(32)
         fold_valid = Signal()
-        folded = Mux(fold_valid, Mux(cfg.reduce == Reduce.MAX, _compare(m, comb, fold, reduced).max,
-                                     fp32_add_datapath(m, comb, fold, reduced, 0)), reduced)
-        m.d.comb += post.i.valid.eq(0)
-        with m.If(take):
-            with m.If(cfg.so == ScalarOut.EVERY):
-                m.d.comb += [post.i.valid.eq(1), post.i.payload.data.eq(reduced),
-                             post.i.payload.last.eq(last_pipe)]
-            with m.Elif(cfg.so == ScalarOut.GROUP):
-                with m.If(last_pipe):
-                    m.d.comb += [post.i.valid.eq(1), post.i.payload.data.eq(folded), post.i.payload.last.eq(1)]
-                    m.d.sync += fold_valid.eq(0)
-                with m.Else():
-                    m.d.sync += [fold.eq(folded), fold_valid.eq(1)]
+        folded = wire(m, Mux(fold_valid, Mux(cfg.reduce == Reduce.MAX, _extreme(m, fold, reduced, 0, "fold_max"),
+                                             fp32_add_datapath(m, comb, fold, reduced, 0)), reduced), name="folded")
+        so_every = cfg.so == ScalarOut.EVERY
+        so_group = cfg.so == ScalarOut.GROUP
+        m.d.comb += [post.i.valid.eq(take & (so_every | (so_group & last_pipe))),
+                     post.i.payload.data.eq(Mux(so_every, reduced, folded)),
+                     post.i.payload.last.eq(last_pipe)]
+        with m.If(take & so_group):
+            with m.If(last_pipe):
+                m.d.sync += fold_valid.eq(0)
+            with m.Else():
+                m.d.sync += [fold.eq(folded), fold_valid.eq(1)]
 
         # Busy: a firing or a drain step. Stalled: work was waiting (an input
         # holding data, or a drain) but nothing moved.

@@ -6,13 +6,13 @@ four neighbours and to the local unit's inputs. Each output's configuration
 field names one input, or none. See docs/fabric.md.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.hdl import Shape
-from amaranth.lib import data, memory, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.tile.params import ArrayParams
-from hw.tile.streams import ScalarPayload, VectorPayload, scalar_stream, vector_stream
+from hw.tile.streams import ScalarPayload, VectorPayload
 
 NETWORKS = ("vector", "scalar")
 DIRECTIONS = ("n", "e", "s", "w")
@@ -71,45 +71,73 @@ def payload_layout(params, network):
 
 
 def _stream(params, network):
-    return vector_stream(params.lanes) if network == "vector" else scalar_stream()
+    """A switch port: the network's payload as a flat bit pattern.
 
-
-class _FifoControl:
-    """Pointers and count of one input FIFO whose words live in the switch's shared memory.
-
-    ``w_rdy`` and ``r_valid`` depend only on the count register, so no
-    combinational path runs through the FIFO: a full FIFO refuses a word even
-    in a cycle in which it is read. With depth 2 a stream still moves one
-    word per cycle, because the FIFO holds one word in steady state.
+    Unstructured payloads keep the Verilog short: a structured payload gets a
+    named wire per field and lane at every port and link of the mesh.
     """
+    return stream.Signature(Shape.cast(payload_layout(params, network)).width)
 
-    def __init__(self, m, depth, name):
-        self.w_en = Signal(name=f"{name}_w_en")
-        self.r_en = Signal(name=f"{name}_r_en")
-        self.w_rdy = Signal(name=f"{name}_w_rdy")
-        self.r_valid = Signal(name=f"{name}_r_valid")
-        self.head = Signal(range(depth), name=f"{name}_head")
-        self.tail = Signal(range(depth), name=f"{name}_tail")
-        count = Signal(range(depth + 1), name=f"{name}_count")
-        self.push = self.w_en & self.w_rdy
-        pop = self.r_en & self.r_valid
-        m.d.comb += [
-            self.w_rdy.eq(count != depth),
-            self.r_valid.eq(count != 0),
-        ]
-        with m.If(self.push):
-            m.d.sync += self.tail.eq(_next(self.tail, depth))
-        with m.If(pop):
-            m.d.sync += self.head.eq(_next(self.head, depth))
-        with m.If(self.push & ~pop):
-            m.d.sync += count.eq(count + 1)
-        with m.Elif(pop & ~self.push):
-            m.d.sync += count.eq(count - 1)
+
+def _wire(m, value, name):
+    s = Signal(len(value), name=name)
+    m.d.comb += s.eq(value)
+    return s
+
+
+def _or(values):
+    result = values[0]
+    for v in values[1:]:
+        result = result | v
+    return result
 
 
 def _next(pointer, depth):
     """``pointer + 1`` modulo ``depth``."""
     return Mux(pointer == depth - 1, 0, pointer + 1)
+
+
+class _Fifos:
+    """Pointers and counts of all input FIFOs, whose words live in the switch's shared memory.
+
+    ``w_rdy`` and ``r_valid`` depend only on the count registers, so no
+    combinational path runs through a FIFO: a full FIFO refuses a word even
+    in a cycle in which it is read. With depth 2 a stream still moves one
+    word per cycle, because the FIFO holds one word in steady state.
+
+    ``w_en`` and ``r_en`` are vectors, bit ``i`` for FIFO ``i``; the heads,
+    tails and counts of all FIFOs are one register each, updated without
+    conditions (a register per field and FIFO would cost a process each).
+    """
+
+    def __init__(self, m, n, depth):
+        pbits = max(1, Shape.cast(range(depth)).width)
+        cbits = Shape.cast(range(depth + 1)).width
+        self.w_en = Signal(n, name="fifo_w_en")
+        self.r_en = Signal(n, name="fifo_r_en")
+        heads = Signal(n * pbits, name="fifo_heads")
+        tails = Signal(n * pbits, name="fifo_tails")
+        counts = Signal(n * cbits, name="fifo_counts")
+        self.head = [heads.word_select(i, pbits) for i in range(n)]
+        self.tail = [tails.word_select(i, pbits) for i in range(n)]
+        count = [counts.word_select(i, cbits) for i in range(n)]
+        self.w_rdy = Signal(n, name="fifo_w_rdy")
+        self.r_valid = Signal(n, name="fifo_r_valid")
+        m.d.comb += [
+            self.w_rdy.eq(Cat(c != depth for c in count)),
+            self.r_valid.eq(Cat(c != 0 for c in count)),
+        ]
+        self.push = Signal(n, name="fifo_push")
+        pop = Signal(n, name="fifo_pop")
+        m.d.comb += [self.push.eq(self.w_en & self.w_rdy), pop.eq(self.r_en & self.r_valid)]
+        if depth == 2:  # one-bit pointers: a step is an exclusive or
+            m.d.sync += [tails.eq(tails ^ self.push), heads.eq(heads ^ pop)]
+        else:
+            m.d.sync += [
+                tails.eq(Cat(Mux(self.push[i], _next(self.tail[i], depth)[:pbits], self.tail[i]) for i in range(n))),
+                heads.eq(Cat(Mux(pop[i], _next(self.head[i], depth)[:pbits], self.head[i]) for i in range(n))),
+            ]
+        m.d.sync += counts.eq(Cat((count[i] + self.push[i] - pop[i])[:cbits] for i in range(n)))
 
 
 class Switch(wiring.Component):
@@ -124,15 +152,17 @@ class Switch(wiring.Component):
     Attributes
     ----------
     i_n0 ... i_w<k> : In(stream)
-        From the neighbours, one per direction and channel.
+        From the neighbours, one per direction and channel. Every port's
+        payload is the network's payload layout as a flat bit pattern.
     i_vo0 (vector) / i_so0 (scalar) : In(stream)
         From the local unit's output port of that name.
     o_n0 ... o_w<k> : Out(stream)
         To the neighbours.
     o_vi0..o_vi2 (vector) / o_si0, o_si1 (scalar) : Out(stream)
         To the local unit's input ports of those names.
-    cfg : In(switch_config_layout(params, network))
-        Selected input of each output.
+    cfg : In(Shape.cast(switch_config_layout(params, network)).width)
+        Selected input of each output, the record's bit pattern (unstructured,
+        like the payloads).
     stall_cycles : Out(32)
         Cycles in which some input FIFO held a word that did not leave:
         blocked by an output, or selected by none.
@@ -157,7 +187,7 @@ class Switch(wiring.Component):
         self.outputs = switch_outputs(params, network)
         members = {f"i_{name}": In(_stream(params, network)) for name in self.inputs}
         members.update({f"o_{name}": Out(_stream(params, network)) for name in self.outputs})
-        members["cfg"] = In(switch_config_layout(params, network))
+        members["cfg"] = In(Shape.cast(switch_config_layout(params, network)).width)
         members["stall_cycles"] = Out(32)
         super().__init__(members)
 
@@ -168,39 +198,62 @@ class Switch(wiring.Component):
         n = len(self.inputs)
         # Input i's FIFO occupies rows i * depth to i * depth + depth - 1.
         m.submodules.slots = slots = memory.Memory(shape=width, depth=n * depth, init=[])
-        fifos = []
+        fifos = _Fifos(m, n, depth)
         for i, name in enumerate(self.inputs):
             port = getattr(self, f"i_{name}")
-            fifo = _FifoControl(m, depth, f"fifo_{name}")
             write = slots.write_port()
             m.d.comb += [
-                fifo.w_en.eq(port.valid),
-                port.ready.eq(fifo.w_rdy),
-                write.addr.eq(i * depth + fifo.tail),
-                write.data.eq(port.payload.as_value()),
-                write.en.eq(fifo.push),
+                fifos.w_en[i].eq(port.valid),
+                port.ready.eq(fifos.w_rdy[i]),
+                write.addr.eq(i * depth + fifos.tail[i]),
+                write.data.eq(port.payload),
+                write.en.eq(fifos.push[i]),
             ]
-            fifos.append(fifo)
 
+        # Per output k: ``picked[k]`` has bit 1 + i set where it selects input i
+        # (bit 0 for none); ``blocking[k]`` the same where output k is not ready.
+        # An input's FIFO is read when some output selects it and none of those
+        # is blocked; an output offers its word while no other output of the
+        # same input is blocked (ORs over the other outputs as prefix and
+        # suffix ORs, so the Verilog grows linearly with the outputs).
         outs = [getattr(self, f"o_{name}") for name in self.outputs]
-        sel = [self.cfg[name] for name in self.outputs]
-        heads = Array([Const(0, range(depth))] + [f.head for f in fifos])
-        valids = Array([Const(0, 1)] + [f.r_valid for f in fifos])
-        for i, fifo in enumerate(fifos):
-            users = Cat(s == i + 1 for s in sel)
-            takes = Cat((s != i + 1) | out.ready for s, out in zip(sel, outs))
-            m.d.comb += fifo.r_en.eq(users.any() & takes.all())
+        cfg = data.View(switch_config_layout(self.params, self.network), self.cfg)
+        sel = [Value.cast(cfg[name]) for name in self.outputs]
+        width_sel = 1 << max(len(s) for s in sel)
+        picked = [_wire(m, (Const(1, n + 1) << s)[:n + 1], f"picked_{name}")
+                  for s, name in zip(sel, self.outputs)]
+        blocking = [_wire(m, Mux(out.ready, 0, pk), f"blocking_{name}")
+                    for out, pk, name in zip(outs, picked, self.outputs)]
+        prefix, acc = [], Const(0, n + 1)
+        for k, b in enumerate(blocking):
+            prefix.append(acc)
+            acc = _wire(m, acc | b, f"blocked_upto_{k}")
+        blocked_any = acc
+        suffix, acc = [None] * len(outs), Const(0, n + 1)
+        for k in reversed(range(len(outs))):
+            suffix[k] = acc
+            acc = _wire(m, acc | blocking[k], f"blocked_from_{k}")
+        used = Signal(n + 1, name="used")
+        m.d.comb += [
+            used.eq(_or(picked)),
+            fifos.r_en.eq((used & ~blocked_any)[1:]),
+        ]
+        pad = lambda v, w: Cat(v, Const(0, w * (width_sel - n - 1)))
+        pbits = len(fifos.head[0])
+        heads = pad(Cat(Const(0, pbits), *fifos.head), pbits)
+        valids = pad(Cat(Const(0, 1), fifos.r_valid), 1)
         for k, out in enumerate(outs):
             read = slots.read_port(domain="comb")
             # A multicast output offers the word only while every sibling output of its input is ready.
-            siblings = Cat((sel[j] != sel[k]) | outs[j].ready for j in range(len(outs)) if j != k).all()
+            others = prefix[k] | suffix[k]
+            siblings = ~pad(others, 1).bit_select(sel[k], 1)
             m.d.comb += [
-                read.addr.eq((sel[k] - 1) * depth + heads[sel[k]]),
+                read.addr.eq((sel[k] - 1) * depth + heads.word_select(sel[k], pbits)),
                 out.payload.eq(read.data),
-                out.valid.eq(valids[sel[k]] & siblings),
+                out.valid.eq(valids.bit_select(sel[k], 1) & siblings),
             ]
 
-        blocked = Cat(f.r_valid & ~f.r_en for f in fifos).any()
+        blocked = (fifos.r_valid & ~fifos.r_en).any()
         with m.If(blocked):
             m.d.sync += self.stall_cycles.eq(self.stall_cycles + 1)
         return m

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 from fractions import Fraction
 
 import pytest

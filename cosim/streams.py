@@ -195,23 +195,3 @@ def unpack_scalars(payloads):
     return (np.array([p & 0xFFFF_FFFF for p in payloads], dtype=np.uint32),
             np.array([(p >> 32) & 1 for p in payloads], dtype=bool))
 
-
-def pack_struct(layout, **values):
-    """An integer payload of an ``amaranth.lib.data.StructLayout`` from field values (missing ones are 0)."""
-    word = 0
-    fields = dict(layout)
-    for name, value in values.items():
-        if name not in fields:
-            raise KeyError(f"layout has no field {name!r}; it has {sorted(fields)}")
-        f = fields[name]
-        width = f.width
-        value = int(value)
-        if not 0 <= value < 1 << width:
-            raise ValueError(f"field {name!r} is {width} bits wide; {value:#x} does not fit")
-        word |= value << f.offset
-    return word
-
-
-def unpack_struct(layout, word):
-    """A dict of field values (integers) from an integer payload of a ``StructLayout``."""
-    return {name: (int(word) >> f.offset) & ((1 << f.width) - 1) for name, f in layout}

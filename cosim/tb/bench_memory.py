@@ -19,7 +19,8 @@ from hw.mem import params as mem_params
 from hw.mem.agcu import agcu_config_layout, agcu_status_layout
 from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.params import DDR, HBM
-from sw.runtime.chip import Pattern, pack, unpack
+from sw.layout import pack, unpack
+from sw.runtime.chip import Pattern
 
 P = getattr(mem_params, os.environ.get("OPENRDU_MEM_PARAMS", "DEFAULT"))
 WB = P.word_bytes
@@ -47,13 +48,8 @@ async def agcu_read(dut, pattern):
     await FallingEdge(dut.clk)
     dut.a0_cfg.value = pack(cfg, {"read": pattern.fields()})
     status_layout = agcu_status_layout()
-    return await wait_done(dut, lambda: unpack_read(status_layout, int(dut.a0_status.value)),
+    return await wait_done(dut, lambda: unpack(status_layout, int(dut.a0_status.value))["read"],
                            limit=40 * pattern.words + 10_000)
-
-
-def unpack_read(layout, value):
-    inner = dict(layout)["read"]
-    return unpack(inner.shape, (value >> inner.offset) & ((1 << inner.width) - 1))
 
 
 async def copy(dut, length):

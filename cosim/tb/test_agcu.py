@@ -11,13 +11,11 @@ import os
 
 import cocotb
 import numpy as np
-from amaranth.hdl import Shape
-from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
 from cosim.store import TierStore
-from cosim.streams import collect, drive, pack_scalars, pack_struct, pack_vectors, unpack_struct, unpack_vectors
+from cosim.streams import collect, drive, pack_scalars, pack_vectors, unpack_vectors
 from cosim.tb.units_agcu import LANES, TAG_BITS
 from hw.mem import params as params_module
 from hw.mem import tln
@@ -25,6 +23,7 @@ from hw.mem.agcu import agcu_config_layout, agcu_status_layout, out_of_range_add
 from hw.mem.controller import stats_layout
 from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.params import DDR, HBM
+from sw.layout import pack, unpack
 from sw.model import memory_units as mu
 
 P = getattr(params_module, os.environ.get("OPENRDU_MEM_PARAMS", "SMALL"))
@@ -33,37 +32,6 @@ SEED = int(os.environ.get("OPENRDU_SEED", "1"))
 REQ = tln.request_layout(word_bytes=WB, addr_bits=P.addr_bits, tag_bits=TAG_BITS)
 RESP = tln.response_layout(word_bytes=WB, tag_bits=TAG_BITS)
 KiB = 1024
-
-
-def pack(layout, value):
-    """An integer payload of any ``amaranth.lib.data`` layout from nested dicts and lists
-    (missing struct fields are 0; negative integers are two's complement)."""
-    if isinstance(layout, data.StructLayout):
-        fields = dict(layout)
-        unknown = set(value) - set(fields)
-        if unknown:
-            raise KeyError(f"layout has no fields {sorted(unknown)}; it has {sorted(fields)}")
-        return sum(pack(fields[k].shape, v) << fields[k].offset for k, v in value.items())
-    if isinstance(layout, data.ArrayLayout):
-        width = Shape.cast(layout.elem_shape).width
-        return sum(pack(layout.elem_shape, v) << (i * width) for i, v in enumerate(value))
-    shape = Shape.cast(layout)
-    v = int(value)
-    lo, hi = (-(1 << (shape.width - 1)), 1 << (shape.width - 1)) if shape.signed else (0, 1 << shape.width)
-    if not lo <= v < hi:
-        raise ValueError(f"{v} does not fit {shape}")
-    return v & ((1 << shape.width) - 1)
-
-
-def unpack(layout, word):
-    """Nested dicts of unsigned field values from an integer payload of a StructLayout."""
-    out = {}
-    for name, f in layout:
-        if isinstance(f.shape, data.StructLayout):
-            out[name] = unpack(f.shape, int(word) >> f.offset)
-        else:
-            out[name] = (int(word) >> f.offset) & ((1 << f.width) - 1)
-    return out
 
 
 AGCU_CFG = agcu_config_layout(P)
@@ -92,7 +60,7 @@ async def start(dut):
 
 
 def stats(dut, tier):
-    return unpack_struct(STATS, int((dut.hbm_stats if tier == HBM else dut.ddr_stats).value))
+    return unpack(STATS, int((dut.hbm_stats if tier == HBM else dut.ddr_stats).value))
 
 
 class AgcuDriver:
@@ -387,7 +355,7 @@ async def copy_engine_alone_and_under_traffic(dut):
     copying = cocotb.start_soon(copier.run(src_tier=DDR, src_addr=src2, dst_tier=HBM, dst_addr=dst2, length=length))
     reading = cocotb.start_soon(reader.read(HBM, read_base, read_counts, read_strides, backpressure=0.3, seed=3))
     writing = cocotb.start_soon(writer.write(DDR, write_base, write_counts, write_strides, vectors, idle=0.3, seed=4))
-    cocotb.start_soon(drive(dut, "spare__req", [pack_struct(REQ, **r) for r in requests], idle=0.3, seed=5))
+    cocotb.start_soon(drive(dut, "spare__req", [pack(REQ, r) for r in requests], idle=0.3, seed=5))
     # Back-pressure on the spare port's responses holds up its controllers (the
     # crossbar's contract) but must not change or lose a held response.
     responses = await collect(dut, "spare__resp", len(requests), backpressure=0.2, seed=6)
@@ -397,7 +365,7 @@ async def copy_engine_alone_and_under_traffic(dut):
 
     by_tier = {HBM: [], DDR: []}
     for value in responses:
-        r = unpack_struct(RESP, value)
+        r = unpack(RESP, value)
         by_tier[r["tag"] & 1].append(r)
     for tier in (HBM, DDR):
         assert len(by_tier[tier]) == len(expected[tier]), f"{P.tiers[tier].name}: {len(by_tier[tier])} spare " \

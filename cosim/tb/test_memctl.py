@@ -13,10 +13,11 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
 from cosim.store import TierStore
-from cosim.streams import StreamTester, pack_struct, unpack_struct
+from cosim.streams import StreamTester
 from cosim.tb.units_mem import CONTROLLER_TAG_BITS
 from hw.mem import params as params_module
 from hw.mem import tln
+from sw.layout import pack, unpack
 from hw.mem.controller import QUEUE_CYCLES
 from sw.model.memory import TierModel
 
@@ -85,25 +86,25 @@ async def random_traffic_under_stalls(dut):
     model[T.capacity - window:] = store.read(T.capacity - window, window)
     requests = random_requests(rng, int(os.environ.get("OPENRDU_MEM_OPS", "3000")), window, bad=0.03)
     expected = expected_responses(model, requests)
-    errors_before = unpack_struct_stats(dut)["errors"]
+    errors_before = stats_now(dut)["errors"]
     tester = StreamTester(dut, idle=0.2, backpressure=0.2, seed=SEED, prefix_in="req", prefix_out="resp")
-    got = await tester.run([pack_struct(REQ, **r) for r in requests], stall_limit=T.latency * 4 + 100)
+    got = await tester.run([pack(REQ, r) for r in requests], stall_limit=T.latency * 4 + 100)
     for i, (value, want) in enumerate(zip(got, expected)):
-        have = unpack_struct(RESP, value)
+        have = unpack(RESP, value)
         assert have == want, f"response {i} to {requests[i]}: got {have}, want {want}"
     assert np.array_equal(store.read(T.capacity - window, window), model[T.capacity - window:]), \
         "backing store differs from the model after the traffic"
-    stats = unpack_struct_stats(dut)
+    stats = stats_now(dut)
     bad = [r for r in requests if r["addr"] % WB or r["addr"] >= T.capacity]
     assert stats["errors"] - errors_before == len(bad)
     if errors_before == 0 and bad:
         assert stats["first_error_addr"] == bad[0]["addr"]
 
 
-def unpack_struct_stats(dut):
+def stats_now(dut):
     from hw.mem.controller import stats_layout
 
-    return unpack_struct(stats_layout(P.addr_bits), int(dut.stats.value))
+    return unpack(stats_layout(P.addr_bits), int(dut.stats.value))
 
 
 @cocotb.test()
@@ -120,9 +121,9 @@ async def backdoor_and_frontdoor_agree(dut):
         for k in range(8):
             payload[spot + k * WB] = int.from_bytes(block[k * WB:(k + 1) * WB].tobytes(), "little")
     requests = [dict(tier=TIER, write=0, addr=a, tag=i % 16) for i, a in enumerate(payload)]
-    got = await StreamTester(dut, prefix_in="req", prefix_out="resp").run([pack_struct(REQ, **r) for r in requests])
+    got = await StreamTester(dut, prefix_in="req", prefix_out="resp").run([pack(REQ, r) for r in requests])
     for r, value in zip(requests, got):
-        assert unpack_struct(RESP, value)["data"] == payload[r["addr"]], f"word at {r['addr']:#x}"
+        assert unpack(RESP, value)["data"] == payload[r["addr"]], f"word at {r['addr']:#x}"
 
 
 @cocotb.test()
@@ -130,8 +131,8 @@ async def latency_and_bandwidth_are_as_configured(dut):
     """A long stream of reads: first data after the configured latency, then exactly the configured rate."""
     await start(dut)
     count = 200
-    requests = [pack_struct(REQ, tier=TIER, addr=WB * i, tag=i % 16) for i in range(count)]
-    stats0 = unpack_struct_stats(dut)
+    requests = [pack(REQ, dict(tier=TIER, addr=WB * i, tag=i % 16)) for i in range(count)]
+    stats0 = stats_now(dut)
     tester = StreamTester(dut, prefix_in="req", prefix_out="resp")
     await tester.run(requests[:1])
     # The tester counts the accepting cycle as 1; the word leaves the queue
@@ -153,6 +154,6 @@ async def latency_and_bandwidth_are_as_configured(dut):
     assert tester.output_cycles == predicted, \
         f"model and RTL response cycles differ first at word " \
         f"{next(i for i, (a, b) in enumerate(zip(tester.output_cycles, predicted)) if a != b)}"
-    stats = unpack_struct_stats(dut)
+    stats = stats_now(dut)
     assert stats["reads"] - stats0["reads"] == count + 1
     assert stats["busy"] - stats0["busy"] == count + 1

@@ -14,6 +14,24 @@ COUNTER_BITS = 48
 QUEUE_CYCLES = 2
 
 
+class TokenBucket:
+    """A beat may pass when a word's worth of link bandwidth has accrued.
+
+    The bucket holds at most one beat's worth, so a link idle for a while
+    gains no burst credit: it sustains exactly ``rate`` bytes per cycle.
+    """
+
+    def __init__(self, m, *, rate, word_bytes, name):
+        self.gain, self.cost = rate.numerator, word_bytes * rate.denominator
+        self.tokens = Signal(range(self.cost + self.gain + 1), init=self.cost, name=f"{name}_tokens")
+        self.take = Signal(name=f"{name}_take")
+        self.ready = self.tokens >= self.cost
+        with m.If(self.take):
+            m.d.sync += self.tokens.eq(self.tokens + self.gain - self.cost)
+        with m.Elif(~self.ready):
+            m.d.sync += self.tokens.eq(self.tokens + self.gain)
+
+
 def stats_layout(addr_bits):
     return data.StructLayout({
         "cycles": COUNTER_BITS,
@@ -63,11 +81,8 @@ class MemController(wiring.Component):
             raise ValueError(f"{tier.name}: capacity {tier.capacity} needs more than {addr_bits} address bits")
         self.tier, self.tier_index = tier, tier_index
         self.word_bytes, self.addr_bits, self.tag_bits = word_bytes, addr_bits, tag_bits
-        rate = tier.bytes_per_cycle
-        self.token_gain = rate.numerator
-        self.token_cost = word_bytes * rate.denominator
         # Words in flight at the full rate, plus the delay FIFO's own latency.
-        self.delay_depth = -(-tier.latency * rate.numerator // self.token_cost) + 4
+        self.delay_depth = -(-tier.latency * tier.bytes_per_cycle // word_bytes) + 4
         super().__init__({
             "req": In(tln.request_stream(word_bytes=word_bytes, addr_bits=addr_bits, tag_bits=tag_bits)),
             "resp": Out(tln.response_stream(word_bytes=word_bytes, tag_bits=tag_bits)),
@@ -91,10 +106,9 @@ class MemController(wiring.Component):
         m.submodules.delay = delay = SyncFIFOBuffered(width=due_layout.size, depth=self.delay_depth)
         pending = data.View(due_layout, delay.r_data)
 
-        cap = self.token_cost
-        tokens = Signal(range(cap + self.token_gain + 1), init=cap)
+        bucket = TokenBucket(m, rate=tier.bytes_per_cycle, word_bytes=wb, name="bandwidth")
         issue = Signal()
-        m.d.comb += issue.eq(queue.r_rdy & delay.w_rdy & (tokens >= cap))
+        m.d.comb += [issue.eq(queue.r_rdy & delay.w_rdy & bucket.ready), bucket.take.eq(issue)]
         # ``latency`` counts from leaving the queue to a valid response; the
         # response register adds the last cycle.
         due = now + (tier.latency - 1)
@@ -103,10 +117,6 @@ class MemController(wiring.Component):
             delay.w_en.eq(issue),
             delay.w_data.eq(Cat(head.as_value(), due[:32])),
         ]
-        with m.If(issue):
-            m.d.sync += tokens.eq(tokens + self.token_gain - cap)
-        with m.Elif(tokens < cap):
-            m.d.sync += tokens.eq(tokens + self.token_gain)
 
         out_valid = Signal()
         out_tag = Signal(self.tag_bits)

@@ -16,7 +16,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.mem import tln
-from hw.mem.controller import COUNTER_BITS
+from hw.mem.controller import COUNTER_BITS, TokenBucket
 from hw.mem.params import MemParams
 
 RESP_OKAY, RESP_SLVERR, RESP_DECERR = 0, 2, 3
@@ -70,24 +70,6 @@ class _Prefixed:
 
 def host_stats_layout():
     return data.StructLayout({"bytes_written": COUNTER_BITS, "bytes_read": COUNTER_BITS, "busy": COUNTER_BITS})
-
-
-class TokenBucket:
-    """A beat may pass when a word's worth of link bandwidth has accrued.
-
-    The bucket holds at most one beat's worth, so a link idle for a while
-    gains no burst credit: it sustains exactly ``rate`` bytes per cycle.
-    """
-
-    def __init__(self, m, *, rate, word_bytes, name):
-        self.gain, self.cost = rate.numerator, word_bytes * rate.denominator
-        self.tokens = Signal(range(self.cost + self.gain + 1), init=self.cost, name=f"{name}_tokens")
-        self.take = Signal(name=f"{name}_take")
-        self.ready = self.tokens >= self.cost
-        with m.If(self.take):
-            m.d.sync += self.tokens.eq(self.tokens + self.gain - self.cost)
-        with m.Elif(~self.ready):
-            m.d.sync += self.tokens.eq(self.tokens + self.gain)
 
 
 class HostPort(wiring.Component):

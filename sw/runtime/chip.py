@@ -21,20 +21,11 @@ from hw.mem.controller import stats_layout
 from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.csr import RegisterMap
 from hw.tile.config import Status
+from sw.layout import pack, unpack
 
 
 class ChipError(RuntimeError):
     """The chip refused or failed a command; the message says which and why."""
-
-
-def pack(layout, values):
-    """Integer value of a ``StructLayout`` from a dict (nested dicts and lists for inner layouts)."""
-    return layout.const(values).as_value().value & ((1 << layout.size) - 1)
-
-
-def unpack(layout, value):
-    """Dict of a flat ``StructLayout``'s fields from its integer value."""
-    return {name: (value >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,199 @@
+"""The runtime: load a compiled model onto a device, prefill and decode, and account for every cycle.
+
+The same coroutines drive both backends (:mod:`sw.runtime.device`). A decode
+step runs the launches of the compiled step in order, each the SN40L's
+three commands: Program Load (skipped when the chip already holds that
+bitstream), Argument Load (AGCU patterns whose bases move with the token and
+position) and Execute. Each launch is issued by the host and pays
+``target.host_launch_cycles``; after the step the host reads the logits over
+the host link. Cycles per token are therefore
+
+    kernel cycles + Program Load cycles + launches x host_launch_cycles + logits read-back
+
+with every part reported on its own. The prompt is fed one token per step
+(each step attends over the positions so far), then tokens are generated.
+"""
+
+import hashlib
+import time
+
+import numpy as np
+
+from hw.mem.params import DDR, HBM, TIER_NAMES
+
+
+class DecodeError(ValueError):
+    """A request the compiled model cannot serve: the message says which limit and by how much."""
+
+
+def check_request(compiled, prompt_ids, max_new_tokens):
+    vocab = compiled.shape.vocab_size
+    if len(prompt_ids) == 0:
+        raise DecodeError("the prompt is empty: give at least one token")
+    bad = [t for t in prompt_ids if not 0 <= int(t) < vocab]
+    if bad:
+        raise DecodeError(f"prompt token ids {bad[:5]} are outside the vocabulary of {vocab}")
+    if max_new_tokens < 0:
+        raise DecodeError(f"max_new_tokens must be at least 0, not {max_new_tokens}")
+    need = len(prompt_ids) + max(max_new_tokens, 1) - 1
+    if need > compiled.context:
+        raise DecodeError(f"the prompt of {len(prompt_ids)} tokens plus {max_new_tokens} new tokens needs {need} "
+                          f"positions; the model was compiled for a context of {compiled.context}")
+
+
+def sample(logits, *, temperature=0.0, top_k=0, rng=None):
+    """Greedy (temperature 0) or temperature / top-k sampling from ``rng``."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = np.asarray(logits, np.float64) / temperature
+    if 0 < top_k < z.size:
+        cut = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= cut, z, -np.inf)
+    p = np.exp(z - z.max())
+    return int(rng.choice(z.size, p=p / p.sum()))
+
+
+class Session:
+    """A compiled model loaded on a device: holds what is loaded and counts what each step costs."""
+
+    def __init__(self, device, compiled):
+        self.device, self.compiled = device, compiled
+        self.target = compiled.target
+        self.loaded_program = None
+        self.load_report = {}
+
+    async def load(self, *, weights_tier="hbm"):
+        """Write the memory image; with ``weights_tier="ddr"`` stage the weights from DDR with the copy engine."""
+        c, m = self.compiled, self.target.memory
+        mm = c.memory_map
+        host_bytes, stage_cycles, staged = 0, 0, 0
+        for name, words in c.image.items():
+            r = mm[name]
+            if weights_tier == "ddr" and r.what == "weight":
+                await self.device.write(DDR, r.offset, words)
+                size = -(-r.nbytes // m.word_bytes) * m.word_bytes
+                stage_cycles += await self.device.copy(DDR, r.offset, HBM, r.offset, size)
+                staged += r.nbytes
+            else:
+                await self.device.write(r.tier, r.offset, words)
+            host_bytes += r.nbytes
+        self.load_report = {"image_bytes": host_bytes,
+                            "host_link_cycles": host_bytes / float(m.host_bytes_per_cycle),
+                            "weights_tier": weights_tier, "ddr_to_hbm_bytes": staged,
+                            "ddr_to_hbm_cycles": stage_cycles}
+        return self.load_report
+
+    async def reset(self):
+        """Clear the KV caches for a new sequence."""
+        mm = self.compiled.memory_map
+        for name in self.compiled.zeroed:
+            r = mm[name]
+            await self.device.write(r.tier, r.offset, np.zeros(r.nbytes // 4, np.uint32))
+
+    async def step(self, token, pos):
+        """One decode step; returns (logits float32, cost dict)."""
+        c, t = self.compiled, self.target
+        wb = t.memory.word_bytes
+        tp, launches = c.bucket(pos)
+        cost = {"kernel_cycles": 0, "program_load_cycles": 0, "launch_cycles": 0, "host_io_cycles": 0,
+                "hbm_read": 0, "hbm_written": 0, "ddr_read": 0, "ddr_written": 0, "kernels": []}
+        for launch in launches:
+            if self.loaded_program != launch.program_region:
+                r = c.memory_map[launch.program_region]
+                cost["program_load_cycles"] += await self.device.load_program(launch.program, r.tier, r.offset)
+                self.loaded_program = launch.program_region
+            reads, writes = launch.patterns(token, pos)
+            cycles = await self.device.execute(reads, writes)
+            cost["kernel_cycles"] += cycles
+            cost["launch_cycles"] += t.host_launch_cycles
+            cost["kernels"].append(cycles)
+            for s in launch.streams:
+                key = f"{TIER_NAMES[s.tier]}_{'read' if s.direction == 'read' else 'written'}"
+                cost[key] += s.words * wb
+        r = c.memory_map[c.logits]
+        raw = await self.device.read(r.tier, r.offset, c.shape.vocab_size)
+        cost["host_io_cycles"] = r.nbytes / float(t.memory.host_bytes_per_cycle)
+        cost["cycles"] = (cost["kernel_cycles"] + cost["program_load_cycles"] + cost["launch_cycles"]
+                          + cost["host_io_cycles"])
+        cost["tp"] = tp
+        return raw.view(np.float32).copy(), cost
+
+
+def _report(compiled, costs, wall, load_report):
+    t = compiled.target
+    peak = float(t.memory.hbm.bytes_per_cycle)
+    n = len(costs)
+    mean = lambda key: sum(cst[key] for cst in costs) / n
+    cycles = mean("cycles")
+    hbm = mean("hbm_read") + mean("hbm_written")
+    return {
+        "backend": None, "mode": compiled.mode, "target": t.name, "steps": n,
+        "cycles_per_token": cycles,
+        "kernel_cycles_per_token": mean("kernel_cycles"),
+        "program_load_cycles_per_token": mean("program_load_cycles"),
+        "launch_cycles_per_token": mean("launch_cycles"),
+        "host_io_cycles_per_token": mean("host_io_cycles"),
+        "kernels_per_token": mean("kernels_count"),
+        "tokens_per_s_simulated": t.clock_hz / cycles,
+        "clock_hz": t.clock_hz,
+        "hbm_bytes_per_token": hbm,
+        "hbm_read_bytes_per_token": mean("hbm_read"), "hbm_written_bytes_per_token": mean("hbm_written"),
+        "ddr_bytes_per_token": mean("ddr_read") + mean("ddr_written"),
+        "hbm_bandwidth_fraction": hbm / (cycles * peak),
+        "hbm_bandwidth_fraction_in_kernels": hbm / (mean("kernel_cycles") * peak),
+        "roofline_cycles_per_token": hbm / peak,
+        "total_cycles": sum(cst["cycles"] for cst in costs),
+        "wall_s": wall,
+        "load": load_report,
+    }
+
+
+async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=0.0, top_k=0, seed=0,
+                   progress=None, stop_at_eos=True, weights_tier="hbm", keep_logits=False):
+    """Load ``compiled`` on ``device``, feed ``prompt_ids`` and generate up to ``max_new_tokens`` tokens.
+
+    Returns a JSON-serialisable dict: ``tokens`` (generated ids), ``prompt_ids``,
+    ``logits_sha`` (SHA-256 of every step's logits, to compare backends bit
+    for bit), ``report`` (cycles, bandwidth, bytes per tier, wall-clock time)
+    and ``step_cycles``; with ``keep_logits`` also ``logits``, a float32
+    array of every step's logits (not serialisable).
+    """
+    prompt_ids = [int(t) for t in prompt_ids]
+    check_request(compiled, prompt_ids, max_new_tokens)
+    start = time.perf_counter()
+    session = Session(device, compiled)
+    load_report = await session.load(weights_tier=weights_tier)
+    await session.reset()
+    rng = np.random.default_rng(seed)
+    eos = compiled.shape.eos_token_id
+    total = len(prompt_ids) + max(max_new_tokens, 1) - 1
+    digest = hashlib.sha256()
+    costs, all_logits, generated = [], [], []
+    token = prompt_ids[0]
+    for pos in range(total):
+        logits, cost = await session.step(token, pos)
+        cost["kernels_count"] = len(cost.pop("kernels"))
+        costs.append(cost)
+        digest.update(logits.tobytes())
+        if keep_logits:
+            all_logits.append(logits)
+        if progress:
+            progress(pos + 1, total)
+        if pos + 1 < len(prompt_ids):
+            token = prompt_ids[pos + 1]
+            continue
+        if max_new_tokens == 0:
+            break
+        token = sample(logits, temperature=temperature, top_k=top_k, rng=rng)
+        generated.append(token)
+        if len(generated) == max_new_tokens or (stop_at_eos and token == eos):
+            break
+    wall = time.perf_counter() - start
+    report = _report(compiled, costs, wall, load_report)
+    report["backend"] = device.backend
+    result = {"prompt_ids": prompt_ids, "tokens": generated, "logits_sha": digest.hexdigest(), "report": report,
+              "step_cycles": [cst["cycles"] for cst in costs],
+              "step_kernel_cycles": [cst["kernel_cycles"] for cst in costs]}
+    if keep_logits:
+        result["logits"] = np.stack(all_logits)
+    return result

@@ -190,13 +190,13 @@ def compile_model(checkpoint, target, *, mode="fused", context=None):
     for name, t in tensors.items():
         if t["home"] is None:
             mmap.add(t["scratch"], 4 * t["words"], "scratch")
-    programs = {}
+    programs, built = {}, {}
     all_buckets = {}
     for tp in buckets(context, L):
         ops, tensors = chip_ops(shape, target, context, tp)
         launches = []
         for index, (kernel_ops, program, streams) in enumerate(pack(target, mmap, tensors, ops,
-                                                                    fused=mode == "fused")):
+                                                                    fused=mode == "fused", cache=built)):
             words = np.asarray(program.words, np.uint32)
             key = words.tobytes()
             if key not in programs:

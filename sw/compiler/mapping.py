@@ -488,8 +488,25 @@ def build_kernel(target, mmap, tensors, ops, needed_later):
     return program, b.streams
 
 
-def pack(target, mmap, tensors, ops, *, fused):
-    """Group ``ops`` into kernels: greedily as many as fit (fused) or one per kernel (unfused)."""
+def pack(target, mmap, tensors, ops, *, fused, cache=None):
+    """Group ``ops`` into kernels: greedily as many as fit (fused) or one per kernel (unfused).
+
+    ``cache`` (a dict) keeps built kernels and refusals between calls with the same ops, e.g. the
+    context buckets, whose kernels differ only where they attend.
+    """
+    cache = {} if cache is None else cache
+
+    def build(group, later):
+        key = (repr([(op.name, op.kind, op.inputs, op.outputs, op.attrs) for op in group]), tuple(sorted(later)))
+        if key not in cache:
+            try:
+                cache[key] = build_kernel(target, mmap, tensors, group, later)
+            except FitError as e:
+                cache[key] = e
+        if isinstance(cache[key], FitError):
+            raise cache[key]
+        return cache[key]
+
     consumers = {}
     for index, op in enumerate(ops):
         for t in op.inputs:
@@ -507,7 +524,7 @@ def pack(target, mmap, tensors, ops, *, fused):
             written |= set(op.writes_home)
             later = {t for k in range(i, j) for t in ops[k].outputs if any(c >= j for c in consumers.get(t, []))}
             try:
-                best = (j, *build_kernel(target, mmap, tensors, ops[i:j], later))
+                best = (j, *build(ops[i:j], later))
             except FitError as e:
                 why = str(e)
                 break

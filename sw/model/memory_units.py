@@ -89,6 +89,31 @@ def group_ends(counts, last_every):
     return ends
 
 
+def _gather(memory, addresses, capacity, word_bytes):
+    """The words at ``addresses`` ((n, word_bytes) uint8), zeros where outside the tier.
+
+    Reads the span the addresses cover once, instead of word by word, when it is not much larger than them.
+    """
+    raw = np.zeros((addresses.size, word_bytes), dtype=np.uint8)
+    ok = _in_range(addresses, capacity, word_bytes)
+    if not ok.any():
+        return raw
+    lo, hi = int(addresses[ok].min()), int(addresses[ok].max()) + word_bytes
+    if hi - lo <= max(1 << 20, 8 * addresses.size * word_bytes):
+        span = _read_span(memory, lo, hi - lo)
+        raw[ok] = span[(addresses[ok] - lo)[:, None] + np.arange(word_bytes)]
+        return raw
+    for i in np.flatnonzero(ok):
+        raw[i] = _read_word(memory, addresses[i], word_bytes)
+    return raw
+
+
+def _read_span(memory, offset, size):
+    if hasattr(memory, "read"):
+        return np.asarray(memory.read(offset, size), dtype=np.uint8)
+    return np.asarray(memory[offset:offset + size], dtype=np.uint8)
+
+
 def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, runtime_offset=0, last_every=0):
     """Vectors an AGCU read delivers: ((n, lanes) uint32, last flags (n,), TransferResult).
 
@@ -100,10 +125,7 @@ def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, 
     """
     addresses = transfer_addresses(base, counts, strides, word_bytes=word_bytes, runtime_offset=runtime_offset)
     report = _report(addresses, capacity, word_bytes)
-    raw = np.zeros((addresses.size, word_bytes), dtype=np.uint8)
-    for i, addr in enumerate(addresses):
-        if _in_range(addr, capacity, word_bytes):
-            raw[i] = _read_word(memory, addr, word_bytes)
+    raw = _gather(memory, addresses, capacity, word_bytes)
     flat = raw.reshape(-1)
     vector_bytes = 4 * lanes
     n = -(-flat.size // vector_bytes)

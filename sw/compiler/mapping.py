@@ -203,7 +203,9 @@ class KernelBuilder:
 
     def _name(self, op, what):
         self.count += 1
-        return f"{op}.{what}"
+        name = f"{op}.{what}"
+        taken = self.kernel._units.keys() | self.kernel._hosts.keys()
+        return name if name not in taken else f"{name}#{self.count}"
 
     def unit(self, kind, config, op, what, near=()):
         if not self.free[kind]:

@@ -5,7 +5,7 @@ PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 UNITS      := $(shell $(PY) -m cosim list 2>/dev/null)
 
-.PHONY: setup test bench demo clean sim-%
+.PHONY: setup test bench demo decode clean sim-%
 
 setup: $(STAMP)
 
@@ -32,6 +32,14 @@ bench: setup
 
 demo: setup
 	$(VENV)/bin/openrdu demo
+
+# The main job: compile the default model and decode on the co-simulated chip, fused beside op-by-op.
+BACKEND ?= rtl
+TOKENS  ?= 16
+PROMPT  ?= def __init__(self
+decode: setup
+	$(VENV)/bin/openrdu decode --checkpoint models/pystdlib-tiny --prompt '$(PROMPT)' --max-new-tokens $(TOKENS) \
+	  --backend $(BACKEND) --compare
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

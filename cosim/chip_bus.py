@@ -1,5 +1,7 @@
 """The runtime's chip bus on the Verilator model: AXI4-Lite registers and done lines, through cocotb."""
 
+import logging
+
 from cocotb.triggers import ClockCycles, First, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiMaster
 
@@ -15,6 +17,9 @@ class CocotbChipBus:
         self.dut = dut
         self.limit = limit
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        # cocotbext-axi logs every register access at INFO: thousands of lines per decode step.
+        for port in (self.csr.write_if, self.csr.read_if):
+            port.log.setLevel(logging.WARNING)
         self.axi = AxiMaster(AxiBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst)
 
     async def read32(self, offset):

@@ -45,8 +45,9 @@ class SimUnit:
         Short name, used by ``make sim-<name>`` and in build folder names.
     design : callable
         Returns a fresh Amaranth component to simulate.
-    testbench : str
-        Importable module holding the ``@cocotb.test`` functions.
+    testbench : str or tuple of str
+        Importable module(s) holding the ``@cocotb.test`` functions; several
+        modules run in one simulation of the one build.
     public : tuple of (module, signal) pairs
         Internal signals the testbench reads or writes; top-level ports need
         no entry.
@@ -59,7 +60,7 @@ class SimUnit:
 
     name: str
     design: Callable
-    testbench: str
+    testbench: str | tuple
     public: tuple = ()
     env: dict = field(default_factory=dict)
     sources: tuple = ()
@@ -289,7 +290,7 @@ def _run(unit, built, waves, testcase, env, log, quiet):
         os.environ.update(old_env)
     if not xml.exists():
         raise RuntimeError(f"the simulation of {unit.name!r} ended (exit {exit_code}) without writing "
-                           f"results; see {test_dir}")
+                           f"results; see {test_dir / 'sim.log' if quiet else test_dir}")
     tests, failed = get_results(xml)
     if waves:
         log(f"[cosim] {unit.name}: waves written to {waves_file}")

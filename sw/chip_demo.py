@@ -1,8 +1,8 @@
 """``openrdu demo``: a GEMV + bias + SiLU layer run on the co-simulated chip.
 
 Until the end-to-end decoder runs this is the project's main job. It builds
-the whole chip (config S tile array, AGCUs, memory tiers, host port) with
-Verilator, or reuses the cached build; places a layer's bitstream, weights,
+the whole chip (the ``chip`` target of ``sw/target.py``: tile array, AGCUs,
+memory tiers, host port) with Verilator, or reuses the cached build; places a layer's bitstream, weights,
 input and bias in HBM; and has the runtime's driver load the program, set the
 AGCU arguments and execute over AXI4-Lite. It prints the results, the RTL's
 cycles beside the fast model's estimate, the HBM traffic, and whether the

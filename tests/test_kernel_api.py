@@ -175,3 +175,16 @@ def test_array_constructor_checks():
     ports = set(array.signature.members)
     assert {"config", "config_status", "config_load_cycles", "busy_cycles", "stall_cycles",
             "io_t0_vo0", "io_t3_vi0", "io_b2_so0", "io_b1_si0"} <= ports
+
+
+def test_a_built_program_round_trips_through_pickle():
+    """Compiled models are saved as pickles: a program and its units must load back and run the same."""
+    import pickle
+
+    case = build("softmax")
+    again = pickle.loads(pickle.dumps(case.program))
+    assert np.array_equal(again.words, case.program.words)
+    want = ArrayModel(case.program).run(case.inputs).outputs["y"][0]
+    assert np.array_equal(ArrayModel(again).run(case.inputs).outputs["y"][0], want)
+    with pytest.raises(AttributeError, match="has no port 'vo9'"):
+        next(iter(again.units.values())).vo9

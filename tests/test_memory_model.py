@@ -54,3 +54,33 @@ def test_chip_model_refuses_kernels_it_cannot_run():
     chip.load_program(case.program)
     with pytest.raises(ValueError, match=r"host input '\w+' at t\d \(AGCU \d\) has no read pattern"):
         chip.execute({}, {})
+
+
+def test_chip_model_runs_then_reports_a_pattern_outside_its_tier():
+    from cosim.tb.array_kernels import TEST_POST, TEST_TAIL, gemv_bias_act
+    from hw.chip import all_io_positions
+    from hw.tile.params import SMALL
+    from sw.model.chip import ChipModel
+    from sw.runtime.chip import Pattern, stream_pattern
+
+    chip = ChipModel(SMALL, params.SMALL, all_io_positions(SMALL))
+    wb, hbm = params.SMALL.word_bytes, params.HBM
+    case = gemv_bias_act(SMALL, TEST_TAIL, TEST_POST, np.random.default_rng(0))
+    chip.load_program(case.program)
+    reads, at = {}, 0
+    for name, (data, last) in case.inputs.items():
+        port = case.program.host_inputs[name]
+        # x's last two words lie past the end of HBM, as in the chip testbench.
+        base = params.SMALL.hbm.capacity - 2 * wb if name == "x" else at
+        if name != "x":
+            chip.memory[hbm].write(at, data)
+            at += 0x1000
+        reads[chip.agcu_at(port.side, port.col)] = stream_pattern(hbm, base, last, lanes=SMALL.lanes, word_bytes=wb)
+    port = case.program.host_outputs["y"]
+    out = 0x8000
+    words = 3 * SMALL.lanes * 4 // wb  # the default 3 tiles of lanes fp32 outputs
+    writes = {chip.agcu_at(port.side, port.col): Pattern(hbm, out, (words,), (1,))}
+    x_agcu = chip.agcu_at(case.program.host_inputs["x"].side, case.program.host_inputs["x"].col)
+    with pytest.raises(MemoryRangeError, match=rf"AGCU {x_agcu} \(t1\) read: word 2 of its pattern"):
+        chip.execute(reads, writes)
+    assert chip.memory[hbm].read(out, words * wb).any(), "the kernel ran and wrote its output before the report"

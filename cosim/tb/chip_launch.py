@@ -5,31 +5,24 @@ then runs Program Load, Argument Load and Execute over AXI4-Lite; outputs are
 read back through the back door and checked against the chip's fast model.
 """
 
-import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 
-from cosim.chip_bus import CocotbChipBus
-from cosim.store import TierStore
-from cosim.tb.units_chip import AGCUS, ARRAY, MEMORY
-from hw.mem.params import DDR, HBM
+from cosim.device import CocotbDevice
+from cosim.tb.units_chip import AGCUS, ARRAY, MEMORY, TARGET
+from hw.mem.params import HBM
 from sw.model.array import ArrayModel
 from sw.model.chip import ChipModel
-from sw.runtime.chip import ChipDriver, Pattern, stream_pattern
+from sw.runtime.chip import Pattern, stream_pattern
 
 WB = MEMORY.word_bytes
 
 
 async def start(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    bus = CocotbChipBus(dut, limit=200_000)
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
-    stores = {t: TierStore(t, MEMORY.tiers[t].capacity) for t in (HBM, DDR)}
-    return ChipDriver(bus, ARRAY, MEMORY, AGCUS), bus, stores
+    """Clock and reset the chip; returns its ``(ChipDriver, CocotbChipBus, {tier: TierStore})``."""
+    # The testbench's kernels take a few thousand cycles: a short limit reports a stall quickly.
+    device = CocotbDevice(dut, TARGET, limit=200_000)
+    await device.start()
+    return device.driver, device.bus, device.stores
 
 
 def place(store, alloc, name, words):

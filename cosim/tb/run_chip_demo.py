@@ -9,10 +9,10 @@ import os
 import cocotb
 import numpy as np
 
-from cosim.tb.array_kernels import TEST_POST, TEST_TAIL, gemv_bias_act
+from cosim.tb.array_kernels import gemv_bias_act
 from cosim.tb.pcu_cases import floats
 from cosim.tb.chip_launch import launch, start
-from cosim.tb.units_chip import ARRAY, MEMORY
+from cosim.tb.units_chip import ARRAY, MEMORY, POST_OPS, TAIL_OPS
 from sw.runtime.alloc import TierAllocator
 
 
@@ -21,7 +21,7 @@ async def demo(dut):
     k, tiles = int(os.environ.get("OPENRDU_DEMO_K", "64")), int(os.environ.get("OPENRDU_DEMO_TILES", "8"))
     driver, _, stores = await start(dut)
     before = await driver.tier_stats("hbm")
-    case = gemv_bias_act(ARRAY, TEST_TAIL, TEST_POST, np.random.default_rng(0), k=k, tiles=tiles)
+    case = gemv_bias_act(ARRAY, TAIL_OPS, POST_OPS, np.random.default_rng(0), k=k, tiles=tiles)
     alloc = TierAllocator("hbm", MEMORY.hbm.capacity)
     outputs, model, cycles, load_cycles, _ = await launch(driver, stores, alloc, case)
     after = await driver.tier_stats("hbm")

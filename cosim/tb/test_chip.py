@@ -14,9 +14,9 @@ import cocotb
 import numpy as np
 
 from cosim.metrics import record
-from cosim.tb.array_kernels import KERNELS, TEST_POST, TEST_TAIL, kernels_for
+from cosim.tb.array_kernels import KERNELS, kernels_for
 from cosim.tb.chip_launch import WB, launch, place, start
-from cosim.tb.units_chip import ARRAY, MEMORY
+from cosim.tb.units_chip import ARRAY, MEMORY, POST_OPS, TAIL_OPS
 from hw.mem.params import DDR, HBM
 from sw.runtime.alloc import TierAllocator
 from sw.runtime.chip import ChipError
@@ -30,10 +30,10 @@ async def kernels_from_hbm(dut):
     driver, _, stores = await start(dut)
     alloc = TierAllocator("hbm", MEMORY.hbm.capacity)
     rng = np.random.default_rng(SEED)
-    for name in kernels_for(ARRAY, TEST_TAIL, TEST_POST):
+    for name in kernels_for(ARRAY, TAIL_OPS, POST_OPS):
         if name == "gemm":
             continue  # its A stream carries groups of k vectors on two multicast PCUs; covered by sim-array
-        case = KERNELS[name](ARRAY, TEST_TAIL, TEST_POST, rng)
+        case = KERNELS[name](ARRAY, TAIL_OPS, POST_OPS, rng)
         outputs, model, cycles, load_cycles, statuses = await launch(driver, stores, alloc, case)
         for out, got in outputs.items():
             want = model.outputs[out][0]
@@ -58,7 +58,7 @@ async def copy_beside_a_kernel(dut):
     source = rng.integers(0, 256, length, dtype=np.uint8)
     stores[DDR].write(0x10000, source)
     target = alloc.allocate(length, "copy target").offset
-    case = KERNELS["gemv"](ARRAY, TEST_TAIL, TEST_POST, rng, k=32, tiles=6)
+    case = KERNELS["gemv"](ARRAY, TAIL_OPS, POST_OPS, rng, k=32, tiles=6)
 
     alone_outputs, _, alone_cycles, _, _ = await launch(driver, stores, alloc, case)
     copy_alone = await timed_copy(driver, target, length)
@@ -100,7 +100,7 @@ async def host_port_and_errors(dut):
     assert bytes((await bus.axi.read(ddr_base + 0x2000, len(data))).data) == data
 
     alloc = TierAllocator("hbm", MEMORY.hbm.capacity)
-    case = KERNELS["gemv"](ARRAY, TEST_TAIL, TEST_POST, rng)
+    case = KERNELS["gemv"](ARRAY, TAIL_OPS, POST_OPS, rng)
     words = list(case.program.words) + [0] * (-len(case.program.words) % 4)
     words[len(words) // 2] ^= 1
     at = place(stores[HBM], alloc, "corrupt", words)

@@ -1,19 +1,22 @@
-"""Simulation unit of the whole chip: config S tile array, an AGCU at every I/O position, SMALL memory."""
+"""Simulation unit of the whole chip: the co-simulated target ``sw.target.CHIP``.
+
+Its 2x4 array (4 lanes, 2 stages, 2048-word PMU banks), an AGCU at every I/O
+position, EXP + SILU tails and RECIP + RSQRT post functions on every PCU,
+16 MiB HBM and 64 MiB DDR: the chip the compiler maps onto and the runtime
+drives, so the testbench, the demo and decode on the RTL share one build.
+"""
 
 from cosim.harness import SimUnit
 from cosim.store import STORE_SOURCES
-from cosim.tb.array_kernels import TEST_POST, TEST_TAIL
-from hw.chip import Chip, all_io_positions
-from hw.mem import params as mem_params
-from hw.tile.params import SMALL
+from sw.target import CHIP
 
-ARRAY = SMALL
-MEMORY = mem_params.SMALL
-AGCUS = all_io_positions(ARRAY)
+TARGET = CHIP
+ARRAY = CHIP.array
+MEMORY = CHIP.memory
+AGCUS = CHIP.agcus
+TAIL_OPS = CHIP.tail_ops
+POST_OPS = CHIP.post_ops
 
-
-def small_chip():
-    return Chip(ARRAY, MEMORY, agcus=AGCUS, pcu_tail_ops=TEST_TAIL, pcu_post_ops=TEST_POST)
-
-
-UNITS = {"chip": SimUnit(name="chip", design=small_chip, testbench="cosim.tb.test_chip", sources=STORE_SOURCES)}
+# The device backends' conformance tests share this simulation: no second build of the same chip.
+UNITS = {"chip": SimUnit(name="chip", design=CHIP.chip, testbench=("cosim.tb.test_chip", "cosim.tb.test_device"),
+                         sources=STORE_SOURCES)}

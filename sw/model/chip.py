@@ -20,7 +20,7 @@ Cycle estimate of a kernel, from the start pulse to the last AGCU done:
 from hw.mem.params import TIER_NAMES
 from sw.model import memory_units
 from sw.model.array import ArrayModel
-from sw.model.memory import SparseMemory, TierModel
+from sw.model.memory import MemoryRangeError, SparseMemory, TierModel
 
 # Cycles between the start pulse and a first read request, and from a read
 # response to its word being offered to the fabric (request register, response
@@ -58,22 +58,25 @@ class ChipModel:
         """Run the loaded program with AGCU ``reads`` / ``writes`` (index -> Pattern, as the driver takes).
 
         Returns ``(cycles, outputs)``: the estimate and each host output's ``(data, last)``; the outputs
-        are also written to memory where the write patterns say.
+        are also written to memory where the write patterns say. A pattern with words outside its tier
+        raises :class:`~sw.model.memory.MemoryRangeError` once the kernel has run, as the RTL reports it
+        after ``kernel_done``: such words read as zeros and are not written.
         """
         if self.program is None:
             raise RuntimeError("execute before load_program")
         prog, P, lanes = self.program, self.mem_params, self.array_params.lanes
         wb = P.word_bytes
-        inputs, words_of = {}, {}
+        inputs, words_of, reports = {}, {}, {}
         for name, port in prog.host_inputs.items():
             k = self.agcu_at(port.side, port.col)
             if k not in reads:
                 raise ValueError(f"host input {name!r} at {port.side}{port.col} (AGCU {k}) has no read pattern")
             pat = reads[k]
             tier = P.tiers[pat.tier]
-            vectors, last, _ = memory_units.agcu_read(self.memory[pat.tier], tier.capacity, pat.base,
-                                                      list(pat.counts), list(pat.strides), lanes=lanes,
-                                                      word_bytes=wb, last_every=pat.last_every)
+            vectors, last, report = memory_units.agcu_read(self.memory[pat.tier], tier.capacity, pat.base,
+                                                           list(pat.counts), list(pat.strides), lanes=lanes,
+                                                           word_bytes=wb, last_every=pat.last_every)
+            reports[(k, "read")] = (report, pat)
             inputs[name] = (vectors, last)
             words_of[name] = (pat.tier, pat.words)
         arrivals = self._arrivals(words_of)
@@ -86,9 +89,15 @@ class ChipModel:
             pat = writes[k]
             tier = P.tiers[pat.tier]
             data = run.outputs[name][0]
-            memory_units.agcu_write(self.memory[pat.tier], tier.capacity, pat.base, list(pat.counts),
-                                    list(pat.strides), data, word_bytes=wb)
+            reports[(k, "write")] = (memory_units.agcu_write(self.memory[pat.tier], tier.capacity, pat.base,
+                                                             list(pat.counts), list(pat.strides), data,
+                                                             word_bytes=wb), pat)
             end = max(end, run.output_end[name] + AGCU_WRITE_CYCLES + tier.latency)
+        for (k, direction), (report, pat) in sorted(reports.items()):
+            if report.error:
+                side, col = self.agcus[k]
+                raise MemoryRangeError(f"AGCU {k} ({side}{col}) {direction}: word {report.error_word} of its "
+                                       f"pattern at {pat.base:#x} lies outside {TIER_NAMES[pat.tier]}")
         return end + 1, run.outputs
 
     def _arrivals(self, words_of):

@@ -69,8 +69,11 @@ class Unit:
     def __getattr__(self, port):
         if port in NETWORK_OF:
             return Endpoint(self.name, port)
-        raise AttributeError(f"{self.kind.upper()} {self.name!r} has no port {port!r}; ports: "
-                             f"{', '.join(NETWORK_OF)}")
+        # Read the fields from __dict__: while unpickling they are not set yet and pickle probes
+        # __setstate__, so going through this method again would recurse.
+        fields = self.__dict__
+        raise AttributeError(f"{fields.get('kind', 'unit').upper()} {fields.get('name')!r} has no port {port!r}; "
+                             f"ports: {', '.join(NETWORK_OF)}")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,95 @@
+"""Decode on the RTL: the runtime's decode loop run on the co-simulated chip, from outside cocotb.
+
+:func:`run_rtl` runs ``cosim/tb/run_decode.py`` on the ``chip`` unit's
+Verilator build (built, or reused from the cache) and returns what
+:func:`sw.runtime.decode.generate` returned there. The unit is built from
+``sw.target.CHIP``, so only a model compiled for that target can run on it.
+"""
+
+import json
+import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from cosim import harness
+from cosim.tb.units_chip import TARGET, UNITS
+from sw.compiler import mapping
+
+# An exception's last traceback line in a cocotb log.
+_ERROR_LINE = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception): .*)$")
+
+
+class SimulationError(RuntimeError):
+    """The co-simulation failed or ended without a result; the message names its log."""
+
+
+def check_target(target):
+    """Refuse a compiled model whose target is not the co-simulated chip's (``AssertionError``)."""
+    if target == TARGET:
+        return
+    name = getattr(target, "name", None)
+    which = f"another definition of target {name!r}; recompile it" if name == TARGET.name \
+        else f"target {name or target!r}"
+    raise AssertionError(f"the RTL backend co-simulates the {TARGET.name} target; compile with --target "
+                         f"{TARGET.name} (this model was compiled for {which})")
+
+
+def run_rtl(compiled_path, request, *, quiet=True):
+    """Generate tokens with the compiled model at ``compiled_path`` on the co-simulated chip.
+
+    Parameters
+    ----------
+    compiled_path : path
+        A :class:`sw.compiler.mapping.CompiledModel` saved by
+        :func:`sw.compiler.mapping.save`, compiled for ``sw.target.CHIP``.
+    request : dict
+        ``prompt_ids``, ``max_new_tokens`` and optionally ``temperature``,
+        ``top_k``, ``seed``: the arguments of :func:`sw.runtime.decode.generate`.
+    quiet : bool
+        Send the simulator's output (``step i/n`` progress lines included)
+        to ``sim.log`` in the run folder instead of the terminal.
+
+    Returns
+    -------
+    dict
+        ``generate``'s result, as the testbench wrote it in JSON.
+
+    Raises
+    ------
+    AssertionError
+        The model was compiled for another target.
+    SimulationError
+        The simulation failed; the message names its log.
+    """
+    compiled_path = Path(compiled_path).resolve()
+    # The testbench checks again; checking here fails before a Verilator build.
+    check_target(mapping.load(compiled_path).target)
+    with tempfile.TemporaryDirectory(prefix="openrdu-decode-") as tmp:
+        request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        request_path.write_text(json.dumps(request))
+        unit = replace(UNITS["chip"], testbench="cosim.tb.run_decode",
+                       env={"OPENRDU_DECODE_PROGRAM": str(compiled_path),
+                            "OPENRDU_DECODE_REQUEST": str(request_path),
+                            "OPENRDU_DECODE_RESULT": str(result_path)})
+        log = (lambda line: None) if quiet else print
+        try:
+            results = harness.run(unit, quiet=quiet, log=log)
+        except RuntimeError as error:
+            raise SimulationError(f"decode on the co-simulated chip did not finish: {error}") from None
+        if not results.ok or not result_path.exists():
+            log_path = results.xml.parent / "sim.log"
+            cause = _last_error(log_path) if quiet else None
+            raise SimulationError(f"decode on the co-simulated chip failed{f': {cause}' if cause else ''}; see "
+                                  f"{log_path if quiet else 'the simulator output above'}")
+        return json.loads(result_path.read_text())
+
+
+def _last_error(log_path):
+    """The last exception line of a cocotb log (``SomeError: message``), or None."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = [m.group(1) for m in map(_ERROR_LINE.search, lines) if m]
+    return found[-1] if found else None

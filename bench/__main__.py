@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import compile as compile_bench, memory, numerics, tiles
+from bench import compile as compile_bench, decode, memory, numerics, tiles
 
-BENCHES = {"numerics": numerics.main, "tiles": tiles.main, "memory": memory.main, "compile": compile_bench.main}
+BENCHES = {"numerics": numerics.main, "tiles": tiles.main, "memory": memory.main, "compile": compile_bench.main, "decode": decode.main}
 
 
 def main(argv):

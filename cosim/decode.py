@@ -7,8 +7,10 @@ Verilator build (built, or reused from the cache) and returns what
 """
 
 import json
+import os
 import re
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,24 +37,27 @@ def check_target(target):
                          f"{TARGET.name} (this model was compiled for {which})")
 
 
-def run_rtl(compiled_path, request, *, quiet=True):
+def run_rtl(compiled_path, request, *, quiet=True, progress=None):
     """Generate tokens with the compiled model at ``compiled_path`` on the co-simulated chip.
 
     Parameters
     ----------
-    compiled_path : path
+    compiled_path : path or list of paths
         A :class:`sw.compiler.mapping.CompiledModel` saved by
-        :func:`sw.compiler.mapping.save`, compiled for ``sw.target.CHIP``.
+        :func:`sw.compiler.mapping.save`, compiled for ``sw.target.CHIP``;
+        with a list, each model runs in turn in the one simulation.
     request : dict
         ``prompt_ids``, ``max_new_tokens`` and optionally ``temperature``,
         ``top_k``, ``seed``: the arguments of :func:`sw.runtime.decode.generate`.
     quiet : bool
         Send the simulator's output (``step i/n`` progress lines included)
         to ``sim.log`` in the run folder instead of the terminal.
+    progress : callable, optional
+        ``progress(index, done, total)`` while model ``index`` runs (polled twice a second).
 
     Returns
     -------
-    dict
+    dict, or list of dict for a list of paths
         ``generate``'s result, as the testbench wrote it in JSON.
 
     Raises
@@ -62,27 +67,58 @@ def run_rtl(compiled_path, request, *, quiet=True):
     SimulationError
         The simulation failed; the message names its log.
     """
-    compiled_path = Path(compiled_path).resolve()
+    several = isinstance(compiled_path, (list, tuple))
+    paths = [Path(p).resolve() for p in (compiled_path if several else [compiled_path])]
     # The testbench checks again; checking here fails before a Verilator build.
-    check_target(mapping.load(compiled_path).target)
+    for path in paths:
+        check_target(mapping.load(path).target)
     with tempfile.TemporaryDirectory(prefix="openrdu-decode-") as tmp:
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        progress_path = Path(tmp) / "progress"
         request_path.write_text(json.dumps(request))
         unit = replace(UNITS["chip"], testbench="cosim.tb.run_decode",
-                       env={"OPENRDU_DECODE_PROGRAM": str(compiled_path),
+                       env={"OPENRDU_DECODE_PROGRAM": os.pathsep.join(str(p) for p in paths),
                             "OPENRDU_DECODE_REQUEST": str(request_path),
-                            "OPENRDU_DECODE_RESULT": str(result_path)})
+                            "OPENRDU_DECODE_RESULT": str(result_path),
+                            "OPENRDU_DECODE_PROGRESS": str(progress_path)})
         log = (lambda line: None) if quiet else print
+        done = threading.Event()
+        watcher = None
+        if progress:
+            watcher = threading.Thread(target=_watch, args=(progress_path, progress, done), daemon=True)
+            watcher.start()
         try:
             results = harness.run(unit, quiet=quiet, log=log)
         except RuntimeError as error:
             raise SimulationError(f"decode on the co-simulated chip did not finish: {error}") from None
+        finally:
+            done.set()
+            if watcher:
+                watcher.join()
         if not results.ok or not result_path.exists():
             log_path = results.xml.parent / "sim.log"
             cause = _last_error(log_path) if quiet else None
             raise SimulationError(f"decode on the co-simulated chip failed{f': {cause}' if cause else ''}; see "
                                   f"{log_path if quiet else 'the simulator output above'}")
-        return json.loads(result_path.read_text())
+        out = json.loads(result_path.read_text())
+        return out if several else out[0]
+
+
+def _watch(path, progress, done):
+    """Call ``progress`` with what the testbench last wrote to ``path`` until ``done`` is set."""
+    seen = None
+    while not done.wait(0.5):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if text and text != seen:
+            seen = text
+            try:
+                index, step, total = map(int, text.split())
+            except ValueError:
+                continue
+            progress(index, step, total)
 
 
 def _last_error(log_path):

@@ -76,19 +76,30 @@ class Progress:
         sys.stderr.flush()
 
 
-def run(compiled, compiled_path, request, backend, progress=None):
-    """Generate with ``compiled`` on ``backend``; returns the runtime's result dict."""
+def run(modes, compiled, paths, request, backend, show_progress):
+    """Generate with each mode's compiled model on ``backend``; returns mode -> the runtime's result dict.
+
+    On the RTL every mode runs in one simulation of the chip, so the Verilator model is set up once.
+    """
+    bars = {mode: Progress(f"{mode:>7} on {backend}", show_progress) for mode in modes}
     if backend == "model":
         from sw.runtime.decode import generate
         from sw.runtime.device import ModelDevice
 
-        return asyncio.run(generate(ModelDevice(compiled.target), compiled, request["prompt_ids"],
-                                    max_new_tokens=request["max_new_tokens"], temperature=request["temperature"],
-                                    top_k=request["top_k"], seed=request["seed"],
-                                    weights_tier=request["weights_tier"], progress=progress))
+        return {mode: asyncio.run(generate(ModelDevice(compiled[mode].target), compiled[mode],
+                                           request["prompt_ids"], max_new_tokens=request["max_new_tokens"],
+                                           temperature=request["temperature"], top_k=request["top_k"],
+                                           seed=request["seed"], weights_tier=request["weights_tier"],
+                                           progress=bars[mode]))
+                for mode in modes}
     from cosim.decode import run_rtl
 
-    return run_rtl(compiled_path, request, progress=progress)
+    if show_progress:
+        sys.stderr.write(f"co-simulating {' and '.join(modes)} on the RTL chip (Verilator; the first run builds "
+                         f"it, a few minutes)\n")
+    out = run_rtl([paths[mode] for mode in modes], request,
+                  progress=lambda index, done, total: bars[modes[index]](done, total))
+    return dict(zip(modes, out))
 
 
 ROWS = [
@@ -150,11 +161,12 @@ def main(args):
         request = {"prompt_ids": prompt_ids, "max_new_tokens": args.max_new_tokens,
                    "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
                    "weights_tier": args.weights_tier}
-        results = {}
-        for mode in modes:
-            progress = Progress(f"{mode:>7} on {args.backend}", not args.json and sys.stderr.isatty())
-            results[mode] = run(compiled[mode], paths[mode], request, args.backend, progress)
-    except ERRORS + (DecodeError, ChipError) as e:
+        if args.backend == "rtl":
+            from cosim.decode import check_target
+
+            check_target(target)
+        results = run(modes, compiled, paths, request, args.backend, not args.json and sys.stderr.isatty())
+    except ERRORS + (DecodeError, ChipError, AssertionError, RuntimeError) as e:
         raise SystemExit(f"openrdu decode: error: {e}")
     first = results[modes[0]]
     text = tokenizer.decode(first["prompt_ids"] + first["tokens"], skip_special_tokens=True) if tokenizer else None

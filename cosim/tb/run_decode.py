@@ -1,11 +1,11 @@
 """cocotb job behind decode on the RTL: the runtime's decode loop driving the co-simulated chip.
 
 Run on the ``chip`` unit's build by :func:`cosim.decode.run_rtl`. Reads the
-compiled model from the pickle named by ``OPENRDU_DECODE_PROGRAM`` and the
+compiled models from the pickles named by ``OPENRDU_DECODE_PROGRAM`` (separated by ``os.pathsep``) and the
 request (``prompt_ids``, ``max_new_tokens``, ``temperature``, ``top_k``,
 ``seed``, and optionally ``weights_tier`` and ``stop_at_eos``) from the JSON
-file named by ``OPENRDU_DECODE_REQUEST``; writes
-:func:`sw.runtime.decode.generate`'s result as JSON to
+file named by ``OPENRDU_DECODE_REQUEST``; writes the list of
+:func:`sw.runtime.decode.generate`'s results, one per model, as JSON to
 ``OPENRDU_DECODE_RESULT``. Progress goes to stderr as ``step i/n`` lines.
 """
 
@@ -25,27 +25,39 @@ from sw.runtime.decode import generate
 OPTIONAL = ("weights_tier", "stop_at_eos")
 
 
-def progress(done, total):
-    print(f"step {done}/{total}", file=sys.stderr, flush=True)
+def reporter(index):
+    """Progress of run ``index``: ``step i/n`` on stderr, and ``index i n`` in OPENRDU_DECODE_PROGRESS if set."""
+    path = os.environ.get("OPENRDU_DECODE_PROGRESS")
+
+    def progress(done, total):
+        print(f"step {done}/{total}", file=sys.stderr, flush=True)
+        if path:
+            Path(path).write_text(f"{index} {done} {total}")
+    return progress
 
 
 @cocotb.test()
 async def decode(dut):
-    compiled = mapping.load(os.environ["OPENRDU_DECODE_PROGRAM"])
-    check_target(compiled.target)
+    paths = os.environ["OPENRDU_DECODE_PROGRAM"].split(os.pathsep)
+    models = [mapping.load(path) for path in paths]
+    for compiled in models:
+        check_target(compiled.target)
     request = json.loads(Path(os.environ["OPENRDU_DECODE_REQUEST"]).read_text())
-    device = CocotbDevice(dut, compiled.target)
+    device = CocotbDevice(dut, models[0].target)
     # Optional arguments of generate() pass through only when the request names them.
     extra = {key: request[key] for key in OPTIONAL if key in request}
+    results = []
     try:
-        result = await generate(device, compiled, list(request["prompt_ids"]),
-                                max_new_tokens=int(request["max_new_tokens"]),
-                                temperature=float(request.get("temperature", 0.0)),
-                                top_k=int(request.get("top_k", 0)), seed=int(request.get("seed", 0)),
-                                progress=progress, **extra)
+        # Several compiled models (fused and unfused) run one after the other on the one simulated chip.
+        for index, compiled in enumerate(models):
+            results.append(await generate(device, compiled, list(request["prompt_ids"]),
+                                          max_new_tokens=int(request["max_new_tokens"]),
+                                          temperature=float(request.get("temperature", 0.0)),
+                                          top_k=int(request.get("top_k", 0)), seed=int(request.get("seed", 0)),
+                                          progress=reporter(index), **extra))
     finally:
         await device.close()
-    Path(os.environ["OPENRDU_DECODE_RESULT"]).write_text(json.dumps(result, default=plain))
+    Path(os.environ["OPENRDU_DECODE_RESULT"]).write_text(json.dumps(results, default=plain))
 
 
 def plain(value):

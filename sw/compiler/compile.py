@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 
-from hw.mem.params import HBM
 from sw.compiler.checkpoint import load_checkpoint
 from sw.compiler.mapping import (MASKED, ChipOp, CompiledModel, CompileError, Home, MemoryMap, _words, Launch,
                                  pack)
@@ -80,9 +79,8 @@ def buckets(context, lanes):
 
 def _layout(shape, target, context, weights):
     """Memory map and image: weights as streamed, tables, KV caches, scratch for every activation."""
-    L, wb = target.array.lanes, target.memory.word_bytes
-    d, f, hd, nh, nkv = (shape.hidden_size, shape.intermediate_size, shape.head_dim, shape.num_heads,
-                         shape.num_kv_heads)
+    L = target.array.lanes
+    hd, nh, nkv = shape.head_dim, shape.num_heads, shape.num_kv_heads
     mmap, image, zeroed = MemoryMap(target.memory), {}, []
 
     def put(name, words, what):

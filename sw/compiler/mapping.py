@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.mem.params import HBM, TIER_NAMES
-from sw.compiler.checkpoint import UnsupportedModelError
 from sw.runtime.chip import Pattern
 from sw.tile.kernel import Kernel, KernelError
 from sw.tile.pcu import PcuConfig, Stage, f32
@@ -636,8 +635,13 @@ def load(path):
     """Read a compiled model written by :func:`save`."""
     import pickle
 
-    with open(path, "rb") as f:
-        compiled = pickle.load(f)
+    try:
+        with open(path, "rb") as f:
+            compiled = pickle.load(f)
+    except OSError as e:
+        raise CompileError(f"{path}: cannot read the compiled model ({e.strerror})") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError) as e:
+        raise CompileError(f"{path}: not a compiled OpenRDU model ({type(e).__name__}: {e})") from None
     if not isinstance(compiled, CompiledModel) or compiled.format != FORMAT:
         raise CompileError(f"{path}: not a compiled OpenRDU model of format {FORMAT}")
     return compiled

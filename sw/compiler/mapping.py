@@ -203,8 +203,7 @@ class KernelBuilder:
     def _name(self, op, what):
         self.count += 1
         name = f"{op}.{what}"
-        taken = self.kernel._units.keys() | self.kernel._hosts.keys()
-        return name if name not in taken else f"{name}#{self.count}"
+        return f"{name}#{self.count}" if self.kernel.has_node(name) else name
 
     def unit(self, kind, config, op, what, near=()):
         if not self.free[kind]:
@@ -219,10 +218,10 @@ class KernelBuilder:
             raise CompileError(f"op {op}: {e}") from None
 
     def _used(self, kind):
-        return sum(1 for u in self.kernel._units.values() if u.kind == kind)
+        return sum(1 for u in self.kernel.units.values() if u.kind == kind)
 
     def pos(self, endpoint):
-        u = self.kernel._units.get(endpoint.node)
+        u = self.kernel.units.get(endpoint.node)
         return self.mesh(u.pos) if u else None
 
     def _agcu(self, direction, near):

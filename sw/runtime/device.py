@@ -58,14 +58,21 @@ class ModelDevice:
         return self.chip.load_program(program)
 
     async def execute(self, reads, writes):
+        if self.loaded is None:
+            raise ChipError("execute before any program load")
         try:
             cycles, _ = self.chip.execute(reads, writes)
         except MemoryRangeError as e:
             raise ChipError(f"kernel: an AGCU pattern leaves its tier: {e}") from None
+        except ValueError as e:
+            # A host port without a pattern: the RTL would wait for it until its stall limit.
+            raise ChipError(f"kernel would stall: {e}") from None
         return cycles
 
     async def copy(self, src_tier, src, dst_tier, dst, nbytes):
         m = self.target.memory
+        if nbytes % m.word_bytes:
+            raise ChipError(f"copy: {nbytes} bytes is not a whole number of {m.word_bytes}-byte memory words")
         try:
             data = self.chip.memory[src_tier].read(src, nbytes)
             self.chip.memory[dst_tier].write(dst, data)

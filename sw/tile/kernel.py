@@ -208,6 +208,15 @@ class Kernel:
         self._connections = []
         self._positions = {}
 
+    @property
+    def units(self):
+        """The units placed so far: name -> :class:`Unit`."""
+        return dict(self._units)
+
+    def has_node(self, name):
+        """Whether a unit or host port of this kernel is called ``name``."""
+        return name in self._units or name in self._hosts
+
     def _new_name(self, name, default):
         name = default if name is None else name
         if not isinstance(name, str) or not name:

@@ -106,7 +106,7 @@ class CocotbDevice:
         if self.loaded is None:
             # The array would wait for a configuration until the bus limit; say why at once.
             raise ChipError("execute before load_program")
-        cycles, _ = await self.driver.execute(reads, writes)
+        cycles, _ = await self.driver.execute(reads, writes, statuses=False)
         return cycles
 
     async def copy(self, src_tier, src, dst_tier, dst, nbytes):

@@ -29,7 +29,9 @@ def cached_compile(checkpoint, target, mode, context):
         if file.is_file():
             digest.update(file.name.encode())
             digest.update(file.read_bytes())
-    for source in sorted(Path(__file__).parent.glob("compiler/*.py")):
+    # Everything that shapes a compiled model: the compiler, the kernel API and the RTL layouts it packs.
+    repo = Path(__file__).resolve().parent.parent
+    for source in sorted(list(repo.glob("sw/**/*.py")) + list(repo.glob("hw/**/*.py"))):
         digest.update(source.read_bytes())
     cached = CACHE / f"{digest.hexdigest()[:20]}.pkl"
     if cached.is_file():
@@ -38,8 +40,11 @@ def cached_compile(checkpoint, target, mode, context):
         except (CompileError, EOFError, OSError, AttributeError, ImportError):
             pass
     compiled = compile_model(checkpoint, target, mode=mode, context=context)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    save(compiled, cached)
+    try:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        save(compiled, cached)
+    except OSError as e:
+        raise CompileError(f"cannot write the compiled model to {cached}: {e.strerror}") from None
     return compiled, cached
 
 
@@ -48,9 +53,11 @@ def main(args):
     try:
         compiled = compile_model(args.checkpoint, target, mode="unfused" if args.unfused else "fused",
                                  context=args.context)
+        save(compiled, args.output)
     except ERRORS as e:
         raise SystemExit(f"openrdu compile: error: {e}")
-    save(compiled, args.output)
+    except OSError as e:
+        raise SystemExit(f"openrdu compile: error: cannot write {args.output}: {e.strerror}")
     print(compiled.summary())
     if args.memory_map:
         print("\nmemory map:")
@@ -59,5 +66,8 @@ def main(args):
     if args.json:
         from sw.compiler.estimate import estimate_step
 
-        Path(args.json).write_text(json.dumps(estimate_step(compiled, compiled.context), indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(estimate_step(compiled, compiled.context), indent=2))
+        except OSError as e:
+            raise SystemExit(f"openrdu compile: error: cannot write {args.json}: {e.strerror}")
     return 0

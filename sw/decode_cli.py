@@ -140,7 +140,10 @@ def print_report(results, compiled, text, prompt_ids):
     if len(modes) == 2:
         f, u = (results[m]["report"]["cycles_per_token"] for m in ("fused", "unfused"))
         same = results["fused"]["tokens"] == results["unfused"]["tokens"]
-        print(f"fused is {u / f:.2f}x faster per token than op-by-op; same tokens: {same}")
+        kf, ku = (results[m]["report"]["kernel_cycles_per_token"] for m in ("fused", "unfused"))
+        print(f"fused is {u / f:.2f}x faster per token than op-by-op ({ku / kf:.2f}x in kernel cycles alone; the "
+              f"rest is launches at the assumed {t.host_launch_cycles} cycles and Program Load); "
+              f"same tokens: {same}")
     load = r0["load"]
     print(f"load: {load['image_bytes']:,} bytes of weights, tables and programs "
           f"({load['host_link_cycles']:,.0f} cycles over the host link"
@@ -157,7 +160,8 @@ def main(args):
         for mode in modes:
             compiled[mode], paths[mode] = cached_compile(args.checkpoint, target, mode, args.context)
         prompt_ids = _prompt_ids(args, tokenizer)
-        check_request(compiled[modes[0]], prompt_ids, args.max_new_tokens)
+        check_request(compiled[modes[0]], prompt_ids, args.max_new_tokens, temperature=args.temperature,
+                      top_k=args.top_k)
         request = {"prompt_ids": prompt_ids, "max_new_tokens": args.max_new_tokens,
                    "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
                    "weights_tier": args.weights_tier}

@@ -2,8 +2,9 @@
 
 Per kernel: its HBM bytes at the tier's peak rate, or its busiest stream at
 one vector per cycle, whichever is longer, plus the memory latency; plus
-Program Load (one bitstream word per cycle) and the host's launch round
-trip. The runtime measures the real figures on either backend.
+Program Load (one bitstream word per cycle, charged for every launch; the
+runtime skips a load when the chip already holds the program), the host's
+launch round trip, and reading the logits back over the host link. The runtime measures the real figures on either backend.
 """
 
 from hw.mem.params import HBM
@@ -35,6 +36,7 @@ def estimate_step(compiled, tp):
     launch_cycles = len(launches) * t.host_launch_cycles
     read = sum(s.words * wb for launch in launches for s in launch.streams if s.direction == "read")
     written = sum(s.words * wb for launch in launches for s in launch.streams if s.direction == "write")
-    return {"cycles": kernel + load + launch_cycles, "kernel_cycles": kernel, "program_load_cycles": load,
-            "launch_cycles": launch_cycles, "bytes_read": read, "bytes_written": written,
-            "kernels": len(launches)}
+    host_io = 4 * compiled.shape.vocab_size / float(t.memory.host_bytes_per_cycle)
+    return {"cycles": kernel + load + launch_cycles + host_io, "kernel_cycles": kernel,
+            "program_load_cycles": load, "launch_cycles": launch_cycles, "host_io_cycles": host_io,
+            "bytes_read": read, "bytes_written": written, "kernels": len(launches)}

@@ -63,6 +63,8 @@ class MemoryMap:
 
     def add(self, name, nbytes, what, tier=HBM):
         if name in self.regions:
+            if (self.regions[name].nbytes, self.regions[name].tier) != (nbytes, tier):
+                raise CompileError(f"memory map: region {name} is allocated twice with different sizes")
             return self.regions[name]
         wb = self.memory.word_bytes
         size = -(-max(nbytes, wb) // wb) * wb
@@ -332,9 +334,11 @@ def _gemv(b, op):
     L, k_in, n_out = b.lanes, op.attrs["k"], op.attrs["n"]
     x, = op.inputs
     tiles = n_out // L
-    buf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(k_in // L, L), read=AddressPattern.linear(k_in, 1),
-                                  read_mode=ReadMode.BROADCAST, reads_per_fill=tiles, write_passes=1,
-                                  read_passes=tiles), op.name, "xbuf", [b.near_tensor(x)])
+    # One read pass walks the input once per tile (stride 0 over tiles), ending a group after each walk.
+    buf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(k_in // L, L),
+                                  read=AddressPattern((k_in, tiles), (1, 0), last_level=0),
+                                  read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1),
+                 op.name, "xbuf", [b.near_tensor(x)])
     mac = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=1,
                                   tail=op.attrs.get("tail", "none")), op.name, "mac", [b.mesh(buf.pos)])
     b.use(x, [buf.vi0])

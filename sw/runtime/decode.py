@@ -26,8 +26,12 @@ class DecodeError(ValueError):
     """A request the compiled model cannot serve: the message says which limit and by how much."""
 
 
-def check_request(compiled, prompt_ids, max_new_tokens):
+def check_request(compiled, prompt_ids, max_new_tokens, *, temperature=0.0, top_k=0):
     vocab = compiled.shape.vocab_size
+    if not np.isfinite(temperature) or temperature < 0:
+        raise DecodeError(f"temperature must be 0 (greedy) or a positive number, not {temperature}")
+    if top_k < 0:
+        raise DecodeError(f"top_k must be 0 (no limit) or positive, not {top_k}")
     if len(prompt_ids) == 0:
         raise DecodeError("the prompt is empty: give at least one token")
     bad = [t for t in prompt_ids if not 0 <= int(t) < vocab]
@@ -46,6 +50,9 @@ def sample(logits, *, temperature=0.0, top_k=0, rng=None):
     if temperature <= 0:
         return int(np.argmax(logits))
     z = np.asarray(logits, np.float64) / temperature
+    if not np.isfinite(z).all():
+        # A temperature so small that the logits overflow: the limit is greedy.
+        return int(np.argmax(logits))
     if 0 < top_k < z.size:
         cut = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cut, z, -np.inf)
@@ -112,7 +119,7 @@ class Session:
                 cost[key] += s.words * wb
         r = c.memory_map[c.logits]
         raw = await self.device.read(r.tier, r.offset, c.shape.vocab_size)
-        cost["host_io_cycles"] = r.nbytes / float(t.memory.host_bytes_per_cycle)
+        cost["host_io_cycles"] = 4 * c.shape.vocab_size / float(t.memory.host_bytes_per_cycle)
         cost["cycles"] = (cost["kernel_cycles"] + cost["program_load_cycles"] + cost["launch_cycles"]
                           + cost["host_io_cycles"])
         cost["tp"] = tp
@@ -159,7 +166,7 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     array of every step's logits (not serialisable).
     """
     prompt_ids = [int(t) for t in prompt_ids]
-    check_request(compiled, prompt_ids, max_new_tokens)
+    check_request(compiled, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k)
     start = time.perf_counter()
     session = Session(device, compiled)
     load_report = await session.load(weights_tier=weights_tier)

@@ -65,8 +65,8 @@ class ModelDevice:
         except MemoryRangeError as e:
             raise ChipError(f"kernel: an AGCU pattern leaves its tier: {e}") from None
         except ValueError as e:
-            # A host port without a pattern: the RTL would wait for it until its stall limit.
-            raise ChipError(f"kernel would stall: {e}") from None
+            # A host port without a pattern (the RTL would stall on it) or a pattern it cannot hold.
+            raise ChipError(f"kernel: {e}") from None
         return cycles
 
     async def copy(self, src_tier, src, dst_tier, dst, nbytes):

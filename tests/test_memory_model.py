@@ -5,6 +5,7 @@ import pytest
 
 from hw.mem import params
 from hw.mem.controller import QUEUE_CYCLES
+from sw.model import memory_units as mu
 from sw.model.memory import MemoryRangeError, SparseMemory, TierModel
 
 
@@ -84,3 +85,20 @@ def test_chip_model_runs_then_reports_a_pattern_outside_its_tier():
     with pytest.raises(MemoryRangeError, match=rf"AGCU {x_agcu} \(t1\) read: word 2 of its pattern"):
         chip.execute(reads, writes)
     assert chip.memory[hbm].read(out, words * wb).any(), "the kernel ran and wrote its output before the report"
+
+
+def test_agcu_bf16_read_widens_each_value_exactly():
+    """A bf16 read gives every stored 16-bit value as the fp32 lane with it in the top half, low half first."""
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal(64).astype(np.float32)
+    bf16 = (values.view(np.uint32) >> 16).astype("<u2")
+    memory = SparseMemory("hbm", 1 << 16)
+    memory.write(0x100, bf16.view(np.uint8))
+    for lanes in (2, 4, 8):
+        vectors, last, report = mu.agcu_read(memory, 1 << 16, 0x100, [8], [1], lanes=lanes, word_bytes=16,
+                                             bf16=True)
+        assert np.array_equal(vectors.reshape(-1), bf16.astype(np.uint32) << 16)
+        assert last.sum() == 1 and last[-1] and report.words == 8
+    _, last, _ = mu.agcu_read(memory, 1 << 16, 0x100, [2, 4], [1, 2], lanes=4, word_bytes=16, last_every=1,
+                              bf16=True)
+    assert np.flatnonzero(last).tolist() == [3, 7, 11, 15]

@@ -75,10 +75,10 @@ class AgcuDriver:
         self.prefix = f"a{index}"
         self.pulse = set()
 
-    async def begin(self, direction, *, tier, base, counts, strides, runtime_base=False, last_every=0):
+    async def begin(self, direction, *, tier, base, counts, strides, runtime_base=False, last_every=0, bf16=False):
         counts, strides = list(counts) + [1] * (4 - len(counts)), list(strides) + [0] * (4 - len(strides))
         self.cfg[direction] = dict(tier=tier, base=base, counts=counts, strides=strides,
-                                   runtime_base=int(runtime_base), last_every=last_every)
+                                   runtime_base=int(runtime_base), last_every=last_every, bf16=int(bf16))
         # Both directions may start in the same cycle from two coroutines: each
         # write of the port carries every pulse still pending.
         self.pulse.add(direction)
@@ -104,13 +104,13 @@ class AgcuDriver:
         raise AssertionError(f"AGCU {self.index} {direction} not done after {limit} cycles: {self.status(direction)}")
 
     async def read(self, tier, base, counts, strides, *, backpressure=0.0, seed=0, runtime_offset=None,
-                   last_every=0):
+                   last_every=0, bf16=False):
         """Run a read and return (vectors, last flags, status)."""
-        words = int(np.prod(counts))
+        words = int(np.prod(counts)) * (2 if bf16 else 1)
         lanes = self.lanes
         vectors = -(-words * WB // (4 * lanes))
         await self.begin("read", tier=tier, base=base, counts=counts, strides=strides,
-                         runtime_base=runtime_offset is not None, last_every=last_every)
+                         runtime_base=runtime_offset is not None, last_every=last_every, bf16=bf16)
         if runtime_offset is not None:
             cocotb.start_soon(drive(self.dut, f"{self.prefix}_si", pack_scalars([runtime_offset], [1]),
                                     idle=0.5, seed=seed))
@@ -216,6 +216,38 @@ async def strided_and_tiled_reads(dut):
             got, _, status = await agcu.read(tier, bases[tier], counts, strides, runtime_offset=offset)
             assert np.array_equal(got, want), f"AGCU {index} {P.tiers[tier].name}: runtime-base read differs"
             assert status["tile_stalls"] > 0, "waiting for the runtime base counts as a tile stall"
+
+
+@cocotb.test()
+async def bf16_reads(dut):
+    """bf16 reads widen each word to two words of fp32 lanes: every pattern, both AGCUs, against the model.
+
+    The contiguous case is also checked against numpy's own bf16 -> fp32 widening of the stored bytes.
+    """
+    stores = await start(dut)
+    rng = np.random.default_rng(SEED + 1)
+    base = 0x4000
+    random_fill(stores[HBM], rng, base - 0x2000, 0x6000)
+    image = tier_image(stores[HBM])
+    cap = P.hbm.capacity
+    for index in range(len(LANES)):
+        agcu = AgcuDriver(dut, index)
+        for k, (name, counts, strides, every) in enumerate(read_cases(agcu.lanes)):
+            at = base + (0x800 if name == "reversed" else 0)
+            want, want_last, report = mu.agcu_read(image, cap, at, counts, strides, lanes=agcu.lanes, word_bytes=WB,
+                                                   last_every=every, bf16=True)
+            got, last, status = await agcu.read(HBM, at, counts, strides, backpressure=0.3, seed=SEED + k,
+                                                last_every=every, bf16=True)
+            where = f"AGCU {index} bf16 {name}"
+            assert np.array_equal(got, want), f"{where}: data differs at vectors " \
+                                              f"{np.flatnonzero((got != want).any(axis=1))[:8]}"
+            assert np.array_equal(last, want_last), f"{where}: last flags {np.flatnonzero(last)}"
+            assert not status["error"] and status["words"] == report.words, f"{where}: status {status}"
+            if name == "contiguous":
+                words = int(np.prod(counts))
+                halves = np.frombuffer(bytes(image[at:at + words * WB]), dtype="<u2")
+                widened = halves.astype(np.uint32) << 16
+                assert np.array_equal(got.reshape(-1)[:widened.size], widened), f"{where}: not the bf16 values"
 
 
 @cocotb.test()

@@ -63,6 +63,7 @@ def transfer_layout(params):
         "tier": 1,
         "runtime_base": 1,
         "last_every": 3,
+        "bf16": 1,
         "base": params.addr_bits,
         "counts": data.ArrayLayout(COUNT_BITS, LEVELS),
         "strides": data.ArrayLayout(signed(stride_bits(params)), LEVELS),
@@ -203,6 +204,10 @@ class Agcu(wiring.Component):
       vector only; k (1 to 4) also on the vector holding each word at which
       levels 0..k-1 all finish, so a stream carries the group boundaries the
       tiles expect (one ``last`` per weight tile, say).
+    - ``bf16`` (reads): each memory word holds ``word_bytes / 2`` bf16 values,
+      delivered as that many fp32 lanes (the value in the top 16 bits, exact):
+      the low half of the word first, as one word of fp32 data, then the high
+      half. Weights stream at bf16 bandwidth into fp32 units. Writes ignore it.
 
     **Data.** A vector holds ``4 * lanes`` bytes, a multiple or a divisor of a
     TLN word; lane 0 is the lowest-addressed bytes (little-endian). Words go
@@ -297,7 +302,7 @@ class Agcu(wiring.Component):
                 tier=Signal(name=f"{name}_tier"), low=Signal(low, name=f"{name}_low"),
                 base=Signal(word_addr_bits(P), name=f"{name}_base"),
                 counts=Signal(data.ArrayLayout(COUNT_BITS, LEVELS), name=f"{name}_counts"),
-                last_every=Signal(3, name=f"{name}_last_every"),
+                last_every=Signal(3, name=f"{name}_last_every"), bf16=Signal(name=f"{name}_bf16"),
                 strides=Signal(data.ArrayLayout(signed(stride_bits(P)), LEVELS), name=f"{name}_strides"),
                 wait=Signal(name=f"{name}_wait"), issue=Signal(name=f"{name}_issue"),
                 responses=Signal(STATUS_BITS, name=f"{name}_responses"),
@@ -328,7 +333,7 @@ class Agcu(wiring.Component):
                 m.d.sync += [
                     d["tier"].eq(cfg.tier), d["low"].eq(cfg.base[:low]), d["base"].eq(cfg.base[low:]),
                     d["counts"].eq(cfg.counts), d["strides"].eq(cfg.strides), d["responses"].eq(0),
-                    d["last_every"].eq(cfg.last_every),
+                    d["last_every"].eq(cfg.last_every), d["bf16"].eq(cfg.bf16),
                     st.done.eq(empty), st.error.eq(0), st.error_word.eq(0), st.words.eq(0), st.cycles.eq(0),
                     st.tile_stalls.eq(0), st.mem_stalls.eq(0),
                 ]
@@ -414,10 +419,25 @@ class Agcu(wiring.Component):
         with m.If(wr_resp & resp.payload.tag[TAG_FINAL]):
             m.d.sync += [w["busy"].eq(0), st_w.done.eq(1)]
 
-        # Read data: words from the buffer head to vectors on ``vo``.
-        head = rbuf.r_data[:8 * wb]
-        head_final = rbuf.r_data[8 * wb]
-        head_group = rbuf.r_data[8 * wb + 1]
+        # Read data: words from the buffer head to vectors on ``vo``. With ``bf16`` each buffer word
+        # is two words in turn, its halves with every 16-bit value widened to the top of a 32-bit lane
+        # (bf16 to fp32 is exact); ``pop`` takes one of those, ``rbuf.r_en`` the buffer word.
+        raw = rbuf.r_data[:8 * wb]
+        half = Signal()
+        second = Signal()
+        pop = Signal()
+        bf16 = r["bf16"]
+        widen = lambda bits: Cat(*(Cat(Const(0, 16), bits[16 * i:16 * i + 16]) for i in range(len(bits) // 16)))
+        head = Signal(8 * wb)
+        m.d.comb += [
+            second.eq(~bf16 | half),
+            head.eq(Mux(bf16, widen(Mux(half, raw[4 * wb:], raw[:4 * wb])), raw)),
+            rbuf.r_en.eq(pop & second),
+        ]
+        with m.If(pop & bf16):
+            m.d.sync += half.eq(~half)
+        head_final = rbuf.r_data[8 * wb] & second
+        head_group = rbuf.r_data[8 * wb + 1] & second
         vo = self.vo
         take = Signal()
         vo_final = Signal()
@@ -432,7 +452,7 @@ class Agcu(wiring.Component):
                 vo.valid.eq(rbuf.r_rdy & complete),
                 vo_final.eq(head_final),
                 vo.payload.last.eq(head_group),
-                rbuf.r_en.eq(take | (rbuf.r_rdy & ~complete)),
+                pop.eq(take | (rbuf.r_rdy & ~complete)),
             ]
             # A final vector short of words has zero lanes beyond them.
             parts = [Mux(j < fill, gathered[j], Mux(j == fill, head, 0)) for j in range(rw - 1)]
@@ -453,7 +473,7 @@ class Agcu(wiring.Component):
                 vo.payload.data.eq(head.word_select(part, vbits)),
                 vo_final.eq(head_final & (part == rv - 1)),
                 vo.payload.last.eq(head_group & (part == rv - 1)),
-                rbuf.r_en.eq(take & (part == rv - 1)),
+                pop.eq(take & (part == rv - 1)),
             ]
             with m.If(take):
                 m.d.sync += part.eq(Mux(part == rv - 1, 0, part + 1))
@@ -461,7 +481,7 @@ class Agcu(wiring.Component):
             m.d.comb += [
                 vo.valid.eq(rbuf.r_rdy), vo.payload.data.eq(head), vo_final.eq(head_final),
                 vo.payload.last.eq(head_group),
-                rbuf.r_en.eq(take),
+                pop.eq(take),
             ]
         with m.If(take & vo_final):
             m.d.sync += [r["busy"].eq(0), st_r.done.eq(1)]

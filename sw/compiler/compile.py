@@ -21,6 +21,19 @@ def _fp32_words(array):
     return np.ascontiguousarray(np.asarray(array, dtype=np.float32)).view(np.uint32).reshape(-1)
 
 
+def is_bf16(array):
+    """Whether every value is a bf16 value (its fp32 pattern's low 16 bits are zero)."""
+    return not np.any(_fp32_words(array) & 0xFFFF)
+
+
+def _bf16_words(array):
+    """bf16 values packed two to a 32-bit word, the first in the low half (as the AGCU widens them)."""
+    halves = (_fp32_words(array) >> 16).astype("<u2")
+    if halves.size % 2:
+        halves = np.concatenate([halves, np.zeros(1, "<u2")])
+    return halves.view("<u4")
+
+
 def gemv_layout(w, lanes):
     """A (n, k) weight as its GEMV streams it: per tile of ``lanes`` outputs, k rows of ``lanes`` (zero-padded)."""
     n, k = w.shape
@@ -77,28 +90,42 @@ def buckets(context, lanes):
     return out + [context]
 
 
+def stream_dtypes(shape, target, weights):
+    """Whether the GEMV weights and the embedding table stream as bf16 (``(gemv, embed)``).
+
+    bf16 when every value is one (a bf16 checkpoint), and, for the embedding row, when a row
+    of bf16 fills whole memory words.
+    """
+    names = [n for n in weights if n.endswith("_proj.weight") or n in ("lm_head.weight",
+                                                                        "model.embed_tokens.weight")]
+    gemv = all(is_bf16(weights[n]) for n in names)
+    return gemv, gemv and (2 * shape.hidden_size) % target.memory.word_bytes == 0
+
+
 def _layout(shape, target, context, weights):
     """Memory map and image: weights as streamed, tables, KV caches, scratch for every activation."""
     L = target.array.lanes
     hd, nh, nkv = shape.head_dim, shape.num_heads, shape.num_kv_heads
     mmap, image, zeroed = MemoryMap(target.memory), {}, []
+    gemv_bf16, embed_bf16 = stream_dtypes(shape, target, weights)
+    matrix = _bf16_words if gemv_bf16 else _fp32_words
 
     def put(name, words, what):
         mmap.add(name, 4 * words.size, what)
         image[name] = words
 
-    put("w.embed", _fp32_words(weights["model.embed_tokens.weight"]), "weight")
+    put("w.embed", (_bf16_words if embed_bf16 else _fp32_words)(weights["model.embed_tokens.weight"]), "weight")
     for i in range(shape.num_layers):
         p = f"model.layers.{i}."
         w = lambda part: weights[p + part + ".weight"]
         put(f"w.L{i}.norm1", _fp32_words(w("input_layernorm")), "weight")
         qk = np.concatenate([w("self_attn.q_proj"), w("self_attn.k_proj")])
-        put(f"w.L{i}.qk", _fp32_words(gemv_layout(qk, L)), "weight")
-        put(f"w.L{i}.v", _fp32_words(gemv_layout(w("self_attn.v_proj"), L)), "weight")
-        put(f"w.L{i}.o", _fp32_words(gemv_layout(w("self_attn.o_proj"), L)), "weight")
+        put(f"w.L{i}.qk", matrix(gemv_layout(qk, L)), "weight")
+        put(f"w.L{i}.v", matrix(gemv_layout(w("self_attn.v_proj"), L)), "weight")
+        put(f"w.L{i}.o", matrix(gemv_layout(w("self_attn.o_proj"), L)), "weight")
         put(f"w.L{i}.norm2", _fp32_words(w("post_attention_layernorm")), "weight")
         for part in ("gate", "up", "down"):
-            put(f"w.L{i}.{part}", _fp32_words(gemv_layout(w(f"mlp.{part}_proj"), L)), "weight")
+            put(f"w.L{i}.{part}", matrix(gemv_layout(w(f"mlp.{part}_proj"), L)), "weight")
         # q of this step and every position's k, one row of head_dim per position and head.
         mmap.add(f"kv.L{i}.qk", 4 * (nh + nkv) * context * hd, "kv_cache")
         # V by lane blocks: [kv head][block of L dims][position][L], so a head's block streams contiguously.
@@ -106,7 +133,7 @@ def _layout(shape, target, context, weights):
         zeroed += [f"kv.L{i}.qk", f"kv.L{i}.v"]
     put("w.norm", _fp32_words(weights["model.norm.weight"]), "weight")
     head = weights["model.embed_tokens.weight" if shape.tie_word_embeddings else "lm_head.weight"]
-    put("w.lm_head", _fp32_words(gemv_layout(head, L)), "weight")
+    put("w.lm_head", matrix(gemv_layout(head, L)), "weight")
     cos = np.zeros((context, hd), np.float32)
     sin = np.zeros((context, hd), np.float32)
     for pos in range(context):
@@ -121,8 +148,11 @@ def _layout(shape, target, context, weights):
     return mmap, image, zeroed
 
 
-def chip_ops(shape, target, context, tp):
-    """The decode step as chip ops, attending over ``tp`` positions, and its activation tensors."""
+def chip_ops(shape, target, context, tp, *, gemv_bf16=False, embed_bf16=False):
+    """The decode step as chip ops, attending over ``tp`` positions, and its activation tensors.
+
+    ``gemv_bf16`` / ``embed_bf16``: the weights and the embedding table are stored as bf16.
+    """
     L, wb = target.array.lanes, target.memory.word_bytes
     d, f, hd, nh, nkv = (shape.hidden_size, shape.intermediate_size, shape.head_dim, shape.num_heads,
                          shape.num_kv_heads)
@@ -141,14 +171,17 @@ def chip_ops(shape, target, context, tp):
     row = _words(4 * hd, wb, "head_dim")
     vw = _words(4 * L, wb, "vector")
     nv = hd // L
-    x = tensor("x0", d, Home("w.embed", token_stride=4 * d))
+    x = tensor("x0", d, Home("w.embed", token_stride=(2 if embed_bf16 else 4) * d, bf16=embed_bf16))
+
+    def gemv(name, inputs, outputs, **attrs):
+        op(name, "gemv", inputs, outputs, bf16=gemv_bf16, **attrs)
     for i in range(shape.num_layers):
         n = lambda s: f"L{i}.{s}"
         slots, values = f"kv.L{i}.qk", f"kv.L{i}.v"
         op(n("norm1"), "rmsnorm", [x], [tensor(n("h"), d)], d=d, eps=eps, gain=f"w.L{i}.norm1")
-        op(n("qk"), "gemv", [n("h")], [tensor(n("qk_raw"), (nh + nkv) * hd)], k=d, n=(nh + nkv) * hd,
+        gemv(n("qk"), [n("h")], [tensor(n("qk_raw"), (nh + nkv) * hd)], k=d, n=(nh + nkv) * hd,
            weight=f"w.L{i}.qk")
-        op(n("v"), "gemv", [n("h")], [], k=d, n=nkv * hd, weight=f"w.L{i}.v",
+        gemv(n("v"), [n("h")], [], k=d, n=nkv * hd, weight=f"w.L{i}.v",
            out_home=(values, (vw, nv, nkv), (1, context * vw, nv * context * vw), 4 * L), writes_home=[values])
         op(n("rope"), "rope", [n("qk_raw")], [], head_dim=hd, heads=nh + nkv,
            out_home=(slots, (row, nh + nkv), (1, context * row)), writes_home=[slots])
@@ -157,18 +190,18 @@ def chip_ops(shape, target, context, tp):
            **attn)
         op(n("pv"), "attention_values", [n("probs")], [tensor(n("attn"), nh * hd)], values=values,
            reads_home=[values], **attn)
-        op(n("o"), "gemv", [n("attn")], [tensor(n("o_out"), d)], k=nh * hd, n=d, weight=f"w.L{i}.o")
+        gemv(n("o"), [n("attn")], [tensor(n("o_out"), d)], k=nh * hd, n=d, weight=f"w.L{i}.o")
         op(n("add1"), "add", [x, n("o_out")], [tensor(n("x_mid"), d)], words=d)
         op(n("norm2"), "rmsnorm", [n("x_mid")], [tensor(n("h2"), d)], d=d, eps=eps, gain=f"w.L{i}.norm2")
-        op(n("gate"), "gemv", [n("h2")], [tensor(n("gate_act"), f)], k=d, n=f, weight=f"w.L{i}.gate", tail="silu")
-        op(n("up"), "gemv", [n("h2")], [tensor(n("up_out"), f)], k=d, n=f, weight=f"w.L{i}.up")
+        gemv(n("gate"), [n("h2")], [tensor(n("gate_act"), f)], k=d, n=f, weight=f"w.L{i}.gate", tail="silu")
+        gemv(n("up"), [n("h2")], [tensor(n("up_out"), f)], k=d, n=f, weight=f"w.L{i}.up")
         op(n("mul"), "mul", [n("gate_act"), n("up_out")], [tensor(n("act"), f)], words=f)
-        op(n("down"), "gemv", [n("act")], [tensor(n("down_out"), d)], k=f, n=d, weight=f"w.L{i}.down")
+        gemv(n("down"), [n("act")], [tensor(n("down_out"), d)], k=f, n=d, weight=f"w.L{i}.down")
         x = tensor(n("x_out"), d)
         op(n("add2"), "add", [n("x_mid"), n("down_out")], [x], words=d)
     op("final_norm", "rmsnorm", [x], [tensor("x_final", d)], d=d, eps=eps, gain="w.norm")
     vocab_padded = -(-shape.vocab_size // L) * L
-    op("lm_head", "gemv", ["x_final"], [], k=d, n=vocab_padded, weight="w.lm_head",
+    gemv("lm_head", ["x_final"], [], k=d, n=vocab_padded, weight="w.lm_head",
        out_home=("logits", (vocab_padded * 4 // wb,), (1,), 0), writes_home=["logits"])
     return ops, tensors
 
@@ -184,14 +217,15 @@ def compile_model(checkpoint, target, *, mode="fused", context=None):
     context = max_context(shape, target) if context is None else context
     check_fit(shape, target, context)
     mmap, image, zeroed = _layout(shape, target, context, ckpt.weights)
-    _, tensors = chip_ops(shape, target, context, context)
+    dtypes = dict(zip(("gemv_bf16", "embed_bf16"), stream_dtypes(shape, target, ckpt.weights)))
+    _, tensors = chip_ops(shape, target, context, context, **dtypes)
     for name, t in tensors.items():
         if t["home"] is None:
             mmap.add(t["scratch"], 4 * t["words"], "scratch")
     programs, built = {}, {}
     all_buckets = {}
     for tp in buckets(context, L):
-        ops, tensors = chip_ops(shape, target, context, tp)
+        ops, tensors = chip_ops(shape, target, context, tp, **dtypes)
         launches = []
         for index, (kernel_ops, program, streams) in enumerate(pack(target, mmap, tensors, ops,
                                                                     fused=mode == "fused", cache=built)):

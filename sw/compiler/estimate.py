@@ -4,7 +4,8 @@ Per kernel: its HBM bytes at the tier's peak rate, or its busiest stream at
 one vector per cycle, whichever is longer, plus the memory latency; plus
 Program Load (one bitstream word per cycle, charged for every launch; the
 runtime skips a load when the chip already holds the program), the host's
-launch round trip, and reading the logits back over the host link. The runtime measures the real figures on either backend.
+launch round trip, and reading the logits back over the host link. The
+runtime measures the real figures on either backend.
 """
 
 from hw.mem.params import HBM

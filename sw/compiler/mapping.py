@@ -16,8 +16,9 @@ since every AGCU starts reading when the kernel starts. Fused mode packs as
 much as fits; unfused mode puts every op in its own kernel, the op-by-op
 baseline.
 
-Every weight streams from HBM once per token through an AGCU, as fp32 words
-holding the checkpoint's bf16 values, in the order its GEMV consumes it.
+Every weight streams from HBM once per token through an AGCU in the order
+its GEMV consumes it: as bf16, widened to fp32 lanes by the AGCU, when the
+checkpoint's values are all bf16, else as fp32.
 """
 
 from dataclasses import dataclass, field
@@ -110,10 +111,11 @@ class Stream:
     last_every: int = 0
     pos_stride: int = 0
     token_stride: int = 0
+    bf16: bool = False
 
     def pattern(self, token, pos):
         return Pattern(self.tier, self.offset + token * self.token_stride + pos * self.pos_stride,
-                       self.counts, self.strides, self.last_every)
+                       self.counts, self.strides, self.last_every, self.bf16)
 
     @property
     def words(self):
@@ -160,6 +162,7 @@ class Home:
     region: str
     token_stride: int = 0
     pos_stride: int = 0
+    bf16: bool = False
 
 
 def _words(nbytes, wb, where):
@@ -237,14 +240,14 @@ class KernelBuilder:
         return best, self.target.agcus.index(best)
 
     def read(self, name, region, counts, strides, sinks, *, last_every=0, offset=0, pos_stride=0,
-             token_stride=0):
+             token_stride=0, bf16=False):
         """Stream ``region`` (at ``offset`` bytes in) to the ``sinks`` through a free AGCU."""
         (side, col), k = self._agcu("read", [self.pos(s) for s in sinks])
         host = self.kernel.host_input(self._name(name, "in"), col=col, side=side)
         self.kernel.connect(host.out, list(sinks))
         r = self.mmap[region]
         self.streams.append(Stream(k, "read", region, r.tier, r.offset + offset, tuple(counts), tuple(strides),
-                                   last_every, pos_stride, token_stride))
+                                   last_every, pos_stride, token_stride, bf16))
 
     def write(self, name, source, region, counts, strides, *, offset=0, pos_stride=0):
         (side, col), k = self._agcu("write", [self.pos(source)])
@@ -292,12 +295,12 @@ class KernelBuilder:
 
     def _read_tensor(self, tensor, sinks):
         t = self.tensors[tensor]
-        words = _words(4 * t["words"], self.wb, f"tensor {tensor}")
-        counts, strides = _linear(words)
         home = t.get("home")
+        size = 2 if home is not None and home.bf16 else 4
+        counts, strides = _linear(_words(size * t["words"], self.wb, f"tensor {tensor}"))
         if home is not None:
             self.read(tensor, home.region, counts, strides, sinks, token_stride=home.token_stride,
-                      pos_stride=home.pos_stride)
+                      pos_stride=home.pos_stride, bf16=home.bf16)
         else:
             self.read(tensor, t["scratch"], counts, strides, sinks)
 
@@ -343,8 +346,9 @@ def _gemv(b, op):
                                   tail=op.attrs.get("tail", "none")), op.name, "mac", [b.mesh(buf.pos)])
     b.use(x, [buf.vi0])
     b.kernel.connect(buf.vo0, mac.vi0)
-    words = _words(4 * k_in * n_out, b.wb, op.name)
-    b.read(op.attrs["weight"], op.attrs["weight"], *_linear(words), [mac.vi1])
+    bf16 = op.attrs.get("bf16", False)
+    words = _words((2 if bf16 else 4) * k_in * n_out, b.wb, op.name)
+    b.read(op.attrs["weight"], op.attrs["weight"], *_linear(words), [mac.vi1], bf16=bf16)
     home = op.attrs.get("out_home")
     if home:
         region, counts, strides, pos_stride = home

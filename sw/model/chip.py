@@ -75,11 +75,14 @@ class ChipModel:
             tier = P.tiers[pat.tier]
             vectors, last, report = memory_units.agcu_read(self.memory[pat.tier], tier.capacity, pat.base,
                                                            list(pat.counts), list(pat.strides), lanes=lanes,
-                                                           word_bytes=wb, last_every=pat.last_every)
+                                                           word_bytes=wb, last_every=pat.last_every,
+                                                           bf16=bool(getattr(pat, "bf16", False)))
             reports[(k, "read")] = (report, pat)
             inputs[name] = (vectors, last)
             words_of[name] = (pat.tier, pat.words)
         arrivals = self._arrivals(words_of)
+        # An AGCU offers at most one vector a cycle (a bf16 word makes two).
+        arrivals = {n: (first, max(end, first + len(inputs[n][0]) - 1)) for n, (first, end) in arrivals.items()}
         run = ArrayModel(prog).run(inputs, arrivals=arrivals)
         end = max((e for _, e in arrivals.values()), default=0)
         for name, port in prog.host_outputs.items():

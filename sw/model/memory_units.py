@@ -114,8 +114,13 @@ def _read_span(memory, offset, size):
     return np.asarray(memory[offset:offset + size], dtype=np.uint8)
 
 
-def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, runtime_offset=0, last_every=0):
+def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, runtime_offset=0, last_every=0,
+              bf16=False):
     """Vectors an AGCU read delivers: ((n, lanes) uint32, last flags (n,), TransferResult).
+
+    With ``bf16`` every word is widened to two words of fp32 lanes (each
+    16-bit value in a lane's top half), its low half first, and only the
+    second carries the word's group flag.
 
     A word outside the tier reads as zeros. When the words do not fill a
     whole number of vectors the final vector's missing lanes are zero.
@@ -126,13 +131,16 @@ def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, 
     addresses = transfer_addresses(base, counts, strides, word_bytes=word_bytes, runtime_offset=runtime_offset)
     report = _report(addresses, capacity, word_bytes)
     raw = _gather(memory, addresses, capacity, word_bytes)
+    ends = group_ends(counts, last_every)
+    if bf16:
+        raw = (raw.reshape(-1).view("<u2").astype("<u4") << 16).view(np.uint8).reshape(-1, word_bytes)
+        ends = np.stack([np.zeros_like(ends), ends], axis=1).reshape(-1)
     flat = raw.reshape(-1)
     vector_bytes = 4 * lanes
     n = -(-flat.size // vector_bytes)
     padded = np.zeros(n * vector_bytes, dtype=np.uint8)
     padded[:flat.size] = flat
     vectors = padded.view("<u4").reshape(n, lanes)
-    ends = group_ends(counts, last_every)
     words_per_vector = max(1, vector_bytes // word_bytes)
     vectors_per_word = max(1, word_bytes // vector_bytes)
     last = np.zeros(n, dtype=bool)

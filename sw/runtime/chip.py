@@ -33,13 +33,17 @@ class ChipError(RuntimeError):
 
 @dataclass(frozen=True)
 class Pattern:
-    """One AGCU transfer: ``counts`` and ``strides`` in TLN words (level 0 innermost), byte ``base``."""
+    """One AGCU transfer: ``counts`` and ``strides`` in TLN words (level 0 innermost), byte ``base``.
+
+    ``bf16`` (reads) widens each word's bf16 values to fp32 lanes: two words of vectors per memory word.
+    """
 
     tier: int
     base: int
     counts: tuple
     strides: tuple
     last_every: int = 0
+    bf16: bool = False
 
     def __post_init__(self):
         if len(self.counts) != len(self.strides) or not 1 <= len(self.counts) <= LEVELS:
@@ -52,7 +56,7 @@ class Pattern:
 
     def fields(self):
         pad = LEVELS - len(self.counts)
-        return dict(tier=self.tier, base=self.base, last_every=self.last_every,
+        return dict(tier=self.tier, base=self.base, last_every=self.last_every, bf16=int(self.bf16),
                     counts=list(self.counts) + [1] * pad, strides=list(self.strides) + [0] * pad)
 
 

@@ -120,6 +120,18 @@ class AgcuDriver:
         values, last = unpack_vectors(got, lanes)
         return values, last, status
 
+    async def checked_read(self, image, tier, base, counts, strides, *, where, seed, last_every=0, bf16=False):
+        """A read under 30% back-pressure that must match the model word for word; returns (vectors, status)."""
+        want, want_last, report = mu.agcu_read(image, P.tiers[tier].capacity, base, counts, strides,
+                                               lanes=self.lanes, word_bytes=WB, last_every=last_every, bf16=bf16)
+        got, last, status = await self.read(tier, base, counts, strides, backpressure=0.3, seed=seed,
+                                            last_every=last_every, bf16=bf16)
+        assert np.array_equal(got, want), f"{where}: data differs at vectors " \
+                                          f"{np.flatnonzero((got != want).any(axis=1))[:8]}"
+        assert np.array_equal(last, want_last), f"{where}: last flags {np.flatnonzero(last)}"
+        assert not status["error"] and status["words"] == report.words, f"{where}: status {status}"
+        return got, status
+
     async def write(self, tier, base, counts, strides, vectors, *, idle=0.0, seed=0, runtime_offset=None):
         """Run a write of ``vectors`` ((n, lanes) uint32) and return its status."""
         await self.begin("write", tier=tier, base=base, counts=counts, strides=strides,
@@ -197,15 +209,9 @@ async def strided_and_tiled_reads(dut):
             cap = P.tiers[tier].capacity
             for k, (name, counts, strides, every) in enumerate(read_cases(agcu.lanes)):
                 base = bases[tier] + (0x800 if name == "reversed" else 0)
-                want, want_last, report = mu.agcu_read(image, cap, base, counts, strides, lanes=agcu.lanes,
-                                                       word_bytes=WB, last_every=every)
-                got, last, status = await agcu.read(tier, base, counts, strides, backpressure=0.3, seed=SEED + k,
-                                                    last_every=every)
                 where = f"AGCU {index} {P.tiers[tier].name} {name}"
-                assert np.array_equal(got, want), f"{where}: data differs at vectors " \
-                                                  f"{np.flatnonzero((got != want).any(axis=1))[:8]}"
-                assert np.array_equal(last, want_last), f"{where}: last flags {np.flatnonzero(last)}"
-                assert not status["error"] and status["words"] == report.words, f"{where}: status {status}"
+                _, status = await agcu.checked_read(image, tier, base, counts, strides, where=where, seed=SEED + k,
+                                                    last_every=every)
                 if name == "contiguous":
                     assert status["tile_stalls"] > 0, f"{where}: back-pressure not counted as tile stalls"
             # A runtime base from the scalar stream, in words.
@@ -229,20 +235,13 @@ async def bf16_reads(dut):
     base = 0x4000
     random_fill(stores[HBM], rng, base - 0x2000, 0x6000)
     image = tier_image(stores[HBM])
-    cap = P.hbm.capacity
     for index in range(len(LANES)):
         agcu = AgcuDriver(dut, index)
         for k, (name, counts, strides, every) in enumerate(read_cases(agcu.lanes)):
             at = base + (0x800 if name == "reversed" else 0)
-            want, want_last, report = mu.agcu_read(image, cap, at, counts, strides, lanes=agcu.lanes, word_bytes=WB,
-                                                   last_every=every, bf16=True)
-            got, last, status = await agcu.read(HBM, at, counts, strides, backpressure=0.3, seed=SEED + k,
-                                                last_every=every, bf16=True)
             where = f"AGCU {index} bf16 {name}"
-            assert np.array_equal(got, want), f"{where}: data differs at vectors " \
-                                              f"{np.flatnonzero((got != want).any(axis=1))[:8]}"
-            assert np.array_equal(last, want_last), f"{where}: last flags {np.flatnonzero(last)}"
-            assert not status["error"] and status["words"] == report.words, f"{where}: status {status}"
+            got, _ = await agcu.checked_read(image, HBM, at, counts, strides, where=where, seed=SEED + k,
+                                             last_every=every, bf16=True)
             if name == "contiguous":
                 words = int(np.prod(counts))
                 halves = np.frombuffer(bytes(image[at:at + words * WB]), dtype="<u2")

@@ -1,4 +1,4 @@
-"""The README's main command, ``openrdu demo``, on a smaller layer (the same chip build as unit ``chip``)."""
+"""``openrdu demo`` (one layer on the chip, checked bit for bit) on a smaller layer, on the ``chip`` unit's build."""
 
 from sw import chip_demo
 

@@ -212,7 +212,7 @@ class KernelBuilder:
 
     def unit(self, kind, config, op, what, near=()):
         if not self.free[kind]:
-            raise FitError(f"{kind.upper()}s: all {len(self.free[kind]) + self._used(kind)} are used")
+            raise FitError(f"{kind.upper()}s: all {self._used(kind)} are used")
         near = [n for n in near if n is not None]
         best = min(self.free[kind], key=lambda q: (sum(abs(q[0] + 1 - a) + abs(q[1] - b) for a, b in near), q))
         self.free[kind].remove(best)

@@ -68,15 +68,11 @@ class ChipModel:
         wb = P.word_bytes
         inputs, words_of, reports = {}, {}, {}
         for name, port in prog.host_inputs.items():
-            k = self.agcu_at(port.side, port.col)
-            if k not in reads:
-                raise ValueError(f"host input {name!r} at {port.side}{port.col} (AGCU {k}) has no read pattern")
-            pat = reads[k]
+            k, pat = self._pattern(reads, "input", name, port)
             tier = P.tiers[pat.tier]
             vectors, last, report = memory_units.agcu_read(self.memory[pat.tier], tier.capacity, pat.base,
                                                            list(pat.counts), list(pat.strides), lanes=lanes,
-                                                           word_bytes=wb, last_every=pat.last_every,
-                                                           bf16=bool(getattr(pat, "bf16", False)))
+                                                           word_bytes=wb, last_every=pat.last_every, bf16=pat.bf16)
             reports[(k, "read")] = (report, pat)
             inputs[name] = (vectors, last)
             words_of[name] = (pat.tier, pat.words)
@@ -86,10 +82,7 @@ class ChipModel:
         run = ArrayModel(prog).run(inputs, arrivals=arrivals)
         end = max((e for _, e in arrivals.values()), default=0)
         for name, port in prog.host_outputs.items():
-            k = self.agcu_at(port.side, port.col)
-            if k not in writes:
-                raise ValueError(f"host output {name!r} at {port.side}{port.col} (AGCU {k}) has no write pattern")
-            pat = writes[k]
+            k, pat = self._pattern(writes, "output", name, port)
             tier = P.tiers[pat.tier]
             data = run.outputs[name][0]
             reports[(k, "write")] = (memory_units.agcu_write(self.memory[pat.tier], tier.capacity, pat.base,
@@ -102,6 +95,14 @@ class ChipModel:
                 raise MemoryRangeError(f"AGCU {k} ({side}{col}) {direction}: word {report.error_word} of its "
                                        f"pattern at {pat.base:#x} lies outside {TIER_NAMES[pat.tier]}")
         return end + 1, run.outputs
+
+    def _pattern(self, patterns, what, name, port):
+        """(AGCU index, its pattern) of host port ``name``; ValueError when the launch gave it none."""
+        k = self.agcu_at(port.side, port.col)
+        if k not in patterns:
+            direction = "read" if what == "input" else "write"
+            raise ValueError(f"host {what} {name!r} at {port.side}{port.col} (AGCU {k}) has no {direction} pattern")
+        return k, patterns[k]
 
     def _arrivals(self, words_of):
         """(first, end) fabric arrival cycles of each input, streams on one tier served round-robin."""

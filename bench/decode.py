@@ -16,7 +16,7 @@ import time
 
 from cosim.decode import run_rtl
 from cosim.harness import REPO
-from sw.compile_cli import cached_compile
+from cli.compile import cached_compile
 from sw.runtime.decode import generate
 from sw.runtime.device import ModelDevice
 from sw.target import CHIP, LARGE

@@ -1,7 +1,7 @@
 """Tile-array kernels on the RTL and on the fast model: cycles, their ratio, utilisation, speed.
 
 Runs every PCU kernel of ``cosim/tb/pcu_cases.py`` on one PCU, and every
-array kernel of ``cosim/tb/array_kernels.py`` on the 2x4 and 3x4 arrays and
+array kernel of ``sw/tile/kernels.py`` on the 2x4 and 3x4 arrays and
 on a 4x8 array (``ARRAY_4X8``, the issue's largest size, built only here:
 it is too large for the test suite), in Verilator (no stalls) and on the
 fast models, and writes ``build/bench/tiles.json``: RTL and model cycles and
@@ -20,7 +20,7 @@ import numpy as np
 
 from cosim import harness
 from cosim.harness import REPO, SimUnit
-from cosim.tb import array_kernels
+from sw.tile import kernels as array_kernels
 from cosim.tb.pcu_cases import cases
 from cosim.tb.units_array import ARRAYS, UNITS as ARRAY_UNITS
 from cosim.tb.units_pcu import UNITS

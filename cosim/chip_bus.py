@@ -2,7 +2,7 @@
 
 import logging
 
-from cocotb.triggers import ClockCycles, First, RisingEdge
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiMaster
 
 
@@ -13,9 +13,9 @@ class CocotbChipBus:
     so the simulator runs free while a kernel executes.
     """
 
-    def __init__(self, dut, *, limit=1_000_000):
+    def __init__(self, dut, *, limit=1_000_000, period_ns=10):
         self.dut = dut
-        self.limit = limit
+        self.limit, self.period_ns = limit, period_ns
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         # cocotbext-axi logs every register access at INFO: thousands of lines per decode step.
         for port in (self.csr.write_if, self.csr.read_if):
@@ -36,6 +36,7 @@ class CocotbChipBus:
         await ClockCycles(self.dut.clk, 2)
         if line.value:
             return
-        timeout = ClockCycles(self.dut.clk, self.limit)
+        # A simulator timer, not ClockCycles: that counts edges in Python, one wake-up a cycle.
+        timeout = Timer(self.limit * self.period_ns, "ns")
         if await First(RisingEdge(line), timeout) is timeout:
             raise TimeoutError(f"{event} not raised within {self.limit} cycles")

@@ -16,25 +16,24 @@ from pathlib import Path
 
 from cosim import harness
 from cosim.tb.units_chip import TARGET, UNITS
-from sw.compiler import mapping
+from sw.compiler import program
 
 # An exception's last traceback line in a cocotb log.
 _ERROR_LINE = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception): .*)$")
 
 
-class SimulationError(RuntimeError):
-    """The co-simulation failed or ended without a result; the message names its log."""
+from sw.errors import CompileError, SimulationError  # noqa: F401  (re-exported)
 
 
 def check_target(target):
-    """Refuse a compiled model whose target is not the co-simulated chip's (``AssertionError``)."""
+    """Refuse a compiled model whose target is not the co-simulated chip's (:class:`sw.errors.CompileError`)."""
     if target == TARGET:
         return
     name = getattr(target, "name", None)
     which = f"another definition of target {name!r}; recompile it" if name == TARGET.name \
         else f"target {name or target!r}"
-    raise AssertionError(f"the RTL backend co-simulates the {TARGET.name} target; compile with --target "
-                         f"{TARGET.name} (this model was compiled for {which})")
+    raise CompileError(f"the RTL backend co-simulates the {TARGET.name} target; compile with --target "
+                       f"{TARGET.name} (this model was compiled for {which})")
 
 
 def run_rtl(compiled_path, request, *, quiet=True, progress=None):
@@ -43,8 +42,8 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
     Parameters
     ----------
     compiled_path : path or list of paths
-        A :class:`sw.compiler.mapping.CompiledModel` saved by
-        :func:`sw.compiler.mapping.save`, compiled for ``sw.target.CHIP``;
+        A :class:`sw.compiler.program.CompiledModel` saved by
+        :func:`sw.compiler.program.save`, compiled for ``sw.target.CHIP``;
         with a list, each model runs in turn in the one simulation.
     request : dict
         ``prompt_ids``, ``max_new_tokens`` and optionally ``temperature``,
@@ -71,7 +70,7 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
     paths = [Path(p).resolve() for p in (compiled_path if several else [compiled_path])]
     # The testbench checks again; checking here fails before a Verilator build.
     for path in paths:
-        check_target(mapping.load(path).target)
+        check_target(program.load(path).target)
     with tempfile.TemporaryDirectory(prefix="openrdu-decode-") as tmp:
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         progress_path = Path(tmp) / "progress"

@@ -1,7 +1,7 @@
 """The co-simulation backend of the runtime's device interface: the Verilator chip.
 
-:class:`CocotbDevice` offers the calls of :class:`sw.runtime.device.ModelDevice`
-(see that module for the contract) on a chip built from a
+:class:`CocotbDevice` implements :class:`sw.runtime.device.Device` (see it
+for the contract of each call) on a chip built from a
 :class:`sw.target.Target` and simulated under cocotb. Host writes and reads
 go through the tiers' back door (:class:`cosim.store.TierStore`), standing
 for DMA the runtime accounts for itself; Program Load, Argument Load,
@@ -19,6 +19,7 @@ from cosim.chip_bus import CocotbChipBus
 from cosim.store import TierStore
 from hw.mem.params import TIER_NAMES
 from sw.runtime.chip import ChipDriver, ChipError
+from sw.runtime.device import Device
 
 # Cycles one command may wait for its done line: a decode step's largest
 # kernel streams a few hundred thousand words, so this only trips on a stall.
@@ -26,7 +27,7 @@ BUS_LIMIT = 5_000_000
 RESET_CYCLES = 4
 
 
-class CocotbDevice:
+class CocotbDevice(Device):
     """The RTL backend of a :class:`sw.target.Target`, inside a running cocotb test.
 
     Construct it in the test with the toplevel built from ``target.chip()``;
@@ -50,7 +51,8 @@ class CocotbDevice:
     def __init__(self, dut, target, *, limit=BUS_LIMIT):
         self.dut, self.target = dut, target
         self.word_bytes = target.memory.word_bytes
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        # The clock toggles in the simulator's C layer: a Python clock task costs two wake-ups a cycle.
+        Clock(dut.clk, 10, unit="ns", impl="gpi").start()
         dut.rst.value = 1
         self.bus = CocotbChipBus(dut, limit=limit)
         self.driver = ChipDriver(self.bus, target.array, target.memory, target.agcus)
@@ -118,7 +120,7 @@ class CocotbDevice:
         return (await self.driver.wait_copy())["cycles"]
 
     async def tier_stats(self):
-        """Each tier's controller counters (``hw.mem.controller.stats_layout``), by tier name."""
+        """Each tier's controller counters (all of ``hw.mem.controller.stats_layout``), by tier name."""
         await self.start()
         return {name: await self.driver.tier_stats(name) for name in TIER_NAMES.values()}
 

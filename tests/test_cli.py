@@ -12,7 +12,7 @@ DEFAULT_MODEL = "models/pystdlib-tiny"
 
 
 def openrdu(*args):
-    return subprocess.run([sys.executable, "-m", "sw.cli", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,7 @@ def test_decode_prints_text_and_the_report():
     assert r.stdout.count("import os") == 1
     for row in ("cycles per token", "tokens/s at clock", "HBM bandwidth used", "HBM bytes per token", "wall-clock"):
         assert row in r.stdout
+    assert "fused on model: step" in r.stderr       # progress lines: stderr is a pipe, not a terminal
 
 
 @pytest.mark.parametrize("args, message", [
@@ -80,3 +81,20 @@ def test_decode_refuses_a_corrupt_checkpoint(checkpoint, tmp_path):
     r = openrdu("decode", "--checkpoint", str(broken), "--prompt-ids", "1", "--backend", "model")
     assert r.returncode != 0
     assert "cannot read the weights" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_progress_prints_lines_off_a_terminal_and_a_bar_on_one(capsys):
+    from cli.decode import Progress
+
+    lines = Progress("fused on model", "lines")
+    for done in range(1, 101):
+        lines(done, 100)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "fused on model: 100 steps" and len(err) == 1 + 20
+    assert err[1].startswith("fused on model: step 5/100 (5%)") and err[-1].startswith("fused on model: step 100/100")
+    bar = Progress("  fused on model", "bar")
+    bar(1, 3)
+    bar(3, 3)
+    assert capsys.readouterr().err.count("\r") == 2
+    Progress("quiet", None)(1, 1)
+    assert capsys.readouterr().err == ""

@@ -6,21 +6,25 @@ co-simulated chip's 2x4 array and, for one shape, for the 4x8 array; the
 runtime feeds a prompt one token per step on :class:`ModelDevice` and every
 step's logits are compared with transformers' float32 forward over the same
 tokens (teacher forcing). Then the fit and split decisions, the errors for
-what a target cannot take, ``save`` / ``load`` and the summary.
+what a target cannot take, ``save`` / ``load`` of program files (corrupt, truncated and
+crafted files refused) and the summary.
 """
 
 import asyncio
 import dataclasses
 import json
-import pickle
+import hashlib
+import io
 import re
+import zipfile
 
 import numpy as np
 import pytest
 
 from sw.compiler.checkpoint import UnsupportedModelError, load_checkpoint
 from sw.compiler.compile import compile_model, max_context
-from sw.compiler.mapping import CompileError, CompiledModel, load, save
+from sw.compiler.program import FORMAT, VERSION, CompiledModel, load, save
+from sw.errors import CompileError, ProgramFormatError
 from sw.runtime.decode import generate
 from sw.runtime.device import ModelDevice
 from sw.target import CHIP, LARGE, TARGETS
@@ -247,11 +251,162 @@ def test_save_load_round_trip(compiled, prompts, tmp_path):
     assert run(back)["logits_sha"] == run(c)["logits_sha"]
 
 
-def test_load_refuses_other_pickles(tmp_path):
-    other = tmp_path / "other.pkl"
-    other.write_bytes(pickle.dumps({"format": "openrdu-compiled-1", "buckets": {}}))
-    with pytest.raises(CompileError, match="not a compiled OpenRDU model"):
+def _rewrite(source, target, edit):
+    """Copy program file ``source`` to ``target`` with ``edit(members)`` applied and a valid checksum:
+    a crafted file that only the content checks can refuse."""
+    with zipfile.ZipFile(source) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    edit(members)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        z.comment = b"0" * (len(FORMAT) + 72)
+    body = out.getvalue()[:-(len(FORMAT) + 72)]
+    target.write_bytes(body + f"{FORMAT} sha256={hashlib.sha256(body).hexdigest()}".encode())
+    return target
+
+
+@pytest.fixture(scope="module")
+def program_file(compiled, tmp_path_factory):
+    path = tmp_path_factory.mktemp("program") / "model.rdu"
+    save(compiled("gqa-untied"), path)
+    return path
+
+
+def test_load_refuses_other_formats(program_file, tmp_path):
+    other = tmp_path / "other.rdu"
+    for data, problem in [(b"", "not an OpenRDU"), (b"\x80\x04}q\x00." * 20, "not an OpenRDU"),
+                          (json.dumps({"format": FORMAT, "buckets": {}}).encode(), "not an OpenRDU"),
+                          (program_file.read_bytes()[:-5] + b"fffff", "checksum mismatch")]:
+        other.write_bytes(data)
+        with pytest.raises(ProgramFormatError, match=f"{re.escape(str(other))}: {problem}"):
+            load(other)
+    # A plain zip that is not a program, with a valid-looking checksum.
+    _rewrite(program_file, other, lambda m: m.update({"manifest.json": b"[]"}))
+    with pytest.raises(ProgramFormatError, match="not a readable"):
         load(other)
+    with pytest.raises(ProgramFormatError, match="no such file"):
+        load(tmp_path / "missing.rdu")
+    with pytest.raises(ProgramFormatError, match="a directory"):
+        load(tmp_path)
+
+
+def test_load_refuses_another_format_version(program_file, tmp_path):
+    def version(members):
+        manifest = json.loads(members["manifest.json"])
+        manifest["version"] = VERSION + 1
+        members["manifest.json"] = json.dumps(manifest).encode()
+
+    crafted = _rewrite(program_file, tmp_path / "v2.rdu", version)
+    with pytest.raises(ProgramFormatError, match=f"v2.rdu: format version {VERSION + 1}; this OpenRDU reads "
+                                                 f"version {VERSION}"):
+        load(crafted)
+    # The same rewrite without the edit loads: it is the version that is refused.
+    assert load(_rewrite(program_file, tmp_path / "same.rdu", lambda m: None)).summary() == load(program_file).summary()
+
+
+def test_load_refuses_crafted_contents(program_file, tmp_path):
+    """A file with valid checksums but other classes or a changed member is refused, never run."""
+    def objects(edit):
+        def apply(members):
+            members["objects.json"] = edit(members["objects.json"])
+            manifest = json.loads(members["manifest.json"])
+            manifest["payload"]["objects.json"]["sha256"] = hashlib.sha256(members["objects.json"]).hexdigest()
+            members["manifest.json"] = json.dumps(manifest).encode()
+        return apply
+
+    swap = objects(lambda b: b.replace(b'"sw.compiler.memory_map.MemoryMap"', b'"os._wrap_close"', 1))
+    with pytest.raises(ProgramFormatError, match="'os._wrap_close' is not a class this file may hold"):
+        load(_rewrite(program_file, tmp_path / "class.rdu", swap))
+    changed = lambda m: m.update({"objects.json": m["objects.json"].replace(b'"fused"', b'"fusex"', 1)})
+    with pytest.raises(ProgramFormatError, match="objects.json: SHA-256 differs from the manifest"):
+        load(_rewrite(program_file, tmp_path / "member.rdu", changed))
+
+
+def test_flipped_or_truncated_program_files_are_refused(program_file, tmp_path):
+    """Random byte flips anywhere in the file and truncations at any length never load."""
+    data = program_file.read_bytes()
+    rng = np.random.default_rng(12)
+    bad = tmp_path / "bad.rdu"
+    cases = [(int(at), int(rng.integers(1, 256))) for at in rng.integers(0, len(data), 150)]
+    cases += [(int(at), 1 << int(rng.integers(0, 8))) for at in rng.integers(len(data) - 200, len(data), 50)]
+    for at, mask in cases:
+        flipped = bytearray(data)
+        flipped[at] ^= mask
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(ProgramFormatError, match="bad.rdu: "):
+            load(bad)
+    for length in [0, 1, 100, len(data) // 2, len(data) - 1, *rng.integers(0, len(data), 20)]:
+        bad.write_bytes(data[:int(length)])
+        with pytest.raises(ProgramFormatError, match="bad.rdu: "):
+            load(bad)
+
+
+def test_the_passes_print_their_results(checkpoints):
+    """``openrdu compile --ir``: the graph, then each pass's result, from the same compile."""
+    from sw.compiler.decode import decode_graph
+
+    texts = []
+    c = compile_model(checkpoints["gqa-untied"], CHIP, context=8, trace=texts.append)
+    heads = [text.splitlines()[0].split(" (")[0].split(":")[0] for text in texts]
+    assert heads == ["== checkpoint", "== graph", "== chip ops", "== kernels", "== memory map", "== program"]
+    assert texts[1] == f"== graph\n{decode_graph(c.shape, context=8, weight_dtype='bf16')}"
+    assert all(f"  {op}" in texts[2] for launch in c.launches() for op in launch.ops)
+    assert texts[3].count("\n") == len(c.launches()) and texts[4] == f"== memory map\n{c.memory_map.table()}"
+
+
+def test_cache_reuses_entries_and_rebuilds_a_corrupt_one(checkpoints, tmp_path, monkeypatch, capsys):
+    from cli import compile as compile_cli
+
+    monkeypatch.setattr(compile_cli, "CACHE", tmp_path / "cache")
+    first, path = compile_cli.cached_compile(checkpoints["gqa-untied"], CHIP, "fused", 8)
+    again, same = compile_cli.cached_compile(checkpoints["gqa-untied"], CHIP, "fused", 8)
+    assert same == path and path.suffix == ".rdu" and again.summary() == first.summary()
+    assert capsys.readouterr().err == ""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+    rebuilt, same = compile_cli.cached_compile(checkpoints["gqa-untied"], CHIP, "fused", 8)
+    err = capsys.readouterr().err
+    assert same == path and err.count("\n") == 1 and "compiling again" in err and str(path) in err, err
+    assert "checksum mismatch" in err
+    equal = lambda a, b: a.memory_map.table() == b.memory_map.table() and a.image.keys() == b.image.keys() and \
+        all(np.array_equal(a.image[k], b.image[k]) for k in a.image)
+    assert equal(rebuilt, first) and equal(load(path), first)
+
+
+def test_cache_key_reads_only_the_checkpoint_files_it_uses(tmp_path):
+    import os
+
+    from cli.compile import cache_key
+
+    path = make_checkpoint(tmp_path / "m", **SHAPES["tiny-tied"])
+    key = cache_key(path, CHIP, "fused", 8)
+    # Unrelated files, even a FIFO that would block a reader, are neither read nor part of the key.
+    os.mkfifo(path / "notes.fifo")
+    (path / "README.md").write_text("hello")
+    assert cache_key(path, CHIP, "fused", 8) == key
+    assert cache_key(path, CHIP, "unfused", 8) != key and cache_key(path, CHIP, "fused", 4) != key
+    (path / "config.json").write_text((path / "config.json").read_text() + "\n")
+    assert cache_key(path, CHIP, "fused", 8) != key
+
+
+def test_output_path_is_checked_before_compiling(checkpoints, tmp_path, monkeypatch):
+    import argparse
+
+    from cli import compile as compile_cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("compiled before the output path was checked")
+
+    monkeypatch.setattr(compile_cli, "compile_model", never)
+    for output, problem in [(tmp_path / "missing" / "m.rdu", "no folder"), (tmp_path, "it is a folder")]:
+        args = argparse.Namespace(checkpoint=str(checkpoints["tiny-tied"]), output=str(output), target="chip",
+                                  unfused=False, context=8, memory_map=False, json=None, ir=False)
+        with pytest.raises(SystemExit, match=f"openrdu compile: error: cannot write {re.escape(str(output))}: "
+                                             f"{problem}"):
+            compile_cli.main(args)
 
 
 @pytest.mark.parametrize("target", ["chip", "4x8"])

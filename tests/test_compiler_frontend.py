@@ -1,4 +1,7 @@
+import dataclasses
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +9,10 @@ import pytest
 from sw.compiler.checkpoint import CheckpointError, UnsupportedModelError, load_checkpoint
 from sw.compiler.decode import decode_graph
 from sw.compiler.ir import GraphError
+from sw.compiler.lower import lower
+from sw.errors import CompileError
 from sw.model.reference import decode_logits
+from sw.target import CHIP
 from tests.llama_checkpoints import SHAPES, make_checkpoint, transformers_logits
 
 
@@ -74,9 +80,26 @@ def test_context_and_graph_checks(checkpoint):
     with pytest.raises(ValueError, match="context 65 must be in"):
         decode_graph(ckpt.shape, context=65)
     graph = decode_graph(ckpt.shape, context=8)
-    graph.ops[1].inputs = ("model.layers.0.self_attn.q_proj.weight", "L0.nothing")
+    graph.ops[1] = dataclasses.replace(graph.ops[1], inputs=("model.layers.0.self_attn.q_proj.weight", "L0.nothing"))
     with pytest.raises(GraphError, match="reads unknown tensor 'L0.nothing'"):
         graph.check()
+
+
+def test_lowering_refuses_what_no_template_computes(checkpoint):
+    """The graph is lowered op by op; an op or a pattern the chip's rules miss is named, not skipped."""
+    ckpt = load_checkpoint(checkpoint)
+    graph = decode_graph(ckpt.shape, context=8)
+    lowered = lower(graph, CHIP, 8)
+    assert [op.kind for op in lowered.ops].count("attention_scores") == ckpt.shape.num_layers
+    assert lowered.ops[-1].name == "lm_head" and lowered.ops[-1].writes_home == ("logits",)
+    graph.tensor("next", (1,), "int32", "host", "output")
+    graph.op("argmax", ["logits"], ["next"], name="pick")
+    with pytest.raises(CompileError, match=r"graph op pick \(argmax\): no chip template computes this op"):
+        lower(graph.check(), CHIP, 8)
+    graph = decode_graph(ckpt.shape, context=8)
+    graph.ops.remove(next(op for op in graph.ops if op.name == "L0.write_k"))
+    with pytest.raises(CompileError, match=r"graph op L0.rope_q \(rope\): exactly one of the rotated tensors"):
+        lower(graph, CHIP, 8)
 
 
 def test_default_model_reads_and_decodes_like_transformers():
@@ -92,3 +115,99 @@ def test_default_model_reads_and_decodes_like_transformers():
     theirs = transformers_logits(path, tokens)
     assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from bench.hostile import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(head_dim=8.0), "head_dim = 8.0: expected null (hidden_size / num_attention_heads) or an even integer"),
+    (dict(num_key_value_heads=0), "num_key_value_heads = 0: expected null (as many as attention heads) or an integer"),
+    (dict(tie_word_embeddings="false"), "tie_word_embeddings = 'false': expected true or false"),
+    (dict(rms_norm_eps=1e-40), "rms_norm_eps = 1e-40: expected a finite number from 1e-30 to 1"),
+    (dict(rope_parameters={"rope_theta": 0}), "rope_parameters.rope_theta = 0: expected a finite number from 1"),
+    (dict(eos_token_id=["a"]), "eos_token_id = ['a']: expected null, a token id"),
+    (dict(architectures="LlamaForCausalLM"), "architectures = 'LlamaForCausalLM': expected a list of strings"),
+    (dict(num_hidden_layers=1_000_000), "num_hidden_layers = 1000000: expected an integer from 1 to 1024"),
+    (dict(bos_token_id=256), "bos_token_id = 256 is outside the vocabulary (vocab_size = 256)"),
+    (dict(vocab_size=1 << 21, hidden_size=1 << 16, head_dim=None, num_attention_heads=512, num_key_value_heads=512),
+     "do not fit the memory of any target"),
+])
+def test_config_schema_names_the_field_and_what_was_expected(tiny, tmp_path, changes, message):
+    import shutil
+
+    path = Path(shutil.copytree(tiny, tmp_path / "c"))
+    _edit_config(path, **changes)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert message in str(info.value) and str(info.value).startswith(str(path / "config.json"))
+
+
+def test_unset_values_take_their_defaults(tiny):
+    from bench.hostile import CONFIG
+    from sw.compiler.checkpoint import read_shape
+
+    shape = read_shape({**CONFIG, "num_key_value_heads": None, "head_dim": None, "eos_token_id": [3, 4]})
+    assert (shape.num_kv_heads, shape.head_dim, shape.eos_token_id) == (2, 8, 3)
+
+
+def test_sharded_and_float64_checkpoints_read_the_same_weights(tiny, tmp_path, capsys):
+    from bench.hostile import write_checkpoint
+
+    ref = load_checkpoint(tiny)
+    sharded = load_checkpoint(write_checkpoint(tmp_path / "sharded", shards=3))
+    assert len(list(sharded.path.glob("*.safetensors"))) == 3
+    wide = load_checkpoint(write_checkpoint(tmp_path / "wide", dtype="float64"))
+    assert f"{tmp_path / 'wide'}: 11 float64 weights converted to float32" in capsys.readouterr().err
+    for other in (sharded, wide):
+        assert other.shape == ref.shape and sorted(other.weights) == sorted(ref.weights)
+        assert all(np.array_equal(other.weights[n], ref.weights[n]) for n in ref.weights)
+    assert wide.weight_dtypes["model.norm.weight"] == "float64"          # as stored
+
+
+def test_a_tensor_in_two_files_names_both(tiny, tmp_path):
+    import shutil
+
+    path = Path(shutil.copytree(tiny, tmp_path / "c"))
+    shutil.copy(path / "model.safetensors", path / "copy.safetensors")
+    with pytest.raises(CheckpointError, match=r"is defined twice: in .*copy\.safetensors and in .*model\.safetensors"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: os.mkfifo(p), "a FIFO, not a regular file"),
+    (lambda p: p.mkdir(), "a directory, not a regular file"),
+    (lambda p: (os.symlink(p.name + "2", p), os.symlink(p.name, p.with_name(p.name + "2"))), "a symlink loop"),
+    (lambda p: os.symlink("/dev/null", p), "a character device"),
+])
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_files_must_be_regular(tiny, tmp_path, make, message, name):
+    import shutil
+
+    path = Path(shutil.copytree(tiny, tmp_path / "c"))
+    (path / name).unlink()
+    make(path / name)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("tokenizer.json", "", "tokenizer.json: not valid JSON"),
+    ("tokenizer.json", "{}", "not a tokenizer"),
+    ("tokenizer.json", '{"model": {"type": "Nonsense"}}', "cannot load the tokenizer"),
+    ("tokenizer_config.json", "[1]", "tokenizer_config.json: expected a JSON object"),
+])
+def test_tokenizer_problems_are_checkpoint_errors(tiny, tmp_path, name, text, message):
+    import shutil
+
+    from sw.compiler.checkpoint import load_tokenizer
+
+    path = Path(shutil.copytree(tiny, tmp_path / "c"))
+    assert len(load_tokenizer(path)("ab").input_ids) == 2
+    (path / name).write_text(text)
+    with pytest.raises(CheckpointError, match=message):
+        load_tokenizer(path)

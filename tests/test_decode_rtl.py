@@ -12,7 +12,7 @@ import pytest
 
 from tests.llama_checkpoints import SHAPES, make_checkpoint
 from sw.compiler.compile import compile_model
-from sw.compiler.mapping import save
+from sw.compiler.program import save
 from sw.runtime.decode import generate
 from sw.runtime.device import ModelDevice
 from sw.target import CHIP

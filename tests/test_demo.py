@@ -1,6 +1,6 @@
 """``openrdu demo`` (one layer on the chip, checked bit for bit) on a smaller layer, on the ``chip`` unit's build."""
 
-from sw import chip_demo
+from cli import chip_demo
 
 
 def test_chip_demo_runs_bit_exact_and_close_to_the_model():

@@ -1,9 +1,14 @@
 """The co-simulation harness: build caching, failure reporting, waves."""
 
-from amaranth import Cat, Const, Mux
+import re
+
+from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
+from amaranth.back import verilog
+from amaranth.lib import fifo
 
 from cosim import harness
 from cosim.bist import BistCollar
+from cosim.dedup import dedup
 from cosim.harness import SimUnit
 from hw.arith import convert
 from hw.arith.fp import unpack32, CANON_NAN16
@@ -63,3 +68,57 @@ def test_waves_written_as_fst():
     assert results.waves_file.suffix == ".fst"
     assert results.waves_file.stat().st_size > 0
     assert results.waves_file.read_bytes()[:1] == b"\x00"  # FST header block type
+
+
+class _ThreeQueues(Elaboratable):
+    """Two identical FIFOs and a deeper one: dedup must merge exactly the first two."""
+
+    def __init__(self):
+        self.i = [Signal(8, name=f"i{k}") for k in range(3)]
+        self.o = [Signal(8, name=f"o{k}") for k in range(3)]
+
+    def elaborate(self, platform):
+        m = Module()
+        for k, depth in enumerate((4, 4, 8)):
+            m.submodules[f"q{k}"] = q = fifo.SyncFIFOBuffered(width=8, depth=depth)
+            m.d.comb += [q.w_data.eq(self.i[k]), q.w_en.eq(1), q.r_en.eq(1), self.o[k].eq(q.r_data)]
+        return m
+
+
+def test_dedup_merges_identical_modules_only():
+    design = _ThreeQueues()
+    text = verilog.convert(design, name="top", emit_src=False, ports=[*design.i, *design.o])
+    merged, dropped = dedup(text)
+    assert dropped == 1
+    assert re.findall(r"^module (\S+?) ?\(", merged, re.M) == ["top", r"\top.q0", r"\top.q2"]
+    assert [line.split()[0] for line in merged.splitlines() if line.lstrip().startswith(r"\top.q")] == \
+        [r"\top.q0", r"\top.q0", r"\top.q2"]
+    # The toplevel's ports, which cocotb sees, keep their names.
+    assert re.search(r"^module top\(.*?\);", merged, re.S | re.M).group(0) == \
+        re.search(r"^module top\(.*?\);", text, re.S | re.M).group(0)
+    assert dedup(merged) == (merged, 0)
+
+
+def test_build_reports_each_stage_in_a_log(tmp_path, monkeypatch, capsys):
+    # A fresh cache folder, so the build runs; capsys's stderr is not a terminal, as in a log.
+    monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
+    unit = SimUnit(name="progress-probe", design=lambda: BistCollar(convert.Bf16ToFp32()),
+                   testbench="cosim.tb.test_arith")
+    harness.build(unit, log=lambda line: None)
+    lines = capsys.readouterr().err.splitlines()
+    assert all(line.startswith("[cosim] progress-probe: ") and "\r" not in line for line in lines)
+    assert "verilating" in lines[0]
+    total = int(re.search(r"compiling (\d+) C\+\+ files", lines[1]).group(1))
+    assert total > 0 and f"compiled {total} of {total} files (100%)" in lines[-2]
+    assert "built in" in lines[-1]
+
+
+def test_verilog_cache_key_names_the_design():
+    def unit(design):
+        return SimUnit(name="key-probe", design=design, testbench="cosim.tb.test_arith")
+    same = [harness._design_key(unit(lambda: BistCollar(convert.Bf16ToFp32()))) for _ in range(2)]
+    assert same[0] is not None and same[0] == same[1]
+    assert harness._design_key(unit(lambda: BistCollar(convert.Fp32ToBf16()))) != same[0]
+    # A closure over an object whose repr does not show its state is never cached.
+    state = object()
+    assert harness._design_key(unit(lambda: (state, BistCollar(convert.Fp32ToBf16()))[1])) is None

@@ -43,7 +43,7 @@ def test_queue_bounds_acceptance():
 
 
 def test_chip_model_refuses_kernels_it_cannot_run():
-    from cosim.tb.array_kernels import TEST_POST, TEST_TAIL, gemv_bias_act
+    from sw.tile.kernels import TEST_POST, TEST_TAIL, gemv_bias_act
     from hw.chip import all_io_positions
     from hw.tile.params import SMALL
     from sw.model.chip import ChipModel
@@ -58,7 +58,7 @@ def test_chip_model_refuses_kernels_it_cannot_run():
 
 
 def test_chip_model_runs_then_reports_a_pattern_outside_its_tier():
-    from cosim.tb.array_kernels import TEST_POST, TEST_TAIL, gemv_bias_act
+    from sw.tile.kernels import TEST_POST, TEST_TAIL, gemv_bias_act
     from hw.chip import all_io_positions
     from hw.tile.params import SMALL
     from sw.model.chip import ChipModel
@@ -80,7 +80,7 @@ def test_chip_model_runs_then_reports_a_pattern_outside_its_tier():
     port = case.program.host_outputs["y"]
     out = 0x8000
     words = 3 * SMALL.lanes * 4 // wb  # the default 3 tiles of lanes fp32 outputs
-    writes = {chip.agcu_at(port.side, port.col): Pattern(hbm, out, (words,), (1,))}
+    writes = {chip.agcu_at(port.side, port.col): Pattern.linear(hbm, out, words)}
     x_agcu = chip.agcu_at(case.program.host_inputs["x"].side, case.program.host_inputs["x"].col)
     with pytest.raises(MemoryRangeError, match=rf"AGCU {x_agcu} \(t1\) read: word 2 of its pattern"):
         chip.execute(reads, writes)

@@ -87,13 +87,13 @@ async def measure(dut):
     dut.a0_vi__valid.value = 0
     record("backdoor", bytes=BACKDOOR_BYTES, seconds=backdoor_s)
     tail_words = 4
-    await agcu_read(dut, Pattern(DDR, P.ddr.capacity - tail_words * WB, (tail_words,), (1,)))
+    await agcu_read(dut, Pattern.linear(DDR, P.ddr.capacity - tail_words * WB, tail_words))
 
     for tier in (HBM, DDR):
         name = P.tiers[tier].name
-        single = await agcu_read(dut, Pattern(tier, 0, (1,), (1,)))
+        single = await agcu_read(dut, Pattern.linear(tier, 0, 1))
         words = STREAM_WORDS[tier]
-        stream = await agcu_read(dut, Pattern(tier, 0, (words,), (1,)))
+        stream = await agcu_read(dut, Pattern.linear(tier, 0, words))
         record(f"{name}", words=words, stream_cycles=stream["cycles"], single_word_cycles=single["cycles"])
 
     status = await copy(dut, SWITCH_BYTES)

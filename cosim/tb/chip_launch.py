@@ -57,7 +57,7 @@ async def launch(driver, stores, alloc, case, *, input_at=None):
         want = model.outputs[name][0]
         block = alloc.allocate(want.nbytes, f"{run}.{name}.out")
         out_at[name] = (block.offset, want.shape)
-        writes[driver.agcu_at(port.side, port.col)] = Pattern(HBM, block.offset, (want.nbytes // WB,), (1,))
+        writes[driver.agcu_at(port.side, port.col)] = Pattern.linear(HBM, block.offset, want.nbytes // WB)
     cycles, statuses = await driver.execute(reads, writes)
     outputs = {name: stores[HBM].read(at, int(np.prod(shape)) * 4).view("<u4").reshape(shape)
                for name, (at, shape) in out_at.items()}

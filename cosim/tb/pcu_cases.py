@@ -10,21 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from sw.golden import arith as g
+from sw.tile.kernels import bf16_round, bits, floats
 from sw.tile.pcu import PcuConfig, Stage, f32
-
-
-def bits(x):
-    return np.asarray(x, dtype=np.float32).view(np.uint32)
-
-
-def floats(u):
-    return np.asarray(u, dtype=np.uint32).view(np.float32).astype(np.float64)
-
-
-def bf16_round(x):
-    """Round float values to bf16 and return their fp32 bit patterns."""
-    return g.bf16_to_fp32(g.fp32_to_bf16(bits(x)))
 
 
 @dataclass

@@ -9,7 +9,7 @@ import os
 import cocotb
 import numpy as np
 
-from cosim.tb.array_kernels import gemv_bias_act
+from sw.tile.kernels import gemv_bias_act
 from cosim.tb.pcu_cases import floats
 from cosim.tb.chip_launch import launch, start
 from cosim.tb.units_chip import ARRAY, MEMORY, POST_OPS, TAIL_OPS

@@ -1,7 +1,7 @@
 """cocotb job behind decode on the RTL: the runtime's decode loop driving the co-simulated chip.
 
 Run on the ``chip`` unit's build by :func:`cosim.decode.run_rtl`. Reads the
-compiled models from the pickles named by ``OPENRDU_DECODE_PROGRAM`` (separated by ``os.pathsep``) and the
+compiled models from the program files named by ``OPENRDU_DECODE_PROGRAM`` (separated by ``os.pathsep``) and the
 request (``prompt_ids``, ``max_new_tokens``, ``temperature``, ``top_k``,
 ``seed``, and optionally ``weights_tier`` and ``stop_at_eos``) from the JSON
 file named by ``OPENRDU_DECODE_REQUEST``; writes the list of
@@ -19,7 +19,7 @@ import numpy as np
 
 from cosim.decode import check_target
 from cosim.device import CocotbDevice
-from sw.compiler import mapping
+from sw.compiler import program
 from sw.runtime.decode import generate
 
 OPTIONAL = ("weights_tier", "stop_at_eos")
@@ -39,7 +39,7 @@ def reporter(index):
 @cocotb.test()
 async def decode(dut):
     paths = os.environ["OPENRDU_DECODE_PROGRAM"].split(os.pathsep)
-    models = [mapping.load(path) for path in paths]
+    models = [program.load(path) for path in paths]
     for compiled in models:
         check_target(compiled.target)
     request = json.loads(Path(os.environ["OPENRDU_DECODE_REQUEST"]).read_text())

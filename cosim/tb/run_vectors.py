@@ -10,23 +10,19 @@ import json
 import os
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
 
-from cosim.streams import StreamTester
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, run, start_clock_and_reset
 
 
 @cocotb.test()
 async def run_vectors(dut):
     path = os.environ["OPENRDU_VECTORS"]
     job = json.loads(open(path).read())
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
-    tester = StreamTester(dut)
-    job["outputs"] = await tester.run(job["payloads"])
-    job["cycles"] = tester.cycles
+    await start_clock_and_reset(dut)
+    # One result per payload, of any value; one more fails.
+    monitor = StreamMonitor(dut, "o", Scoreboard([None] * len(job["payloads"]), name="o"))
+    await run(dut, [StreamDriver(dut, "i", job["payloads"]), monitor])
+    job["outputs"] = monitor.items
+    job["cycles"] = monitor.cycles[-1] + 1 if monitor.cycles else 0
     with open(path, "w") as f:
         json.dump(job, f)

@@ -11,11 +11,11 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, run, start_clock_and_reset
 from cosim.store import TierStore
-from cosim.streams import collect, drive, pack_scalars, pack_vectors, unpack_vectors
+from cosim.streams import pack_scalars, pack_vectors, unpack_vectors
 from cosim.tb.units_agcu import LANES, TAG_BITS
 from hw.mem import params as params_module
 from hw.mem import tln
@@ -41,20 +41,13 @@ COPY_STATUS = copy_status_layout()
 STATS = stats_layout(P.addr_bits)
 
 
+# Cycles without a handshake before a transfer counts as stalled: a few memory round trips.
+STALL_LIMIT = 5000
+
+
 async def start(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    for i in range(len(LANES)):
-        for port in ("vi", "si"):
-            getattr(dut, f"a{i}_{port}__valid").value = 0
-        getattr(dut, f"a{i}_vo__ready").value = 0
-        getattr(dut, f"a{i}_cfg").value = 0
-    dut.copy_cfg.value = 0
-    dut.spare__req__valid.value = 0
-    dut.spare__resp__ready.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 1)
+    ports = [f"a{i}_{name}" for i in range(len(LANES)) for name in ("vi__valid", "si__valid", "vo__ready", "cfg")]
+    await start_clock_and_reset(dut, zero=ports + ["copy_cfg", "spare__req__valid", "spare__resp__ready"])
     stores = {HBM: TierStore(HBM, P.hbm.capacity), DDR: TierStore(DDR, P.ddr.capacity)}
     return stores
 
@@ -94,37 +87,38 @@ class AgcuDriver:
     def status(self, direction):
         return unpack(AGCU_STATUS, int(self.status_port.value))[direction]
 
-    async def wait(self, direction, limit=100_000):
-        for _ in range(limit):
-            await RisingEdge(self.dut.clk)
-            await ReadOnly()
-            s = self.status(direction)
-            if s["done"] and not s["busy"]:
-                return s
-        raise AssertionError(f"AGCU {self.index} {direction} not done after {limit} cycles: {self.status(direction)}")
+    def finished(self, direction):
+        s = self.status(direction)
+        return s["done"] and not s["busy"]
 
-    async def read(self, tier, base, counts, strides, *, backpressure=0.0, seed=0, runtime_offset=None,
+    async def read(self, image, tier, base, counts, strides, *, backpressure=0.0, seed=0, runtime_offset=None,
                    last_every=0, bf16=False):
-        """Run a read and return (vectors, last flags, status)."""
-        words = int(np.prod(counts)) * (2 if bf16 else 1)
-        lanes = self.lanes
-        vectors = -(-words * WB // (4 * lanes))
+        """Run a read of ``image`` (the tier's bytes) and return (vectors, last flags, status).
+
+        Every vector is checked against the model as it arrives, until the AGCU reports done and
+        for a few cycles after.
+        """
+        want, want_last, _ = mu.agcu_read(image, P.tiers[tier].capacity, base, counts, strides, lanes=self.lanes,
+                                          word_bytes=WB, runtime_offset=runtime_offset or 0, last_every=last_every,
+                                          bf16=bf16)
         await self.begin("read", tier=tier, base=base, counts=counts, strides=strides,
                          runtime_base=runtime_offset is not None, last_every=last_every, bf16=bf16)
+        board = Scoreboard(pack_vectors(want, want_last, self.lanes), name=f"AGCU {self.index} read",
+                           last_bit=32 * self.lanes)
+        monitor = StreamMonitor(self.dut, f"{self.prefix}_vo", board, pauses=pauses(backpressure, (seed, 1)))
+        parts = [monitor]
         if runtime_offset is not None:
-            cocotb.start_soon(drive(self.dut, f"{self.prefix}_si", pack_scalars([runtime_offset], [1]),
-                                    idle=0.5, seed=seed))
-        got = await collect(self.dut, f"{self.prefix}_vo", vectors, backpressure=backpressure, seed=seed)
-        status = await self.wait("read")
-        assert not getattr(self.dut, f"{self.prefix}_vo__valid").value, "a vector offered after the final one"
-        values, last = unpack_vectors(got, lanes)
-        return values, last, status
+            parts.append(StreamDriver(self.dut, f"{self.prefix}_si", pack_scalars([runtime_offset], [1]),
+                                      pauses=pauses(0.5, (seed, 0))))
+        await run(self.dut, parts, done=lambda: self.finished("read"), stall_limit=STALL_LIMIT)
+        values, last = unpack_vectors(monitor.items, self.lanes)
+        return values, last, self.status("read")
 
     async def checked_read(self, image, tier, base, counts, strides, *, where, seed, last_every=0, bf16=False):
         """A read under 30% back-pressure that must match the model word for word; returns (vectors, status)."""
         want, want_last, report = mu.agcu_read(image, P.tiers[tier].capacity, base, counts, strides,
                                                lanes=self.lanes, word_bytes=WB, last_every=last_every, bf16=bf16)
-        got, last, status = await self.read(tier, base, counts, strides, backpressure=0.3, seed=seed,
+        got, last, status = await self.read(image, tier, base, counts, strides, backpressure=0.3, seed=seed,
                                             last_every=last_every, bf16=bf16)
         assert np.array_equal(got, want), f"{where}: data differs at vectors " \
                                           f"{np.flatnonzero((got != want).any(axis=1))[:8]}"
@@ -133,16 +127,18 @@ class AgcuDriver:
         return got, status
 
     async def write(self, tier, base, counts, strides, vectors, *, idle=0.0, seed=0, runtime_offset=None):
-        """Run a write of ``vectors`` ((n, lanes) uint32) and return its status."""
+        """Run a write of ``vectors`` ((n, lanes) uint32) and return its status once every vector is taken
+        and the AGCU reports done."""
         await self.begin("write", tier=tier, base=base, counts=counts, strides=strides,
                          runtime_base=runtime_offset is not None)
-        if runtime_offset is not None:
-            cocotb.start_soon(drive(self.dut, f"{self.prefix}_si", pack_scalars([runtime_offset], [1]),
-                                    idle=0.5, seed=seed))
         n = len(vectors)
-        cocotb.start_soon(drive(self.dut, f"{self.prefix}_vi", pack_vectors(vectors, [0] * (n - 1) + [1], self.lanes),
-                                idle=idle, seed=seed))
-        return await self.wait("write")
+        parts = [StreamDriver(self.dut, f"{self.prefix}_vi", pack_vectors(vectors, [0] * (n - 1) + [1], self.lanes),
+                              pauses=pauses(idle, (seed, 2)))]
+        if runtime_offset is not None:
+            parts.append(StreamDriver(self.dut, f"{self.prefix}_si", pack_scalars([runtime_offset], [1]),
+                                      pauses=pauses(0.5, (seed, 0))))
+        await run(self.dut, parts, done=lambda: self.finished("write"), settle=0, stall_limit=STALL_LIMIT)
+        return self.status("write")
 
 
 class CopyDriver:
@@ -219,7 +215,7 @@ async def strided_and_tiled_reads(dut):
             offset = 37
             want, _, _ = mu.agcu_read(image, cap, bases[tier], counts, strides, lanes=agcu.lanes, word_bytes=WB,
                                       runtime_offset=offset)
-            got, _, status = await agcu.read(tier, bases[tier], counts, strides, runtime_offset=offset)
+            got, _, status = await agcu.read(image, tier, bases[tier], counts, strides, runtime_offset=offset)
             assert np.array_equal(got, want), f"AGCU {index} {P.tiers[tier].name}: runtime-base read differs"
             assert status["tile_stalls"] > 0, "waiting for the runtime base counts as a tile stall"
 
@@ -287,7 +283,7 @@ async def pattern_writes(dut):
     want, _, _ = mu.agcu_read(image[HBM], P.hbm.capacity, region[HBM], counts, strides, lanes=agcu.lanes,
                               word_bytes=WB)
     writer = cocotb.start_soon(agcu.write(DDR, region[DDR], counts, strides, vectors, idle=0.2, runtime_offset=9))
-    got, _, _ = await agcu.read(HBM, region[HBM], counts, strides, backpressure=0.2)
+    got, _, _ = await agcu.read(image[HBM], HBM, region[HBM], counts, strides, backpressure=0.2)
     await writer
     assert np.array_equal(got, want), "read beside a write differs"
     lo = region[DDR] - 0x1000
@@ -304,9 +300,9 @@ async def streaming_read_bandwidth(dut):
         t = P.tiers[tier]
         base = 0x20000
         random_fill(stores[tier], rng, base, words * WB)
-        want, _, _ = mu.agcu_read(tier_image(stores[tier]), t.capacity, base, [words], [1], lanes=agcu.lanes,
-                                  word_bytes=WB)
-        got, _, status = await agcu.read(tier, base, [words], [1])
+        image = tier_image(stores[tier])
+        want, _, _ = mu.agcu_read(image, t.capacity, base, [words], [1], lanes=agcu.lanes, word_bytes=WB)
+        got, _, status = await agcu.read(image, tier, base, [words], [1])
         assert np.array_equal(got, want), f"{t.name}: streamed data differs"
         ideal = words * WB / float(t.bytes_per_cycle)
         fraction = ideal / status["cycles"]
@@ -384,12 +380,19 @@ async def copy_engine_alone_and_under_traffic(dut):
     errors = {t: stats(dut, t)["errors"] for t in (HBM, DDR)}
 
     copying = cocotb.start_soon(copier.run(src_tier=DDR, src_addr=src2, dst_tier=HBM, dst_addr=dst2, length=length))
-    reading = cocotb.start_soon(reader.read(HBM, read_base, read_counts, read_strides, backpressure=0.3, seed=3))
+    reading = cocotb.start_soon(reader.read(images[HBM].copy(), HBM, read_base, read_counts, read_strides,
+                                              backpressure=0.3, seed=3))
     writing = cocotb.start_soon(writer.write(DDR, write_base, write_counts, write_strides, vectors, idle=0.3, seed=4))
-    cocotb.start_soon(drive(dut, "spare__req", [pack(REQ, r) for r in requests], idle=0.3, seed=5))
     # Back-pressure on the spare port's responses holds up its controllers (the
-    # crossbar's contract) but must not change or lose a held response.
-    responses = await collect(dut, "spare__resp", len(requests), backpressure=0.2, seed=6)
+    # crossbar's contract) but must not change or lose a held response. Responses
+    # keep their order within a tier (tag bit 0).
+    spare = StreamMonitor(dut, "spare__resp", Scoreboard(
+        {t: [pack(RESP, r) for r in expected[t]] for t in (HBM, DDR)}, name="spare responses",
+        key=lambda value: unpack(RESP, value)["tag"] & 1, show=lambda value: str(unpack(RESP, value))),
+        pauses=pauses(0.2, (6, 1)))
+    await run(dut, [StreamDriver(dut, "spare__req", [pack(REQ, r) for r in requests], pauses=pauses(0.3, (5, 0))),
+                    spare], stall_limit=STALL_LIMIT)
+    responses = spare.items
     copy_status = await copying
     got_read, _, read_status = await reading
     write_status = await writing
@@ -431,14 +434,14 @@ async def out_of_range_accesses(dut):
     image = tier_image(stores[HBM])
     before = stats(dut, HBM)["errors"]
     want, _, report = mu.agcu_read(image, hcap, hcap - 8 * WB, [16], [1], lanes=a0.lanes, word_bytes=WB)
-    got, _, status = await a0.read(HBM, hcap - 8 * WB, [16], [1])
+    got, _, status = await a0.read(image, HBM, hcap - 8 * WB, [16], [1])
     assert np.array_equal(got, want), "read across the end of HBM differs from the model (zeros past the end)"
     assert (status["error"], status["error_word"], status["words"]) == (1, 8, 8), f"status {status}"
     assert stats(dut, HBM)["errors"] - before == 8
 
     # Below address 0 with a negative stride: the address saturates, never wraps to the top.
     before = stats(dut, HBM)["errors"]
-    _, _, status = await a1.read(HBM, 2 * WB, [4], [-1])
+    _, _, status = await a1.read(tier_image(stores[HBM]), HBM, 2 * WB, [4], [-1])
     assert (status["error"], status["error_word"], status["words"]) == (1, 3, 3), f"status {status}"
     assert stats(dut, HBM)["errors"] - before == 1
 

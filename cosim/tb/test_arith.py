@@ -10,12 +10,12 @@ import os
 import time
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
+import numpy as np
+from cocotb.triggers import FallingEdge, RisingEdge
 
 from cosim import bist
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, run, start_clock_and_reset
 from cosim.metrics import record
-from cosim.streams import StreamTester
 from cosim.tb.arith_cases import CASES
 
 CASE = CASES[os.environ["OPENRDU_UNIT"]]
@@ -24,73 +24,59 @@ BIST_OPS = int(os.environ.get("OPENRDU_BIST_OPS", "200000"))
 SEED = int(os.environ.get("OPENRDU_SEED", "1"))
 
 
-
 async def reset(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    dut.bist_start.value = 0
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
+    await start_clock_and_reset(dut, zero=("i__valid", "o__ready", "bist_start"))
 
 
-def scoreboard(columns, got, what):
-    """Compare outputs with the golden model; fail naming the first mismatches."""
+async def drive_and_check(dut, columns, *, idle, backpressure, seed, what):
+    """Stream the operations through the unit; every result is compared with the golden model as it
+    arrives, and any result beyond the last expected one fails. Returns the monitor."""
     expected = CASE.expected(columns)
-    assert len(got) == len(expected), f"{what}: {len(got)} outputs for {len(expected)} operations"
-    bad = [k for k, (e, g) in enumerate(zip(expected, got)) if e != g]
-    if bad:
-        lines = []
-        for k in bad[:10]:
-            operands = ", ".join(f"{name}={int(col[k]):#x}" for (name, _), col in zip(CASE.fields, columns))
-            lines.append(f"  op {k}: {operands}: expected {expected[k]:#x}, got {got[k]:#x}")
-        raise AssertionError(f"{what}: {len(bad)} of {len(got)} results differ from the golden model "
-                             f"({CASE.component.__name__}):\n" + "\n".join(lines))
+
+    def operands(_, k):
+        return ", ".join(f"{name}={int(col[k]):#x}" for (name, _), col in zip(CASE.fields, columns))
+
+    board = Scoreboard(expected, name=f"{what} ({CASE.component.__name__} against the golden model)",
+                       describe=operands)
+    monitor = StreamMonitor(dut, "o", board, pauses=pauses(backpressure, (seed, 1)))
+    await run(dut, [StreamDriver(dut, "i", CASE.pack(columns), pauses=pauses(idle, (seed, 0))), monitor])
+    return monitor
 
 
 @cocotb.test()
 async def directed_cases(dut):
     """Special values, ties, carries, cancellation, range edges; light stalls."""
     await reset(dut)
-    columns = CASE.directed()
-    got = await StreamTester(dut, idle=0.1, backpressure=0.1, seed=SEED).run(CASE.pack(columns))
-    scoreboard(columns, got, "directed")
+    await drive_and_check(dut, CASE.directed(), idle=0.1, backpressure=0.1, seed=SEED, what="directed")
 
 
 @cocotb.test()
 async def random_with_stalls(dut):
     """OPS random operations with 20% idle input cycles and 20% output back-pressure."""
-    import numpy as np
-
     await reset(dut)
     columns = CASE.stimulus(np.random.default_rng(SEED), OPS)
-    tester = StreamTester(dut, idle=0.2, backpressure=0.2, seed=SEED + 1)
     start = time.perf_counter()
-    got = await tester.run(CASE.pack(columns))
+    monitor = await drive_and_check(dut, columns, idle=0.2, backpressure=0.2, seed=SEED + 1, what="random")
     seconds = time.perf_counter() - start
-    scoreboard(columns, got, "random")
-    dut._log.info(f"{OPS} operations in {tester.cycles} cycles, {tester.cycles / seconds:,.0f} cycles/s "
+    cycles = monitor.cycles[-1] + 1
+    dut._log.info(f"{OPS} operations in {cycles} cycles, {cycles / seconds:,.0f} cycles/s "
                   f"with Python driving every cycle")
-    record("driven", ops=OPS, cycles=tester.cycles, seconds=seconds)
+    record("driven", ops=OPS, cycles=cycles, seconds=seconds)
 
 
 @cocotb.test()
 async def latency_and_throughput(dut):
     """Without stalls, one result per cycle after exactly LATENCY cycles."""
-    import numpy as np
-
     await reset(dut)
     n = 256
     columns = CASE.stimulus(np.random.default_rng(SEED + 2), n)
-    tester = StreamTester(dut, seed=SEED)
-    got = await tester.run(CASE.pack(columns))
-    scoreboard(columns, got, "back-to-back")
+    monitor = await drive_and_check(dut, columns, idle=0.0, backpressure=0.0, seed=SEED, what="back-to-back")
     latency = CASE.component.LATENCY
-    assert tester.first_output_cycle == latency + 1, (
-        f"first result after {tester.first_output_cycle - 1} cycles, documented latency {latency}")
-    assert tester.cycles == n + latency, f"{n} operations took {tester.cycles} cycles, expected {n + latency}"
+    # Cycle 0 is the first offer: the first result is valid LATENCY cycles later, then one a cycle.
+    assert monitor.cycles[0] == latency, (
+        f"first result after {monitor.cycles[0]} cycles, documented latency {latency}")
+    assert monitor.cycles[-1] + 1 == n + latency, \
+        f"{n} operations took {monitor.cycles[-1] + 1} cycles, expected {n + latency}"
 
 
 @cocotb.test()

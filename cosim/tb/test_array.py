@@ -1,6 +1,6 @@
 """cocotb testbench of the tile array: kernels built with the kernel API, loaded and run end to end.
 
-For each kernel of cosim/tb/array_kernels.py the array is reset, the
+For each kernel of sw/tile/kernels.py the array is reset, the
 program's bitstream is sent on ``config`` (status OK, ``load_cycles`` equal
 to the word count), and the host inputs are driven on their I/O ports. It
 runs twice: with random idle input cycles and output back-pressure (every
@@ -15,13 +15,12 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
-from cocotb.utils import get_sim_time
 
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, reset as reset_with, run, start_clock
 from cosim.metrics import record
-from cosim.streams import collect, drive, pack_scalars, pack_vectors, unpack_scalars, unpack_vectors
-from cosim.tb import array_kernels
+from cosim.streams import pack_scalars, pack_vectors, unpack_scalars, unpack_vectors
+from sw.tile import kernels as array_kernels
 from cosim.tb.units_array import ARRAYS
 from hw.tile.array import IO_SIDES, io_port_name
 from hw.tile.config import Status
@@ -30,11 +29,23 @@ from sw.model.array import ArrayModel
 
 P, TAIL_OPS, POST_OPS = ARRAYS[os.environ["OPENRDU_ARRAY"]]
 SEED = int(os.environ.get("OPENRDU_SEED", "1"))
-PERIOD_NS = 10
 
 
-def unpack(payloads, network):
-    return unpack_vectors(payloads, P.lanes) if network == "vector" else unpack_scalars(payloads)
+def pack(data, last, network):
+    return pack_vectors(data, last, P.lanes) if network == "vector" else pack_scalars(data, last)
+
+
+def show(network):
+    def text(payload):
+        data, last = unpack_vectors([payload], P.lanes) if network == "vector" else unpack_scalars([payload])
+        return f"{[hex(v) for v in np.ravel(data[0])]} last={last[0]}"
+    return text
+
+
+def output_ports():
+    """(port name, network) of every I/O port the array drives: each one a monitor watches."""
+    return [(io_port_name(side, c, UNIT_INPUTS[net][0]), net) for side in IO_SIDES for c in range(P.cols)
+            for net in NETWORKS]
 
 
 def counters(dut, name):
@@ -43,21 +54,14 @@ def counters(dut, name):
 
 
 async def reset(dut):
-    dut.rst.value = 1
-    dut.config__valid.value = 0
-    for side in IO_SIDES:
-        for c in range(P.cols):
-            for net in NETWORKS:
-                getattr(dut, f"{io_port_name(side, c, UNIT_OUTPUTS[net][0])}__valid").value = 0
-                getattr(dut, f"{io_port_name(side, c, UNIT_INPUTS[net][0])}__ready").value = 0
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
+    await reset_with(dut, zero=["config__valid"] + [f"{io_port_name(side, c, UNIT_OUTPUTS[net][0])}__valid"
+                                                    for side in IO_SIDES for c in range(P.cols) for net in NETWORKS]
+                     + [f"{name}__ready" for name, _ in output_ports()])
 
 
 async def load(dut, words):
     """Send a bitstream without idle cycles; return (status, load_cycles) once the loader is idle."""
-    await drive(dut, "config", words)
+    await run(dut, [StreamDriver(dut, "config", words)], settle=0)
     await ReadOnly()
     while int(dut.config_busy.value):
         await FallingEdge(dut.clk)
@@ -77,28 +81,27 @@ async def run_kernel(dut, case, *, stalls, seed):
 
     idle, back = (0.3, 0.3) if stalls else (0.0, 0.0)
     wall = time.perf_counter()
-    start = get_sim_time("ns")
+    drivers = []
     for k, (name, host) in enumerate(prog.host_inputs.items()):
         value = case.inputs[name]
         data, last = value if isinstance(value, tuple) else (value, np.zeros(np.size(value), bool))
-        payloads = pack_vectors(data, last, P.lanes) if host.network == "vector" else pack_scalars(data, last)
-        cocotb.start_soon(drive(dut, host.top, payloads, idle=idle, seed=seed + k))
-    tasks = {name: cocotb.start_soon(collect(dut, host.top, len(want.outputs[name][1]), backpressure=back,
-                                             seed=seed + 50 + k, cycle_limit=20_000))
-             for k, (name, host) in enumerate(prog.host_outputs.items())}
-    got = {name: await task for name, task in tasks.items()}
-    rtl = round((get_sim_time("ns") - start) / PERIOD_NS)
+        drivers.append(StreamDriver(dut, host.top, pack(data, last, host.network), pauses=pauses(idle, (seed, k))))
+    # Every output port is watched: one no host output uses must stay silent.
+    outputs = {host.top: name for name, host in prog.host_outputs.items()}
+    monitors = []
+    for k, (port, network) in enumerate(output_ports()):
+        name = outputs.get(port)
+        expected = pack(*want.outputs[name], network) if name else []
+        board = Scoreboard(expected, name=f"{case.name} output {name!r} ({port})" if name else f"{case.name} {port}",
+                           last_bit=32 * P.lanes if network == "vector" else 32, show=show(network))
+        monitors.append(StreamMonitor(dut, port, board, pauses=pauses(back, (seed, 50 + k))))
+    # Watched after the last output for longer than a chain of unit pipelines: a late extra word fails too.
+    await run(dut, drivers + monitors, settle=256, stall_limit=2000)
     wall = time.perf_counter() - wall
+    # From the falling edge before cycle 0 to the one after the last output's cycle, as measured before
+    # the monitors watched past the last output.
+    rtl = max(m.cycles[-1] for m in monitors if m.cycles) + 2
 
-    for name, payloads in got.items():
-        data, last = unpack(payloads, prog.host_outputs[name].network)
-        w_data, w_last = want.outputs[name]
-        w_data = w_data.reshape(data.shape)
-        bad = np.flatnonzero((data != w_data).reshape(len(last), -1).any(axis=1) | (last != w_last))
-        assert not len(bad), (f"{case.name}: {len(bad)} of {len(last)} words of output {name!r} differ from "
-                              f"the model; first {bad[0]}: got {[hex(v) for v in np.ravel(data[bad[0]])]} "
-                              f"last={last[bad[0]]}, want {[hex(v) for v in np.ravel(w_data[bad[0]])]} "
-                              f"last={w_last[bad[0]]}")
     busy = counters(dut, "busy_cycles")
     used = {u.pos[0] * P.cols + u.pos[1] for u in prog.units.values()}
     for index, cycles in enumerate(busy):
@@ -113,7 +116,7 @@ async def run_kernel(dut, case, *, stalls, seed):
 
 def _register(name):
     async def kernel(dut):
-        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+        start_clock(dut)
         case = array_kernels.KERNELS[name](P, TAIL_OPS, POST_OPS, np.random.default_rng(SEED))
         dut._log.info("\n" + case.program.summary())
         await run_kernel(dut, case, stalls=True, seed=SEED)
@@ -133,7 +136,7 @@ for _name in array_kernels.kernels_for(P, TAIL_OPS, POST_OPS):
 async def bad_bitstream(dut):
     """A bitstream with a corrupted CRC is refused; with every record still zero, the array stays idle
     and the I/O switch stops taking offered words once its FIFO is full."""
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+    start_clock(dut)
     name = array_kernels.kernels_for(P, TAIL_OPS, POST_OPS)[0]
     case = array_kernels.KERNELS[name](P, TAIL_OPS, POST_OPS, np.random.default_rng(SEED))
     words = list(case.program.words)

@@ -14,7 +14,7 @@ import cocotb
 import numpy as np
 
 from cosim.metrics import record
-from cosim.tb.array_kernels import KERNELS, kernels_for
+from sw.tile.kernels import KERNELS, kernels_for
 from cosim.tb.chip_launch import WB, launch, place, start
 from cosim.tb.units_chip import ARRAY, MEMORY, POST_OPS, TAIL_OPS
 from hw.mem.params import DDR, HBM

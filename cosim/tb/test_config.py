@@ -10,9 +10,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
+from cosim.components import start_clock_and_reset
 from cosim.tb.units_config import TARGETS, TIMEOUT, VERSION
 from sw import bitstream
 from sw.bitstream import Reason
@@ -22,13 +22,7 @@ STATUS_IDLE, STATUS_OK = 0, 2
 
 
 async def reset(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.words__valid.value = 0
-    dut.words__payload.value = 0
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
+    await start_clock_and_reset(dut, zero=("words__valid", "words__payload"))
 
 
 async def send(dut, words, *, rng=None, idle=0.0, max_gap=TIMEOUT // 2):

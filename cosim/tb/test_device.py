@@ -1,9 +1,10 @@
 """Conformance of the device interface's two backends, in the ``chip`` unit's simulation.
 
-One sequence of device calls (write inputs, place a program, load it,
-execute, read outputs back, copy) runs on :class:`cosim.device.CocotbDevice`
-(the Verilator chip) and on :class:`sw.runtime.device.ModelDevice` (the fast
-model, in this same process). Outputs must be bit-identical, kernel and copy
+One sequence of :class:`sw.runtime.device.Device` calls (write inputs, place
+a program, load it, execute, read outputs back, copy, read the tiers'
+counters) runs on :class:`cosim.device.CocotbDevice` (the Verilator chip) and
+on :class:`sw.runtime.device.ModelDevice` (the fast model, in this same
+process), using nothing outside the interface. Outputs must be bit-identical, kernel and copy
 cycles within 10%, and both must refuse the same mistakes with
 :class:`~sw.runtime.chip.ChipError`: the runtime's decode loop runs on
 either unchanged.
@@ -15,12 +16,12 @@ import cocotb
 import numpy as np
 
 from cosim.device import CocotbDevice
-from cosim.tb.array_kernels import gemv_bias_act, softmax
+from sw.tile.kernels import gemv_bias_act, softmax
 from hw.mem.params import DDR, HBM
 from sw.model.array import ArrayModel
 from sw.runtime.alloc import TierAllocator
 from sw.runtime.chip import ChipError, Pattern, stream_pattern
-from sw.runtime.device import ModelDevice
+from sw.runtime.device import Device, ModelDevice
 from sw.target import CHIP
 
 SEED = int(os.environ.get("OPENRDU_SEED", "1"))
@@ -64,7 +65,7 @@ async def run_case(device, case, *, input_at=None):
     for name, port in program.host_outputs.items():
         nbytes = 4 * int(np.prod(shapes[name]))
         out_at[name] = alloc.allocate(nbytes, f"{name}.out").offset
-        writes[CHIP.agcus.index((port.side, port.col))] = Pattern(HBM, out_at[name], (nbytes // WB,), (1,))
+        writes[CHIP.agcus.index((port.side, port.col))] = Pattern.linear(HBM, out_at[name], nbytes // WB)
     cycles = await device.execute(reads, writes)
     outputs = {name: (await device.read(HBM, at, int(np.prod(shapes[name])))).reshape(shapes[name])
                for name, at in out_at.items()}
@@ -79,6 +80,7 @@ def within(model, rtl):
 async def device_backends_agree(dut):
     """GEMV + bias + SiLU and softmax, and a DDR -> HBM copy: bit-identical results, cycles within 10%."""
     rtl, model = CocotbDevice(dut, CHIP), ModelDevice(CHIP)
+    assert isinstance(rtl, Device) and isinstance(model, Device)
     assert (rtl.backend, model.backend) == ("rtl", "model")
     for build in (gemv_bias_act, softmax):
         # One generator per backend from the same seed: the same case twice.
@@ -104,8 +106,9 @@ async def device_backends_agree(dut):
         copies[device.backend] = await device.copy(DDR, 0x20000, HBM, 0x100000, length)
         assert np.array_equal(await device.read(HBM, 0x100000, data.size), data), f"{device.backend}: copy"
     assert within(copies["model"], copies["rtl"]), f"copy: model {copies['model']} cycles, RTL {copies['rtl']}"
-    stats = await rtl.tier_stats()
-    assert set(stats) == {"hbm", "ddr"} and stats["ddr"]["reads"] >= length // WB, stats
+    for device in (rtl, model):
+        stats = await device.tier_stats()
+        assert set(stats) == {"hbm", "ddr"} and stats["ddr"]["reads"] >= length // WB, f"{device.backend}: {stats}"
     dut._log.info(f"copy of {length} bytes: {copies['rtl']} cycles on the RTL, {copies['model']:.0f} on the model")
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, Timer
+from cocotb.triggers import FallingEdge, ReadOnly, Timer
 
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, run, start_clock_and_reset
 from cosim.tb.units_fabric import PARAMS
 from hw.tile.fabric import unit_port_name
 from hw.tile.switch import UNIT_INPUTS, UNIT_OUTPUTS
@@ -67,84 +67,39 @@ def all_unit_inputs(p):
 
 
 async def reset(dut, config):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
     dut.cfg.value = config
-    for r in range(P.rows):
-        for c in range(P.cols):
-            for net in ("vector", "scalar"):
-                for q in UNIT_OUTPUTS[net]:
-                    port(dut, (r, c, q))[0].value = 0
-    for sink in all_unit_inputs(P):
-        port(dut, sink)[1].value = 0
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
+    await start_clock_and_reset(dut, zero=[f"{unit_port_name(r, c, q)}__valid" for r in range(P.rows)
+                                           for c in range(P.cols) for net in ("vector", "scalar")
+                                           for q in UNIT_OUTPUTS[net]]
+                                + [f"{unit_port_name(*sink)}__ready" for sink in all_unit_inputs(P)])
 
 
 class Exchange:
-    """Drive several sources and watch every unit input of the array, cycle by cycle.
+    """Drive several sources and watch every unit input of the array, each against its expected words.
 
-    A source holds ``valid`` once it raises it, until the word is taken.
-    Cycles are counted from the first cycle driven; ``offers`` and
+    A sink no net drives expects nothing, so a word offered there fails at once, as
+    does any word beyond a sink's expected ones in the ``drain`` cycles after the
+    last. Cycles are counted from the first cycle driven; ``offers`` and
     ``arrivals`` record the cycle of every handshake.
     """
 
     def __init__(self, dut, sources, expected, *, idle, backpressure, seed):
         self.dut = dut
-        self.sources = {src: list(words) for src, words in sources.items()}
-        self.expected = expected
-        self.idle, self.backpressure = idle, backpressure
-        self.rng = np.random.default_rng(seed)
-        self.src_ports = {src: port(dut, src) for src in self.sources}
-        self.sink_ports = {sink: port(dut, sink) for sink in all_unit_inputs(P)}
-        self.sent = {src: 0 for src in self.sources}
-        self.offers = {src: [] for src in self.sources}
-        self.received = {sink: [] for sink in self.sink_ports}
-        self.arrivals = {sink: [] for sink in self.sink_ports}
-        self.cycles = 0
-
-    def done(self):
-        return all(len(self.received[s]) >= len(words) for s, words in self.expected.items())
+        self.drivers = {src: StreamDriver(dut, unit_port_name(*src), words, pauses=pauses(idle, (seed, k)))
+                        for k, (src, words) in enumerate(sources.items())}
+        self.monitors = {sink: StreamMonitor(dut, unit_port_name(*sink),
+                                             Scoreboard(expected.get(sink, []), name=f"sink {sink}"),
+                                             pauses=pauses(backpressure, (seed, 1000 + k)))
+                         for k, sink in enumerate(all_unit_inputs(P))}
 
     async def run(self, *, stall_limit=500, drain=20):
-        quiet = 0
-        offering = {src: False for src in self.sources}
-        extra = 0
-        while not self.done() or extra < drain:
-            if self.done():
-                extra += 1
-            await FallingEdge(self.dut.clk)
-            for src, (valid, _, payload) in self.src_ports.items():
-                if self.sent[src] < len(self.sources[src]) and (offering[src] or self.rng.random() >= self.idle):
-                    offering[src] = True
-                    payload.value = self.sources[src][self.sent[src]]
-                valid.value = int(offering[src])
-            takes = {s: self.rng.random() >= self.backpressure for s in self.sink_ports}
-            for s, (_, ready, _) in self.sink_ports.items():
-                ready.value = int(takes[s])
-            await ReadOnly()
-            progressed = False
-            for src, (_, ready, _) in self.src_ports.items():
-                if offering[src] and ready.value:
-                    self.offers[src].append(self.cycles)
-                    self.sent[src] += 1
-                    offering[src] = False
-                    progressed = True
-            for s, (valid, _, payload) in self.sink_ports.items():
-                if valid.value and takes[s]:
-                    assert s in self.expected, f"a word {int(payload.value):#x} reached {s}, which no net drives"
-                    self.received[s].append(int(payload.value))
-                    self.arrivals[s].append(self.cycles)
-                    progressed = True
-            self.cycles += 1
-            quiet = 0 if progressed else quiet + 1
-            assert quiet <= stall_limit, (f"no handshake for {stall_limit} cycles; sent "
-                                          + ", ".join(f"{s}: {self.sent[s]}" for s in self.sources) + "; received "
-                                          + ", ".join(f"{s}: {len(self.received[s])}" for s in self.expected))
-        await FallingEdge(self.dut.clk)
-        for valid, _, _ in self.src_ports.values():
-            valid.value = 0
+        loop = await run(self.dut, [*self.drivers.values(), *self.monitors.values()], settle=drain,
+                         stall_limit=stall_limit)
+        self.cycles = loop.cycle
+        self.sent = {src: d.sent for src, d in self.drivers.items()}
+        self.offers = {src: d.cycles for src, d in self.drivers.items()}
+        self.received = {sink: m.items for sink, m in self.monitors.items()}
+        self.arrivals = {sink: m.cycles for sink, m in self.monitors.items()}
 
 
 def check_delivery(routing, exchange, streams):

@@ -12,7 +12,6 @@ import warnings
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, gather
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiMaster, AxiResp
@@ -20,6 +19,7 @@ from cocotbext.axi.axi_channels import (AxiARSource, AxiARTransaction, AxiAWSour
                                         AxiRSink, AxiWSource, AxiWTransaction)
 
 from cosim import metrics
+from cosim.components import reset, start_clock
 from cosim.store import TierStore
 from cosim.tb.units_host import LINKS, REGISTERS
 from hw.mem.csr import RegisterMap
@@ -67,14 +67,12 @@ async def start(dut, *, axi_master=True):
 
     Without ``axi_master`` the AXI4 bus is left for channel-level drivers.
     """
-    cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+    start_clock(dut, period_ns=PERIOD_NS)
     axi = AxiMaster(AxiBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst) if axi_master else None
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
     for log in (axil.write_if.log, axil.read_if.log) + ((axi.write_if.log, axi.read_if.log) if axi else ()):
         log.setLevel(logging.WARNING)
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
+    await reset(dut, cycles=3)
     await ClockCycles(dut.clk, 2)
     return axi, axil, Csr(axil, REGMAP)
 

@@ -9,11 +9,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, run, start_clock_and_reset
 from cosim.store import TierStore
-from cosim.streams import StreamTester
 from cosim.tb.units_mem import CONTROLLER_TAG_BITS
 from hw.mem import params as params_module
 from hw.mem import tln
@@ -31,13 +29,19 @@ SEED = int(os.environ.get("OPENRDU_SEED", "1"))
 
 
 async def start(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.req__valid.value = 0
-    dut.resp__ready.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 1)
+    await start_clock_and_reset(dut, zero=("req__valid", "resp__ready"))
+
+
+async def exchange(dut, requests, responses, *, idle=0.0, backpressure=0.0, seed=0, stall_limit=1000):
+    """Send ``requests`` (dicts) and check every response against ``responses`` (dicts) as it arrives;
+    returns the response monitor (its ``cycles``: 0 is the first cycle a request is offered)."""
+    show = lambda value: str(unpack(RESP, value))
+    board = Scoreboard([pack(RESP, r) for r in responses], name="resp", show=show,
+                       describe=lambda _, i: f"to {requests[i]}")
+    monitor = StreamMonitor(dut, "resp", board, pauses=pauses(backpressure, (seed, 1)))
+    await run(dut, [StreamDriver(dut, "req", [pack(REQ, r) for r in requests], pauses=pauses(idle, (seed, 0))),
+                    monitor], stall_limit=stall_limit)
+    return monitor
 
 
 def word_bytes_of(value):
@@ -87,11 +91,7 @@ async def random_traffic_under_stalls(dut):
     requests = random_requests(rng, int(os.environ.get("OPENRDU_MEM_OPS", "3000")), window, bad=0.03)
     expected = expected_responses(model, requests)
     errors_before = stats_now(dut)["errors"]
-    tester = StreamTester(dut, idle=0.2, backpressure=0.2, seed=SEED, prefix_in="req", prefix_out="resp")
-    got = await tester.run([pack(REQ, r) for r in requests], stall_limit=T.latency * 4 + 100)
-    for i, (value, want) in enumerate(zip(got, expected)):
-        have = unpack(RESP, value)
-        assert have == want, f"response {i} to {requests[i]}: got {have}, want {want}"
+    await exchange(dut, requests, expected, idle=0.2, backpressure=0.2, seed=SEED, stall_limit=T.latency * 4 + 100)
     assert np.array_equal(store.read(T.capacity - window, window), model[T.capacity - window:]), \
         "backing store differs from the model after the traffic"
     stats = stats_now(dut)
@@ -120,10 +120,8 @@ async def backdoor_and_frontdoor_agree(dut):
         store.write(spot, block)
         for k in range(8):
             payload[spot + k * WB] = int.from_bytes(block[k * WB:(k + 1) * WB].tobytes(), "little")
-    requests = [dict(tier=TIER, write=0, addr=a, tag=i % 16) for i, a in enumerate(payload)]
-    got = await StreamTester(dut, prefix_in="req", prefix_out="resp").run([pack(REQ, r) for r in requests])
-    for r, value in zip(requests, got):
-        assert unpack(RESP, value)["data"] == payload[r["addr"]], f"word at {r['addr']:#x}"
+    requests = [dict(tier=TIER, write=0, addr=a, data=0, tag=i % 16) for i, a in enumerate(payload)]
+    await exchange(dut, requests, [dict(data=payload[r["addr"]], tag=r["tag"], write=0, error=0) for r in requests])
 
 
 @cocotb.test()
@@ -131,29 +129,29 @@ async def latency_and_bandwidth_are_as_configured(dut):
     """A long stream of reads: first data after the configured latency, then exactly the configured rate."""
     await start(dut)
     count = 200
-    requests = [pack(REQ, dict(tier=TIER, addr=WB * i, tag=i % 16)) for i in range(count)]
+    requests = [dict(tier=TIER, write=0, addr=WB * i, data=0, tag=i % 16) for i in range(count)]
+    store = TierStore(TIER, T.capacity)
+    responses = [dict(data=int.from_bytes(store.read(r["addr"], WB).tobytes(), "little"), tag=r["tag"], write=0,
+                      error=0) for r in requests]
     stats0 = stats_now(dut)
-    tester = StreamTester(dut, prefix_in="req", prefix_out="resp")
-    await tester.run(requests[:1])
-    # The tester counts the accepting cycle as 1; the word leaves the queue
-    # QUEUE_CYCLES later and its response is valid ``latency`` cycles after that.
+    first = await exchange(dut, requests[:1], responses[:1])
+    # Cycle 0 accepts the request; the word leaves the queue QUEUE_CYCLES
+    # later and its response is valid ``latency`` cycles after that.
     unloaded = QUEUE_CYCLES + T.latency
-    assert tester.first_output_cycle == 1 + unloaded, \
-        f"single-read latency {tester.first_output_cycle - 1}, want {unloaded}"
+    assert first.cycles[0] == unloaded, f"single-read latency {first.cycles[0]}, want {unloaded}"
 
-    tester = StreamTester(dut, prefix_in="req", prefix_out="resp")
-    await tester.run(requests)
+    monitor = await exchange(dut, requests, responses)
     period = T.bytes_per_cycle
-    cycles = tester.cycles - 1
+    cycles = monitor.cycles[-1]
     expected = unloaded + (count - 1) * WB / period
     assert abs(cycles - expected) <= 1, f"{count} reads took {cycles} cycles, want {expected} at {period} B/cycle"
     # The fast model replays the controller's rules; offered back to back
-    # from the tester's cycle 1 (the model's cycle 0), it must be exact.
+    # from cycle 0, it must be exact.
     model = TierModel(T, word_bytes=WB)
-    predicted = [t + 1 for t in model.service([0] * count)]
-    assert tester.output_cycles == predicted, \
+    predicted = model.service([0] * count)
+    assert monitor.cycles == predicted, \
         f"model and RTL response cycles differ first at word " \
-        f"{next(i for i, (a, b) in enumerate(zip(tester.output_cycles, predicted)) if a != b)}"
+        f"{next(i for i, (a, b) in enumerate(zip(monitor.cycles, predicted)) if a != b)}"
     stats = stats_now(dut)
     assert stats["reads"] - stats0["reads"] == count + 1
     assert stats["busy"] - stats0["busy"] == count + 1

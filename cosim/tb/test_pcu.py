@@ -10,12 +10,10 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
-from cocotb.utils import get_sim_time
 
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, reset, run, start_clock
 from cosim.metrics import record
-from cosim.streams import collect, drive, pack_vectors, unpack_scalars, unpack_vectors
+from cosim.streams import pack_scalars, pack_vectors, unpack_scalars, unpack_vectors
 from cosim.tb.pcu_cases import cases
 from hw.tile import params as presets
 from hw.tile.pcu import TailOp
@@ -25,8 +23,16 @@ PARAMS = getattr(presets, os.environ.get("OPENRDU_PARAMS", "SMALL"))
 TAIL_OPS = tuple(TailOp[name.upper()] for name in os.environ["OPENRDU_PCU_TAIL"].split(","))
 BUILT = tuple(op.name.lower() for op in TAIL_OPS)
 SEED = int(os.environ.get("OPENRDU_SEED", "1"))
-PERIOD_NS = 10
 
+
+def show_vector(payload):
+    data, last = unpack_vectors([payload], PARAMS.lanes)
+    return f"{[hex(v) for v in data[0]]} last={last[0]}"
+
+
+def show_scalar(payload):
+    data, last = unpack_scalars([payload])
+    return f"{data[0]:#x} last={last[0]}"
 
 
 async def run_case(dut, case, *, stalls, seed):
@@ -36,42 +42,28 @@ async def run_case(dut, case, *, stalls, seed):
     want = model.run(inputs.vi, inputs.si)
 
     dut.cfg.value = case.config.pack(PARAMS)
-    for name in ("vi0", "vi1", "vi2", "si0", "si1"):
-        getattr(dut, f"{name}__valid").value = 0
-    dut.vo0__ready.value = 0
-    dut.so0__ready.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
-    await FallingEdge(dut.clk)
+    await reset(dut, zero=("vi0__valid", "vi1__valid", "vi2__valid", "si0__valid", "si1__valid", "vo0__ready",
+                           "so0__ready"))
 
     idle, back = (0.25, 0.3) if stalls else (0.0, 0.0)
     wall = time.perf_counter()
-    start = get_sim_time("ns")
-    for k, (vec, last) in inputs.vi.items():
-        cocotb.start_soon(drive(dut, f"vi{k}", pack_vectors(vec, last, PARAMS.lanes), idle=idle, seed=seed + k))
-    for k, values in inputs.si.items():
-        cocotb.start_soon(drive(dut, f"si{k}", [int(v) for v in values], idle=idle, seed=seed + 10 + k))
-    sinks = []
-    if len(want.vo):
-        sinks.append(("vo", cocotb.start_soon(collect(dut, "vo0", len(want.vo), backpressure=back, seed=seed + 20))))
-    if len(want.so):
-        sinks.append(("so", cocotb.start_soon(collect(dut, "so0", len(want.so), backpressure=back, seed=seed + 21))))
-    got = {name: await task for name, task in sinks}
-    cycles = round((get_sim_time("ns") - start) / PERIOD_NS)
+    drivers = [StreamDriver(dut, f"vi{k}", pack_vectors(vec, last, PARAMS.lanes), pauses=pauses(idle, (seed, k)))
+               for k, (vec, last) in inputs.vi.items()]
+    drivers += [StreamDriver(dut, f"si{k}", [int(v) for v in values], pauses=pauses(idle, (seed, 10 + k)))
+                for k, values in inputs.si.items()]
+    # Both outputs are watched, also one the kernel does not use: any output beyond the model's fails.
+    vo = Scoreboard(pack_vectors(want.vo, want.vo_last, PARAMS.lanes), name=f"{case.name} vo0",
+                    last_bit=32 * PARAMS.lanes, show=show_vector)
+    so = Scoreboard(pack_scalars(want.so, want.so_last), name=f"{case.name} so0", last_bit=32, show=show_scalar)
+    monitors = [StreamMonitor(dut, "vo0", vo, pauses=pauses(back, (seed, 20))),
+                StreamMonitor(dut, "so0", so, pauses=pauses(back, (seed, 21)))]
+    # Watched for a whole pipeline's depth after the last output: a late extra result fails too.
+    await run(dut, drivers + monitors, settle=model.latency + model.post_latency + 16)
     wall = time.perf_counter() - wall
+    # From the falling edge before cycle 0 to the one after the last output's cycle, as measured before
+    # the monitors watched past the last output.
+    cycles = max(m.cycles[-1] for m in monitors if m.cycles) + 2
 
-    if "vo" in got:
-        data, last = unpack_vectors(got["vo"], PARAMS.lanes)
-        bad = np.flatnonzero((data != want.vo).any(axis=1) | (last != want.vo_last))
-        assert not len(bad), (f"{case.name}: {len(bad)} of {len(data)} vo0 vectors differ from the model; first "
-                              f"{bad[0]}: got {[hex(v) for v in data[bad[0]]]} last={last[bad[0]]}, want "
-                              f"{[hex(v) for v in want.vo[bad[0]]]} last={want.vo_last[bad[0]]}")
-    if "so" in got:
-        data, last = unpack_scalars(got["so"])
-        bad = np.flatnonzero((data != want.so) | (last != want.so_last))
-        assert not len(bad), (f"{case.name}: {len(bad)} of {len(data)} so0 scalars differ from the model; first "
-                              f"{bad[0]}: got {data[bad[0]]:#x}, want {want.so[bad[0]]:#x}")
     firings = int(dut.firings.value)
     assert firings == want.firings, f"{case.name}: {firings} firings, model {want.firings}"
     if not stalls:
@@ -82,7 +74,7 @@ async def run_case(dut, case, *, stalls, seed):
 
 def _register(case_name):
     async def with_stalls(dut):
-        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+        start_clock(dut)
         case = next(c for c in cases(PARAMS) if c.name == case_name)
         await run_case(dut, case, stalls=True, seed=SEED)
         rtl, model = await run_case(dut, case, stalls=False, seed=SEED + 100)

@@ -12,10 +12,10 @@ from dataclasses import replace
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
+from cocotb.triggers import FallingEdge
 
-from cosim.streams import StallError, StreamProtocolError
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, run, start_clock_and_reset
+from cosim.streams import pack_vectors, unpack_vectors
 from hw.tile import params as params_module
 from sw.model.pmu import PmuModel
 from sw.tile.pmu import AddressPattern, PmuConfig, ReadMode
@@ -26,97 +26,44 @@ SEED = int(os.environ.get("OPENRDU_SEED", "1"))
 MASK = (1 << 32) - 1
 
 
-class PmuDriver:
-    """Drive vi0, si0 and si1 and monitor vo0 at once, with random idle and back-pressure.
+class PmuRun:
+    """One run of a configuration: vi0, si0 and si1 driven, vo0 checked against the model as it arrives.
 
-    Inputs change on the falling edge and handshakes are read once signals
-    settle. ``cycles`` counts from the cycle the configuration is enabled to
-    the last vo0 transfer, inclusive.
+    Cycle 0 is the cycle the configuration is enabled (the cycle before, the
+    unit is disabled, which clears its pass and buffer state). ``cycles``
+    counts to the last vo0 transfer, inclusive; ``sent`` and
+    ``handshake_cycles`` hold each input's transfers, ``output_cycles`` vo0's.
     """
 
     def __init__(self, dut, *, idle=0.0, backpressure=0.0, seed=0):
         self.dut = dut
-        self.idle, self.backpressure = idle, backpressure
-        self.rng = np.random.default_rng(seed)
+        self.idle, self.backpressure, self.seed = idle, backpressure, seed
 
-    async def run(self, cfg, vi0, si0, si1, reads, *, stall_limit=500):
+    async def run(self, cfg, vi0, si0, si1, want):
         dut = self.dut
-        vi0_words = [sum(int(w) << (32 * lane) for lane, w in enumerate(row)) for row in np.asarray(vi0)]
-        si = {"si0": [int(x) & MASK for x in si0], "si1": [int(x) & MASK for x in si1]}
-        ports = {name: (getattr(dut, f"{name}__valid"), getattr(dut, f"{name}__ready"),
-                        getattr(dut, f"{name}__payload")) for name in ("vi0", "si0", "si1")}
-        queues = {"vi0": vi0_words, **si}
-        sent = {name: 0 for name in ports}
-        self.handshake_cycles = {name: [] for name in ports}
-        self.output_cycles = []
+        queues = {"vi0": pack_vectors(vi0, np.zeros(len(vi0), bool), L),
+                  "si0": [int(x) & MASK for x in si0], "si1": [int(x) & MASK for x in si1]}
+        drivers = {name: StreamDriver(dut, name, q, pauses=pauses(self.idle, (self.seed, k)))
+                   for k, (name, q) in enumerate(queues.items())}
+        board = Scoreboard(pack_vectors(want.vo0, want.last, L), name="vo0 (against PmuModel)", last_bit=32 * L,
+                           show=lambda v: f"{unpack_vectors([v], L)[0][0].tolist()} last={v >> 32 * L}")
+        monitor = StreamMonitor(dut, "vo0", board, pauses=pauses(self.backpressure, (self.seed, 3)))
         await FallingEdge(dut.clk)
         dut.cfg.value = 0
-        for valid, _, _ in ports.values():
-            valid.value = 0
-        dut.vo0__ready.value = 0
-        await FallingEdge(dut.clk)
-        dut.cfg.value = cfg
 
-        outputs, held, quiet, cycle = [], None, 0, 0
-        while len(outputs) < reads:
-            if cycle:
-                await FallingEdge(dut.clk)
-            offers = {}
-            for name, (valid, _, payload) in ports.items():
-                offer = sent[name] < len(queues[name]) and self.rng.random() >= self.idle
-                valid.value = int(offer)
-                if offer:
-                    payload.value = queues[name][sent[name]]
-                offers[name] = offer
-            take = self.rng.random() >= self.backpressure
-            dut.vo0__ready.value = int(take)
-            await ReadOnly()
-            progressed = False
-            for name, (_, ready, _) in ports.items():
-                if offers[name] and ready.value:
-                    sent[name] += 1
-                    self.handshake_cycles[name].append(cycle)
-                    progressed = True
-            if dut.vo0__valid.value:
-                value = int(dut.vo0__payload.value)
-                if held is not None and value != held:
-                    raise StreamProtocolError(f"vo0.payload changed from {held:#x} to {value:#x} while held "
-                                              f"(cycle {cycle})")
-                if take:
-                    outputs.append(value)
-                    self.output_cycles.append(cycle)
-                    held = None
-                    progressed = True
-                else:
-                    held = value
-            elif held is not None:
-                raise StreamProtocolError(f"vo0.valid fell while a result was held (cycle {cycle})")
-            cycle += 1
-            quiet = 0 if progressed else quiet + 1
-            if quiet > stall_limit:
-                raise StallError(f"no transfer for {stall_limit} cycles: sent {sent}, {len(outputs)}/{reads} read")
-        self.cycles = cycle
-        self.sent = sent
-        await FallingEdge(dut.clk)
-        for valid, _, _ in ports.values():
-            valid.value = 0
-        dut.vo0__ready.value = 0
-        data = np.array([[(v >> (32 * lane)) & MASK for lane in range(L)] for v in outputs],
-                        dtype=np.uint32).reshape(-1, L)
-        last = np.array([(v >> (32 * L)) & 1 for v in outputs], dtype=bool)
-        return data, last
+        def enable():
+            dut.cfg.value = cfg
+        await run(dut, [*drivers.values(), monitor], start=enable, stall_limit=500)
+        self.sent = {name: d.sent for name, d in drivers.items()}
+        self.handshake_cycles = {name: d.cycles for name, d in drivers.items()}
+        self.output_cycles = monitor.cycles
+        self.cycles = monitor.cycles[-1] + 1 if monitor.cycles else 0
+        return unpack_vectors(monitor.items, L)
 
 
 async def start(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.cfg.value = 0
-    for name in ("vi0", "vi1", "vi2", "si0", "si1"):
-        getattr(dut, f"{name}__valid").value = 0
-    dut.vo0__ready.value = 0
-    dut.so0__ready.value = 0
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
+    await start_clock_and_reset(dut, zero=("cfg", "vi0__valid", "vi1__valid", "vi2__valid", "si0__valid",
+                                           "si1__valid", "vo0__ready", "so0__ready"))
     await clear_memory(dut)
 
 
@@ -124,7 +71,8 @@ async def clear_memory(dut):
     """Write zeros to every word (one read of a row ends the run)."""
     config = PmuConfig(write=AddressPattern.linear(P.pmu_bank_words, L), read=AddressPattern.linear(1, 0),
                        write_passes=1, read_passes=1)
-    await PmuDriver(dut).run(config.pack(P), np.zeros((P.pmu_bank_words, L)), [], [], 1)
+    vi0 = np.zeros((P.pmu_bank_words, L), dtype=np.uint32)
+    await PmuRun(dut).run(config.pack(P), vi0, [], [], PmuModel(P, config).run(vi0, [], []))
 
 
 def counter(dut, name):
@@ -140,13 +88,8 @@ async def check(dut, config, vi0, si0=(), si1=(), *, idle=0.0, backpressure=0.0,
     model = PmuModel(P, config, banks=banks)
     want = model.run(vi0, si0, si1)
     before = {name: counter(dut, name) for name in ("reads", "writes", "errors", "busy_cycles", "stall_cycles")}
-    driver = PmuDriver(dut, idle=idle, backpressure=backpressure, seed=seed)
-    data, last = await driver.run(config.pack(P), vi0, si0, si1, len(want.vo0))
-    bad = np.flatnonzero((data != want.vo0).any(axis=1))
-    assert bad.size == 0, (f"{bad.size} of {len(data)} vectors differ from PmuModel; first at {bad[0]}: "
-                           f"got {data[bad[0]].tolist()}, expected {want.vo0[bad[0]].tolist()}")
-    assert np.array_equal(last, want.last), (f"last flags differ at vectors "
-                                             f"{np.flatnonzero(last != want.last)[:10].tolist()}")
+    driver = PmuRun(dut, idle=idle, backpressure=backpressure, seed=seed)
+    data, last = await driver.run(config.pack(P), vi0, si0, si1, want)
     if expect is not None:
         assert np.array_equal(data, expect), "read data differs from the numpy reference"
     after = {name: counter(dut, name) for name in before}
@@ -312,8 +255,9 @@ async def out_of_range_counts_errors(dut):
     assert not want.vo0[4:].any(), "reads past the end returned data"
 
     config = PmuConfig(write=AddressPattern.linear(L, L), read=AddressPattern.linear(L, 1, runtime_base=True),
-                       read_mode=ReadMode.COLUMN, stripe=True, write_passes=1, read_passes=3)
-    # A column from the last rows would run past the last bank word.
+                       read_mode=ReadMode.COLUMN, stripe=True, write_passes=1, read_passes=3, reads_per_fill=3)
+    # A column from the last rows would run past the last bank word. Three reads of the one fill, so
+    # every base is used (with one read per fill the last two passes never start).
     await check(dut, config, matrix(rng, L), [], [0, words - L * L + 1, words - L])
 
 

@@ -3,13 +3,13 @@
 ``array``: config S (2x4); ``array-3x4``: the same kernels on a 3x4 array
 (a second array size: a larger mesh, longer routes). Each tail function is a lane-wide datapath, so
 the build gives each only to the PCU that the kernels in
-cosim/tb/array_kernels.py place it on: exp, SiLU and a reciprocal so0 at (0, 2)
+sw/tile/kernels.py place it on: exp, SiLU and a reciprocal so0 at (0, 2)
 (softmax, GEMV + bias + SiLU), rsqrt on so0 at (0, 0) (RMSNorm); the other
 PCUs have none.
 """
 
 from cosim.harness import SimUnit
-from cosim.tb.array_kernels import TEST_POST, TEST_TAIL
+from sw.tile.kernels import TEST_POST, TEST_TAIL
 from hw.tile.array import TileArray
 from hw.tile.params import DEFAULT, SMALL, ArrayParams
 

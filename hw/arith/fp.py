@@ -15,11 +15,9 @@ import weakref
 
 from amaranth import Module, Signal, Cat, Const, Mux, Value, signed
 
+from facts.fp import CANON_NAN16, CANON_NAN32, INF32
 from .pipeline import Pipeline
 
-CANON_NAN32 = 0x7FC0_0000
-CANON_NAN16 = 0x7FC0
-INF32 = 0x7F80_0000
 EXP_MAX = 0xFF
 
 

@@ -4,11 +4,11 @@ Each function works in fixed point on the input's significand: an exp core
 (x log2(e) by one integer product, 2**f from a table and a cubic), a
 reciprocal core (seed table and two Newton steps) and an rsqrt core, then
 one multiply-and-round stage that packs every result with RNE. The constant
-tables come from ``sw/golden/tail.py``, whose integer steps this file
-mirrors bit for bit. :func:`tail_datapath` builds any set of the functions
-with one exp core and one reciprocal core shared between exp, recip,
-sigmoid and silu. Algorithms, accuracy and latencies are in
-``docs/numerics.md``.
+tables come from ``facts/tail.py``; this file mirrors the integer steps of
+the golden model ``sw/golden/tail.py`` bit for bit. :func:`tail_datapath`
+builds any set of the functions with one exp core and one reciprocal core
+shared between exp, recip, sigmoid and silu. Algorithms, accuracy and
+latencies are in ``docs/numerics.md``.
 """
 
 import functools
@@ -17,8 +17,7 @@ from amaranth import Module, Signal, Shape, Cat, Const, Mux, Array, signed
 from amaranth.lib import data, enum, wiring, stream
 from amaranth.lib.wiring import In, Out
 
-from sw.golden.tail import (EXP_LOG2E, EXP_TABLE, EXP_POLY, EXP_X_HUGE, EXP_HUGE_N, SEED_FRAC,
-                            RECIP_SEED, RSQRT_SEED)
+from facts.tail import EXP_HUGE_N, EXP_LOG2E, EXP_POLY, EXP_TABLE, EXP_X_HUGE, RECIP_SEED, RSQRT_SEED, SEED_FRAC
 from .convert import fp32_to_bf16_datapath, bf16_to_fp32_datapath
 from .fp import unpack32, round_pack, CANON_NAN32, INF32
 from .pipeline import Pipeline, unary_unit

@@ -12,12 +12,12 @@ from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from facts.loopnest import COUNT_BITS, LAST_EVERY_BITS, LEVELS
+from hw.loopnest import LoopNestCounter
 from hw.mem import tln
 from hw.mem.params import MemParams
 from hw.tile.streams import scalar_stream, vector_stream
 
-LEVELS = 4
-COUNT_BITS = 16
 STATUS_BITS = 32
 # Tag bits the AGCU uses: [1] the request is the transfer's final word; [0] for a
 # read, its word ends a group (``last_every``). Responses tell reads from writes.
@@ -62,7 +62,7 @@ def transfer_layout(params):
         "start": 1,
         "tier": 1,
         "runtime_base": 1,
-        "last_every": 3,
+        "last_every": LAST_EVERY_BITS,
         "bf16": 1,
         "base": params.addr_bits,
         "counts": data.ArrayLayout(COUNT_BITS, LEVELS),
@@ -90,79 +90,6 @@ def direction_status_layout():
 
 def agcu_status_layout():
     return data.StructLayout({"read": direction_status_layout(), "write": direction_status_layout()})
-
-
-class AddressPattern(wiring.Component):
-    """Word addresses of a ``LEVELS``-deep affine loop nest, level 0 innermost, one per step.
-
-    Each level keeps the address at the start of its current iteration, so a
-    step is one add and no multiply.
-
-    Parameters
-    ----------
-    params : MemParams
-
-    Attributes
-    ----------
-    counts : In(ArrayLayout(COUNT_BITS, LEVELS))
-        Iterations of each level, each at least 1; held for the whole pass.
-    strides : In(ArrayLayout(signed, LEVELS))
-        Words added per iteration of each level.
-    load : In(1)
-        Start a pass at ``base``; takes priority over ``step``.
-    base : In(signed(wide_bits))
-        First word address of the pass.
-    step : In(1)
-        Move to the next iteration.
-    addr : Out(signed(wide_bits))
-        Word address of the current iteration.
-    final : Out(1)
-        The current iteration is the last of the pass.
-    ends : Out(LEVELS)
-        Bit k: levels 0..k all finish at the current iteration.
-    """
-
-    def __init__(self, params):
-        if not isinstance(params, MemParams):
-            raise ValueError(f"params must be a MemParams, not {params!r}")
-        self.wide = wide_bits(params)
-        super().__init__({
-            "counts": In(data.ArrayLayout(COUNT_BITS, LEVELS)),
-            "strides": In(data.ArrayLayout(signed(stride_bits(params)), LEVELS)),
-            "load": In(1),
-            "base": In(signed(self.wide)),
-            "step": In(1),
-            "addr": Out(signed(self.wide)),
-            "final": Out(1),
-            "ends": Out(LEVELS),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        count = [Signal(COUNT_BITS, name=f"i{k}") for k in range(LEVELS)]
-        start = [Signal(signed(self.wide), name=f"a{k}") for k in range(LEVELS)]
-        at_end = [count[k] + 1 == self.counts[k] for k in range(LEVELS)]
-        # carry[k]: every level below k finishes at this iteration.
-        carry = [Const(1)]
-        for k in range(LEVELS):
-            carry.append(carry[k] & at_end[k])
-        steps = [carry[k] & ~at_end[k] for k in range(LEVELS)]
-        m.d.comb += [self.addr.eq(start[0]), self.final.eq(carry[LEVELS]), self.ends.eq(Cat(*carry[1:]))]
-        with m.If(self.load):
-            m.d.sync += [c.eq(0) for c in count]
-            m.d.sync += [a.eq(self.base) for a in start]
-        with m.Elif(self.step):
-            for k in range(LEVELS):
-                with m.If(carry[k]):
-                    m.d.sync += count[k].eq(Mux(at_end[k], 0, count[k] + 1))
-            # One level steps; it and every level below restart at its next address.
-            for j in range(LEVELS):
-                with m.If(steps[j]):
-                    m.d.sync += start[j].eq(start[j] + self.strides[j])
-                for k in range(j + 1, LEVELS):
-                    with m.Elif(steps[k]):
-                        m.d.sync += start[j].eq(start[k] + self.strides[k])
-        return m
 
 
 def _check_lanes(params, lanes):
@@ -291,8 +218,8 @@ class Agcu(wiring.Component):
         req, resp = self.tln.req, self.tln.resp
         st_r, st_w = self.status.read, self.status.write
 
-        m.submodules.pat_r = pat_r = AddressPattern(P)
-        m.submodules.pat_w = pat_w = AddressPattern(P)
+        m.submodules.pat_r = pat_r = LoopNestCounter(stride_bits=stride_bits(P), addr_bits=wide_bits(P))
+        m.submodules.pat_w = pat_w = LoopNestCounter(stride_bits=stride_bits(P), addr_bits=wide_bits(P))
         m.submodules.rbuf = rbuf = SyncFIFOBuffered(width=8 * wb + 2, depth=P.agcu_outstanding)
 
         # Per-direction state, latched at start.
@@ -302,7 +229,7 @@ class Agcu(wiring.Component):
                 tier=Signal(name=f"{name}_tier"), low=Signal(low, name=f"{name}_low"),
                 base=Signal(word_addr_bits(P), name=f"{name}_base"),
                 counts=Signal(data.ArrayLayout(COUNT_BITS, LEVELS), name=f"{name}_counts"),
-                last_every=Signal(3, name=f"{name}_last_every"), bf16=Signal(name=f"{name}_bf16"),
+                last_every=Signal(LAST_EVERY_BITS, name=f"{name}_last_every"), bf16=Signal(name=f"{name}_bf16"),
                 strides=Signal(data.ArrayLayout(signed(stride_bits(P)), LEVELS), name=f"{name}_strides"),
                 wait=Signal(name=f"{name}_wait"), issue=Signal(name=f"{name}_issue"),
                 responses=Signal(STATUS_BITS, name=f"{name}_responses"),

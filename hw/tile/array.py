@@ -12,7 +12,8 @@ from amaranth import Mux, Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.tile.config import ConfigLoader, Status
+from facts.bitstream import VERSION as CONFIG_VERSION
+from hw.tile.config import STATUS_PORTS, ConfigLoader
 from hw.tile.fabric import Fabric, unit_port_name
 from hw.tile.params import ArrayParams
 from hw.tile.pcu import ALL_TAIL_OPS, POST_OPS, Pcu, TailOp, pcu_config_layout
@@ -20,7 +21,6 @@ from hw.tile.pmu import Pmu, pmu_config_layout
 from hw.tile.streams import scalar_stream, vector_stream
 from hw.tile.switch import NETWORKS, UNIT_INPUTS, UNIT_OUTPUTS, switch_record_layout
 
-CONFIG_VERSION = 1
 IO_SIDES = ("t", "b")
 # Local ports of an I/O position that reach the top level; its other inputs are never ready.
 IO_INPUTS = UNIT_OUTPUTS                                  # host -> fabric
@@ -129,14 +129,7 @@ class TileArray(wiring.Component):
         self.pcu_post_ops = build_ops(params, pcu_post_ops, "pcu_post_ops")
         self.params = params
         streams = {"vector": vector_stream(params.lanes), "scalar": scalar_stream()}
-        members = {
-            "config": In(stream.Signature(32)),
-            "config_status": Out(Status),
-            "config_load_cycles": Out(32),
-            "config_loads_ok": Out(32),
-            "config_loads_refused": Out(32),
-            "config_busy": Out(1),
-        }
+        members = {"config": In(stream.Signature(32)), **{f"config_{n}": p for n, p in STATUS_PORTS.items()}}
         for side in IO_SIDES:
             for c in range(params.cols):
                 for net in NETWORKS:
@@ -155,13 +148,7 @@ class TileArray(wiring.Component):
         m.submodules.loader = loader = ConfigLoader(config_targets(p), version=CONFIG_VERSION)
         m.submodules.fabric = fabric = Fabric(mesh_params(p))
         wiring.connect(m, wiring.flipped(self.config), loader.words)
-        m.d.comb += [
-            self.config_status.eq(loader.status),
-            self.config_load_cycles.eq(loader.load_cycles),
-            self.config_loads_ok.eq(loader.loads_ok),
-            self.config_loads_refused.eq(loader.loads_refused),
-            self.config_busy.eq(loader.busy),
-        ]
+        m.d.comb += [getattr(self, f"config_{n}").eq(getattr(loader, n)) for n in STATUS_PORTS]
         for mr in range(p.rows + 2):
             for c in range(p.cols):
                 m.d.comb += fabric.cfg[mr * p.cols + c].eq(loader.active(switch_id(p, mr, c)))

@@ -2,25 +2,21 @@
 
 from amaranth import Module, Signal, Cat, Shape
 from amaranth.hdl import ShapeCastable
-from amaranth.lib import enum, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
-from sw.bitstream import HEADER_WORDS, MAGIC
+from facts.bitstream import HEADER_WORDS, MAGIC, MAX_UNIT_ID, MAX_VERSION, MAX_WIDTH, Status
 
 
-class Status(enum.Enum, shape=4):
-    """Loader status; the error codes equal ``sw.bitstream.Reason``."""
-
-    IDLE = 0
-    LOADING = 1
-    OK = 2
-    BAD_MAGIC = 3
-    BAD_VERSION = 4
-    BAD_LENGTH = 5
-    BAD_UNIT = 6
-    BAD_CHECKSUM = 7
-    TRUNCATED = 8
+# The loader's outputs besides the configurations; the array passes them on as config_<name>.
+STATUS_PORTS = {
+    "status": Out(Status),
+    "load_cycles": Out(32),
+    "loads_ok": Out(32),
+    "loads_refused": Out(32),
+    "busy": Out(1),
+}
 
 
 def _width(shape):
@@ -71,16 +67,16 @@ class ConfigLoader(wiring.Component):
             raise ValueError(f"targets must be a non-empty dict of unit id -> width, not {targets!r}")
         self._shapes = {}
         for unit_id, shape in targets.items():
-            if not isinstance(unit_id, int) or isinstance(unit_id, bool) or not 0 <= unit_id <= 0xFFFF:
-                raise ValueError(f"unit id must be an integer in [0, 65535], not {unit_id!r}")
+            if not isinstance(unit_id, int) or isinstance(unit_id, bool) or not 0 <= unit_id <= MAX_UNIT_ID:
+                raise ValueError(f"unit id must be an integer in [0, {MAX_UNIT_ID}], not {unit_id!r}")
             if isinstance(shape, bool) or not isinstance(shape, (int, ShapeCastable, Shape)):
                 raise ValueError(f"unit {unit_id}: width must be an integer or a layout, not {shape!r}")
             width = shape if isinstance(shape, int) else _width(shape)
-            if not 1 <= width <= 32 * 0xFFFF:
-                raise ValueError(f"unit {unit_id}: width must be in [1, {32 * 0xFFFF}] bits, not {width}")
+            if not 1 <= width <= MAX_WIDTH:
+                raise ValueError(f"unit {unit_id}: width must be in [1, {MAX_WIDTH}] bits, not {width}")
             self._shapes[unit_id] = shape
-        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= 0xFFFF:
-            raise ValueError(f"version must be an integer in [0, 65535], not {version!r}")
+        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION:
+            raise ValueError(f"version must be an integer in [0, {MAX_VERSION}], not {version!r}")
         if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 1 << 20:
             raise ValueError(f"timeout must be an integer in [1, {1 << 20}] cycles, not {timeout!r}")
         self.targets = {u: (s if isinstance(s, int) else _width(s)) for u, s in self._shapes.items()}
@@ -90,11 +86,7 @@ class ConfigLoader(wiring.Component):
         ports = {
             "words": In(stream.Signature(32)),
             **{f"cfg_{u}": Out(s) for u, s in self._shapes.items()},
-            "status": Out(Status),
-            "load_cycles": Out(32),
-            "loads_ok": Out(32),
-            "loads_refused": Out(32),
-            "busy": Out(1),
+            **STATUS_PORTS,
         }
         super().__init__(ports)
 

@@ -3,18 +3,47 @@
 See docs/pmu.md for the behaviour and docs/tile-array.md for the port contract.
 """
 
-from amaranth import Module, Signal, Array, Mux
+from amaranth import Module, Signal, Array, Mux, Cat, Const, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .addrgen import AddressGenerator, addr_bits, address_pattern_layout
+from facts.loopnest import COUNT_BITS, LAST_LEVEL_BITS, LEVELS
+from hw.loopnest import LoopNestCounter
 from .params import ArrayParams
 from .streams import scalar_stream, vector_stream
 
 MAX_BUFFERS = 4
 PASS_BITS = 16
 READS_PER_FILL_BITS = 8
+# Signed width of an address being generated: wide enough that no pattern with
+# fields in range (a 32-bit runtime base, a capacity of up to 2**21 words, four
+# levels of 2**16 iterations) overflows, so an out-of-range address is always
+# seen as one and never wraps back in.
+GEN_ADDR_BITS = 48
+
+
+def addr_bits(params):
+    """Bits of a word address inside one PMU."""
+    return (params.pmu_words - 1).bit_length()
+
+
+def pmu_pattern_layout(params):
+    """Configuration record of one address generator (see facts/loopnest.py for the nest).
+
+    ``bounds[k]`` iterations (>= 1) of level k, which adds ``strides[k]`` per
+    iteration; ``offset`` is added to every address; ``runtime_base`` takes a
+    base per pass from the scalar input; ``last_level`` k marks the iteration
+    where levels 0..k all finish, ``LAST_NEVER`` (4..7) marks none.
+    """
+    a = addr_bits(params)
+    return data.StructLayout({
+        "bounds": data.ArrayLayout(COUNT_BITS, LEVELS),
+        "strides": data.ArrayLayout(signed(a + 1), LEVELS),
+        "offset": a,
+        "runtime_base": 1,
+        "last_level": LAST_LEVEL_BITS,
+    })
 
 
 class PmuReadMode(enum.Enum, shape=2):
@@ -27,7 +56,7 @@ class PmuReadMode(enum.Enum, shape=2):
 
 def pmu_config_layout(params):
     """Configuration record of a PMU; see docs/pmu.md for each field."""
-    pattern = address_pattern_layout(params)
+    pattern = pmu_pattern_layout(params)
     return data.StructLayout({
         "enable": 1,
         "write": pattern,
@@ -102,9 +131,13 @@ class Pmu(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             banks.append((mem.write_port(), mem.read_port(domain="sync")))
 
-        m.submodules.wag = wag = AddressGenerator(p)
-        m.submodules.rag = rag = AddressGenerator(p)
-        m.d.comb += [wag.cfg.eq(cfg.write), rag.cfg.eq(cfg.read)]
+        stride_bits = addr_bits(p) + 1
+        m.submodules.wag = wag = LoopNestCounter(stride_bits=stride_bits, addr_bits=GEN_ADDR_BITS)
+        m.submodules.rag = rag = LoopNestCounter(stride_bits=stride_bits, addr_bits=GEN_ADDR_BITS)
+        m.d.comb += [wag.counts.eq(cfg.write.bounds), wag.strides.eq(cfg.write.strides),
+                     rag.counts.eq(cfg.read.bounds), rag.strides.eq(cfg.read.strides)]
+        # last_level k marks where levels 0..k finish; LAST_NEVER and above select a zero.
+        r_last = Cat(rag.ends, Const(0, (1 << LAST_LEVEL_BITS) - LEVELS)).bit_select(cfg.read.last_level, 1)
 
         # Buffer handshake: bit b of `full` is set by the end of a write pass
         # into buffer b and cleared by the last read pass of that fill. Both
@@ -230,7 +263,7 @@ class Pmu(wiring.Component):
             m.d.sync += o_valid.eq(r_issue)
         with m.If(r_issue):
             m.d.sync += [
-                o_last.eq(rag.last),
+                o_last.eq(r_last),
                 o_zero.eq(~r_ok),
                 o_rot.eq(r_rot),
                 o_broadcast.eq(cfg.read_mode == PmuReadMode.BROADCAST),

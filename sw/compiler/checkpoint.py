@@ -2,22 +2,248 @@
 
 Everything the compiler does not implement stops here with an error that
 names the file and the setting, rather than compiling to something that
-computes a different function.
+computes a different function. Everything in the folder is untrusted input:
+config.json is checked field by field against :class:`ConfigSchema` before
+anything is sized from it, every file is checked to be a regular file of a
+bounded size before it is opened, weights are checked by name, shape and
+dtype from the safetensors headers before any tensor is read, and what a
+library raises on a malformed file becomes a :class:`CheckpointError` naming
+the file.
 """
 
+import errno
 import json
+import math
+import os
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from sw.errors import CheckpointError, UnsupportedModelError  # noqa: F401  (re-exported)
+
+# Bounds on what a config may claim, far above any target's memory, so that nothing sized from a config
+# (the table of expected weight names, the parameter count) is large before the memory check refuses it.
+MAX_VOCAB = 1 << 21
+MAX_HIDDEN = 1 << 16
+MAX_INTERMEDIATE = 1 << 18
+MAX_LAYERS = 1024
+MAX_HEADS = 1024
+MAX_HEAD_DIM = 1024
+MAX_POSITIONS = 1 << 24
+
+# File size limits, bytes: JSON files are parsed whole; safetensors caps its own header at 100 MB.
+MAX_JSON_BYTES = 16 << 20
+MAX_TOKENIZER_BYTES = 64 << 20
+SAFETENSORS_HEADER_BYTES = 100_000_000 + 8
+
+_SAFETENSORS_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}
+_CONVERTED_DTYPES = {"F64": "float64"}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint folder that is missing, unreadable or inconsistent."""
+def _count(high, low=1, what="an integer"):
+    return Annotated[StrictInt, Field(ge=low, le=high, description=f"{what} from {low} to {high}")]
 
 
-class UnsupportedModelError(ValueError):
-    """A well-formed checkpoint of an architecture, op or setting the compiler does not implement."""
+def _positive(low, high):
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, ge=low, le=high,
+                                  description=f"a finite number from {low:g} to {high:g}")]
+
+
+_TokenId = Annotated[StrictInt, Field(ge=0, le=MAX_VOCAB - 1)]
+_RopeTheta = _positive(1.0, 1e12)
+
+
+class RopeSchema(BaseModel):
+    """``rope_parameters`` / ``rope_scaling``: the fields the compiler reads; others pass unchecked."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    rope_type: StrictStr | None = Field(None, description="a string such as 'default'")
+    type: StrictStr | None = Field(None, description="a string such as 'default'")
+    rope_theta: _RopeTheta | None = Field(None, description="a finite number from 1 to 1e+12")
+
+
+class ConfigSchema(BaseModel):
+    """The fields of a Llama config.json the compiler reads, each with its type and range.
+
+    Strict: an integer field takes a JSON integer (not ``32.0``, ``"32"`` or ``true``), a boolean field a
+    JSON boolean (not ``"false"`` or ``0``), a number field a finite JSON number. Fields not listed are
+    transformers' business and pass unchecked. Each field's ``description`` is what the error says was
+    expected.
+    """
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    model_type: StrictStr | None = Field(None, description="a string ('llama')")
+    architectures: list[StrictStr] | None = Field(None, description="a list of strings such as "
+                                                                    "[\"LlamaForCausalLM\"]")
+    hidden_act: StrictStr = Field("silu", description="a string ('silu')")
+    attention_bias: StrictBool = Field(False, description="true or false")
+    mlp_bias: StrictBool = Field(False, description="true or false")
+    pretraining_tp: StrictInt = Field(1, description="an integer (1)")
+    rope_parameters: RopeSchema | None = Field(None, description="an object with rope_type and rope_theta")
+    rope_scaling: RopeSchema | None = Field(None, description="null or an object with rope_type")
+    rope_theta: _RopeTheta = Field(10000.0, description="a finite number from 1 to 1e+12")
+    vocab_size: _count(MAX_VOCAB)
+    hidden_size: _count(MAX_HIDDEN)
+    intermediate_size: _count(MAX_INTERMEDIATE)
+    num_hidden_layers: _count(MAX_LAYERS)
+    num_attention_heads: _count(MAX_HEADS)
+    num_key_value_heads: _count(MAX_HEADS) | None = Field(
+        None, description=f"null (as many as attention heads) or an integer from 1 to {MAX_HEADS}")
+    head_dim: _count(MAX_HEAD_DIM, 2) | None = Field(
+        None, description=f"null (hidden_size / num_attention_heads) or an even integer from 2 to {MAX_HEAD_DIM}")
+    max_position_embeddings: _count(MAX_POSITIONS)
+    rms_norm_eps: _positive(1e-30, 1.0) = Field(1e-6, description="a finite number from 1e-30 to 1")
+    tie_word_embeddings: StrictBool = Field(False, description="true or false")
+    bos_token_id: _TokenId | None = Field(None, description="null or a token id (an integer >= 0)")
+    eos_token_id: _TokenId | list[_TokenId] | None = Field(
+        None, description="null, a token id (an integer >= 0) or a list of token ids")
+
+
+def _field_description(loc):
+    """What the schema expects at an error location: the innermost named field's description."""
+    model, field = ConfigSchema, None
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            break
+        field = model.model_fields[part]
+        model = RopeSchema if part in ("rope_parameters", "rope_scaling") else None
+    return field
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _one_line(error, limit=200):
+    """A library's message as one line of at most ``limit`` characters."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def validate_config(config, where="config.json"):
+    """``config`` (a dict from config.json) checked against :class:`ConfigSchema`.
+
+    Raises
+    ------
+    CheckpointError
+        For the first bad field: its name, its value and what was expected, in one line.
+    """
+    try:
+        return ConfigSchema.model_validate(config)
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = [p for p in first["loc"] if isinstance(p, str) and (p in ConfigSchema.model_fields
+                                                                   or p in RopeSchema.model_fields)]
+        if first["type"] == "missing":
+            raise CheckpointError(f"{where}: missing {loc[-1]!r}") from None
+        value = config
+        for part in loc:
+            value = value.get(part) if isinstance(value, dict) else value
+        field = _field_description(loc)
+        expected = field.description if field is not None and field.description else first["msg"]
+        raise CheckpointError(f"{where}: {'.'.join(loc) or 'config'} = {_short(value)}: expected {expected}") \
+            from None
+
+
+def _kind(mode):
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _stat(path):
+    """``os.stat(path)``, with errors as one CheckpointError line that names a symlink loop as such."""
+    try:
+        return os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CheckpointError(f"{path}: a symlink loop (too many levels of symbolic links)") from None
+        if error.errno == errno.ENOENT and os.path.islink(path):
+            raise CheckpointError(f"{path}: a symlink to {os.readlink(path)!r}, which does not exist") from None
+        if error.errno == errno.ENOENT:
+            raise CheckpointError(f"{path}: no such file") from None
+        raise CheckpointError(f"{path}: {error.strerror}") from None
+
+
+def check_file(path, limit, what):
+    """The size of ``path``, after checking without opening it that it is a regular file of at most ``limit`` bytes.
+
+    Raises
+    ------
+    CheckpointError
+        ``path`` is missing, a symlink loop, a directory, FIFO, device or socket, or larger than ``limit``.
+    """
+    info = _stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(f"{path}: a {_kind(info.st_mode)}, not a regular file ({what})")
+    if info.st_size > limit:
+        raise CheckpointError(f"{path}: {info.st_size:,} bytes, more than a {what} may have ({limit:,})")
+    return info.st_size
+
+
+def read_bytes(path, limit, what):
+    """The bytes of the regular file ``path`` (at most ``limit``), read without blocking on a FIFO swapped in."""
+    check_file(path, limit, what)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot open the {what} ({error.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"{path}: not a regular file ({what})")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise CheckpointError(f"{path}: more than a {what} may have ({limit:,} bytes)")
+    return data
+
+
+def _no_duplicates(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"key {_short(key)} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def read_json(path, limit=MAX_JSON_BYTES, what="JSON file"):
+    """The JSON value in ``path``: a regular UTF-8 file of at most ``limit`` bytes, no repeated keys, no NaN."""
+    data = read_bytes(path, limit, what)
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as error:                 # JSONDecodeError, a repeated key, an integer of 4,300+ digits
+        raise CheckpointError(f"{path}: not valid JSON ({_one_line(error)})") from None
+
+
+def check_folder(path):
+    """``path`` as a :class:`Path` after checking that it is a directory (CheckpointError otherwise)."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise CheckpointError(f"{path}: a symlink loop (too many levels of symbolic links)") from None
+        raise CheckpointError(f"{path}: no such checkpoint folder") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(f"{path}: no such checkpoint folder (a {_kind(info.st_mode)} is there)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -73,65 +299,79 @@ class Checkpoint:
 _SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 
 
-def _require(config, key, where):
-    if key not in config:
-        raise CheckpointError(f"{where}: missing {key!r}")
-    return config[key]
-
-
 def _unsupported(where, key, value, allowed):
-    raise UnsupportedModelError(f"{where}: {key} = {value!r} is not supported (supported: {allowed})")
+    raise UnsupportedModelError(f"{where}: {key} = {_short(value)} is not supported (supported: {allowed})")
 
 
 def read_shape(config, where="config.json"):
-    """A :class:`LlamaShape` from a config dict, refusing what the compiler cannot build."""
-    model_type = config.get("model_type")
-    if model_type != "llama":
-        _unsupported(where, "model_type", model_type, "'llama'")
-    architectures = config.get("architectures") or ["LlamaForCausalLM"]
-    for arch in architectures:
+    """A :class:`LlamaShape` from a config dict, refusing what the compiler cannot build.
+
+    Raises
+    ------
+    CheckpointError
+        A field of the wrong type or out of range (:class:`ConfigSchema`), or fields that disagree.
+    UnsupportedModelError
+        A well-formed setting the compiler does not implement.
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{where}: expected a JSON object")
+    if isinstance(config.get("model_type"), str) and config["model_type"] != "llama":
+        _unsupported(where, "model_type", config["model_type"], "'llama'")
+    c = validate_config(config, where)
+    if c.model_type != "llama":
+        _unsupported(where, "model_type", c.model_type, "'llama'")
+    for arch in c.architectures or ["LlamaForCausalLM"]:
         if arch not in _SUPPORTED_ARCHITECTURES:
             _unsupported(where, "architectures", arch, ", ".join(_SUPPORTED_ARCHITECTURES))
-    if config.get("hidden_act", "silu") != "silu":
-        _unsupported(where, "hidden_act", config["hidden_act"], "'silu' (SwiGLU)")
+    if c.hidden_act != "silu":
+        _unsupported(where, "hidden_act", c.hidden_act, "'silu' (SwiGLU)")
     for flag in ("attention_bias", "mlp_bias"):
-        if config.get(flag, False):
-            _unsupported(where, flag, config[flag], "false")
-    if config.get("pretraining_tp", 1) != 1:
-        _unsupported(where, "pretraining_tp", config["pretraining_tp"], "1")
-    rope = config.get("rope_parameters") or {}
-    scaling = config.get("rope_scaling")
-    rope_type = rope.get("rope_type", (scaling or {}).get("rope_type", (scaling or {}).get("type", "default")))
+        if getattr(c, flag):
+            _unsupported(where, flag, True, "false")
+    if c.pretraining_tp != 1:
+        _unsupported(where, "pretraining_tp", c.pretraining_tp, "1")
+    rope, scaling = c.rope_parameters or RopeSchema(), c.rope_scaling or RopeSchema()
+    rope_type = rope.rope_type or scaling.rope_type or scaling.type or "default"
     if rope_type != "default":
         _unsupported(where, "rope type", rope_type, "'default'")
-    rope_theta = float(rope.get("rope_theta", config.get("rope_theta", 10000.0)))
+    rope_theta = rope.rope_theta if rope.rope_theta is not None else c.rope_theta
 
-    ints = {}
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "max_position_embeddings"):
-        value = _require(config, key, where)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise CheckpointError(f"{where}: {key} must be a positive integer, not {value!r}")
-        ints[key] = value
-    heads = ints["num_attention_heads"]
-    kv_heads = config.get("num_key_value_heads") or heads
-    if not isinstance(kv_heads, int) or kv_heads <= 0 or heads % kv_heads:
+    heads, hidden = c.num_attention_heads, c.hidden_size
+    kv_heads = heads if c.num_key_value_heads is None else c.num_key_value_heads
+    if heads % kv_heads:
         raise CheckpointError(f"{where}: num_key_value_heads = {kv_heads!r} must divide num_attention_heads = {heads}")
-    head_dim = config.get("head_dim") or ints["hidden_size"] // heads
-    if head_dim * heads != ints["hidden_size"]:
-        _unsupported(where, "head_dim", head_dim, f"hidden_size / num_attention_heads = {ints['hidden_size'] // heads}")
+    head_dim = hidden // heads if c.head_dim is None else c.head_dim
+    if head_dim * heads != hidden:
+        _unsupported(where, "head_dim", head_dim, f"hidden_size / num_attention_heads = {hidden // heads}")
     if head_dim % 2:
         raise CheckpointError(f"{where}: head_dim = {head_dim} must be even for rotary embeddings")
-    eos = config.get("eos_token_id")
-    if isinstance(eos, list):
-        eos = eos[0] if eos else None
+    eos_ids = c.eos_token_id if isinstance(c.eos_token_id, list) else [c.eos_token_id]
+    for key, token in [("bos_token_id", c.bos_token_id)] + [("eos_token_id", t) for t in eos_ids]:
+        if token is not None and token >= c.vocab_size:
+            raise CheckpointError(f"{where}: {key} = {token} is outside the vocabulary (vocab_size = {c.vocab_size})")
+    eos = eos_ids[0] if eos_ids else None           # the runtime stops at the first
     return LlamaShape(
-        vocab_size=ints["vocab_size"], hidden_size=ints["hidden_size"], intermediate_size=ints["intermediate_size"],
-        num_layers=ints["num_hidden_layers"], num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-        max_positions=ints["max_position_embeddings"], rms_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
-        rope_theta=rope_theta, tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
-        bos_token_id=config.get("bos_token_id"), eos_token_id=eos,
+        vocab_size=c.vocab_size, hidden_size=hidden, intermediate_size=c.intermediate_size,
+        num_layers=c.num_hidden_layers, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
+        max_positions=c.max_position_embeddings, rms_norm_eps=c.rms_norm_eps, rope_theta=rope_theta,
+        tie_word_embeddings=c.tie_word_embeddings, bos_token_id=c.bos_token_id, eos_token_id=eos,
     )
+
+
+def largest_memory():
+    """(bytes, target name): the most HBM + DDR any target has, the bound on a checkpoint's weights."""
+    from sw.target import TARGETS
+
+    return max((t.memory.hbm.capacity + t.memory.ddr.capacity, t.name) for t in TARGETS.values())
+
+
+def check_size(shape, where="config.json", memory=None):
+    """Refuse a shape whose weights, at 2 bytes (bf16) each, exceed ``memory`` = (bytes, target name)."""
+    capacity, name = memory or largest_memory()
+    need = 2 * shape.params()
+    if need > capacity:
+        raise CheckpointError(f"{where}: {shape.params():,} parameters ({need:,} bytes at bf16) do not fit the "
+                              f"memory of any target (the largest, {name}, has {capacity:,} bytes of HBM and DDR)")
 
 
 def expected_weights(shape):
@@ -152,57 +392,158 @@ def expected_weights(shape):
     return names
 
 
-def _load_tensors(path):
-    """All tensors of the folder's safetensors files, as (float32 array, stored dtype name)."""
-    from safetensors import SafetensorError, safe_open
+def _shard_name(index, name):
+    if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name:
+        raise CheckpointError(f"{index}: shard {_short(name)} is not the name of a *.safetensors file in the folder")
+    return name
 
+
+def weight_files(path):
+    """The safetensors files to read and, for a sharded checkpoint, its index's tensor name -> file name.
+
+    With ``model.safetensors.index.json`` the shards it names (every one must be there; other
+    ``*.safetensors`` files are not read), else every ``*.safetensors`` file in the folder.
+    """
+    index = path / "model.safetensors.index.json"
+    if os.path.lexists(index):
+        data = read_json(index, what="safetensors index")
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index}: expected an object with a non-empty \"weight_map\" "
+                                  f"(tensor name -> shard file name)")
+        shards = sorted({_shard_name(index, name) for name in weight_map.values()})
+        for shard in shards:
+            if not os.path.lexists(path / shard):
+                raise CheckpointError(f"{index}: names the shard {shard!r}, which is not in {path}")
+        return [path / shard for shard in shards], weight_map
     files = sorted(path.glob("*.safetensors"))
     if not files:
         if any(path.glob("*.bin")) or any(path.glob("*.pt")):
-            raise UnsupportedModelError(f"{path}: only safetensors weights are read, not PyTorch pickles "
+            raise UnsupportedModelError(f"{path}: only safetensors weights are read, not PyTorch .bin files "
                                         f"(save with safe_serialization=True)")
         raise CheckpointError(f"{path}: no *.safetensors weight file")
-    tensors = {}
+    return files, None
+
+
+def _headers(files, weight_map, limit):
+    """Tensor name -> (file, safetensors dtype, shape) from the files' headers, reading no tensor data."""
+    from safetensors import SafetensorError, safe_open
+
+    found = {}
     for file in files:
+        check_file(file, limit, "weight file")
         try:
             with safe_open(str(file), framework="pt") as handle:
                 for name in handle.keys():
+                    if name in found:
+                        raise CheckpointError(f"weight {_short(name)} is defined twice: in {found[name][0]} and in "
+                                              f"{file}")
+                    if weight_map is not None and weight_map.get(name) != file.name:
+                        raise CheckpointError(f"{file}: holds weight {_short(name)}, which the index places in "
+                                              f"{_short(weight_map.get(name))}")
+                    info = handle.get_slice(name)
+                    found[name] = (file, info.get_dtype(), tuple(info.get_shape()))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise CheckpointError(f"{file}: cannot read the weights ({_one_line(error)})") from None
+    for name, shard in (weight_map or {}).items():
+        if name not in found:
+            raise CheckpointError(f"{files[0].parent / 'model.safetensors.index.json'}: places weight "
+                                  f"{_short(name)} in {shard}, which does not hold it")
+    return found
+
+
+def _read_tensors(wanted):
+    """name -> (float32 array, stored dtype name) for ``wanted`` = name -> file, one open per file."""
+    from safetensors import SafetensorError, safe_open
+
+    by_file = {}
+    for name, file in wanted.items():
+        by_file.setdefault(file, []).append(name)
+    tensors = {}
+    for file, names in by_file.items():
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in names:
                     tensor = handle.get_tensor(name)
                     tensors[name] = (tensor.float().numpy(), str(tensor.dtype).removeprefix("torch."))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{file}: cannot read the weights ({error})") from None
+            raise CheckpointError(f"{file}: cannot read the weights ({_one_line(error)})") from None
     return tensors
 
 
-def load_checkpoint(path):
-    """Read and check ``path``; raises :class:`CheckpointError` or :class:`UnsupportedModelError`."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint folder")
+def load_checkpoint(path, *, memory=None):
+    """Read and check ``path``; raises :class:`CheckpointError` or :class:`UnsupportedModelError`.
+
+    ``memory`` = (bytes, target name) bounds the weights (default: the largest target's HBM + DDR); it is
+    checked from config.json before any weight is read.
+    """
+    path = check_folder(path)
     config_file = path / "config.json"
-    if not config_file.is_file():
+    if not os.path.lexists(config_file):
         raise CheckpointError(f"{path}: no config.json")
-    try:
-        config = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{config_file}: not valid JSON ({error})") from None
+    config = read_json(config_file, what="config.json")
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_file}: expected a JSON object")
     shape = read_shape(config, str(config_file))
-    tensors = _load_tensors(path)
-    tensors.pop("lm_head.weight", None) if shape.tie_word_embeddings else None
-    weights, dtypes = {}, {}
-    for name, want in expected_weights(shape).items():
-        if name not in tensors:
+    check_size(shape, str(config_file), memory)
+    expected = expected_weights(shape)
+    elements = sum(math.prod(s) for s in expected.values()) + shape.vocab_size * shape.hidden_size
+    files, weight_map = weight_files(path)
+    found = _headers(files, weight_map, 8 * elements + SAFETENSORS_HEADER_BYTES)
+    if shape.tie_word_embeddings:
+        found.pop("lm_head.weight", None)
+    converted = 0
+    for name, want in expected.items():
+        if name not in found:
             raise CheckpointError(f"{path}: weight {name!r} is missing")
-        array, dtype = tensors.pop(name)
-        if array.shape != want:
-            raise CheckpointError(f"{path}: weight {name!r} has shape {array.shape}, config.json implies {want}")
-        if not np.isfinite(array).all():
-            raise CheckpointError(f"{path}: weight {name!r} holds NaN or infinity")
-        weights[name], dtypes[name] = array, dtype
-    extra = sorted(n for n in tensors if not n.endswith("rotary_emb.inv_freq"))
+        file, dtype, have = found[name]
+        if have != want:
+            raise CheckpointError(f"{path}: weight {name!r} has shape {have}, config.json implies {want}")
+        if dtype in _CONVERTED_DTYPES:
+            converted += 1
+        elif dtype not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{file}: weight {name!r} is stored as {dtype}; the compiler reads floating-point "
+                                  f"weights only: BF16, F16 or F32 (F64 is converted)")
+    extra = sorted(n for n in found if n not in expected and not n.endswith("rotary_emb.inv_freq"))
     if extra:
-        raise UnsupportedModelError(f"{path}: weights the Llama architecture does not use: {', '.join(extra[:5])}"
-                                    + (" ..." if len(extra) > 5 else ""))
+        raise UnsupportedModelError(f"{path}: weights the Llama architecture does not use: "
+                                    f"{', '.join(_short(n) for n in extra[:5])}" + (" ..." if len(extra) > 5 else ""))
+    if converted:
+        print(f"openrdu: note: {path}: {converted} float64 weights converted to float32", file=sys.stderr)
+    tensors = _read_tensors({name: found[name][0] for name in expected})
+    weights, dtypes = {}, {}
+    for name in expected:
+        array, dtype = tensors.pop(name)
+        if not np.isfinite(array).all():
+            raise CheckpointError(f"{path}: weight {name!r} holds NaN or infinity"
+                                  + (" (after conversion to float32)" if dtype == "float64" else ""))
+        weights[name], dtypes[name] = array, dtype
     return Checkpoint(path, shape, weights, dtypes)
+
+
+def load_tokenizer(path):
+    """The folder's tokenizer (transformers' ``PreTrainedTokenizerFast``), or None without a tokenizer.json.
+
+    tokenizer.json and the tokenizer's JSON side files are checked as regular, bounded, valid JSON files
+    first; what tokenizers or transformers then refuse is a CheckpointError naming the folder.
+    """
+    path = check_folder(path)
+    file = path / "tokenizer.json"
+    if not os.path.lexists(file):
+        return None
+    data = read_json(file, MAX_TOKENIZER_BYTES, "tokenizer file")
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{file}: not a tokenizer (expected a JSON object with a \"model\" object)")
+    for side in ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+        if os.path.lexists(path / side) and not isinstance(read_json(path / side, what=side), dict):
+            raise CheckpointError(f"{path / side}: expected a JSON object")
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    # tokenizers raises plain Exception for a file it cannot build; transformers a dozen kinds for bad settings.
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(f"{path}: cannot load the tokenizer ({type(error).__name__}: {_one_line(error)})") \
+            from None

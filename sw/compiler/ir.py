@@ -18,7 +18,7 @@ class GraphError(ValueError):
     """An ill-formed graph: names the op and what is wrong with it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tensor:
     name: str
     shape: tuple
@@ -27,7 +27,7 @@ class Tensor:
     role: str
 
     def __post_init__(self):
-        self.shape = tuple(self.shape)
+        object.__setattr__(self, "shape", tuple(self.shape))
         if self.dtype not in DTYPE_BYTES:
             raise GraphError(f"tensor {self.name}: dtype {self.dtype!r} is not one of {sorted(DTYPE_BYTES)}")
         if self.tier not in TIERS:
@@ -47,7 +47,7 @@ class Tensor:
         return f"{self.name}:{self.dtype}[{','.join(map(str, self.shape))}]@{self.tier}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Op:
     name: str
     kind: str

@@ -19,6 +19,8 @@ correctly rounded to nearest even; each function says why the policy's
 
 import numpy as np
 
+from facts import fp
+
 __all__ = [
     "CANON_NAN32",
     "CANON_NAN16",
@@ -40,8 +42,8 @@ __all__ = [
     "fp32_to_int",
 ]
 
-CANON_NAN32 = np.uint32(0x7FC00000)
-CANON_NAN16 = np.uint16(0x7FC0)
+CANON_NAN32 = np.uint32(fp.CANON_NAN32)
+CANON_NAN16 = np.uint16(fp.CANON_NAN16)
 
 _SIGN32 = np.uint32(0x80000000)
 _EXP32 = np.uint32(0x7F800000)

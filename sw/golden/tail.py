@@ -1,7 +1,7 @@
 """Bit-exact golden model of the PCU tail functions: exp, recip, rsqrt, sigmoid, silu.
 
 The tail works in fixed point on the input's significand, with the same
-constant tables as ``hw/arith/tail.py`` (defined here and imported there).
+constant tables as ``hw/arith/tail.py`` (both import them from ``facts.tail``).
 Every step below is an integer operation that the RTL performs with the
 same widths, so model and RTL agree bit for bit; intermediate values are
 Python integers in object arrays, so wide products cannot overflow. The
@@ -12,10 +12,10 @@ Inputs and outputs are fp32 bit patterns (``np.uint32``), with the same
 input rules as ``sw.golden.arith``.
 """
 
-import math
-
 import numpy as np
 
+from facts.fp import CANON_NAN32, INF32
+from facts.tail import EXP_HUGE_N, EXP_LOG2E, EXP_POLY, EXP_TABLE, EXP_X_HUGE, RECIP_SEED, RSQRT_SEED, SEED_FRAC
 from . import arith as g
 
 __all__ = [
@@ -23,32 +23,7 @@ __all__ = [
     "exp", "recip", "rsqrt", "sigmoid", "silu", "bf16", "apply", "OPS",
 ]
 
-_INF = 0x7F80_0000
-_NAN = 0x7FC0_0000
 _FRAC = 0x007F_FFFF
-
-# exp: t = x log2(e) with 32 fraction bits is the product of the 24-bit
-# significand and log2(e) scaled by 2^38, shifted right by 156 - e.
-EXP_LOG2E = round(2**38 / math.log(2))
-# |x| >= 128 (exponent field 134 and up, infinities included) saturates:
-# n = +-EXP_HUGE_N puts every result far outside the normal range.
-EXP_X_HUGE = 134
-EXP_HUGE_N = 400
-# 2^f = 2^(j/128) (1 + p(r)) with j the top 7 bits of f and r < 2^-7 the rest:
-# a table with 32 fraction bits, and p(r) = c1 r + c2 r^2 + c3 r^3 (Taylor,
-# 2^-34.7 truncation error) with coefficients scaled by 2^32.
-EXP_TABLE = tuple(round(2 ** (j / 128) * 2**32) for j in range(128))
-EXP_POLY = tuple(round(math.log(2) ** k / math.factorial(k) * 2**32) for k in (1, 2, 3))
-
-# Newton seeds with 12 fraction bits, minimising the worst relative error on
-# each interval [a, b) of the reduced argument: 2 / (a + b) for 1/d on the top
-# 7 fraction bits, 2 / (sqrt(a) + sqrt(b)) for 1/sqrt(D) on the exponent
-# parity and the top 6 fraction bits.
-SEED_FRAC = 12
-RECIP_SEED = tuple(round(2**SEED_FRAC * 2 / ((1 + j / 128) + (1 + (j + 1) / 128))) for j in range(128))
-RSQRT_SEED = tuple(round(2**SEED_FRAC * 2 / (math.sqrt(2 ** (j // 64) * (1 + (j % 64) / 64))
-                                              + math.sqrt(2 ** (j // 64) * (1 + (j % 64 + 1) / 64))))
-                   for j in range(128))
 
 
 def _lut(table, index):
@@ -116,7 +91,7 @@ def _finish(a, s, exp, sign):
     rounded = sig + (guard & (sticky | (sig & 1)))
     carry = rounded >> 24
     e = lead + exp + carry
-    bits = np.where(e >= 255, _INF, np.where(e <= 0, 0, (np.maximum(e, 0) << 23) | (rounded & _FRAC)))
+    bits = np.where(e >= 255, INF32, np.where(e <= 0, 0, (np.maximum(e, 0) << 23) | (rounded & _FRAC)))
     return bits | (sign << 31)
 
 
@@ -151,7 +126,7 @@ def exp(x32):
     x, sign, e, frac = _fields(x32)
     m, n = _exp_core(sign, e, frac)
     z = _finish(1 << 23, m, 72 + n, 0)
-    return _result(x32, z, _is_nan(e, frac), _NAN)
+    return _result(x32, z, _is_nan(e, frac), CANON_NAN32)
 
 
 def recip(x32):
@@ -178,7 +153,7 @@ def recip(x32):
     r = _recip_core((frac | (1 << 23)) << 9)
     z = _finish(1 << 23, r, 72 + 127 - e, sign)
     special = (e == 0) | (e == 255)
-    value = np.where(_is_nan(e, frac), _NAN, np.where(e == 0, (sign << 31) | _INF, sign << 31))
+    value = np.where(_is_nan(e, frac), CANON_NAN32, np.where(e == 0, (sign << 31) | INF32, sign << 31))
     return _result(x32, z, special, value)
 
 
@@ -207,7 +182,7 @@ def rsqrt(x32):
     k = (e - 127 - odd) >> 1
     z = _finish(1 << 23, _rsqrt_core(e, frac), 72 - k, 0)
     special = (e == 0) | (e == 255) | (sign == 1)
-    value = np.where(e == 0, (sign << 31) | _INF, np.where((sign == 0) & (frac == 0), 0, _NAN))
+    value = np.where(e == 0, (sign << 31) | INF32, np.where((sign == 0) & (frac == 0), 0, CANON_NAN32))
     return _result(x32, z, special, value)
 
 
@@ -241,7 +216,7 @@ def sigmoid(x32):
     x, sign, e, frac = _fields(x32)
     s, ns = _logistic(sign, e, frac)
     z = _finish(1 << 23, s, 72 + ns, 0)
-    return _result(x32, z, _is_nan(e, frac), _NAN)
+    return _result(x32, z, _is_nan(e, frac), CANON_NAN32)
 
 
 def silu(x32):
@@ -268,7 +243,7 @@ def silu(x32):
     s, ns = _logistic(sign, e, frac)
     z = _finish(frac | (1 << 23), s, e - 55 + ns, sign)
     special = _is_nan(e, frac) | (e == 0)
-    return _result(x32, z, special, np.where(e == 0, sign << 31, _NAN))
+    return _result(x32, z, special, np.where(e == 0, sign << 31, CANON_NAN32))
 
 
 def bf16(x32):

@@ -86,6 +86,9 @@ class ArrayModel:
         self.params = program.params
         self._driver = {sink: c for c in program.connections for sink in c.sinks}
         self.order = self._order()
+        # Unit name -> its validated model, and endpoint -> fabric latency: built once per program.
+        self._models = {}
+        self._latency = {}
 
     def _order(self):
         """Units in dataflow order; a cycle of units is refused."""
@@ -131,8 +134,10 @@ class ArrayModel:
         """The stream reaching ``endpoint``, with the fabric's latency added."""
         c = self._driver[endpoint]
         src = streams[c.source]
-        hops = self.program.routing.routes[c.name].hops(self.program.mesh_position(endpoint))
-        delay = latency(hops)
+        if endpoint not in self._latency:
+            hops = self.program.routing.routes[c.name].hops(self.program.mesh_position(endpoint))
+            self._latency[endpoint] = latency(hops)
+        delay = self._latency[endpoint]
         return Stream(src.data, src.last, src.first + delay, src.end + delay)
 
     def run(self, inputs, *, arrivals=None):
@@ -190,8 +195,10 @@ class ArrayModel:
 
     def _run_pcu(self, unit, ins):
         cfg = unit.config
-        model = PcuModel(self.params, cfg, tail_ops=self.program.tail_ops[unit.pos],
-                         post_ops=self.program.post_ops[unit.pos])
+        model = self._models.get(unit.name)
+        if model is None:
+            model = self._models[unit.name] = PcuModel(self.params, cfg, tail_ops=self.program.tail_ops[unit.pos],
+                                                       post_ops=self.program.post_ops[unit.pos])
         vi = {k: (ins[f"vi{k}"].data, ins[f"vi{k}"].last) for k in cfg.inputs}
         si = {k: ins[f"si{k}"].data for k, mode in enumerate((cfg.s0, cfg.s1)) if mode != "none"}
         try:
@@ -209,7 +216,11 @@ class ArrayModel:
 
     def _run_pmu(self, unit, ins):
         cfg = unit.config
-        model = PmuModel(self.params, cfg)
+        model = self._models.get(unit.name)
+        if model is None:
+            model = self._models[unit.name] = PmuModel(self.params, cfg)
+        # Each kernel starts with the PMU's banks at zero, as a fresh model has them.
+        model.banks = np.zeros_like(model.banks)
         si0 = ins["si0"].data if "si0" in ins else ()
         si1 = ins["si1"].data if "si1" in ins else ()
         r = model.run(ins["vi0"].data, si0, si1)

@@ -17,6 +17,8 @@ Cycle estimate of a kernel, from the start pulse to the last AGCU done:
   later plus ``AGCU_WRITE_CYCLES``.
 """
 
+import numpy as np
+
 from hw.mem.params import TIER_NAMES
 from sw.model import memory_units
 from sw.model.array import ArrayModel
@@ -29,6 +31,10 @@ from sw.model.memory import MemoryRangeError, SparseMemory, TierModel
 AGCU_START_CYCLES = 2
 AGCU_READ_CYCLES = 3
 AGCU_WRITE_CYCLES = 3
+
+# (memory parameters, each input's tier and words) -> arrivals: the timing is data-independent, so every
+# model in the process (fused and unfused, a sweep's points) computes a launch's arrivals once.
+_ARRIVALS = {}
 
 
 class ChipModel:
@@ -45,6 +51,13 @@ class ChipModel:
         self.memory = {index: SparseMemory(name, mem_params.tiers[index].capacity)
                        for index, name in TIER_NAMES.items()}
         self.program = None
+        # Words each tier performed for kernels and copies, and refused: the controllers' counters.
+        self.stats = {name: {"reads": 0, "writes": 0, "errors": 0} for name in TIER_NAMES.values()}
+        self._arrays = {}
+
+    def count(self, tier, what, words):
+        """Add ``words`` to the ``what`` counter (``"reads"``, ``"writes"``, ``"errors"``) of ``tier``."""
+        self.stats[TIER_NAMES[tier]][what] += int(words)
 
     def agcu_at(self, side, col):
         return self.agcus.index((side, col))
@@ -70,25 +83,31 @@ class ChipModel:
         for name, port in prog.host_inputs.items():
             k, pat = self._pattern(reads, "input", name, port)
             tier = P.tiers[pat.tier]
-            vectors, last, report = memory_units.agcu_read(self.memory[pat.tier], tier.capacity, pat.base,
-                                                           list(pat.counts), list(pat.strides), lanes=lanes,
-                                                           word_bytes=wb, last_every=pat.last_every, bf16=pat.bf16)
+            vectors, last, report = memory_units.transfer_read(self.memory[pat.tier], tier.capacity, pat.base,
+                                                               pat.nest, lanes=lanes, word_bytes=wb, bf16=pat.bf16)
             reports[(k, "read")] = (report, pat)
             inputs[name] = (vectors, last)
             words_of[name] = (pat.tier, pat.words)
-        arrivals = self._arrivals(words_of)
+        key = (P, tuple(sorted(words_of.items())))
+        if key not in _ARRIVALS:
+            _ARRIVALS[key] = self._arrivals(words_of)
+        arrivals = _ARRIVALS[key]
         # An AGCU offers at most one vector a cycle (a bf16 word makes two).
         arrivals = {n: (first, max(end, first + len(inputs[n][0]) - 1)) for n, (first, end) in arrivals.items()}
-        run = ArrayModel(prog).run(inputs, arrivals=arrivals)
+        if id(prog) not in self._arrays or self._arrays[id(prog)].program is not prog:
+            self._arrays[id(prog)] = ArrayModel(prog)
+        run = self._arrays[id(prog)].run(inputs, arrivals=arrivals)
         end = max((e for _, e in arrivals.values()), default=0)
         for name, port in prog.host_outputs.items():
             k, pat = self._pattern(writes, "output", name, port)
             tier = P.tiers[pat.tier]
             data = run.outputs[name][0]
-            reports[(k, "write")] = (memory_units.agcu_write(self.memory[pat.tier], tier.capacity, pat.base,
-                                                             list(pat.counts), list(pat.strides), data,
-                                                             word_bytes=wb), pat)
+            reports[(k, "write")] = (memory_units.transfer_write(self.memory[pat.tier], tier.capacity, pat.base,
+                                                                 pat.nest, data, word_bytes=wb), pat)
             end = max(end, run.output_end[name] + AGCU_WRITE_CYCLES + tier.latency)
+        for (k, direction), (report, pat) in sorted(reports.items()):
+            self.count(pat.tier, "reads" if direction == "read" else "writes", report.words)
+            self.count(pat.tier, "errors", report.addresses.size - report.words)
         for (k, direction), (report, pat) in sorted(reports.items()):
             if report.error:
                 side, col = self.agcus[k]
@@ -111,14 +130,15 @@ class ChipModel:
             names = [n for n, (t, _) in words_of.items() if t == tier_index]
             if not names:
                 continue
-            counts = {n: words_of[n][1] for n in names}
-            order = []
-            for i in range(max(counts.values())):
-                order += [n for n in names if i < counts[n]]
+            counts = [words_of[n][1] for n in names]
             model = TierModel(self.mem_params.tiers[tier_index], word_bytes=self.mem_params.word_bytes)
-            times = model.service([AGCU_START_CYCLES + i // len(names) for i in range(len(order))])
-            for n in names:
-                mine = [t for t, owner in zip(times, order) if owner == n]
-                arrivals[n] = (mine[0] + AGCU_READ_CYCLES, mine[-1] + AGCU_READ_CYCLES)
+            total = sum(counts)
+            times = model.service((AGCU_START_CYCLES + np.arange(total) // len(names)).tolist())
+            for k, n in enumerate(names):
+                # Round r serves, in name order, every stream with more than r words: a stream's first word
+                # is its rank in round 0, its last the words of all earlier rounds plus its rank in round c - 1.
+                c = counts[k]
+                last = sum(min(m, c - 1) for m in counts) + sum(1 for m in counts[:k] if m >= c)
+                arrivals[n] = (times[k] + AGCU_READ_CYCLES, times[last] + AGCU_READ_CYCLES)
         return arrivals
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.mem.controller import QUEUE_CYCLES
+from facts.latency import QUEUE_CYCLES
 from hw.mem.params import TierParams
 
 PAGE = 4096
@@ -123,18 +123,34 @@ class TierModel:
         a word's worth of bandwidth has accrued and after the previous word;
         its response is valid ``latency`` cycles after it leaves.
         """
-        out = []
-        depth = self.tier.queue_depth
+        depth, latency = self.tier.queue_depth, self.tier.latency
+        bucket, issued = self._bucket, self._issued
+        gain, cost, tokens, time = bucket.gain, bucket.cost, bucket.tokens, bucket.time
+        last_issue = self.last_issue
+        first = n = len(issued)
+        # _Bucket.earliest and take inlined: this loop runs once per word of every stream.
         for offer in offers:
             accept = int(offer)
-            if len(self._issued) >= depth:
-                accept = max(accept, self._issued[-depth])
-            issue = self._bucket.earliest(max(accept + QUEUE_CYCLES, self.last_issue + 1))
-            self._bucket.take(issue)
-            self.last_issue = issue
-            self._issued.append(issue)
-            out.append(issue + self.tier.latency)
-        return out
+            if n >= depth and issued[n - depth] > accept:
+                accept = issued[n - depth]
+            issue = accept + QUEUE_CYCLES
+            if issue <= last_issue:
+                issue = last_issue + 1
+            have = tokens
+            if tokens < cost:
+                need = -(-(cost - tokens) // gain)
+                if issue > time:
+                    have = tokens + gain * min(issue - time, need)
+                if have < cost:
+                    issue += -(-(cost - have) // gain)
+                    have = tokens + gain * min(issue - time, need) if issue > time else tokens
+            tokens, time = have + gain - cost, issue + 1
+            last_issue = issue
+            issued.append(issue)
+            n += 1
+        bucket.tokens, bucket.time = tokens, time
+        self.last_issue = last_issue
+        return [issue + latency for issue in issued[first:]]
 
     def stream_cycles(self, words):
         """Cycles for ``words`` reads offered back to back from cycle 0, counting cycle 0 as the first."""

@@ -12,35 +12,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.mem.controller import QUEUE_CYCLES
-
-LEVELS = 4
-
-
-def _pattern(counts, strides):
-    counts, strides = list(counts), list(strides)
-    if len(counts) > LEVELS or len(counts) != len(strides):
-        raise ValueError(f"a pattern has up to {LEVELS} levels with one stride per count, "
-                         f"not counts {counts} and strides {strides}")
-    for c in counts:
-        if not isinstance(c, (int, np.integer)) or c < 0 or c >= 1 << 16:
-            raise ValueError(f"pattern counts must be integers in [0, 65535], not {c!r}")
-    pad = LEVELS - len(counts)
-    return counts + [1] * pad, strides + [0] * pad
+from facts.latency import QUEUE_CYCLES
+from sw.loopnest import LoopNest, agcu_last_level
 
 
-def word_offsets(counts, strides):
-    """Word offsets of an affine pattern, level 0 innermost, in visiting order (int64 array)."""
-    counts, strides = _pattern(counts, strides)
-    offsets = np.zeros(1, dtype=np.int64)
-    for c, s in zip(reversed(counts), reversed(strides)):
-        offsets = (offsets[:, None] + np.arange(c, dtype=np.int64)[None, :] * s).reshape(-1)
-    return offsets
+def agcu_nest(counts, strides, last_every=0):
+    """The :class:`~sw.loopnest.LoopNest` of an AGCU's register fields ``counts``, ``strides``, ``last_every``."""
+    return LoopNest(counts, strides, last_level=agcu_last_level(last_every)).check("pattern")
 
 
-def transfer_addresses(base, counts, strides, *, word_bytes=16, runtime_offset=0):
-    """Byte addresses of a transfer, in issue order (int64, may lie outside the tier)."""
-    return base + (word_offsets(counts, strides) + runtime_offset) * word_bytes
+def transfer_addresses(base, nest, *, word_bytes=16, runtime_offset=0):
+    """Byte addresses of a transfer of ``nest`` (TLN words) from byte ``base``, in issue order.
+
+    Returns an int64 array of shape (nest.count,); addresses may lie outside the tier.
+    """
+    return base + (nest.addresses() + runtime_offset) * word_bytes
 
 
 def _in_range(addr, capacity, word_bytes):
@@ -76,19 +62,6 @@ def _report(addresses, capacity, word_bytes):
     return TransferResult(addresses, bool(bad.any()), first, int((~bad).sum()))
 
 
-def group_ends(counts, last_every):
-    """Per word of a pattern: do levels 0..last_every-1 all finish there (``last_every`` 0: only the final word)?"""
-    counts, _ = _pattern(counts, [0] * len(list(counts)))
-    total = int(np.prod(counts))
-    ends = np.zeros(total, dtype=bool)
-    if total:
-        ends[-1] = True
-        if last_every:
-            span = int(np.prod(counts[:last_every]))
-            ends[span - 1::span] = True
-    return ends
-
-
 def _gather(memory, addresses, capacity, word_bytes):
     """The words at ``addresses`` ((n, word_bytes) uint8), zeros where outside the tier.
 
@@ -116,7 +89,15 @@ def _read_span(memory, offset, size):
 
 def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, runtime_offset=0, last_every=0,
               bf16=False):
-    """Vectors an AGCU read delivers: ((n, lanes) uint32, last flags (n,), TransferResult).
+    """:func:`transfer_read` of the transfer an AGCU's register fields describe (see :func:`agcu_nest`)."""
+    return transfer_read(memory, capacity, base, agcu_nest(counts, strides, last_every), lanes=lanes,
+                         word_bytes=word_bytes, runtime_offset=runtime_offset, bf16=bf16)
+
+
+def transfer_read(memory, capacity, base, nest, *, lanes, word_bytes=16, runtime_offset=0, bf16=False):
+    """Vectors an AGCU read of ``nest`` from byte ``base`` delivers.
+
+    Returns ((n, lanes) uint32, last flags (n,), TransferResult).
 
     With ``bf16`` every word is widened to two words of fp32 lanes (each
     16-bit value in a lane's top half), its low half first, and only the
@@ -124,14 +105,15 @@ def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, 
 
     A word outside the tier reads as zeros. When the words do not fill a
     whole number of vectors the final vector's missing lanes are zero.
-    ``last`` marks the final vector and, with ``last_every`` k, each vector
-    whose last word ends levels 0..k-1 (the RTL reads the group flag of a
-    vector's last word, or of a vector's word when several vectors share it).
+    ``last`` marks the final vector and each vector whose last word the
+    nest marks (``nest.ends()``; the RTL reads the group flag of a vector's
+    last word, or of a vector's word when several vectors share it).
     """
-    addresses = transfer_addresses(base, counts, strides, word_bytes=word_bytes, runtime_offset=runtime_offset)
+    addresses = transfer_addresses(base, nest, word_bytes=word_bytes, runtime_offset=runtime_offset)
     report = _report(addresses, capacity, word_bytes)
     raw = _gather(memory, addresses, capacity, word_bytes)
-    ends = group_ends(counts, last_every)
+    ends = nest.ends()
+    ends[-1:] = True
     if bf16:
         raw = (raw.reshape(-1).view("<u2").astype("<u4") << 16).view(np.uint8).reshape(-1, word_bytes)
         ends = np.stack([np.zeros_like(ends), ends], axis=1).reshape(-1)
@@ -155,17 +137,30 @@ def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, 
 
 
 def agcu_write(memory, capacity, base, counts, strides, vectors, *, word_bytes=16, runtime_offset=0):
-    """Store vectors ((n, lanes) uint32) the way an AGCU write does; returns its TransferResult.
+    """:func:`transfer_write` of the transfer an AGCU's register fields describe (see :func:`agcu_nest`)."""
+    return transfer_write(memory, capacity, base, agcu_nest(counts, strides), vectors, word_bytes=word_bytes,
+                          runtime_offset=runtime_offset)
 
-    Words past the pattern's end are dropped; words outside the tier are not written.
+
+def transfer_write(memory, capacity, base, nest, vectors, *, word_bytes=16, runtime_offset=0):
+    """Store vectors ((n, lanes) uint32) the way an AGCU write of ``nest`` from byte ``base`` does.
+
+    Returns its TransferResult. Words past the nest's end are dropped; words
+    outside the tier are not written.
     """
-    addresses = transfer_addresses(base, counts, strides, word_bytes=word_bytes, runtime_offset=runtime_offset)
+    addresses = transfer_addresses(base, nest, word_bytes=word_bytes, runtime_offset=runtime_offset)
     flat = np.ascontiguousarray(np.asarray(vectors, dtype="<u4")).view(np.uint8).reshape(-1)
     if flat.size < addresses.size * word_bytes:
         raise ValueError(f"{flat.size} bytes of vectors do not cover the pattern's {addresses.size} words")
-    for i, addr in enumerate(addresses):
-        if _in_range(addr, capacity, word_bytes):
-            _write_word(memory, addr, flat[i * word_bytes:(i + 1) * word_bytes])
+    n = addresses.size
+    if n and _in_range(addresses, capacity, word_bytes).all() and \
+            np.array_equal(addresses, addresses[0] + word_bytes * np.arange(n)):
+        # Consecutive words in the tier: one store of the whole run, as the word-by-word loop leaves it.
+        _write_word(memory, addresses[0], flat[:n * word_bytes])
+    else:
+        for i, addr in enumerate(addresses):
+            if _in_range(addr, capacity, word_bytes):
+                _write_word(memory, addr, flat[i * word_bytes:(i + 1) * word_bytes])
     return _report(addresses, capacity, word_bytes)
 
 

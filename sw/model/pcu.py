@@ -1,17 +1,19 @@
 """Fast model of a PCU: the RTL's results bit for bit, and a cycle estimate.
 
 Stages, tail and reduction are element-wise across firings, so the model
-evaluates every firing at once with the golden arithmetic; only the group
-folds and the systolic accumulation follow the hardware's order step by step.
+evaluates every firing at once with the golden arithmetic (its fast form,
+:mod:`sw.model.fp32`); the group folds and the systolic accumulation keep
+the hardware's order of additions, vectorised across groups and lanes.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from hw.tile.pcu import pipeline_latency, ScalarPost, ALL_TAIL_OPS, POST_OPS
+from facts.latency import POST_OPS, TAIL_OPS, pipeline_latency, post_latency
 from sw.golden import arith as g
 from sw.golden import tail as t
+from sw.model import fp32
 from sw.tile.pcu import REGISTERS, f32
 
 _TAIL = {
@@ -20,10 +22,10 @@ _TAIL = {
 }
 _OPS = {
     "pass": lambda a, b, c: a,
-    "add": lambda a, b, c: g.fp32_add(a, b),
-    "sub": lambda a, b, c: g.fp32_add(a, b, sub=True),
-    "mul": lambda a, b, c: g.fp32_mul(a, b),
-    "fma": lambda a, b, c: g.fp32_add(g.fp32_mul(a, b), c),
+    "add": lambda a, b, c: fp32.add(a, b),
+    "sub": lambda a, b, c: fp32.add(a, b, sub=True),
+    "mul": lambda a, b, c: fp32.mul(a, b),
+    "fma": lambda a, b, c: fp32.add(fp32.mul(a, b), c),
     "max": lambda a, b, c: g.fp32_max(a, b),
     "min": lambda a, b, c: g.fp32_min(a, b),
 }
@@ -45,7 +47,7 @@ class PcuResult:
 
 def reduce_lanes(op, x):
     """The PCU's pairwise cross-lane reduction of ``x`` (n, lanes)."""
-    combine = g.fp32_add if op == "sum" else g.fp32_max
+    combine = fp32.add if op == "sum" else g.fp32_max
     while x.shape[1] > 1:
         x = combine(x[:, 0::2], x[:, 1::2])
     return x[:, 0]
@@ -53,7 +55,19 @@ def reduce_lanes(op, x):
 
 def scalar_post(config, x):
     """so0's ``func(x * scale + bias)``."""
-    return _TAIL[config.so_func](g.fp32_add(g.fp32_mul(x, f32(config.so_scale)), f32(config.so_bias)))
+    return _TAIL[config.so_func](fp32.add(fp32.mul(x, f32(config.so_scale)), f32(config.so_bias)))
+
+
+def _grouped(values, group, groups, fill):
+    """``values`` (n, ...) as (groups, longest group, ...), each group led by ``fill`` up to the longest."""
+    sizes = np.bincount(group, minlength=groups)
+    m = int(sizes.max())
+    if (sizes == m).all():
+        return values.reshape((groups, m) + values.shape[1:])
+    starts = np.searchsorted(group, np.arange(groups))
+    j = np.arange(m)[None, :] - (m - sizes)[:, None]
+    keep = (j >= 0).reshape((groups, m) + (1,) * (values.ndim - 1))
+    return np.where(keep, values[np.maximum(starts[:, None] + j, 0)], np.uint32(fill))
 
 
 def _group_ids(last):
@@ -70,15 +84,17 @@ class PcuModel:
     ----------
     params : ArrayParams
     config : PcuConfig
-    tail_ops, post_ops : tuple of TailOp
-        The tail functions the modelled PCU was built with.
+    tail_ops, post_ops : tuple of TailOp or str
+        The tail functions the modelled PCU was built with (``TailOp`` members or lower-case names).
     """
 
-    def __init__(self, params, config, *, tail_ops=ALL_TAIL_OPS, post_ops=POST_OPS):
-        names = lambda ops: tuple(op.name.lower() for op in ops)
+    def __init__(self, params, config, *, tail_ops=TAIL_OPS, post_ops=POST_OPS):
+        names = lambda ops: tuple(op if isinstance(op, str) else op.name.lower() for op in ops)
         config.validate(params, tail_ops=names(tail_ops), post_ops=names(post_ops))
         self.params, self.config = params, config
         self.tail_ops, self.post_ops = tuple(tail_ops), tuple(post_ops)
+        self.latency = pipeline_latency(params.stages, params.lanes, names(tail_ops)) + _FIFO_CYCLES
+        self.post_latency = post_latency(names(post_ops))
 
     def _stages(self, regs, s0, s1):
         for st in self.config.stages:
@@ -147,15 +163,19 @@ class PcuModel:
                 so, so_last = scalar_post(cfg, reduced), last
             else:
                 so, so_last = scalar_post(cfg, self._fold(reduced, group, groups)), np.ones(groups, bool)
-        latency = pipeline_latency(p, self.tail_ops) + _FIFO_CYCLES
+        latency = self.latency
         # The run ends with its slowest output: vo0's register or the scalar post unit.
-        tail_end = max(_VO_CYCLES if cfg.vo else 0, ScalarPost.latency(self.post_ops) if cfg.so != "none" else 0)
+        tail_end = max(_VO_CYCLES if cfg.vo else 0, self.post_latency if cfg.so != "none" else 0)
         cycles = n + latency + tail_end
         return PcuResult(vo, np.asarray(vo_last, bool), np.asarray(so, np.uint32), so_last, n, cycles)
 
     def _fold(self, reduced, group, groups):
         """Fold each group's reductions in arrival order, as the end stage does."""
-        combine = g.fp32_add if self.config.reduce == "sum" else g.fp32_max
+        if self.config.reduce == "sum":
+            # Groups led by -0, the identity of addition, so each folds from its first reduction on.
+            return fp32.accumulate(_grouped(reduced, group, groups, 0x80000000), 1, start=0x80000000)[:, -1] \
+                if groups else reduced[:0].copy()
+        combine = g.fp32_max
         starts = np.searchsorted(group, np.arange(groups))
         sizes = np.bincount(group, minlength=groups)
         acc = reduced[starts].copy()
@@ -170,16 +190,13 @@ class PcuModel:
         a = np.asarray(vi[0][0], dtype=np.uint32).reshape(n, lanes)[:, :p.stages]
         b = np.asarray(vi[1][0], dtype=np.uint32).reshape(n, lanes)
         tiles = np.zeros((groups, p.stages, lanes), dtype=np.uint32)
-        starts = np.searchsorted(group, np.arange(groups))
-        sizes = np.bincount(group, minlength=groups)
-        for j in range(int(sizes.max()) if groups else 0):
-            live = sizes > j
-            k = starts[live] + j
-            products = g.fp32_mul(a[k][:, :, None], b[k][:, None, :])
-            tiles[live] = g.fp32_add(products, tiles[live])
+        if groups:
+            products = fp32.mul(a[:, :, None], b[:, None, :], canonical=False)
+            # Shorter groups are led by +0: adding it to the reset accumulator's +0 changes nothing.
+            tiles = fp32.accumulate(_grouped(products, group, groups, 0), 1, normal=True)[:, -1]
         drained = tiles[:, :rows, :].reshape(groups * rows, lanes)
         zero = np.zeros_like(drained)
         vo = self._stages([drained, zero, zero, zero], np.uint32(0), np.uint32(0))
         vo_last = np.tile(np.arange(rows) == rows - 1, groups)
-        cycles = n + groups * rows + pipeline_latency(p, self.tail_ops) + _FIFO_CYCLES + _VO_CYCLES
+        cycles = n + groups * rows + self.latency + _VO_CYCLES
         return PcuResult(vo, vo_last, np.zeros(0, np.uint32), np.zeros(0, bool), n, cycles)

@@ -69,6 +69,7 @@ class PmuModel:
             raise ValueError(f"config must be a PmuConfig, not {config!r}")
         self.params = params
         self.config = config.validate(params)
+        self._passes = None
         shape = (params.pmu_bank_words, params.lanes)
         if banks is None:
             self.banks = np.zeros(shape, dtype=np.uint32)
@@ -81,13 +82,16 @@ class PmuModel:
         """Bank holding (row, column) in this configuration's layout."""
         return (column + row * int(self.config.stripe)) % self.params.lanes
 
-    def _write(self, addresses, rows):
+    def _write(self, addresses, rows, distinct=False):
         lanes, words = self.params.lanes, self.params.pmu_words
         ok = (addresses >= 0) & (addresses < words) & (addresses % lanes == 0)
         index = addresses[ok] // lanes
-        # Later writes to one row win, as in the hardware.
-        _, first_from_end = np.unique(index[::-1], return_index=True)
-        keep = len(index) - 1 - first_from_end
+        if distinct:
+            keep = slice(None)
+        else:
+            # Later writes to one row win, as in the hardware.
+            _, first_from_end = np.unique(index[::-1], return_index=True)
+            keep = len(index) - 1 - first_from_end
         row = index[keep][:, None]
         self.banks[row, self._bank(row, np.arange(lanes)[None, :])] = rows[ok][keep]
         return int((~ok).sum())
@@ -131,8 +135,11 @@ class PmuModel:
         vi0 = np.asarray(vi0, dtype=np.uint32).reshape(-1, p.lanes)
         si0 = np.asarray(si0, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
         si1 = np.asarray(si1, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
-        w_rel, r_rel = c.write.addresses(), c.read.addresses()
-        r_last = c.read.last_flags()
+        if self._passes is None:
+            # The configuration's pass addresses and marks, enumerated once per model.
+            w = c.write.addresses()
+            self._passes = w, c.read.addresses(), c.read.ends(), np.unique(w).size == w.size
+        w_rel, r_rel, r_last, distinct = self._passes
         n_w, n_r = w_rel.size, r_rel.size
         rpf = c.reads_per_fill
 
@@ -155,7 +162,7 @@ class PmuModel:
             buffer_base = (fill % c.buffers) * c.buffer_words
             base = buffer_base + (int(si0[fill]) if c.write.runtime_base else 0)
             take = min(n_w, vi0.shape[0] - used)
-            errors += self._write(base + w_rel[:take], vi0[used:used + take])
+            errors += self._write(base + w_rel[:take], vi0[used:used + take], distinct)
             used += take
             if take < n_w:
                 break

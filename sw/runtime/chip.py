@@ -16,56 +16,64 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.chip import chip_registers
-from hw.mem.agcu import LEVELS, direction_status_layout, transfer_layout
+from hw.mem.agcu import direction_status_layout, transfer_layout
 from hw.mem.controller import stats_layout
 from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.csr import RegisterMap
 from hw.tile.config import Status
 from sw.layout import pack, unpack
+from sw.loopnest import LoopNest, agcu_last_every
 
 
 KERNEL_ERROR = 0b100        # kernel_status: busy, done, error
 
 
-class ChipError(RuntimeError):
-    """The chip refused or failed a command; the message says which and why."""
+from sw.errors import ChipError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
 class Pattern:
-    """One AGCU transfer: ``counts`` and ``strides`` in TLN words (level 0 innermost), byte ``base``.
+    """One AGCU transfer: the words of a :class:`~sw.loopnest.LoopNest` in TLN words from byte ``base`` of ``tier``.
 
-    ``bf16`` (reads) widens each word's bf16 values to fp32 lanes: two words of vectors per memory word.
+    The transfer visits ``base + a * word_bytes`` for each address ``a`` of
+    ``nest``, in order; a read marks ``last`` on the vectors the nest's
+    ``last_level`` marks and always on the final one. ``bf16`` (reads) widens
+    each word's bf16 values to fp32 lanes: two words of vectors per memory word.
     """
 
     tier: int
     base: int
-    counts: tuple
-    strides: tuple
-    last_every: int = 0
+    nest: LoopNest
     bf16: bool = False
 
     def __post_init__(self):
-        if len(self.counts) != len(self.strides) or not 1 <= len(self.counts) <= LEVELS:
-            raise ValueError(f"a pattern has 1 to {LEVELS} levels with one stride each, not counts {self.counts} "
-                             f"and strides {self.strides}")
+        if not isinstance(self.nest, LoopNest):
+            raise ValueError(f"pattern.nest must be a LoopNest, not {self.nest!r}")
+        self.nest.check("pattern")
+
+    @classmethod
+    def linear(cls, tier, base, words, **kwargs):
+        """``words`` consecutive words from ``base``."""
+        return cls(tier, base, LoopNest.linear(words), **kwargs)
 
     @property
     def words(self):
-        return int(np.prod(self.counts))
+        return self.nest.count
 
-    def fields(self):
-        pad = LEVELS - len(self.counts)
-        return dict(tier=self.tier, base=self.base, last_every=self.last_every, bf16=int(self.bf16),
-                    counts=list(self.counts) + [1] * pad, strides=list(self.strides) + [0] * pad)
+    def fields(self, word_bytes):
+        """The AGCU's ``transfer_layout`` record as a dict."""
+        bounds, strides = self.nest.padded()
+        return dict(tier=self.tier, base=self.base + self.nest.offset * word_bytes,
+                    last_every=agcu_last_every(self.nest.last_level), bf16=int(self.bf16),
+                    counts=list(bounds), strides=list(strides))
 
 
 def stream_pattern(tier, base, last, *, lanes, word_bytes):
     """A contiguous pattern that delivers ``len(last)`` vectors with ``last`` set where ``last`` says.
 
     The flags must be periodic (a group of ``p`` vectors, ``last`` on each
-    group's final vector) or set on the final vector only: what an AGCU's
-    ``last_every`` can express.
+    group's final vector) or set on the final vector only: what one nest's
+    ``last_level`` can express.
     """
     last = np.asarray(last, dtype=bool)
     n = last.size
@@ -74,7 +82,7 @@ def stream_pattern(tier, base, last, *, lanes, word_bytes):
     vector_words = 4 * lanes / word_bytes
     words = int(np.ceil(n * vector_words))
     if last.sum() == 1:
-        return Pattern(tier, base, (words,), (1,))
+        return Pattern.linear(tier, base, words)
     period = int(np.flatnonzero(last)[0]) + 1
     if n % period or not np.array_equal(last, np.tile(np.arange(period) == period - 1, n // period)):
         raise ValueError(f"last flags at vectors {np.flatnonzero(last)[:8].tolist()} are not one group size; "
@@ -82,7 +90,7 @@ def stream_pattern(tier, base, last, *, lanes, word_bytes):
     group_words = period * vector_words
     if group_words != int(group_words):
         raise ValueError(f"a group of {period} vectors is not a whole number of {word_bytes}-byte words")
-    return Pattern(tier, base, (int(group_words), n // period), (1, int(group_words)), last_every=1)
+    return Pattern(tier, base, LoopNest((int(group_words), n // period), (1, int(group_words)), last_level=0))
 
 
 class ChipDriver:
@@ -134,7 +142,8 @@ class ChipDriver:
         if tln_words * self.mem_params.word_bytes != 4 * words:
             raise ChipError(f"a program of {words} words does not fill whole {self.mem_params.word_bytes}-byte "
                             f"memory words; pad it with words after the bitstream's end")
-        await self.write("program", pack(self.transfer, Pattern(tier, base, (tln_words,), (1,)).fields()))
+        transfer = Pattern.linear(tier, base, tln_words).fields(self.mem_params.word_bytes)
+        await self.write("program", pack(self.transfer, transfer))
         await self.write("program_start", 1)
         try:
             await self.bus.wait_for("program_done")
@@ -160,10 +169,10 @@ class ChipDriver:
         """
         enable = 0
         for k, pattern in reads.items():
-            await self.write(f"agcu{k}_read", pack(self.transfer, pattern.fields()))
+            await self.write(f"agcu{k}_read", pack(self.transfer, pattern.fields(self.mem_params.word_bytes)))
             enable |= 1 << (2 * k)
         for k, pattern in writes.items():
-            await self.write(f"agcu{k}_write", pack(self.transfer, pattern.fields()))
+            await self.write(f"agcu{k}_write", pack(self.transfer, pattern.fields(self.mem_params.word_bytes)))
             enable |= 1 << (2 * k + 1)
         await self.write("kernel_enable", enable)
         await self.write("kernel_start", 1)

@@ -20,10 +20,7 @@ import time
 import numpy as np
 
 from hw.mem.params import DDR, HBM, TIER_NAMES
-
-
-class DecodeError(ValueError):
-    """A request the compiled model cannot serve: the message says which limit and by how much."""
+from sw.errors import DecodeError  # noqa: F401  (re-exported)
 
 
 def check_request(compiled, prompt_ids, max_new_tokens, *, temperature=0.0, top_k=0):

@@ -2,34 +2,97 @@
 
 One runtime, two backends: :class:`ModelDevice` here runs kernels on the
 chip's fast model (:class:`sw.model.chip.ChipModel`); the co-simulation
-backend (``cosim/device.py``) runs them on the Verilator chip through the
-register driver. Both offer the same async calls, so the runtime's decode
-loop is the same code on both:
-
-- ``await write(tier, offset, words)`` / ``await read(tier, offset, nwords)``:
-  bulk host access to a tier (uint32 words), the back door that stands for a
-  DMA whose cost the runtime accounts at the host link's bandwidth;
-- ``await load_program(program, tier, offset)``: Program Load of a built
-  kernel whose bitstream lies in memory at ``offset``; returns loader cycles;
-- ``await execute(reads, writes)``: Argument Load (AGCU index ->
-  :class:`sw.runtime.chip.Pattern`) and Execute; returns the kernel's cycles;
-- ``await copy(src_tier, src, dst_tier, dst, nbytes)``: a copy-engine
-  transfer; returns its cycles.
-
-Errors (a stalled kernel, a refused program, an access outside a tier) raise
-:class:`sw.runtime.chip.ChipError` on both backends.
+backend (``cosim.device.CocotbDevice``) runs them on the Verilator chip
+through the register driver. Both implement :class:`Device`, so the
+runtime's decode loop (:mod:`sw.runtime.decode`) is the same code on both,
+and the command line alone picks one (:mod:`sw.runtime.backends`).
 """
+
+import abc
 
 import numpy as np
 
+from sw.errors import ChipError
 from sw.model import memory_units
 from sw.model.chip import ChipModel
 from sw.model.memory import MemoryRangeError
-from sw.runtime.chip import ChipError
 
 
-class ModelDevice:
-    """The fast-model backend of a :class:`sw.target.Target`."""
+class Device(abc.ABC):
+    """A chip built from a :class:`sw.target.Target`, driven with the SN40L's commands.
+
+    Every call is a coroutine. Tiers are the indices of
+    ``hw.mem.params.TIER_NAMES`` (``HBM``, ``DDR``); offsets are bytes from the
+    start of a tier; words are uint32. A mistake the chip would refuse (an
+    access outside a tier, a program that is not where it is said to be, a
+    kernel that stalls or whose AGCU pattern leaves its tier) raises
+    :class:`sw.errors.ChipError` on every backend, with a message that names it.
+
+    Attributes
+    ----------
+    backend : str
+        ``"model"`` or ``"rtl"``: the name reports and the command line use.
+    target : sw.target.Target
+        What the chip was built from.
+    """
+
+    backend: str
+    target: object
+
+    async def start(self):
+        """Make the chip ready for commands (the RTL releases reset); idempotent, and every other call does it."""
+
+    @abc.abstractmethod
+    async def write(self, tier, offset, words):
+        """Store ``words`` (uint32 array, any shape, written flat) at byte ``offset`` of ``tier``.
+
+        The host's back door to a tier: it stands for a DMA whose cost the
+        runtime accounts itself, at the host link's bandwidth.
+        """
+
+    @abc.abstractmethod
+    async def read(self, tier, offset, nwords):
+        """The ``nwords`` uint32 words at byte ``offset`` of ``tier`` (array of shape (nwords,)), by the back door."""
+
+    @abc.abstractmethod
+    async def load_program(self, program, tier, offset):
+        """Program Load of ``program`` (a built :class:`sw.tile.kernel.Program`) whose words lie at ``offset``.
+
+        The words must be there already (the runtime writes them, zero-padded
+        to whole memory words); a mismatch is refused. Returns the loader's
+        cycles (int).
+        """
+
+    @abc.abstractmethod
+    async def execute(self, reads, writes):
+        """Argument Load and Execute of the loaded program.
+
+        ``reads`` and ``writes`` map an AGCU index (into ``target.agcus``) to
+        its :class:`sw.runtime.chip.Pattern`; every host port of the program
+        needs one. Returns the kernel's cycles (int), from the start command
+        to the last AGCU done.
+        """
+
+    @abc.abstractmethod
+    async def copy(self, src_tier, src, dst_tier, dst, nbytes):
+        """A copy-engine transfer of ``nbytes`` (whole memory words) between tiers; returns its cycles."""
+
+    @abc.abstractmethod
+    async def tier_stats(self):
+        """Each tier's controller counters, by tier name (``"hbm"``, ``"ddr"``).
+
+        Every backend gives ``reads``, ``writes`` (memory words performed by
+        kernels' AGCUs and the copy engine, not the back door) and ``errors``
+        (words refused for lying outside the tier); the RTL adds the rest of
+        ``hw.mem.controller.stats_layout``.
+        """
+
+    async def close(self):
+        """Release what the backend holds; the device is not used after this."""
+
+
+class ModelDevice(Device):
+    """The fast-model backend of a :class:`sw.target.Target`: results bit-identical to the RTL, cycles estimated."""
 
     backend = "model"
 
@@ -78,7 +141,9 @@ class ModelDevice:
             self.chip.memory[dst_tier].write(dst, data)
         except MemoryRangeError as e:
             raise ChipError(f"copy: {e}") from None
+        self.chip.count(src_tier, "reads", nbytes // m.word_bytes)
+        self.chip.count(dst_tier, "writes", nbytes // m.word_bytes)
         return memory_units.copy_cycles(nbytes, m.tiers[src_tier], m.tiers[dst_tier], word_bytes=m.word_bytes)
 
-    async def close(self):
-        pass
+    async def tier_stats(self):
+        return {name: dict(counts) for name, counts in self.chip.stats.items()}

@@ -69,8 +69,8 @@ class Unit:
     def __getattr__(self, port):
         if port in NETWORK_OF:
             return Endpoint(self.name, port)
-        # Read the fields from __dict__: while unpickling they are not set yet and pickle probes
-        # __setstate__, so going through this method again would recurse.
+        # Read the fields from __dict__: an instance made without __init__ (copy, the program-file
+        # reader) has none yet while it is filled, and reading self.kind would recurse into this method.
         fields = self.__dict__
         raise AttributeError(f"{fields.get('kind', 'unit').upper()} {fields.get('name')!r} has no port {port!r}; "
                              f"ports: {', '.join(NETWORK_OF)}")

@@ -16,106 +16,52 @@ double-buffered::
 """
 
 from dataclasses import dataclass
-from math import prod
 
 import numpy as np
 
-from hw.tile.addrgen import BOUND_BITS, LAST_NEVER, LEVELS, addr_bits
-from hw.tile.pmu import MAX_BUFFERS, PASS_BITS, READS_PER_FILL_BITS, PmuReadMode, pmu_config_layout
+from facts.loopnest import LAST_NEVER
+from hw.tile.pmu import MAX_BUFFERS, PASS_BITS, READS_PER_FILL_BITS, PmuReadMode, addr_bits, pmu_config_layout
+from sw.loopnest import LoopNest
 
 ReadMode = PmuReadMode
 
 
 @dataclass(frozen=True)
-class AddressPattern:
-    """An affine loop nest of up to four levels, level 0 innermost.
+class AddressPattern(LoopNest):
+    """One PMU side's pattern: a :class:`~sw.loopnest.LoopNest` in PMU words and where a pass's base comes from.
 
     The address of iteration ``(i0, i1, ...)`` is ``offset + runtime base +
-    buffer base + sum(strides[k] * i[k])``.
+    buffer base + sum(strides[k] * i[k])``. The write side ignores
+    ``last_level``.
 
     Parameters
     ----------
-    bounds : sequence of int
-        Iterations of each level, innermost first, each at least 1.
-    strides : sequence of int
-        Signed word stride of each level; 0 repeats (re-reads a buffer).
-    offset : int
-        Word address added to every address.
+    bounds, strides, offset, last_level
+        As for :class:`~sw.loopnest.LoopNest`; every bound is at least 1.
     runtime_base : bool
         Take a base per pass from the side's scalar input (si0 for writes,
         si1 for reads).
-    last_level : int or None
-        Set ``last`` on the iteration where levels ``0..last_level`` all
-        finish; the default, the outermost level, marks the end of each pass.
-        None never sets it. The write side ignores it.
     """
 
-    bounds: tuple
-    strides: tuple
-    offset: int = 0
     runtime_base: bool = False
-    last_level: int | None = LEVELS - 1
-
-    def __post_init__(self):
-        object.__setattr__(self, "bounds", tuple(self.bounds))
-        object.__setattr__(self, "strides", tuple(self.strides))
-
-    @classmethod
-    def linear(cls, count, stride=1, **kwargs):
-        """``count`` addresses ``stride`` apart, one level."""
-        return cls(bounds=(count,), strides=(stride,), **kwargs)
-
-    @property
-    def count(self):
-        """Addresses in one pass."""
-        return prod(self.bounds)
-
-    def padded(self):
-        """Bounds and strides extended to four levels with bound 1, stride 0."""
-        pad = LEVELS - len(self.bounds)
-        return self.bounds + (1,) * pad, self.strides + (0,) * pad
-
-    def span(self):
-        """Lowest and highest address of one pass with no base."""
-        lo = hi = self.offset
-        for bound, stride in zip(self.bounds, self.strides):
-            reach = stride * (bound - 1)
-            lo, hi = lo + min(0, reach), hi + max(0, reach)
-        return lo, hi
-
-    def addresses(self):
-        """Addresses of one pass with no base, in iteration order (int64)."""
-        bounds, strides = self.padded()
-        grid = np.indices(bounds[::-1], dtype=np.int64).reshape(LEVELS, -1)
-        return self.offset + sum(strides[LEVELS - 1 - k] * grid[k] for k in range(LEVELS))
-
-    def last_flags(self):
-        """``last`` of each iteration of one pass."""
-        if self.last_level is None:
-            return np.zeros(self.count, dtype=bool)
-        inner = prod(self.bounds[:self.last_level + 1])
-        return (np.arange(self.count) % inner) == inner - 1
 
     def validate(self, params, name):
         """Check field ranges; ``name`` ("write" or "read") prefixes each message."""
-        if not 1 <= len(self.bounds) <= LEVELS:
-            raise ValueError(f"{name}.bounds has {len(self.bounds)} levels; 1 to {LEVELS} are supported")
-        if len(self.strides) != len(self.bounds):
-            raise ValueError(f"{name}.strides has {len(self.strides)} entries for {len(self.bounds)} bounds")
-        for k, bound in enumerate(self.bounds):
-            if not isinstance(bound, (int, np.integer)) or not 1 <= bound < 1 << BOUND_BITS:
-                raise ValueError(f"{name}.bounds[{k}] is {bound!r}; every loop bound must be an integer "
-                                 f"in [1, {(1 << BOUND_BITS) - 1}]")
+        self.check(name, min_bound=1)
         limit = 1 << addr_bits(params)
         for k, stride in enumerate(self.strides):
-            if not isinstance(stride, (int, np.integer)) or not -limit <= stride < limit:
+            if not -limit <= stride < limit:
                 raise ValueError(f"{name}.strides[{k}] is {stride!r}; strides must be integers in "
                                  f"[{-limit}, {limit - 1}]")
-        if not isinstance(self.offset, (int, np.integer)) or not 0 <= self.offset < params.pmu_words:
+        if not 0 <= self.offset < params.pmu_words:
             raise ValueError(f"{name}.offset is {self.offset!r}; it must be in [0, {params.pmu_words - 1}]")
-        if self.last_level is not None and self.last_level not in range(LEVELS):
-            raise ValueError(f"{name}.last_level is {self.last_level!r}; use a level 0 to {LEVELS - 1} "
-                             f"or None")
+
+    def fields(self):
+        """The record as a dict for ``pmu_pattern_layout(params).const``."""
+        bounds, strides = self.padded()
+        return {"bounds": list(bounds), "strides": list(strides), "offset": self.offset,
+                "runtime_base": int(self.runtime_base),
+                "last_level": LAST_NEVER if self.last_level is None else self.last_level}
 
 
 @dataclass(frozen=True)
@@ -217,14 +163,8 @@ class PmuConfig:
 
     def fields(self, params):
         """The record as a dict for ``pmu_config_layout(params).const``."""
-        def pattern(p):
-            bounds, strides = p.padded()
-            return {"bounds": list(bounds), "strides": list(strides), "offset": p.offset,
-                    "runtime_base": int(p.runtime_base),
-                    "last_level": LAST_NEVER if p.last_level is None else p.last_level}
-
         return {
-            "enable": 1, "write": pattern(self.write), "read": pattern(self.read),
+            "enable": 1, "write": self.write.fields(), "read": self.read.fields(),
             "read_mode": self.read_mode, "stripe": int(self.stripe), "buffers": self.buffers,
             "buffer_words": self.buffer_words, "reads_per_fill": self.reads_per_fill,
             "write_passes": self.write_passes, "read_passes": self.read_passes,

@@ -1,4 +1,4 @@
-"""Tile-array kernels built with the kernel API, shared by the RTL testbench and pytest.
+"""Tile-array kernels built with the kernel API: a library used by the RTL testbenches, pytest and bench.
 
 Each builder takes the array parameters, the PCU tail and so0 functions the
 array was built with, and a random generator, and returns an
@@ -13,10 +13,25 @@ from typing import Callable
 import numpy as np
 
 from hw.tile.pcu import TailOp
-from cosim.tb.pcu_cases import bf16_round, bits, floats
+from sw.golden import arith as g
 from sw.tile.kernel import Kernel, Program
 from sw.tile.pcu import PcuConfig, Stage
 from sw.tile.pmu import AddressPattern, PmuConfig, ReadMode
+
+
+def bits(x):
+    """fp32 bit patterns (uint32) of float values."""
+    return np.asarray(x, dtype=np.float32).view(np.uint32)
+
+
+def floats(u):
+    """float64 values of fp32 bit patterns."""
+    return np.asarray(u, dtype=np.uint32).view(np.float32).astype(np.float64)
+
+
+def bf16_round(x):
+    """Round float values to bf16 and return their fp32 bit patterns."""
+    return g.bf16_to_fp32(g.fp32_to_bf16(bits(x)))
 
 
 def rel_error(got, want):

@@ -1,0 +1,179 @@
+"""How fast each layer is, all measured in one run: ``python -m bench speed`` writes ``build/bench/speed.json``.
+
+- ``rtl_cycles_per_s``: the default model decoded (fused) on the co-simulated
+  chip (``chip`` target, Verilator): simulated cycles per wall-clock second
+  of the decode loop, load of the memory image included;
+- ``model_tokens_per_s`` / ``model_tokens_per_s_4x8``: decode steps per
+  wall-clock second on the fast model, ``chip`` and ``4x8`` targets (a longer
+  run, every step produces a token's logits);
+- ``model_over_rtl``: the fast model's simulated cycles per second over the RTL's;
+- ``logits_identical``: the RTL's and the fast model's logits and tokens of
+  the same request are bit-identical;
+- ``chip_build_s`` / ``large_build_s``: cold Verilator builds of the ``chip``
+  unit and of the 4x8 tile array (``bench.tiles.UNIT_4X8``): each in a fresh
+  process, into an empty temporary build folder (``OPENRDU_BUILD_DIR``) with
+  ccache off, from elaboration to the linked simulator; the RTL decode
+  above runs on that fresh chip build (on the cached one when the builds are
+  skipped).
+
+Settings (environment): ``OPENRDU_SPEED_BUILDS`` = ``all`` (default),
+``chip`` (skip the 4x8 build, over ten minutes before issue 13's work) or
+``none``; ``OPENRDU_SPEED_RTL_TOKENS`` (default 4) and
+``OPENRDU_SPEED_MODEL_TOKENS`` (default 64) new tokens after a 5-token prompt.
+A skipped build is ``null`` in the JSON.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cosim.harness import REPO
+
+OUT = REPO / "build" / "bench" / "speed.json"
+CHECKPOINT = REPO / "models" / "pystdlib-tiny"
+PROMPT = [0, 449, 323, 66, 263]        # "<s>def main"
+
+
+def _units():
+    from bench.tiles import UNIT_4X8
+    from cosim.tb.units_chip import UNITS
+
+    return {"chip": UNITS["chip"], "large": UNIT_4X8}
+
+
+def _rtl_progress(index, done, total):
+    print(f"[speed] RTL decode: step {done}/{total}", file=sys.stderr, flush=True)
+
+
+def _child(name, compiled=None, request=None):
+    """In a child of :func:`cold_build`: build unit ``name``, then decode on it; print the figures as JSON."""
+    from cosim import harness
+    from cosim.decode import run_rtl
+
+    start = time.perf_counter()
+    built = harness.build(_units()[name], log=lambda line: print(line, file=sys.stderr, flush=True))
+    verilog = built.directory / f"{harness.TOPLEVEL}.v"
+    out = {"seconds": time.perf_counter() - start, "verilator_s": built.seconds, "cached": built.cached,
+           "directory": str(built.directory), "verilog_mb": verilog.stat().st_size / 1e6}
+    if compiled:
+        out["rtl"] = run_rtl(compiled, json.loads(Path(request).read_text()), progress=_rtl_progress)
+    print(json.dumps(out))
+
+
+def cold_build(name, compiled=None, request=None):
+    """Build unit ``name`` (``chip`` or ``large``) from nothing; returns its figures.
+
+    The harness caches builds under ``build/sim`` by a hash of the Verilog,
+    flags and tool versions; a fresh process with an empty
+    ``OPENRDU_BUILD_DIR`` and ``CCACHE_DISABLE`` has nothing to reuse. With
+    ``compiled`` (a compiled model's path) and ``request`` (a dict), the model
+    is then decoded on that build (:func:`cosim.decode.run_rtl`), its result
+    under ``"rtl"``, so the bench builds the chip once. Raises ``RuntimeError``
+    if the build failed or came from a cache.
+    """
+    with tempfile.TemporaryDirectory(prefix="speed-build-", dir=REPO / "build") as tmp:
+        env = {**os.environ, "OPENRDU_BUILD_DIR": tmp, "CCACHE_DISABLE": "1"}
+        args = [name]
+        if compiled:
+            (Path(tmp) / "request.json").write_text(json.dumps(request))
+            args += [str(compiled), str(Path(tmp) / "request.json")]
+        done = subprocess.run([sys.executable, "-m", "bench.speed", "--cold-build", *args], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise RuntimeError(f"the cold build of {name}{' or the decode on it' if compiled else ''} failed "
+                               f"(exit {done.returncode}); its error is above")
+        out = json.loads(done.stdout.splitlines()[-1])
+        if out["cached"] or not Path(out["directory"]).is_relative_to(tmp):
+            raise RuntimeError(f"the cold build of {name} was not cold: {out['directory']}")
+    return out
+
+
+def _model_run(compiled, target, tokens):
+    from sw.runtime.decode import generate
+    from sw.runtime.device import ModelDevice
+
+    return asyncio.run(generate(ModelDevice(target), compiled, PROMPT, max_new_tokens=tokens, stop_at_eos=False))
+
+
+def _rates(result):
+    rep = result["report"]
+    return {"steps": rep["steps"], "wall_s": rep["wall_s"], "tokens_per_s": rep["steps"] / rep["wall_s"],
+            "cycles_per_s": rep["total_cycles"] / rep["wall_s"], "cycles_per_token": rep["cycles_per_token"]}
+
+
+def _log(line):
+    print(line, flush=True)
+
+
+def measure(builds, rtl_tokens, model_tokens, log=_log):
+    """Every figure of ``speed.json``; ``builds`` is ``"all"``, ``"chip"`` or ``"none"``."""
+    from cosim.decode import run_rtl
+    from cli.compile import cached_compile
+    from sw.target import CHIP, LARGE
+
+    out = {"prompt_ids": PROMPT, "rtl_new_tokens": rtl_tokens, "model_new_tokens": model_tokens,
+           "cpus": os.cpu_count()}
+    log("[speed] compiling the default model for chip and 4x8 (cached in build/compiled) ...")
+    compiled, path = cached_compile(CHECKPOINT, CHIP, "fused", None)
+    large, _ = cached_compile(CHECKPOINT, LARGE, "fused", None)
+    request = {"prompt_ids": PROMPT, "max_new_tokens": rtl_tokens, "temperature": 0.0, "top_k": 0, "seed": 0,
+               "stop_at_eos": False}
+    out["chip_build_s"] = out["large_build_s"] = None
+    rtl = None
+    for name in {"all": ("chip", "large"), "chip": ("chip",), "none": ()}[builds]:
+        log(f"[speed] cold Verilator build of the {name} unit"
+            + (f", then {rtl_tokens} tokens decoded on it ..." if name == "chip" else " ..."))
+        figures = cold_build(name, path, request) if name == "chip" else cold_build(name)
+        rtl = figures.pop("rtl", rtl)
+        out[f"{name}_build_s"] = figures["seconds"]
+        out[f"{name}_build"] = {k: figures[k] for k in ("seconds", "verilator_s", "verilog_mb")}
+        log(f"[speed] {name}: built in {figures['seconds']:.1f} s ({figures['verilator_s']:.1f} s in Verilator "
+            f"and the C++ compiler, {figures['verilog_mb']:.1f} MB of Verilog)")
+    if rtl is None:
+        log(f"[speed] decoding {rtl_tokens} tokens on the RTL chip ...")
+        rtl = run_rtl(path, request, progress=_rtl_progress)
+    same = _model_run(compiled, CHIP, rtl_tokens)
+    out["logits_identical"] = rtl["logits_sha"] == same["logits_sha"] and rtl["tokens"] == same["tokens"]
+    out["rtl"] = _rates(rtl)
+    out["rtl_cycles_per_s"] = out["rtl"]["cycles_per_s"]
+    log(f"[speed] RTL: {out['rtl_cycles_per_s']:,.0f} simulated cycles/s; logits identical: "
+        f"{out['logits_identical']}")
+    for suffix, target, model in (("", CHIP, compiled), ("_4x8", LARGE, large)):
+        log(f"[speed] decoding {model_tokens} tokens on the fast model, {target.name} target ...")
+        rates = _rates(_model_run(model, target, model_tokens))
+        out[f"model{suffix}"] = rates
+        out[f"model_tokens_per_s{suffix}"] = rates["tokens_per_s"]
+        log(f"[speed] fast model on {target.name}: {rates['tokens_per_s']:,.1f} tokens/s, "
+            f"{rates['cycles_per_s']:,.0f} simulated cycles/s")
+    out["model_over_rtl"] = out["model"]["cycles_per_s"] / out["rtl_cycles_per_s"]
+    return out
+
+
+def main():
+    builds = os.environ.get("OPENRDU_SPEED_BUILDS", "all")
+    if builds not in ("all", "chip", "none"):
+        raise SystemExit(f"OPENRDU_SPEED_BUILDS must be all, chip or none, not {builds!r}")
+    start = time.perf_counter()
+    out = measure(builds, int(os.environ.get("OPENRDU_SPEED_RTL_TOKENS", "4")),
+                  int(os.environ.get("OPENRDU_SPEED_MODEL_TOKENS", "64")))
+    out["bench_wall_s"] = time.perf_counter() - start
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(out, indent=2))
+    build = lambda key: "skipped" if out[key] is None else f"{out[key]:.0f} s"
+    print(f"RTL {out['rtl_cycles_per_s']:,.0f} cycles/s; fast model {out['model_tokens_per_s']:,.1f} tokens/s on chip, "
+          f"{out['model_tokens_per_s_4x8']:,.1f} on 4x8, {out['model_over_rtl']:,.0f}x the RTL in cycles/s; "
+          f"logits identical {out['logits_identical']}; cold builds: chip {build('chip_build_s')}, "
+          f"4x8 array {build('large_build_s')}")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--cold-build"]:
+        _child(*sys.argv[2:])
+    else:
+        main()

@@ -1,0 +1,271 @@
+"""``openrdu decode``: compile a checkpoint and generate text on the co-simulated chip or the fast model.
+
+Prints the text and a report: cycles per token and where they go, simulated
+tokens per second at the chip's nominal clock, HBM bandwidth as a fraction
+of peak, bytes per tier, and wall-clock time. ``--compare`` runs the fused
+and the op-by-op (unfused) programs on the same backend and prints them side
+by side; ``--json`` prints the same as one JSON object.
+"""
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+import unicodedata
+
+from cli.compile import add_arguments as add_compile_arguments, cached_compile
+from sw.compiler.checkpoint import check_folder, load_tokenizer
+from sw.errors import DecodeError
+from sw.runtime import backends
+from sw.runtime.decode import check_request
+from sw.target import TARGETS
+
+MAX_TOKEN_ID_DIGITS = 9                 # ids below 10**9: far past any vocabulary, and int() stays cheap
+_DECIMAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?")
+_IDS = re.compile(r"[0-9]{1,%d}(,[0-9]{1,%d})*" % (MAX_TOKEN_ID_DIGITS, MAX_TOKEN_ID_DIGITS))
+
+
+def _integer(text, what):
+    if not text.isascii() or not re.fullmatch(r"-?[0-9]+", text) or len(text) > 30:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return int(text)
+
+
+def seed(text):
+    """A seed for numpy's generator: an integer from 0 to 2**32 - 1."""
+    value = _integer(text, "an integer seed")
+    if not 0 <= value < 1 << 32:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0 to {(1 << 32) - 1}")
+    return value
+
+
+def positive_int(text):
+    value = _integer(text, "a positive integer")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def count(text):
+    value = _integer(text, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 (no limit) or a positive integer")
+    return value
+
+
+def temperature(text):
+    """A finite number >= 0 in plain decimal notation (0 decodes greedily)."""
+    value = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 (greedy) or a positive number")
+    return value
+
+
+def token_ids(text):
+    """``int(,int)*`` of ASCII digits, each id below 10**9: a list of ints."""
+    if not _IDS.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a comma-separated list of token "
+                                         f"ids (e.g. 0,449,323; each at most {MAX_TOKEN_ID_DIGITS} digits)")
+    return [int(t) for t in text.split(",")]
+
+
+def prompt_text(text):
+    """The prompt as given, refused when the command line held bytes that are not UTF-8.
+
+    Python hands such bytes over as lone surrogates (``surrogateescape``: byte b as U+DC00 + b).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        code = ord(text[error.start])
+        what = f"byte {code - 0xDC00:#04x}" if 0xDC80 <= code <= 0xDCFF else f"a lone surrogate U+{code:04X}"
+        raise argparse.ArgumentTypeError(f"not valid UTF-8 ({what} at character {error.start})") from None
+    return text
+
+
+# Bidirectional overrides and isolates reorder what a terminal shows (CVE-2021-42574).
+_BIDI = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A))
+
+
+def escape(text, keep="\n\t"):
+    """``text`` safe to print: control characters (C0, DEL, C1, so ANSI escapes too), line and paragraph
+    separators and bidi controls as ``\\xNN`` / ``\\uNNNN``, except the characters in ``keep``."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in keep or not (unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs") or code in _BIDI):
+            out.append(ch)
+        else:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return "".join(out)
+
+
+def add_arguments(parser):
+    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="Hugging Face Llama checkpoint folder")
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", type=prompt_text, metavar="TEXT",
+                        help="prompt text (needs the checkpoint's tokenizer)")
+    prompt.add_argument("--prompt-ids", type=token_ids, metavar="IDS",
+                        help="comma-separated token ids, e.g. 0,449,323 (the tokenizer is not loaded)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=16, metavar="N")
+    parser.add_argument("--backend", choices=tuple(backends.BACKENDS), default="rtl",
+                        help="rtl: the Verilator co-simulation; model: the bit-identical fast model")
+    add_compile_arguments(parser)
+    parser.add_argument("--compare", action="store_true", help="run fused and unfused and report both")
+    parser.add_argument("--temperature", type=temperature, default=0.0, help="0 (default) decodes greedily")
+    parser.add_argument("--top-k", type=count, default=0, help="sample from the k most likely tokens "
+                                                              "(needs --temperature > 0; 0: no limit)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the sampler, 0 to 2**32 - 1")
+    parser.add_argument("--weights-tier", choices=("hbm", "ddr"), default="hbm",
+                        help="ddr: load weights into DDR and stage them into HBM with the copy engine")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+
+
+def check_arguments(parser, args):
+    """What argparse cannot check one value at a time; ``parser.error`` (exit 2) on a conflict."""
+    if args.top_k and args.temperature <= 0:
+        parser.error(f"argument --top-k: {args.top_k} needs --temperature > 0 (greedy decoding takes the "
+                     f"most likely token)")
+
+
+class Progress:
+    """Progress on stderr: a one-line bar on a terminal, else a line at the start, every ``step_percent``
+    and at the end, so a long run into a log or a pipe is not silent. ``mode`` is "bar", "lines" or None."""
+
+    def __init__(self, label, mode, step_percent=5):
+        self.label, self.mode, self.step = label, mode, step_percent
+        self.start, self.shown = time.perf_counter(), None
+
+    def __call__(self, done, total):
+        if self.mode is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        if self.mode == "bar":
+            width = 30
+            filled = width * done // max(total, 1)
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] step {done}/{total} "
+                             f"{elapsed:.0f} s" + ("\n" if done == total else ""))
+        else:
+            if self.shown is None:
+                sys.stderr.write(f"{self.label}: {total} steps\n")
+                self.shown = 0
+            percent = 100 * done // max(total, 1)
+            if done < total and percent < self.shown + self.step:
+                return
+            self.shown = percent
+            sys.stderr.write(f"{self.label}: step {done}/{total} ({percent}%) {elapsed:.0f} s\n")
+        sys.stderr.flush()
+
+
+def progress_mode(args):
+    """"bar" on a terminal, "lines" into a file or pipe, None with --json."""
+    return None if args.json else "bar" if sys.stderr.isatty() else "lines"
+
+
+def run(modes, compiled, paths, request, backend, progress=None):
+    """Generate with each mode's compiled model on ``backend``; returns mode -> the runtime's result dict.
+
+    ``progress`` is a :class:`Progress` mode: "bar", "lines" or None.
+
+    On the RTL every mode runs in one simulation of the chip, so the Verilator model is set up once.
+    """
+    bars = {mode: Progress(f"{mode} on {backend}" if progress == "lines" else f"{mode:>7} on {backend}", progress)
+            for mode in modes}
+    runner = backends.get(backend)
+    if progress and runner.notice:
+        sys.stderr.write(runner.notice.format(modes=" and ".join(modes)))
+    out = runner.run([compiled[mode] for mode in modes], [paths[mode] for mode in modes], request,
+                     lambda index, done, total: bars[modes[index]](done, total))
+    return dict(zip(modes, out))
+
+
+ROWS = [
+    ("cycles per token", "cycles_per_token", "{:,.0f}"),
+    ("  in kernels", "kernel_cycles_per_token", "{:,.0f}"),
+    ("  program load", "program_load_cycles_per_token", "{:,.0f}"),
+    ("  host launches", "launch_cycles_per_token", "{:,.0f}"),
+    ("  logits to host", "host_io_cycles_per_token", "{:,.0f}"),
+    ("kernels per token", "kernels_per_token", "{:.0f}"),
+    ("tokens/s at clock", "tokens_per_s_simulated", "{:,.0f}"),
+    ("HBM bytes per token", "hbm_bytes_per_token", "{:,.0f}"),
+    ("DDR bytes per token", "ddr_bytes_per_token", "{:,.0f}"),
+    ("HBM bandwidth used", "hbm_bandwidth_fraction", "{:.1%}"),
+    ("  during kernels", "hbm_bandwidth_fraction_in_kernels", "{:.1%}"),
+    ("roofline cycles/token", "roofline_cycles_per_token", "{:,.0f}"),
+    ("steps", "steps", "{}"),
+    ("wall-clock", "wall_s", "{:.1f} s"),
+]
+
+
+def print_report(results, compiled, text, prompt_ids):
+    first = next(iter(results.values()))
+    r0 = first["report"]
+    t = compiled[next(iter(results))].target
+    print(f"prompt: {len(prompt_ids)} tokens; generated {len(first['tokens'])}")
+    if text is not None:
+        print("-" * 60)
+        print(text)
+        print("-" * 60)
+    else:
+        print(f"tokens: {first['tokens']}")
+    print(f"backend: {'Verilator co-simulation of the RTL' if r0['backend'] == 'rtl' else 'fast model'}; "
+          f"target {t.describe()}; clock {t.clock_hz / 1e9:g} GHz; host launch {t.host_launch_cycles} cycles")
+    modes = list(results)
+    print(f"{'':<24}" + "".join(f"{m:>14}" for m in modes))
+    for label, key, fmt in ROWS:
+        print(f"{label:<24}" + "".join(f"{fmt.format(results[m]['report'][key]):>14}" for m in modes))
+    if len(modes) == 2:
+        f, u = (results[m]["report"]["cycles_per_token"] for m in ("fused", "unfused"))
+        same = results["fused"]["tokens"] == results["unfused"]["tokens"]
+        kf, ku = (results[m]["report"]["kernel_cycles_per_token"] for m in ("fused", "unfused"))
+        print(f"fused is {u / f:.2f}x faster per token than op-by-op ({ku / kf:.2f}x in kernel cycles alone; the "
+              f"rest is launches at the assumed {t.host_launch_cycles} cycles and Program Load); "
+              f"same tokens: {same}")
+    load = r0["load"]
+    print(f"load: {load['image_bytes']:,} bytes of weights, tables and programs "
+          f"({load['host_link_cycles']:,.0f} cycles over the host link"
+          + (f"; {load['ddr_to_hbm_bytes']:,} staged DDR->HBM in {load['ddr_to_hbm_cycles']:,.0f} cycles"
+             if load["weights_tier"] == "ddr" else "") + ")")
+
+
+def _encode(tokenizer, prompt):
+    try:
+        return tokenizer(prompt).input_ids if prompt else []
+    # A tokenizer that loaded can still fail on a prompt (tokenizers raises plain Exception).
+    except Exception as error:  # noqa: BLE001
+        raise DecodeError(f"the tokenizer cannot encode the prompt ({' '.join(str(error).split())[:200]})") from None
+
+
+def main(args):
+    """Run ``openrdu decode``; raises :class:`sw.errors.OpenRDUError` for what the user can fix."""
+    modes = ["fused", "unfused"] if args.compare else ["unfused" if args.unfused else "fused"]
+    target = TARGETS[args.target]
+    check_folder(args.checkpoint)
+    backends.get(args.backend).check_target(target)
+    tokenizer = None
+    if args.prompt is not None:
+        tokenizer = load_tokenizer(args.checkpoint)
+        if tokenizer is None:
+            raise DecodeError(f"{args.checkpoint} has no tokenizer.json; give --prompt-ids instead of --prompt")
+    prompt_ids = args.prompt_ids if args.prompt_ids is not None else _encode(tokenizer, args.prompt)
+    compiled, paths = {}, {}
+    for mode in modes:
+        compiled[mode], paths[mode] = cached_compile(args.checkpoint, target, mode, args.context)
+    check_request(compiled[modes[0]], prompt_ids, args.max_new_tokens, temperature=args.temperature,
+                  top_k=args.top_k)
+    request = {"prompt_ids": prompt_ids, "max_new_tokens": args.max_new_tokens,
+               "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
+               "weights_tier": args.weights_tier}
+    results = run(modes, compiled, paths, request, args.backend, progress_mode(args))
+    first = results[modes[0]]
+    text = tokenizer.decode(first["prompt_ids"] + first["tokens"], skip_special_tokens=True) if tokenizer else None
+    if args.json:
+        out = {"text": text, "prompt_ids": first["prompt_ids"], "tokens": first["tokens"],
+               "backend": args.backend, "target": target.name}
+        out.update({mode: {k: v for k, v in results[mode].items() if k not in ("prompt_ids",)} for mode in modes})
+        print(json.dumps(out, indent=2))
+    else:
+        print_report(results, compiled, None if text is None else escape(text), prompt_ids)
+    return 0

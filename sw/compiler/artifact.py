@@ -1,0 +1,252 @@
+"""A safe, versioned, checksummed file of Python objects: a zip of JSON and .npy members.
+
+A file is a plain zip archive (``unzip -l``, ``python -m zipfile -l``) of
+stored (uncompressed) members:
+
+- ``manifest.json``: ``format``, ``version``, and the SHA-256 and size of
+  every payload member;
+- ``objects.json``: the object tree (see below);
+- ``arrays/N.npy``: the tree's numpy arrays (numeric dtypes only; object arrays are refused).
+
+The archive comment, the file's last bytes, is ``<format> sha256=<hex>``: the
+SHA-256 of every byte before it, so any change to the file (a flipped bit, a
+truncation, an edited manifest) is refused before anything is parsed.
+
+The tree is JSON with tagged nodes: ``{"$tuple": [...]}``, ``{"$dict":
+[[key, value], ...]}`` (any key type, order kept), ``{"$array": N}``,
+``{"$enum": "module.Class", "name": ...}``, ``{"$obj": "module.Class",
+"state": {...}}``, ``{"$fraction": [n, d]}``, ``{"$float": "inf"}``,
+``{"$scalar": dtype, "value": ...}``; a list, dict or object met more than
+once is written once with an ``"$id"`` and referred to as ``{"$ref": id}``,
+so shared objects stay shared. Only the classes the caller lists are
+created, by setting their fields (no constructor, no code from the file).
+"""
+
+import enum
+import hashlib
+import io
+import json
+import math
+import re
+import zipfile
+from dataclasses import fields, is_dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from sw.errors import ProgramFormatError
+
+MANIFEST, OBJECTS = "manifest.json", "objects.json"
+_TRAILER = re.compile(rb"([a-z0-9-]+) sha256=([0-9a-f]{64})")
+_SCALAR = re.compile(r"[<>|=]?[biuf][1248]")
+
+
+def _name(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _memoised(obj):
+    return isinstance(obj, (list, dict, np.ndarray)) or hasattr(obj, "__dict__") and not isinstance(obj, enum.Enum)
+
+
+class _Encoder:
+    def __init__(self, classes):
+        self.classes = {_name(c): c for c in classes}
+        self.arrays, self.ids, self.shared = [], {}, set()
+
+    def count(self, root):
+        """Find the objects reached more than once (their first node gets an ``$id``)."""
+        seen, stack = set(), [root]
+        while stack:
+            obj = stack.pop()
+            if _memoised(obj):
+                if id(obj) in seen:
+                    self.shared.add(id(obj))
+                    continue
+                seen.add(id(obj))
+            if isinstance(obj, (list, tuple)):
+                stack.extend(obj)
+            elif isinstance(obj, dict):
+                stack.extend(obj.keys())
+                stack.extend(obj.values())
+            elif _memoised(obj) and not isinstance(obj, np.ndarray):
+                stack.extend(vars(obj).values())
+
+    def __call__(self, obj):
+        if isinstance(obj, enum.Enum):         # first: a str or int enum must come back as itself
+            return {"$enum": self._class(obj), "name": obj.name}
+        if obj is None or type(obj) in (bool, str, int):
+            return obj
+        if type(obj) is float:
+            return obj if math.isfinite(obj) else {"$float": repr(obj)}
+        if isinstance(obj, tuple) and type(obj) is tuple:
+            return {"$tuple": [self(v) for v in obj]}
+        if type(obj) is Fraction:
+            return {"$fraction": [obj.numerator, obj.denominator]}
+        if isinstance(obj, np.generic):
+            return {"$scalar": obj.dtype.str, "value": obj.item()}
+        if id(obj) in self.ids:
+            return {"$ref": self.ids[id(obj)]}
+        if type(obj) is list:
+            node = {"$list": None}
+        elif type(obj) is dict:
+            node = {"$dict": None}
+        elif type(obj) is np.ndarray:
+            if obj.dtype.hasobject:
+                raise TypeError("an array of Python objects cannot be stored")
+            self.arrays.append(obj)
+            node = {"$array": len(self.arrays) - 1}
+        elif hasattr(obj, "__dict__"):
+            node = {"$obj": self._class(obj), "state": None}
+        else:
+            raise TypeError(f"a {type(obj).__name__} cannot be stored")
+        if id(obj) in self.shared:
+            self.ids[id(obj)] = node["$id"] = len(self.ids)
+        if "$list" in node:
+            node["$list"] = [self(v) for v in obj]
+        elif "$dict" in node:
+            node["$dict"] = [[self(k), self(v)] for k, v in obj.items()]
+        elif "$obj" in node:
+            node["state"] = {k: self(v) for k, v in vars(obj).items()}
+        return node if "$id" in node or not ("$list" in node) else node["$list"]
+
+    def _class(self, obj):
+        name = _name(type(obj))
+        if self.classes.get(name) is not type(obj):
+            raise TypeError(f"{name} is not one of the classes this file may hold")
+        return name
+
+
+class _Decoder:
+    def __init__(self, classes, arrays):
+        self.classes = {_name(c): c for c in classes}
+        self.arrays, self.memo = arrays, {}
+
+    def _cls(self, name, kind):
+        cls = self.classes.get(name)
+        if cls is None or issubclass(cls, enum.Enum) != (kind == "enum"):
+            raise ValueError(f"{name!r} is not a class this file may hold")
+        return cls
+
+    def _keep(self, node, obj):
+        if "$id" in node:
+            if not isinstance(node["$id"], int) or node["$id"] in self.memo:
+                raise ValueError(f"bad object id {node['$id']!r}")
+            self.memo[node["$id"]] = obj
+        return obj
+
+    def __call__(self, node):
+        if node is None or isinstance(node, (bool, str, int, float)):
+            return node
+        if isinstance(node, list):
+            return [self(v) for v in node]
+        if not isinstance(node, dict) or len(node) < 1:
+            raise ValueError(f"unexpected node {str(node)[:60]}")
+        if "$ref" in node:
+            return self.memo[node["$ref"]]
+        if "$tuple" in node:
+            return tuple(self(v) for v in node["$tuple"])
+        if "$float" in node:
+            if node["$float"] not in ("inf", "-inf", "nan"):
+                raise ValueError(f"bad float {node['$float']!r}")
+            return float(node["$float"])
+        if "$fraction" in node:
+            n, d = node["$fraction"]
+            if type(n) is not int or type(d) is not int:
+                raise ValueError("a fraction of non-integers")
+            return Fraction(n, d)
+        if "$scalar" in node:
+            if not isinstance(node["$scalar"], str) or not _SCALAR.fullmatch(node["$scalar"]):
+                raise ValueError(f"bad scalar type {node['$scalar']!r}")
+            return np.dtype(node["$scalar"]).type(node["value"])
+        if "$enum" in node:
+            return self._cls(node["$enum"], "enum")[node["name"]]
+        if "$array" in node:
+            return self._keep(node, self.arrays[node["$array"]])
+        if "$list" in node:
+            out = self._keep(node, [])
+            out.extend(self(v) for v in node["$list"])
+            return out
+        if "$dict" in node:
+            out = self._keep(node, {})
+            for key, value in node["$dict"]:
+                out[self(key)] = self(value)
+            return out
+        if "$obj" in node:
+            cls = self._cls(node["$obj"], "obj")
+            obj = self._keep(node, cls.__new__(cls))
+            state = node["state"]
+            if not isinstance(state, dict) or is_dataclass(cls) and set(state) != {f.name for f in fields(cls)}:
+                raise ValueError(f"{node['$obj']}: its fields are not the class's (written by another version of "
+                                 f"OpenRDU: compile it again)")
+            obj.__dict__.update({k: self(v) for k, v in state.items()})
+            return obj
+        raise ValueError(f"unexpected node with keys {sorted(node)[:4]}")
+
+
+def dumps(obj, *, format, version, classes):
+    """The file bytes holding ``obj``; TypeError when it holds a type outside ``classes`` and the basics."""
+    encode = _Encoder(classes)
+    encode.count(obj)
+    tree = json.dumps({"root": encode(obj)}, allow_nan=False, separators=(",", ":")).encode()
+    members = {OBJECTS: tree}
+    for i, array in enumerate(encode.arrays):
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, np.ascontiguousarray(array))
+        members[f"arrays/{i}.npy"] = buffer.getvalue()
+    manifest = {"format": format, "version": version,
+                "payload": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                            for name, data in members.items()}}
+    out = io.BytesIO()
+    trailer_length = len(format) + len(" sha256=") + 64
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode())] + list(members.items()):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16            # -rw-r--r-- when unzipped
+            z.writestr(info, data)
+        z.comment = b"0" * trailer_length
+    data = out.getvalue()[:-trailer_length]
+    return data + f"{format} sha256={hashlib.sha256(data).hexdigest()}".encode()
+
+
+def loads(data, *, format, version, classes, where):
+    """The object in file bytes ``data``; ProgramFormatError naming ``where`` and the problem."""
+    def refuse(problem):
+        return ProgramFormatError(f"{where}: {problem}")
+
+    size = len(format) + len(" sha256=") + 64
+    trailer = _TRAILER.fullmatch(data[-size:]) if len(data) > size else None
+    if trailer is None or trailer.group(1) != format.encode():
+        raise refuse(f"not an OpenRDU program file, or truncated (it does not end with a {format} checksum)")
+    if hashlib.sha256(data[:-size]).hexdigest() != trailer.group(2).decode():
+        raise refuse("checksum mismatch: the file is corrupt or was changed after it was written")
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+        if z.comment != trailer.group(0):
+            raise zipfile.BadZipFile("the checksum is not the archive comment")
+        manifest = json.loads(z.read(MANIFEST))
+        found = manifest.get("format"), manifest.get("version")
+    except (zipfile.BadZipFile, KeyError, ValueError, AttributeError, OSError) as e:
+        raise refuse(f"not a readable {format} archive ({e})") from None
+    if found[0] != format:
+        raise refuse(f"format {found[0]!r}, not {format!r}")
+    if found[1] != version:
+        raise refuse(f"format version {found[1]!r}; this OpenRDU reads version {version} (compile it again)")
+    try:
+        payload = manifest["payload"]
+        names = [info.filename for info in z.infolist()]
+        if sorted(names) != sorted([MANIFEST, *payload]):
+            raise ValueError(f"members {names} do not match the manifest")
+        members = {}
+        for name, entry in payload.items():
+            if z.getinfo(name).compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{name} is compressed")
+            members[name] = z.read(name)
+            if hashlib.sha256(members[name]).hexdigest() != entry["sha256"]:
+                raise ValueError(f"{name}: SHA-256 differs from the manifest")
+        # read_array refuses object arrays unless told otherwise: an array member is only numbers.
+        arrays = [np.lib.format.read_array(io.BytesIO(members[f"arrays/{i}.npy"])) for i in range(len(payload) - 1)]
+        return _Decoder(classes, arrays)(json.loads(members[OBJECTS])["root"])
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, IndexError, AttributeError, ArithmeticError,
+            RecursionError, OSError) as e:
+        raise refuse(f"malformed {format} contents ({type(e).__name__}: {e})") from None

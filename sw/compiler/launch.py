@@ -1,0 +1,64 @@
+"""Kernel launches: the AGCU transfers (streams) of a kernel and the kernel with its program."""
+
+from dataclasses import dataclass
+
+from sw.errors import CompileError
+from sw.loopnest import LoopNest
+from sw.runtime.chip import Pattern
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One AGCU transfer of a launch; its base moves with the token and the position.
+
+    ``base(token, pos) = region offset + offset + token * token_stride + pos * pos_stride`` (bytes);
+    ``nest`` in TLN words from that base, as :class:`sw.runtime.chip.Pattern` takes it.
+    """
+
+    agcu: int
+    direction: str
+    region: str
+    tier: int
+    offset: int
+    nest: LoopNest
+    pos_stride: int = 0
+    token_stride: int = 0
+    bf16: bool = False
+
+    def pattern(self, token, pos):
+        return Pattern(self.tier, self.offset + token * self.token_stride + pos * self.pos_stride, self.nest,
+                       self.bf16)
+
+    @property
+    def words(self):
+        return self.nest.count
+
+
+@dataclass
+class Launch:
+    """One kernel of a decode step: its program, the chip ops it runs and its AGCU transfers."""
+
+    name: str
+    ops: list
+    program: object
+    streams: list
+    program_region: str = ""
+
+    def patterns(self, token, pos):
+        reads = {s.agcu: s.pattern(token, pos) for s in self.streams if s.direction == "read"}
+        writes = {s.agcu: s.pattern(token, pos) for s in self.streams if s.direction == "write"}
+        return reads, writes
+
+    def units(self):
+        kinds = [u.kind for u in self.program.units.values()]
+        return kinds.count("pcu"), kinds.count("pmu")
+
+
+def linear(words):
+    """Counts and strides of ``words`` consecutive words (two levels past the 16-bit count)."""
+    if words < 1 << 16:
+        return (words,), (1,)
+    for inner in range(1 << 15, 0, -1):
+        if words % inner == 0 and words // inner < 1 << 16:
+            return (inner, words // inner), (1, inner)
+    raise CompileError(f"a stream of {words} words cannot be split into two 16-bit loop counts")

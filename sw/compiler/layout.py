@@ -1,0 +1,82 @@
+"""The memory layout pass: the regions the chip ops need, allocated in order and filled from the checkpoint.
+
+Weights are stored in the order their op streams them: a GEMV's matrix per
+tile of ``lanes`` outputs, k rows of ``lanes`` (zero-padded), as bf16 when
+every value of the checkpoint's matrices is one (the AGCU widens them to
+fp32 lanes), else fp32; norm gains, tables, the KV caches and activations
+are fp32.
+"""
+
+import numpy as np
+
+from sw.compiler.memory_map import MemoryMap
+from sw.model.reference import rope_tables
+
+MASKED = -1.0e30                   # added to scores past the current position; exp() of it is 0
+
+
+def fp32_words(array):
+    return np.ascontiguousarray(np.asarray(array, dtype=np.float32)).view(np.uint32).reshape(-1)
+
+
+def is_bf16(array):
+    """Whether every value is a bf16 value (its fp32 pattern's low 16 bits are zero)."""
+    return not np.any(fp32_words(array) & 0xFFFF)
+
+
+def bf16_words(array):
+    """bf16 values packed two to a 32-bit word, the first in the low half (as the AGCU widens them)."""
+    halves = (fp32_words(array) >> 16).astype("<u2")
+    if halves.size % 2:
+        halves = np.concatenate([halves, np.zeros(1, "<u2")])
+    return halves.view("<u4")
+
+
+def gemv_layout(w, lanes):
+    """A (n, k) weight as its GEMV streams it: per tile of ``lanes`` outputs, k rows of ``lanes`` (zero-padded)."""
+    n, k = w.shape
+    tiles = -(-n // lanes)
+    padded = np.zeros((tiles * lanes, k), np.float32)
+    padded[:n] = w
+    return padded.reshape(tiles, lanes, k).transpose(0, 2, 1)
+
+
+def _rope(context, hd, theta):
+    cos = np.zeros((context, hd), np.float32)
+    sin = np.zeros((context, hd), np.float32)
+    for pos in range(context):
+        c, s = rope_tables(hd, pos, theta)
+        cos[pos], sin[pos] = c, np.concatenate([-s[:hd // 2], s[hd // 2:]])
+    return {"rope.cos": cos, "rope.sin": sin}
+
+
+def layout(placements, target, weights, *, gemv_bf16=False, embed_bf16=False):
+    """Allocate ``placements`` (:class:`sw.compiler.lower.Placement`) in order and fill them.
+
+    Returns ``(memory map, image, zeroed)``: region name -> uint32 words to load, and the
+    regions to clear before a new sequence (the KV caches).
+    """
+    mmap, image, zeroed = MemoryMap(target.memory), {}, []
+    matrix = bf16_words if gemv_bf16 else fp32_words
+    for p in placements:
+        if p.layout in ("kv_cache", "output"):
+            mmap.add(p.name, p.nbytes, p.what)
+            zeroed += [p.name] if p.layout == "kv_cache" else []
+            continue
+        if p.layout == "rows":
+            words = (bf16_words if embed_bf16 else fp32_words)(weights[p.sources[0]])
+        elif p.layout == "vector":
+            words = fp32_words(weights[p.sources[0]])
+        elif p.layout == "gemv":
+            stacked = np.concatenate([weights[s] for s in p.sources]) if len(p.sources) > 1 else weights[p.sources[0]]
+            words = matrix(gemv_layout(stacked, target.array.lanes))
+        elif p.layout == "rope":
+            words = fp32_words(_rope(*p.args)[p.name])
+        elif p.layout == "mask":
+            context, = p.args
+            words = fp32_words(np.where(np.arange(context)[None, :] <= np.arange(context)[:, None], 0.0, MASKED))
+        else:
+            raise ValueError(f"region {p.name}: unknown layout {p.layout!r}")
+        mmap.add(p.name, 4 * words.size, p.what)
+        image[p.name] = words
+    return mmap, image, zeroed

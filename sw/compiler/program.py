@@ -1,0 +1,149 @@
+"""The compiled model: everything the runtime needs to run a model on a target, and its file format."""
+
+import enum
+import errno
+import os
+import stat
+import sys
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+
+from hw.mem.params import TIER_NAMES
+from sw.compiler import artifact
+from sw.compiler.memory_map import MemoryMap
+from sw.errors import CompileError, ProgramFormatError
+
+
+FORMAT = "openrdu-program"
+VERSION = 1
+
+
+@dataclass
+class CompiledModel:
+    """Everything the runtime needs to run a model on a target.
+
+    Attributes
+    ----------
+    shape : LlamaShape
+    target : sw.target.Target
+    mode : str
+        ``"fused"`` or ``"unfused"``.
+    context : int
+        Positions the KV cache holds; prompts plus generated tokens must fit.
+    buckets : dict
+        Attention length ``tp`` -> the launches of one decode step that attends
+        over ``tp`` positions (the smallest bucket covering ``pos + 1`` runs).
+    memory_map : MemoryMap
+    image : dict
+        Region name -> uint32 words to load before running (weights, tables, programs).
+    zeroed : list
+        Regions to clear before a new sequence (the KV caches).
+    logits : str
+        Region holding the logits after a step.
+    compile_seconds : float
+    """
+
+    shape: object
+    target: object
+    mode: str
+    context: int
+    buckets: dict
+    memory_map: MemoryMap
+    image: dict
+    zeroed: list
+    logits: str
+    compile_seconds: float = 0.0
+    checkpoint: str = ""
+
+    def bucket(self, pos):
+        """The launches of the step at ``pos`` (0-based)."""
+        for tp in sorted(self.buckets):
+            if pos < tp:
+                return tp, self.buckets[tp]
+        raise CompileError(f"position {pos} is past the compiled context of {self.context} positions")
+
+    def launches(self, tp=None):
+        return self.buckets[tp or max(self.buckets)]
+
+    def summary(self):
+        """Kernels, units, routes, bytes per tier and the memory map."""
+        from sw.compiler.estimate import estimate_step
+
+        t, s = self.target, self.shape
+        tp = max(self.buckets)
+        launches = self.buckets[tp]
+        pcus, pmus = t.array.rows * t.array.cols // 2, t.array.rows * t.array.cols // 2
+        lines = [f"{self.checkpoint or 'model'}: {s.num_layers} layers, d={s.hidden_size}, {s.num_heads} heads "
+                 f"({s.num_kv_heads} KV) x {s.head_dim}, FFN {s.intermediate_size}, vocab {s.vocab_size}",
+                 f"target {t.describe()}",
+                 f"mode {self.mode}: {len(launches)} kernels per decode step ({len(self.buckets)} context buckets "
+                 f"up to {self.context} positions), compiled in {self.compile_seconds:.2f} s", ""]
+        lines.append(f"{'kernel':<12} {'PCUs':>5} {'PMUs':>5} {'AGCU r/w':>8} {'routes':>6} {'hops':>5}  ops")
+        for launch in launches:
+            c, m = launch.units()
+            reads = sum(1 for st in launch.streams if st.direction == "read")
+            writes = len(launch.streams) - reads
+            hops = sum(v["channel_hops"] for v in launch.program.routing.stats().values())
+            lines.append(f"{launch.name:<12} {c:>2}/{pcus:<2} {m:>2}/{pmus:<2} {reads:>4}/{writes:<3} "
+                         f"{len(launch.program.connections):>6} {hops:>5}  {', '.join(o.name for o in launch.ops)}")
+        by_what = self.memory_map.bytes_by(lambda r: (TIER_NAMES[r.tier], r.what))
+        lines.append("")
+        lines.append("memory: " + ", ".join(f"{tier.upper()} {what} {n / 1024:.1f} KiB"
+                                            for (tier, what), n in sorted(by_what.items())))
+        est = estimate_step(self, tp)
+        lines.append(f"per token at {tp} positions: {est['bytes_read']} bytes read, {est['bytes_written']} written; "
+                     f"estimated {est['cycles']:.0f} cycles ({est['kernel_cycles']:.0f} in kernels, "
+                     f"{est['launch_cycles']:.0f} launching {len(launches)} kernels)")
+        return "\n".join(lines)
+
+
+def _storable():
+    """The classes a program file may hold: MemoryMap, and the dataclasses and enums of the modules a
+    compiled model is made of (found by name, so a new field type of theirs needs no list here)."""
+    from sw import target
+    from sw.compiler import checkpoint, launch, memory_map, ops
+    from sw.tile import kernel, pcu, pmu, route
+
+    found = {MemoryMap}
+    for module in (sys.modules[__name__], checkpoint, launch, memory_map, ops, target, kernel, pcu, pmu, route):
+        found |= {v for v in vars(module).values()
+                  if isinstance(v, type) and (is_dataclass(v) or issubclass(v, enum.Enum))}
+    return tuple(found)
+
+
+def dumps(obj):
+    """The program-file bytes of ``obj`` (a :class:`CompiledModel`, or a part of one such as a Program)."""
+    return artifact.dumps(obj, format=FORMAT, version=VERSION, classes=_storable())
+
+
+def loads(data, where="<bytes>"):
+    """The object in program-file bytes ``data``; ProgramFormatError naming ``where`` and the problem."""
+    return artifact.loads(data, format=FORMAT, version=VERSION, classes=_storable(), where=where)
+
+
+def save(compiled, path):
+    """Write ``compiled`` to ``path`` as a program file (see :mod:`sw.compiler.artifact`)."""
+    try:
+        Path(path).write_bytes(dumps(compiled))
+    except OSError as e:
+        raise CompileError(f"cannot write {path}: {e.strerror}") from None
+
+
+def load(path):
+    """Read a compiled model written by :func:`save`; ProgramFormatError naming the file and the problem."""
+    path = Path(path)
+    try:
+        # Non-blocking, then checked: a FIFO or device where the file belongs is refused, not waited on.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ProgramFormatError(f"{path}: cannot read the compiled program "
+                                         f"({'a directory' if stat.S_ISDIR(mode) else 'not a regular file'})")
+            data = f.read()
+    except OSError as e:
+        what = "a directory" if e.errno == errno.EISDIR else e.strerror.lower()
+        raise ProgramFormatError(f"{path}: cannot read the compiled program ({what})") from None
+    compiled = loads(data, str(path))
+    if not isinstance(compiled, CompiledModel):
+        raise ProgramFormatError(f"{path}: holds a {type(compiled).__name__}, not a compiled model")
+    return compiled

@@ -1,0 +1,183 @@
+"""The chip-op templates: each places its units through a KernelBuilder, consumes its inputs, produces its outputs.
+
+:data:`TEMPLATES` maps a chip-op kind to its template; :data:`UNITS` gives
+the (PCUs, PMUs) each takes, for summaries.
+"""
+
+from sw.compiler.launch import linear
+from sw.compiler.memory_map import word_count
+from sw.tile.pcu import PcuConfig, Stage, f32
+from sw.tile.pmu import AddressPattern, PmuConfig, ReadMode
+
+
+def _row_buffer(lanes, vectors, *, passes=1, buffers=1):
+    words = vectors * lanes
+    return PmuConfig(write=AddressPattern.linear(vectors, lanes), read=AddressPattern.linear(vectors, lanes),
+                     buffers=buffers, buffer_words=words if buffers > 1 else 0, write_passes=passes,
+                     read_passes=passes)
+
+
+def _rmsnorm(b, op):
+    L, d = b.lanes, op.attrs["d"]
+    x, = op.inputs
+    near = [b.near_tensor(x)]
+    stats = b.unit("pcu", PcuConfig(stages=(Stage("mul", "r0", "r0", dst="r1"),), out_src="r1", reduce="sum",
+                                    vo=False, so="group", so_scale=1.0 / d, so_bias=op.attrs["eps"],
+                                    so_func="rsqrt"), op.name, "stats", near)
+    xbuf = b.unit("pmu", _row_buffer(L, d // L), op.name, "xbuf", near + [b.mesh(stats.pos)])
+    norm = b.unit("pcu", PcuConfig(inputs=(0, 1), s0="per_group",
+                                   stages=(Stage("mul", "r0", "s0"), Stage("mul", "r0", "r1"))),
+                  op.name, "norm", [b.mesh(stats.pos), b.mesh(xbuf.pos)])
+    b.use(x, [stats.vi0, xbuf.vi0])
+    b.kernel.connect(stats.so0, norm.si0)
+    b.kernel.connect(xbuf.vo0, norm.vi0)
+    words = word_count(4 * d, b.wb, op.name)
+    b.read(op.attrs["gain"], op.attrs["gain"], *linear(words), [norm.vi1])
+    b.produce(op.outputs[0], norm.vo0)
+
+
+def _gemv(b, op):
+    L, k_in, n_out = b.lanes, op.attrs["k"], op.attrs["n"]
+    x, = op.inputs
+    tiles = n_out // L
+    # One read pass walks the input once per tile (stride 0 over tiles), ending a group after each walk.
+    buf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(k_in // L, L),
+                                  read=AddressPattern((k_in, tiles), (1, 0), last_level=0),
+                                  read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1),
+                 op.name, "xbuf", [b.near_tensor(x)])
+    mac = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=1,
+                                  tail=op.attrs.get("tail", "none")), op.name, "mac", [b.mesh(buf.pos)])
+    b.use(x, [buf.vi0])
+    b.kernel.connect(buf.vo0, mac.vi0)
+    bf16 = op.attrs.get("bf16", False)
+    words = word_count((2 if bf16 else 4) * k_in * n_out, b.wb, op.name)
+    b.read(op.attrs["weight"], op.attrs["weight"], *linear(words), [mac.vi1], bf16=bf16)
+    home = op.attrs.get("out_home")
+    if home:
+        region, counts, strides, pos_stride = home
+        b.write(op.name, mac.vo0, region, counts, strides, pos_stride=pos_stride)
+    else:
+        b.produce(op.outputs[0], mac.vo0)
+
+
+def _elementwise(b, op):
+    """``add`` (residual + other) and ``mul`` of two activation tensors."""
+    L, n = b.lanes, op.attrs["words"]
+    first, second = op.inputs
+    near = [b.near_tensor(first), b.near_tensor(second)]
+    alu = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, stages=(Stage(op.kind, "r0", "r1"),)),
+                 op.name, op.kind, near)
+    if op.kind == "add" and b.on_chip(first):
+        # The residual arrives long before the other operand: a PMU holds it so its producer is not held.
+        rbuf = b.unit("pmu", _row_buffer(L, n // L), op.name, "residual", [b.near_tensor(first), b.mesh(alu.pos)])
+        b.use(first, [rbuf.vi0])
+        b.kernel.connect(rbuf.vo0, alu.vi0)
+    else:
+        b.use(first, [alu.vi0])
+    b.use(second, [alu.vi1])
+    b.produce(op.outputs[0], alu.vo0)
+
+
+def _rope(b, op):
+    L, hd, heads = b.lanes, op.attrs["head_dim"], op.attrs["heads"]
+    nv = hd // L
+    half = nv // 2
+    x, = op.inputs
+    near = [b.near_tensor(x)]
+    straight = b.unit("pmu", PmuConfig(write=AddressPattern.linear(heads * nv, L),
+                                       read=AddressPattern((nv, heads), (L, hd), last_level=0),
+                                       write_passes=1, read_passes=1), op.name, "x", near)
+    # rotate_half at vector granularity: the second half of each head, then the first.
+    rotated = b.unit("pmu", PmuConfig(write=AddressPattern.linear(heads * nv, L),
+                                      read=AddressPattern((half, 2, heads), (L, -half * L, hd), offset=half * L,
+                                                          last_level=1),
+                                      write_passes=1, read_passes=1), op.name, "x_rot", near)
+    sin = b.unit("pcu", PcuConfig(inputs=(0, 1), stages=(Stage("mul", "r0", "r1"),)), op.name, "sin",
+                 [b.mesh(rotated.pos)])
+    out = b.unit("pcu", PcuConfig(inputs=(0, 1, 2), stages=(Stage("fma", "r0", "r1", "r2"),)), op.name, "cos",
+                 [b.mesh(straight.pos), b.mesh(sin.pos)])
+    b.use(x, [straight.vi0, rotated.vi0])
+    b.kernel.connect(rotated.vo0, sin.vi0)
+    b.kernel.connect(straight.vo0, out.vi0)
+    b.kernel.connect(sin.vo0, out.vi2)
+    row = word_count(4 * hd, b.wb, op.name)
+    for table, sink in (("rope.sin", sin.vi1), ("rope.cos", out.vi1)):
+        b.read(table, table, (row, heads), (1, 0), [sink], pos_stride=4 * hd)
+    region, counts, strides = op.attrs["out_home"]
+    b.write(op.name, out.vo0, region, counts, strides, pos_stride=4 * hd)
+
+
+def _attention_scores(b, op):
+    """Per head: q . K^T scaled, masked, softmax; K arrives row by row and a PMU transposes it."""
+    L, hd, nh, nkv, tp, tmax = (b.lanes, op.attrs["head_dim"], op.attrs["heads"], op.attrs["kv_heads"],
+                                op.attrs["tp"], op.attrs["tmax"])
+    nv, tb, group = hd // L, tp // L, nh // nkv
+    words = b.params.pmu_words
+    qbuf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(nh * nv, L),
+                                   read=AddressPattern((hd, tb, nh), (1, 0, hd), last_level=0),
+                                   read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1), op.name, "q")
+    kbuffers = 2 if 2 * tp * hd <= words else 1
+    kbuf = b.unit("pmu", PmuConfig(write=AddressPattern((nv, tp), (tp * L, L)),
+                                   read=AddressPattern((L, nv, tb), (1, tp * L, L * L), last_level=None),
+                                   read_mode=ReadMode.COLUMN, stripe=True, buffers=kbuffers,
+                                   buffer_words=tp * hd if kbuffers > 1 else 0, write_passes=nh, read_passes=nh),
+                  op.name, "kT", [b.mesh(qbuf.pos)])
+    score = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=1,
+                                    stages=(Stage("mul", "r0", "const", const=f32(hd ** -0.5)),)),
+                   op.name, "qk", [b.mesh(qbuf.pos), b.mesh(kbuf.pos)])
+    peak = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=1, stages=(Stage("add", "r0", "r1"),), reduce="max",
+                                   so="group"), op.name, "mask_max", [b.mesh(score.pos)])
+    sbuffers = 2 if 2 * tp <= words else 1
+    xbuf = b.unit("pmu", _row_buffer(L, tb, passes=nh, buffers=sbuffers), op.name, "scores", [b.mesh(peak.pos)])
+    expo = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("sub", "r0", "s0"),), tail="exp", reduce="sum",
+                                   so="group", so_func="recip"), op.name, "exp_sum",
+                  [b.mesh(peak.pos), b.mesh(xbuf.pos)])
+    ebuf = b.unit("pmu", _row_buffer(L, tb, passes=nh, buffers=sbuffers), op.name, "exp", [b.mesh(expo.pos)])
+    scale = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("mul", "r0", "s0"),)), op.name, "normalise",
+                   [b.mesh(expo.pos), b.mesh(ebuf.pos)])
+    k = b.kernel
+    k.connect(qbuf.vo0, score.vi0)
+    k.connect(kbuf.vo0, score.vi1)
+    k.connect(score.vo0, peak.vi0)
+    k.connect(peak.vo0, xbuf.vi0)
+    k.connect(peak.so0, expo.si0)
+    k.connect(xbuf.vo0, expo.vi0)
+    k.connect(expo.vo0, ebuf.vi0)
+    k.connect(expo.so0, scale.si0)
+    k.connect(ebuf.vo0, scale.vi0)
+    slots = op.attrs["slots"]
+    row = word_count(4 * hd, b.wb, op.name)
+    head_stride = tmax * row
+    b.read(f"{op.name}.q", slots, (row, nh), (1, head_stride), [qbuf.vi0], pos_stride=4 * hd)
+    b.read(f"{op.name}.k", slots, (tp * row, group, nkv), (1, 0, head_stride), [kbuf.vi0], offset=nh * tmax * 4 * hd)
+    mask_row = word_count(4 * tp, b.wb, op.name)
+    b.read("mask", "mask", (mask_row, nh), (1, 0), [peak.vi1], last_level=0, pos_stride=4 * tmax)
+    b.produce(op.outputs[0], scale.vo0)
+
+
+def _attention_values(b, op):
+    """Per head: probabilities (broadcast from a PMU) times V, V streamed in lane blocks."""
+    L, hd, nh, nkv, tp, tmax = (b.lanes, op.attrs["head_dim"], op.attrs["heads"], op.attrs["kv_heads"],
+                                op.attrs["tp"], op.attrs["tmax"])
+    nv, tb, group = hd // L, tp // L, nh // nkv
+    probs, = op.inputs
+    buffers = 2 if 2 * tp <= b.params.pmu_words else 1
+    pbuf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(tb, L),
+                                   read=AddressPattern((tp, nv), (1, 0), last_level=0), read_mode=ReadMode.BROADCAST,
+                                   buffers=buffers, buffer_words=tp if buffers > 1 else 0, write_passes=nh,
+                                   read_passes=nh), op.name, "p", [b.near_tensor(probs)])
+    pv = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=1), op.name, "pv",
+                [b.mesh(pbuf.pos)])
+    b.use(probs, [pbuf.vi0])
+    b.kernel.connect(pbuf.vo0, pv.vi0)
+    vw = word_count(4 * L, b.wb, op.name)
+    b.read(f"{op.name}.v", op.attrs["values"], (tp * vw, nv, group, nkv), (1, tmax * vw, 0, nv * tmax * vw),
+           [pv.vi1])
+    b.produce(op.outputs[0], pv.vo0)
+
+
+TEMPLATES = {"rmsnorm": _rmsnorm, "gemv": _gemv, "add": _elementwise, "mul": _elementwise, "rope": _rope,
+             "attention_scores": _attention_scores, "attention_values": _attention_values}
+# (PCUs, PMUs) of each template, for summaries; "add" takes a PMU only when its residual is on chip.
+UNITS = {"rmsnorm": (2, 1), "gemv": (1, 1), "add": (1, 1), "mul": (1, 0), "rope": (2, 2),
+         "attention_scores": (4, 3), "attention_values": (1, 1)}

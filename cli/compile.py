@@ -130,5 +130,7 @@ def main(args):
 
             _write(args.json, json.dumps(estimate_step(compiled, compiled.context), indent=2).encode())
     except OpenRDUError as e:
-        raise SystemExit(f"openrdu compile: error: {e}") from None
+        from cli.decode import escape  # here: cli.decode imports this module
+
+        raise SystemExit(f"openrdu compile: error: {escape(str(e), keep='')}") from None
     return 0

@@ -6,12 +6,23 @@ is a bug in OpenRDU and keeps its traceback.
 """
 
 import argparse
+import os
 import sys
 
 from sw.errors import OpenRDUError
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`openrdu compile --ir | head`): stop quietly, as other commands do, and
+        # point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status a shell reports for a command ended by a closed pipe
+
+
+def _main(argv):
     parser = argparse.ArgumentParser(prog="openrdu", description="OpenRDU: a co-simulated dataflow AI chip")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run a GEMV + bias + SiLU layer on the co-simulated chip and check it")

@@ -8,6 +8,7 @@ to stderr as it finishes.
 import json
 from pathlib import Path
 
+from cli.decode import escape
 from sw.errors import OpenRDUError
 
 
@@ -34,7 +35,7 @@ def main(args):
         result = sweep.run_sweep(spec, serial=args.serial, address=args.address, num_cpus=args.cpus,
                                  log=sweep.stderr_log)
     except OpenRDUError as e:
-        raise SystemExit(f"openrdu sweep: error: {e}")
+        raise SystemExit(f"openrdu sweep: error: {escape(str(e), keep='')}") from None
     except ConnectionError as e:
         raise SystemExit(f"openrdu sweep: error: cannot reach the Ray cluster at {args.address}: {e}")
     try:

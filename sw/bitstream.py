@@ -14,11 +14,12 @@ import numbers
 import zlib
 
 from facts.bitstream import HEADER_WORDS, MAGIC, MAX_UNIT_ID, MAX_VERSION, MAX_WIDTH, VERSION, Status
+from sw.errors import OpenRDUError
 
 Reason = Status  # a refusal's reason is the loader's status, BAD_MAGIC to TRUNCATED
 
 
-class BitstreamError(ValueError):
+class BitstreamError(OpenRDUError, ValueError):
     """A refused bitstream.
 
     Attributes

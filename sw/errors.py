@@ -16,6 +16,7 @@ that catches ``ValueError`` or ``RuntimeError`` keeps working.
 - :class:`TargetError`: a chip target description with a bad field.
 - :class:`DecodeError`: a request the compiled model cannot serve.
 - :class:`ChipError`: the chip (RTL or fast model) refused or failed a command.
+- :class:`LaunchError`: a launch that does not match its kernel (a :class:`ChipError`).
 - :class:`SimulationError`: the co-simulation failed or ended without a result.
 - :class:`SweepSpecError`: a sweep spec that cannot be read or has a bad field.
 """
@@ -51,6 +52,10 @@ class DecodeError(OpenRDUError, ValueError):
 
 class ChipError(OpenRDUError, RuntimeError):
     """The chip refused or failed a command; the message says which and why."""
+
+
+class LaunchError(ChipError, ValueError):
+    """A launch that does not match its kernel: a host port without a pattern, a pattern longer than its data."""
 
 
 class SimulationError(OpenRDUError, RuntimeError):

@@ -53,8 +53,8 @@ class LoopNest:
     adds its unit's limits (strides and offset that fit, bounds of at least 1).
     """
 
-    bounds: tuple
-    strides: tuple
+    bounds: tuple[int, ...]
+    strides: tuple[int, ...]
     offset: int = 0
     last_level: int | None = LEVELS - 1
 

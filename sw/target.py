@@ -33,8 +33,8 @@ class Target:
     name: str
     array: ArrayParams
     memory: MemParams
-    tail_ops: tuple = DECODE_TAIL
-    post_ops: tuple = DECODE_POST
+    tail_ops: tuple[TailOp, ...] = DECODE_TAIL
+    post_ops: tuple[TailOp, ...] = DECODE_POST
     clock_hz: float = 1.0e9
     host_launch_cycles: int = 2000
 

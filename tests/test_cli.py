@@ -1,11 +1,13 @@
 """The ``openrdu compile`` and ``openrdu decode`` commands: output, JSON, and bad input without tracebacks."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from sw.compiler.program import load
 from tests.llama_checkpoints import SHAPES, make_checkpoint
 
 DEFAULT_MODEL = "models/pystdlib-tiny"
@@ -21,20 +23,33 @@ def checkpoint(tmp_path_factory):
 
 
 def test_compile_writes_the_program_and_prints_a_summary(checkpoint, tmp_path):
-    out = tmp_path / "model.pkl"
+    out = tmp_path / "model.rdu"
     r = openrdu("compile", str(checkpoint), "-o", str(out), "--context", "16", "--memory-map",
                 "--json", str(tmp_path / "estimate.json"))
     assert r.returncode == 0, r.stderr
-    assert out.is_file()
+    assert load(out).mode == "fused"
     for word in ("kernels per decode step", "PCUs", "PMUs", "routes", "bytes read", "cycles", "kv_cache",
                  "memory map:"):
         assert word in r.stdout
     estimate = json.loads((tmp_path / "estimate.json").read_text())
     assert estimate["cycles"] > estimate["kernel_cycles"] > 0
-    unfused = openrdu("compile", str(checkpoint), "-o", str(tmp_path / "u.pkl"), "--context", "16", "--unfused")
+    unfused = openrdu("compile", str(checkpoint), "-o", str(tmp_path / "u.rdu"), "--context", "16", "--unfused")
     assert unfused.returncode == 0, unfused.stderr
     kernels = lambda text: int(text.split(" kernels per decode step")[0].rsplit(" ", 1)[-1])
     assert kernels(unfused.stdout) > kernels(r.stdout)
+
+
+def test_a_closed_pipe_ends_the_command_quietly(checkpoint, tmp_path):
+    """`openrdu compile --ir | head -1`: the reader has gone; no BrokenPipeError traceback, status 141."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)              # closed before the command writes: every write to stdout fails
+    try:
+        r = subprocess.run([sys.executable, "-m", "cli", "compile", str(checkpoint), "-o", str(tmp_path / "m.rdu"),
+                            "--context", "16", "--ir"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+                           timeout=600)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 141 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_decode_json_on_the_model_backend(checkpoint):

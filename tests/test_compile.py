@@ -323,6 +323,82 @@ def test_load_refuses_crafted_contents(program_file, tmp_path):
     with pytest.raises(ProgramFormatError, match="objects.json: SHA-256 differs from the manifest"):
         load(_rewrite(program_file, tmp_path / "member.rdu", changed))
 
+    def huge(members):
+        # An array header claiming terabytes: refused before numpy allocates them.
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<u4", "fortran_order": False,
+                                                      "shape": (10_000_000_000_000,)})
+        members["arrays/0.npy"] = header.getvalue() + bytes(64)
+        manifest = json.loads(members["manifest.json"])
+        manifest["payload"]["arrays/0.npy"]["sha256"] = hashlib.sha256(members["arrays/0.npy"]).hexdigest()
+        members["manifest.json"] = json.dumps(manifest).encode()
+    with pytest.raises(ProgramFormatError, match=r"header \(.*shape \(10000000000000,\)\) does not match"):
+        load(_rewrite(program_file, tmp_path / "huge.rdu", huge))
+
+
+def test_load_refuses_fields_of_the_wrong_type(program_file, tmp_path):
+    """A file with valid checksums whose fields hold the wrong types (written by ``dumps`` itself, so only the
+    annotation check can refuse it) fails at load naming the field's path, not later in the runtime."""
+    import copy
+
+    from sw.compiler import program
+
+    def first(m):
+        return next(iter(m.buckets))
+
+    def bad_bound(m):
+        stream = m.buckets[first(m)][0].streams[0]
+        nest = copy.copy(stream.nest)
+        object.__setattr__(nest, "bounds", (str(nest.bounds[0]),) + nest.bounds[1:])
+        object.__setattr__(stream, "nest", nest)
+
+    name = lambda m: next(iter(m.image))
+    cases = [
+        (lambda m: m.buckets.update({first(m): "x"}), lambda m: rf"CompiledModel\.buckets\[{first(m)}\]: "
+                                                                 r"expected list, got str"),
+        (lambda m: m.buckets[first(m)][0].streams.__setitem__(0, "x"),
+         lambda m: rf"CompiledModel\.buckets\[{first(m)}\]\[0\]\.streams\[0\]: expected Stream, got str"),
+        (bad_bound, lambda m: rf"CompiledModel\.buckets\[{first(m)}\]\[0\]\.streams\[0\]\.nest\.bounds\[0\]: "
+                              r"expected int, got str"),
+        (lambda m: m.image.update({name(m): m.image[name(m)].tolist()}),
+         lambda m: rf"CompiledModel\.image\[{re.escape(repr(name(m)))}\]: expected ndarray, got list"),
+        (lambda m: m.image.update({name(m): m.image[name(m)].astype(np.float32)}),
+         lambda m: rf"CompiledModel\.image\[{re.escape(repr(name(m)))}\]: expected an array of uint32, got one of "
+                   r"float32"),
+        (lambda m: setattr(m, "context", True), lambda m: r"CompiledModel\.context: expected int, got bool"),
+        (lambda m: setattr(m.memory_map, "regions", []),
+         lambda m: r"CompiledModel\.memory_map\.regions: expected dict, got list"),
+        (lambda m: object.__setattr__(m.target, "name", None),
+         lambda m: r"CompiledModel\.target\.name: expected str, got None"),
+    ]
+    for i, (edit, problem) in enumerate(cases):
+        model = load(program_file)
+        where = problem(model)
+        edit(model)
+        bad = tmp_path / f"bad{i}.rdu"
+        bad.write_bytes(program.dumps(model))
+        with pytest.raises(ProgramFormatError, match=f"^{re.escape(str(bad))}: {where}$"):
+            load(bad)
+
+
+def test_program_file_classes_have_precise_annotations():
+    """Every field a program file may hold resolves to an annotation the loader checks; the loose ones are
+    only those whose values really vary (an op's attrs) or that never reach a file (a Checkpoint's Path)."""
+    import enum
+    import typing
+
+    from sw.compiler import artifact
+    from sw.compiler.program import _storable
+
+    loose = set()
+    for cls in _storable():
+        if issubclass(cls, enum.Enum):
+            continue
+        for name, hint in artifact._hints(cls).items():
+            if hint in (object, typing.Any, dict, list, tuple):
+                loose.add(f"{cls.__name__}.{name}")
+    assert loose == {"Checkpoint.weights", "Checkpoint.weight_dtypes"}
+
 
 def test_flipped_or_truncated_program_files_are_refused(program_file, tmp_path):
     """Random byte flips anywhere in the file and truncations at any length never load."""

@@ -110,6 +110,11 @@ def test_error_line_is_one_line_with_a_newline_in_the_path(tmp_path):
     folder = tmp_path / "a\nb\x1b[31m"
     status, _, err = run_cli(["decode", "--checkpoint", str(folder), "--prompt-ids", "1", "--backend", "model"])
     assert status == 1 and err.count("\n") == 1 and "\\x0ab\\x1b[31m: no such checkpoint folder" in err
+    # compile and sweep print their own error lines: the same escaping.
+    status, _, err = run_cli(["compile", str(folder), "-o", str(tmp_path / "m.rdu")])
+    assert status == 1 and err.count("\n") == 1 and "\\x0ab\\x1b[31m: no such checkpoint folder" in err
+    status, _, err = run_cli(["sweep", str(folder)])
+    assert status == 1 and err.count("\n") == 1 and "\\x0ab\\x1b[31m" in err
 
 
 def test_json_output_escapes_through_json(base, base_tokens):

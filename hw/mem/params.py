@@ -100,7 +100,7 @@ class MemParams:
     agcus: int = 2
     agcu_outstanding: int = 64
     copy_outstanding: int = 64
-    tiers: tuple = field(init=False, repr=False, compare=False)
+    tiers: tuple[TierParams, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         _check_int("MemParams", "word_bytes", self.word_bytes, 4, 128)

@@ -20,6 +20,16 @@ The tree is JSON with tagged nodes: ``{"$tuple": [...]}``, ``{"$dict":
 once is written once with an ``"$id"`` and referred to as ``{"$ref": id}``,
 so shared objects stay shared. Only the classes the caller lists are
 created, by setting their fields (no constructor, no code from the file).
+
+Each created object's fields are checked against the class's type annotations
+(``typing.get_type_hints``; a dataclass's fields, or a plain class's
+class-level annotations), through ``list[X]``, ``dict[K, V]``, ``tuple[...]``,
+``X | None`` and ``np.ndarray``/``NDArray[dtype]``, so a file with a valid
+checksum but a field of the wrong type is refused at load (naming the field's
+path), not met later as an AttributeError. ``object`` and ``Any`` are
+unchecked; an ``int`` is accepted where a ``float`` is annotated (as typing
+does), a ``bool`` never where an ``int`` is; a field holding an allowed class
+is checked by ``isinstance`` (its own fields are checked when it is created).
 """
 
 import enum
@@ -28,6 +38,8 @@ import io
 import json
 import math
 import re
+import types
+import typing
 import zipfile
 from dataclasses import fields, is_dataclass
 from fractions import Fraction
@@ -117,6 +129,110 @@ class _Encoder:
         return name
 
 
+class FieldTypeError(ValueError):
+    """A decoded field whose value does not match its annotation; ``path`` locates it (``.f``, ``[k]``)."""
+
+    def __init__(self, problem, path=()):
+        super().__init__(problem)
+        self.problem, self.path = problem, list(path)
+
+    def within(self, segment):
+        self.path.insert(0, segment)
+        return self
+
+
+def _describe(hint):
+    if hint is None or hint is type(None):
+        return "None"
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_describe(a) for a in typing.get_args(hint))
+    origin = typing.get_origin(hint) or hint
+    return getattr(origin, "__name__", str(origin))
+
+
+_EXACT = frozenset({int, str, bool, float})     # a value of exactly this type matches the annotation
+
+
+def check_type(value, hint):
+    """Raise FieldTypeError unless ``value`` matches the annotation ``hint`` (see the module's notes)."""
+    if hint is object or hint is typing.Any or type(value) is hint and hint in _EXACT:
+        return
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return check_type(value, arg)
+            except FieldTypeError:
+                pass
+        raise FieldTypeError(f"expected {_describe(hint)}, got {_describe(type(value))}")
+    if hint is None or hint is type(None):
+        ok = value is None
+    elif hint is bool:
+        ok = type(value) is bool
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (float, int)) and not isinstance(value, bool)
+    elif origin is None:
+        ok = isinstance(value, hint) if isinstance(hint, type) else True
+    elif origin is np.ndarray:
+        dtype = args[1] if len(args) == 2 else typing.Any
+        want = typing.get_args(dtype)[0] if typing.get_origin(dtype) is np.dtype else typing.Any
+        ok = type(value) is np.ndarray and (want is typing.Any or not isinstance(want, type)
+                                            or np.issubdtype(value.dtype, want))
+        if type(value) is np.ndarray and not ok:
+            raise FieldTypeError(f"expected an array of {want.__name__}, got one of {value.dtype}")
+    else:
+        ok = isinstance(value, origin) if isinstance(origin, type) else True
+    if not ok:
+        raise FieldTypeError(f"expected {_describe(hint)}, got {_describe(type(value))}")
+    if origin is tuple:                         # tuple[X, ...], tuple[X, Y], or tuple[()] (args () or ((),))
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * len(value)
+        elif args == ((),):
+            args = ()
+        if len(value) != len(args):
+            raise FieldTypeError(f"expected a tuple of {len(args)} items, got {len(value)}")
+        if args and args[0] in _EXACT and all(type(item) is args[0] for item in value) and len(set(args)) == 1:
+            return                              # the common tuple[int, ...]: no call per item
+        for i, (item, arg) in enumerate(zip(value, args)):
+            try:
+                check_type(item, arg)
+            except FieldTypeError as e:
+                raise e.within(f"[{i}]") from None
+    elif origin is list and args and not (args[0] in _EXACT and all(type(item) is args[0] for item in value)):
+        for i, item in enumerate(value):
+            try:
+                check_type(item, args[0])
+            except FieldTypeError as e:
+                raise e.within(f"[{i}]") from None
+    elif origin is dict and len(args) == 2:
+        for key, item in value.items():
+            try:
+                check_type(key, args[0])
+            except FieldTypeError as e:
+                raise FieldTypeError(f"key: {e.problem}", [f"[{key!r}]"]) from None
+            try:
+                check_type(item, args[1])
+            except FieldTypeError as e:
+                raise e.within(f"[{key!r}]") from None
+
+
+_HINTS = {}
+
+
+def _hints(cls):
+    """The annotated fields of ``cls`` to check (resolved once); {} for a class without annotations."""
+    if cls not in _HINTS:
+        if is_dataclass(cls):
+            hints = typing.get_type_hints(cls)
+            _HINTS[cls] = {f.name: hints[f.name] for f in fields(cls)}
+        else:
+            _HINTS[cls] = {k: v for k, v in typing.get_type_hints(cls).items()
+                           if typing.get_origin(v) is not typing.ClassVar}
+    return _HINTS[cls]
+
+
 class _Decoder:
     def __init__(self, classes, arrays):
         self.classes = {_name(c): c for c in classes}
@@ -139,7 +255,7 @@ class _Decoder:
         if node is None or isinstance(node, (bool, str, int, float)):
             return node
         if isinstance(node, list):
-            return [self(v) for v in node]
+            return self._items(node, [])
         if not isinstance(node, dict) or len(node) < 1:
             raise ValueError(f"unexpected node {str(node)[:60]}")
         if "$ref" in node:
@@ -164,24 +280,59 @@ class _Decoder:
         if "$array" in node:
             return self._keep(node, self.arrays[node["$array"]])
         if "$list" in node:
-            out = self._keep(node, [])
-            out.extend(self(v) for v in node["$list"])
-            return out
+            return self._items(node["$list"], self._keep(node, []))
         if "$dict" in node:
             out = self._keep(node, {})
             for key, value in node["$dict"]:
-                out[self(key)] = self(value)
+                key = self(key)
+                try:
+                    out[key] = self(value)
+                except FieldTypeError as e:
+                    raise e.within(f"[{key!r}]") from None
             return out
         if "$obj" in node:
             cls = self._cls(node["$obj"], "obj")
             obj = self._keep(node, cls.__new__(cls))
             state = node["state"]
-            if not isinstance(state, dict) or is_dataclass(cls) and set(state) != {f.name for f in fields(cls)}:
+            hints = _hints(cls)
+            if not isinstance(state, dict) or (is_dataclass(cls) or hints) and set(state) != set(hints):
                 raise ValueError(f"{node['$obj']}: its fields are not the class's (written by another version of "
                                  f"OpenRDU: compile it again)")
-            obj.__dict__.update({k: self(v) for k, v in state.items()})
+            for k, v in state.items():
+                try:
+                    obj.__dict__[k] = self(v)
+                    if k in hints:
+                        check_type(obj.__dict__[k], hints[k])
+                except FieldTypeError as e:
+                    raise e.within(f".{k}") from None
             return obj
         raise ValueError(f"unexpected node with keys {sorted(node)[:4]}")
+
+    def _items(self, nodes, out):
+        for i, v in enumerate(nodes):
+            try:
+                out.append(self(v))
+            except FieldTypeError as e:
+                raise e.within(f"[{i}]") from None
+        return out
+
+
+def _read_array(data):
+    """An ``arrays/N.npy`` member: numbers only, and no larger than the bytes that hold it.
+
+    ``read_array`` refuses object arrays unless told otherwise, but allocates the shape its header
+    claims before reading: a crafted header would ask for terabytes (MemoryError, not a refusal).
+    """
+    f = io.BytesIO(data)
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f".npy format version {version}")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(f)
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize > len(data) - f.tell():
+        raise ValueError(f"an array member's header ({dtype}, shape {shape}) does not match its {len(data)} bytes")
+    f.seek(0)
+    return np.lib.format.read_array(f)
 
 
 def dumps(obj, *, format, version, classes):
@@ -244,9 +395,16 @@ def loads(data, *, format, version, classes, where):
             members[name] = z.read(name)
             if hashlib.sha256(members[name]).hexdigest() != entry["sha256"]:
                 raise ValueError(f"{name}: SHA-256 differs from the manifest")
-        # read_array refuses object arrays unless told otherwise: an array member is only numbers.
-        arrays = [np.lib.format.read_array(io.BytesIO(members[f"arrays/{i}.npy"])) for i in range(len(payload) - 1)]
-        return _Decoder(classes, arrays)(json.loads(members[OBJECTS])["root"])
+        arrays = [_read_array(members[f"arrays/{i}.npy"]) for i in range(len(payload) - 1)]
+        root = json.loads(members[OBJECTS])["root"]
+        try:
+            return _Decoder(classes, arrays)(root)
+        except FieldTypeError as e:
+            top = root["$obj"].rpartition(".")[2] if isinstance(root, dict) and isinstance(root.get("$obj"), str) \
+                else "root"
+            raise refuse(f"{top}{''.join(e.path)}: {e.problem}") from None
+    except ProgramFormatError:
+        raise
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, IndexError, AttributeError, ArithmeticError,
             RecursionError, OSError) as e:
         raise refuse(f"malformed {format} contents ({type(e).__name__}: {e})") from None

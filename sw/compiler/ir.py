@@ -9,12 +9,14 @@ kind computes (:data:`OP_KINDS`).
 from dataclasses import dataclass, field
 from math import prod
 
+from sw.errors import OpenRDUError
+
 DTYPE_BYTES = {"bf16": 2, "fp32": 4, "int32": 4}
 TIERS = ("host", "ddr", "hbm", "sram")
 ROLES = ("weight", "activation", "kv_cache", "input", "output")
 
 
-class GraphError(ValueError):
+class GraphError(OpenRDUError, ValueError):
     """An ill-formed graph: names the op and what is wrong with it."""
 
 

@@ -2,9 +2,11 @@
 
 from dataclasses import dataclass
 
+from sw.compiler.ops import ChipOp
 from sw.errors import CompileError
 from sw.loopnest import LoopNest
 from sw.runtime.chip import Pattern
+from sw.tile.kernel import Program
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,9 @@ class Launch:
     """One kernel of a decode step: its program, the chip ops it runs and its AGCU transfers."""
 
     name: str
-    ops: list
-    program: object
-    streams: list
+    ops: list[ChipOp]
+    program: Program
+    streams: list[Stream]
     program_region: str = ""
 
     def patterns(self, token, pos):

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from hw.mem.params import HBM, TIER_NAMES
+from hw.mem.params import HBM, TIER_NAMES, MemParams
 from sw.errors import CompileError
 
 
@@ -19,6 +19,11 @@ class Region:
 
 class MemoryMap:
     """Bump allocation of named regions per tier, aligned to the TLN word."""
+
+    # The instance's fields (declarations only: a program file's MemoryMap is checked against them on load).
+    memory: MemParams
+    regions: dict[str, Region]
+    _top: dict[int, int]
 
     def __init__(self, memory):
         self.memory = memory

@@ -45,11 +45,11 @@ class ChipOp:
 
     name: str
     kind: str
-    inputs: tuple
-    outputs: tuple
-    attrs: dict = field(default_factory=dict)
-    reads_home: tuple = ()
-    writes_home: tuple = ()
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, object] = field(default_factory=dict)
+    reads_home: tuple[str, ...] = ()
+    writes_home: tuple[str, ...] = ()
 
     def __str__(self):
         attrs = "".join(f" {k}={v}" for k, v in self.attrs.items())

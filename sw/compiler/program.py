@@ -8,10 +8,16 @@ import sys
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from hw.mem.params import TIER_NAMES
 from sw.compiler import artifact
+from sw.compiler.checkpoint import LlamaShape
+from sw.compiler.launch import Launch
 from sw.compiler.memory_map import MemoryMap
 from sw.errors import CompileError, ProgramFormatError
+from sw.target import Target
 
 
 FORMAT = "openrdu-program"
@@ -43,14 +49,14 @@ class CompiledModel:
     compile_seconds : float
     """
 
-    shape: object
-    target: object
+    shape: LlamaShape
+    target: Target
     mode: str
     context: int
-    buckets: dict
+    buckets: dict[int, list[Launch]]
     memory_map: MemoryMap
-    image: dict
-    zeroed: list
+    image: dict[str, npt.NDArray[np.uint32]]
+    zeroed: list[str]
     logits: str
     compile_seconds: float = 0.0
     checkpoint: str = ""

@@ -23,6 +23,7 @@ from hw.mem.params import TIER_NAMES
 from sw.model import memory_units
 from sw.model.array import ArrayModel
 from sw.model.memory import MemoryRangeError, SparseMemory, TierModel
+from sw.errors import LaunchError
 
 # Cycles between the start pulse and a first read request, and from a read
 # response to its word being offered to the fabric (request register, response
@@ -116,11 +117,11 @@ class ChipModel:
         return end + 1, run.outputs
 
     def _pattern(self, patterns, what, name, port):
-        """(AGCU index, its pattern) of host port ``name``; ValueError when the launch gave it none."""
+        """(AGCU index, its pattern) of host port ``name``; LaunchError when the launch gave it none."""
         k = self.agcu_at(port.side, port.col)
         if k not in patterns:
             direction = "read" if what == "input" else "write"
-            raise ValueError(f"host {what} {name!r} at {port.side}{port.col} (AGCU {k}) has no {direction} pattern")
+            raise LaunchError(f"host {what} {name!r} at {port.side}{port.col} (AGCU {k}) has no {direction} pattern")
         return k, patterns[k]
 
     def _arrivals(self, words_of):

@@ -15,11 +15,12 @@ import numpy as np
 
 from facts.latency import QUEUE_CYCLES
 from hw.mem.params import TierParams
+from sw.errors import OpenRDUError
 
 PAGE = 4096
 
 
-class MemoryRangeError(IndexError):
+class MemoryRangeError(OpenRDUError, IndexError):
     """An access outside a tier; the hardware flags the same access as an error."""
 
 

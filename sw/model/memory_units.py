@@ -14,6 +14,7 @@ import numpy as np
 
 from facts.latency import QUEUE_CYCLES
 from sw.loopnest import LoopNest, agcu_last_level
+from sw.errors import LaunchError
 
 
 def agcu_nest(counts, strides, last_every=0):
@@ -151,7 +152,7 @@ def transfer_write(memory, capacity, base, nest, vectors, *, word_bytes=16, runt
     addresses = transfer_addresses(base, nest, word_bytes=word_bytes, runtime_offset=runtime_offset)
     flat = np.ascontiguousarray(np.asarray(vectors, dtype="<u4")).view(np.uint8).reshape(-1)
     if flat.size < addresses.size * word_bytes:
-        raise ValueError(f"{flat.size} bytes of vectors do not cover the pattern's {addresses.size} words")
+        raise LaunchError(f"{flat.size} bytes of vectors do not cover the pattern's {addresses.size} words")
     n = addresses.size
     if n and _in_range(addresses, capacity, word_bytes).all() and \
             np.array_equal(addresses, addresses[0] + word_bytes * np.arange(n)):

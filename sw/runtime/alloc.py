@@ -2,8 +2,10 @@
 
 from dataclasses import dataclass
 
+from sw.errors import OpenRDUError
 
-class AllocationError(MemoryError):
+
+class AllocationError(OpenRDUError, MemoryError):
     """An allocation that does not fit; the message gives the sizes."""
 
 

@@ -127,9 +127,6 @@ class ModelDevice(Device):
             cycles, _ = self.chip.execute(reads, writes)
         except MemoryRangeError as e:
             raise ChipError(f"kernel: an AGCU pattern leaves its tier: {e}") from None
-        except ValueError as e:
-            # A host port without a pattern (the RTL would stall on it) or a pattern it cannot hold.
-            raise ChipError(f"kernel: {e}") from None
         return cycles
 
     async def copy(self, src_tier, src, dst_tier, dst, nbytes):

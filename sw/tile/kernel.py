@@ -24,17 +24,18 @@ from amaranth.hdl import Shape
 from hw.tile.array import (CONFIG_VERSION, IO_INPUTS, IO_OUTPUTS, build_ops, config_targets, io_mesh_row,
                            io_port_name, mesh_params, switch_id, unit_id)
 from hw.tile.params import ArrayParams
-from hw.tile.pcu import ALL_TAIL_OPS, POST_OPS
+from hw.tile.pcu import ALL_TAIL_OPS, POST_OPS, TailOp
 from hw.tile.switch import NETWORKS, UNIT_INPUTS, UNIT_OUTPUTS
 from sw import bitstream
+from sw.errors import OpenRDUError
 from sw.tile.pcu import PcuConfig
 from sw.tile.pmu import PmuConfig
-from sw.tile.route import Net, RoutingError, route
+from sw.tile.route import Net, Routing, RoutingError, route
 
 NETWORK_OF = {port: net for net in NETWORKS for port in UNIT_INPUTS[net] + UNIT_OUTPUTS[net]}
 
 
-class KernelError(ValueError):
+class KernelError(OpenRDUError, ValueError):
     """A kernel the array cannot run: a bad position, port, connection or unit configuration."""
 
 
@@ -63,8 +64,8 @@ class Unit:
 
     name: str
     kind: str
-    pos: tuple
-    config: object
+    pos: tuple[int, int]
+    config: PcuConfig | PmuConfig
 
     def __getattr__(self, port):
         if port in NETWORK_OF:
@@ -77,8 +78,8 @@ class Unit:
 
 
 @dataclass(frozen=True)
-class HostPort:
-    """A named host stream at an I/O position.
+class MemoryPort:
+    """A kernel's named stream to or from memory, through the AGCU at an I/O position.
 
     Attributes
     ----------
@@ -125,7 +126,7 @@ class Connection:
     name: str
     network: str
     source: Endpoint
-    sinks: tuple
+    sinks: tuple[Endpoint, ...]
 
 
 @dataclass
@@ -143,21 +144,21 @@ class Program:
     routing : sw.tile.route.Routing
         In mesh coordinates: unit (r, c) at mesh (r + 1, c), I/O rows at mesh rows 0 and rows + 1.
     host_inputs, host_outputs : dict
-        Name -> :class:`HostPort` (its ``top`` is the array port it uses).
+        Name -> :class:`MemoryPort` (its ``top`` is the array port it uses).
     tail_ops, post_ops : dict
         PCU position -> TailOp functions the array was built with.
     """
 
     params: ArrayParams
-    words: list
-    units: dict
-    connections: list
-    routing: object
-    host_inputs: dict
-    host_outputs: dict
-    tail_ops: dict
-    post_ops: dict
-    endpoints: dict = field(default_factory=dict)
+    words: list[int]
+    units: dict[str, Unit]
+    connections: list[Connection]
+    routing: Routing
+    host_inputs: dict[str, MemoryPort]
+    host_outputs: dict[str, MemoryPort]
+    tail_ops: dict[tuple[int, int], tuple[TailOp, ...]]
+    post_ops: dict[tuple[int, int], tuple[TailOp, ...]]
+    endpoints: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def mesh_position(self, endpoint):
         """(mesh_row, col, port) of an endpoint of this program."""
@@ -274,7 +275,7 @@ class Kernel:
             if other.top == top:
                 raise KernelError(f"host {direction}put {name!r}: {top} is already used by {other.name!r}")
         name = self._new_name(name, None)
-        host = HostPort(name, direction, network, side, col, port, top)
+        host = MemoryPort(name, direction, network, side, col, port, top)
         self._hosts[name] = host
         return host
 

@@ -77,11 +77,11 @@ class PcuConfig:
         through the stages and the tail.
     """
 
-    inputs: tuple = (0,)
+    inputs: tuple[int, ...] = (0,)
     group_src: int = 0
     s0: str = "none"
     s1: str = "none"
-    stages: tuple = ()
+    stages: tuple[Stage, ...] = ()
     out_src: str = "r0"
     tail: str = "none"
     reduce: str = "none"

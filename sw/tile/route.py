@@ -16,9 +16,10 @@ from hw.tile.fabric import fabric_config_layout
 from hw.tile.params import ArrayParams
 from hw.tile.switch import (DIRECTIONS, NETWORKS, OPPOSITE, STEP, UNIT_INPUTS, UNIT_OUTPUTS, channels,
                             switch_inputs, switch_outputs, switch_record_layout)
+from sw.errors import OpenRDUError
 
 
-class RoutingError(ValueError):
+class RoutingError(OpenRDUError, ValueError):
     """A net set the router refuses or cannot fit."""
 
 
@@ -39,8 +40,8 @@ class Net:
 
     name: str
     network: str
-    source: tuple
-    sinks: list
+    source: tuple[int, int, str]
+    sinks: list[tuple[int, int, str]]
 
 
 @dataclass
@@ -57,8 +58,8 @@ class NetRoute:
     """
 
     net: Net
-    links: list = field(default_factory=list)
-    paths: dict = field(default_factory=dict)
+    links: list[tuple[tuple[int, int], tuple[int, int], int]] = field(default_factory=list)
+    paths: dict[tuple[int, int, str], list[tuple[int, int]]] = field(default_factory=dict)
 
     def hops(self, sink):
         """Switch-to-switch links between the source and ``sink``."""
@@ -87,9 +88,9 @@ class Routing:
     """
 
     params: ArrayParams
-    selects: dict
-    routes: dict
-    usage: dict
+    selects: dict[tuple[int, int], dict[str, dict[str, str]]]
+    routes: dict[str, NetRoute]
+    usage: dict[str, dict[tuple[tuple[int, int], tuple[int, int]], int]]
 
     def _params(self, params):
         if params is not None and params != self.params:

@@ -24,16 +24,15 @@ by step where a subnormal (to be flushed) appears.
 
 import numpy as np
 
+from facts.fp import INF32
 from sw.golden import arith as g
 
-_SIGN = np.uint32(0x80000000)
-_EXP = np.uint32(0x7F800000)
-_ABS = np.uint32(0x7FFFFFFF)
-_INF = np.uint32(0x7F800000)
-_NAN = np.uint32(0x7FC00000)
+# The golden model's field masks and canonical NaN, so both read the same bits.
+_SIGN, _EXP, _FRAC, _NAN = g._SIGN32, g._EXP32, g._FRAC32, g.CANON_NAN32
+_ABS = ~_SIGN
+_INF = np.uint32(INF32)
 _MIN_NORMAL = np.uint32(0x00800000)
 _ONE = np.uint32(1)
-_FRAC = np.uint32(0x007FFFFF)
 
 
 def _subnormal(x):

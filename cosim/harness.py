@@ -312,10 +312,11 @@ class _Progress:
 
 
 def _shared_objects(make, env, directory):
-    """Objects every model compiles from the same sources (Verilator's runtime, cocotb's main), with their keys.
+    """Objects every model compiles from the same sources (Verilator's runtime), with their keys.
 
     They are a third of a small unit's build time. An object is shared when
-    its source lies outside the build folder; its key is the exact compiler
+    its source is Verilator's and, once compiled, it includes nothing from
+    the build folder; its key is the exact compiler
     command (flags, include paths, source path) and the tool versions, so a
     change in either compiles it afresh.
     """
@@ -324,7 +325,7 @@ def _shared_objects(make, env, directory):
     shared = {}
     for line in dry.stdout.splitlines():
         m = re.search(r" -c -o (\S+\.o) (/\S+)$", line.strip())
-        if m and not Path(m.group(2)).is_relative_to(directory):
+        if m and Path(m.group(2)).resolve().is_relative_to(verilator_root()):
             material = "\0".join([line.strip(), _tool_versions(), compiler])
             shared[m.group(1)] = hashlib.sha256(material.encode()).hexdigest()[:16]
     return shared
@@ -339,7 +340,7 @@ def _reuse_shared(shared, directory):
     reused = 0
     for name, key in shared.items():
         cached = _shared_cache(name, key)
-        if (cached / name).is_file() and (cached / "dep").is_file():
+        if (cached / name).is_file() and (cached / "dep").is_file() and not _design_dependent(cached / "dep", directory):
             shutil.copyfile(cached / name, directory / name)
             shutil.copyfile(cached / "dep", directory / Path(name).with_suffix(".d"))
             os.utime(directory / name)
@@ -354,6 +355,8 @@ def _keep_shared(shared, directory):
         depfile = directory / Path(name).with_suffix(".d")
         if cached.is_dir() or not (directory / name).is_file() or not depfile.is_file():
             continue
+        if _design_dependent(depfile, directory):
+            continue
         staging = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
@@ -363,6 +366,12 @@ def _keep_shared(shared, directory):
             staging.rename(cached)
         except OSError:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _design_dependent(depfile, directory):
+    """Whether a compiled object includes a file of the build folder (cocotb's main includes ``Vtop.h``)."""
+    deps = depfile.read_text().replace("\\\n", " ").split(":", 1)[-1].split()
+    return any(not Path(dep).is_absolute() or Path(dep).is_relative_to(directory) for dep in deps)
 
 
 def _compile_jobs(make, env):

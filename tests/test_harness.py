@@ -49,6 +49,19 @@ def test_unchanged_design_reuses_build_and_changed_design_rebuilds():
     assert harness.build(other).directory != first.directory
 
 
+def test_verilator_runtime_compiled_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
+    builds = [harness.build(SimUnit(name=f"runtime-probe-{k}", design=lambda c=c: BistCollar(c()),
+                                    testbench="cosim.tb.test_arith"))
+              for k, c in enumerate((convert.Bf16ToFp32, convert.Fp32ToBf16))]
+    compiled = [set(re.findall(r" -c -o (\S+\.o) ", (b.directory / "build.log").read_text())) for b in builds]
+    runtime = {"verilated.o", "verilated_vpi.o", "verilated_threads.o", "verilated_dpi.o"}
+    assert runtime <= compiled[0] and not runtime & compiled[1]
+    # cocotb's main includes the design's Vtop.h: shared, it would run one design's model with another's layout.
+    assert "verilator.o" in compiled[1]
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "runtime").iterdir()) == sorted(r[:-2] for r in runtime)
+
+
 def test_only_ports_are_public():
     unit = SimUnit(name="cache-probe", design=lambda: BistCollar(convert.Bf16ToFp32()),
                    testbench="cosim.tb.test_arith")

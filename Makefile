@@ -7,7 +7,7 @@ STAMP      := $(VENV)/.installed
 PIP_INSTALL := PIP_ROOT_USER_ACTION=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-input --progress-bar off
 UNITS      := $(shell $(PY) -m cosim list 2>/dev/null)
 
-.PHONY: setup test bench demo decode clean sim-%
+.PHONY: setup test bench demo decode coe experts clean sim-%
 
 setup: $(STAMP)
 
@@ -46,6 +46,26 @@ PROMPT  ?= def __init__(self
 decode: setup
 	$(VENV)/bin/openrdu decode --checkpoint models/pystdlib-tiny --prompt '$(PROMPT)' --max-new-tokens $(TOKENS) \
 	  --backend $(BACKEND) --compare
+
+# Composition of Experts: a short trace (tools/coe-trace.jsonl) on the co-simulated chip, beside the host-link
+# baseline; the trained library of tools/train_experts.py when built, else an untrained one.
+EXPERTS ?= $(if $(wildcard build/experts/manifest.json),build/experts,build/coe-untrained)
+COE_BACKEND ?= rtl
+build/coe-untrained/manifest.json: | setup
+	$(PY) -c "from sw.coe.library import write_untrained as w; w('build/coe-untrained', 'models/pystdlib-tiny', experts=8)"
+
+coe: setup $(if $(filter build/coe-untrained,$(EXPERTS)),build/coe-untrained/manifest.json)
+	$(VENV)/bin/openrdu coe --experts $(EXPERTS) --requests tools/coe-trace.jsonl --backend $(COE_BACKEND) \
+	  --cache-slots 2 --baseline host
+
+# CoE experts and their router (tools/train_experts.py, about 10 minutes), retrained only when the script or the
+# base model changes.
+EXPERTS_OUT := build/experts
+experts: $(EXPERTS_OUT)/.stamp
+$(EXPERTS_OUT)/.stamp: tools/train_experts.py tools/train_default_model.py models/pystdlib-tiny/model.safetensors \
+  models/pystdlib-tiny/tokenizer.json | $(STAMP)
+	nice -n 10 $(PY) tools/train_experts.py --out $(EXPERTS_OUT)
+	@touch $@
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -2,10 +2,10 @@
 
 import sys
 
-from bench import compile as compile_bench, decode, hostile, memory, numerics, speed, tiles
+from bench import coe, compile as compile_bench, decode, hostile, memory, numerics, speed, tiles
 
 BENCHES = {"numerics": numerics.main, "tiles": tiles.main, "memory": memory.main, "compile": compile_bench.main, "decode": decode.main,
-           "speed": speed.main, "hostile": hostile.main}
+           "speed": speed.main, "hostile": hostile.main, "coe": coe.main}
 
 
 def main(argv):

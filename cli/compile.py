@@ -11,7 +11,7 @@ from sw.compiler.checkpoint import MAX_JSON_BYTES, check_file, check_folder, wei
 from sw.compiler.compile import compile_model
 from sw.compiler.program import dumps, load
 from sw.errors import CompileError, OpenRDUError, ProgramFormatError
-from sw.target import TARGETS
+from sw.target import TARGETS, load_target
 
 CACHE = Path("build/compiled")
 REPO = Path(__file__).resolve().parent.parent
@@ -19,8 +19,9 @@ CHUNK = 1 << 20                         # bytes hashed at a time: a 1 GB weight 
 
 
 def add_arguments(parser):
-    parser.add_argument("--target", choices=sorted(TARGETS), default="chip",
-                        help="chip to compile for (default: chip, the co-simulated 2x4 array)")
+    parser.add_argument("--target", default="chip", metavar="NAME|FILE",
+                        help=f"chip to compile for: {', '.join(sorted(TARGETS))} (default: chip, the co-simulated "
+                             f"2x4 array), or a .toml/.json target file (see docs/targets.md)")
     parser.add_argument("--unfused", action="store_true", help="one kernel per op: the op-by-op baseline")
     parser.add_argument("--context", type=int, default=None,
                         help="KV-cache positions (default: the most the model and the target's PMUs allow)")
@@ -112,8 +113,8 @@ def check_output(path):
 
 
 def main(args):
-    target = TARGETS[args.target]
     try:
+        target = load_target(args.target)
         for path in [args.output] + ([args.json] if args.json else []):
             check_output(path)
         trace = print if getattr(args, "ir", False) else None

@@ -20,7 +20,7 @@ from sw.compiler.checkpoint import check_folder, load_tokenizer
 from sw.errors import DecodeError
 from sw.runtime import backends
 from sw.runtime.decode import check_request
-from sw.target import TARGETS
+from sw.target import load_target
 
 MAX_TOKEN_ID_DIGITS = 9                 # ids below 10**9: far past any vocabulary, and int() stays cheap
 _DECIMAL = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,4})?")
@@ -241,7 +241,7 @@ def _encode(tokenizer, prompt):
 def main(args):
     """Run ``openrdu decode``; raises :class:`sw.errors.OpenRDUError` for what the user can fix."""
     modes = ["fused", "unfused"] if args.compare else ["unfused" if args.unfused else "fused"]
-    target = TARGETS[args.target]
+    target = load_target(args.target)
     check_folder(args.checkpoint)
     backends.get(args.backend).check_target(target)
     tokenizer = None

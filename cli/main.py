@@ -42,6 +42,10 @@ def _main(argv):
     from cli import sweep as sweep_cli
 
     sweep_cli.add_arguments(sub.add_parser("sweep", help="a design-space sweep on the fast model, run on Ray"))
+    from cli import coe as coe_cli
+
+    coe_cli.add_arguments(sub.add_parser("coe", help="serve requests with Composition of Experts: router, "
+                                                    "expert cache in HBM, switches from DDR"))
     args = parser.parse_args(argv)
     try:
         if args.command == "compile":
@@ -51,6 +55,8 @@ def _main(argv):
             return decode_cli.main(args)
         if args.command == "sweep":
             return sweep_cli.main(args)
+        if args.command == "coe":
+            return coe_cli.main(args)
     except OpenRDUError as error:
         raise SystemExit(f"openrdu {args.command}: error: {decode_cli.escape(str(error), keep='')}") from None
     if args.command == "demo":

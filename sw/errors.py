@@ -19,6 +19,7 @@ that catches ``ValueError`` or ``RuntimeError`` keeps working.
 - :class:`LaunchError`: a launch that does not match its kernel (a :class:`ChipError`).
 - :class:`SimulationError`: the co-simulation failed or ended without a result.
 - :class:`SweepSpecError`: a sweep spec that cannot be read or has a bad field.
+- :class:`CoEError`: an expert library, request file or CoE setting the controller cannot serve.
 """
 
 
@@ -64,3 +65,7 @@ class SimulationError(OpenRDUError, RuntimeError):
 
 class SweepSpecError(OpenRDUError, ValueError):
     """A sweep spec that cannot be read or has a bad field; the message names the file and the field."""
+
+
+class CoEError(OpenRDUError, ValueError):
+    """An expert library, request or Composition-of-Experts setting the controller cannot serve; names which."""

@@ -16,7 +16,7 @@ groups in order in this process and gives exactly the same numbers.
 
 Spec::
 
-    base = "chip"                # a target of sw.target.TARGETS (default "chip")
+    base = "chip"                # a target of sw.target.TARGETS (default "chip") or a target file
     [axes]                       # each a list of values or one value; every axis is optional but model
     model = ["models/pystdlib-tiny"]   # checkpoint folders (relative to the current directory)
     prompt_ids = [0, 449, 323]   # one prompt, or a list of prompts
@@ -41,7 +41,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from sw.errors import OpenRDUError, SweepSpecError, TargetError
-from sw.target import TARGETS
+from sw.target import TARGETS, load_target
 
 ARRAY_AXES = ("rows", "cols", "lanes", "stages")
 # Axis order is the cross product's order: the last axis varies fastest.
@@ -150,9 +150,15 @@ def parse_spec(data, source="spec"):
     if unknown:
         raise SweepSpecError(f"{source}: unknown field {unknown[0]!r}; a spec has 'base' and 'axes'")
     base_name = data.get("base", "chip")
-    if base_name not in TARGETS:
+    if isinstance(base_name, str) and base_name.endswith((".toml", ".json")):
+        try:
+            base = load_target(base_name)           # a target file (docs/targets.md)
+        except TargetError as e:
+            raise SweepSpecError(f"{source}: base: {e}") from None
+    elif base_name not in TARGETS:
         raise SweepSpecError(f"{source}: base: unknown target {base_name!r}; targets: {', '.join(sorted(TARGETS))}")
-    base = TARGETS[base_name]
+    else:
+        base = TARGETS[base_name]
     axes = data.get("axes")
     if not isinstance(axes, dict):
         raise SweepSpecError(f"{source}: axes: missing or not a table of axis -> values")

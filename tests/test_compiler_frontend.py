@@ -52,7 +52,8 @@ def _edit_config(path, **changes):
     (dict(model_type="mistral"), UnsupportedModelError, "model_type = 'mistral' is not supported"),
     (dict(hidden_act="gelu"), UnsupportedModelError, "hidden_act = 'gelu'"),
     (dict(attention_bias=True), UnsupportedModelError, "attention_bias = True"),
-    (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), UnsupportedModelError, "rope type = 'yarn'"),
+    (dict(rope_parameters={"rope_type": "longrope", "rope_theta": 1e4}), UnsupportedModelError,
+     "rope_parameters.rope_type = 'longrope' is not supported"),
     (dict(num_key_value_heads=3), CheckpointError, "num_key_value_heads = 3 must divide"),
     (dict(intermediate_size=100), CheckpointError, "'model.layers.0.mlp.gate_proj.weight' has shape"),
 ])

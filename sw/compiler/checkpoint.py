@@ -58,6 +58,9 @@ _TokenId = Annotated[StrictInt, Field(ge=0, le=MAX_VOCAB - 1)]
 _RopeTheta = _positive(1.0, 1e12)
 
 
+_Factor = _positive(1e-6, 1e6)
+
+
 class RopeSchema(BaseModel):
     """``rope_parameters`` / ``rope_scaling``: the fields the compiler reads; others pass unchecked."""
 
@@ -65,6 +68,18 @@ class RopeSchema(BaseModel):
     rope_type: StrictStr | None = Field(None, description="a string such as 'default'")
     type: StrictStr | None = Field(None, description="a string such as 'default'")
     rope_theta: _RopeTheta | None = Field(None, description="a finite number from 1 to 1e+12")
+    factor: _Factor | None = Field(None, description="a finite number from 1e-06 to 1e+06")
+    original_max_position_embeddings: _count(MAX_POSITIONS) | None = Field(
+        None, description=f"an integer from 1 to {MAX_POSITIONS}")
+    low_freq_factor: _Factor | None = Field(None, description="a finite number from 1e-06 to 1e+06")
+    high_freq_factor: _Factor | None = Field(None, description="a finite number from 1e-06 to 1e+06")
+    beta_fast: _Factor | None = Field(None, description="a finite number from 1e-06 to 1e+06")
+    beta_slow: _Factor | None = Field(None, description="a finite number from 1e-06 to 1e+06")
+    attention_factor: _Factor | None = Field(None, description="a finite number from 1e-06 to 1e+06")
+    mscale: _positive(0.0, 1e6) | None = Field(None, description="a finite number from 0 to 1e+06")
+    mscale_all_dim: _positive(0.0, 1e6) | None = Field(None, description="a finite number from 0 to 1e+06")
+    truncate: StrictBool | None = Field(None, description="true or false")
+    partial_rotary_factor: _positive(0.0, 1.0) | None = Field(None, description="a finite number from 0 to 1")
 
 
 class ConfigSchema(BaseModel):
@@ -246,6 +261,43 @@ def check_folder(path):
     return path
 
 
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn")
+
+
+@dataclass(frozen=True)
+class Rope:
+    """Rotary embeddings as config.json sets them, resolved the way transformers resolves them.
+
+    ``rope_type`` is one of :data:`ROPE_TYPES`; ``factor`` scales positions (linear, dynamic, llama3,
+    yarn); ``original_max_positions`` is the pre-training length (llama3, yarn); ``max_positions`` is
+    ``max_position_embeddings`` (where dynamic NTK starts stretching its base); ``attention_factor``
+    multiplies cos and sin (yarn's mscale, already computed; 1 otherwise). :mod:`sw.model.rope` turns
+    it into tables.
+    """
+
+    rope_type: str = "default"
+    theta: float = 10000.0
+    factor: float = 1.0
+    original_max_positions: int = 0
+    max_positions: int = 0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    truncate: bool = True
+    attention_factor: float = 1.0
+
+    def __str__(self):
+        if self.rope_type == "default":
+            return f"default(theta={self.theta:g})"
+        extra = {"linear": "", "dynamic": f", from {self.max_positions}",
+                 "llama3": f", original {self.original_max_positions}, low {self.low_freq_factor:g}, "
+                           f"high {self.high_freq_factor:g}",
+                 "yarn": f", original {self.original_max_positions}, beta {self.beta_fast:g}/{self.beta_slow:g}, "
+                         f"attention factor {self.attention_factor:.6g}"}[self.rope_type]
+        return f"{self.rope_type}(theta={self.theta:g}, factor {self.factor:g}{extra})"
+
+
 @dataclass(frozen=True)
 class LlamaShape:
     """The numbers that define a Llama decoder, taken from config.json."""
@@ -263,6 +315,15 @@ class LlamaShape:
     tie_word_embeddings: bool
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    rope: Rope = Rope()
+
+    @property
+    def context_limit(self):
+        """The most positions a compiled context may hold: ``max_position_embeddings``, or for dynamic NTK
+        RoPE (which stretches its base past it, as transformers does) ``factor`` times that."""
+        if self.rope.rope_type == "dynamic":
+            return max(self.max_positions, int(self.rope.factor * self.max_positions))
+        return self.max_positions
 
     @property
     def kv_group(self):
@@ -330,19 +391,16 @@ def read_shape(config, where="config.json"):
             _unsupported(where, flag, True, "false")
     if c.pretraining_tp != 1:
         _unsupported(where, "pretraining_tp", c.pretraining_tp, "1")
-    rope, scaling = c.rope_parameters or RopeSchema(), c.rope_scaling or RopeSchema()
-    rope_type = rope.rope_type or scaling.rope_type or scaling.type or "default"
-    if rope_type != "default":
-        _unsupported(where, "rope type", rope_type, "'default'")
-    rope_theta = rope.rope_theta if rope.rope_theta is not None else c.rope_theta
+    rope = read_rope(config, c, where)
 
     heads, hidden = c.num_attention_heads, c.hidden_size
     kv_heads = heads if c.num_key_value_heads is None else c.num_key_value_heads
     if heads % kv_heads:
         raise CheckpointError(f"{where}: num_key_value_heads = {kv_heads!r} must divide num_attention_heads = {heads}")
     head_dim = hidden // heads if c.head_dim is None else c.head_dim
-    if head_dim * heads != hidden:
-        _unsupported(where, "head_dim", head_dim, f"hidden_size / num_attention_heads = {hidden // heads}")
+    if head_dim < 2:
+        raise CheckpointError(f"{where}: head_dim = hidden_size / num_attention_heads = {hidden} / {heads} is "
+                              f"below 2; give head_dim")
     if head_dim % 2:
         raise CheckpointError(f"{where}: head_dim = {head_dim} must be even for rotary embeddings")
     eos_ids = c.eos_token_id if isinstance(c.eos_token_id, list) else [c.eos_token_id]
@@ -353,9 +411,60 @@ def read_shape(config, where="config.json"):
     return LlamaShape(
         vocab_size=c.vocab_size, hidden_size=hidden, intermediate_size=c.intermediate_size,
         num_layers=c.num_hidden_layers, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
-        max_positions=c.max_position_embeddings, rms_norm_eps=c.rms_norm_eps, rope_theta=rope_theta,
-        tie_word_embeddings=c.tie_word_embeddings, bos_token_id=c.bos_token_id, eos_token_id=eos,
+        max_positions=c.max_position_embeddings, rms_norm_eps=c.rms_norm_eps, rope_theta=rope.theta,
+        tie_word_embeddings=c.tie_word_embeddings, bos_token_id=c.bos_token_id, eos_token_id=eos, rope=rope,
     )
+
+
+def _yarn_mscale(scale, mscale=1.0):
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def read_rope(config, c, where="config.json"):
+    """The :class:`Rope` of a config (``c``: its :class:`ConfigSchema`), resolved as transformers 5 does.
+
+    transformers takes ``rope_scaling`` (the legacy name) when it is a non-empty object, else
+    ``rope_parameters``; its ``rope_type`` (or legacy ``type``) defaults to ``default`` and its
+    ``rope_theta`` to the top-level ``rope_theta``. Required fields missing, fields that make a formula
+    divide by zero, a ``partial_rotary_factor`` below 1 (Llama rotates whole heads) and types other
+    than :data:`ROPE_TYPES` are refused naming the field.
+    """
+    key = "rope_scaling" if config.get("rope_scaling") else "rope_parameters"
+    p = (c.rope_scaling if key == "rope_scaling" else c.rope_parameters) or RopeSchema()
+    type_key = f"{key}.rope_type" if p.rope_type is not None or p.type is None else f"{key}.type"
+    rope_type = p.rope_type or p.type or "default"
+    if rope_type not in ROPE_TYPES:
+        _unsupported(where, type_key, rope_type, ", ".join(map(repr, ROPE_TYPES)))
+    theta = p.rope_theta if p.rope_theta is not None else c.rope_theta
+    if rope_type == "default":
+        return Rope("default", theta)
+    if p.partial_rotary_factor not in (None, 1.0):
+        _unsupported(where, f"{key}.partial_rotary_factor", p.partial_rotary_factor, "1 (whole heads rotate)")
+
+    def need(name):
+        value = getattr(p, name)
+        if value is None:
+            raise CheckpointError(f"{where}: {key}.{name} is missing; rope type {rope_type!r} needs it")
+        return value
+
+    max_positions = c.max_position_embeddings
+    original = p.original_max_position_embeddings or max_positions       # transformers' default
+    if rope_type in ("linear", "dynamic"):
+        return Rope(rope_type, theta, need("factor"), max_positions=max_positions)
+    if rope_type == "llama3":
+        low, high = need("low_freq_factor"), need("high_freq_factor")
+        if high <= low:
+            raise CheckpointError(f"{where}: {key}.high_freq_factor = {high!r} must exceed low_freq_factor = {low!r}")
+        return Rope("llama3", theta, need("factor"), original, max_positions, low, high)
+    factor = p.factor if p.factor is not None else max_positions / original
+    attention = p.attention_factor
+    if attention is None:
+        attention = (_yarn_mscale(factor, p.mscale) / _yarn_mscale(factor, p.mscale_all_dim)
+                     if p.mscale and p.mscale_all_dim else _yarn_mscale(factor))
+    return Rope("yarn", theta, factor, original, max_positions, beta_fast=p.beta_fast or 32.0,
+                # transformers reads truncate with .get(..., True): absent truncates, null does not.
+                beta_slow=p.beta_slow or 1.0, truncate=bool(config[key].get("truncate", True)),
+                attention_factor=float(attention))
 
 
 def largest_memory():

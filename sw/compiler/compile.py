@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from sw.compiler.checkpoint import load_checkpoint
+from sw.compiler.checkpoint import largest_memory, load_checkpoint
 from sw.compiler.decode import decode_graph
 from sw.compiler.fuse import fuse
 from sw.compiler.launch import Launch
@@ -24,7 +24,7 @@ def max_context(shape, target):
     """The longest attention the target's PMUs hold: ``tp * head_dim`` words in the K-transposing PMU."""
     lanes, words = target.array.lanes, target.array.pmu_words
     tp = words // shape.head_dim // lanes * lanes
-    return min(tp, shape.max_positions // lanes * lanes)
+    return min(tp, shape.context_limit // lanes * lanes)
 
 
 def check_fit(shape, target, context):
@@ -51,8 +51,10 @@ def check_fit(shape, target, context):
                                f"(ArrayParams.lanes x pmu_bank_words)")
     if context % L or context < L:
         raise CompileError(f"context {context} must be a positive multiple of the array's {L} lanes")
-    if context > shape.max_positions:
-        raise CompileError(f"context {context} exceeds the model's max_position_embeddings {shape.max_positions}")
+    if context > shape.context_limit:
+        raise CompileError(f"context {context} exceeds the model's max_position_embeddings {shape.max_positions}"
+                           + ("" if shape.context_limit == shape.max_positions else
+                              f" x dynamic RoPE factor {shape.rope.factor:g} = {shape.context_limit}"))
     if context * hd > words:
         raise CompileError(f"attention over {context} positions: K of one head is {context} x {hd} = "
                            f"{context * hd} words, a PMU holds {words}; the target's longest context for this "
@@ -103,7 +105,9 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None)
     if mode not in ("fused", "unfused"):
         raise CompileError(f"mode must be 'fused' or 'unfused', not {mode!r}")
     start = time.perf_counter()
-    ckpt = load_checkpoint(checkpoint) if not hasattr(checkpoint, "weights") else checkpoint
+    # Weights are bounded by the largest named target's memory, or this target's if it is larger (a target file).
+    memory = max(largest_memory(), (target.memory.hbm.capacity + target.memory.ddr.capacity, target.name))
+    ckpt = load_checkpoint(checkpoint, memory=memory) if not hasattr(checkpoint, "weights") else checkpoint
     shape = ckpt.shape
     L = target.array.lanes
     context = max_context(shape, target) if context is None else context

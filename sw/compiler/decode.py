@@ -35,8 +35,11 @@ def decode_graph(shape, *, context, weight_dtype="bf16", kv_dtype="fp32", weight
 
     Weights live in ``weight_tier``, the KV cache in HBM, activations on chip.
     """
-    if not 1 <= context <= shape.max_positions:
-        raise ValueError(f"context {context} must be in [1, max_position_embeddings = {shape.max_positions}]")
+    if not 1 <= context <= shape.context_limit:
+        raise ValueError(f"context {context} must be in [1, max_position_embeddings = {shape.max_positions}]"
+                         if shape.context_limit == shape.max_positions else
+                         f"context {context} must be in [1, {shape.context_limit}] (dynamic RoPE factor "
+                         f"{shape.rope.factor:g} x max_position_embeddings {shape.max_positions})")
     d, f, hd = shape.hidden_size, shape.intermediate_size, shape.head_dim
     q_dim, kv_dim = shape.num_heads * hd, shape.num_kv_heads * hd
     g = Graph(f"llama-decode-{shape.num_layers}x{d}")
@@ -60,9 +63,8 @@ def decode_graph(shape, *, context, weight_dtype="bf16", kv_dtype="fp32", weight
         op("matvec", "q", [w["self_attn.q_proj"], n("h")], [act(n("q"), q_dim)])
         op("matvec", "k", [w["self_attn.k_proj"], n("h")], [act(n("k"), kv_dim)])
         op("matvec", "v", [w["self_attn.v_proj"], n("h")], [act(n("v"), kv_dim)])
-        op("rope", "rope_q", [n("q"), "pos"], [act(n("q_rot"), q_dim)], heads=shape.num_heads, theta=shape.rope_theta)
-        op("rope", "rope_k", [n("k"), "pos"], [act(n("k_rot"), kv_dim)], heads=shape.num_kv_heads,
-           theta=shape.rope_theta)
+        op("rope", "rope_q", [n("q"), "pos"], [act(n("q_rot"), q_dim)], heads=shape.num_heads, rope=shape.rope)
+        op("rope", "rope_k", [n("k"), "pos"], [act(n("k_rot"), kv_dim)], heads=shape.num_kv_heads, rope=shape.rope)
         op("kv_write", "write_k", [k_cache, n("k_rot"), "pos"], [k_cache])
         op("kv_write", "write_v", [v_cache, n("v"), "pos"], [v_cache])
         op("attention", "attention", [n("q_rot"), k_cache, v_cache, "pos"], [act(n("attn"), q_dim)],

@@ -10,7 +10,7 @@ are fp32.
 import numpy as np
 
 from sw.compiler.memory_map import MemoryMap
-from sw.model.reference import rope_tables
+from sw.model.rope import rope_table
 
 MASKED = -1.0e30                   # added to scores past the current position; exp() of it is 0
 
@@ -41,13 +41,10 @@ def gemv_layout(w, lanes):
     return padded.reshape(tiles, lanes, k).transpose(0, 2, 1)
 
 
-def _rope(context, hd, theta):
-    cos = np.zeros((context, hd), np.float32)
-    sin = np.zeros((context, hd), np.float32)
-    for pos in range(context):
-        c, s = rope_tables(hd, pos, theta)
-        cos[pos], sin[pos] = c, np.concatenate([-s[:hd // 2], s[hd // 2:]])
-    return {"rope.cos": cos, "rope.sin": sin}
+def _rope(context, hd, rope):
+    cos, sin = rope_table(rope, hd, context)
+    # The chip adds x * cos and swap_halves(x) * sin; rotate_half's minus sign goes into the first half of sin.
+    return {"rope.cos": cos, "rope.sin": np.concatenate([-sin[:, :hd // 2], sin[:, hd // 2:]], axis=1)}
 
 
 def layout(placements, target, weights, *, gemv_bf16=False, embed_bf16=False):

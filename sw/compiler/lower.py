@@ -41,7 +41,7 @@ class Placement:
     ``layout``: ``"rows"`` (a table read a row at a time), ``"vector"`` (fp32), ``"gemv"`` (the
     stacked ``sources`` in the order their GEMV streams them), ``"kv_cache"`` and ``"output"``
     (``nbytes``, nothing loaded), ``"rope"`` and ``"mask"`` (tables of ``args``: context, head_dim,
-    theta / context).
+    :class:`sw.compiler.checkpoint.Rope` / context).
     """
 
     name: str
@@ -135,7 +135,7 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
         caches.append((cache, Placement(slots, "kv_cache", "kv_cache", nbytes=4 * heads * context * hd)))
         cache_region[cache] = slots
         for table in ("rope.cos", "rope.sin"):
-            tables.setdefault(table, Placement(table, "table", "rope", args=(context, hd, ropes[0].attrs["theta"])))
+            tables.setdefault(table, Placement(table, "table", "rope", args=(context, hd, ropes[0].attrs["rope"])))
         row = word_count(4 * hd, wb, "head_dim")
         emit(f"{prefix(ropes[0].name)}rope", "rope", [source], [], writes=[slots], head_dim=hd, heads=heads,
              out_home=(slots, (row, heads), (1, context * row)))

@@ -80,8 +80,9 @@ class CompiledModel:
         launches = self.buckets[tp]
         pcus, pmus = t.array.rows * t.array.cols // 2, t.array.rows * t.array.cols // 2
         lines = [f"{self.checkpoint or 'model'}: {s.num_layers} layers, d={s.hidden_size}, {s.num_heads} heads "
-                 f"({s.num_kv_heads} KV) x {s.head_dim}, FFN {s.intermediate_size}, vocab {s.vocab_size}",
-                 f"target {t.describe()}",
+                 f"({s.num_kv_heads} KV) x {s.head_dim}, FFN {s.intermediate_size}, vocab {s.vocab_size}, "
+                 f"RoPE {s.rope}",
+                 f"target {t.describe()}", f"  {t.details()}",
                  f"mode {self.mode}: {len(launches)} kernels per decode step ({len(self.buckets)} context buckets "
                  f"up to {self.context} positions), compiled in {self.compile_seconds:.2f} s", ""]
         lines.append(f"{'kernel':<12} {'PCUs':>5} {'PMUs':>5} {'AGCU r/w':>8} {'routes':>6} {'hops':>5}  ops")

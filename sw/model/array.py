@@ -21,6 +21,7 @@ held by its slowest sink, a full FIFO) is not modelled.
 """
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -34,8 +35,7 @@ from sw.tile.kernel import Endpoint, Program
 _END_CYCLES = 1
 
 
-@dataclass
-class Stream:
+class Stream(NamedTuple):
     """Words on one port and the cycles its first and last words are offered there."""
 
     data: np.ndarray
@@ -88,7 +88,7 @@ class ArrayModel:
         self.order = self._order()
         # Unit name -> its validated model, and endpoint -> fabric latency: built once per program.
         self._models = {}
-        self._latency = {}
+        self._wires = None
 
     def _order(self):
         """Units in dataflow order; a cycle of units is refused."""
@@ -130,15 +130,23 @@ class ArrayModel:
             raise ValueError(f"host input {name!r} has no data")
         return Stream(data, last, 0, len(data) - 1)
 
-    def _arrive(self, streams, endpoint):
-        """The stream reaching ``endpoint``, with the fabric's latency added."""
-        c = self._driver[endpoint]
-        src = streams[c.source]
-        if endpoint not in self._latency:
-            hops = self.program.routing.routes[c.name].hops(self.program.mesh_position(endpoint))
-            self._latency[endpoint] = latency(hops)
-        delay = self._latency[endpoint]
-        return Stream(src.data, src.last, src.first + delay, src.end + delay)
+    def _wiring(self):
+        """What feeds each port, keyed by (node, port): the source and the fabric's latency, found once.
+
+        Returns (units, outputs): per unit in dataflow order ``(name, unit, [(port, source, latency)])``;
+        per host output ``(name, source, latency)``.
+        """
+        prog = self.program
+
+        def feed(endpoint):
+            c = self._driver[endpoint]
+            hops = prog.routing.routes[c.name].hops(prog.mesh_position(endpoint))
+            return (c.source.node, c.source.port), latency(hops)
+
+        units = [(name, prog.units[name], [(e.port,) + feed(e) for e in self._driver if e.node == name])
+                 for name in self.order]
+        outputs = [(name,) + feed(Endpoint(name, host.port)) for name, host in prog.host_outputs.items()]
+        return units, outputs
 
     def run(self, inputs, *, arrivals=None):
         """Run the program.
@@ -169,11 +177,16 @@ class ArrayModel:
             if arrivals and name in arrivals:
                 first, end = arrivals[name]
                 stream = Stream(stream.data, stream.last, int(first), max(int(end), int(first)))
-            streams[Endpoint(name, prog.host_inputs[name].port)] = stream
+            streams[(name, prog.host_inputs[name].port)] = stream
+        if self._wires is None:
+            self._wires = self._wiring()
+        units, outputs = self._wires
         result = ArrayRun({}, 0)
-        for name in self.order:
-            unit = prog.units[name]
-            ins = {e.port: self._arrive(streams, e) for e in self._driver if e.node == name}
+        for name, unit, feeds in units:
+            ins = {}
+            for port, source, delay in feeds:
+                data, last, first, end = streams[source]
+                ins[port] = Stream(data, last, first + delay, end + delay)
             if unit.kind == "pcu":
                 outs, cycles, n_in = self._run_pcu(unit, ins)
             else:
@@ -184,11 +197,11 @@ class ArrayModel:
             result.unit_cycles[name], result.unit_end[name] = cycles, end
             for port, (data, last, wait) in outs.items():
                 first = min(start + cycles - max(n_in, len(last)) + wait, end)
-                streams[Endpoint(name, port)] = Stream(data, last, first, end)
-        for name, host in prog.host_outputs.items():
-            s = self._arrive(streams, Endpoint(name, host.port))
-            result.outputs[name] = (s.data, s.last)
-            result.output_end[name] = s.end
+                streams[(name, port)] = Stream(data, last, first, end)
+        for name, source, delay in outputs:
+            data, last, _, end = streams[source]
+            result.outputs[name] = (data, last)
+            result.output_end[name] = end + delay
         path = max(result.output_end.values(), default=0) + _END_CYCLES
         result.cycles = max([path] + list(result.unit_cycles.values()))
         return result

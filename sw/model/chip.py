@@ -2,7 +2,7 @@
 
 :class:`ChipModel` offers the kernel-level commands of
 :class:`sw.runtime.chip.ChipDriver`, synchronously: memory is two
-:class:`SparseMemory` tiers, AGCU transfers move the same bytes as the RTL
+:class:`FlatMemory` tiers, AGCU transfers move the same bytes as the RTL
 (:mod:`sw.model.memory_units`), and the tile array runs on
 :class:`ArrayModel`, so outputs are bit-identical to the RTL chip's.
 
@@ -22,7 +22,7 @@ import numpy as np
 from hw.mem.params import TIER_NAMES
 from sw.model import memory_units
 from sw.model.array import ArrayModel
-from sw.model.memory import MemoryRangeError, SparseMemory, TierModel
+from sw.model.memory import FlatMemory, MemoryRangeError, SparseMemory, TierModel
 from sw.errors import LaunchError
 
 # Cycles between the start pulse and a first read request, and from a read
@@ -38,6 +38,15 @@ AGCU_WRITE_CYCLES = 3
 _ARRIVALS = {}
 
 
+def _tier_memory(name, capacity):
+    """A :class:`FlatMemory` tier, or a :class:`SparseMemory` one where the system will not reserve
+    ``capacity`` bytes at once (a user's target with tens of GiB of DDR); both hold the same bytes."""
+    try:
+        return FlatMemory(name, capacity)
+    except MemoryError:
+        return SparseMemory(name, capacity)
+
+
 class ChipModel:
     """The chip's memory and kernels on the fast models.
 
@@ -49,12 +58,14 @@ class ChipModel:
 
     def __init__(self, array_params, mem_params, agcus):
         self.array_params, self.mem_params, self.agcus = array_params, mem_params, tuple(agcus)
-        self.memory = {index: SparseMemory(name, mem_params.tiers[index].capacity)
+        self.memory = {index: _tier_memory(name, mem_params.tiers[index].capacity)
                        for index, name in TIER_NAMES.items()}
         self.program = None
         # Words each tier performed for kernels and copies, and refused: the controllers' counters.
         self.stats = {name: {"reads": 0, "writes": 0, "errors": 0} for name in TIER_NAMES.values()}
         self._arrays = {}
+        # Stream shapes -> arrivals, for this model's memory parameters (hashing them costs more than a lookup).
+        self._known = {}
 
     def count(self, tier, what, words):
         """Add ``words`` to the ``what`` counter (``"reads"``, ``"writes"``, ``"errors"``) of ``tier``."""
@@ -80,6 +91,9 @@ class ChipModel:
             raise RuntimeError("execute before load_program")
         prog, P, lanes = self.program, self.mem_params, self.array_params.lanes
         wb = P.word_bytes
+        array = self._arrays.get(id(prog))
+        if array is None or array.program is not prog:
+            array = self._arrays[id(prog)] = ArrayModel(prog)
         inputs, words_of, reports = {}, {}, {}
         for name, port in prog.host_inputs.items():
             k, pat = self._pattern(reads, "input", name, port)
@@ -89,15 +103,16 @@ class ChipModel:
             reports[(k, "read")] = (report, pat)
             inputs[name] = (vectors, last)
             words_of[name] = (pat.tier, pat.words)
-        key = (P, tuple(sorted(words_of.items())))
-        if key not in _ARRIVALS:
-            _ARRIVALS[key] = self._arrivals(words_of)
-        arrivals = _ARRIVALS[key]
+        shape = tuple(sorted(words_of.items()))
+        arrivals = self._known.get(shape)
+        if arrivals is None:
+            key = (P, shape)
+            if key not in _ARRIVALS:
+                _ARRIVALS[key] = self._arrivals(words_of)
+            arrivals = self._known[shape] = _ARRIVALS[key]
         # An AGCU offers at most one vector a cycle (a bf16 word makes two).
         arrivals = {n: (first, max(end, first + len(inputs[n][0]) - 1)) for n, (first, end) in arrivals.items()}
-        if id(prog) not in self._arrays or self._arrays[id(prog)].program is not prog:
-            self._arrays[id(prog)] = ArrayModel(prog)
-        run = self._arrays[id(prog)].run(inputs, arrivals=arrivals)
+        run = array.run(inputs, arrivals=arrivals)
         end = max((e for _, e in arrivals.values()), default=0)
         for name, port in prog.host_outputs.items():
             k, pat = self._pattern(writes, "output", name, port)

@@ -43,11 +43,21 @@ def _subnormal(x):
     return (x & _ABS) - _ONE < _FRAC
 
 
+def _low(t, bound):
+    """Whether some magnitude ``t`` (patterns without the sign) lies in 1 .. ``bound``: one reduction, no mask."""
+    # t - 1 wraps around for zero, so the least of them is below ``bound`` exactly then.
+    return t.size and np.minimum.reduce(t.reshape(-1) - _ONE, axis=None) < bound
+
+
+def _high(t):
+    """Whether some magnitude ``t`` is a NaN's."""
+    return t.size and np.maximum.reduce(t, axis=None) > _INF
+
+
 def daz(x):
     """:func:`sw.golden.arith.daz32` of a uint32 array; the array itself when nothing changes."""
     x = np.asarray(x, dtype=np.uint32)
-    sub = _subnormal(x)
-    return np.where(sub, x & _SIGN, x) if sub.any() else x
+    return np.where(_subnormal(x), x & _SIGN, x) if _low(x & _ABS, _FRAC) else x
 
 
 def _canon(r):
@@ -64,12 +74,14 @@ def mul(a, b, *, canonical=True):
     a, b = daz(a), daz(b)
     with np.errstate(all="ignore"):
         r = (a.view(np.float32) * b.view(np.float32)).view(np.uint32)
-    sub = _subnormal(r) | ((r & _ABS) == _MIN_NORMAL)
-    if sub.any():
+    t = r & _ABS
+    if _low(t, _MIN_NORMAL):
+        sub = _subnormal(r) | (t == _MIN_NORMAL)
         a, b = np.broadcast_arrays(a, b)
-        r = r.copy()
+        r = np.array(r, dtype=np.uint32)
         r[sub] = g.fp32_mul(a[sub], b[sub])
-    return _canon(r) if canonical else r
+        return _canon(r) if canonical else r
+    return np.where(t > _INF, _NAN, r) if canonical and _high(t) else r
 
 
 def add(a, b, sub=False):
@@ -78,10 +90,10 @@ def add(a, b, sub=False):
     with np.errstate(all="ignore"):
         af, bf = a.view(np.float32), b.view(np.float32)
         r = (af - bf if sub else af + bf).view(np.uint32)
-    small = _subnormal(r)
-    if small.any():
-        r = np.where(small, r & _SIGN, r)
-    return _canon(r)
+    t = r & _ABS
+    if _low(t, _FRAC):
+        r = np.where(_subnormal(r), r & _SIGN, r)
+    return np.where(t > _INF, _NAN, r) if _high(t) else r
 
 
 def accumulate(x, axis, *, start=0, normal=False):
@@ -106,3 +118,34 @@ def accumulate(x, axis, *, start=0, normal=False):
         for j in range(1, len(x)):
             acc[j] = g.fp32_add(x[j], acc[j - 1])
     return np.moveaxis(_canon(acc), 0, axis)
+
+
+# Magnitudes from 2**-103 (bits 0x0C000000) up have an ulp of at least 2**-126.
+_COARSE = np.uint32(0x0C000000)
+
+
+def dot(a, b):
+    """``accumulate(mul(a, b, canonical=False), 1, normal=True)[:, -1]``, canonical: every group's ordered sum.
+
+    ``a`` and ``b`` (uint32 patterns) broadcast to (groups, m, ...); the sum runs along axis 1 from +0,
+    ``acc = p_j + acc``, and the result has shape (groups, ...). When every product is zero or at least
+    2**-103 in magnitude, every operand and partial sum is a multiple of 2**-126, so no partial sum can be
+    subnormal and IEEE float32 addition in the same order is the policy's: numpy's reduction over the
+    outer axis of a C-ordered (m, n) array adds whole rows, one after the other, so each element's sum
+    keeps that order. Otherwise (tiny products, or rows of one element, which numpy would sum pairwise)
+    the step-by-step path runs.
+    """
+    a, b = daz(a), daz(b)
+    with np.errstate(all="ignore"):
+        p = np.multiply(a.view(np.float32), b.view(np.float32), order="C")
+    if p.ndim < 3 or p.shape[1] == 0 or p.shape[0] * p[0, 0].size < 2 or \
+            _low(p.view(np.uint32) & _ABS, _COARSE - _ONE):
+        return accumulate(mul(a, b, canonical=False), 1, normal=True)[:, -1] if p.shape[1] else \
+            np.zeros(p.shape[:1] + p.shape[2:], np.uint32)
+    groups, m, k = p.shape[0], p.shape[1], p[0, 0].size
+    # (groups, m, k) to (m, groups x k), each group's k values of a step moved as one item, so every step of
+    # the sum adds one contiguous row to the accumulators.
+    rows = np.ascontiguousarray(np.swapaxes(p.reshape(groups, m, k).view(np.dtype((np.void, 4 * k))), 0, 1))
+    with np.errstate(all="ignore"):
+        s = np.add.reduce(rows.view(np.float32).reshape(m, groups * k), axis=0, initial=np.float32(0))
+    return _canon(s.view(np.uint32).reshape(p.shape[:1] + p.shape[2:]))

@@ -60,6 +60,29 @@ class SparseMemory:
         return out
 
 
+class FlatMemory(SparseMemory):
+    """A zero-initialised byte array of ``capacity`` bytes in one numpy array, :attr:`bytes`.
+
+    ``np.zeros`` takes its memory zeroed from the allocator, so the operating
+    system commits only the pages a tier touches, as :class:`SparseMemory`
+    does, while an AGCU transfer is one slice or gather of :attr:`bytes`.
+    """
+
+    def __init__(self, name, capacity):
+        self.name, self.capacity = name, capacity
+        self.bytes = np.zeros(capacity, np.uint8)
+
+    def write(self, offset, payload):
+        raw = np.frombuffer(payload, dtype=np.uint8) if isinstance(payload, (bytes, bytearray)) \
+            else np.ascontiguousarray(payload).view(np.uint8).reshape(-1)
+        self._check(offset, raw.size)
+        self.bytes[offset:offset + raw.size] = raw
+
+    def read(self, offset, size):
+        self._check(offset, size)
+        return self.bytes[offset:offset + size].copy()
+
+
 @dataclass
 class _Bucket:
     gain: int

@@ -8,12 +8,14 @@ arrays (or anything with ``read(offset, size)`` / ``write(offset, bytes)``,
 such as :class:`sw.model.memory.SparseMemory`) holding one whole tier.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from facts.latency import QUEUE_CYCLES
 from sw.loopnest import LoopNest, agcu_last_level
+from sw.model.memory import FlatMemory
 from sw.errors import LaunchError
 
 
@@ -95,6 +97,59 @@ def agcu_read(memory, capacity, base, counts, strides, *, lanes, word_bytes=16, 
                          word_bytes=word_bytes, runtime_offset=runtime_offset, bf16=bf16)
 
 
+@functools.lru_cache(maxsize=4096)
+def _layout(base, nest, capacity, word_bytes, runtime_offset):
+    """What a transfer's addresses alone decide, computed once per transfer shape.
+
+    Returns (report, rows): the :class:`TransferResult`; the words' row indices in the tier seen as
+    (capacity / word_bytes, word_bytes) bytes, a ``slice`` when they are consecutive, or None when some word
+    lies outside the tier or two words share a row. Callers do not modify them.
+    """
+    addresses = transfer_addresses(base, nest, word_bytes=word_bytes, runtime_offset=runtime_offset)
+    addresses.flags.writeable = False
+    report = _report(addresses, capacity, word_bytes)
+    rows = None
+    n = addresses.size
+    if not report.error and capacity % word_bytes == 0:
+        index = addresses // word_bytes
+        if n and np.array_equal(index, index[0] + np.arange(n)):
+            rows = slice(int(index[0]), int(index[0]) + n)
+        elif np.unique(index).size == n:
+            rows = index
+    return report, rows
+
+
+@functools.lru_cache(maxsize=1024)
+def _marks(nest, lanes, word_bytes, bf16):
+    """The ``last`` flag of each vector a read of ``nest`` delivers (see :func:`transfer_read`); not to modify."""
+    ends = nest.ends()
+    ends[-1:] = True
+    if bf16:
+        ends = np.stack([np.zeros_like(ends), ends], axis=1).reshape(-1)
+    vector_bytes = 4 * lanes
+    n = -(-ends.size * word_bytes // vector_bytes)
+    words_per_vector = max(1, vector_bytes // word_bytes)
+    vectors_per_word = max(1, word_bytes // vector_bytes)
+    last = np.zeros(n, dtype=bool)
+    if n:
+        if vectors_per_word > 1:
+            last[vectors_per_word - 1::vectors_per_word] = ends
+        else:
+            # Vector j ends with word min(j * wpv + wpv, words) - 1.
+            last_word = np.minimum(np.arange(1, n + 1) * words_per_vector, ends.size) - 1
+            last = ends[last_word]
+    last.flags.writeable = False
+    return last
+
+
+def _tier_bytes(memory, capacity, word_bytes):
+    """The tier's bytes as a (capacity / word_bytes, word_bytes) array, when ``memory`` keeps them in one array."""
+    raw = memory.bytes if isinstance(memory, FlatMemory) else memory if isinstance(memory, np.ndarray) else None
+    if raw is None or raw.dtype != np.uint8 or raw.ndim != 1 or raw.size != capacity:
+        return None
+    return raw.reshape(-1, word_bytes)
+
+
 def transfer_read(memory, capacity, base, nest, *, lanes, word_bytes=16, runtime_offset=0, bf16=False):
     """Vectors an AGCU read of ``nest`` from byte ``base`` delivers.
 
@@ -110,30 +165,23 @@ def transfer_read(memory, capacity, base, nest, *, lanes, word_bytes=16, runtime
     nest marks (``nest.ends()``; the RTL reads the group flag of a vector's
     last word, or of a vector's word when several vectors share it).
     """
-    addresses = transfer_addresses(base, nest, word_bytes=word_bytes, runtime_offset=runtime_offset)
-    report = _report(addresses, capacity, word_bytes)
-    raw = _gather(memory, addresses, capacity, word_bytes)
-    ends = nest.ends()
-    ends[-1:] = True
+    report, rows = _layout(base, nest, capacity, word_bytes, runtime_offset)
+    tier = None if rows is None else _tier_bytes(memory, capacity, word_bytes)
+    if tier is not None:
+        raw = tier[rows].copy() if isinstance(rows, slice) else tier[rows]
+    else:
+        raw = _gather(memory, report.addresses, capacity, word_bytes)
     if bf16:
-        raw = (raw.reshape(-1).view("<u2").astype("<u4") << 16).view(np.uint8).reshape(-1, word_bytes)
-        ends = np.stack([np.zeros_like(ends), ends], axis=1).reshape(-1)
+        raw = (raw.reshape(-1).view("<u2").astype("<u4") << 16).view(np.uint8)
     flat = raw.reshape(-1)
     vector_bytes = 4 * lanes
-    n = -(-flat.size // vector_bytes)
-    padded = np.zeros(n * vector_bytes, dtype=np.uint8)
-    padded[:flat.size] = flat
-    vectors = padded.view("<u4").reshape(n, lanes)
-    words_per_vector = max(1, vector_bytes // word_bytes)
-    vectors_per_word = max(1, word_bytes // vector_bytes)
-    last = np.zeros(n, dtype=bool)
-    if n:
-        if vectors_per_word > 1:
-            last[vectors_per_word - 1::vectors_per_word] = ends
-        else:
-            # Vector j ends with word min(j * wpv + wpv, words) - 1.
-            last_word = np.minimum(np.arange(1, n + 1) * words_per_vector, ends.size) - 1
-            last = ends[last_word]
+    if flat.size % vector_bytes == 0:
+        vectors = flat.view("<u4").reshape(-1, lanes)
+    else:
+        padded = np.zeros(-(-flat.size // vector_bytes) * vector_bytes, dtype=np.uint8)
+        padded[:flat.size] = flat
+        vectors = padded.view("<u4").reshape(-1, lanes)
+    last = _marks(nest, lanes, word_bytes, bf16).copy()
     return vectors, last, report
 
 
@@ -149,12 +197,17 @@ def transfer_write(memory, capacity, base, nest, vectors, *, word_bytes=16, runt
     Returns its TransferResult. Words past the nest's end are dropped; words
     outside the tier are not written.
     """
-    addresses = transfer_addresses(base, nest, word_bytes=word_bytes, runtime_offset=runtime_offset)
+    report, rows = _layout(base, nest, capacity, word_bytes, runtime_offset)
+    addresses = report.addresses
     flat = np.ascontiguousarray(np.asarray(vectors, dtype="<u4")).view(np.uint8).reshape(-1)
     if flat.size < addresses.size * word_bytes:
         raise LaunchError(f"{flat.size} bytes of vectors do not cover the pattern's {addresses.size} words")
     n = addresses.size
-    if n and _in_range(addresses, capacity, word_bytes).all() and \
+    tier = None if rows is None else _tier_bytes(memory, capacity, word_bytes)
+    if tier is not None:
+        # Every word in the tier, no two on one row: one store, as the word-by-word loop leaves it.
+        tier[rows] = flat[:n * word_bytes].reshape(n, word_bytes)
+    elif n and _in_range(addresses, capacity, word_bytes).all() and \
             np.array_equal(addresses, addresses[0] + word_bytes * np.arange(n)):
         # Consecutive words in the tier: one store of the whole run, as the word-by-word loop leaves it.
         _write_word(memory, addresses[0], flat[:n * word_bytes])
@@ -162,7 +215,7 @@ def transfer_write(memory, capacity, base, nest, vectors, *, word_bytes=16, runt
         for i, addr in enumerate(addresses):
             if _in_range(addr, capacity, word_bytes):
                 _write_word(memory, addr, flat[i * word_bytes:(i + 1) * word_bytes])
-    return _report(addresses, capacity, word_bytes)
+    return report
 
 
 def vectors_for_words(words, lanes, word_bytes=16):

@@ -29,6 +29,7 @@ _OPS = {
     "max": lambda a, b, c: g.fp32_max(a, b),
     "min": lambda a, b, c: g.fp32_min(a, b),
 }
+_ELEMENTWISE = {"pass", "add", "sub", "mul", "fma"}
 # Cycles between an input word entering the unit's FIFO and its firing, and
 # between the end of the pipeline and a result on vo0 / so0.
 _FIFO_CYCLES = 2
@@ -97,12 +98,19 @@ class PcuModel:
         self.post_latency = post_latency(names(post_ops))
 
     def _stages(self, regs, s0, s1):
+        shape = regs[0].shape
         for st in self.config.stages:
             pick = {"r0": regs[0], "r1": regs[1], "r2": regs[2], "r3": regs[3], "s0": s0, "s1": s1,
                     "const": np.uint32(st.const), "zero": np.uint32(0)}
-            shape = regs[0].shape
-            a, b, c = (np.broadcast_to(pick[x], shape) for x in (st.a, st.b, st.c))
-            regs[REGISTERS.index(st.dst)] = np.asarray(_OPS[st.op](a, b, c), dtype=np.uint32)
+            if st.op in _ELEMENTWISE:
+                # numpy broadcasts the operands itself; only a result narrower than the registers is widened.
+                r = np.asarray(_OPS[st.op](pick[st.a], pick[st.b], pick[st.c]), dtype=np.uint32)
+                if r.shape != shape:
+                    r = np.ascontiguousarray(np.broadcast_to(r, shape))
+            else:
+                a, b, c = (np.broadcast_to(pick[x], shape) for x in (st.a, st.b, st.c))
+                r = np.asarray(_OPS[st.op](a, b, c), dtype=np.uint32)
+            regs[REGISTERS.index(st.dst)] = r
         return _TAIL[self.config.tail](regs[REGISTERS.index(self.config.out_src)])
 
     def run(self, vi, si=None):
@@ -175,26 +183,29 @@ class PcuModel:
             # Groups led by -0, the identity of addition, so each folds from its first reduction on.
             return fp32.accumulate(_grouped(reduced, group, groups, 0x80000000), 1, start=0x80000000)[:, -1] \
                 if groups else reduced[:0].copy()
-        combine = g.fp32_max
+        if not groups:
+            return reduced[:0].copy()
+        # Folding with fp32_max gives the canonical NaN when the group holds a NaN, else its largest value
+        # after denormals-are-zero (-0 < +0); a group of one is its reduction untouched.
         starts = np.searchsorted(group, np.arange(groups))
         sizes = np.bincount(group, minlength=groups)
-        acc = reduced[starts].copy()
-        for j in range(1, int(sizes.max()) if groups else 0):
-            live = sizes > j
-            acc[live] = combine(acc[live], reduced[starts[live] + j])
-        return acc
+        flushed = fp32.daz(reduced)
+        best = np.maximum.reduceat(g._order_key(flushed), starts)
+        value = np.where(best >= 0, best, (-best - 1) | np.int64(g._SIGN32)).astype(np.uint32)
+        value = np.where(np.logical_or.reduceat(g._isnan32(flushed), starts), g.CANON_NAN32, value)
+        return np.where(sizes == 1, reduced[starts], value).astype(np.uint32)
 
     def _run_systolic(self, vi, n, last, group, groups):
         cfg, p = self.config, self.params
         rows, lanes = cfg.systolic_rows, p.lanes
-        a = np.asarray(vi[0][0], dtype=np.uint32).reshape(n, lanes)[:, :p.stages]
+        # Only the drained rows' accumulators reach an output.
+        a = np.asarray(vi[0][0], dtype=np.uint32).reshape(n, lanes)[:, :rows]
         b = np.asarray(vi[1][0], dtype=np.uint32).reshape(n, lanes)
-        tiles = np.zeros((groups, p.stages, lanes), dtype=np.uint32)
+        tiles = np.zeros((groups, rows, lanes), dtype=np.uint32)
         if groups:
-            products = fp32.mul(a[:, :, None], b[:, None, :], canonical=False)
-            # Shorter groups are led by +0: adding it to the reset accumulator's +0 changes nothing.
-            tiles = fp32.accumulate(_grouped(products, group, groups, 0), 1, normal=True)[:, -1]
-        drained = tiles[:, :rows, :].reshape(groups * rows, lanes)
+            # Shorter groups are led by +0 (a +0 product): adding it to the reset accumulator's +0 changes nothing.
+            tiles = fp32.dot(_grouped(a, group, groups, 0)[..., None], _grouped(b, group, groups, 0)[..., None, :])
+        drained = tiles.reshape(groups * rows, lanes)
         zero = np.zeros_like(drained)
         vo = self._stages([drained, zero, zero, zero], np.uint32(0), np.uint32(0))
         vo_last = np.tile(np.arange(rows) == rows - 1, groups)

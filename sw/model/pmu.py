@@ -70,6 +70,7 @@ class PmuModel:
         self.params = params
         self.config = config.validate(params)
         self._passes = None
+        self._plans = {}
         shape = (params.pmu_bank_words, params.lanes)
         if banks is None:
             self.banks = np.zeros(shape, dtype=np.uint32)
@@ -82,7 +83,8 @@ class PmuModel:
         """Bank holding (row, column) in this configuration's layout."""
         return (column + row * int(self.config.stripe)) % self.params.lanes
 
-    def _write(self, addresses, rows, distinct=False):
+    def _write(self, addresses, distinct=False):
+        """(vector positions, flat bank indices (k, lanes), errors) of a write pass at ``addresses``."""
         lanes, words = self.params.lanes, self.params.pmu_words
         ok = (addresses >= 0) & (addresses < words) & (addresses % lanes == 0)
         index = addresses[ok] // lanes
@@ -93,10 +95,10 @@ class PmuModel:
             _, first_from_end = np.unique(index[::-1], return_index=True)
             keep = len(index) - 1 - first_from_end
         row = index[keep][:, None]
-        self.banks[row, self._bank(row, np.arange(lanes)[None, :])] = rows[ok][keep]
-        return int((~ok).sum())
+        return np.flatnonzero(ok)[keep], row * lanes + self._bank(row, np.arange(lanes)[None, :]), int((~ok).sum())
 
     def _read(self, addresses):
+        """(flat bank indices (n, lanes), valid (n, 1) or None when all are, errors) of a read pass at ``addresses``."""
         lanes, words = self.params.lanes, self.params.pmu_words
         mode = self.config.read_mode
         extent = self.config.read_extent(self.params)
@@ -107,14 +109,15 @@ class PmuModel:
         row, column = safe // lanes, safe % lanes
         lane = np.arange(lanes)[None, :]
         if mode == ReadMode.ROW:
-            data = self.banks[row, self._bank(row, lane)]
+            index = row * lanes + self._bank(row, lane)
         elif mode == ReadMode.COLUMN:
             # Lane l reads bank (column + stripe * row + l) at row + l, as the
             # hardware does; under the stripe that is (row + l, column).
-            data = self.banks[row + lane, (self._bank(row, column) + lane) % lanes]
+            index = (row + lane) * lanes + (self._bank(row, column) + lane) % lanes
         else:
-            data = np.repeat(self.banks[row, self._bank(row, column)], lanes, axis=1)
-        return np.where(ok[:, None], data, np.uint32(0)).astype(np.uint32), int((~ok).sum())
+            index = np.repeat(row * lanes + self._bank(row, column), lanes, axis=1)
+        bad = int((~ok).sum())
+        return index, ok[:, None] if bad else None, bad
 
     def run(self, vi0, si0=(), si1=()):
         """Run until the inputs run out, the pass counts are reached or the buffers block.
@@ -131,10 +134,40 @@ class PmuModel:
         -------
         PmuRun
         """
-        p, c = self.params, self.config
+        p = self.params
         vi0 = np.asarray(vi0, dtype=np.uint32).reshape(-1, p.lanes)
         si0 = np.asarray(si0, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
         si1 = np.asarray(si1, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
+        key = (vi0.shape[0], si0.tobytes() if self.config.write.runtime_base else si0.size,
+               si1.tobytes() if self.config.read.runtime_base else si1.size)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= 256:
+                self._plans.clear()
+            plan = self._plans[key] = self._plan(vi0.shape[0], si0, si1)
+        ops, last, errors, cycles, fills, read_passes = plan
+        if not self.banks.flags.c_contiguous:
+            self.banks = np.ascontiguousarray(self.banks)
+        banks = self.banks.reshape(-1)
+        out = []
+        for write, index, rows in ops:
+            if write:
+                banks[index] = vi0[rows]
+            else:
+                data = banks[index]
+                out.append(data if rows is None else np.where(rows, data, np.uint32(0)))
+        vo0 = out[0] if len(out) == 1 else np.concatenate(out) if out else np.zeros((0, p.lanes), dtype=np.uint32)
+        return PmuRun(vo0=vo0, last=last.copy(), errors=errors, cycles=cycles, write_passes=fills,
+                      read_passes=read_passes)
+
+    def _plan(self, n_in, si0, si1):
+        """The passes a run with ``n_in`` write vectors and these runtime bases makes, as bank index arrays.
+
+        Returns (ops, last, errors, cycles, write passes, read passes); each op is ``(True, bank indices,
+        vector positions)`` for a write pass or ``(False, bank indices, valid or None)`` for reads (adjacent
+        read passes merged). Everything here follows from the configuration, ``n_in`` and the bases alone.
+        """
+        c = self.config
         if self._passes is None:
             # The configuration's pass addresses and marks, enumerated once per model.
             w = c.write.addresses()
@@ -143,7 +176,7 @@ class PmuModel:
         n_w, n_r = w_rel.size, r_rel.size
         rpf = c.reads_per_fill
 
-        out, lasts = [], []
+        ops, lasts = [], []
         errors = 0
         used = 0
         w_end = 0            # cycle of the previous write pass's last write
@@ -161,8 +194,10 @@ class PmuModel:
                 break
             buffer_base = (fill % c.buffers) * c.buffer_words
             base = buffer_base + (int(si0[fill]) if c.write.runtime_base else 0)
-            take = min(n_w, vi0.shape[0] - used)
-            errors += self._write(base + w_rel[:take], vi0[used:used + take], distinct)
+            take = min(n_w, n_in - used)
+            rows, index, bad = self._write(base + w_rel[:take], distinct)
+            ops.append((True, index, rows + used))
+            errors += bad
             used += take
             if take < n_w:
                 break
@@ -177,8 +212,14 @@ class PmuModel:
                     reads_stopped = True
                     break
                 base = buffer_base + (int(si1[read_passes]) if c.read.runtime_base else 0)
-                data, bad = self._read(base + r_rel)
-                out.append(data)
+                index, valid, bad = self._read(base + r_rel)
+                if ops and not ops[-1][0]:
+                    _, before, was = ops.pop()
+                    ones = lambda v, k: np.ones((k, 1), bool) if v is None else v
+                    valid = None if was is None and valid is None else \
+                        np.concatenate([ones(was, len(before)), ones(valid, len(index))])
+                    index = np.concatenate([before, index])
+                ops.append((False, index, valid))
                 lasts.append(r_last)
                 errors += bad
                 load = max(r_end, w_end)
@@ -188,8 +229,6 @@ class PmuModel:
                 released.append(r_end)
             fill += 1
 
-        vo0 = np.concatenate(out) if out else np.zeros((0, p.lanes), dtype=np.uint32)
         last = np.concatenate(lasts) if lasts else np.zeros(0, dtype=bool)
         cycles = r_end + READ_LATENCY + 1 if read_passes else w_end + 1 if fill else 0
-        return PmuRun(vo0=vo0, last=last, errors=errors, cycles=cycles,
-                      write_passes=fill, read_passes=read_passes)
+        return ops, last, errors, cycles, fill, read_passes

@@ -8,18 +8,17 @@ exactly in float32).
 
 import numpy as np
 
-
-def rope_tables(head_dim, position, theta):
-    inv_freq = (1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))
-                ).astype(np.float32)
-    freqs = (np.float32(position) * inv_freq).astype(np.float32)
-    angles = np.concatenate([freqs, freqs])
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+from sw.model.rope import rope_row
 
 
-def _rope(x, pos, heads, theta):
+def rope_tables(head_dim, position, rope):
+    """cos and sin at ``position`` for ``rope`` (a :class:`sw.compiler.checkpoint.Rope`, or theta)."""
+    return rope_row(rope, head_dim, position)
+
+
+def _rope(x, pos, heads, rope):
     hd = x.size // heads
-    cos, sin = rope_tables(hd, int(pos[0]), theta)
+    cos, sin = rope_tables(hd, int(pos[0]), rope)
     x = x.reshape(heads, hd)
     rotated = np.concatenate([-x[:, hd // 2:], x[:, :hd // 2]], axis=1)
     return (x * cos + rotated * sin).astype(np.float32).reshape(-1)
@@ -52,7 +51,7 @@ KERNELS = {
     "embed": lambda table, token: table[int(token[0])].astype(np.float32),
     "rmsnorm": lambda x, w, eps: _rmsnorm(x, w, eps),
     "matvec": lambda w, x: (w @ x).astype(np.float32),
-    "rope": lambda x, pos, heads, theta: _rope(x, pos, heads, theta),
+    "rope": lambda x, pos, heads, rope: _rope(x, pos, heads, rope),
     "kv_write": _kv_write,
     "attention": _attention,
     "add": lambda a, b: (a + b).astype(np.float32),

@@ -1,0 +1,223 @@
+"""The CoE controller: route a batch on the chip, schedule (prompt, expert) pairs, switch experts, decode.
+
+One coroutine, :func:`serve`, over the one device interface (:class:`sw.runtime.device.Device`), so
+it runs on the fast model and on the co-simulated chip alike. Per batch of ``batch`` requests:
+
+1. **route**: each request without an ``expert`` runs through the router (resident in HBM) on the
+   chip; its class is the argmax of ``logits[:K]`` at the prompt's last position;
+2. **schedule**: pairs whose expert is resident run first, then the others grouped by expert, in
+   arrival order otherwise; each result stays with its request;
+3. **switch**: an expert not resident is placed in a slot by the cache policy and moved in by
+   ``mode``: ``"ddr"`` a copy-engine DDR -> HBM transfer (the chip's way), ``"host"`` a write over
+   the host link at ``target.memory.host_bytes_per_cycle`` (the GPU way), ``"hbm"`` never (every
+   expert resident in its own slot, when they fit);
+4. **prefetch** (``"ddr"``): before a pair decodes, the next pair's expert, if absent, is copied into
+   a slot not holding the current expert. The copy engine runs beside kernels on the chip; the
+   device interface issues the copy and the decode one after the other, so the overlap is
+   *modelled*: ``hidden = min(copy cycles, the current request's decode cycles)`` and only the rest
+   delays the next request (HBM contention from the copy's writes is not modelled);
+5. **decode** greedily from the expert's slot: the runtime's steps (:class:`sw.runtime.decode.Session`).
+
+Cycles are the device's (measured on the RTL, estimated by the fast model) except the host link's
+(``bytes / host_bytes_per_cycle`` plus latency, as the runtime accounts every host transfer).
+"""
+
+import hashlib
+import time
+
+import numpy as np
+
+from hw.mem.params import DDR, HBM
+from sw.coe.cache import SlotCache
+from sw.coe.slots import plan as make_plan, slot_model
+from sw.errors import CoEError, OpenRDUError
+from sw.model.memory_units import host_cycles
+from sw.runtime.decode import Session, check_request
+
+MODES = ("ddr", "host", "hbm")
+
+
+def check_requests(library, requests):
+    """Check every request before anything is loaded; CoEError naming the first bad one (1-based)."""
+    if not requests:
+        raise CoEError("no requests")
+    for i, r in enumerate(requests, 1):
+        try:
+            if r.get("expert") is not None:
+                library.check(r["expert"])
+            check_request(library.arch, r["prompt_ids"], r["max_new_tokens"])
+            if r.get("expert") is None:
+                check_request(library.router, r["prompt_ids"], 1)
+        except OpenRDUError as error:
+            raise CoEError(f"request {i}: {error}") from None
+
+
+async def _run(session, prompt_ids, max_new_tokens, eos):
+    """Greedy decode as :func:`sw.runtime.decode.generate` does; returns tokens, digest, step cycles."""
+    await session.reset()
+    digest, tokens, steps = hashlib.sha256(), [], []
+    total = len(prompt_ids) + max(max_new_tokens, 1) - 1
+    token = prompt_ids[0]
+    logits = None
+    for pos in range(total):
+        logits, cost = await session.step(token, pos)
+        steps.append(cost["cycles"])
+        digest.update(logits.tobytes())
+        if pos + 1 < len(prompt_ids):
+            token = prompt_ids[pos + 1]
+            continue
+        if max_new_tokens == 0:
+            break
+        token = int(np.argmax(logits))
+        tokens.append(token)
+        if len(tokens) == max_new_tokens or token == eos:
+            break
+    return tokens, digest.hexdigest(), steps, logits
+
+
+async def serve(device, library, requests, *, slots=4, policy="lru", mode="ddr", batch=8, prefetch=True,
+                progress=None):
+    """Serve ``requests`` (dicts: ``prompt_ids``, ``max_new_tokens``, optional ``expert``) on ``device``.
+
+    Parameters
+    ----------
+    device : sw.runtime.device.Device
+        Built from ``library.target``.
+    library : sw.coe.library.Library
+    slots : int
+        HBM expert slots (ignored with ``mode="hbm"``: one per expert).
+    policy : str
+        Eviction policy (:data:`sw.coe.cache.POLICIES`).
+    mode : str
+        ``"ddr"``, ``"host"`` or ``"hbm"`` (see the module docstring).
+    batch : int
+        Requests routed together.
+    prefetch : bool
+        Copy the next pair's expert while the current one decodes (``"ddr"`` only).
+    progress : callable, optional
+        ``progress(done, total)`` after each request.
+
+    Returns
+    -------
+    dict
+        ``requests``: per request (in the given order) ``expert``, ``routed``, ``hit``, ``switch_cycles``,
+        ``hidden_cycles``, ``router_cycles``, ``ttft_cycles``, ``latency_cycles`` (from its batch's start),
+        ``decode_cycles``, ``tokens``, ``logits_sha``, ``slot``, ``order``; and the trace's ``summary``.
+
+    Raises
+    ------
+    CoEError
+        A bad request (checked before anything is loaded), slots that do not fit, an unknown policy or mode.
+    """
+    if mode not in MODES:
+        raise CoEError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
+    check_requests(library, requests)
+    names = list(library.experts)
+    nslots = len(names) if mode == "hbm" else slots
+    p = make_plan(library, nslots, experts_in_ddr=mode == "ddr")
+    cache = SlotCache(nslots, p.slot_bytes, p.base, p.hbm_capacity, policy)
+    m = library.target.memory
+    start = time.perf_counter()
+    # The standing state, through the back door: router, shared regions, expert images in their tier.
+    models = [slot_model(library.arch, p, s) for s in range(nslots)]
+    router = library.router
+    for name, words in router.image.items():
+        await device.write(HBM, router.memory_map[name].offset, words)
+    for name, words in models[0].image.items():
+        await device.write(HBM, models[0].memory_map[name].offset, words)
+    if mode == "ddr":
+        for i, name in enumerate(names):
+            await device.write(DDR, i * p.slot_bytes, library.image(name))
+    elif mode == "hbm":
+        for name in names:
+            slot, _ = cache.allocate(name)
+            await device.write(HBM, p.slot_offset(slot), library.image(name))
+    setup_s = time.perf_counter() - start
+
+    async def switch(name, slot):
+        if mode == "ddr":
+            return await device.copy(DDR, names.index(name) * p.slot_bytes, HBM, p.slot_offset(slot), p.slot_bytes)
+        await device.write(HBM, p.slot_offset(slot), library.image(name))
+        return host_cycles(p.slot_bytes, m, m.hbm)
+
+    eos_r, eos_e = router.shape.eos_token_id, library.arch.shape.eos_token_id
+    out = [None] * len(requests)
+    clock, done, order = 0, 0, 0
+    for b0 in range(0, len(requests), batch):
+        idx = list(range(b0, min(b0 + batch, len(requests))))
+        t0 = clock
+        chosen, routed = {}, {}
+        for i in idx:
+            r = requests[i]
+            if r.get("expert") is not None:
+                chosen[i], routed[i] = r["expert"], 0
+                continue
+            _, _, steps, logits = await _run(Session(device, router), r["prompt_ids"], 0, eos_r)
+            chosen[i] = library.classes[int(np.argmax(logits[:len(library.classes)]))]
+            routed[i] = sum(steps)
+            clock += routed[i]
+        first = {}
+        for i in idx:
+            first.setdefault(chosen[i], i)
+        pairs = sorted(idx, key=lambda i: (cache.where(chosen[i]) is None, first[chosen[i]], i))
+        prefetched = None                         # (expert, copy cycles, cycles hidden behind the last decode)
+        for k, i in enumerate(pairs):
+            name, r = chosen[i], requests[i]
+            slot = cache.where(name)
+            hit = slot is not None and (prefetched is None or prefetched[0] != name)
+            switch_cycles = hidden = 0
+            if prefetched is not None:
+                _, switch_cycles, hidden = prefetched
+                prefetched = None
+            elif slot is None:
+                slot, _ = cache.allocate(name)
+                switch_cycles = await switch(name, slot)
+            cache.use(name)
+            clock += switch_cycles - hidden
+            begin = clock
+            copy = None
+            if prefetch and mode == "ddr" and k + 1 < len(pairs) and nslots > 1:
+                nxt = chosen[pairs[k + 1]]
+                if cache.where(nxt) is None:
+                    s2, _ = cache.allocate(nxt, pinned={name})
+                    copy = (nxt, await switch(nxt, s2))
+            tokens, sha, steps, _ = await _run(Session(device, models[slot]), r["prompt_ids"],
+                                               r["max_new_tokens"], eos_e)
+            decode = sum(steps)
+            if copy:
+                prefetched = (*copy, min(copy[1], decode))
+            clock += decode
+            ttft = begin + sum(steps[:len(r["prompt_ids"])]) - t0
+            out[i] = {"index": i, "expert": name, "routed": r.get("expert") is None,
+                      "hit": hit, "slot": slot, "order": order, "router_cycles": routed[i],
+                      "switch_cycles": switch_cycles, "hidden_cycles": hidden, "ttft_cycles": ttft,
+                      "decode_cycles": decode, "latency_cycles": clock - t0, "tokens": tokens, "logits_sha": sha,
+                      "steps": len(steps)}
+            order += 1
+            done += 1
+            if progress:
+                progress(done, len(requests))
+    stats = await device.tier_stats()
+    return {"requests": out, "summary": summarize(out, clock, library.target.clock_hz),
+            "plan": {"slots": nslots, "slot_bytes": p.slot_bytes, "router_bytes": p.router_bytes,
+                     "shared_bytes": p.shared_bytes, "base": p.base, "max_slots": p.max_slots,
+                     "ddr_bytes": p.ddr_bytes},
+            "mode": mode, "policy": policy, "prefetch": prefetch and mode == "ddr", "backend": device.backend,
+            "overlap": "modelled", "capacity_checks": cache.checks,
+            "capacity_violations": cache.violations + sum(s.get("errors", 0) for s in stats.values()),
+            "total_cycles": clock, "setup_wall_s": setup_s, "wall_s": time.perf_counter() - start}
+
+
+def summarize(rows, total_cycles, clock_hz):
+    """Hit rate, switch and hidden cycles, mean and p99 latency and time to first token, throughput."""
+    lat = np.array([r["latency_cycles"] for r in rows], float)
+    ttft = np.array([r["ttft_cycles"] for r in rows], float)
+    switched = sum(r["switch_cycles"] for r in rows)
+    tokens = sum(len(r["tokens"]) for r in rows)
+    return {"requests": len(rows), "hit_rate": sum(r["hit"] for r in rows) / len(rows),
+            "switches": sum(1 for r in rows if r["switch_cycles"]), "switch_cycles": switched,
+            "hidden_cycles": sum(r["hidden_cycles"] for r in rows),
+            "hidden_fraction": sum(r["hidden_cycles"] for r in rows) / switched if switched else 0.0,
+            "mean_latency_cycles": float(lat.mean()), "p99_latency_cycles": float(np.percentile(lat, 99)),
+            "mean_ttft_cycles": float(ttft.mean()), "tokens": tokens, "total_cycles": total_cycles,
+            "tokens_per_s": tokens * clock_hz / total_cycles if total_cycles else 0.0}

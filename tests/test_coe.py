@@ -1,0 +1,184 @@
+"""Composition of Experts on the fast model: exact outputs, the slot cache, a short soak, bad input.
+
+The library is built without training (:func:`sw.coe.library.write_untrained`: perturbed copies of
+the default model and a router with a fixed random classifier); prompts are a token or three and
+requests generate one or two tokens, so the file runs in well under a minute.
+"""
+
+import asyncio
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cli.compile import cached_compile
+from cli.main import main as cli_main
+from sw.coe.cache import SlotCache
+from sw.coe.controller import serve
+from sw.coe.library import Library, write_untrained
+from sw.coe.slots import coe_target
+from sw.errors import CoEError
+from sw.runtime.decode import generate
+from sw.runtime.device import ModelDevice
+from tests.llama_checkpoints import make_checkpoint
+
+BASE = "models/pystdlib-tiny"
+TARGET = coe_target()
+
+
+def compile_cached(path, target):
+    return cached_compile(path, target, "fused", None)[0]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_untrained(tmp_path_factory.mktemp("coe") / "lib", BASE, experts=2, prompts=["def f(x):"])
+
+
+@pytest.fixture(scope="module")
+def library(folder):
+    return Library(folder, TARGET, size=150, compile=compile_cached)
+
+
+_refs = {}
+
+
+def alone(library, expert, prompt_ids, n):
+    """The expert run alone with generate() on a fresh fast-model device: (tokens, logits digest)."""
+    key = (expert, tuple(prompt_ids), n)
+    if key not in _refs:
+        out = asyncio.run(generate(ModelDevice(TARGET), library.alone(expert), prompt_ids, max_new_tokens=n))
+        _refs[key] = (out["tokens"], out["logits_sha"])
+    return _refs[key]
+
+
+def test_library_has_150_distinct_experts(library):
+    assert len(library) == 150 and library.trained == ["x0", "x1"]
+    images = {library.image(n).tobytes() for n in ("x0", "x1", "x0.v001", "x1.v001", "x0.v074")}
+    assert len(images) == 5
+    assert all(library.image(n).nbytes == library.slot_bytes for n in ("x0", "x1.v010"))
+
+
+def test_outputs_bit_identical_to_each_expert_alone(library):
+    requests = [{"prompt_ids": [0, 449, 323], "max_new_tokens": 2, "expert": "x0.v003"},
+                {"prompt_ids": [0, 449], "max_new_tokens": 2},
+                {"prompt_ids": [0, 449, 323], "max_new_tokens": 2, "expert": "x1"},
+                {"prompt_ids": [0, 449, 323], "max_new_tokens": 2, "expert": "x0.v003"}]
+    out = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=2))
+    rows = out["requests"]
+    assert [r["expert"] for r in rows[::2]] == ["x0.v003", "x1"] and rows[1]["routed"]
+    for r, q in zip(rows, requests):
+        assert (r["tokens"], r["logits_sha"]) == alone(library, r["expert"], q["prompt_ids"], 2)
+    # A wrong expert would be caught: the same prompt on another expert gives other logits.
+    assert alone(library, "x0", [0, 449, 323], 2)[1] != rows[0]["logits_sha"]
+    # Pairs of one expert run together, the resident ones first: request 4 (x0.v003) runs second.
+    assert [r["order"] for r in rows] == [0, 2, 3, 1]
+    assert out["capacity_violations"] == 0 and out["capacity_checks"] >= 2
+    assert out["summary"]["hidden_cycles"] > 0 and rows[3]["hit"]
+
+
+def test_lru_hits_and_switch_accounting(library):
+    names = ["x0", "x1", "x0", "x1.v002", "x1", "x0"]
+    requests = [{"prompt_ids": [0], "max_new_tokens": 1, "expert": n} for n in names]
+    out = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=2, batch=1, prefetch=False))
+    rows = out["requests"]
+    # LRU over 2 slots: x0 x1 | x0 hit | x1.v002 evicts x1 | x1 evicts x0 | x0 evicts x1.v002.
+    assert [r["hit"] for r in rows] == [False, False, True, False, False, False]
+    copy = rows[0]["switch_cycles"]
+    assert copy > library.slot_bytes / 2 and [r["switch_cycles"] for r in rows] == [0 if r["hit"] else copy
+                                                                                    for r in rows]
+    assert out["summary"]["hit_rate"] == pytest.approx(1 / 6) and out["summary"]["hidden_cycles"] == 0
+    host = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=2, batch=1, mode="host"))
+    assert [r["logits_sha"] for r in host["requests"]] == [r["logits_sha"] for r in rows]
+    assert host["requests"][0]["switch_cycles"] / copy >= 14.9
+
+
+def test_slot_cache_policies_and_pins():
+    cache = SlotCache(2, 64, 1024, 1024 + 128, "lru")
+    assert cache.allocate("a") == (0, None) and cache.allocate("b") == (1, None)
+    cache.use("a"), cache.use("b"), cache.use("a")
+    assert cache.allocate("c") == (1, "b")
+    assert cache.allocate("d", pinned={"c"}) == (0, "a")
+    with pytest.raises(CoEError, match="still needed"):
+        cache.allocate("e", pinned={"c", "d"})
+    fifo = SlotCache(2, 64, 0, 128, "fifo")
+    fifo.allocate("a"), fifo.allocate("b"), fifo.use("a")
+    assert fifo.allocate("c") == (0, "a")
+    outside = SlotCache(3, 64, 0, 128, "lru")
+    outside.allocate("a"), outside.allocate("b")
+    with pytest.raises(CoEError, match="leaves the HBM expert region"):
+        outside.allocate("c")
+    assert (outside.checks, outside.violations) == (3, 1)
+
+
+def test_short_zipf_soak_has_no_wrong_outputs(library):
+    rng = np.random.default_rng(7)
+    names = list(library.experts)
+    p = 1.0 / np.arange(1, len(names) + 1) ** 1.2
+    picks = rng.choice(len(names), size=16, p=p / p.sum())
+    requests = [{"prompt_ids": [0, int(t)], "max_new_tokens": 1, "expert": names[i]}
+                for i, t in zip(picks, rng.choice([5, 77], size=16))]
+    out = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=3))
+    wrong = sum((r["tokens"], r["logits_sha"]) != alone(library, r["expert"], q["prompt_ids"], 1)
+                for r, q in zip(out["requests"], requests))
+    assert wrong == 0 and out["capacity_violations"] == 0
+    rows = sorted(out["requests"], key=lambda r: r["order"])
+    assert out["summary"]["hit_rate"] > 0 and out["summary"]["hidden_cycles"] > 0
+    # A prefetched copy hides behind the previous pair's decode, never more than either.
+    assert all(r["hidden_cycles"] == min(r["switch_cycles"], prev["decode_cycles"]) or r["hidden_cycles"] == 0
+               for prev, r in zip(rows, rows[1:]))
+    assert all(r["hidden_cycles"] <= r["switch_cycles"] for r in rows)
+
+
+def run_cli(capsys, folder, lines, *extra):
+    path = folder.parent / "requests.jsonl"
+    path.write_text("".join(line + "\n" for line in lines))
+    try:
+        status = cli_main(["coe", "--experts", str(folder), "--requests", str(path), "--cache-slots", "2", *extra])
+    except SystemExit as e:
+        return 1 if isinstance(e.code, str) else e.code, str(e.code)
+    return status, capsys.readouterr().out
+
+
+def test_cli_serves_and_compares_with_host(capsys, folder):
+    status, out = run_cli(capsys, folder, ['{"prompt": "def", "max_new_tokens": 1, "expert": "x1.v002"}'],
+                          "--baseline", "host", "--library-size", "20", "--json")
+    result = json.loads(out)
+    assert status == 0 and result["experts"] == 20
+    assert result["ddr"]["requests"][0]["logits_sha"] == result["host"]["requests"][0]["logits_sha"]
+
+
+@pytest.mark.parametrize("lines, message", [
+    ([], "no requests"),
+    (["{not json"], "line 1: not JSON"),
+    (['{"prompt": "x", "max_new_tokens": 0}'], "line 1: expected"),
+    (['{"prompt": "x", "max_new_tokens": 1, "expert": "nobody"}'], "request 1: unknown expert 'nobody'"),
+])
+def test_bad_requests_one_line_exit_1(capsys, folder, lines, message):
+    status, text = run_cli(capsys, folder, lines)
+    assert status == 1 and message in text and text.startswith("openrdu coe: error:") and "\n" not in text
+
+
+def broken(folder, tmp_path, how):
+    copy = shutil.copytree(folder, tmp_path / "lib")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    if how == "classes":
+        manifest["classes"] = ["x0", "x7"]
+    else:
+        shutil.rmtree(copy / "x1")
+        shape = dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=4, vocab_size=512,
+                     tie_word_embeddings=True, max_position_embeddings=256)
+        make_checkpoint(copy / "x1", intermediate_size=128 if how == "arch" else 256,
+                        num_hidden_layers=4 if how == "arch" else 6, **shape)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.mark.parametrize("how, message", [("classes", "router's classes ['x0', 'x7'] do not match"),
+                                          ("arch", "differs from the one the slots were sized for"),
+                                          ("large", "more than a slot")])
+def test_bad_library_one_line_exit_1(capsys, folder, tmp_path, how, message):
+    status, text = run_cli(capsys, broken(folder, tmp_path, how),
+                           ['{"prompt": "x", "max_new_tokens": 1, "expert": "x0"}'])
+    assert status == 1 and message in text and "\n" not in text

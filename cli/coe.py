@@ -99,7 +99,7 @@ def prepare(args):
 
 
 def run(args, library, requests, mode):
-    bar = Progress(f"coe ({mode}) on {args.backend}", progress_mode(args))
+    bar = Progress(f"coe ({mode}) on {args.backend}", progress_mode(args), unit="request")
     options = dict(slots=args.cache_slots, policy=args.policy, mode=mode, batch=args.batch,
                    prefetch=not args.no_prefetch)
     if args.backend == "rtl":

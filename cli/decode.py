@@ -14,12 +14,14 @@ import re
 import sys
 import time
 import unicodedata
+from pathlib import Path
 
 from cli.compile import add_arguments as add_compile_arguments, cached_compile
 from sw.compiler.checkpoint import check_folder, load_tokenizer
 from sw.errors import DecodeError
 from sw.runtime import backends
 from sw.runtime.decode import check_request
+from sw.runtime.trace import chrome_trace
 from sw.target import load_target
 
 MAX_TOKEN_ID_DIGITS = 9                 # ids below 10**9: far past any vocabulary, and int() stays cheap
@@ -120,6 +122,8 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=seed, default=0, help="seed of the sampler, 0 to 2**32 - 1")
     parser.add_argument("--weights-tier", choices=("hbm", "ddr"), default="hbm",
                         help="ddr: load weights into DDR and stage them into HBM with the copy engine")
+    parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON of every launch, Program Load "
+                        "and read-back, with HBM and DDR bytes per kernel (opens in ui.perfetto.dev)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
@@ -134,8 +138,8 @@ class Progress:
     """Progress on stderr: a one-line bar on a terminal, else a line at the start, every ``step_percent``
     and at the end, so a long run into a log or a pipe is not silent. ``mode`` is "bar", "lines" or None."""
 
-    def __init__(self, label, mode, step_percent=5):
-        self.label, self.mode, self.step = label, mode, step_percent
+    def __init__(self, label, mode, step_percent=5, unit="step"):
+        self.label, self.mode, self.step, self.unit = label, mode, step_percent, unit
         self.start, self.shown = time.perf_counter(), None
 
     def __call__(self, done, total):
@@ -145,17 +149,17 @@ class Progress:
         if self.mode == "bar":
             width = 30
             filled = width * done // max(total, 1)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] step {done}/{total} "
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.unit} {done}/{total} "
                              f"{elapsed:.0f} s" + ("\n" if done == total else ""))
         else:
             if self.shown is None:
-                sys.stderr.write(f"{self.label}: {total} steps\n")
+                sys.stderr.write(f"{self.label}: {total} {self.unit}s\n")
                 self.shown = 0
             percent = 100 * done // max(total, 1)
             if done < total and percent < self.shown + self.step:
                 return
             self.shown = percent
-            sys.stderr.write(f"{self.label}: step {done}/{total} ({percent}%) {elapsed:.0f} s\n")
+            sys.stderr.write(f"{self.label}: {self.unit} {done}/{total} ({percent}%) {elapsed:.0f} s\n")
         sys.stderr.flush()
 
 
@@ -258,7 +262,15 @@ def main(args):
     request = {"prompt_ids": prompt_ids, "max_new_tokens": args.max_new_tokens,
                "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
                "weights_tier": args.weights_tier}
+    if args.trace:
+        request["trace"] = True
     results = run(modes, compiled, paths, request, args.backend, progress_mode(args))
+    if args.trace:
+        runs = {f"{mode} on {args.backend}": results[mode].pop("trace") for mode in modes}
+        try:
+            Path(args.trace).write_text(json.dumps(chrome_trace(runs, target.clock_hz)))
+        except OSError as error:
+            raise DecodeError(f"--trace {args.trace}: cannot write the trace ({error.strerror})") from None
     first = results[modes[0]]
     text = tokenizer.decode(first["prompt_ids"] + first["tokens"], skip_special_tokens=True) if tokenizer else None
     if args.json:

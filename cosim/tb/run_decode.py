@@ -22,7 +22,7 @@ from cosim.device import CocotbDevice
 from sw.compiler import program
 from sw.runtime.decode import generate
 
-OPTIONAL = ("weights_tier", "stop_at_eos")
+OPTIONAL = ("weights_tier", "stop_at_eos", "trace")
 
 
 def reporter(index):

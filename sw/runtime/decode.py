@@ -21,6 +21,7 @@ import numpy as np
 
 from hw.mem.params import DDR, HBM, TIER_NAMES
 from sw.errors import DecodeError  # noqa: F401  (re-exported)
+from sw.runtime.trace import event as trace_event
 
 
 def check_request(compiled, prompt_ids, max_new_tokens, *, temperature=0.0, top_k=0):
@@ -60,11 +61,13 @@ def sample(logits, *, temperature=0.0, top_k=0, rng=None):
 class Session:
     """A compiled model loaded on a device: holds what is loaded and counts what each step costs."""
 
-    def __init__(self, device, compiled):
+    def __init__(self, device, compiled, *, trace=False):
         self.device, self.compiled = device, compiled
         self.target = compiled.target
         self.loaded_program = None
         self.load_report = {}
+        # With ``trace``, every host command of every step as sw.runtime.trace events, in cycles from the start.
+        self.trace, self.clock = ([] if trace else None), 0.0
 
     async def load(self, *, weights_tier="hbm"):
         """Write the memory image; with ``weights_tier="ddr"`` stage the weights from DDR with the copy engine."""
@@ -102,12 +105,22 @@ class Session:
         cost = {"kernel_cycles": 0, "program_load_cycles": 0, "launch_cycles": 0, "host_io_cycles": 0,
                 "hbm_read": 0, "hbm_written": 0, "ddr_read": 0, "ddr_written": 0, "kernels": []}
         for launch in launches:
+            self._record("host", f"launch {launch.name}", t.host_launch_cycles)
             if self.loaded_program != launch.program_region:
                 r = c.memory_map[launch.program_region]
-                cost["program_load_cycles"] += await self.device.load_program(launch.program, r.tier, r.offset)
+                loaded = await self.device.load_program(launch.program, r.tier, r.offset)
+                cost["program_load_cycles"] += loaded
                 self.loaded_program = launch.program_region
+                self._record("program load", f"Program Load {launch.name}", loaded)
             reads, writes = launch.patterns(token, pos)
+            before = await self.device.tier_stats() if self.trace is not None else None
             cycles = await self.device.execute(reads, writes)
+            if before is not None:
+                after = await self.device.tier_stats()
+                moved = {f"{tier}_bytes": wb * sum(after[tier][k] - before[tier][k] for k in ("reads", "writes"))
+                         for tier in ("hbm", "ddr")}
+                ops = [op.name for op in launch.ops]
+                self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos, **moved)
             cost["kernel_cycles"] += cycles
             cost["launch_cycles"] += t.host_launch_cycles
             cost["kernels"].append(cycles)
@@ -117,10 +130,17 @@ class Session:
         r = c.memory_map[c.logits]
         raw = await self.device.read(r.tier, r.offset, c.shape.vocab_size)
         cost["host_io_cycles"] = 4 * c.shape.vocab_size / float(t.memory.host_bytes_per_cycle)
+        self._record("host", "logits read-back", cost["host_io_cycles"], pos=pos)
         cost["cycles"] = (cost["kernel_cycles"] + cost["program_load_cycles"] + cost["launch_cycles"]
                           + cost["host_io_cycles"])
         cost["tp"] = tp
         return raw.view(np.float32).copy(), cost
+
+
+    def _record(self, track, name, cycles, **args):
+        if self.trace is not None:
+            self.trace.append(trace_event(track, name, self.clock, cycles, **args))
+        self.clock += cycles
 
 
 def _report(compiled, costs, wall, load_report):
@@ -153,19 +173,20 @@ def _report(compiled, costs, wall, load_report):
 
 
 async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=0.0, top_k=0, seed=0,
-                   progress=None, stop_at_eos=True, weights_tier="hbm", keep_logits=False):
+                   progress=None, stop_at_eos=True, weights_tier="hbm", keep_logits=False, trace=False):
     """Load ``compiled`` on ``device``, feed ``prompt_ids`` and generate up to ``max_new_tokens`` tokens.
 
     Returns a JSON-serialisable dict: ``tokens`` (generated ids), ``prompt_ids``,
     ``logits_sha`` (SHA-256 of every step's logits, to compare backends bit
     for bit), ``report`` (cycles, bandwidth, bytes per tier, wall-clock time)
     and ``step_cycles``; with ``keep_logits`` also ``logits``, a float32
-    array of every step's logits (not serialisable).
+    array of every step's logits (not serialisable); with ``trace`` also
+    ``trace``, every host command's interval (:mod:`sw.runtime.trace`).
     """
     prompt_ids = [int(t) for t in prompt_ids]
     check_request(compiled, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k)
     start = time.perf_counter()
-    session = Session(device, compiled)
+    session = Session(device, compiled, trace=trace)
     load_report = await session.load(weights_tier=weights_tier)
     await session.reset()
     rng = np.random.default_rng(seed)
@@ -200,4 +221,6 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
               "step_kernel_cycles": [cst["kernel_cycles"] for cst in costs]}
     if keep_logits:
         result["logits"] = np.stack(all_logits)
+    if trace:
+        result["trace"] = session.trace
     return result

@@ -7,14 +7,9 @@
 
 import json
 import tempfile
-import threading
-from dataclasses import replace
 from pathlib import Path
 
-from cosim import harness
-from cosim.decode import _last_error, _watch, check_target
-from cosim.tb.units_chip import UNITS
-from sw.errors import SimulationError
+from cosim.decode import check_target, run_chip_testbench
 
 
 def run_coe(library, requests, options, *, compiled_files, progress=None):
@@ -41,25 +36,7 @@ def run_coe(library, requests, options, *, compiled_files, progress=None):
                "requests": requests, "options": options}
         job_path, result_path, progress_path = Path(tmp) / "job.json", Path(tmp) / "result.json", Path(tmp) / "progress"
         job_path.write_text(json.dumps(job))
-        unit = replace(UNITS["chip"], testbench="cosim.tb.run_coe",
-                       env={"OPENRDU_COE_JOB": str(job_path), "OPENRDU_COE_RESULT": str(result_path),
-                            "OPENRDU_DECODE_PROGRESS": str(progress_path)})
-        done = threading.Event()
-        watcher = None
-        if progress:
-            watcher = threading.Thread(target=_watch, args=(progress_path, lambda i, d, t: progress(d, t), done),
-                                       daemon=True)
-            watcher.start()
-        try:
-            results = harness.run(unit, quiet=True, log=lambda line: None)
-        except RuntimeError as error:
-            raise SimulationError(f"CoE on the co-simulated chip did not finish: {error}") from None
-        finally:
-            done.set()
-            if watcher:
-                watcher.join()
-        if not results.ok or not result_path.exists():
-            log_path = results.xml.parent / "sim.log"
-            cause = _last_error(log_path)
-            raise SimulationError(f"CoE on the co-simulated chip failed{f': {cause}' if cause else ''}; see {log_path}")
+        env = {"OPENRDU_COE_JOB": str(job_path), "OPENRDU_COE_RESULT": str(result_path)}
+        run_chip_testbench("cosim.tb.run_coe", env, "CoE", result_path, progress_path,
+                           progress=progress and (lambda index, done, total: progress(done, total)))
         return json.loads(result_path.read_text())

@@ -75,32 +75,39 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         progress_path = Path(tmp) / "progress"
         request_path.write_text(json.dumps(request))
-        unit = replace(UNITS["chip"], testbench="cosim.tb.run_decode",
-                       env={"OPENRDU_DECODE_PROGRAM": os.pathsep.join(str(p) for p in paths),
-                            "OPENRDU_DECODE_REQUEST": str(request_path),
-                            "OPENRDU_DECODE_RESULT": str(result_path),
-                            "OPENRDU_DECODE_PROGRESS": str(progress_path)})
-        log = (lambda line: None) if quiet else print
-        done = threading.Event()
-        watcher = None
-        if progress:
-            watcher = threading.Thread(target=_watch, args=(progress_path, progress, done), daemon=True)
-            watcher.start()
-        try:
-            results = harness.run(unit, quiet=quiet, log=log)
-        except RuntimeError as error:
-            raise SimulationError(f"decode on the co-simulated chip did not finish: {error}") from None
-        finally:
-            done.set()
-            if watcher:
-                watcher.join()
-        if not results.ok or not result_path.exists():
-            log_path = results.xml.parent / "sim.log"
-            cause = _last_error(log_path) if quiet else None
-            raise SimulationError(f"decode on the co-simulated chip failed{f': {cause}' if cause else ''}; see "
-                                  f"{log_path if quiet else 'the simulator output above'}")
+        env = {"OPENRDU_DECODE_PROGRAM": os.pathsep.join(str(p) for p in paths),
+               "OPENRDU_DECODE_REQUEST": str(request_path), "OPENRDU_DECODE_RESULT": str(result_path)}
+        run_chip_testbench("cosim.tb.run_decode", env, "decode", result_path, progress_path,
+                           progress=progress, quiet=quiet)
         out = json.loads(result_path.read_text())
         return out if several else out[0]
+
+
+def run_chip_testbench(testbench, env, what, result_path, progress_path, *, progress=None, quiet=True):
+    """Run ``testbench`` on the ``chip`` unit's build with ``env``; it writes its result to ``result_path``.
+
+    ``progress(index, done, total)`` follows what the testbench writes to ``progress_path``. A failed or
+    unfinished simulation raises :class:`SimulationError` naming ``what`` and the log.
+    """
+    unit = replace(UNITS["chip"], testbench=testbench, env={**env, "OPENRDU_DECODE_PROGRESS": str(progress_path)})
+    done = threading.Event()
+    watcher = None
+    if progress:
+        watcher = threading.Thread(target=_watch, args=(progress_path, progress, done), daemon=True)
+        watcher.start()
+    try:
+        results = harness.run(unit, quiet=quiet, log=(lambda line: None) if quiet else print)
+    except RuntimeError as error:
+        raise SimulationError(f"{what} on the co-simulated chip did not finish: {error}") from None
+    finally:
+        done.set()
+        if watcher:
+            watcher.join()
+    if not results.ok or not result_path.exists():
+        log_path = results.xml.parent / "sim.log"
+        cause = _last_error(log_path) if quiet else None
+        raise SimulationError(f"{what} on the co-simulated chip failed{f': {cause}' if cause else ''}; see "
+                              f"{log_path if quiet else 'the simulator output above'}")
 
 
 def _watch(path, progress, done):

@@ -273,9 +273,12 @@ def _build(unit, plan, waves, log):
     build_log = directory / "build.log"
     with build_log.open("w") as out:
         _step(verilate, env, out, build_log, unit)
-        shared = _shared_objects(make, env, directory)
+        # One dry run (under a second) lists the compiler commands: the shared ones, and how many will run.
+        commands = [line.strip() for line in subprocess.run([*make, "-n"], env=env, capture_output=True,
+                                                             text=True).stdout.splitlines() if " -c " in line]
+        shared = _shared_objects(commands, directory)
         reused = _reuse_shared(shared, directory)
-        total = _compile_jobs(make, env)
+        total = len(commands) - reused
         say(f"verilated in {time.monotonic() - start:.1f} s; compiling {total} C++ files"
             + (f" ({reused} runtime objects reused)" if reused else ""))
         compiled = [0]
@@ -311,22 +314,21 @@ class _Progress:
         self.stream.flush()
 
 
-def _shared_objects(make, env, directory):
+def _shared_objects(commands, directory):
     """Objects every model compiles from the same sources (Verilator's runtime), with their keys.
 
     They are a third of a small unit's build time. An object is shared when
     its source is Verilator's and, once compiled, it includes nothing from
-    the build folder; its key is the exact compiler
-    command (flags, include paths, source path) and the tool versions, so a
-    change in either compiles it afresh.
+    the build folder; its key is the exact compiler command (flags, include
+    paths, source path) and the tool versions, so a change in either
+    compiles it afresh.
     """
-    dry = subprocess.run([*make, "-n"], env=env, capture_output=True, text=True)
     compiler = subprocess.run(["c++", "--version"], capture_output=True, text=True).stdout
     shared = {}
-    for line in dry.stdout.splitlines():
-        m = re.search(r" -c -o (\S+\.o) (/\S+)$", line.strip())
+    for line in commands:
+        m = re.search(r" -c -o (\S+\.o) (/\S+)$", line)
         if m and Path(m.group(2)).resolve().is_relative_to(verilator_root()):
-            material = "\0".join([line.strip(), _tool_versions(), compiler])
+            material = "\0".join([line, _tool_versions(), compiler])
             shared[m.group(1)] = hashlib.sha256(material.encode()).hexdigest()[:16]
     return shared
 
@@ -372,12 +374,6 @@ def _design_dependent(depfile, directory):
     """Whether a compiled object includes a file of the build folder (cocotb's main includes ``Vtop.h``)."""
     deps = depfile.read_text().replace("\\\n", " ").split(":", 1)[-1].split()
     return any(not Path(dep).is_absolute() or Path(dep).is_relative_to(directory) for dep in deps)
-
-
-def _compile_jobs(make, env):
-    """How many compiler commands ``make`` will run (a dry run: under a second)."""
-    dry = subprocess.run([*make, "-n"], env=env, capture_output=True, text=True)
-    return sum(" -c " in line for line in dry.stdout.splitlines())
 
 
 def _step(command, env, out, build_log, unit, on_line=None):

@@ -33,6 +33,7 @@ from sw.compiler.compile import compile_model, max_context, stream_dtypes
 from sw.compiler.decode import decode_graph
 from sw.compiler.layout import layout
 from sw.compiler.lower import lower
+from sw.compiler.memory_map import allocated_size
 from sw.errors import CoEError, OpenRDUError
 
 MANIFEST = "manifest.json"
@@ -51,11 +52,6 @@ class Expert:
     nbytes: int
 
 
-def padded(nbytes, word_bytes):
-    """``nbytes`` rounded up to whole memory words, as :class:`sw.compiler.memory_map.MemoryMap` allocates."""
-    return -(-max(nbytes, word_bytes) // word_bytes) * word_bytes
-
-
 def weight_regions(memory_map):
     """The weight regions of ``memory_map`` in address order as ``[(name, offset in the slot, nbytes)]``,
     and the slot's size in bytes."""
@@ -64,7 +60,7 @@ def weight_regions(memory_map):
     for r in sorted(memory_map.regions.values(), key=lambda r: (r.tier, r.offset)):
         if r.what == "weight":
             out.append((r.name, at, r.nbytes))
-            at += padded(r.nbytes, wb)
+            at += allocated_size(r.nbytes, wb)
     return out, at
 
 

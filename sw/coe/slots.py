@@ -14,9 +14,8 @@ expert ``i`` at ``i * slot_bytes`` (the standing state, written through the back
 from dataclasses import dataclass, replace
 
 from hw.mem.params import HBM, TIER_NAMES
-from sw.coe.library import padded
 from sw.compiler.launch import Launch
-from sw.compiler.memory_map import MemoryMap
+from sw.compiler.memory_map import MemoryMap, allocated_size
 from sw.errors import CoEError
 from sw.target import CHIP, MiB
 
@@ -31,7 +30,8 @@ def coe_target(ddr_mib=256):
 def top(memory_map, tier=HBM):
     """Bytes of ``tier`` that ``memory_map`` occupies from address 0."""
     wb = memory_map.memory.word_bytes
-    return max((r.offset + padded(r.nbytes, wb) for r in memory_map.regions.values() if r.tier == tier), default=0)
+    return max((r.offset + allocated_size(r.nbytes, wb) for r in memory_map.regions.values() if r.tier == tier),
+               default=0)
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,7 @@ class MemoryMap:
             if (self.regions[name].nbytes, self.regions[name].tier) != (nbytes, tier):
                 raise CompileError(f"memory map: region {name} is allocated twice with different sizes")
             return self.regions[name]
-        wb = self.memory.word_bytes
-        size = -(-max(nbytes, wb) // wb) * wb
+        size = allocated_size(nbytes, self.memory.word_bytes)
         capacity = self.memory.tiers[tier].capacity
         if self._top[tier] + size > capacity:
             raise CompileError(f"memory map: {name} ({nbytes} bytes) does not fit {TIER_NAMES[tier].upper()}: "
@@ -60,6 +59,11 @@ class MemoryMap:
     def table(self):
         return "\n".join(f"  {TIER_NAMES[r.tier]} {r.offset:#010x} {r.nbytes:>9} B  {r.what:<9} {r.name}"
                          for r in sorted(self.regions.values(), key=lambda r: (r.tier, r.offset)))
+
+
+def allocated_size(nbytes, word_bytes):
+    """Bytes a region of ``nbytes`` takes: whole TLN words, at least one."""
+    return -(-max(nbytes, word_bytes) // word_bytes) * word_bytes
 
 
 def word_count(nbytes, word_bytes, where):

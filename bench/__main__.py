@@ -2,10 +2,10 @@
 
 import sys
 
-from bench import coe, compile as compile_bench, decode, hostile, memory, numerics, speed, tiles
+from bench import coe, compile as compile_bench, decode, hostile, looping, memory, numerics, speed, tiles, verify
 
 BENCHES = {"numerics": numerics.main, "tiles": tiles.main, "memory": memory.main, "compile": compile_bench.main, "decode": decode.main,
-           "speed": speed.main, "hostile": hostile.main, "coe": coe.main}
+           "speed": speed.main, "hostile": hostile.main, "looping": looping.main, "coe": coe.main, "verify": verify.main}
 
 
 def main(argv):

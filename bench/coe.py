@@ -137,7 +137,7 @@ def main():
                       "experts_in_hbm": slots, "hbm_slots_used": slots},
         "soak": {k: v for k, v in s.items()}, "capacity_checks": out["capacity_checks"],
         "backend": "model", "target": lib.target.describe(), "library": "trained" if trained else "untrained",
-        "overlap": "modelled", "wall_s": time.perf_counter() - start,
+        "overlap": out["overlap"], "wall_s": time.perf_counter() - start,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))

@@ -2,9 +2,12 @@
 
 Prints the text and a report: cycles per token and where they go, simulated
 tokens per second at the chip's nominal clock, HBM bandwidth as a fraction
-of peak, bytes per tier, and wall-clock time. ``--compare`` runs the fused
-and the op-by-op (unfused) programs on the same backend and prints them side
-by side; ``--json`` prints the same as one JSON object.
+of peak, bytes per tier, and wall-clock time, each figure marked measured,
+modelled or assumed. ``--orchestration chip`` lets the chip's sequencer issue
+the kernels of each step. ``--compare`` runs the op-by-op (unfused)
+program and the fused one orchestrated by the host and by the chip on the
+same backend and prints them side by side; ``--json`` prints the same as one
+JSON object.
 """
 
 import argparse
@@ -20,7 +23,7 @@ from cli.compile import add_arguments as add_compile_arguments, cached_compile
 from sw.compiler.checkpoint import check_folder, load_tokenizer
 from sw.errors import DecodeError
 from sw.runtime import backends
-from sw.runtime.decode import check_request
+from sw.runtime.decode import ORCHESTRATIONS, check_request
 from sw.runtime.trace import chrome_trace
 from sw.target import load_target
 
@@ -115,7 +118,13 @@ def add_arguments(parser):
     parser.add_argument("--backend", choices=tuple(backends.BACKENDS), default="rtl",
                         help="rtl: the Verilator co-simulation; model: the bit-identical fast model")
     add_compile_arguments(parser)
-    parser.add_argument("--compare", action="store_true", help="run fused and unfused and report both")
+    parser.add_argument("--orchestration", choices=ORCHESTRATIONS, default="host",
+                        help="host: the host issues every kernel launch (a round trip each, the paper's Fused+SO); "
+                             "chip: the chip's sequencer walks the step's launch list, one host command per "
+                             "token (Fused+HO)")
+    parser.add_argument("--compare", action="store_true",
+                        help="run every mode (unfused, fused host-orchestrated, fused chip-orchestrated) and "
+                             "report them side by side")
     parser.add_argument("--temperature", type=temperature, default=0.0, help="0 (default) decodes greedily")
     parser.add_argument("--top-k", type=count, default=0, help="sample from the k most likely tokens "
                                                               "(needs --temperature > 0; 0: no limit)")
@@ -168,28 +177,44 @@ def progress_mode(args):
     return None if args.json else "bar" if sys.stderr.isatty() else "lines"
 
 
-def run(modes, compiled, paths, request, backend, progress=None):
-    """Generate with each mode's compiled model on ``backend``; returns mode -> the runtime's result dict.
+# A mode of --compare: its compiled program (fused or unfused) and who orchestrates its launches.
+MODES = {"unfused": ("unfused", "host"), "fused": ("fused", "host"), "fused_chip": ("fused", "chip")}
 
-    ``progress`` is a :class:`Progress` mode: "bar", "lines" or None.
+
+def mode_name(program, orchestration):
+    """The mode's name in reports: ``fused``, ``unfused``, or with ``_chip`` when the chip orchestrates."""
+    return program if orchestration == "host" else f"{program}_chip"
+
+
+def run(modes, compiled, paths, request, backend, progress=None):
+    """Generate in each mode on ``backend``; returns mode -> the runtime's result dict.
+
+    ``modes`` maps a name to ``(program, orchestration)``; ``compiled`` and
+    ``paths`` map a program (``"fused"``, ``"unfused"``) to its compiled
+    model and file. ``progress`` is a :class:`Progress` mode: "bar", "lines" or None.
 
     On the RTL every mode runs in one simulation of the chip, so the Verilator model is set up once.
     """
-    bars = {mode: Progress(f"{mode} on {backend}" if progress == "lines" else f"{mode:>7} on {backend}", progress)
-            for mode in modes}
+    names = list(modes)
+    width = max(len(n) for n in names)
+    bars = {n: Progress(f"{n} on {backend}" if progress == "lines" else f"{n:>{width}} on {backend}", progress)
+            for n in names}
     runner = backends.get(backend)
     if progress and runner.notice:
-        sys.stderr.write(runner.notice.format(modes=" and ".join(modes)))
-    out = runner.run([compiled[mode] for mode in modes], [paths[mode] for mode in modes], request,
-                     lambda index, done, total: bars[modes[index]](done, total))
-    return dict(zip(modes, out))
+        sys.stderr.write(runner.notice.format(modes=", ".join(names)))
+    request = dict(request, orchestration=[modes[n][1] for n in names])
+    out = runner.run([compiled[modes[n][0]] for n in names], [paths[modes[n][0]] for n in names], request,
+                     lambda index, done, total: bars[names[index]](done, total))
+    return dict(zip(names, out))
 
 
 ROWS = [
     ("cycles per token", "cycles_per_token", "{:,.0f}"),
     ("  in kernels", "kernel_cycles_per_token", "{:,.0f}"),
     ("  program load", "program_load_cycles_per_token", "{:,.0f}"),
-    ("  host launches", "launch_cycles_per_token", "{:,.0f}"),
+    ("  launches", "launch_cycles_per_token", "{:,.0f}"),
+    ("    host round trips", "host_launch_cycles_per_token", "{:,.0f}"),
+    ("    on-chip sequencing", "sequencer_cycles_per_token", "{:,.0f}"),
     ("  logits to host", "host_io_cycles_per_token", "{:,.0f}"),
     ("kernels per token", "kernels_per_token", "{:.0f}"),
     ("tokens/s at clock", "tokens_per_s_simulated", "{:,.0f}"),
@@ -198,6 +223,7 @@ ROWS = [
     ("HBM bandwidth used", "hbm_bandwidth_fraction", "{:.1%}"),
     ("  during kernels", "hbm_bandwidth_fraction_in_kernels", "{:.1%}"),
     ("roofline cycles/token", "roofline_cycles_per_token", "{:,.0f}"),
+    ("roofline fraction", "roofline_fraction", "{:.1%}"),
     ("steps", "steps", "{}"),
     ("wall-clock", "wall_s", "{:.1f} s"),
 ]
@@ -206,7 +232,7 @@ ROWS = [
 def print_report(results, compiled, text, prompt_ids):
     first = next(iter(results.values()))
     r0 = first["report"]
-    t = compiled[next(iter(results))].target
+    t = next(iter(compiled.values())).target
     print(f"prompt: {len(prompt_ids)} tokens; generated {len(first['tokens'])}")
     if text is not None:
         print("-" * 60)
@@ -217,16 +243,25 @@ def print_report(results, compiled, text, prompt_ids):
     print(f"backend: {'Verilator co-simulation of the RTL' if r0['backend'] == 'rtl' else 'fast model'}; "
           f"target {t.describe()}; clock {t.clock_hz / 1e9:g} GHz; host launch {t.host_launch_cycles} cycles")
     modes = list(results)
-    print(f"{'':<24}" + "".join(f"{m:>14}" for m in modes))
+    print(f"{'':<24}" + "".join(f"{m:>14}" for m in modes) + "  source")
+    where = r0["provenance"]
     for label, key, fmt in ROWS:
-        print(f"{label:<24}" + "".join(f"{fmt.format(results[m]['report'][key]):>14}" for m in modes))
-    if len(modes) == 2:
-        f, u = (results[m]["report"]["cycles_per_token"] for m in ("fused", "unfused"))
-        same = results["fused"]["tokens"] == results["unfused"]["tokens"]
-        kf, ku = (results[m]["report"]["kernel_cycles_per_token"] for m in ("fused", "unfused"))
-        print(f"fused is {u / f:.2f}x faster per token than op-by-op ({ku / kf:.2f}x in kernel cycles alone; the "
-              f"rest is launches at the assumed {t.host_launch_cycles} cycles and Program Load); "
-              f"same tokens: {same}")
+        print(f"{label:<24}" + "".join(f"{fmt.format(results[m]['report'][key]):>14}" for m in modes)
+              + (f"  {where[key]}" if key in where else ""))
+    cycles = {m: results[m]["report"]["cycles_per_token"] for m in modes}
+    kernel = {m: results[m]["report"]["kernel_cycles_per_token"] for m in modes}
+    if "fused" in modes and "unfused" in modes:
+        print(f"fused is {cycles['unfused'] / cycles['fused']:.2f}x faster per token than op-by-op "
+              f"({kernel['unfused'] / kernel['fused']:.2f}x in kernel cycles alone; the rest is launches at the "
+              f"assumed {t.host_launch_cycles} cycles and Program Load)")
+    if "fused" in modes and "fused_chip" in modes:
+        print(f"chip orchestration is {cycles['fused'] / cycles['fused_chip']:.2f}x faster per token than host "
+              f"orchestration (kernel cycles {kernel['fused']:,.0f} and {kernel['fused_chip']:,.0f})")
+    if len(modes) > 1:
+        same = all(results[m]["tokens"] == first["tokens"] for m in modes)
+        print(f"same tokens in every mode: {same}")
+    print("source: measured = the RTL's counters; modelled = the fast model's estimate of them; assumed = a "
+          "target parameter (the host's round trip, the host link); derived = computed from the others")
     load = r0["load"]
     print(f"load: {load['image_bytes']:,} bytes of weights, tables and programs "
           f"({load['host_link_cycles']:,.0f} cycles over the host link"
@@ -244,7 +279,12 @@ def _encode(tokenizer, prompt):
 
 def main(args):
     """Run ``openrdu decode``; raises :class:`sw.errors.OpenRDUError` for what the user can fix."""
-    modes = ["fused", "unfused"] if args.compare else ["unfused" if args.unfused else "fused"]
+    if args.compare:
+        modes = dict(MODES)
+    else:
+        program = "unfused" if args.unfused else "fused"
+        modes = {mode_name(program, args.orchestration): (program, args.orchestration)}
+    programs = sorted({program for program, _ in modes.values()})
     target = load_target(args.target)
     check_folder(args.checkpoint)
     backends.get(args.backend).check_target(target)
@@ -255,9 +295,9 @@ def main(args):
             raise DecodeError(f"{args.checkpoint} has no tokenizer.json; give --prompt-ids instead of --prompt")
     prompt_ids = args.prompt_ids if args.prompt_ids is not None else _encode(tokenizer, args.prompt)
     compiled, paths = {}, {}
-    for mode in modes:
-        compiled[mode], paths[mode] = cached_compile(args.checkpoint, target, mode, args.context)
-    check_request(compiled[modes[0]], prompt_ids, args.max_new_tokens, temperature=args.temperature,
+    for program in programs:
+        compiled[program], paths[program] = cached_compile(args.checkpoint, target, program, args.context)
+    check_request(compiled[programs[0]], prompt_ids, args.max_new_tokens, temperature=args.temperature,
                   top_k=args.top_k)
     request = {"prompt_ids": prompt_ids, "max_new_tokens": args.max_new_tokens,
                "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
@@ -271,7 +311,7 @@ def main(args):
             Path(args.trace).write_text(json.dumps(chrome_trace(runs, target.clock_hz)))
         except OSError as error:
             raise DecodeError(f"--trace {args.trace}: cannot write the trace ({error.strerror})") from None
-    first = results[modes[0]]
+    first = results[next(iter(modes))]
     text = tokenizer.decode(first["prompt_ids"] + first["tokens"], skip_special_tokens=True) if tokenizer else None
     if args.json:
         out = {"text": text, "prompt_ids": first["prompt_ids"], "tokens": first["tokens"],

@@ -29,7 +29,10 @@ class CocotbChipBus:
         await self.csr.write(offset, int(value).to_bytes(4, "little"))
 
     async def wait_for(self, event):
-        """Return once ``event``'s line is high; raise ``TimeoutError`` after ``limit`` cycles (a stalled dataflow)."""
+        """Return once ``event``'s line is high; raise ``TimeoutError`` after ``limit`` cycles (a stalled dataflow).
+
+        ``event`` is one of the chip's done lines: ``kernel_done``, ``program_done``, ``copy_done``, ``seq_done``.
+        """
         line = getattr(self.dut, event)
         # The command's pulse lands the cycle after its register write and
         # clears the line at the next edge; skip past that before looking.

@@ -18,6 +18,7 @@ from cocotb.triggers import ClockCycles
 from cosim.chip_bus import CocotbChipBus
 from cosim.store import TierStore
 from hw.mem.params import TIER_NAMES
+from sw.runtime import launch_list
 from sw.runtime.chip import ChipDriver, ChipError
 from sw.runtime.device import Device
 
@@ -59,6 +60,8 @@ class CocotbDevice(Device):
         self.stores = {index: TierStore(index, target.memory.tiers[index].capacity) for index in TIER_NAMES}
         self.loaded = None
         self._started = False
+        # The chip's cycle count when the copy in flight started (None: the copy engine is idle).
+        self._copy_started = None
 
     async def start(self):
         """Release reset (once); every other call does this first."""
@@ -111,13 +114,67 @@ class CocotbDevice(Device):
         cycles, _ = await self.driver.execute(reads, writes, statuses=False)
         return cycles
 
+    async def run_list(self, tier, offset, nwords, *, token, pos, programs):
+        """The launch list at ``offset`` on the chip's sequencer; the cycle counts are the RTL's counters.
+
+        The list is decoded here too, only to check each program record's
+        bitstream against ``programs`` (as :meth:`load_program` does) and to
+        name each unit's progress should the sequencer stall; the chip itself
+        reports a malformed list. After an error nothing counts as loaded:
+        a host :meth:`execute` needs a :meth:`load_program` first.
+        """
+        await self.start()
+        if 4 * nwords % self.word_bytes:
+            raise ChipError(f"launch list: {nwords} words do not fill whole {self.word_bytes}-byte memory words")
+        words = await self.read(tier, offset, nwords)
+        try:
+            entries = launch_list.decode(words, self.target.memory, len(self.target.agcus))
+        except ChipError:
+            entries = None
+        resident = self.loaded
+        for i, entry in enumerate(entries or ()):
+            if entry.program is None:
+                continue
+            at = (entry.program.tier, entry.program.base)
+            program = programs.get(at)
+            if program is not None:
+                n = len(program.words)
+                if not np.array_equal(await self.read(*at, n), np.asarray(program.words, dtype=np.uint32)):
+                    raise ChipError(f"launch list entry {i}: the bitstream at {TIER_NAMES[at[0]]}:{at[1]:#x} is not "
+                                    f"the program's")
+            # What the list leaves resident: its last program (the record where no Program object is given).
+            resident = program if program is not None else at
+        self.loaded = None
+        out = await self.driver.run_list(tier, offset, 4 * nwords // self.word_bytes, token, pos, entries=entries)
+        self.loaded = resident
+        out["sequencer_cycles"] = out["cycles"] - out["kernel_cycles"] - out["program_load_cycles"]
+        return out
+
     async def copy(self, src_tier, src, dst_tier, dst, nbytes):
         """A copy-engine transfer of ``nbytes`` (whole TLN words); returns its cycles."""
+        await self.start_copy(src_tier, src, dst_tier, dst, nbytes)
+        return (await self.wait_copy())["cycles"]
+
+    async def start_copy(self, src_tier, src, dst_tier, dst, nbytes):
+        """Start the copy and return: it runs in the simulation beside whatever the chip does next."""
         await self.start()
+        if self._copy_started is not None:
+            raise ChipError("start_copy: the copy engine is busy with an earlier copy; wait_copy first")
         if nbytes % self.word_bytes:
             raise ChipError(f"copy: the copy engine moves whole {self.word_bytes}-byte words, not {nbytes} bytes")
         await self.driver.start_copy(src_tier, src, dst_tier, dst, nbytes)
-        return (await self.driver.wait_copy())["cycles"]
+        # The chip's cycle counter right after the start pulse: the copy's own counter starts there.
+        self._copy_started = await self.driver.read("cycle")
+
+    async def wait_copy(self):
+        """The copy's cycles (its engine's counter) and how many of them were still to run at this call."""
+        await self.start()
+        if self._copy_started is None:
+            raise ChipError("wait_copy: no copy was started")
+        called = await self.driver.read("cycle")
+        started, self._copy_started = self._copy_started, None
+        cycles = (await self.driver.wait_copy())["cycles"]
+        return {"cycles": cycles, "waited": max(0, started + cycles - called)}
 
     async def tier_stats(self):
         """Each tier's controller counters (all of ``hw.mem.controller.stats_layout``), by tier name."""

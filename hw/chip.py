@@ -1,6 +1,6 @@
 """The whole mini-RDU: tile array, AGCUs, program loader, copy engine, host port, TLN and both memory tiers."""
 
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -10,6 +10,7 @@ from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.csr import CsrBank, Register, axil_slave_members
 from hw.mem.host import axi4_slave_members, forward, host_stats_layout
 from hw.mem.params import MemParams
+from hw.mem.sequencer import Sequencer, sequencer_status_layout
 from hw.mem.system import HOST_ID_BITS, MemorySystem
 from hw.tile.array import IO_SIDES, TileArray, io_port_name
 from hw.tile.params import ArrayParams
@@ -53,6 +54,22 @@ def chip_registers(array_params, mem_params, agcus):
         ]
     for i in range(array_params.rows * array_params.cols):
         regs += [Register(f"unit{i}_busy", 32, "ro"), Register(f"unit{i}_stall", 32, "ro")]
+    # The launch sequencer's (hw/mem/sequencer.py), after the rest so their offsets stay.
+    regs += [
+        Register("seq_list", transfer, "rw", doc="the launch list's pattern in TLN words (transfer_layout)"),
+        Register("seq_token", 32, "rw", doc="the step's token id: bases step by token * token_stride"),
+        Register("seq_pos", 32, "rw", doc="the step's position: bases step by pos * pos_stride"),
+        Register("seq_start", 1, "w1p", doc="walk the launch list"),
+        Register("seq_status", sequencer_status_layout().size, "ro",
+                 doc="busy, done, error, cause, phase, entry (sequencer_status_layout)"),
+        Register("seq_enable", 2 * len(agcus), "ro", doc="kernel_enable of the latest entry launched"),
+        Register("seq_list_status", status, "ro", doc="the list reader (direction_status_layout)"),
+        Register("seq_cycles", 32, "ro", doc="start pulse to done"),
+        Register("seq_kernel_cycles", 32, "ro", doc="sum of the list's kernels' cycles"),
+        Register("seq_program_cycles", 32, "ro", doc="sum of the array loader's cycles of its Program Loads"),
+        Register("seq_entries", 32, "ro", doc="kernels completed"),
+        Register("seq_program_loads", 32, "ro", doc="Program Loads issued (resident programs are skipped)"),
+    ]
     return regs
 
 
@@ -71,7 +88,10 @@ class Chip(wiring.Component):
     Load (``program`` and ``program_start``), Argument Load (each AGCU's
     ``agcuK_read`` / ``agcuK_write`` patterns and ``kernel_enable``) and
     Execute (``kernel_start``); the kernel is done when every enabled AGCU
-    direction is.
+    direction is. The launch sequencer does all three for each entry of a
+    launch list in memory (``seq_list``, ``seq_start``), reading it through
+    a second one-lane AGCU; while it runs it drives the kernel start and the
+    AGCU patterns instead of the registers.
 
     Parameters
     ----------
@@ -86,7 +106,7 @@ class Chip(wiring.Component):
     ----------
     s_axi_* : AXI4 slave, data (address bit ``addr_bits`` selects DDR)
     s_axil_* : AXI4-Lite slave, the registers of :func:`chip_registers`
-    kernel_done, program_done, copy_done : Out(1)
+    kernel_done, program_done, copy_done, seq_done : Out(1)
         Levels for a testbench to await instead of polling registers.
     """
 
@@ -115,19 +135,25 @@ class Chip(wiring.Component):
                                               data_bytes=mem_params.word_bytes)
         self.axil_members = axil_slave_members(addr_bits=self.csr_addr_bits)
         super().__init__({**self.axi_members, **self.axil_members, "kernel_done": Out(1), "program_done": Out(1),
-                          "copy_done": Out(1)})
+                          "copy_done": Out(1), "seq_done": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         A, P = self.array_params, self.mem_params
         m.submodules.array = array = TileArray(A, pcu_tail_ops=self.pcu_tail_ops, pcu_post_ops=self.pcu_post_ops)
         m.submodules.csr = csr = CsrBank(self.registers, addr_bits=self.csr_addr_bits)
-        # AGCUs 0..n-1 at the I/O positions, AGCU n the one-lane program loader.
+        # AGCUs 0..n-1 at the I/O positions, AGCU n the one-lane program loader, AGCU n+1 the
+        # sequencer's one-lane list reader.
         n = len(self.agcus)
-        m.submodules.memory = mem = MemorySystem(P, lanes=(A.lanes,) * n + (1,))
+        m.submodules.memory = mem = MemorySystem(P, lanes=(A.lanes,) * n + (1, 1))
+        m.submodules.sequencer = seq = Sequencer(P, agcus=n)
         forward(m, self, mem, self.axi_members)
         forward(m, self, csr, self.axil_members)
 
+        # While the sequencer runs, kernel starts and AGCU patterns are its own, not the registers'.
+        kernel_start, kernel_enable = Signal(), Signal.like(csr.kernel_enable)
+        m.d.comb += [kernel_start.eq(Mux(seq.active, seq.kernel_start, csr.kernel_start)),
+                     kernel_enable.eq(Mux(seq.active, seq.kernel_enable, csr.kernel_enable))]
         for k, (side, col) in enumerate(self.agcus):
             name = lambda port: getattr(array, io_port_name(side, col, port))
             wiring.connect(m, getattr(mem, f"a{k}_vo"), name("vo0"))
@@ -135,21 +161,35 @@ class Chip(wiring.Component):
             wiring.connect(m, name("si0"), getattr(mem, f"a{k}_si"))
             cfg, status = getattr(mem, f"a{k}_cfg"), getattr(mem, f"a{k}_status")
             m.d.comb += [
-                cfg.read.eq(getattr(csr, f"agcu{k}_read")),
-                cfg.write.eq(getattr(csr, f"agcu{k}_write")),
-                cfg.read.start.eq(csr.kernel_start & csr.kernel_enable[2 * k]),
-                cfg.write.start.eq(csr.kernel_start & csr.kernel_enable[2 * k + 1]),
+                cfg.read.eq(Mux(seq.active, seq.reads[k], getattr(csr, f"agcu{k}_read"))),
+                cfg.write.eq(Mux(seq.active, seq.writes[k], getattr(csr, f"agcu{k}_write"))),
+                cfg.read.start.eq(kernel_start & kernel_enable[2 * k]),
+                cfg.write.start.eq(kernel_start & kernel_enable[2 * k + 1]),
                 getattr(csr, f"agcu{k}_read_status").eq(status.read),
                 getattr(csr, f"agcu{k}_write_status").eq(status.write),
             ]
 
         loader_vo, loader_cfg, loader_status = (getattr(mem, f"a{n}_{p}") for p in ("vo", "cfg", "status"))
+        list_vo, list_cfg, list_status = (getattr(mem, f"a{n + 1}_{p}") for p in ("vo", "cfg", "status"))
+        wiring.connect(m, list_vo, seq.words)
+        m.d.comb += [
+            seq.start.eq(csr.seq_start), seq.list.eq(csr.seq_list), seq.token.eq(csr.seq_token),
+            seq.pos.eq(csr.seq_pos),
+            list_cfg.read.eq(seq.list_cfg), seq.list_status.eq(list_status.read),
+            seq.host_program.eq(csr.program), seq.host_program.start.eq(csr.program_start),
+            seq.loader_status.eq(loader_status.read), seq.config_busy.eq(array.config_busy),
+            seq.config_status.eq(array.config_status), seq.config_loads_ok.eq(array.config_loads_ok),
+            seq.config_load_cycles.eq(array.config_load_cycles),
+            csr.seq_status.eq(seq.status), csr.seq_enable.eq(seq.enable), csr.seq_list_status.eq(list_status.read),
+            csr.seq_cycles.eq(seq.cycles), csr.seq_kernel_cycles.eq(seq.kernel_total),
+            csr.seq_program_cycles.eq(seq.program_cycles), csr.seq_entries.eq(seq.entries),
+            csr.seq_program_loads.eq(seq.program_loads), self.seq_done.eq(seq.done),
+        ]
         m.d.comb += [
             array.config.valid.eq(loader_vo.valid),
             array.config.payload.eq(loader_vo.payload.data[0]),
             loader_vo.ready.eq(array.config.ready),
-            loader_cfg.read.eq(csr.program),
-            loader_cfg.read.start.eq(csr.program_start),
+            loader_cfg.read.eq(seq.loader),
             csr.program_status.eq(loader_status.read),
             self.program_done.eq(loader_status.read.done & ~array.config_busy),
             csr.config_status.eq(array.config_status),
@@ -173,14 +213,17 @@ class Chip(wiring.Component):
         enabled = Signal.like(csr.kernel_enable)
         done_bits = Cat(*(Cat(s.read.done, s.write.done) for s in statuses))
         error_bits = Cat(*(Cat(s.read.error, s.write.error) for s in statuses))
-        busy, finished, cycles = Signal(), Signal(), Signal(32)
-        with m.If(csr.kernel_start):
-            m.d.sync += [enabled.eq(csr.kernel_enable), busy.eq(1), finished.eq(0), cycles.eq(0)]
+        busy, finished, cycles, last = Signal(), Signal(), Signal(32), Signal()
+        m.d.comb += last.eq(busy & ((done_bits & enabled) == enabled))
+        with m.If(kernel_start):
+            m.d.sync += [enabled.eq(kernel_enable), busy.eq(1), finished.eq(0), cycles.eq(0)]
         with m.Elif(busy):
             m.d.sync += cycles.eq(cycles + 1)
-            with m.If((done_bits & enabled) == enabled):
+            with m.If(last):
                 m.d.sync += [busy.eq(0), finished.eq(1)]
         m.d.comb += [
+            seq.kernel_busy.eq(busy), seq.kernel_last.eq(last), seq.kernel_error.eq((error_bits & enabled).any()),
+            seq.kernel_cycles.eq(cycles),
             csr.kernel_status.eq(Cat(busy, finished, (error_bits & enabled).any())),
             csr.kernel_cycles.eq(cycles),
             self.kernel_done.eq(finished),

@@ -1,7 +1,8 @@
-"""Random-weight Llama checkpoints written by transformers' ``save_pretrained``, for compiler tests."""
+"""Random-weight Llama-family checkpoints written by transformers' ``save_pretrained``, for compiler tests."""
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
 
 SHAPES = {
     "tiny-tied": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -12,11 +13,17 @@ SHAPES = {
                        num_key_value_heads=1, vocab_size=64, tie_word_embeddings=True),
 }
 
+# model_type -> transformers' config and model classes.
+CLASSES = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM),
+           "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
 
-def make_checkpoint(path, *, seed=0, dtype=torch.bfloat16, max_position_embeddings=64, **shape):
+
+def make_checkpoint(path, *, seed=0, dtype=torch.bfloat16, max_position_embeddings=64, model_type="llama", **shape):
+    """Random weights N(0, 0.08) (norm gains 1 + that, biases too) for a ``model_type`` of ``shape``, saved."""
     torch.manual_seed(seed)
-    config = LlamaConfig(max_position_embeddings=max_position_embeddings, rms_norm_eps=1e-5, **shape)
-    model = LlamaForCausalLM(config)
+    config_class, model_class = CLASSES[model_type]
+    config = config_class(max_position_embeddings=max_position_embeddings, rms_norm_eps=1e-5, **shape)
+    model = model_class(config)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.08)
@@ -27,8 +34,12 @@ def make_checkpoint(path, *, seed=0, dtype=torch.bfloat16, max_position_embeddin
     return path
 
 
+def load_model(path):
+    """The checkpoint at ``path`` in transformers' own class for its model_type, float32, eval mode."""
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
 def transformers_logits(path, tokens):
-    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model.eval()
+    model = load_model(path)
     with torch.no_grad():
         return model(torch.tensor([tokens])).logits[0].numpy()

@@ -61,6 +61,20 @@ def test_decode_json_on_the_model_backend(checkpoint):
     assert len(out["tokens"]) == 2
     assert out["fused"]["tokens"] == out["unfused"]["tokens"] == out["tokens"]
     assert out["fused"]["report"]["cycles_per_token"] < out["unfused"]["report"]["cycles_per_token"]
+    chip = out["fused_chip"]
+    assert chip["tokens"] == out["tokens"] and chip["logits_sha"] == out["fused"]["logits_sha"]
+    assert chip["report"]["orchestration"] == "chip"
+    assert chip["report"]["cycles_per_token"] < out["fused"]["report"]["cycles_per_token"]
+
+
+def test_decode_orchestrated_by_the_chip(checkpoint):
+    r = openrdu("decode", "--checkpoint", str(checkpoint), "--prompt-ids", "3,17,5", "--max-new-tokens", "2",
+                "--backend", "model", "--context", "16", "--orchestration", "chip")
+    assert r.returncode == 0, r.stderr
+    assert "fused_chip" in r.stdout and "on-chip sequencing" in r.stdout and "assumed" in r.stdout
+    r = openrdu("decode", "--checkpoint", str(checkpoint), "--prompt-ids", "3", "--backend", "model",
+                "--orchestration", "fpga")
+    assert r.returncode == 2 and "invalid choice: 'fpga'" in r.stderr
 
 
 def test_decode_prints_text_and_the_report():

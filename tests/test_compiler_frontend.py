@@ -49,9 +49,9 @@ def _edit_config(path, **changes):
 
 
 @pytest.mark.parametrize("changes, error, message", [
-    (dict(model_type="mistral"), UnsupportedModelError, "model_type = 'mistral' is not supported"),
+    (dict(model_type="gemma"), UnsupportedModelError, "model_type = 'gemma' is not supported"),
     (dict(hidden_act="gelu"), UnsupportedModelError, "hidden_act = 'gelu'"),
-    (dict(attention_bias=True), UnsupportedModelError, "attention_bias = True"),
+    (dict(attention_bias=True), CheckpointError, "weight 'model.layers.0.self_attn.q_proj.bias' is missing"),
     (dict(rope_parameters={"rope_type": "longrope", "rope_theta": 1e4}), UnsupportedModelError,
      "rope_parameters.rope_type = 'longrope' is not supported"),
     (dict(num_key_value_heads=3), CheckpointError, "num_key_value_heads = 3 must divide"),

@@ -85,6 +85,14 @@ def test_greedy_generation_matches_transformers(greedy, prompt_ids):
     assert len(ours) == NEW_TOKENS or ours[-1] == eos
 
 
+def test_chip_orchestration_generates_the_same(greedy, default_model, prompt_ids):
+    """The sequencer walking launch lists decodes the 32 tokens transformers does, logits bit for bit."""
+    chip = run(CHIP, default_model, prompt_ids, max_new_tokens=NEW_TOKENS, orchestration="chip")
+    assert chip["tokens"] == greedy["tokens"] and chip["logits_sha"] == greedy["logits_sha"]
+    assert chip["step_kernel_cycles"] == greedy["step_kernel_cycles"]
+    assert chip["report"]["cycles_per_token"] < greedy["report"]["cycles_per_token"]
+
+
 def test_teacher_forced_logits_along_the_way(greedy, prompt_ids):
     fed = prompt_ids + greedy["tokens"][:-1]          # the token each step consumed
     ours = greedy["logits"]

@@ -1,8 +1,10 @@
-"""A one-layer model decoded on the co-simulated chip (RTL) against the fast model, fused and unfused.
+"""A one-layer model decoded on the co-simulated chip (RTL) against the fast model, in every mode.
 
 Both backends run the same runtime; the chip's logits must be bit-identical
-to the fast model's at every step, the tokens the same, and the kernel cycles
-within 10%. One simulation of the ``chip`` unit runs both programs.
+to the fast model's at every step, the tokens the same, the kernel cycles
+within 10% and the bytes the tier controllers count equal. One simulation
+of the ``chip`` unit runs the fused program (issued by the host, then by the
+chip's sequencer) and the unfused one.
 """
 
 import asyncio
@@ -39,14 +41,35 @@ def test_rtl_decode_is_bit_identical_to_the_fast_model(one_layer):
     compiled, paths = one_layer
     request = {"prompt_ids": PROMPT, "max_new_tokens": NEW, "temperature": 0.0, "top_k": 0, "seed": 0}
     seen = []
-    rtl = run_rtl([paths["fused"], paths["unfused"]], request, progress=lambda *a: seen.append(a))
-    for mode, got in zip(("fused", "unfused"), rtl):
-        want = asyncio.run(generate(ModelDevice(CHIP), compiled[mode], PROMPT, max_new_tokens=NEW))
-        assert got["report"]["backend"] == "rtl"
+    # The fused program twice: issued by the host, then walked by the chip's sequencer.
+    runs = (("fused", "host"), ("unfused", "host"), ("fused", "chip"))
+    rtl = run_rtl([paths[mode] for mode, _ in runs], dict(request, orchestration=[o for _, o in runs]),
+                  progress=lambda *a: seen.append(a))
+    for (mode, orchestration), got in zip(runs, rtl):
+        want = asyncio.run(generate(ModelDevice(CHIP), compiled[mode], PROMPT, max_new_tokens=NEW,
+                                    orchestration=orchestration))
+        assert got["report"]["backend"] == "rtl" and got["report"]["orchestration"] == orchestration
         assert got["logits_sha"] == want["logits_sha"], f"{mode}: RTL logits differ from the fast model's"
         assert got["tokens"] == want["tokens"]
         ratio = np.array(want["step_kernel_cycles"]) / np.array(got["step_kernel_cycles"])
         assert np.all(np.abs(ratio - 1) <= 0.10), f"{mode}: model/RTL kernel cycles per step {ratio}"
         assert got["report"]["kernels_per_token"] == len(compiled[mode].launches(16))
+        # The controllers' counts agree: every word the fast model says a step moves, the RTL moved.
+        for key in ("hbm_read_bytes_per_token", "hbm_written_bytes_per_token", "ddr_bytes_per_token"):
+            assert got["report"][key] == want["report"][key], f"{mode}/{orchestration}: {key}"
     assert rtl[0]["report"]["cycles_per_token"] < rtl[1]["report"]["cycles_per_token"]
+    # The sequencer runs the very kernels the host launched, without the round trips; their cycles differ only
+    # by the list's fetch, which shares HBM with the kernels' streams (a few cycles a step).
+    host, chip = rtl[0], rtl[2]
+    assert chip["logits_sha"] == host["logits_sha"]
+    ratio = np.array(chip["step_kernel_cycles"]) / np.array(host["step_kernel_cycles"])
+    assert np.all(np.abs(ratio - 1) <= 0.01), ratio
+    assert chip["report"]["cycles_per_token"] < host["report"]["cycles_per_token"]
+    want = asyncio.run(generate(ModelDevice(CHIP), compiled["fused"], PROMPT, max_new_tokens=NEW,
+                                orchestration="chip"))["report"]
+    got = chip["report"]
+    assert got["provenance"]["sequencer_cycles_per_token"] == "measured"
+    assert abs(want["sequencer_cycles_per_token"] - got["sequencer_cycles_per_token"]) <= \
+        0.05 * got["sequencer_cycles_per_token"] + 16, (want["sequencer_cycles_per_token"],
+                                                        got["sequencer_cycles_per_token"])
     assert seen, "no progress was reported during the simulation"

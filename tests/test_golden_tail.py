@@ -225,3 +225,34 @@ def test_recip_is_odd_and_powers_of_two_are_exact(x):
 def test_sigmoid_in_unit_interval(x):
     y = float(t.sigmoid(x).view(np.float32))
     assert 0.0 <= y <= 1.0
+
+
+def test_tail_tables_against_their_defining_formulas():
+    # Each constant is the correctly rounded value of its formula, computed here in 60-digit decimals
+    # rather than float64, and each table has the accuracy its algorithm needs (docs/numerics.md).
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 60
+    ln2 = Decimal(2).ln()
+    nearest = lambda d: int(d.to_integral_value())
+    assert tables.EXP_LOG2E == nearest(Decimal(2) ** 38 / ln2)
+    assert tables.EXP_TABLE == tuple(nearest((ln2 * j / 128).exp() * 2 ** 32) for j in range(128))
+    fact = lambda k: Decimal(int(np.prod(range(1, k + 1))))
+    assert tables.EXP_POLY == tuple(nearest(ln2 ** k / fact(k) * 2 ** 32) for k in (1, 2, 3))
+    # The cubic's truncation error on r < 2^-7 (documented 2^-34.7).
+    r = np.linspace(0, 2.0 ** -7, 10001)
+    c1, c2, c3 = (c / 2.0 ** 32 for c in tables.EXP_POLY)
+    assert np.max(np.abs(2.0 ** r - (1 + c1 * r + c2 * r * r + c3 * r ** 3))) < 2.0 ** -34.5
+    # From |x| = 2^(EXP_X_HUGE - 127) = 128 on, |x log2 e| > 128: e^x overflows or flushes, as does
+    # 2^(+-EXP_HUGE_N) whatever the significand.
+    assert 2.0 ** (tables.EXP_X_HUGE - 127) * np.log2(np.e) > 128 and 2.0 ** (tables.EXP_X_HUGE - 128) < 128
+    assert tables.EXP_HUGE_N > 128 + 2
+    # Newton seeds: relative error at most 2^-7.9 over each interval, so two quadratic steps reach
+    # about 2^-31.6 before the final correction to 32 fraction bits.
+    frac = 2.0 ** tables.SEED_FRAC
+    j = np.arange(128)
+    for lo, hi, seed, f in ((1 + j / 128, 1 + (j + 1) / 128, np.array(tables.RECIP_SEED) / frac, lambda d: 1 / d),
+                            (2.0 ** (j // 64) * (1 + (j % 64) / 64), 2.0 ** (j // 64) * (1 + (j % 64 + 1) / 64),
+                             np.array(tables.RSQRT_SEED) / frac, lambda d: 1 / np.sqrt(d))):
+        worst = np.maximum(np.abs(seed / f(lo) - 1), np.abs(seed / f(hi) - 1))
+        assert worst.max() < 2.0 ** -7.9, f"seed relative error 2^{np.log2(worst.max()):.2f}"

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from hw.mem.params import HBM
 from sw.compiler.compile import compile_model
 from sw.runtime.decode import generate
 from sw.runtime.device import ModelDevice
@@ -42,12 +43,31 @@ def test_the_trace_accounts_for_every_cycle(traced):
 
 
 def test_hbm_bytes_are_the_controllers_counts(traced):
-    _, result = traced
+    compiled, result = traced
+    report, wb = result["report"], CHIP.memory.word_bytes
     kernels = [e for e in result["trace"] if e["track"] == "kernels"]
-    # The counters agree with the compiled streams' sizes the report uses (each is checked separately).
-    assert sum(e["args"]["hbm_bytes"] for e in kernels) == pytest.approx(
-        result["report"]["hbm_bytes_per_token"] * result["report"]["steps"])
+    # Kernels and Program Loads are all of a step's HBM traffic: the report counts the same controllers.
+    counted = [e for e in result["trace"] if "hbm_bytes" in e["args"]]
+    assert {e["track"] for e in counted} == {"kernels", "program load"}
+    assert sum(e["args"]["hbm_bytes"] for e in counted) == pytest.approx(report["hbm_bytes_per_token"] * report["steps"])
+    # The kernels' counted bytes are their compiled streams' words.
+    streamed = sum(s.words * wb for pos in range(report["steps"]) for launch in compiled.bucket(pos)[1]
+                   for s in launch.streams if s.tier == HBM)
+    assert sum(e["args"]["hbm_bytes"] for e in kernels) == streamed
     assert all(e["args"]["hbm_bytes"] > 0 and e["args"]["ddr_bytes"] == 0 for e in kernels)
+
+
+def test_chip_orchestrated_trace(checkpoint):
+    """A step under the sequencer is one host command: its Program Loads, sequencing and kernels follow it."""
+    compiled = compile_model(checkpoint, CHIP, mode="fused", context=32)
+    result = asyncio.run(generate(ModelDevice(CHIP), compiled, [0, 5, 9], max_new_tokens=3, trace=True,
+                                  orchestration="chip"))
+    events, report = result["trace"], result["report"]
+    assert sum(e["cycles"] for e in events) == pytest.approx(report["total_cycles"])
+    assert [e["track"] for e in events[:5]] == ["host", "program load", "sequencer", "kernels", "host"]
+    assert sum(e["cycles"] for e in events if e["track"] == "kernels") == sum(result["step_kernel_cycles"])
+    assert sum(e["args"]["hbm_bytes"] for e in events if e["track"] == "kernels") == pytest.approx(
+        report["hbm_bytes_per_token"] * report["steps"])
 
 
 def test_chrome_trace_format(traced):

@@ -3,7 +3,8 @@
 Run on the ``chip`` unit's build by :func:`cosim.decode.run_rtl`. Reads the
 compiled models from the program files named by ``OPENRDU_DECODE_PROGRAM`` (separated by ``os.pathsep``) and the
 request (``prompt_ids``, ``max_new_tokens``, ``temperature``, ``top_k``,
-``seed``, and optionally ``weights_tier`` and ``stop_at_eos``) from the JSON
+``seed``, and optionally ``weights_tier``, ``stop_at_eos``, ``trace`` and
+``orchestration``, one per model when a list) from the JSON
 file named by ``OPENRDU_DECODE_REQUEST``; writes the list of
 :func:`sw.runtime.decode.generate`'s results, one per model, as JSON to
 ``OPENRDU_DECODE_RESULT``. Progress goes to stderr as ``step i/n`` lines.
@@ -20,9 +21,10 @@ import numpy as np
 from cosim.decode import check_target
 from cosim.device import CocotbDevice
 from sw.compiler import program
+from sw.runtime.backends import per_model
 from sw.runtime.decode import generate
 
-OPTIONAL = ("weights_tier", "stop_at_eos", "trace")
+OPTIONAL = ("weights_tier", "stop_at_eos", "trace", "orchestration")
 
 
 def reporter(index):
@@ -54,7 +56,7 @@ async def decode(dut):
                                           max_new_tokens=int(request["max_new_tokens"]),
                                           temperature=float(request.get("temperature", 0.0)),
                                           top_k=int(request.get("top_k", 0)), seed=int(request.get("seed", 0)),
-                                          progress=reporter(index), **extra))
+                                          progress=reporter(index), **per_model(extra, index)))
     finally:
         await device.close()
     Path(os.environ["OPENRDU_DECODE_RESULT"]).write_text(json.dumps(results, default=plain))

@@ -113,6 +113,39 @@ async def device_backends_agree(dut):
 
 
 @cocotb.test()
+async def copy_runs_beside_kernels(dut):
+    """A started copy runs while two kernels do (the copy engine beside the AGCUs on the TLN): the data and the
+    kernels' outputs are exact, and wait_copy reports that the kernels covered part of the copy, on the RTL at
+    least as much as the fast model credits (its register accesses run on the chip's clock too)."""
+    rtl, model = CocotbDevice(dut, CHIP), ModelDevice(CHIP)
+    length = 2048
+    data = np.random.default_rng(SEED + 1).integers(0, 1 << 32, length // 4, dtype=np.uint32)
+    waits, outs = {}, {}
+    for device in (rtl, model):
+        await device.write(DDR, 0x30000, data)
+        await device.start_copy(DDR, 0x30000, HBM, 0x200000, length)
+        await expect_chip_error(device.start_copy(DDR, 0x30000, HBM, 0x300000, length),
+                                f"{device.backend}: a second copy while one runs")
+        outs[device.backend] = []
+        for build in (gemv_bias_act, softmax):
+            case = build(CHIP.array, CHIP.tail_ops, CHIP.post_ops, np.random.default_rng(SEED))
+            got, _, _ = await run_case(device, case)
+            outs[device.backend].append(got)
+        waits[device.backend] = await device.wait_copy()
+        assert np.array_equal(await device.read(HBM, 0x200000, data.size), data), f"{device.backend}: copy"
+        await expect_chip_error(device.wait_copy(), f"{device.backend}: wait_copy with no copy")
+    for got_rtl, got_model in zip(outs["rtl"], outs["model"]):
+        for name, got in got_rtl.items():
+            assert np.array_equal(got, got_model[name]), f"{name} differs beside a copy"
+    r, m = waits["rtl"], waits["model"]
+    assert within(m["cycles"], r["cycles"]), f"copy: model {m['cycles']} cycles, RTL {r['cycles']}"
+    assert 0 <= m["waited"] < m["cycles"] and 0 <= r["waited"] < r["cycles"], (r, m)
+    assert r["waited"] <= m["waited"] + TOLERANCE * r["cycles"], (r, m)
+    dut._log.info(f"copy of {length} bytes beside two kernels: RTL {r['cycles']} cycles, {r['waited']} waited; "
+                  f"model {m['cycles']:.0f}, {m['waited']:.0f} waited")
+
+
+@cocotb.test()
 async def device_backends_refuse_alike(dut):
     """Host access outside a tier, a program not where it is said to be, and a pattern past HBM's end: ChipError."""
     rtl, model = CocotbDevice(dut, CHIP), ModelDevice(CHIP)

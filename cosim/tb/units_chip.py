@@ -17,6 +17,7 @@ AGCUS = CHIP.agcus
 TAIL_OPS = CHIP.tail_ops
 POST_OPS = CHIP.post_ops
 
-# The device backends' conformance tests share this simulation: no second build of the same chip.
-UNITS = {"chip": SimUnit(name="chip", design=CHIP.chip, testbench=("cosim.tb.test_chip", "cosim.tb.test_device"),
+# The device backends' conformance tests and the sequencer's share this simulation: no second build of the same chip.
+UNITS = {"chip": SimUnit(name="chip", design=CHIP.chip, testbench=("cosim.tb.test_chip", "cosim.tb.test_device",
+                                                                      "cosim.tb.test_sequencer"),
                          sources=STORE_SOURCES)}

@@ -1,4 +1,4 @@
-"""Read a Hugging Face Llama-architecture checkpoint folder and check that we can compile it.
+"""Read a Hugging Face Llama-family checkpoint folder (llama, mistral, qwen2) and check that we can compile it.
 
 Everything the compiler does not implement stops here with an error that
 names the file and the setting, rather than compiling to something that
@@ -92,7 +92,7 @@ class ConfigSchema(BaseModel):
     """
 
     model_config = ConfigDict(strict=True, extra="allow")
-    model_type: StrictStr | None = Field(None, description="a string ('llama')")
+    model_type: StrictStr | None = Field(None, description="a string ('llama', 'mistral' or 'qwen2')")
     architectures: list[StrictStr] | None = Field(None, description="a list of strings such as "
                                                                     "[\"LlamaForCausalLM\"]")
     hidden_act: StrictStr = Field("silu", description="a string ('silu')")
@@ -114,6 +114,13 @@ class ConfigSchema(BaseModel):
     max_position_embeddings: _count(MAX_POSITIONS)
     rms_norm_eps: _positive(1e-30, 1.0) = Field(1e-6, description="a finite number from 1e-30 to 1")
     tie_word_embeddings: StrictBool = Field(False, description="true or false")
+    sliding_window: _count(MAX_POSITIONS) | None = Field(
+        None, description=f"null or an integer from 1 to {MAX_POSITIONS}")
+    use_sliding_window: StrictBool = Field(False, description="true or false")
+    max_window_layers: _count(MAX_LAYERS, 0) | None = Field(
+        None, description=f"null or an integer from 0 to {MAX_LAYERS}")
+    layer_types: list[StrictStr] | None = Field(
+        None, description="null or a list of 'full_attention' / 'sliding_attention', one per layer")
     bos_token_id: _TokenId | None = Field(None, description="null or a token id (an integer >= 0)")
     eos_token_id: _TokenId | list[_TokenId] | None = Field(
         None, description="null, a token id (an integer >= 0) or a list of token ids")
@@ -300,7 +307,13 @@ class Rope:
 
 @dataclass(frozen=True)
 class LlamaShape:
-    """The numbers that define a Llama decoder, taken from config.json."""
+    """The numbers that define a Llama-family decoder, taken from config.json.
+
+    ``biases``: the projections with a bias vector (``self_attn.q_proj``, ... ``mlp.down_proj``), as the
+    model type and ``attention_bias`` / ``mlp_bias`` set them; ``windows``: per layer, the sliding
+    attention window in positions (a query at p sees keys p - window + 1 .. p), 0 for full attention;
+    empty when no layer slides.
+    """
 
     vocab_size: int
     hidden_size: int
@@ -316,6 +329,23 @@ class LlamaShape:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     rope: Rope = Rope()
+    model_type: str = "llama"
+    biases: tuple[str, ...] = ()
+    windows: tuple[int, ...] = ()
+
+    def variant(self):
+        """What sets this decoder apart from a plain Llama, for summaries ('' for none)."""
+        parts = [f"biases on {', '.join(p.split('.')[1].removesuffix('_proj') for p in self.biases)}"] \
+            if self.biases else []
+        for window in sorted(set(self.windows) - {0}):
+            layers = [i for i, w in enumerate(self.windows) if w == window]
+            parts.append(f"sliding window of {window} positions in layer{'s' if len(layers) > 1 else ''} "
+                         f"{', '.join(map(str, layers))}")
+        return f"{self.model_type}: {'; '.join(parts)}" if parts or self.model_type != "llama" else ""
+
+    def window(self, layer):
+        """Layer ``layer``'s sliding window in positions, 0 for full attention."""
+        return self.windows[layer] if self.windows else 0
 
     @property
     def context_limit(self):
@@ -332,7 +362,15 @@ class LlamaShape:
 
     def layer_params(self):
         d, f, hd = self.hidden_size, self.intermediate_size, self.head_dim
-        return 2 * d + d * self.num_heads * hd * 2 + 2 * d * self.num_kv_heads * hd + 3 * d * f
+        return (2 * d + d * self.num_heads * hd * 2 + 2 * d * self.num_kv_heads * hd + 3 * d * f
+                + sum(self.bias_size(part) for part in self.biases))
+
+    def bias_size(self, part):
+        """The length of projection ``part``'s output (and of its bias): ``self_attn.k_proj`` -> kv heads x head_dim."""
+        q, kv = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        return {"self_attn.q_proj": q, "self_attn.k_proj": kv, "self_attn.v_proj": kv,
+                "self_attn.o_proj": self.hidden_size, "mlp.gate_proj": self.intermediate_size,
+                "mlp.up_proj": self.intermediate_size, "mlp.down_proj": self.hidden_size}[part]
 
     def params(self):
         embed = self.vocab_size * self.hidden_size
@@ -357,7 +395,10 @@ class Checkpoint:
         return (self.path / "tokenizer.json").is_file() or (self.path / "tokenizer.model").is_file()
 
 
-_SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+# model_type -> its transformers class; the family differs only in biases and sliding windows.
+MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+MLP = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
 def _unsupported(where, key, value, allowed):
@@ -376,19 +417,18 @@ def read_shape(config, where="config.json"):
     """
     if not isinstance(config, dict):
         raise CheckpointError(f"{where}: expected a JSON object")
-    if isinstance(config.get("model_type"), str) and config["model_type"] != "llama":
-        _unsupported(where, "model_type", config["model_type"], "'llama'")
+    supported = ", ".join(map(repr, MODEL_TYPES))
+    if isinstance(config.get("model_type"), str) and config["model_type"] not in MODEL_TYPES:
+        _unsupported(where, "model_type", config["model_type"], supported)
     c = validate_config(config, where)
-    if c.model_type != "llama":
-        _unsupported(where, "model_type", c.model_type, "'llama'")
-    for arch in c.architectures or ["LlamaForCausalLM"]:
-        if arch not in _SUPPORTED_ARCHITECTURES:
-            _unsupported(where, "architectures", arch, ", ".join(_SUPPORTED_ARCHITECTURES))
+    if c.model_type not in MODEL_TYPES:
+        _unsupported(where, "model_type", c.model_type, supported)
+    for arch in c.architectures or [MODEL_TYPES[c.model_type]]:
+        if arch != MODEL_TYPES[c.model_type]:
+            _unsupported(where, "architectures", arch, f"{MODEL_TYPES[c.model_type]!r} for model_type "
+                                                       f"{c.model_type!r}")
     if c.hidden_act != "silu":
         _unsupported(where, "hidden_act", c.hidden_act, "'silu' (SwiGLU)")
-    for flag in ("attention_bias", "mlp_bias"):
-        if getattr(c, flag):
-            _unsupported(where, flag, True, "false")
     if c.pretraining_tp != 1:
         _unsupported(where, "pretraining_tp", c.pretraining_tp, "1")
     rope = read_rope(config, c, where)
@@ -408,12 +448,40 @@ def read_shape(config, where="config.json"):
         if token is not None and token >= c.vocab_size:
             raise CheckpointError(f"{where}: {key} = {token} is outside the vocabulary (vocab_size = {c.vocab_size})")
     eos = eos_ids[0] if eos_ids else None           # the runtime stops at the first
+    biases, windows = _family(config, c, where)
     return LlamaShape(
         vocab_size=c.vocab_size, hidden_size=hidden, intermediate_size=c.intermediate_size,
         num_layers=c.num_hidden_layers, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
         max_positions=c.max_position_embeddings, rms_norm_eps=c.rms_norm_eps, rope_theta=rope.theta,
         tie_word_embeddings=c.tie_word_embeddings, bos_token_id=c.bos_token_id, eos_token_id=eos, rope=rope,
+        model_type=c.model_type, biases=biases, windows=windows,
     )
+
+
+def _family(config, c, where):
+    """(biases, windows) of a :class:`LlamaShape`, as transformers' class for ``model_type`` builds them.
+
+    llama: ``attention_bias`` (q, k, v, o) and ``mlp_bias``, no window. mistral: no bias, every layer
+    slides over ``sliding_window`` (4096 when absent, none when null). qwen2: q, k, v biases; with
+    ``use_sliding_window``, the layers ``layer_types`` marks ``sliding_attention`` (by default those from
+    ``max_window_layers`` (28) on) slide over ``sliding_window`` (4096 when absent).
+    """
+    layers = c.num_hidden_layers
+    if c.model_type == "llama":
+        return (ATTENTION if c.attention_bias else ()) + (MLP if c.mlp_bias else ()), ()
+    window = c.sliding_window if "sliding_window" in config else 4096
+    if c.model_type == "mistral":
+        return (), (window,) * layers if window else ()
+    window = window if c.use_sliding_window else None
+    types = c.layer_types
+    if types is None:
+        start = 28 if c.max_window_layers is None else c.max_window_layers
+        types = ["sliding_attention" if window and i >= start else "full_attention" for i in range(layers)]
+    if len(types) != layers or not set(types) <= {"full_attention", "sliding_attention"}:
+        raise CheckpointError(f"{where}: layer_types = {_short(types)}: expected {layers} entries (num_hidden_layers), "
+                              f"each 'full_attention' or 'sliding_attention'")
+    windows = tuple(window if t == "sliding_attention" and window else 0 for t in types)
+    return ATTENTION[:3], windows if any(windows) else ()
 
 
 def _yarn_mscale(scale, mscale=1.0):
@@ -498,6 +566,7 @@ def expected_weights(shape):
             p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, q),
             p + "mlp.gate_proj.weight": (f, d), p + "mlp.up_proj.weight": (f, d), p + "mlp.down_proj.weight": (d, f),
         })
+        names.update({f"{p}{part}.bias": (shape.bias_size(part),) for part in shape.biases})
     return names
 
 
@@ -617,7 +686,8 @@ def load_checkpoint(path, *, memory=None):
                                   f"weights only: BF16, F16 or F32 (F64 is converted)")
     extra = sorted(n for n in found if n not in expected and not n.endswith("rotary_emb.inv_freq"))
     if extra:
-        raise UnsupportedModelError(f"{path}: weights the Llama architecture does not use: "
+        raise UnsupportedModelError(f"{path}: weights the {MODEL_TYPES[shape.model_type].removesuffix('ForCausalLM')} "
+                                    f"architecture does not use: "
                                     f"{', '.join(_short(n) for n in extra[:5])}" + (" ..." if len(extra) > 5 else ""))
     if converted:
         print(f"openrdu: note: {path}: {converted} float64 weights converted to float32", file=sys.stderr)

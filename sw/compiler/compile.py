@@ -12,18 +12,19 @@ import time
 import numpy as np
 
 from sw.compiler.checkpoint import largest_memory, load_checkpoint
-from sw.compiler.decode import decode_graph
+from sw.compiler.decode import Padding, decode_graph, pad_weights
 from sw.compiler.fuse import fuse
 from sw.compiler.launch import Launch
 from sw.compiler.layout import is_bf16, layout
 from sw.compiler.lower import lower
 from sw.compiler.program import CompiledModel
 from sw.errors import CompileError
+from sw.runtime import launch_list
 
 def max_context(shape, target):
     """The longest attention the target's PMUs hold: ``tp * head_dim`` words in the K-transposing PMU."""
     lanes, words = target.array.lanes, target.array.pmu_words
-    tp = words // shape.head_dim // lanes * lanes
+    tp = words // Padding.of(shape, lanes).head_dim // lanes * lanes
     return min(tp, shape.context_limit // lanes * lanes)
 
 
@@ -31,16 +32,11 @@ def check_fit(shape, target, context):
     """Raise CompileError naming the first size the target cannot take, needed vs available."""
     a, m = target.array, target.memory
     L, words = a.lanes, a.pmu_words
-    d, f, hd = shape.hidden_size, shape.intermediate_size, shape.head_dim
+    pad = Padding.of(shape, L)             # sizes the array computes at: zero-padded to whole vectors
+    d, f, hd = pad.hidden, pad.intermediate, pad.head_dim
     if 4 * L % m.word_bytes:
         raise CompileError(f"target {target.name}: a vector of {L} lanes ({4 * L} bytes) is not a whole number of "
                            f"{m.word_bytes}-byte memory words")
-    for what, n in (("hidden size", d), ("intermediate size", f), ("head_dim", hd)):
-        if n % L:
-            raise CompileError(f"{what} {n} is not a multiple of the array's {L} lanes")
-    if hd % (2 * L):
-        raise CompileError(f"head_dim {hd}: RoPE rotates half-heads of {hd // 2} values, not a multiple of the "
-                           f"array's {L} lanes")
     if shape.num_heads % shape.num_kv_heads:
         raise CompileError(f"{shape.num_heads} heads are not a multiple of {shape.num_kv_heads} KV heads")
     for what, n in (("a GEMV input of hidden size", d), ("the down projection's input (intermediate size)", f),
@@ -78,7 +74,7 @@ def stream_dtypes(shape, target, weights):
     names = [n for n in weights if n.endswith("_proj.weight") or n in ("lm_head.weight",
                                                                         "model.embed_tokens.weight")]
     gemv = all(is_bf16(weights[n]) for n in names)
-    return gemv, gemv and (2 * shape.hidden_size) % target.memory.word_bytes == 0
+    return gemv, gemv and (2 * weights["model.embed_tokens.weight"].shape[1]) % target.memory.word_bytes == 0
 
 
 def _kernels_text(launches):
@@ -90,6 +86,21 @@ def _kernels_text(launches):
                      f"{len(launch.program.connections)} routes, {launch.program_region}: "
                      f"{', '.join(op.name for op in launch.ops)}")
     return "\n".join(lines)
+
+
+def launch_entries(launches, mmap, target):
+    """The launch-list entries of a step's ``launches`` (:mod:`sw.runtime.launch_list`), each with its
+    program's Program Load record: the sequencer skips the load when that program is resident."""
+    wb, entries = target.memory.word_bytes, []
+    for launch in launches:
+        r = mmap[launch.program_region]
+        program = launch_list.program_pattern(r.tier, r.offset, len(launch.program.words), wb)
+        directions = {"read": {}, "write": {}}
+        for s in launch.streams:
+            directions[s.direction][s.agcu] = launch_list.ListDirection(s.pattern(0, 0), s.token_stride,
+                                                                        s.pos_stride)
+        entries.append(launch_list.ListEntry(program, directions["read"], directions["write"]))
+    return entries
 
 
 def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None):
@@ -112,10 +123,12 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None)
     L = target.array.lanes
     context = max_context(shape, target) if context is None else context
     check_fit(shape, target, context)
-    gemv_bf16, embed_bf16 = stream_dtypes(shape, target, ckpt.weights)
+    padding = Padding.of(shape, L)
+    weights = pad_weights(shape, padding, ckpt.weights)
+    gemv_bf16, embed_bf16 = stream_dtypes(shape, target, weights)
     show(f"== checkpoint\n  {shape}\n  weights streamed as {'bf16' if gemv_bf16 else 'fp32'}, "
          f"context {context} on {target.describe()}")
-    graph = decode_graph(shape, context=context, weight_dtype="bf16" if gemv_bf16 else "fp32")
+    graph = decode_graph(shape, context=context, padding=padding, weight_dtype="bf16" if gemv_bf16 else "fp32")
     show(f"== graph\n{graph}")
 
     steps = {tp: lower(graph, target, tp, gemv_bf16=gemv_bf16, embed_bf16=embed_bf16)
@@ -123,7 +136,7 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None)
     step = steps[context]
     show(f"== chip ops (attending over {context} positions; the other buckets differ only there)\n" +
          "\n".join(f"  {op}" for op in step.ops))
-    mmap, image, zeroed = layout(step.placements, target, ckpt.weights, gemv_bf16=gemv_bf16,
+    mmap, image, zeroed = layout(step.placements, target, weights, gemv_bf16=gemv_bf16,
                                  embed_bf16=embed_bf16)
     for t in step.tensors.values():
         if t.home is None:
@@ -144,11 +157,17 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None)
                 programs[key] = region
             launches.append(Launch(f"k{index}", kernel_ops, program, streams, programs[key]))
         all_buckets[tp] = launches
+    lists = {}
+    for tp, launches in all_buckets.items():
+        region = f"launches.{tp}"
+        words = launch_list.encode(launch_entries(launches, mmap, target), target.memory, len(target.agcus))
+        mmap.add(region, 4 * words.size, "launches")
+        image[region], lists[tp] = words, region
     show(f"== kernels ({mode}; placed and routed; attending over {context} positions)\n"
          f"{_kernels_text(all_buckets[context])}")
     show(f"== memory map\n{mmap.table()}")
     compiled = CompiledModel(shape, target, mode, context, all_buckets, mmap, image, zeroed, "logits",
-                             time.perf_counter() - start, str(getattr(ckpt, "path", "")))
+                             time.perf_counter() - start, str(getattr(ckpt, "path", "")), lists)
     show(f"== program: {len(all_buckets)} context buckets {sorted(all_buckets)}, {len(programs)} distinct "
          f"bitstreams, {sum(w.nbytes for w in image.values())} bytes of memory image\n")
     return compiled

@@ -64,9 +64,9 @@ class Op:
 
 
 def _matvec(shapes, attrs):
-    (w, x) = shapes
-    if len(w) != 2 or x != (w[1],):
-        raise GraphError(f"matvec of weight {w} by vector {x}")
+    w, x, *bias = shapes
+    if len(w) != 2 or x != (w[1],) or bias not in ([], [(w[0],)]):
+        raise GraphError(f"matvec of weight {w} by vector {x}" + (f" plus bias {bias[0]}" if bias else ""))
     return [(w[0],)]
 
 
@@ -107,7 +107,8 @@ def _kv_write(shapes, attrs):
 def _attention(shapes, attrs):
     q, k_cache, v_cache, pos = shapes
     kv_heads, _, head_dim = k_cache
-    if k_cache != v_cache or q != (attrs["heads"] * head_dim,) or attrs["heads"] % kv_heads or pos != (1,):
+    if k_cache != v_cache or q != (attrs["heads"] * head_dim,) or attrs["heads"] % kv_heads or pos != (1,) \
+            or attrs.get("window", 1) < 1:
         raise GraphError(f"attention of {q} over caches {k_cache}, {v_cache} with {attrs['heads']} heads")
     return [q]
 

@@ -9,6 +9,7 @@ are fp32.
 
 import numpy as np
 
+from sw.compiler.decode import pad_halves
 from sw.compiler.memory_map import MemoryMap
 from sw.model.rope import rope_table
 
@@ -41,10 +42,18 @@ def gemv_layout(w, lanes):
     return padded.reshape(tiles, lanes, k).transpose(0, 2, 1)
 
 
-def _rope(context, hd, rope):
-    cos, sin = rope_table(rope, hd, context)
+def _rope(context, hd, rope, true_hd):
+    cos, sin = (pad_halves(t, hd) for t in rope_table(rope, true_hd, context))
     # The chip adds x * cos and swap_halves(x) * sin; rotate_half's minus sign goes into the first half of sin.
     return {"rope.cos": cos, "rope.sin": np.concatenate([-sin[:, :hd // 2], sin[:, hd // 2:]], axis=1)}
+
+
+def mask_table(context, window=0):
+    """(context, context) scores mask: row p is 0 where position p attends (keys 0..p, or the last
+    ``window`` of them) and :data:`MASKED` elsewhere."""
+    key, query = np.arange(context)[None, :], np.arange(context)[:, None]
+    seen = (key <= query) & ((key > query - window) if window else True)
+    return np.where(seen, 0.0, MASKED)
 
 
 def layout(placements, target, weights, *, gemv_bf16=False, embed_bf16=False):
@@ -69,9 +78,11 @@ def layout(placements, target, weights, *, gemv_bf16=False, embed_bf16=False):
             words = matrix(gemv_layout(stacked, target.array.lanes))
         elif p.layout == "rope":
             words = fp32_words(_rope(*p.args)[p.name])
+        elif p.layout == "bias":
+            stacked = np.concatenate([weights[s] for s in p.sources])
+            words = fp32_words(np.pad(stacked, (0, p.args[0] - stacked.size)))
         elif p.layout == "mask":
-            context, = p.args
-            words = fp32_words(np.where(np.arange(context)[None, :] <= np.arange(context)[:, None], 0.0, MASKED))
+            words = fp32_words(mask_table(*p.args))
         else:
             raise ValueError(f"region {p.name}: unknown layout {p.layout!r}")
         mmap.add(p.name, 4 * words.size, p.what)

@@ -7,8 +7,10 @@ over the graph's ops in order:
 - ``embed``: no chip op; its output is read straight from the embedding
   table's row (a :class:`Home` that moves with the token id).
 - ``rmsnorm`` -> ``rmsnorm``, its gain streamed from a region.
-- ``matvec`` -> ``gemv``. Consecutive matvecs of one input whose outputs go
-  to ``rope`` (q and k) are one gemv over their stacked weights; a matvec
+- ``matvec`` -> ``gemv``; a matvec's bias (its third input) is added in the
+  gemv's second PCU, streamed from a region. Consecutive matvecs of one input
+  whose outputs go to ``rope`` (q and k) are one gemv over their stacked
+  weights (and biases); a matvec
   whose output only goes into a KV cache (v) writes it there, in the
   lane-block layout attention reads V in; one whose output is a graph output
   (the logits) writes that region; one whose output is the first operand of
@@ -18,7 +20,7 @@ over the graph's ops in order:
   rows go to, so attention reads q and K from one region.
 - ``kv_write``: no chip op; the cache was written by the op above.
 - ``attention`` -> ``attention_scores`` (q.K^T, mask, softmax) and
-  ``attention_values`` (times V).
+  ``attention_values`` (times V); a sliding window is a mask table of its own.
 - ``add`` -> ``add``; ``silu_mul`` -> ``mul``.
 
 Regions are listed in the order the memory map allocates them: each layer's
@@ -39,9 +41,10 @@ class Placement:
     """A memory region the chip ops need, and what fills it.
 
     ``layout``: ``"rows"`` (a table read a row at a time), ``"vector"`` (fp32), ``"gemv"`` (the
-    stacked ``sources`` in the order their GEMV streams them), ``"kv_cache"`` and ``"output"``
-    (``nbytes``, nothing loaded), ``"rope"`` and ``"mask"`` (tables of ``args``: context, head_dim,
-    :class:`sw.compiler.checkpoint.Rope` / context).
+    stacked ``sources`` in the order their GEMV streams them), ``"bias"`` (the stacked ``sources``,
+    fp32, zero-padded to ``args``: the GEMV's outputs), ``"kv_cache"`` and ``"output"`` (``nbytes``,
+    nothing loaded), ``"rope"`` and ``"mask"`` (tables of ``args``: context, head_dim,
+    :class:`sw.compiler.checkpoint.Rope`, the true head_dim / context, sliding window or 0).
     """
 
     name: str
@@ -97,16 +100,24 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
     def prefix(name):
         return name[:name.rfind(".") + 1]
 
-    def gemv_attrs(weights, region):
+    def gemv_attrs(matvecs, region):
+        weights, biases = [op.inputs[0] for op in matvecs], [op.inputs[2] for op in matvecs if len(op.inputs) > 2]
         rows, k = sum(T[w].shape[0] for w in weights), T[weights[0]].shape[1]
+        n = -(-rows // L) * L
         placed.append(Placement(region, "weight", "gemv", tuple(weights)))
-        return rows, dict(bf16=gemv_bf16, k=k, n=-(-rows // L) * L, weight=region)
+        if biases and len(biases) != len(weights):
+            raise refuse(matvecs[0], "the matvecs stacked into one gemv must all have a bias or none")
+        if not biases:
+            return rows, dict(bf16=gemv_bf16, k=k, n=n, weight=region)
+        bias = f"{region}.bias"
+        placed.append(Placement(bias, "weight", "bias", tuple(biases), args=(n,)))
+        return rows, dict(bf16=gemv_bf16, k=k, n=n, weight=region, bias=bias)
 
     def flush_matvecs():
         if not matvecs:
             return
         name = prefix(matvecs[0].name) + "".join(op.name[len(prefix(op.name)):] for op in matvecs)
-        rows, attrs = gemv_attrs([op.inputs[0] for op in matvecs], f"w.{name}")
+        rows, attrs = gemv_attrs(list(matvecs), f"w.{name}")
         out = tensor(f"{name}_raw", rows)
         emit(name, "gemv", [operand(matvecs[0], matvecs[0].inputs[1])], [out], **attrs)
         start = 0
@@ -135,7 +146,8 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
         caches.append((cache, Placement(slots, "kv_cache", "kv_cache", nbytes=4 * heads * context * hd)))
         cache_region[cache] = slots
         for table in ("rope.cos", "rope.sin"):
-            tables.setdefault(table, Placement(table, "table", "rope", args=(context, hd, ropes[0].attrs["rope"])))
+            tables.setdefault(table, Placement(table, "table", "rope",
+                                               args=(context, hd, ropes[0].attrs["rope"], ropes[0].attrs["head_dim"])))
         row = word_count(4 * hd, wb, "head_dim")
         emit(f"{prefix(ropes[0].name)}rope", "rope", [source], [], writes=[slots], head_dim=hd, heads=heads,
              out_home=(slots, (row, heads), (1, context * row)))
@@ -166,13 +178,14 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
             region = f"w.{short_name(gain)}"
             placed.append(Placement(region, "weight", "vector", (gain,)))
             d = T[x].elements
-            emit(op.name, "rmsnorm", [operand(op, x)], [tensor(out, d)], d=d, eps=op.attrs["eps"], gain=region)
+            emit(op.name, "rmsnorm", [operand(op, x)], [tensor(out, d)], d=d, size=op.attrs["size"],
+                 eps=op.attrs["eps"], gain=region)
             chip[out] = out
         elif op.kind == "matvec" and stacks:
             matvecs.append(op)
         elif op.kind == "matvec":
-            weight, x = op.inputs
-            rows, attrs = gemv_attrs([weight], f"w.{op.name}")
+            x = op.inputs[1]
+            rows, attrs = gemv_attrs([op], f"w.{op.name}")
             if T[out].role == "output":
                 outputs.append(Placement(out, "output", "output", nbytes=4 * attrs["n"]))
                 emit(op.name, "gemv", [operand(op, x)], [], writes=[out], **attrs,
@@ -207,11 +220,14 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
             if slots is None or slots != cache_region.get(k_cache) or values is None:
                 raise refuse(op, "q and K must be in one region and V in another, written by the ops before")
             nkv, context, hd = T[k_cache].shape
-            nh = op.attrs["heads"]
-            tables.setdefault("mask", Placement("mask", "table", "mask", args=(context,)))
+            nh, window = op.attrs["heads"], op.attrs.get("window", 0)
+            mask = f"mask.w{window}" if window else "mask"
+            tables.setdefault(mask, Placement(mask, "table", "mask", args=(context, window)))
             attn = dict(head_dim=hd, heads=nh, kv_heads=nkv, tp=tp, tmax=context)
+            scale = op.attrs["head_dim"] ** -0.5
             probs = tensor(f"{prefix(op.name)}probs", nh * tp)
-            emit(f"{prefix(op.name)}scores", "attention_scores", [], [probs], reads=[slots], slots=slots, **attn)
+            emit(f"{prefix(op.name)}scores", "attention_scores", [], [probs], reads=[slots], slots=slots, mask=mask,
+                 scale=scale, **attn)
             chip[out] = tensor(out, T[out].elements)
             emit(f"{prefix(op.name)}pv", "attention_values", [probs], [out], reads=[values], values=values, **attn)
         elif op.kind in ("add", "silu_mul"):

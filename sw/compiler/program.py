@@ -5,7 +5,7 @@ import errno
 import os
 import stat
 import sys
-from dataclasses import dataclass, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,12 @@ class CompiledModel:
     logits : str
         Region holding the logits after a step.
     compile_seconds : float
+    checkpoint : str
+        The checkpoint folder compiled.
+    launch_lists : dict
+        Attention length ``tp`` -> the region holding that bucket's launch list
+        (:mod:`sw.runtime.launch_list`), which the chip's sequencer walks for a
+        step under chip orchestration.
     """
 
     shape: LlamaShape
@@ -60,6 +66,7 @@ class CompiledModel:
     logits: str
     compile_seconds: float = 0.0
     checkpoint: str = ""
+    launch_lists: dict[int, str] = field(default_factory=dict)
 
     def bucket(self, pos):
         """The launches of the step at ``pos`` (0-based)."""
@@ -73,7 +80,7 @@ class CompiledModel:
 
     def summary(self):
         """Kernels, units, routes, bytes per tier and the memory map."""
-        from sw.compiler.estimate import estimate_step
+        from sw.compiler.estimate import estimate_step, padding_text
 
         t, s = self.target, self.shape
         tp = max(self.buckets)
@@ -85,6 +92,7 @@ class CompiledModel:
                  f"target {t.describe()}", f"  {t.details()}",
                  f"mode {self.mode}: {len(launches)} kernels per decode step ({len(self.buckets)} context buckets "
                  f"up to {self.context} positions), compiled in {self.compile_seconds:.2f} s", ""]
+        lines[-1:-1] = [text for text in (s.variant(), padding_text(self)) if text]
         lines.append(f"{'kernel':<12} {'PCUs':>5} {'PMUs':>5} {'AGCU r/w':>8} {'routes':>6} {'hops':>5}  ops")
         for launch in launches:
             c, m = launch.units()

@@ -22,7 +22,7 @@ def _rmsnorm(b, op):
     x, = op.inputs
     near = [b.near_tensor(x)]
     stats = b.unit("pcu", PcuConfig(stages=(Stage("mul", "r0", "r0", dst="r1"),), out_src="r1", reduce="sum",
-                                    vo=False, so="group", so_scale=1.0 / d, so_bias=op.attrs["eps"],
+                                    vo=False, so="group", so_scale=1.0 / op.attrs["size"], so_bias=op.attrs["eps"],
                                     so_func="rsqrt"), op.name, "stats", near)
     xbuf = b.unit("pmu", _row_buffer(L, d // L), op.name, "xbuf", near + [b.mesh(stats.pos)])
     norm = b.unit("pcu", PcuConfig(inputs=(0, 1), s0="per_group",
@@ -45,19 +45,28 @@ def _gemv(b, op):
                                   read=AddressPattern((k_in, tiles), (1, 0), last_level=0),
                                   read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1),
                  op.name, "xbuf", [b.near_tensor(x)])
+    tail, bias = op.attrs.get("tail", "none"), op.attrs.get("bias")
     mac = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=1,
-                                  tail=op.attrs.get("tail", "none")), op.name, "mac", [b.mesh(buf.pos)])
+                                  tail="none" if bias else tail), op.name, "mac", [b.mesh(buf.pos)])
     b.use(x, [buf.vi0])
     b.kernel.connect(buf.vo0, mac.vi0)
     bf16 = op.attrs.get("bf16", False)
     words = word_count((2 if bf16 else 4) * k_in * n_out, b.wb, op.name)
     b.read(op.attrs["weight"], op.attrs["weight"], *linear(words), [mac.vi1], bf16=bf16)
+    out = mac.vo0
+    if bias:
+        # The bias joins each tile of outputs as it drains, before the tail (SiLU of gate + bias).
+        add = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, stages=(Stage("add", "r0", "r1"),), tail=tail),
+                     op.name, "bias", [b.mesh(mac.pos)])
+        b.kernel.connect(mac.vo0, add.vi0)
+        b.read(bias, bias, *linear(word_count(4 * n_out, b.wb, op.name)), [add.vi1])
+        out = add.vo0
     home = op.attrs.get("out_home")
     if home:
         region, counts, strides, pos_stride = home
-        b.write(op.name, mac.vo0, region, counts, strides, pos_stride=pos_stride)
+        b.write(op.name, out, region, counts, strides, pos_stride=pos_stride)
     else:
-        b.produce(op.outputs[0], mac.vo0)
+        b.produce(op.outputs[0], out)
 
 
 def _elementwise(b, op):
@@ -123,7 +132,7 @@ def _attention_scores(b, op):
                                    buffer_words=tp * hd if kbuffers > 1 else 0, write_passes=nh, read_passes=nh),
                   op.name, "kT", [b.mesh(qbuf.pos)])
     score = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=1,
-                                    stages=(Stage("mul", "r0", "const", const=f32(hd ** -0.5)),)),
+                                    stages=(Stage("mul", "r0", "const", const=f32(op.attrs["scale"])),)),
                    op.name, "qk", [b.mesh(qbuf.pos), b.mesh(kbuf.pos)])
     peak = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=1, stages=(Stage("add", "r0", "r1"),), reduce="max",
                                    so="group"), op.name, "mask_max", [b.mesh(score.pos)])
@@ -151,7 +160,7 @@ def _attention_scores(b, op):
     b.read(f"{op.name}.q", slots, (row, nh), (1, head_stride), [qbuf.vi0], pos_stride=4 * hd)
     b.read(f"{op.name}.k", slots, (tp * row, group, nkv), (1, 0, head_stride), [kbuf.vi0], offset=nh * tmax * 4 * hd)
     mask_row = word_count(4 * tp, b.wb, op.name)
-    b.read("mask", "mask", (mask_row, nh), (1, 0), [peak.vi1], last_level=0, pos_stride=4 * tmax)
+    b.read("mask", op.attrs["mask"], (mask_row, nh), (1, 0), [peak.vi1], last_level=0, pos_stride=4 * tmax)
     b.produce(op.outputs[0], scale.vo0)
 
 
@@ -178,6 +187,7 @@ def _attention_values(b, op):
 
 TEMPLATES = {"rmsnorm": _rmsnorm, "gemv": _gemv, "add": _elementwise, "mul": _elementwise, "rope": _rope,
              "attention_scores": _attention_scores, "attention_values": _attention_values}
-# (PCUs, PMUs) of each template, for summaries; "add" takes a PMU only when its residual is on chip.
+# (PCUs, PMUs) of each template, for summaries; "add" takes a PMU only when its residual is on chip, "gemv" a
+# second PCU when it adds a bias.
 UNITS = {"rmsnorm": (2, 1), "gemv": (1, 1), "add": (1, 1), "mul": (1, 0), "rope": (2, 2),
          "attention_scores": (4, 3), "attention_values": (1, 1)}

@@ -35,6 +35,22 @@ from sw.tile.kernel import Endpoint, Program
 _END_CYCLES = 1
 
 
+# (model class, parameters, configuration, tail functions) -> the unit's model, shared by every ArrayModel in the
+# process: a PcuModel is stateless but for its plans, and ArrayModel uses a PmuModel only through gather, which
+# leaves its banks alone, so programs with the same unit configuration (a model's context buckets) share its plans.
+_UNITS = {}
+
+
+def _unit_model(kind, params, config, **ops):
+    key = (kind, params, config, tuple(ops.items()))
+    model = _UNITS.get(key)
+    if model is None:
+        if len(_UNITS) >= 4096:
+            _UNITS.clear()
+        model = _UNITS[key] = kind(params, config, **ops)
+    return model
+
+
 class Stream(NamedTuple):
     """Words on one port and the cycles its first and last words are offered there."""
 
@@ -165,6 +181,14 @@ class ArrayModel:
         -------
         ArrayRun
         """
+        return self.run_planned(inputs, arrivals=arrivals)[0]
+
+    def run_planned(self, inputs, *, arrivals=None):
+        """:meth:`run`, and the plan that :meth:`replay` runs again on other data of the same shapes.
+
+        A plan holds what the stream lengths, ``last`` flags and arrival cycles decide alone: the timing,
+        every unit's checks and groups, each PMU's passes. Returns ``(ArrayRun, plan)``.
+        """
         prog = self.program
         missing = sorted(set(prog.host_inputs) - set(inputs))
         extra = sorted(set(inputs) - set(prog.host_inputs))
@@ -182,15 +206,18 @@ class ArrayModel:
             self._wires = self._wiring()
         units, outputs = self._wires
         result = ArrayRun({}, 0)
+        steps = []
         for name, unit, feeds in units:
             ins = {}
             for port, source, delay in feeds:
                 data, last, first, end = streams[source]
                 ins[port] = Stream(data, last, first + delay, end + delay)
+            sources = {port: source for port, source, _ in feeds}
             if unit.kind == "pcu":
-                outs, cycles, n_in = self._run_pcu(unit, ins)
+                outs, cycles, n_in, step = self._run_pcu(unit, ins, sources)
             else:
-                outs, cycles, n_in = self._run_pmu(unit, ins)
+                outs, cycles, n_in, step = self._run_pmu(unit, ins, sources)
+            steps.append(step)
             start = max(s.first for s in ins.values())
             stop = max(s.end for s in ins.values())
             end = max(start + cycles, stop + 1 + cycles - n_in) - 1
@@ -198,45 +225,86 @@ class ArrayModel:
             for port, (data, last, wait) in outs.items():
                 first = min(start + cycles - max(n_in, len(last)) + wait, end)
                 streams[(name, port)] = Stream(data, last, first, end)
+        lasts = {}
         for name, source, delay in outputs:
             data, last, _, end = streams[source]
-            result.outputs[name] = (data, last)
+            result.outputs[name] = (data, np.array(last, bool))
             result.output_end[name] = end + delay
+            lasts[name] = (source, np.array(last, bool))
         path = max(result.output_end.values(), default=0) + _END_CYCLES
         result.cycles = max([path] + list(result.unit_cycles.values()))
-        return result
+        plan = (tuple((name, prog.host_inputs[name].port) for name in prog.host_inputs), tuple(steps), lasts,
+                result.cycles, dict(result.unit_cycles), dict(result.unit_end), dict(result.output_end))
+        return result, plan
 
-    def _run_pcu(self, unit, ins):
+    def replay(self, plan, data):
+        """The :class:`ArrayRun` of ``plan`` (from :meth:`run_planned`) on host input ``data`` (name -> uint32 array).
+
+        ``data`` must have the shapes of the run that made the plan; what follows from the shapes (timing,
+        ``last`` flags, checks) is the plan's, what follows from the values is computed here.
+        """
+        ports, steps, lasts, cycles, unit_cycles, unit_end, output_end = plan
+        values = {(name, port): data[name] for name, port in ports}
+        for step in steps:
+            step(values)
+        outputs = {name: (values[source], last.copy()) for name, (source, last) in lasts.items()}
+        return ArrayRun(outputs, cycles, dict(unit_cycles), dict(unit_end), dict(output_end))
+
+    def _run_pcu(self, unit, ins, sources):
         cfg = unit.config
         model = self._models.get(unit.name)
         if model is None:
-            model = self._models[unit.name] = PcuModel(self.params, cfg, tail_ops=self.program.tail_ops[unit.pos],
-                                                       post_ops=self.program.post_ops[unit.pos])
-        vi = {k: (ins[f"vi{k}"].data, ins[f"vi{k}"].last) for k in cfg.inputs}
+            model = self._models[unit.name] = _unit_model(PcuModel, self.params, cfg,
+                                                          tail_ops=tuple(self.program.tail_ops[unit.pos]),
+                                                          post_ops=tuple(self.program.post_ops[unit.pos]))
+        vi = {k: ins[f"vi{k}"].data for k in cfg.inputs}
         si = {k: ins[f"si{k}"].data for k, mode in enumerate((cfg.s0, cfg.s1)) if mode != "none"}
+        where = f"unit {unit.name!r} (PCU at {unit.pos})"
         try:
-            r = model.run(vi, si)
+            plan = model.plan_for({k: ins[f"vi{k}"].last for k in cfg.inputs}, {k: len(v) for k, v in si.items()})
+            vo, so = model.apply(plan, vi, si)
         except ValueError as e:
-            raise ValueError(f"unit {unit.name!r} (PCU at {unit.pos}): {e}") from None
+            raise ValueError(f"{where}: {e}") from None
         outs = {}
         if cfg.vo:
-            outs["vo0"] = (r.vo, r.vo_last, 0)
+            outs["vo0"] = (vo, plan.vo_last, 0)
         if cfg.so != "none":
-            # A group's scalar leaves after the group's last firing.
-            group_end = np.flatnonzero(vi[cfg.group_src][1])
-            outs["so0"] = (r.so, r.so_last, int(group_end[0]) if cfg.so == "group" and len(group_end) else 0)
-        return outs, r.cycles, r.firings
+            outs["so0"] = (so, plan.so_last, plan.wait)
+        vi_src = tuple((k, sources[f"vi{k}"]) for k in cfg.inputs)
+        si_src = tuple((k, sources[f"si{k}"]) for k in si)
+        vo_key, so_key = (unit.name, "vo0") if cfg.vo else None, (unit.name, "so0") if cfg.so != "none" else None
 
-    def _run_pmu(self, unit, ins):
+        def step(values):
+            try:
+                vo, so = model.apply(plan, {k: values[s] for k, s in vi_src}, {k: values[s] for k, s in si_src})
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+            if vo_key:
+                values[vo_key] = vo
+            if so_key:
+                values[so_key] = so
+        return outs, plan.cycles, plan.n, step
+
+    def _run_pmu(self, unit, ins, sources):
         cfg = unit.config
         model = self._models.get(unit.name)
         if model is None:
-            model = self._models[unit.name] = PmuModel(self.params, cfg)
-        # Each kernel starts with the PMU's banks at zero, as a fresh model has them.
-        model.banks = np.zeros_like(model.banks)
-        si0 = ins["si0"].data if "si0" in ins else ()
-        si1 = ins["si1"].data if "si1" in ins else ()
-        r = model.run(ins["vi0"].data, si0, si1)
-        if r.errors:
-            raise ValueError(f"unit {unit.name!r} (PMU at {unit.pos}): {r.errors} accesses out of range")
-        return {"vo0": (r.vo0, r.last, 0)}, r.cycles, len(ins["vi0"].data)
+            model = self._models[unit.name] = _unit_model(PmuModel, self.params, cfg)
+        where = f"unit {unit.name!r} (PMU at {unit.pos})"
+        # Each kernel starts with the PMU's banks at zero: the run is a gather from its write vectors.
+        feeds = tuple(sources.get(port) for port in ("vi0", "si0", "si1"))
+
+        def run(values):
+            vi0, si0, si1 = (() if s is None else values[s] for s in feeds)
+            vo0, last, errors, cycles = model.gather(vi0, si0, si1)
+            if errors:
+                raise ValueError(f"{where}: {errors} accesses out of range")
+            return vo0, last, cycles
+
+        values = {feeds[k]: ins[port].data for k, port in enumerate(("vi0", "si0", "si1")) if port in ins}
+        vo0, last, cycles = run(values)
+        key = (unit.name, "vo0")
+
+        def step(values):
+            values[key] = run(values)[0]
+        return {"vo0": (vo0, last, 0)}, cycles, len(ins["vi0"].data), step

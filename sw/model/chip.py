@@ -36,6 +36,36 @@ AGCU_WRITE_CYCLES = 3
 # (memory parameters, each input's tier and words) -> arrivals: the timing is data-independent, so every
 # model in the process (fused and unfused, a sweep's points) computes a launch's arrivals once.
 _ARRIVALS = {}
+# Built programs -> their ArrayModel, and (memory parameters, program, launch shapes) -> a launch's plan
+# (ChipModel._plan): neither depends on a chip's memory contents, so every model in the process shares them.
+_ARRAYS = {}
+_PLANS = {}
+
+
+# (tier parameters, word bytes, streams) -> the tier's model and its response cycles so far for that many
+# streams offered round-robin from AGCU_START_CYCLES: service is causal, so fewer words are a prefix.
+_SERVICE = {}
+
+
+def _service(tier, word_bytes, streams, total):
+    """Response cycles of the first ``total`` requests of ``streams`` streams offering a word each a cycle."""
+    known = _SERVICE.get((tier, word_bytes, streams))
+    if known is None:
+        known = _SERVICE[(tier, word_bytes, streams)] = (TierModel(tier, word_bytes=word_bytes), [])
+    model, times = known
+    if len(times) < total:
+        more = max(total, 2 * len(times))
+        times.extend(model.service((AGCU_START_CYCLES + np.arange(len(times), more) // streams).tolist()))
+    return times
+
+
+def _array_model(prog):
+    array = _ARRAYS.get(id(prog))
+    if array is None or array.program is not prog:
+        if len(_ARRAYS) >= 4096:
+            _ARRAYS.clear()
+        array = _ARRAYS[id(prog)] = ArrayModel(prog)
+    return array
 
 
 def _tier_memory(name, capacity):
@@ -63,7 +93,9 @@ class ChipModel:
         self.program = None
         # Words each tier performed for kernels and copies, and refused: the controllers' counters.
         self.stats = {name: {"reads": 0, "writes": 0, "errors": 0} for name in TIER_NAMES.values()}
-        self._arrays = {}
+        # Per program: its host ports' AGCUs and the launch plans seen, by their patterns' shapes (see _replay).
+        self._launches = {}
+        self._rows = {}
         # Stream shapes -> arrivals, for this model's memory parameters (hashing them costs more than a lookup).
         self._known = {}
 
@@ -86,14 +118,48 @@ class ChipModel:
         are also written to memory where the write patterns say. A pattern with words outside its tier
         raises :class:`~sw.model.memory.MemoryRangeError` once the kernel has run, as the RTL reports it
         after ``kernel_done``: such words read as zeros and are not written.
+
+        The timing and the kernel's plan depend on the patterns' tiers and loop nests, not on their bases
+        or the data: a launch of the same shapes as an earlier one replays that one's plan.
         """
         if self.program is None:
             raise RuntimeError("execute before load_program")
+        prog = self.program
+        known = self._launches.get(id(prog))
+        if known is None or known[0] is not prog:
+            known = self._launches[id(prog)] = (prog, [self.agcu_at(p.side, p.col) for p in prog.host_inputs.values()],
+                                                [self.agcu_at(p.side, p.col) for p in prog.host_outputs.values()], {})
+        _, ins, outs, plans = known
+        if all(k in reads for k in ins) and all(k in writes for k in outs):
+            read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
+            key = (tuple((p.tier, p.nest, p.bf16) for p in read_pats), tuple((p.tier, p.nest) for p in write_pats))
+            plan = plans.get(key)
+            if plan is None:
+                plan = _PLANS.get((self.mem_params, id(prog), key))
+                if plan is not None and plan[0] is prog:
+                    plans[key] = plan
+                else:
+                    plan = None
+            if plan is not None:
+                done = self._replay(plan, read_pats, write_pats)
+                if done is not None:
+                    return done
+            cycles, outputs, plan = self._execute(reads, writes)
+            if plan is not None:
+                if len(plans) >= 1024:
+                    plans.clear()
+                if len(_PLANS) >= 4096:
+                    _PLANS.clear()
+                plans[key] = _PLANS[(self.mem_params, id(prog), key)] = plan
+            return cycles, outputs
+        return self._execute(reads, writes)[:2]
+
+    def _execute(self, reads, writes):
+        """:meth:`execute` step by step; returns ``(cycles, outputs, plan)``, the plan None where none can be made
+        (a word outside its tier, a tier not kept in one array)."""
         prog, P, lanes = self.program, self.mem_params, self.array_params.lanes
         wb = P.word_bytes
-        array = self._arrays.get(id(prog))
-        if array is None or array.program is not prog:
-            array = self._arrays[id(prog)] = ArrayModel(prog)
+        array = _array_model(prog)
         inputs, words_of, reports = {}, {}, {}
         for name, port in prog.host_inputs.items():
             k, pat = self._pattern(reads, "input", name, port)
@@ -112,7 +178,7 @@ class ChipModel:
             arrivals = self._known[shape] = _ARRIVALS[key]
         # An AGCU offers at most one vector a cycle (a bf16 word makes two).
         arrivals = {n: (first, max(end, first + len(inputs[n][0]) - 1)) for n, (first, end) in arrivals.items()}
-        run = array.run(inputs, arrivals=arrivals)
+        run, array_plan = array.run_planned(inputs, arrivals=arrivals)
         end = max((e for _, e in arrivals.values()), default=0)
         for name, port in prog.host_outputs.items():
             k, pat = self._pattern(writes, "output", name, port)
@@ -129,7 +195,68 @@ class ChipModel:
                 side, col = self.agcus[k]
                 raise MemoryRangeError(f"AGCU {k} ({side}{col}) {direction}: word {report.error_word} of its "
                                        f"pattern at {pat.base:#x} lies outside {TIER_NAMES[pat.tier]}")
-        return end + 1, run.outputs
+        return end + 1, run.outputs, self._plan(prog, array, array_plan, reads, writes, end + 1)
+
+    def _plan(self, prog, array, array_plan, reads, writes, cycles):
+        """What a launch like this one (same program, tiers and loop nests; any bases) repeats, or None.
+
+        Only launches whose every word lies in its tier, with tiers kept in one array and writes to distinct
+        words, have a plan: replaying it is then one slice or gather per read and one store per write.
+        """
+        P = self.mem_params
+        sides = []
+        for ports, patterns in ((prog.host_inputs, reads), (prog.host_outputs, writes)):
+            side = []
+            for name, port in ports.items():
+                pat = patterns[self.agcu_at(port.side, port.col)]
+                least, greatest, offsets, n, distinct = memory_units.nest_rows(pat.nest)
+                if self._tier_rows(pat.tier) is None or not n or (patterns is writes and not distinct):
+                    return None
+                side.append((name, pat.tier, offsets, n, least, greatest, getattr(pat, "bf16", False)))
+            sides.append(side)
+        counts = {}
+        for (direction, side) in (("reads", sides[0]), ("writes", sides[1])):
+            for _, tier, _, n, *_ in side:
+                counts[(TIER_NAMES[tier], direction)] = counts.get((TIER_NAMES[tier], direction), 0) + n
+        return prog, sides[0], sides[1], array, array_plan, tuple(counts.items()), cycles
+
+    def _tier_rows(self, tier):
+        """Tier ``tier`` as (capacity / word_bytes, word_bytes) bytes, or None when it is not kept in one array."""
+        memory = self.memory[tier]
+        known = self._rows.get(tier)
+        if known is None or known[0] is not memory:
+            P = self.mem_params
+            known = self._rows[tier] = (memory, memory_units.tier_rows(memory, P.tiers[tier].capacity, P.word_bytes))
+        return known[1]
+
+    def _replay(self, plan, read_pats, write_pats):
+        """``(cycles, outputs)`` of :meth:`execute` by ``plan``; None (nothing done) where a base takes a word out
+        of its tier or a tier was replaced, for :meth:`_execute` to run and report."""
+        _, reads, writes, array, array_plan, counts, cycles = plan
+        wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
+        starts = []
+        for side, patterns in ((reads, read_pats), (writes, write_pats)):
+            for (name, tier, offsets, n, least, greatest, bf16), pat in zip(side, patterns):
+                rows = self._tier_rows(tier)
+                row, rest = divmod(pat.base, wb)
+                if rows is None or rest or row + least < 0 or row + greatest >= len(rows):
+                    return None
+                starts.append((rows, row))
+        data = {}
+        for (name, tier, offsets, n, least, greatest, bf16), (rows, row) in zip(reads, starts):
+            raw = rows[row + offsets:row + offsets + n].copy() if isinstance(offsets, int) else rows[row + offsets]
+            data[name] = memory_units.as_vectors(raw, lanes, bf16)
+        run = array.replay(array_plan, data)
+        for (name, tier, offsets, n, *_), (rows, row) in zip(writes, starts[len(reads):]):
+            flat = np.ascontiguousarray(np.asarray(run.outputs[name][0], dtype="<u4")).view(np.uint8).reshape(-1)
+            words = flat[:n * wb].reshape(n, wb)
+            if isinstance(offsets, int):
+                rows[row + offsets:row + offsets + n] = words
+            else:
+                rows[row + offsets] = words
+        for (tier, what), words in counts:
+            self.stats[tier][what] += words
+        return cycles, run.outputs
 
     def _pattern(self, patterns, what, name, port):
         """(AGCU index, its pattern) of host port ``name``; LaunchError when the launch gave it none."""
@@ -147,9 +274,7 @@ class ChipModel:
             if not names:
                 continue
             counts = [words_of[n][1] for n in names]
-            model = TierModel(self.mem_params.tiers[tier_index], word_bytes=self.mem_params.word_bytes)
-            total = sum(counts)
-            times = model.service((AGCU_START_CYCLES + np.arange(total) // len(names)).tolist())
+            times = _service(self.mem_params.tiers[tier_index], self.mem_params.word_bytes, len(names), sum(counts))
             for k, n in enumerate(names):
                 # Round r serves, in name order, every stream with more than r words: a stream's first word
                 # is its rank in round 0, its last the words of all earlier rounds plus its rank in round c - 1.

@@ -57,7 +57,16 @@ def _high(t):
 def daz(x):
     """:func:`sw.golden.arith.daz32` of a uint32 array; the array itself when nothing changes."""
     x = np.asarray(x, dtype=np.uint32)
-    return np.where(_subnormal(x), x & _SIGN, x) if _low(x & _ABS, _FRAC) else x
+    if not x.ndim:
+        v = int(x)
+        return np.asarray(v & 0x80000000, np.uint32) if v & 0x7F800000 == 0 and v & 0x7FFFFFFF else x
+    if not x.size:
+        return x
+    # |x| - 1 wraps around for zero, so the least of them is below _FRAC exactly when some x is subnormal.
+    t = x & _ABS
+    if np.minimum.reduce(np.subtract(t, _ONE, out=t), axis=None) >= _FRAC:
+        return x
+    return np.where(_subnormal(x), x & _SIGN, x)
 
 
 def _canon(r):
@@ -136,16 +145,66 @@ def dot(a, b):
     the step-by-step path runs.
     """
     a, b = daz(a), daz(b)
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    a, b = (x.reshape((1,) * (len(shape) - x.ndim) + x.shape) for x in (a, b))
+    k = int(np.prod(shape[2:], dtype=np.int64))
+    if len(shape) < 3 or shape[1] == 0 or shape[0] * k < 2:
+        return _ordered(a, b, shape)
+    # The products laid out (m, groups x k) in C order at once, so every step of the sum adds one contiguous
+    # row to the accumulators.
     with np.errstate(all="ignore"):
-        p = np.multiply(a.view(np.float32), b.view(np.float32), order="C")
-    if p.ndim < 3 or p.shape[1] == 0 or p.shape[0] * p[0, 0].size < 2 or \
-            _low(p.view(np.uint32) & _ABS, _COARSE - _ONE):
-        return accumulate(mul(a, b, canonical=False), 1, normal=True)[:, -1] if p.shape[1] else \
-            np.zeros(p.shape[:1] + p.shape[2:], np.uint32)
-    groups, m, k = p.shape[0], p.shape[1], p[0, 0].size
-    # (groups, m, k) to (m, groups x k), each group's k values of a step moved as one item, so every step of
-    # the sum adds one contiguous row to the accumulators.
-    rows = np.ascontiguousarray(np.swapaxes(p.reshape(groups, m, k).view(np.dtype((np.void, 4 * k))), 0, 1))
+        p = np.multiply(np.swapaxes(a, 0, 1).view(np.float32), np.swapaxes(b, 0, 1).view(np.float32), order="C")
+    t = p.view(np.uint32).reshape(-1) & _ABS
+    if np.minimum.reduce(np.subtract(t, _ONE, out=t)) < _COARSE - _ONE:
+        return _ordered(a, b, shape)
     with np.errstate(all="ignore"):
-        s = np.add.reduce(rows.view(np.float32).reshape(m, groups * k), axis=0, initial=np.float32(0))
-    return _canon(s.view(np.uint32).reshape(p.shape[:1] + p.shape[2:]))
+        s = np.add.reduce(p.reshape(shape[1], shape[0] * k), axis=0, initial=np.float32(0))
+    return _canon(s.view(np.uint32).reshape(shape[:1] + shape[2:]))
+
+
+def _ordered(a, b, shape):
+    """:func:`dot` step by step."""
+    if not shape[1]:
+        return np.zeros(shape[:1] + shape[2:], np.uint32)
+    return accumulate(mul(a, b, canonical=False), 1, normal=True)[:, -1]
+
+
+def _coarse(x):
+    """Whether every pattern of ``x`` (after :func:`daz`) is a zero or at least 2**-103 in magnitude: then every
+    sum of them in any order is a multiple of 2**-126, never subnormal, and IEEE float32 addition is the policy's
+    up to NaN payloads."""
+    t = x.reshape(-1) & _ABS
+    return not t.size or np.minimum.reduce(np.subtract(t, _ONE, out=t)) >= _COARSE - _ONE
+
+
+def ordered_sums(x, start=0):
+    """``accumulate(x, 1, start=start)[:, -1]``: each row's sum of ``x`` (groups, m) in order, as one reduction.
+
+    When the values are coarse (see :func:`_coarse`) and there are at least two rows, the rows are laid out
+    (m, groups) in C order and reduced over the outer axis, which adds whole rows one after the other.
+    """
+    x = daz(x)
+    if x.ndim != 2 or x.shape[0] < 2 or not x.shape[1] or not _coarse(x):
+        return accumulate(x, 1, start=start, normal=True)[:, -1]
+    rows = np.ascontiguousarray(x.T).view(np.float32)
+    with np.errstate(all="ignore"):
+        s = np.add.reduce(rows, axis=0, initial=np.uint32(start).view(np.float32))
+    return _canon(s.view(np.uint32))
+
+
+def lane_sums(x):
+    """The PCU's pairwise cross-lane sum of ``x`` (n, lanes): :func:`add` of lane pairs, level by level.
+
+    With coarse values the levels run as plain float32 additions and only the result is made canonical.
+    """
+    if x.shape[1] > 1 and x.size:
+        y = daz(x)
+        if _coarse(y):
+            f = y.view(np.float32)
+            with np.errstate(all="ignore"):
+                while f.shape[1] > 1:
+                    f = f[:, 0::2] + f[:, 1::2]
+            return _canon(f[:, 0].view(np.uint32))
+    while x.shape[1] > 1:
+        x = add(x[:, 0::2], x[:, 1::2])
+    return x[:, 0]

@@ -171,18 +171,44 @@ def transfer_read(memory, capacity, base, nest, *, lanes, word_bytes=16, runtime
         raw = tier[rows].copy() if isinstance(rows, slice) else tier[rows]
     else:
         raw = _gather(memory, report.addresses, capacity, word_bytes)
+    last = _marks(nest, lanes, word_bytes, bf16).copy()
+    return as_vectors(raw, lanes, bf16), last, report
+
+
+def as_vectors(raw, lanes, bf16=False):
+    """The (n, lanes) uint32 vectors of memory words ``raw`` ((words, word_bytes) uint8, a new array), as an
+    AGCU read delivers them: bf16 words widened, the final vector's missing lanes zero."""
     if bf16:
         raw = (raw.reshape(-1).view("<u2").astype("<u4") << 16).view(np.uint8)
     flat = raw.reshape(-1)
     vector_bytes = 4 * lanes
     if flat.size % vector_bytes == 0:
-        vectors = flat.view("<u4").reshape(-1, lanes)
+        return flat.view("<u4").reshape(-1, lanes)
+    padded = np.zeros(-(-flat.size // vector_bytes) * vector_bytes, dtype=np.uint8)
+    padded[:flat.size] = flat
+    return padded.view("<u4").reshape(-1, lanes)
+
+
+@functools.lru_cache(maxsize=4096)
+def nest_rows(nest):
+    """Where a transfer of ``nest`` lies relative to its base, in words: ``(least, greatest, rows, count,
+    distinct)``; ``rows`` is the first word's offset (an int) when the words are consecutive, else every
+    word's offset (an int64 array, not to modify). From a base of ``b`` words the transfer visits rows
+    ``b + rows`` of the tier seen as (capacity / word_bytes, word_bytes) bytes."""
+    offsets = nest.addresses()
+    n = offsets.size
+    if n and np.array_equal(offsets, offsets[0] + np.arange(n)):
+        rows, distinct = int(offsets[0]), True
     else:
-        padded = np.zeros(-(-flat.size // vector_bytes) * vector_bytes, dtype=np.uint8)
-        padded[:flat.size] = flat
-        vectors = padded.view("<u4").reshape(-1, lanes)
-    last = _marks(nest, lanes, word_bytes, bf16).copy()
-    return vectors, last, report
+        rows, distinct = offsets, np.unique(offsets).size == n
+        rows.flags.writeable = False
+    least, greatest = (int(offsets.min()), int(offsets.max())) if n else (0, -1)
+    return least, greatest, rows, n, distinct
+
+
+def tier_rows(memory, capacity, word_bytes):
+    """:func:`_tier_bytes`: the tier as (capacity / word_bytes, word_bytes) bytes, or None when it is not one array."""
+    return _tier_bytes(memory, capacity, word_bytes) if capacity % word_bytes == 0 else None
 
 
 def agcu_write(memory, capacity, base, counts, strides, vectors, *, word_bytes=16, runtime_offset=0):

@@ -6,18 +6,19 @@ evaluates every firing at once with the golden arithmetic (its fast form,
 the hardware's order of additions, vectorised across groups and lanes.
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from facts.latency import POST_OPS, TAIL_OPS, pipeline_latency, post_latency
 from sw.golden import arith as g
-from sw.golden import tail as t
-from sw.model import fp32
+from sw.model import fp32, tail
 from sw.tile.pcu import REGISTERS, f32
 
 _TAIL = {
-    "none": lambda x: x, "exp": t.exp, "recip": t.recip, "rsqrt": t.rsqrt, "sigmoid": t.sigmoid, "silu": t.silu,
+    "none": lambda x: x, "exp": tail.exp, "recip": tail.recip, "rsqrt": tail.rsqrt, "sigmoid": tail.sigmoid,
+    "silu": tail.silu,
     "bf16": lambda x: g.bf16_to_fp32(g.fp32_to_bf16(x)),
 }
 _OPS = {
@@ -48,27 +49,42 @@ class PcuResult:
 
 def reduce_lanes(op, x):
     """The PCU's pairwise cross-lane reduction of ``x`` (n, lanes)."""
-    combine = fp32.add if op == "sum" else g.fp32_max
+    if op == "sum":
+        return fp32.lane_sums(x)
     while x.shape[1] > 1:
-        x = combine(x[:, 0::2], x[:, 1::2])
+        x = g.fp32_max(x[:, 0::2], x[:, 1::2])
     return x[:, 0]
+
+
+@functools.lru_cache(maxsize=256)
+def _bits(value):
+    return np.uint32(f32(value))
 
 
 def scalar_post(config, x):
     """so0's ``func(x * scale + bias)``."""
-    return _TAIL[config.so_func](fp32.add(fp32.mul(x, f32(config.so_scale)), f32(config.so_bias)))
+    return _TAIL[config.so_func](fp32.add(fp32.mul(x, _bits(config.so_scale)), _bits(config.so_bias)))
 
 
-def _grouped(values, group, groups, fill):
-    """``values`` (n, ...) as (groups, longest group, ...), each group led by ``fill`` up to the longest."""
+def _group_layout(group, groups):
+    """How :func:`_grouped` lays out values of these groups: (longest group, None) when all are as long, else
+    (longest group, source index (groups, longest), keep (groups, longest) bool)."""
     sizes = np.bincount(group, minlength=groups)
     m = int(sizes.max())
     if (sizes == m).all():
-        return values.reshape((groups, m) + values.shape[1:])
+        return m, None, None
     starts = np.searchsorted(group, np.arange(groups))
     j = np.arange(m)[None, :] - (m - sizes)[:, None]
-    keep = (j >= 0).reshape((groups, m) + (1,) * (values.ndim - 1))
-    return np.where(keep, values[np.maximum(starts[:, None] + j, 0)], np.uint32(fill))
+    return m, np.maximum(starts[:, None] + j, 0), j >= 0
+
+
+def _grouped(values, layout, groups, fill):
+    """``values`` (n, ...) as (groups, longest group, ...), each group led by ``fill`` up to the longest."""
+    m, index, keep = layout
+    if index is None:
+        return values.reshape((groups, m) + values.shape[1:])
+    keep = keep.reshape(keep.shape + (1,) * (values.ndim - 1))
+    return np.where(keep, values[index], np.uint32(fill))
 
 
 def _group_ids(last):
@@ -76,6 +92,13 @@ def _group_ids(last):
     ids = np.zeros(len(last), dtype=np.int64)
     ids[ends[:-1] + 1] = 1
     return np.cumsum(ids), len(ends)
+
+
+class _Plan:
+    """What a run decides from its stream lengths and ``last`` flags alone (see :meth:`PcuModel.plan`)."""
+
+    __slots__ = ("n", "last", "group", "groups", "layout", "starts", "sizes", "cycles", "vo_last", "so_last",
+                 "zero", "wait")
 
 
 class PcuModel:
@@ -87,6 +110,9 @@ class PcuModel:
     config : PcuConfig
     tail_ops, post_ops : tuple of TailOp or str
         The tail functions the modelled PCU was built with (``TailOp`` members or lower-case names).
+
+    A run is :meth:`plan` (everything that follows from the stream lengths and ``last`` flags: checks, groups,
+    cycles) then :meth:`apply` (the data); a caller that sees the same shapes again keeps the plan.
     """
 
     def __init__(self, params, config, *, tail_ops=TAIL_OPS, post_ops=POST_OPS):
@@ -96,22 +122,123 @@ class PcuModel:
         self.tail_ops, self.post_ops = tuple(tail_ops), tuple(post_ops)
         self.latency = pipeline_latency(params.stages, params.lanes, names(tail_ops)) + _FIFO_CYCLES
         self.post_latency = post_latency(names(post_ops))
+        # Operands by index into [r0, r1, r2, r3, s0, s1, const, zero]; the const slot is the stage's own.
+        slot = {name: k for k, name in enumerate(REGISTERS + ("s0", "s1", "const", "zero"))}
+        self._program = tuple((_OPS[st.op], st.op in _ELEMENTWISE, slot[st.a], slot[st.b], slot[st.c],
+                               REGISTERS.index(st.dst), np.uint32(st.const)) for st in config.stages)
+        self._out = REGISTERS.index(config.out_src)
+        self._tail = _TAIL[config.tail]
+        self._plans = {}
 
     def _stages(self, regs, s0, s1):
         shape = regs[0].shape
-        for st in self.config.stages:
-            pick = {"r0": regs[0], "r1": regs[1], "r2": regs[2], "r3": regs[3], "s0": s0, "s1": s1,
-                    "const": np.uint32(st.const), "zero": np.uint32(0)}
-            if st.op in _ELEMENTWISE:
+        regs = list(regs) + [s0, s1, None, np.uint32(0)]
+        for op, elementwise, a, b, c, dst, const in self._program:
+            regs[6] = const
+            if elementwise:
                 # numpy broadcasts the operands itself; only a result narrower than the registers is widened.
-                r = np.asarray(_OPS[st.op](pick[st.a], pick[st.b], pick[st.c]), dtype=np.uint32)
+                r = np.asarray(op(regs[a], regs[b], regs[c]), dtype=np.uint32)
                 if r.shape != shape:
                     r = np.ascontiguousarray(np.broadcast_to(r, shape))
             else:
-                a, b, c = (np.broadcast_to(pick[x], shape) for x in (st.a, st.b, st.c))
-                r = np.asarray(_OPS[st.op](a, b, c), dtype=np.uint32)
-            regs[REGISTERS.index(st.dst)] = r
-        return _TAIL[self.config.tail](regs[REGISTERS.index(self.config.out_src)])
+                r = np.asarray(op(*(np.broadcast_to(regs[x], shape) for x in (a, b, c))), dtype=np.uint32)
+            regs[dst] = r
+        return self._tail(regs[self._out])
+
+    def plan(self, lasts, si_sizes=None):
+        """Check a run's shapes and work out what follows from them alone.
+
+        Parameters
+        ----------
+        lasts : dict
+            Input index -> ``last`` flags (n,) of each consumed vector input.
+        si_sizes : dict, optional
+            Input index -> number of scalars given on si0 / si1.
+
+        Raises ValueError as :meth:`run` does for inputs of the wrong shape.
+        """
+        cfg = self.config
+        si_sizes = si_sizes or {}
+        missing = [k for k in cfg.inputs if k not in lasts]
+        if missing:
+            raise ValueError(f"no data for consumed vector input(s) {missing}")
+        lengths = {k: len(lasts[k]) for k in cfg.inputs}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f"consumed inputs have different lengths: {lengths}")
+        n = lengths[cfg.inputs[0]]
+        last = np.array(lasts[cfg.group_src], dtype=bool)
+        if n and not last[-1]:
+            raise ValueError(f"the last vector of input {cfg.group_src} (group_src) has no `last` flag: "
+                             "the final group would never end")
+        plan = _Plan()
+        plan.n, plan.last = n, last
+        plan.group, plan.groups = _group_ids(last)
+        groups, lanes = plan.groups, self.params.lanes
+        plan.layout = _group_layout(plan.group, groups) if groups else None
+        if cfg.systolic:
+            rows = cfg.systolic_rows
+            plan.vo_last = np.tile(np.arange(rows) == rows - 1, groups)
+            plan.so_last = np.zeros(0, bool)
+            plan.cycles = n + groups * rows + self.latency + _VO_CYCLES
+            plan.wait = 0
+            return plan
+        for k, mode in enumerate((cfg.s0, cfg.s1)):
+            given = si_sizes.get(k, 0)
+            if mode == "per_firing" and given != n:
+                raise ValueError(f"si{k} is per_firing: {n} scalars needed, {given} given")
+            if mode == "per_group" and given != groups:
+                raise ValueError(f"si{k} is per_group: {groups} scalars needed, {given} given")
+        plan.zero = np.zeros((n, lanes), dtype=np.uint32)
+        plan.zero.flags.writeable = False
+        if groups:
+            plan.starts = np.searchsorted(plan.group, np.arange(groups))
+            plan.sizes = np.bincount(plan.group, minlength=groups)
+        plan.vo_last = last if cfg.vo else np.zeros(0, bool)
+        plan.so_last = np.zeros(0, bool) if cfg.so == "none" else last if cfg.so == "every" else np.ones(groups, bool)
+        # The run ends with its slowest output: vo0's register or the scalar post unit.
+        tail_end = max(_VO_CYCLES if cfg.vo else 0, self.post_latency if cfg.so != "none" else 0)
+        plan.cycles = n + self.latency + tail_end
+        # A group's scalar leaves after the group's last firing.
+        ends = np.flatnonzero(last)
+        plan.wait = int(ends[0]) if cfg.so == "group" and len(ends) else 0
+        return plan
+
+    def plan_for(self, lasts, si_sizes=None):
+        """:meth:`plan`, kept per shapes: runs with the same ``last`` flags and scalar counts share one."""
+        key = (tuple((k, np.asarray(v, bool).tobytes()) for k, v in sorted(lasts.items())),
+               tuple(sorted((si_sizes or {}).items())))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self.plan(lasts, si_sizes)
+            if len(self._plans) >= 256:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def apply(self, plan, vi, si=None):
+        """(vo (n, lanes), so (m,)) of a run with ``plan``: ``vi`` maps input index -> data, ``si`` -> scalars."""
+        cfg, n, lanes = self.config, plan.n, self.params.lanes
+        if cfg.systolic:
+            return self._systolic(plan, vi), np.zeros(0, np.uint32)
+        zero = plan.zero
+        regs = [np.asarray(vi[k], dtype=np.uint32).reshape(n, lanes) if k in cfg.inputs else zero
+                for k in range(3)] + [zero]
+        scal = []
+        for k, mode in enumerate((cfg.s0, cfg.s1)):
+            if mode == "none":
+                scal.append(np.uint32(0))
+                continue
+            values = np.asarray(si[k], dtype=np.uint32)
+            scal.append(values[:, None] if mode == "per_firing" else values[plan.group][:, None])
+        out = self._stages(regs, scal[0], scal[1])
+        vo = out if cfg.vo else np.zeros((0, lanes), np.uint32)
+        so = np.zeros(0, np.uint32)
+        if cfg.so != "none":
+            reduced = reduce_lanes(cfg.reduce, out)
+            if cfg.so == "group":
+                reduced = self._fold(reduced, plan.group, plan.groups, plan)
+            so = np.asarray(scalar_post(cfg, reduced), np.uint32)
+        return vo, so
 
     def run(self, vi, si=None):
         """Run the configuration.
@@ -125,89 +252,43 @@ class PcuModel:
             Input index -> scalars (uint32): one per firing (``per_firing``)
             or one per group (``per_group``).
         """
-        cfg, p = self.config, self.params
         si = si or {}
-        missing = [k for k in cfg.inputs if k not in vi]
-        if missing:
-            raise ValueError(f"no data for consumed vector input(s) {missing}")
-        lengths = {k: len(vi[k][1]) for k in cfg.inputs}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"consumed inputs have different lengths: {lengths}")
-        n = lengths[cfg.inputs[0]]
-        last = np.asarray(vi[cfg.group_src][1], dtype=bool)
-        if n and not last[-1]:
-            raise ValueError(f"the last vector of input {cfg.group_src} (group_src) has no `last` flag: "
-                             "the final group would never end")
-        group, groups = _group_ids(last)
-        if cfg.systolic:
-            return self._run_systolic(vi, n, last, group, groups)
+        sizes = {k: len(np.asarray(si.get(k, []))) for k, mode in enumerate((self.config.s0, self.config.s1))
+                 if mode != "none"}
+        plan = self.plan({k: vi[k][1] for k in vi}, sizes)
+        vo, so = self.apply(plan, {k: vi[k][0] for k in vi}, si)
+        return PcuResult(vo, np.asarray(plan.vo_last, bool).copy(), so, plan.so_last.copy(), plan.n, plan.cycles)
 
-        lanes = p.lanes
-        zero = np.zeros((n, lanes), dtype=np.uint32)
-        regs = [np.asarray(vi[k][0], dtype=np.uint32).reshape(n, lanes) if k in cfg.inputs else zero
-                for k in range(3)] + [zero]
-        scal = []
-        for k, mode in enumerate((cfg.s0, cfg.s1)):
-            values = np.asarray(si.get(k, []), dtype=np.uint32)
-            if mode == "per_firing":
-                if len(values) != n:
-                    raise ValueError(f"si{k} is per_firing: {n} scalars needed, {len(values)} given")
-                scal.append(values[:, None])
-            elif mode == "per_group":
-                if len(values) != groups:
-                    raise ValueError(f"si{k} is per_group: {groups} scalars needed, {len(values)} given")
-                scal.append(values[group][:, None])
-            else:
-                scal.append(np.uint32(0))
-        out = self._stages(regs, scal[0], scal[1])
-
-        vo = out if cfg.vo else np.zeros((0, lanes), np.uint32)
-        vo_last = last if cfg.vo else np.zeros(0, bool)
-        so = np.zeros(0, np.uint32)
-        so_last = np.zeros(0, bool)
-        if cfg.so != "none":
-            reduced = reduce_lanes(cfg.reduce, out)
-            if cfg.so == "every":
-                so, so_last = scalar_post(cfg, reduced), last
-            else:
-                so, so_last = scalar_post(cfg, self._fold(reduced, group, groups)), np.ones(groups, bool)
-        latency = self.latency
-        # The run ends with its slowest output: vo0's register or the scalar post unit.
-        tail_end = max(_VO_CYCLES if cfg.vo else 0, self.post_latency if cfg.so != "none" else 0)
-        cycles = n + latency + tail_end
-        return PcuResult(vo, np.asarray(vo_last, bool), np.asarray(so, np.uint32), so_last, n, cycles)
-
-    def _fold(self, reduced, group, groups):
-        """Fold each group's reductions in arrival order, as the end stage does."""
-        if self.config.reduce == "sum":
-            # Groups led by -0, the identity of addition, so each folds from its first reduction on.
-            return fp32.accumulate(_grouped(reduced, group, groups, 0x80000000), 1, start=0x80000000)[:, -1] \
-                if groups else reduced[:0].copy()
+    def _fold(self, reduced, group, groups, plan=None):
+        """Fold each group's reductions in arrival order, as the end stage does; ``plan`` has the groups' layout."""
         if not groups:
             return reduced[:0].copy()
+        if self.config.reduce == "sum":
+            # Groups led by -0, the identity of addition, so each folds from its first reduction on.
+            layout = plan.layout if plan else _group_layout(group, groups)
+            return fp32.ordered_sums(_grouped(reduced, layout, groups, 0x80000000), start=0x80000000)
         # Folding with fp32_max gives the canonical NaN when the group holds a NaN, else its largest value
         # after denormals-are-zero (-0 < +0); a group of one is its reduction untouched.
-        starts = np.searchsorted(group, np.arange(groups))
-        sizes = np.bincount(group, minlength=groups)
+        if plan:
+            starts, sizes = plan.starts, plan.sizes
+        else:
+            starts, sizes = np.searchsorted(group, np.arange(groups)), np.bincount(group, minlength=groups)
         flushed = fp32.daz(reduced)
         best = np.maximum.reduceat(g._order_key(flushed), starts)
         value = np.where(best >= 0, best, (-best - 1) | np.int64(g._SIGN32)).astype(np.uint32)
         value = np.where(np.logical_or.reduceat(g._isnan32(flushed), starts), g.CANON_NAN32, value)
         return np.where(sizes == 1, reduced[starts], value).astype(np.uint32)
 
-    def _run_systolic(self, vi, n, last, group, groups):
-        cfg, p = self.config, self.params
-        rows, lanes = cfg.systolic_rows, p.lanes
+    def _systolic(self, plan, vi):
+        rows, lanes, n, groups = self.config.systolic_rows, self.params.lanes, plan.n, plan.groups
         # Only the drained rows' accumulators reach an output.
-        a = np.asarray(vi[0][0], dtype=np.uint32).reshape(n, lanes)[:, :rows]
-        b = np.asarray(vi[1][0], dtype=np.uint32).reshape(n, lanes)
+        a = np.asarray(vi[0], dtype=np.uint32).reshape(n, lanes)[:, :rows]
+        b = np.asarray(vi[1], dtype=np.uint32).reshape(n, lanes)
         tiles = np.zeros((groups, rows, lanes), dtype=np.uint32)
         if groups:
             # Shorter groups are led by +0 (a +0 product): adding it to the reset accumulator's +0 changes nothing.
-            tiles = fp32.dot(_grouped(a, group, groups, 0)[..., None], _grouped(b, group, groups, 0)[..., None, :])
+            tiles = fp32.dot(_grouped(a, plan.layout, groups, 0)[..., None],
+                             _grouped(b, plan.layout, groups, 0)[..., None, :])
         drained = tiles.reshape(groups * rows, lanes)
         zero = np.zeros_like(drained)
-        vo = self._stages([drained, zero, zero, zero], np.uint32(0), np.uint32(0))
-        vo_last = np.tile(np.arange(rows) == rows - 1, groups)
-        cycles = n + groups * rows + self.latency + _VO_CYCLES
-        return PcuResult(vo, vo_last, np.zeros(0, np.uint32), np.zeros(0, bool), n, cycles)
+        return self._stages([drained, zero, zero, zero], np.uint32(0), np.uint32(0))

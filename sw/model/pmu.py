@@ -71,6 +71,7 @@ class PmuModel:
         self.config = config.validate(params)
         self._passes = None
         self._plans = {}
+        self._sources = {}
         shape = (params.pmu_bank_words, params.lanes)
         if banks is None:
             self.banks = np.zeros(shape, dtype=np.uint32)
@@ -136,15 +137,7 @@ class PmuModel:
         """
         p = self.params
         vi0 = np.asarray(vi0, dtype=np.uint32).reshape(-1, p.lanes)
-        si0 = np.asarray(si0, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
-        si1 = np.asarray(si1, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
-        key = (vi0.shape[0], si0.tobytes() if self.config.write.runtime_base else si0.size,
-               si1.tobytes() if self.config.read.runtime_base else si1.size)
-        plan = self._plans.get(key)
-        if plan is None:
-            if len(self._plans) >= 256:
-                self._plans.clear()
-            plan = self._plans[key] = self._plan(vi0.shape[0], si0, si1)
+        key, plan = self._planned(vi0.shape[0], si0, si1)
         ops, last, errors, cycles, fills, read_passes = plan
         if not self.banks.flags.c_contiguous:
             self.banks = np.ascontiguousarray(self.banks)
@@ -159,6 +152,67 @@ class PmuModel:
         vo0 = out[0] if len(out) == 1 else np.concatenate(out) if out else np.zeros((0, p.lanes), dtype=np.uint32)
         return PmuRun(vo0=vo0, last=last.copy(), errors=errors, cycles=cycles, write_passes=fills,
                       read_passes=read_passes)
+
+    def _planned(self, n_in, si0, si1):
+        """(key, :meth:`_plan`) of a run with ``n_in`` write vectors and bases ``si0``, ``si1``; plans are kept."""
+        if not (self.config.write.runtime_base or self.config.read.runtime_base):
+            # Without runtime bases only the numbers of scalars count.
+            plan = self._plans.get((n_in, np.size(si0), np.size(si1)))
+            if plan is not None:
+                return (n_in, np.size(si0), np.size(si1)), plan
+        si0 = np.asarray(si0, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
+        si1 = np.asarray(si1, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
+        key = (n_in, si0.tobytes() if self.config.write.runtime_base else si0.size,
+               si1.tobytes() if self.config.read.runtime_base else si1.size)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) >= 256:
+                self._plans.clear()
+                self._sources.clear()
+            plan = self._plans[key] = self._plan(n_in, si0, si1)
+        return key, plan
+
+    def gather(self, vi0, si0=(), si1=()):
+        """What :meth:`run` gives from zeroed banks, as one gather from ``vi0``; :attr:`banks` is left alone.
+
+        Every word a run reads is either one of its write vectors' or a bank's initial zero, so the passes
+        reduce to a map from each output word to the input word it shows (found once per plan). Returns
+        ``(vo0, last, errors, cycles)`` as in :class:`PmuRun`; ``last`` is not to be modified.
+        """
+        lanes = self.params.lanes
+        vi0 = np.asarray(vi0, dtype=np.uint32).reshape(-1, lanes)
+        key, plan = self._planned(vi0.shape[0], si0, si1)
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = self._source(plan, vi0.shape[0])
+        ops, last, errors, cycles = plan[:4]
+        if isinstance(source, slice):
+            vo0 = vi0.reshape(-1)[source].reshape(-1, lanes)
+        else:
+            flat = np.empty(vi0.size + 1, np.uint32)
+            flat[0] = 0
+            flat[1:] = vi0.reshape(-1)
+            vo0 = flat[source]
+        return vo0, last, errors, cycles
+
+    def _source(self, plan, n_in):
+        """Per output word of ``plan`` from zeroed banks, 1 + the flat index of the write word it shows, 0 for a
+        zero; a ``slice`` of the flat write words when the output is one run of them."""
+        lanes = self.params.lanes
+        ids = np.arange(1, n_in * lanes + 1, dtype=np.int64).reshape(n_in, lanes)
+        banks = np.zeros(self.banks.size, np.int64)
+        out = []
+        for write, index, rows in plan[0]:
+            if write:
+                banks[index] = ids[rows]
+            else:
+                data = banks[index]
+                out.append(data if rows is None else np.where(rows, data, 0))
+        source = np.concatenate(out) if out else np.zeros((0, lanes), np.int64)
+        flat = source.reshape(-1)
+        if flat.size and flat[0] > 0 and np.array_equal(flat, flat[0] + np.arange(flat.size)):
+            return slice(int(flat[0]) - 1, int(flat[0]) - 1 + flat.size)
+        return source.astype(np.intp)
 
     def _plan(self, n_in, si0, si1):
         """The passes a run with ``n_in`` write vectors and these runtime bases makes, as bank index arrays.

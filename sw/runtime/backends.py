@@ -31,7 +31,8 @@ class Backend:
         ``run(models, paths, request, progress) -> list of dict``: generate
         with each compiled model (``paths``: where each is saved) in turn;
         ``request`` holds the keyword arguments of
-        :func:`sw.runtime.decode.generate` and ``prompt_ids``;
+        :func:`sw.runtime.decode.generate` and ``prompt_ids`` (an
+        ``orchestration`` list holds one per model: :func:`per_model`);
         ``progress(index, done, total)`` reports model ``index``'s steps.
         Returns ``generate``'s result for each model.
     check_target : callable
@@ -74,8 +75,18 @@ def _run_model(models, paths, request, progress):
 
     kwargs = {k: v for k, v in request.items() if k != "prompt_ids"}
     return [asyncio.run(generate(ModelDevice(model.target), model, request["prompt_ids"],
-                                 progress=lambda done, total, index=index: progress(index, done, total), **kwargs))
+                                 progress=lambda done, total, index=index: progress(index, done, total),
+                                 **per_model(kwargs, index)))
             for index, model in enumerate(models)]
+
+
+def per_model(kwargs, index):
+    """``generate``'s keyword arguments for model ``index``: an ``orchestration`` given as a list holds
+    one per model."""
+    orchestration = kwargs.get("orchestration")
+    if isinstance(orchestration, (list, tuple)):
+        return dict(kwargs, orchestration=orchestration[index])
+    return kwargs
 
 
 register(Backend("model", run=_run_model))

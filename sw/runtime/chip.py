@@ -7,8 +7,9 @@ offers the same three calls:
 
 - ``await bus.read32(offset)`` and ``await bus.write32(offset, value)``;
 - ``await bus.wait_for(event)`` with ``event`` one of ``"kernel_done"``,
-  ``"program_done"``, ``"copy_done"``: return once that line is high, or
-  raise ``TimeoutError`` when it stays low past the bus's cycle limit.
+  ``"program_done"``, ``"copy_done"``, ``"seq_done"``: return once that line
+  is high, or raise ``TimeoutError`` when it stays low past the bus's cycle
+  limit.
 """
 
 from dataclasses import dataclass
@@ -20,12 +21,15 @@ from hw.mem.agcu import direction_status_layout, transfer_layout
 from hw.mem.controller import stats_layout
 from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.csr import RegisterMap
+from hw.mem.sequencer import Cause, Phase, sequencer_status_layout
 from hw.tile.config import Status
 from sw.layout import pack, unpack
 from sw.loopnest import LoopNest, agcu_last_every
 
 
 KERNEL_ERROR = 0b100        # kernel_status: busy, done, error
+PHASES = {Phase.FETCH: "fetching its records", Phase.PROGRAM: "loading its program", Phase.EXECUTE: "executing",
+          Phase.DRAIN: "draining the list"}
 
 
 from sw.errors import ChipError  # noqa: F401  (re-exported)
@@ -203,6 +207,105 @@ class ChipDriver:
                 state = "done" if s["done"] else f"{s['words']}/{pattern.words} words"
                 parts.append(f"AGCU {k} ({side}{col}) {direction} {state}")
         return "; ".join(parts)
+
+    async def run_list(self, tier, base, tln_words, token, pos, *, entries=None):
+        """Walk the launch list of ``tln_words`` memory words at byte ``base`` of ``tier`` on the chip's sequencer.
+
+        Parameters
+        ----------
+        tier, base, tln_words : int
+            Where the list (``sw.runtime.launch_list.encode``) lies, in whole memory words.
+        token, pos : int
+            The step's token id and position, 0 to 2**32 - 1: each direction's base steps by
+            ``token * token_stride + pos * pos_stride`` bytes.
+        entries : list of ListEntry, optional
+            The list decoded (``launch_list.decode``): a stall report then gives each AGCU's
+            words moved out of its pattern's.
+
+        Returns
+        -------
+        dict of int
+            ``cycles`` (start to done), ``kernel_cycles`` (the kernels' sum), ``program_load_cycles``
+            (the array loader's cycles of the Program Loads), ``program_loads`` (issued; resident
+            programs are skipped) and ``entries`` (kernels completed).
+
+        Raises
+        ------
+        ChipError
+            Naming the entry and the cause: a malformed list, a refused program, an error response;
+            or, when ``seq_done`` does not rise within the bus's limit, the entry, its phase and
+            each unit's progress.
+        """
+        for name, value in (("token", token), ("pos", pos)):
+            if not 0 <= value < 1 << 32:
+                raise ChipError(f"launch list: {name} {value} does not fit the sequencer's 32-bit register")
+        wb = self.mem_params.word_bytes
+        await self.write("seq_list", pack(self.transfer, Pattern.linear(tier, base, tln_words).fields(wb)))
+        await self.write("seq_token", token)
+        await self.write("seq_pos", pos)
+        await self.write("seq_start", 1)
+        try:
+            await self.bus.wait_for("seq_done")
+        except TimeoutError:
+            status = unpack(sequencer_status_layout(), await self.read("seq_status"))
+            raise ChipError(f"sequencer stalled at launch list entry {status['entry']} "
+                            f"({PHASES[Phase(status['phase'])]}): "
+                            f"{await self._seq_progress(status, tln_words, entries)}") from None
+        status = unpack(sequencer_status_layout(), await self.read("seq_status"))
+        if status["error"]:
+            raise ChipError(f"launch list entry {status['entry']}: {await self._seq_cause(Cause(status['cause']))}")
+        return {"cycles": await self.read("seq_cycles"), "kernel_cycles": await self.read("seq_kernel_cycles"),
+                "program_load_cycles": await self.read("seq_program_cycles"),
+                "program_loads": await self.read("seq_program_loads"), "entries": await self.read("seq_entries")}
+
+    async def _seq_cause(self, cause):
+        """Why the sequencer stopped, in words."""
+        if cause == Cause.LIST_ENDED:
+            return "the list ends before an entry marked final"
+        if cause == Cause.BAD_ENABLE:
+            return f"its enable names AGCUs beyond the chip's {len(self.agcus)}"
+        if cause == Cause.LIST_MEMORY:
+            s = unpack(self.direction_status, await self.read("seq_list_status"))
+            return f"memory refused word {s['error_word']} of the list (outside the tier?)"
+        if cause == Cause.PROGRAM_REFUSED:
+            loader = unpack(self.direction_status, await self.read("program_status"))
+            if loader["error"]:
+                return f"program load: memory refused word {loader['error_word']} of its program"
+            return f"program load: the array refused the bitstream ({Status(await self.read('config_status')).name})"
+        parts = []
+        for k, direction in await self._seq_directions():
+            s = unpack(self.direction_status, await self.read(f"agcu{k}_{direction}_status"))
+            if s["error"]:
+                parts.append(f"AGCU {k} ({self.agcus[k][0]}{self.agcus[k][1]}) {direction}: memory refused word "
+                             f"{s['error_word']} of its pattern (outside the tier?)")
+        return "; ".join(parts)
+
+    async def _seq_directions(self):
+        """``(AGCU, "read" or "write")`` of each direction the latest launched entry enables."""
+        enable = await self.read("seq_enable")
+        return [(k, d) for k in range(len(self.agcus)) for b, d in ((0, "read"), (1, "write"))
+                if enable >> (2 * k + b) & 1]
+
+    async def _seq_progress(self, status, tln_words, entries):
+        """Where the units of a stalled sequencer's phase stand."""
+        entry = entries[status["entry"]] if entries and status["entry"] < len(entries) else None
+        of = lambda total: f"/{total}" if total is not None else ""
+        if status["phase"] == Phase.EXECUTE:
+            parts = []
+            for k, direction in await self._seq_directions():
+                s = unpack(self.direction_status, await self.read(f"agcu{k}_{direction}_status"))
+                patterns = (entry.reads if direction == "read" else entry.writes) if entry else {}
+                total = patterns[k].pattern.words if k in patterns else None
+                state = "done" if s["done"] else f"{s['words']}{of(total)} words"
+                parts.append(f"AGCU {k} ({self.agcus[k][0]}{self.agcus[k][1]}) {direction} {state}")
+            return "; ".join(parts)
+        if status["phase"] == Phase.PROGRAM:
+            s = unpack(self.direction_status, await self.read("program_status"))
+            total = entry.program.words if entry and entry.program else None
+            return (f"program loader {s['words']}{of(total)} words (array loader status "
+                    f"{Status(await self.read('config_status')).name})")
+        s = unpack(self.direction_status, await self.read("seq_list_status"))
+        return f"list reader {s['words']}/{tln_words} words"
 
     async def start_copy(self, src_tier, src_addr, dst_tier, dst_addr, length):
         """Start a copy-engine transfer; it runs beside kernels. :meth:`wait_copy` collects it."""

@@ -4,14 +4,23 @@ The same coroutines drive both backends (:mod:`sw.runtime.device`). A decode
 step runs the launches of the compiled step in order, each the SN40L's
 three commands: Program Load (skipped when the chip already holds that
 bitstream), Argument Load (AGCU patterns whose bases move with the token and
-position) and Execute. Each launch is issued by the host and pays
-``target.host_launch_cycles``; after the step the host reads the logits over
-the host link. Cycles per token are therefore
+position) and Execute. Who issues them is the ``orchestration``:
 
-    kernel cycles + Program Load cycles + launches x host_launch_cycles + logits read-back
+- ``host`` (software orchestration): the host issues each launch and pays
+  ``target.host_launch_cycles``, an assumed round trip, per launch;
+- ``chip`` (hardware orchestration): the host writes the token and position
+  and starts the chip's sequencer, which walks the bucket's launch list
+  (:mod:`sw.runtime.launch_list`); one assumed round trip per step, and the
+  sequencer's own cycles between kernels, counted on chip.
 
-with every part reported on its own. The prompt is fed one token per step
-(each step attends over the positions so far), then tokens are generated.
+After the step the host reads the logits over the host link. Cycles per token are
+
+    kernel cycles + Program Load cycles + launch cycles (host round trips + sequencing) + logits read-back
+
+with every part reported on its own and marked measured, modelled or
+assumed (:func:`provenance`). HBM and DDR bytes per token are the tier
+controllers' counts. The prompt is fed one token per step (each step
+attends over the positions so far), then tokens are generated.
 """
 
 import hashlib
@@ -22,6 +31,10 @@ import numpy as np
 from hw.mem.params import DDR, HBM, TIER_NAMES
 from sw.errors import DecodeError  # noqa: F401  (re-exported)
 from sw.runtime.trace import event as trace_event
+
+# Who issues a step's kernels: the host, one round trip per launch (the paper's Fused+SO), or the chip's
+# sequencer walking a launch list, one host command per step (Fused+HO).
+ORCHESTRATIONS = ("host", "chip")
 
 
 def check_request(compiled, prompt_ids, max_new_tokens, *, temperature=0.0, top_k=0):
@@ -61,11 +74,21 @@ def sample(logits, *, temperature=0.0, top_k=0, rng=None):
 class Session:
     """A compiled model loaded on a device: holds what is loaded and counts what each step costs."""
 
-    def __init__(self, device, compiled, *, trace=False):
-        self.device, self.compiled = device, compiled
+    def __init__(self, device, compiled, *, trace=False, orchestration="host"):
+        if orchestration not in ORCHESTRATIONS:
+            raise DecodeError(f"orchestration must be one of {', '.join(ORCHESTRATIONS)}, not {orchestration!r}")
+        if orchestration == "chip" and not compiled.launch_lists:
+            raise DecodeError("the compiled model has no launch lists for the chip's sequencer; compile it again")
+        self.device, self.compiled, self.orchestration = device, compiled, orchestration
         self.target = compiled.target
         self.loaded_program = None
         self.load_report = {}
+        # Program Load locations -> programs, for the sequencer (the fast model runs the Program objects).
+        mm = compiled.memory_map
+        self.programs = {(mm[launch.program_region].tier, mm[launch.program_region].offset): launch.program
+                         for launches in compiled.buckets.values() for launch in launches}
+        # The tier controllers' counters after the latest step: each step's bytes are the difference.
+        self.stats = None
         # With ``trace``, every host command of every step as sw.runtime.trace events, in cycles from the start.
         self.trace, self.clock = ([] if trace else None), 0.0
 
@@ -98,35 +121,28 @@ class Session:
             await self.device.write(r.tier, r.offset, np.zeros(r.nbytes // 4, np.uint32))
 
     async def step(self, token, pos):
-        """One decode step; returns (logits float32, cost dict)."""
+        """One decode step; returns (logits float32, cost dict).
+
+        The cost's ``hbm_read`` .. ``ddr_written`` are bytes the tier
+        controllers counted during the step (kernels, Program Loads, the
+        launch list's fetch), not the compiled stream sizes.
+        """
         c, t = self.compiled, self.target
         wb = t.memory.word_bytes
         tp, launches = c.bucket(pos)
+        if self.stats is None:
+            self.stats = await self.device.tier_stats()
         cost = {"kernel_cycles": 0, "program_load_cycles": 0, "launch_cycles": 0, "host_io_cycles": 0,
-                "hbm_read": 0, "hbm_written": 0, "ddr_read": 0, "ddr_written": 0, "kernels": []}
-        for launch in launches:
-            self._record("host", f"launch {launch.name}", t.host_launch_cycles)
-            if self.loaded_program != launch.program_region:
-                r = c.memory_map[launch.program_region]
-                loaded = await self.device.load_program(launch.program, r.tier, r.offset)
-                cost["program_load_cycles"] += loaded
-                self.loaded_program = launch.program_region
-                self._record("program load", f"Program Load {launch.name}", loaded)
-            reads, writes = launch.patterns(token, pos)
-            before = await self.device.tier_stats() if self.trace is not None else None
-            cycles = await self.device.execute(reads, writes)
-            if before is not None:
-                after = await self.device.tier_stats()
-                moved = {f"{tier}_bytes": wb * sum(after[tier][k] - before[tier][k] for k in ("reads", "writes"))
-                         for tier in ("hbm", "ddr")}
-                ops = [op.name for op in launch.ops]
-                self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos, **moved)
-            cost["kernel_cycles"] += cycles
-            cost["launch_cycles"] += t.host_launch_cycles
-            cost["kernels"].append(cycles)
-            for s in launch.streams:
-                key = f"{TIER_NAMES[s.tier]}_{'read' if s.direction == 'read' else 'written'}"
-                cost[key] += s.words * wb
+                "sequencer_cycles": 0, "kernels": []}
+        if self.orchestration == "chip":
+            await self._step_on_chip(cost, token, pos, tp)
+        else:
+            await self._step_from_host(cost, token, pos, launches)
+        after = await self.device.tier_stats()
+        for tier in ("hbm", "ddr"):
+            cost[f"{tier}_read"] = wb * (after[tier]["reads"] - self.stats[tier]["reads"])
+            cost[f"{tier}_written"] = wb * (after[tier]["writes"] - self.stats[tier]["writes"])
+        self.stats = after
         r = c.memory_map[c.logits]
         raw = await self.device.read(r.tier, r.offset, c.shape.vocab_size)
         cost["host_io_cycles"] = 4 * c.shape.vocab_size / float(t.memory.host_bytes_per_cycle)
@@ -136,6 +152,62 @@ class Session:
         cost["tp"] = tp
         return raw.view(np.float32).copy(), cost
 
+    async def _step_from_host(self, cost, token, pos, launches):
+        """Each launch issued by the host: Program Load when needed, Argument Load, Execute, a round trip each."""
+        c, t = self.compiled, self.target
+        for launch in launches:
+            self._record("host", f"launch {launch.name}", t.host_launch_cycles)
+            if self.loaded_program != launch.program_region:
+                r = c.memory_map[launch.program_region]
+                before = await self._trace_stats()
+                loaded = await self.device.load_program(launch.program, r.tier, r.offset)
+                cost["program_load_cycles"] += loaded
+                self.loaded_program = launch.program_region
+                self._record("program load", f"Program Load {launch.name}", loaded,
+                             **await self._trace_bytes(before))
+            reads, writes = launch.patterns(token, pos)
+            before = await self._trace_stats()
+            cycles = await self.device.execute(reads, writes)
+            ops = [op.name for op in launch.ops]
+            self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
+                         **await self._trace_bytes(before))
+            cost["kernel_cycles"] += cycles
+            cost["launch_cycles"] += t.host_launch_cycles
+            cost["kernels"].append(cycles)
+
+    async def _step_on_chip(self, cost, token, pos, tp):
+        """The bucket's launch list walked by the chip's sequencer: one host command and one done per step."""
+        c, t = self.compiled, self.target
+        r = c.memory_map[c.launch_lists[tp]]
+        self._record("host", f"launch step (sequencer, bucket {tp})", t.host_launch_cycles)
+        before = await self._trace_stats()
+        out = await self.device.run_list(r.tier, r.offset, r.nbytes // 4, token=token, pos=pos,
+                                         programs=self.programs)
+        # The resident program is whatever the list loaded last; the host's own launches must reload.
+        self.loaded_program = None
+        moved = await self._trace_bytes(before)
+        launches = c.buckets[tp]
+        ops = [op.name for launch in launches for op in launch.ops]
+        self._record("program load", f"Program Loads ({out['program_loads']})", out["program_load_cycles"])
+        self._record("sequencer", f"sequencing {out['entries']} kernels", out["sequencer_cycles"])
+        self._record("kernels", f"{out['entries']} kernels: {' '.join(launch.name for launch in launches)}",
+                     out["kernel_cycles"], ops=ops, pos=pos, **moved)
+        cost["kernel_cycles"] += out["kernel_cycles"]
+        cost["program_load_cycles"] += out["program_load_cycles"]
+        cost["sequencer_cycles"] += out["sequencer_cycles"]
+        cost["launch_cycles"] += t.host_launch_cycles + out["sequencer_cycles"]
+        cost["kernels"] = [None] * out["entries"]
+
+    async def _trace_stats(self):
+        return await self.device.tier_stats() if self.trace is not None else None
+
+    async def _trace_bytes(self, before):
+        """``hbm_bytes`` / ``ddr_bytes`` the controllers counted since ``before`` (traces only)."""
+        if before is None:
+            return {}
+        after, wb = await self.device.tier_stats(), self.target.memory.word_bytes
+        return {f"{tier}_bytes": wb * sum(after[tier][k] - before[tier][k] for k in ("reads", "writes"))
+                for tier in ("hbm", "ddr")}
 
     def _record(self, track, name, cycles, **args):
         if self.trace is not None:
@@ -143,7 +215,27 @@ class Session:
         self.clock += cycles
 
 
-def _report(compiled, costs, wall, load_report):
+def provenance(backend, orchestration):
+    """Where each figure of a report comes from: ``measured`` (the RTL's own counters), ``modelled`` (the
+    fast model's estimate of that counter, checked against the RTL by tests), ``assumed`` (a documented
+    parameter of the target) or ``derived`` (computed from the others)."""
+    counted = "measured" if backend == "rtl" else "modelled"
+    out = {key: counted for key in ("kernel_cycles_per_token", "program_load_cycles_per_token",
+                                    "sequencer_cycles_per_token")}
+    out.update({key: "measured" for key in ("hbm_bytes_per_token", "hbm_read_bytes_per_token",
+                                           "hbm_written_bytes_per_token", "ddr_bytes_per_token")})
+    out.update({"host_launch_cycles_per_token": "assumed", "host_io_cycles_per_token": "assumed"})
+    out.update({key: "derived" for key in ("cycles_per_token", "launch_cycles_per_token",
+                                          "tokens_per_s_simulated", "hbm_bandwidth_fraction",
+                                          "hbm_bandwidth_fraction_in_kernels", "roofline_cycles_per_token",
+                                          "roofline_fraction", "total_cycles")})
+    if backend == "model":
+        # The fast model's tier counters count the words its transfers move: the RTL's controllers agree.
+        out.update({key: "modelled" for key in out if key.endswith("bytes_per_token")})
+    return out
+
+
+def _report(compiled, costs, wall, load_report, *, backend=None, orchestration="host"):
     t = compiled.target
     peak = float(t.memory.hbm.bytes_per_cycle)
     n = len(costs)
@@ -151,11 +243,13 @@ def _report(compiled, costs, wall, load_report):
     cycles = mean("cycles")
     hbm = mean("hbm_read") + mean("hbm_written")
     return {
-        "backend": None, "mode": compiled.mode, "target": t.name, "steps": n,
+        "backend": backend, "mode": compiled.mode, "orchestration": orchestration, "target": t.name, "steps": n,
         "cycles_per_token": cycles,
         "kernel_cycles_per_token": mean("kernel_cycles"),
         "program_load_cycles_per_token": mean("program_load_cycles"),
         "launch_cycles_per_token": mean("launch_cycles"),
+        "host_launch_cycles_per_token": mean("launch_cycles") - mean("sequencer_cycles"),
+        "sequencer_cycles_per_token": mean("sequencer_cycles"),
         "host_io_cycles_per_token": mean("host_io_cycles"),
         "kernels_per_token": mean("kernels_count"),
         "tokens_per_s_simulated": t.clock_hz / cycles,
@@ -166,14 +260,17 @@ def _report(compiled, costs, wall, load_report):
         "hbm_bandwidth_fraction": hbm / (cycles * peak),
         "hbm_bandwidth_fraction_in_kernels": hbm / (mean("kernel_cycles") * peak),
         "roofline_cycles_per_token": hbm / peak,
+        "roofline_fraction": hbm / peak / cycles,
         "total_cycles": sum(cst["cycles"] for cst in costs),
         "wall_s": wall,
         "load": load_report,
+        "provenance": provenance(backend, orchestration),
     }
 
 
 async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=0.0, top_k=0, seed=0,
-                   progress=None, stop_at_eos=True, weights_tier="hbm", keep_logits=False, trace=False):
+                   progress=None, stop_at_eos=True, weights_tier="hbm", keep_logits=False, trace=False,
+                   orchestration="host"):
     """Load ``compiled`` on ``device``, feed ``prompt_ids`` and generate up to ``max_new_tokens`` tokens.
 
     Returns a JSON-serialisable dict: ``tokens`` (generated ids), ``prompt_ids``,
@@ -182,11 +279,13 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     and ``step_cycles``; with ``keep_logits`` also ``logits``, a float32
     array of every step's logits (not serialisable); with ``trace`` also
     ``trace``, every host command's interval (:mod:`sw.runtime.trace`).
+    ``orchestration`` is ``"host"`` (a round trip per kernel launch) or
+    ``"chip"`` (the chip's sequencer walks the step's launch list).
     """
     prompt_ids = [int(t) for t in prompt_ids]
     check_request(compiled, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k)
     start = time.perf_counter()
-    session = Session(device, compiled, trace=trace)
+    session = Session(device, compiled, trace=trace, orchestration=orchestration)
     load_report = await session.load(weights_tier=weights_tier)
     await session.reset()
     rng = np.random.default_rng(seed)
@@ -214,8 +313,7 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
         if len(generated) == max_new_tokens or (stop_at_eos and token == eos):
             break
     wall = time.perf_counter() - start
-    report = _report(compiled, costs, wall, load_report)
-    report["backend"] = device.backend
+    report = _report(compiled, costs, wall, load_report, backend=device.backend, orchestration=orchestration)
     result = {"prompt_ids": prompt_ids, "tokens": generated, "logits_sha": digest.hexdigest(), "report": report,
               "step_cycles": [cst["cycles"] for cst in costs],
               "step_kernel_cycles": [cst["kernel_cycles"] for cst in costs]}

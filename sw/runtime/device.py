@@ -12,10 +12,14 @@ import abc
 
 import numpy as np
 
-from sw.errors import ChipError
-from sw.model import memory_units
+from hw.mem.launch_list import direction_record_layout, header_layout, program_record_layout, record_words
+from hw.mem.params import TIER_NAMES
+from sw.errors import ChipError, LaunchError
+from sw.model import memory_units, sequencer
 from sw.model.chip import ChipModel
 from sw.model.memory import MemoryRangeError
+from sw.runtime import launch_list
+from sw.runtime.launch_list import program_pattern
 
 
 class Device(abc.ABC):
@@ -74,8 +78,49 @@ class Device(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def run_list(self, tier, offset, nwords, *, token, pos, programs):
+        """Run the launch list of ``nwords`` 32-bit words at byte ``offset`` of ``tier`` on the chip's sequencer.
+
+        The list (:mod:`sw.runtime.launch_list`) is walked on chip for the step
+        of ``token`` at ``pos``: per entry Program Load (skipped when that
+        program is resident), Argument Load with stepped bases, Execute; one
+        done for the whole list. ``programs`` maps each ``(tier, byte offset)``
+        a program record names to its built :class:`~sw.tile.kernel.Program`
+        (the fast model runs it; the RTL reads the bitstream). Returns a dict
+        of ints: ``cycles`` (start to done), ``kernel_cycles`` (all entries),
+        ``program_load_cycles``, ``program_loads``, ``entries`` and
+        ``sequencer_cycles`` (``cycles`` less kernels and Program Loads).
+        Raises :class:`~sw.errors.ChipError` naming the entry for a malformed
+        list, a refused program, an error response or a stall.
+        """
+
+    @abc.abstractmethod
     async def copy(self, src_tier, src, dst_tier, dst, nbytes):
         """A copy-engine transfer of ``nbytes`` (whole memory words) between tiers; returns its cycles."""
+
+    async def start_copy(self, src_tier, src, dst_tier, dst, nbytes):
+        """Start a copy-engine transfer as :meth:`copy` does, and return at once: it runs beside kernels.
+
+        One copy at a time; :meth:`wait_copy` collects it. Neither end may be
+        used by anything else until then. This default copies at once, so a
+        backend without concurrency reports no overlap.
+        """
+        if getattr(self, "_pending_copy", None) is not None:
+            raise ChipError("start_copy: the copy engine is busy with an earlier copy; wait_copy first")
+        self._pending_copy = await self.copy(src_tier, src, dst_tier, dst, nbytes)
+
+    async def wait_copy(self):
+        """Wait for the copy :meth:`start_copy` began; returns ``{"cycles": its cycles, "waited": cycles}``.
+
+        ``waited`` is how long the chip was left waiting for the copy when
+        this was called: the part of ``cycles`` that kernels and Program Loads
+        since the start did not cover (``cycles - waited`` were hidden).
+        """
+        cycles = getattr(self, "_pending_copy", None)
+        if cycles is None:
+            raise ChipError("wait_copy: no copy was started")
+        self._pending_copy = None
+        return {"cycles": cycles, "waited": cycles}
 
     @abc.abstractmethod
     async def tier_stats(self):
@@ -100,6 +145,10 @@ class ModelDevice(Device):
         self.target = target
         self.chip = ChipModel(target.array, target.memory, target.agcus)
         self.loaded = None
+        # The Program Load pattern (fields) of the resident program: the sequencer skips a load of the same.
+        self.resident = None
+        # Chip cycles of every command so far, and when the copy in flight (its cycles) ends on that clock.
+        self.now, self.copy_end = 0, None
 
     async def write(self, tier, offset, words):
         try:
@@ -118,7 +167,45 @@ class ModelDevice(Device):
         if not np.array_equal(words, np.asarray(program.words, dtype=np.uint32)):
             raise ChipError(f"program load: the bitstream at {tier}:{offset:#x} is not the program's")
         self.loaded = program
-        return self.chip.load_program(program)
+        wb = self.target.memory.word_bytes
+        pattern = program_pattern(tier, offset, len(program.words), wb)
+        self.resident = pattern.fields(wb)
+        # The loader reads the bitstream's memory words through the tier's controller, as on the RTL.
+        self.chip.count(tier, "reads", pattern.words)
+        cycles = self.chip.load_program(program)
+        self.now += cycles
+        return cycles
+
+    async def run_list(self, tier, offset, nwords, *, token, pos, programs):
+        m, began = self.target.memory, self.now
+        words = await self.read(tier, offset, nwords)
+        entries = launch_list.decode(words, m, len(self.target.agcus))
+        self.chip.count(tier, "reads", -(-4 * nwords // m.word_bytes))
+        timing, kernels, loads, load_cycles = [], [], 0, 0
+        for i, entry in enumerate(entries):
+            program_cycles = None
+            if entry.program is not None and entry.program.fields(m.word_bytes) != self.resident:
+                at = (entry.program.tier, entry.program.base)
+                if at not in programs:
+                    raise ChipError(f"launch list entry {i}: no program at {TIER_NAMES[at[0]]}:{at[1]:#x}")
+                try:
+                    program_cycles = await self.load_program(programs[at], *at)
+                except ChipError as e:
+                    raise ChipError(f"launch list entry {i}: {e}") from None
+                loads, load_cycles = loads + 1, load_cycles + program_cycles
+            try:
+                cycles = await self.execute(*entry.patterns(token, pos))
+            except (ChipError, LaunchError) as e:
+                raise ChipError(f"launch list entry {i}: {e}") from None
+            kernels.append(cycles)
+            words_of = record_words(header_layout()) + \
+                (0 if entry.program is None else record_words(program_record_layout(m))) + \
+                (len(entry.reads) + len(entry.writes)) * record_words(direction_record_layout(m))
+            timing.append((words_of, program_cycles, cycles))
+        total, launch = sequencer.list_cycles(timing, memory=m, tier=tier)
+        self.now = began + total
+        return {"cycles": total, "kernel_cycles": sum(kernels), "program_load_cycles": load_cycles,
+                "program_loads": loads, "entries": len(entries), "sequencer_cycles": launch}
 
     async def execute(self, reads, writes):
         if self.loaded is None:
@@ -127,9 +214,35 @@ class ModelDevice(Device):
             cycles, _ = self.chip.execute(reads, writes)
         except MemoryRangeError as e:
             raise ChipError(f"kernel: an AGCU pattern leaves its tier: {e}") from None
+        self.now += cycles
         return cycles
 
     async def copy(self, src_tier, src, dst_tier, dst, nbytes):
+        if self.copy_end is not None:
+            raise ChipError("copy: the copy engine is busy with a started copy; wait_copy first")
+        cycles = await self._copy(src_tier, src, dst_tier, dst, nbytes)
+        self.now += cycles
+        return cycles
+
+    async def start_copy(self, src_tier, src, dst_tier, dst, nbytes):
+        """The copy's data moves at once (nothing may use either end until :meth:`wait_copy`); its time
+        runs on the chip's clock beside later commands. The HBM bandwidth the copy takes from kernels is
+        not modelled (a DDR -> HBM copy writes HBM at DDR's rate, an eighth of HBM's on the 4x8)."""
+        if self.copy_end is not None:
+            raise ChipError("start_copy: the copy engine is busy with an earlier copy; wait_copy first")
+        cycles = await self._copy(src_tier, src, dst_tier, dst, nbytes)
+        self.copy_end, self.copy_cycles = self.now + cycles, cycles
+        return None
+
+    async def wait_copy(self):
+        if self.copy_end is None:
+            raise ChipError("wait_copy: no copy was started")
+        waited = max(0, self.copy_end - self.now)
+        self.now += waited
+        self.copy_end = None
+        return {"cycles": self.copy_cycles, "waited": waited}
+
+    async def _copy(self, src_tier, src, dst_tier, dst, nbytes):
         m = self.target.memory
         if nbytes % m.word_bytes:
             raise ChipError(f"copy: {nbytes} bytes is not a whole number of {m.word_bytes}-byte memory words")

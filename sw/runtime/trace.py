@@ -1,14 +1,15 @@
 """Decode timelines as Chrome trace JSON, which https://ui.perfetto.dev and chrome://tracing open.
 
 :class:`sw.runtime.decode.Session` records, when asked, one event per host command of each step
-(host launch, Program Load, kernel, logits read-back) in chip cycles from the session's start, and
+(host launch, Program Load, kernel, logits read-back; under chip orchestration one host command, the
+step's Program Loads, the sequencer's own cycles and its kernels) in chip cycles from the session's start, and
 per kernel the HBM and DDR bytes its tier controllers counted (``Device.tier_stats`` before and after:
 measured on both backends, not taken from the compiled stream sizes). :func:`chrome_trace` turns the
 events of one or more runs into the trace format (times in microseconds at the target's clock):
 a process per run, a thread per track, and counter tracks of HBM and DDR bytes per 1,000 cycles.
 """
 
-TRACKS = ("host", "program load", "kernels")
+TRACKS = ("host", "program load", "sequencer", "kernels")
 
 
 def event(track, name, start, cycles, **args):

@@ -1,0 +1,170 @@
+"""Fast PCU tail functions: :mod:`sw.golden.tail`'s results bit for bit, in 64-bit numpy integers.
+
+The golden model computes on Python integers in object arrays, so no
+product can overflow. Here every step is the same integer operation on
+``int64`` arrays: all but three products fit in 63 bits by the widths of
+their operands (24-bit significands, 33-bit fixed-point values, 12-bit
+seeds; see :mod:`facts.tail`). Those that do not are fixed-point products
+shifted right by 32, computed exactly from 32-bit halves (:func:`_mulhi32`),
+and the reciprocal's Newton residual ``2**64 - d y``, small because ``y`` is
+already close to ``1 / d``: it is taken modulo ``2**64`` and checked against
+a float64 estimate. Every value a later product depends on is checked
+against the bound that keeps that product within 63 bits; where a check
+fails (no input is known to) the golden function computes the whole call.
+"""
+
+import numpy as np
+
+from facts.fp import CANON_NAN32, INF32
+from facts.tail import EXP_HUGE_N, EXP_LOG2E, EXP_POLY, EXP_TABLE, EXP_X_HUGE, RECIP_SEED, RSQRT_SEED, SEED_FRAC
+from sw.golden import tail as golden
+from sw.model import fp32
+
+_FRAC = 0x007F_FFFF
+_LO32 = np.int64(0xFFFF_FFFF)
+_EXP_TABLE = np.array(EXP_TABLE, np.int64)
+_RECIP_SEED = np.array(RECIP_SEED, np.int64)
+_RSQRT_SEED = np.array(RSQRT_SEED, np.int64)
+
+
+def _shr(x, k):
+    """``x >> k`` (floor) for shifts ``k`` >= 0 of any size; x within 63 bits."""
+    return x >> np.minimum(k, 63)
+
+
+def _mulhi32(a, b):
+    """``(a * b) >> 32`` exactly, for int64 ``a``, ``b`` in 0 .. 2**35 (the product may need 70 bits)."""
+    a1, a0 = a >> 32, a & _LO32
+    b1, b0 = b >> 32, b & _LO32
+    low = ((a0.astype(np.uint64) * b0.astype(np.uint64)) >> np.uint64(32)).astype(np.int64)
+    return a * b1 + a1 * b0 + low
+
+
+def _fields(x32):
+    x = fp32.daz(np.asarray(x32, dtype=np.uint32)).reshape(-1).astype(np.int64)
+    return x >> 31, (x >> 23) & 0xFF, x & _FRAC
+
+
+def _exp_core(sign, e, frac):
+    sig = np.where(e == 0, 0, frac | (1 << 23))
+    t = _shr(sig * EXP_LOG2E, np.maximum(156 - e, 0))     # sig < 2**24, log2(e) 2**38: under 2**63
+    t = np.where(sign == 1, -t, t)
+    huge = e >= EXP_X_HUGE
+    n = np.where(huge, np.where(sign == 1, -EXP_HUGE_N, EXP_HUGE_N), t >> 32)
+    f = np.where(huge, 0, t & _LO32)
+    r = f & ((1 << 25) - 1)
+    c1, c2, c3 = EXP_POLY
+    p = (c3 * r) >> 32
+    p = ((c2 + p) * r) >> 32
+    p = ((c1 + p) * r) >> 32
+    table = _EXP_TABLE[f >> 25]
+    return table + ((table * p) >> 32), n
+
+
+def _recip_core(d):
+    """:func:`sw.golden.tail._recip_core`, and whether each residual was in range (d in 2**32 .. 2**34)."""
+    y = np.where(d >> 33 == 1, 1 << (SEED_FRAC - 1),
+                 np.where((d & _LO32) == 0, 1 << SEED_FRAC, _RECIP_SEED[(d >> 25) & 0x7F]))
+    e0 = (1 << 45) - d * y
+    y = (y * e0) >> 24
+    # 2**64 - d y modulo 2**64 is the residual itself when it is below 2**53 in magnitude.
+    residual = (np.uint64(0) - d.astype(np.uint64) * y.astype(np.uint64)).view(np.int64)
+    ok = (y >= 0) & (np.abs(2.0 ** 64 - d.astype(np.float64) * y.astype(np.float64)) < 2.0 ** 52)
+    delta = residual >> 24
+    return y + ((y * delta) >> 40), ok
+
+
+def _rsqrt_core(e, frac):
+    odd = 1 - (e & 1)
+    dd = (frac | (1 << 23)) << odd
+    y = np.where((odd == 0) & (frac == 0), 1 << SEED_FRAC, _RSQRT_SEED[(odd << 6) | (frac >> 17)])
+    h = 3 * (1 << 47) - dd * (y * y)
+    y = (y * h) >> 28
+    ok = (y >= 0) & (y < 2 ** 34)
+    y = np.where(ok, y, 0)
+    residual = (1 << 55) - dd * _mulhi32(y, y)
+    ok &= np.abs(residual) < 2 ** 44
+    return y + ((y * (residual >> 15)) >> 41), ok
+
+
+def _finish(a, s, exp, sign):
+    p = a * s
+    lead = np.full(p.shape, 53, dtype=np.int64)
+    for k in (54, 55, 56, 57):
+        lead = np.where(p >> k != 0, k, lead)
+    sig = p >> (lead - 23)
+    guard = (p >> (lead - 24)) & 1
+    sticky = np.where((p & ((np.int64(1) << (lead - 24)) - 1)) != 0, 1, 0)
+    rounded = sig + (guard & (sticky | (sig & 1)))
+    carry = rounded >> 24
+    e = lead + exp + carry
+    bits = np.where(e >= 255, INF32, np.where(e <= 0, 0, (np.maximum(e, 0) << 23) | (rounded & _FRAC)))
+    return bits | (sign << 31)
+
+
+def _result(x32, z, special, value, ok, slow):
+    """The bit patterns, shaped as ``x32``; the golden function ``slow`` where a range check failed."""
+    x32 = np.asarray(x32, dtype=np.uint32)
+    if not (ok | special).all():
+        return slow(x32)
+    return np.where(special, value, z).astype(np.uint32).reshape(x32.shape)
+
+
+def _is_nan(e, frac):
+    return (e == 255) & (frac != 0)
+
+
+def _logistic(sign, e, frac):
+    m, n = _exp_core(np.ones_like(sign), e, frac)
+    r, ok = _recip_core((1 << 32) + _shr(m, -n))
+    ok &= (r >= 0) & (r < 2 ** 35)
+    r = np.where(ok, r, 0)
+    w = _mulhi32(m, r)
+    return np.where(sign == 1, w, r), np.where(sign == 1, n, 0), ok
+
+
+def exp(x32):
+    """:func:`sw.golden.tail.exp`."""
+    sign, e, frac = _fields(x32)
+    m, n = _exp_core(sign, e, frac)
+    z = _finish(1 << 23, m, 72 + n, 0)
+    return _result(x32, z, _is_nan(e, frac), CANON_NAN32, True, golden.exp)
+
+
+def recip(x32):
+    """:func:`sw.golden.tail.recip`."""
+    sign, e, frac = _fields(x32)
+    r, ok = _recip_core((frac | (1 << 23)) << 9)
+    z = _finish(1 << 23, np.where(ok, r, 0), 72 + 127 - e, sign)
+    special = (e == 0) | (e == 255)
+    value = np.where(_is_nan(e, frac), CANON_NAN32, np.where(e == 0, (sign << 31) | INF32, sign << 31))
+    return _result(x32, z, special, value, ok, golden.recip)
+
+
+def rsqrt(x32):
+    """:func:`sw.golden.tail.rsqrt`."""
+    sign, e, frac = _fields(x32)
+    odd = 1 - (e & 1)
+    k = (e - 127 - odd) >> 1
+    r, ok = _rsqrt_core(e, frac)
+    z = _finish(1 << 23, r, 72 - k, 0)
+    special = (e == 0) | (e == 255) | (sign == 1)
+    value = np.where(e == 0, (sign << 31) | INF32, np.where((sign == 0) & (frac == 0), 0, CANON_NAN32))
+    return _result(x32, z, special, value, ok, golden.rsqrt)
+
+
+def sigmoid(x32):
+    """:func:`sw.golden.tail.sigmoid`."""
+    sign, e, frac = _fields(x32)
+    s, ns, ok = _logistic(sign, e, frac)
+    z = _finish(1 << 23, s, 72 + ns, 0)
+    return _result(x32, z, _is_nan(e, frac), CANON_NAN32, ok, golden.sigmoid)
+
+
+def silu(x32):
+    """:func:`sw.golden.tail.silu`."""
+    sign, e, frac = _fields(x32)
+    s, ns, ok = _logistic(sign, e, frac)
+    z = _finish(frac | (1 << 23), s, e - 55 + ns, sign)
+    special = _is_nan(e, frac) | (e == 0)
+    return _result(x32, z, special, np.where(e == 0, sign << 31, CANON_NAN32), ok, golden.silu)

@@ -1,0 +1,113 @@
+"""The fast model's replays (launch plans, PMU gathers, prefix arrivals) and 64-bit tails equal the slow paths."""
+
+import numpy as np
+import pytest
+
+from hw.chip import all_io_positions
+from hw.mem import params
+from hw.tile.params import SMALL
+from sw.golden import tail as golden
+from sw.model import chip as chip_model
+from sw.model import tail
+from sw.model.chip import ChipModel
+from sw.model.memory import TierModel
+from sw.model.pmu import PmuModel
+from sw.runtime.chip import Pattern, stream_pattern
+from sw.tile.kernels import TEST_POST, TEST_TAIL, gemv_bias_act
+from sw.tile.pmu import AddressPattern, PmuConfig, ReadMode
+from tests.test_fp32_model import patterns
+
+
+@pytest.mark.parametrize("name", ["exp", "recip", "rsqrt", "sigmoid", "silu"])
+def test_tails_are_the_golden_tails(name):
+    rng = np.random.default_rng(len(name))
+    # Every class of pattern (NaN, inf, zeros, subnormals), then every exponent with random fractions and signs.
+    n = 60000
+    fields = (rng.integers(0, 2, n) << 31) | (rng.integers(0, 256, n) << 23) | rng.integers(0, 1 << 23, n)
+    for x in (patterns(rng, 4000), fields.astype(np.uint32), fields[:12].astype(np.uint32).reshape(3, 4),
+              np.uint32(0x3F800000), np.zeros(0, np.uint32)):
+        assert np.array_equal(getattr(tail, name)(x), getattr(golden, name)(x))
+
+
+def test_tier_service_of_more_words_extends_the_fewer():
+    for tier in params.SMALL.tiers:
+        for streams, total in ((1, 700), (3, 50), (3, 2000), (2, 5)):
+            want = TierModel(tier, word_bytes=params.SMALL.word_bytes).service(
+                (chip_model.AGCU_START_CYCLES + np.arange(total) // streams).tolist())
+            assert chip_model._service(tier, params.SMALL.word_bytes, streams, total)[:total] == want
+
+
+@pytest.mark.parametrize("config", [
+    PmuConfig(write=AddressPattern.linear(4, SMALL.lanes), read=AddressPattern.linear(4, SMALL.lanes)),
+    PmuConfig(write=AddressPattern.linear(4, SMALL.lanes), read=AddressPattern.linear(6, SMALL.lanes),
+              read_mode=ReadMode.ROW),
+    PmuConfig(write=AddressPattern.linear(1, SMALL.lanes, runtime_base=True),
+              read=AddressPattern.linear(2, SMALL.lanes, runtime_base=True), write_passes=3, read_passes=3),
+], ids=["same", "wider-read", "runtime-bases"])
+def test_pmu_gather_is_a_run_from_zeroed_banks(config):
+    rng = np.random.default_rng(3)
+    model = PmuModel(SMALL, config)
+    bases = ([8, 16, 0], [4, 0, 12]) if config.write.runtime_base else ((), ())
+    for n in (4, 8, 12):
+        m = rng.integers(0, 1 << 32, (n, SMALL.lanes), dtype=np.uint64).astype(np.uint32)
+        want = PmuModel(SMALL, config).run(m, *bases)
+        vo0, last, errors, cycles = model.gather(m, *bases)
+        assert np.array_equal(vo0, want.vo0) and np.array_equal(last, want.last)
+        assert (errors, cycles) == (want.errors, want.cycles)
+        assert not model.banks.any(), "a gather leaves the banks alone"
+
+
+def _launch(chip, case, at, out, rng):
+    """Reads and writes of ``case`` with its inputs (new random data) stored from byte ``at``, its output at ``out``."""
+    wb, hbm = params.SMALL.word_bytes, params.HBM
+    reads = {}
+    for name, (data, last) in case.inputs.items():
+        port = case.program.host_inputs[name]
+        fresh = rng.integers(0, 1 << 30, np.shape(data), dtype=np.uint64).astype(np.uint32)
+        chip.memory[hbm].write(at, fresh)
+        reads[chip.agcu_at(port.side, port.col)] = stream_pattern(hbm, at, last, lanes=SMALL.lanes, word_bytes=wb)
+        at += 0x1000
+    port = case.program.host_outputs["y"]
+    return reads, {chip.agcu_at(port.side, port.col): Pattern.linear(hbm, out, 3 * SMALL.lanes * 4 // wb)}
+
+
+def test_a_replayed_launch_is_the_launch_run_step_by_step():
+    case = gemv_bias_act(SMALL, TEST_TAIL, TEST_POST, np.random.default_rng(0))
+    replayed, stepped = (ChipModel(SMALL, params.SMALL, all_io_positions(SMALL)) for _ in range(2))
+    for chip in (replayed, stepped):
+        chip.load_program(case.program)
+    for k, (at, out) in enumerate(((0, 0x8000), (0x10000, 0x9000), (0x20000, 0x8000))):
+        launches = [_launch(chip, case, at, out, np.random.default_rng(k)) for chip in (replayed, stepped)]
+        got = replayed.execute(*launches[0])
+        want = stepped._execute(*launches[1])
+        assert got[0] == want[0]
+        assert all(np.array_equal(got[1][n][i], want[1][n][i]) for n in want[1] for i in (0, 1))
+        assert np.array_equal(replayed.memory[params.HBM].bytes, stepped.memory[params.HBM].bytes)
+        assert replayed.stats == stepped.stats
+    # The plan was made by the first launch; the others replayed it.
+    assert len(replayed._launches[id(case.program)][3]) == 1
+
+
+@pytest.mark.parametrize("kind", ["normal", "tiny", "special"])
+@pytest.mark.parametrize("shape", [(5, 8), (1, 9), (3, 1), (40, 4), (7, 2)])
+def test_one_pass_sums_are_the_golden_sums(kind, shape):
+    from sw.golden import arith as g
+    from sw.model import fp32
+
+    rng = np.random.default_rng(sum(shape) + len(kind))
+    if kind == "special":
+        x = patterns(rng, shape[0] * shape[1])[:shape[0] * shape[1]].reshape(shape)
+    else:
+        scale = 1.0 if kind == "normal" else 2.0 ** -110
+        x = (rng.standard_normal(shape) * scale * 2.0 ** rng.integers(-20, 20, shape)).astype(np.float32).view(np.uint32)
+        x[rng.random(shape) < 0.2] = 0x80000000
+    if shape[1] & (shape[1] - 1) == 0:
+        lanes = x
+        while lanes.shape[1] > 1:
+            lanes = g.fp32_add(lanes[:, 0::2], lanes[:, 1::2])
+        assert np.array_equal(fp32.lane_sums(x), lanes[:, 0])
+    for start in (0, 0x80000000):
+        acc = np.full(shape[0], start, np.uint32)
+        for j in range(shape[1]):
+            acc = g.fp32_add(x[:, j], acc)
+        assert np.array_equal(fp32.ordered_sums(x, start=start), acc)

@@ -1,0 +1,51 @@
+"""The launch sequencer without a simulator: its constructor's checks, its registers, its timing on the fast model.
+
+The RTL itself runs in the ``chip`` unit (cosim/tb/test_sequencer.py), which
+also checks that the model's sequencing cycles equal the RTL's.
+"""
+
+import pytest
+
+from hw.chip import chip_registers
+from hw.mem.params import HBM
+from hw.mem.sequencer import Sequencer
+from sw.model.sequencer import SEQ_DONE_CYCLES, SEQ_FIRST_WORD_CYCLES, SEQ_PROGRAM_CYCLES, list_cycles
+from sw.target import CHIP
+
+M = CHIP.memory
+LATENCY = M.hbm.latency
+
+
+@pytest.mark.parametrize("agcus", [0, 17, True, 2.0])
+def test_sequencer_refuses_bad_agcu_counts(agcus):
+    with pytest.raises(ValueError, match="agcus"):
+        Sequencer(M, agcus=agcus)
+
+
+def test_sequencer_registers_follow_the_others():
+    names = [r.name for r in chip_registers(CHIP.array, M, CHIP.agcus)]
+    first = names.index("seq_list")
+    assert all(name.startswith("seq_") for name in names[first:]), "the sequencer's registers come last"
+    assert not any(name.startswith("seq_") for name in names[:first])
+
+
+def test_resident_kernels_run_back_to_back():
+    one, _ = list_cycles([(27, None, 500)], memory=M, tier=HBM)
+    assert one == SEQ_FIRST_WORD_CYCLES + LATENCY + 27 + 500 + SEQ_DONE_CYCLES
+    # The second entry's 27 words are parsed while the first kernel runs: not one cycle between the kernels.
+    two, launch = list_cycles([(27, None, 500), (27, None, 300)], memory=M, tier=HBM)
+    assert two == one + 300 and launch == one - 500
+
+
+def test_a_program_load_costs_latency_and_padded_words():
+    resident, _ = list_cycles([(27, None, 500), (27, None, 300)], memory=M, tier=HBM)
+    loaded, launch = list_cycles([(27, None, 500), (27, 114, 300)], memory=M, tier=HBM)
+    # 114 bitstream words stream as 116: whole 16-byte memory words.
+    assert loaded - resident == LATENCY + SEQ_PROGRAM_CYCLES + 116
+    assert launch - (resident - 800) == LATENCY + SEQ_PROGRAM_CYCLES + 2
+
+
+def test_a_list_parsed_slower_than_its_kernels_waits_for_its_records():
+    fast, _ = list_cycles([(27, None, 10), (27, None, 10)], memory=M, tier=HBM)
+    # Entry 1's parse starts the cycle after kernel 0 starts: its 27 words outlast a 10-cycle kernel.
+    assert fast == SEQ_FIRST_WORD_CYCLES + LATENCY + 27 + 1 + 27 + 10 + SEQ_DONE_CYCLES

@@ -138,6 +138,8 @@ def add_arguments(parser):
 
 def check_arguments(parser, args):
     """What argparse cannot check one value at a time; ``parser.error`` (exit 2) on a conflict."""
+    if args.compare and (args.unfused or args.orchestration != "host"):
+        parser.error("argument --compare: runs every mode itself; leave out --unfused and --orchestration")
     if args.top_k and args.temperature <= 0:
         parser.error(f"argument --top-k: {args.top_k} needs --temperature > 0 (greedy decoding takes the "
                      f"most likely token)")
@@ -223,14 +225,14 @@ ROWS = [
     ("HBM bandwidth used", "hbm_bandwidth_fraction", "{:.1%}"),
     ("  during kernels", "hbm_bandwidth_fraction_in_kernels", "{:.1%}"),
     ("roofline cycles/token", "roofline_cycles_per_token", "{:,.0f}"),
-    ("roofline fraction", "roofline_fraction", "{:.1%}"),
     ("steps", "steps", "{}"),
     ("wall-clock", "wall_s", "{:.1f} s"),
 ]
 
 
 def print_report(results, compiled, text, prompt_ids):
-    first = next(iter(results.values()))
+    shown = "fused" if "fused" in results else next(iter(results))
+    first = results[shown]
     r0 = first["report"]
     t = next(iter(compiled.values())).target
     print(f"prompt: {len(prompt_ids)} tokens; generated {len(first['tokens'])}")
@@ -263,7 +265,7 @@ def print_report(results, compiled, text, prompt_ids):
     print("source: measured = the RTL's counters; modelled = the fast model's estimate of them; assumed = a "
           "target parameter (the host's round trip, the host link); derived = computed from the others")
     load = r0["load"]
-    print(f"load: {load['image_bytes']:,} bytes of weights, tables and programs "
+    print(f"load ({shown}): {load['image_bytes']:,} bytes of weights, tables and programs "
           f"({load['host_link_cycles']:,.0f} cycles over the host link"
           + (f"; {load['ddr_to_hbm_bytes']:,} staged DDR->HBM in {load['ddr_to_hbm_cycles']:,.0f} cycles"
              if load["weights_tier"] == "ddr" else "") + ")")
@@ -311,7 +313,8 @@ def main(args):
             Path(args.trace).write_text(json.dumps(chrome_trace(runs, target.clock_hz)))
         except OSError as error:
             raise DecodeError(f"--trace {args.trace}: cannot write the trace ({error.strerror})") from None
-    first = results[next(iter(modes))]
+    # With --compare the text and the top-level tokens are the fused program's, the default mode's.
+    first = results["fused" if "fused" in results else next(iter(modes))]
     text = tokenizer.decode(first["prompt_ids"] + first["tokens"], skip_special_tokens=True) if tokenizer else None
     if args.json:
         out = {"text": text, "prompt_ids": first["prompt_ids"], "tokens": first["tokens"],

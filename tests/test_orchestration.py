@@ -89,18 +89,26 @@ def test_chip_orchestration_on_the_large_target(checkpoint):
 
 
 def test_resident_program_is_not_loaded_again(checkpoint):
-    """A one-kernel step (a single program) loads it once: every later step finds it resident."""
-    compiled = compile_model(checkpoint, LARGE, mode="fused", context=32)
-    device = ModelDevice(LARGE)
+    """Program Load is skipped exactly when the entry's program is the one last loaded, within a list and
+    across lists."""
+    compiled = compile_model(checkpoint, CHIP, mode="fused", context=32)
+    tp = min(compiled.buckets)
+    entries = launch_entries(compiled.buckets[tp], compiled.memory_map, CHIP)
+    assert entries[0].program != entries[1].program
+    device = ModelDevice(CHIP)
     session = Session(device, compiled, orchestration="chip")
     asyncio.run(session.load())
-    loads = []
-    for pos, token in enumerate([0, 5, 9]):
-        _, cost = asyncio.run(session.step(token, pos))
-        loads.append(cost["program_load_cycles"])
-    distinct = {launch.program_region for launch in compiled.buckets[compiled.bucket(0)[0]]}
-    assert loads[0] > 0
-    assert all(n == 0 for n in loads[1:]) == (len(distinct) == 1)
+    region = compiled.memory_map[compiled.launch_lists[tp]]
+
+    def loads(listed):
+        words = launch_list.encode(listed, CHIP.memory, N_AGCUS)
+        asyncio.run(device.write(region.tier, region.offset, words))
+        return asyncio.run(device.run_list(region.tier, region.offset, words.size, token=0, pos=0,
+                                           programs=session.programs))["program_loads"]
+
+    assert loads([entries[0], entries[0], entries[1], entries[1], entries[0]]) == 3
+    assert loads([entries[0]]) == 0                      # still resident from the list before
+    assert loads([entries[1], entries[0]]) == 2
 
 
 def test_list_round_trip_and_refusals():
@@ -149,7 +157,7 @@ def test_sequencer_errors_name_the_entry(checkpoint):
                                            programs=session.programs))
 
     assert run_list(entries)["entries"] == len(entries)
-    # The second entry's first read stepped past HBM's end by its position stride.
+    # The second entry's first read starts at HBM's end.
     k, d = next(iter(entries[1].reads.items()))
     far = dataclasses.replace(entries[1], reads={**entries[1].reads, k: dataclasses.replace(
         d, pattern=dataclasses.replace(d.pattern, base=CHIP.memory.hbm.capacity))})

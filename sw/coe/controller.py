@@ -185,11 +185,14 @@ async def serve(device, library, requests, *, slots=4, policy="lru", mode="ddr",
                     await device.start_copy(DDR, names.index(nxt) * p.slot_bytes, HBM, p.slot_offset(s2),
                                             p.slot_bytes)
                     copying = nxt
-            tokens, sha, steps, _ = await _run(Session(device, models[slot]), r["prompt_ids"],
-                                               r["max_new_tokens"], eos_e)
+            try:
+                tokens, sha, steps, _ = await _run(Session(device, models[slot]), r["prompt_ids"],
+                                                   r["max_new_tokens"], eos_e)
+            finally:
+                # Collected even when the decode fails: the copy engine is free for whatever comes next.
+                copied = await device.wait_copy() if copying else None
             decode = sum(steps)
             if copying:
-                copied = await device.wait_copy()
                 prefetched = (copying, copied["cycles"], copied["cycles"] - copied["waited"])
             clock += decode
             ttft = begin + sum(steps[:len(r["prompt_ids"])]) - t0

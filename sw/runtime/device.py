@@ -148,7 +148,7 @@ class ModelDevice(Device):
         # The Program Load pattern (fields) of the resident program: the sequencer skips a load of the same.
         self.resident = None
         # Chip cycles of every command so far, and when the copy in flight (its cycles) ends on that clock.
-        self.now, self.copy_end = 0, None
+        self.now, self.copy_end, self.copy_cycles = 0, None, 0
 
     async def write(self, tier, offset, words):
         try:
@@ -178,6 +178,19 @@ class ModelDevice(Device):
 
     async def run_list(self, tier, offset, nwords, *, token, pos, programs):
         m, began = self.target.memory, self.now
+        if 4 * nwords % m.word_bytes:
+            raise ChipError(f"launch list: {nwords} words do not fill whole {m.word_bytes}-byte memory words")
+        if not (0 <= token < 1 << 32 and 0 <= pos < 1 << 32):
+            raise ChipError(f"launch list: token {token} and position {pos} must fit the 32-bit registers")
+        try:
+            return await self._run_list(tier, offset, nwords, token, pos, programs, began)
+        except ChipError:
+            # As on the RTL: after a failed list nothing counts as loaded.
+            self.loaded = self.resident = None
+            raise
+
+    async def _run_list(self, tier, offset, nwords, token, pos, programs, began):
+        m = self.target.memory
         words = await self.read(tier, offset, nwords)
         entries = launch_list.decode(words, m, len(self.target.agcus))
         self.chip.count(tier, "reads", -(-4 * nwords // m.word_bytes))
@@ -227,7 +240,8 @@ class ModelDevice(Device):
     async def start_copy(self, src_tier, src, dst_tier, dst, nbytes):
         """The copy's data moves at once (nothing may use either end until :meth:`wait_copy`); its time
         runs on the chip's clock beside later commands. The HBM bandwidth the copy takes from kernels is
-        not modelled (a DDR -> HBM copy writes HBM at DDR's rate, an eighth of HBM's on the 4x8)."""
+        not modelled (a DDR -> HBM copy writes HBM at DDR's rate, an eighth of HBM's on the 4x8), and the
+        tier counters count its words at once, where the RTL's count them as they move."""
         if self.copy_end is not None:
             raise ChipError("start_copy: the copy engine is busy with an earlier copy; wait_copy first")
         cycles = await self._copy(src_tier, src, dst_tier, dst, nbytes)

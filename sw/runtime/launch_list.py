@@ -90,7 +90,10 @@ def encode(entries, mem_params, n_agcus):
         out += _words(pack(header, {"enable": entry.enable, "program": int(entry.program is not None),
                                     "final": int(i == len(entries) - 1)}), record_words(header))
         if entry.program is not None:
-            out += _words(pack(prog, entry.program.fields(wb)), record_words(prog))
+            try:
+                out += _words(pack(prog, entry.program.fields(wb)), record_words(prog))
+            except ValueError as e:
+                raise ValueError(f"launch list entry {i}, program record: {e}") from None
         for k in range(n_agcus):
             for directions in (entry.reads, entry.writes):
                 if k in directions:

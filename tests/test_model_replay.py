@@ -111,3 +111,23 @@ def test_one_pass_sums_are_the_golden_sums(kind, shape):
         for j in range(shape[1]):
             acc = g.fp32_add(x[:, j], acc)
         assert np.array_equal(fp32.ordered_sums(x, start=start), acc)
+
+
+def test_constants_differing_only_in_the_sign_of_zero_are_not_shared():
+    """Found by ``bench verify``: caches keyed by a configuration took a bias of -0.0 for 0.0 (equal floats,
+    equal hashes), so a kernel run after its +0 twin gave +0 where the chip gives -0."""
+    import dataclasses
+
+    from sw.model.array import _unit_model
+    from sw.model.pcu import PcuModel, scalar_post
+    from sw.tile.pcu import PcuConfig
+
+    zero = np.zeros(2, np.uint32)
+    plus = PcuConfig(so="group", reduce="sum", so_scale=-2.0, so_bias=0.0)
+    minus = dataclasses.replace(plus, so_bias=-0.0)
+    assert scalar_post(plus, zero).tolist() == [0, 0]              # -0 + +0 = +0
+    assert scalar_post(minus, zero).tolist() == [0x80000000] * 2   # -0 + -0 = -0
+    ops = dict(tail_ops=TEST_TAIL[(0, 2)], post_ops=TEST_POST[(0, 2)])
+    a = _unit_model(PcuModel, SMALL, plus, **ops)
+    b = _unit_model(PcuModel, SMALL, minus, **ops)
+    assert a is not b and b.config.so_bias == 0.0 and str(b.config.so_bias) == "-0.0"

@@ -42,7 +42,9 @@ _UNITS = {}
 
 
 def _unit_model(kind, params, config, **ops):
-    key = (kind, params, config, tuple(ops.items()))
+    # repr, not the configuration itself: configurations that differ only in a constant's sign of zero
+    # compare equal (-0.0 == 0.0) but compute differently.
+    key = (kind, params, repr(config), tuple(ops.items()))
     model = _UNITS.get(key)
     if model is None:
         if len(_UNITS) >= 4096:

@@ -6,7 +6,6 @@ evaluates every firing at once with the golden arithmetic (its fast form,
 the hardware's order of additions, vectorised across groups and lanes.
 """
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +55,8 @@ def reduce_lanes(op, x):
     return x[:, 0]
 
 
-@functools.lru_cache(maxsize=256)
 def _bits(value):
+    # Not cached: a cache keyed by the float would take -0.0 for 0.0 (equal, same hash).
     return np.uint32(f32(value))
 
 

@@ -39,6 +39,15 @@ def load_model(path):
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
+def transformers_greedy(path, prompt, new_tokens):
+    """The ``new_tokens`` ids transformers' ``generate`` picks greedily after ``prompt`` (no early stop)."""
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        out = load_model(path).generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                        min_new_tokens=new_tokens, do_sample=False)
+    return out[0, len(prompt):].tolist()
+
+
 def transformers_logits(path, tokens):
     model = load_model(path)
     with torch.no_grad():

@@ -88,23 +88,31 @@ def test_chip_orchestration_on_the_large_target(checkpoint):
     assert chip["report"]["cycles_per_token"] < host["report"]["cycles_per_token"]
 
 
-def test_resident_program_is_not_loaded_again(checkpoint):
-    """Program Load is skipped exactly when the entry's program is the one last loaded, within a list and
-    across lists."""
+def list_runner(checkpoint):
+    """The smallest bucket's launch-list entries of a fused model loaded on a fresh fast model, and a function
+    that writes a list of entries over that bucket's list and runs it (returns ``run_list``'s dict)."""
     compiled = compile_model(checkpoint, CHIP, mode="fused", context=32)
     tp = min(compiled.buckets)
     entries = launch_entries(compiled.buckets[tp], compiled.memory_map, CHIP)
-    assert entries[0].program != entries[1].program
     device = ModelDevice(CHIP)
     session = Session(device, compiled, orchestration="chip")
     asyncio.run(session.load())
     region = compiled.memory_map[compiled.launch_lists[tp]]
 
-    def loads(listed):
+    def run_list(listed):
         words = launch_list.encode(listed, CHIP.memory, N_AGCUS)
         asyncio.run(device.write(region.tier, region.offset, words))
         return asyncio.run(device.run_list(region.tier, region.offset, words.size, token=0, pos=0,
-                                           programs=session.programs))["program_loads"]
+                                           programs=session.programs))
+    return entries, run_list
+
+
+def test_resident_program_is_not_loaded_again(checkpoint):
+    """Program Load is skipped exactly when the entry's program is the one last loaded, within a list and
+    across lists."""
+    entries, run_list = list_runner(checkpoint)
+    assert entries[0].program != entries[1].program
+    loads = lambda listed: run_list(listed)["program_loads"]
 
     assert loads([entries[0], entries[0], entries[1], entries[1], entries[0]]) == 3
     assert loads([entries[0]]) == 0                      # still resident from the list before
@@ -142,20 +150,7 @@ def test_list_round_trip_and_refusals():
 
 
 def test_sequencer_errors_name_the_entry(checkpoint):
-    compiled = compile_model(checkpoint, CHIP, mode="fused", context=32)
-    tp = min(compiled.buckets)
-    entries = launch_entries(compiled.buckets[tp], compiled.memory_map, CHIP)
-    device = ModelDevice(CHIP)
-    session = Session(device, compiled, orchestration="chip")
-    asyncio.run(session.load())
-    region = compiled.memory_map[compiled.launch_lists[tp]]
-
-    def run_list(entries):
-        words = launch_list.encode(entries, CHIP.memory, N_AGCUS)
-        asyncio.run(device.write(region.tier, region.offset, words))
-        return asyncio.run(device.run_list(region.tier, region.offset, words.size, token=0, pos=0,
-                                           programs=session.programs))
-
+    entries, run_list = list_runner(checkpoint)
     assert run_list(entries)["entries"] == len(entries)
     # The second entry's first read starts at HBM's end.
     k, d = next(iter(entries[1].reads.items()))

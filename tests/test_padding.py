@@ -24,7 +24,7 @@ from sw.model.reference import decode_logits, new_kv_cache, run_graph  # noqa: E
 from sw.runtime.decode import generate  # noqa: E402
 from sw.runtime.device import ModelDevice  # noqa: E402
 from sw.target import TARGETS  # noqa: E402
-from tests.llama_checkpoints import SHAPES, load_model, make_checkpoint, transformers_logits  # noqa: E402
+from tests.llama_checkpoints import SHAPES, make_checkpoint, transformers_greedy, transformers_logits  # noqa: E402
 
 RTOL = 1e-4                         # as tests/test_decode_model.py: of the largest |logit|
 NEW_TOKENS = 16
@@ -88,11 +88,7 @@ def decoded(request, folders):
 
 def test_greedy_tokens_equal_generate(decoded):
     name, path, compiled, result = decoded
-    ids = torch.tensor([PROMPT])
-    with torch.no_grad():
-        out = load_model(path).generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                                        min_new_tokens=NEW_TOKENS, do_sample=False)
-    assert result["tokens"] == out[0, len(PROMPT):].tolist()
+    assert result["tokens"] == transformers_greedy(path, PROMPT, NEW_TOKENS)
 
 
 def test_teacher_forced_logits(decoded):

@@ -27,7 +27,7 @@ from sw.model.rope import attention_factor, inv_freq, rope_table  # noqa: E402
 from sw.runtime.decode import generate  # noqa: E402
 from sw.runtime.device import ModelDevice  # noqa: E402
 from sw.target import CHIP  # noqa: E402
-from tests.llama_checkpoints import make_checkpoint, transformers_logits  # noqa: E402
+from tests.llama_checkpoints import make_checkpoint, transformers_greedy, transformers_logits  # noqa: E402
 
 RTOL = 1e-4                         # as tests/test_decode_model.py: of the largest |logit|
 NEW_TOKENS = 16
@@ -111,12 +111,7 @@ def decoded(request, tmp_path_factory):
 
 def test_greedy_tokens_equal_generate(decoded):
     name, path, compiled, result = decoded
-    model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    ids = torch.tensor([PROMPT])
-    with torch.no_grad():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                             min_new_tokens=NEW_TOKENS, do_sample=False)
-    assert result["tokens"] == out[0, len(PROMPT):].tolist()
+    assert result["tokens"] == transformers_greedy(path, PROMPT, NEW_TOKENS)
     assert len(result["tokens"]) == NEW_TOKENS
 
 

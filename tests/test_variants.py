@@ -23,7 +23,7 @@ from sw.model.reference import decode_logits  # noqa: E402
 from sw.runtime.decode import generate  # noqa: E402
 from sw.runtime.device import ModelDevice  # noqa: E402
 from sw.target import CHIP  # noqa: E402
-from tests.llama_checkpoints import load_model, make_checkpoint, transformers_logits  # noqa: E402
+from tests.llama_checkpoints import load_model, make_checkpoint, transformers_greedy, transformers_logits  # noqa: E402
 
 RTOL = 1e-4                         # as tests/test_decode_model.py: of the largest |logit|
 NEW_TOKENS = 16
@@ -62,11 +62,7 @@ def test_shape_follows_the_model_type(decoded):
 
 def test_greedy_tokens_equal_generate(decoded):
     name, path, compiled, result = decoded
-    ids = torch.tensor([PROMPT])
-    with torch.no_grad():
-        out = load_model(path).generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                                        min_new_tokens=NEW_TOKENS, do_sample=False)
-    assert result["tokens"] == out[0, len(PROMPT):].tolist()
+    assert result["tokens"] == transformers_greedy(path, PROMPT, NEW_TOKENS)
 
 
 def test_teacher_forced_logits(decoded):

@@ -119,14 +119,7 @@ async def random_kernels_rtl(dut):
         except AssertionError as e:
             raise AssertionError(f"{repro}\n{kernel.config}\n{e}") from None
         coverage.pcu_kernel(kernel)
-        if idle:
-            coverage.add("stall", "input idle")
-        if back:
-            coverage.add("stall", "output back-pressure")
-        if any(m.held_cycles for m in monitors):
-            coverage.add("stall", "output held")
-        if not idle and not back:
-            coverage.add("stall", "no stalls")
+        if coverage.stalls(idle, back, monitors):
             ratios.append(want.cycles / cycles)
             # The model's cycle estimate holds for random kernels as for the library's (within 10%).
             assert 0.9 <= ratios[-1] <= 1.1, f"{repro}\nmodel/RTL cycles {ratios[-1]:.3f}"

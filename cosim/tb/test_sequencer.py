@@ -18,10 +18,11 @@ import cocotb
 import numpy as np
 
 from cosim.device import CocotbDevice
+from cosim.tb.test_device import expect_chip_error
 from hw.mem.params import HBM
 from sw.model.array import ArrayModel
 from sw.runtime.alloc import TierAllocator
-from sw.runtime.chip import ChipError, Pattern, stream_pattern
+from sw.runtime.chip import Pattern, stream_pattern
 from sw.runtime.device import ModelDevice
 from sw.runtime.launch_list import ListDirection, ListEntry, encode, program_pattern
 from sw.target import CHIP
@@ -224,10 +225,3 @@ async def sequencer_watchdog(dut):
         f"AGCU {k} ({side}{col}) write {y.pattern.words}/{2 * y.pattern.words} words" in error, error
     dut._log.info(error)
 
-
-async def expect_chip_error(call, what):
-    try:
-        await call
-    except ChipError as error:
-        return str(error)
-    raise AssertionError(f"{what} was not refused")

@@ -518,6 +518,18 @@ class Coverage:
     def __init__(self):
         self.hits = Counter()
 
+    def stalls(self, idle, back, monitors):
+        """Count the stall situations of one RTL run (input idle and output back-pressure fractions, the output
+        monitors); True when there were none, so the run's cycles may be compared with the model's."""
+        for cause, name in ((idle, "input idle"), (back, "output back-pressure"),
+                            (any(m.held_cycles for m in monitors), "output held")):
+            if cause:
+                self.add("stall", name)
+        if not idle and not back:
+            self.add("stall", "no stalls")
+            return True
+        return False
+
     def add(self, category, name, count=1):
         if name not in BINS[category]:
             raise KeyError(f"coverage bin {category}/{name} is not in BINS")

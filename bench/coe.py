@@ -5,8 +5,8 @@ written it, else an untrained one (:func:`sw.coe.library.write_untrained`, ``tra
 
 - **soak**: ``OPENRDU_COE_SOAK`` requests (default 10,000) over the 150 experts, expert ``i`` of the
   popularity order drawn with probability proportional to ``1 / i**1.1``, each a 2-token prompt and
-  1 new token, on ``max_slots`` HBM slots with LRU and prefetch; every request's logits digest is
-  compared with its expert run alone (``wrong_outputs``);
+  1 new token, on ``max_slots`` HBM slots with LRU and prefetch ``LOOKAHEAD`` pairs deep; every
+  request's logits digest is compared with its expert run alone (``wrong_outputs``);
 - **switching**: ``switch_cycles_ddr`` is the device's copy of one slot (from the soak),
   ``switch_cycles_host`` the same bytes over the host link, ``switch_ratio`` their quotient;
 - **latency** (Table V): batches of 1 and 8, 20 and 200 new tokens, every request needing a different
@@ -24,7 +24,7 @@ import numpy as np
 
 from cli.compile import cached_compile
 from cosim.harness import REPO
-from sw.coe.controller import serve
+from sw.coe.controller import LOOKAHEAD, serve
 from sw.coe.library import Library, write_untrained
 from sw.coe.slots import coe_target, plan
 from sw.model.memory_units import host_cycles
@@ -65,7 +65,7 @@ def router_accuracy(lib):
     return right / len(rows), len(rows)
 
 
-def soak(lib, n, slots, progress):
+def soak(lib, n, slots, progress, lookahead=LOOKAHEAD):
     rng = np.random.default_rng(2024)
     names = list(lib.experts)
     rng.shuffle(names)
@@ -74,7 +74,8 @@ def soak(lib, n, slots, progress):
     prompts = [[0, 449], [0, 323], [0, 97], [0, 12]]
     requests = [{"prompt_ids": prompts[int(k)], "max_new_tokens": 1, "expert": names[i]}
                 for i, k in zip(picks, rng.integers(0, len(prompts), size=n))]
-    out = asyncio.run(serve(ModelDevice(lib.target), lib, requests, slots=slots, progress=progress))
+    out = asyncio.run(serve(ModelDevice(lib.target), lib, requests, slots=slots, lookahead=lookahead,
+                            progress=progress))
     refs, wrong = {}, 0
     for r, q in zip(out["requests"], requests):
         key = (r["expert"], tuple(q["prompt_ids"]))
@@ -137,7 +138,7 @@ def main():
                       "experts_in_hbm": slots, "hbm_slots_used": slots},
         "soak": {k: v for k, v in s.items()}, "capacity_checks": out["capacity_checks"],
         "backend": "model", "target": lib.target.describe(), "library": "trained" if trained else "untrained",
-        "overlap": out["overlap"], "wall_s": time.perf_counter() - start,
+        "overlap": out["overlap"], "lookahead": out["lookahead"], "wall_s": time.perf_counter() - start,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))

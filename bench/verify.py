@@ -8,7 +8,9 @@ per CPU), and ``OPENRDU_VERIFY_RTL`` kernels (default 200)
 on each of the RTL units ``pcu`` and ``array`` against the model, under
 stalls drawn from each seed; and ``OPENRDU_VERIFY_HOST`` random AXI bursts
 (default 3,000) from concurrent workers under back-pressure on the
-``host-fast`` unit. Writes ``build/bench/verify.json`` (counts,
+``host-fast`` unit; and ``OPENRDU_VERIFY_CHIP`` random host bursts (default
+2,000) on the whole chip (unit ``chip``) beside kernels streaming through the
+AGCUs and copy-engine copies, back to back. Writes ``build/bench/verify.json`` (counts,
 mismatches with their repro commands, special-value classes hit, coverage
 fraction and holes, time per kernel) and ``build/bench/coverage.json`` (every
 bin's hit count).
@@ -96,6 +98,20 @@ def _host(bursts):
     return results.ok, time.perf_counter() - start
 
 
+def _chip(bursts):
+    """Random host bursts beside kernels and copies on the whole chip; returns (ok, seconds, counts)."""
+    metrics = OUT.parent / "verify-chip.tmp.json"
+    metrics.unlink(missing_ok=True)
+    start = time.perf_counter()
+    env = {"OPENRDU_CHIP_STRESS": str(bursts), "OPENRDU_METRICS": str(metrics)}
+    results = harness.run(UNITS["chip"], testcase="host_stress_beside_kernels_and_copies", quiet=True,
+                          log=lambda *_: None, env=env)
+    seconds = time.perf_counter() - start
+    counts = json.loads(metrics.read_text())["chip_stress"] if results.ok and metrics.exists() else {}
+    metrics.unlink(missing_ok=True)
+    return results.ok and bool(counts), seconds, counts
+
+
 def main():
     OUT.parent.mkdir(parents=True, exist_ok=True)
     n_model = int(os.environ.get("OPENRDU_VERIFY_MODEL", "10000"))
@@ -120,6 +136,12 @@ def main():
         mismatches.append({"kind": "rtl host-fast", "problem": "a random AXI burst read back wrong",
                            "repro": f"OPENRDU_HOST_STRESS={n_host} python -m cosim run host-fast --testcase "
                                     f"random_concurrent_bursts_with_backpressure"})
+    n_chip = int(os.environ.get("OPENRDU_VERIFY_CHIP", "2000"))
+    chip_ok, chip_s, chip_counts = _chip(n_chip) if n_chip else (True, 0.0, {})
+    if not chip_ok:
+        mismatches.append({"kind": "rtl chip", "problem": "host bursts, kernels or copies on the chip differ",
+                           "repro": f"OPENRDU_CHIP_STRESS={n_chip} python -m cosim run chip --testcase "
+                                    f"host_stress_beside_kernels_and_copies"})
     fraction, holes, hits = coverage.report()
     specials = [name for name in rk.BINS["special"] if census.counts[name]]
     report = {
@@ -129,6 +151,10 @@ def main():
         "random_kernels_rtl": sum(r["kernels"] for r in rtl.values()),
         "rtl": rtl,
         "host_bursts_rtl": n_host, "host_bursts_passed": host_ok, "host_wall_s": round(host_s, 1),
+        "chip_stress": {"host_bursts": n_chip, "passed": chip_ok, "wall_s": round(chip_s, 1),
+                        "kernels": chip_counts.get("kernels", 0), "copies": chip_counts.get("copies", 0),
+                        "copy_bytes": chip_counts.get("copy_bytes", 0),
+                        "host_bytes_written": chip_counts.get("bytes_written", 0)},
         "mismatches": len(mismatches),
         "mismatch_list": mismatches[:50],
         "special_value_classes": list(rk.BINS["special"]),
@@ -154,6 +180,8 @@ def main():
               f"model/RTL cycles {r['model_over_rtl_cycles']}")
     print(f"RTL host-fast: {n_host} random AXI bursts under back-pressure, {'pass' if host_ok else 'FAIL'}, "
           f"{host_s:.1f} s")
+    print(f"RTL chip: {n_chip} random host bursts beside {chip_counts.get('kernels', 0)} kernels and "
+          f"{chip_counts.get('copies', 0)} copies, {'pass' if chip_ok else 'FAIL'}, {chip_s:.1f} s")
     print(f"mismatches: {len(mismatches)}; special-value classes hit: {len(specials)} of "
           f"{len(rk.BINS['special'])}; coverage {fraction:.1%}, holes: {', '.join(holes) or 'none'}")
     for m in mismatches[:10]:

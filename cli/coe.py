@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from cli.compile import cached_compile
-from cli.decode import Progress, escape, positive_int, progress_mode
+from cli.decode import Progress, count, escape, positive_int, progress_mode
 from sw.coe.cache import POLICIES
-from sw.coe.controller import check_requests, serve
+from sw.coe.controller import LOOKAHEAD, check_requests, serve
 from sw.coe.library import Library
 from sw.coe.slots import coe_target, plan
 from sw.errors import CoEError
@@ -41,6 +41,9 @@ def add_arguments(parser):
                         help=f"experts in the library (default 150 on the model, {RTL_LIBRARY} on the rtl)")
     parser.add_argument("--batch", type=positive_int, default=8, help="requests routed together")
     parser.add_argument("--no-prefetch", action="store_true", help="copy experts only when a request needs one")
+    parser.add_argument("--lookahead", type=count, default=LOOKAHEAD, metavar="N",
+                        help=f"prefetch experts for up to N scheduled requests ahead (at most slots - 1; "
+                             f"default {LOOKAHEAD})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
@@ -101,7 +104,7 @@ def prepare(args):
 def run(args, library, requests, mode):
     bar = Progress(f"coe ({mode}) on {args.backend}", progress_mode(args), unit="request")
     options = dict(slots=args.cache_slots, policy=args.policy, mode=mode, batch=args.batch,
-                   prefetch=not args.no_prefetch)
+                   prefetch=not args.no_prefetch, lookahead=args.lookahead)
     if args.backend == "rtl":
         from cosim.coe import run_coe
 
@@ -147,8 +150,8 @@ def main(args):
                             ("throughput (tokens/s)", "tokens_per_s", "{:,.0f}")):
         print(f"{label:<26}" + "".join(f"{fmt.format(res['summary'][key]):>14}" for res in results.values()))
     print(f"capacity checks {coe['capacity_checks']}, violations {coe['capacity_violations']}; prefetch overlap "
-          f"{coe['overlap']} (copies started beside the decode; hidden = what the chip's kernels and Program "
-          f"Loads covered)")
+          f"{coe['overlap']} (lookahead {coe['lookahead']}: copies started beside the decode; hidden = what the "
+          f"chip's kernels and Program Loads covered)")
     if args.baseline:
         base = results[args.baseline]["summary"]
         same = all(a["logits_sha"] == b["logits_sha"] for a, b in zip(coe["requests"],

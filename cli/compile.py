@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sw.compiler.checkpoint import MAX_JSON_BYTES, check_file, check_folder, weight_files
-from sw.compiler.compile import compile_model
+from sw.compiler.compile import WEIGHTS_DTYPES, compile_model
 from sw.compiler.program import dumps, load
 from sw.errors import CompileError, OpenRDUError, ProgramFormatError
 from sw.target import TARGETS, load_target
@@ -25,6 +25,10 @@ def add_arguments(parser):
     parser.add_argument("--unfused", action="store_true", help="one kernel per op: the op-by-op baseline")
     parser.add_argument("--context", type=int, default=None,
                         help="KV-cache positions (default: the most the model and the target's PMUs allow)")
+    parser.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES, default="auto",
+                        help="how weights stream from HBM: auto (default) bf16 when every value of the matrices is a "
+                             "bf16 value, else fp32 words; bf16 rounds fp16/fp32 weights to bf16 (half the bytes); "
+                             "fp32 streams fp32 words even for bf16 weights")
 
 
 def _hash_file(digest, path, what, limit):
@@ -42,7 +46,7 @@ def _hash_file(digest, path, what, limit):
         raise CompileError(f"{path}: cannot read the {what} ({e.strerror})") from None
 
 
-def cache_key(checkpoint, target, mode, context):
+def cache_key(checkpoint, target, mode, context, weights_dtype="auto"):
     """A digest of everything that shapes a compiled model.
 
     The checkpoint files the reader uses (config.json, the safetensors index if any and the weight
@@ -50,7 +54,7 @@ def cache_key(checkpoint, target, mode, context):
     context, and the sources of the compiler, the kernel API and the RTL layouts it packs.
     """
     path = check_folder(checkpoint)
-    digest = hashlib.sha256(repr((target, mode, context)).encode())
+    digest = hashlib.sha256(repr((target, mode, context, weights_dtype)).encode())
     _hash_file(digest, path / "config.json", "config.json", MAX_JSON_BYTES)
     index = path / "model.safetensors.index.json"
     if os.path.lexists(index):
@@ -74,24 +78,25 @@ def _write(path, data):
         raise CompileError(f"cannot write {path}: {e.strerror}") from None
 
 
-def cached_compile(checkpoint, target, mode, context):
-    """Compile, or reuse the compiled model for the same checkpoint files, target, mode and context.
+def cached_compile(checkpoint, target, mode, context, weights_dtype="auto"):
+    """Compile, or reuse the compiled model for the same checkpoint files, target, mode, context and
+    weights policy.
 
     A cache entry that does not load (corrupt, truncated, another format version) is reported in one
     line on stderr and compiled again. Returns ``(compiled, path of the cache entry)``.
     """
     try:
-        cached = CACHE / f"{cache_key(checkpoint, target, mode, context)[:20]}.rdu"
+        cached = CACHE / f"{cache_key(checkpoint, target, mode, context, weights_dtype)[:20]}.rdu"
     except OpenRDUError:
         # A checkpoint the reader refuses: let it say why in its own words (it raises), else say why here.
-        compile_model(checkpoint, target, mode=mode, context=context)
+        compile_model(checkpoint, target, mode=mode, context=context, weights_dtype=weights_dtype)
         raise
     if cached.exists():
         try:
             return load(cached), cached
         except ProgramFormatError as e:
             print(f"openrdu: the compile cache entry is unusable, compiling again: {e}", file=sys.stderr)
-    compiled = compile_model(checkpoint, target, mode=mode, context=context)
+    compiled = compile_model(checkpoint, target, mode=mode, context=context, weights_dtype=weights_dtype)
     try:
         CACHE.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -119,7 +124,8 @@ def main(args):
             check_output(path)
         trace = print if getattr(args, "ir", False) else None
         compiled = compile_model(args.checkpoint, target, mode="unfused" if args.unfused else "fused",
-                                 context=args.context, trace=trace)
+                                 context=args.context, trace=trace,
+                                 weights_dtype=getattr(args, "weights_dtype", "auto"))
         _write(args.output, dumps(compiled))
         print(compiled.summary())
         if args.memory_map:

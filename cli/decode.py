@@ -244,6 +244,7 @@ def print_report(results, compiled, text, prompt_ids):
         print(f"tokens: {first['tokens']}")
     print(f"backend: {'Verilator co-simulation of the RTL' if r0['backend'] == 'rtl' else 'fast model'}; "
           f"target {t.describe()}; clock {t.clock_hz / 1e9:g} GHz; host launch {t.host_launch_cycles} cycles")
+    print(f"weights: {next(iter(compiled.values())).weights}")
     modes = list(results)
     print(f"{'':<24}" + "".join(f"{m:>14}" for m in modes) + "  source")
     where = r0["provenance"]
@@ -298,7 +299,8 @@ def main(args):
     prompt_ids = args.prompt_ids if args.prompt_ids is not None else _encode(tokenizer, args.prompt)
     compiled, paths = {}, {}
     for program in programs:
-        compiled[program], paths[program] = cached_compile(args.checkpoint, target, program, args.context)
+        compiled[program], paths[program] = cached_compile(args.checkpoint, target, program, args.context,
+                                                           args.weights_dtype)
     check_request(compiled[programs[0]], prompt_ids, args.max_new_tokens, temperature=args.temperature,
                   top_k=args.top_k)
     request = {"prompt_ids": prompt_ids, "max_new_tokens": args.max_new_tokens,
@@ -318,7 +320,7 @@ def main(args):
     text = tokenizer.decode(first["prompt_ids"] + first["tokens"], skip_special_tokens=True) if tokenizer else None
     if args.json:
         out = {"text": text, "prompt_ids": first["prompt_ids"], "tokens": first["tokens"],
-               "backend": args.backend, "target": target.name}
+               "backend": args.backend, "target": target.name, "weights": compiled[programs[0]].weights}
         out.update({mode: {k: v for k, v in results[mode].items() if k not in ("prompt_ids",)} for mode in modes})
         print(json.dumps(out, indent=2))
     else:

@@ -52,3 +52,15 @@ def transformers_logits(path, tokens):
     model = load_model(path)
     with torch.no_grad():
         return model(torch.tensor([tokens])).logits[0].numpy()
+
+
+def rounded_checkpoint(path, out):
+    """The checkpoint at ``path`` saved at ``out`` in float32 with every matrix (2-D weight) rounded to bf16 by
+    torch's ``.to(torch.bfloat16)`` and norm gains and biases as they were: what ``--weights-dtype bf16`` computes."""
+    model = load_model(path)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.copy_(p.to(torch.bfloat16).float())
+    model.save_pretrained(out, safe_serialization=True)
+    return out

@@ -120,7 +120,7 @@ def test_short_zipf_soak_has_no_wrong_outputs(library):
     picks = rng.choice(len(names), size=16, p=p / p.sum())
     requests = [{"prompt_ids": [0, int(t)], "max_new_tokens": 1, "expert": names[i]}
                 for i, t in zip(picks, rng.choice([5, 77], size=16))]
-    out = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=3))
+    out = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=3, lookahead=1))
     wrong = sum((r["tokens"], r["logits_sha"]) != alone(library, r["expert"], q["prompt_ids"], 1)
                 for r, q in zip(out["requests"], requests))
     assert wrong == 0 and out["capacity_violations"] == 0
@@ -131,6 +131,64 @@ def test_short_zipf_soak_has_no_wrong_outputs(library):
     assert all(r["hidden_cycles"] <= min(r["switch_cycles"], prev["decode_cycles"]) for prev, r in zip(rows, rows[1:]))
     assert out["overlap"] == "modelled"
     assert all(r["hidden_cycles"] <= r["switch_cycles"] for r in rows)
+
+
+class CopyLog(ModelDevice):
+    """The fast model, recording each copy's destination and source and how many requests were done when it began."""
+
+    def __init__(self, target):
+        super().__init__(target)
+        self.done, self.copies = 0, []
+
+    async def copy(self, src_tier, src, dst_tier, dst, nbytes):
+        self.copies.append((dst, src, self.done))
+        return await super().copy(src_tier, src, dst_tier, dst, nbytes)
+
+    async def start_copy(self, src_tier, src, dst_tier, dst, nbytes):
+        self.copies.append((dst, src, self.done))
+        return await super().start_copy(src_tier, src, dst_tier, dst, nbytes)
+
+    def progress(self, done, total):
+        self.done = done
+
+
+def test_lookahead_copy_spans_two_requests(library):
+    """x1's copy starts while the first x0 request decodes and runs on through the second: it hides more than
+    the one decode before x1, which is all that one-ahead prefetch (lookahead 1) can hide."""
+    requests = [{"prompt_ids": [0], "max_new_tokens": 1, "expert": n} for n in ("x0", "x0", "x1")]
+    deep = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=3, lookahead=2))["requests"]
+    one = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=3, lookahead=1))["requests"]
+    assert [r["hit"] for r in deep] == [False, True, False] and deep[2]["switch_cycles"] == one[2]["switch_cycles"]
+    assert 0 < one[2]["hidden_cycles"] <= one[1]["decode_cycles"] and deep[2]["hidden_cycles"] > one[2]["hidden_cycles"]
+    before = deep[0]["decode_cycles"] + deep[1]["decode_cycles"]
+    assert deep[2]["hidden_cycles"] <= min(deep[2]["switch_cycles"], before)
+    assert [r["logits_sha"] for r in deep] == [r["logits_sha"] for r in one]
+    with pytest.raises(CoEError, match="lookahead"):
+        asyncio.run(serve(ModelDevice(TARGET), library, requests, lookahead=-1))
+
+
+def test_lookahead_never_takes_a_slot_still_needed(library):
+    """Over a skewed trace with batches of 4, every copy into a slot lands where no pair between the copy's
+    start and its expert's use runs from; outputs stay exact and the capacity checks pass."""
+    rng = np.random.default_rng(3)
+    pool = ["x0", "x1", "x0.v001", "x1.v001", "x0.v002", "x1.v002"]
+    picks = rng.choice(len(pool), size=20, p=np.array([8, 6, 4, 3, 2, 1]) / 24)
+    requests = [{"prompt_ids": [0, 5], "max_new_tokens": 1, "expert": pool[k]} for k in picks]
+    device = CopyLog(TARGET)
+    out = asyncio.run(serve(device, library, requests, slots=3, batch=4, lookahead=3, progress=device.progress))
+    assert out["lookahead"] == 2 and out["capacity_violations"] == 0
+    rows = sorted(out["requests"], key=lambda r: r["order"])
+    slot_bytes, base = out["plan"]["slot_bytes"], out["plan"]["base"]
+    names = list(library.experts)
+    assert len(device.copies) == sum(not r["hit"] for r in rows) > 3
+    for dst, src, done in device.copies:
+        slot, expert = (dst - base) // slot_bytes, names[src // slot_bytes]
+        use = next(r for r in rows[done:] if r["expert"] == expert)
+        assert use["slot"] == slot and all(r["slot"] != slot for r in rows[done:use["order"]])
+    wrong = sum((r["tokens"], r["logits_sha"]) != alone(library, r["expert"], q["prompt_ids"], 1)
+                for r, q in zip(out["requests"], requests))
+    assert wrong == 0 and all(r["hidden_cycles"] <= r["switch_cycles"] for r in rows)
+    assert out["summary"]["hidden_cycles"] > 0
 
 
 def run_cli(capsys, folder, lines, *extra):

@@ -212,3 +212,108 @@ def test_tokenizer_problems_are_checkpoint_errors(tiny, tmp_path, name, text, me
     (path / name).write_text(text)
     with pytest.raises(CheckpointError, match=message):
         load_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    from bench.hostile import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("sharded") / "ckpt", shards=3)
+
+
+def _edit_index(path, edit):
+    index = path / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    index.write_text(edit(data) if callable(edit) else edit)
+
+
+def _move(data, name, to):
+    data["weight_map"][name] = to
+    return json.dumps(data)
+
+
+_SHARD = "model-{:05d}-of-00003.safetensors"
+_NORM = "model.norm.weight"
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("{", "not valid JSON"),
+    ("[]", "expected a JSON object with \"weight_map\""),
+    (lambda d: json.dumps({"metadata": {}}), "missing \"weight_map\""),
+    (lambda d: json.dumps({**d, "weight_map": list(d["weight_map"])}), "weight_map = ['"),
+    (lambda d: json.dumps({**d, "weight_map": {}}), "weight_map = {}: expected a non-empty object"),
+    (lambda d: _move(d, _NORM, 3), f"weight_map['{_NORM}'] = 3 is not the name of a *.safetensors file"),
+    (lambda d: json.dumps({**d, "metadata": "x"}), "metadata = 'x': expected an object"),
+    (lambda d: json.dumps({**d, "metadata": {"total_size": "1"}}), "metadata.total_size = '1': expected an integer"),
+    (lambda d: _move(d, "model.extra.weight", _SHARD.format(1)),
+     f"places weight 'model.extra.weight' in {_SHARD.format(1)}, which does not hold it"),
+    (lambda d: _move(d, _NORM, _SHARD.format(9)), f"names the shard '{_SHARD.format(9)}', which is not in"),
+    (lambda d: _move(d, _NORM, next(_SHARD.format(k) for k in (1, 2, 3) if _SHARD.format(k) != d["weight_map"][_NORM])),
+     f"holds weight '{_NORM}', which the index places in"),
+    (lambda d: json.dumps({**d, "weight_map": {k: v for k, v in d["weight_map"].items() if k != _NORM}}),
+     f"holds weight '{_NORM}', which the index does not name"),
+])
+def test_sharded_index_refusals_are_one_line(sharded, tmp_path, edit, message):
+    """The index is read strictly: every field checked, every shard present, every tensor where it says."""
+    import shutil
+
+    path = Path(shutil.copytree(sharded, tmp_path / "c"))
+    _edit_index(path, edit)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_missing_shard_is_named(sharded, tmp_path):
+    import shutil
+
+    path = Path(shutil.copytree(sharded, tmp_path / "c"))
+    (path / _SHARD.format(2)).unlink()
+    with pytest.raises(CheckpointError, match=f"names the shard '{_SHARD.format(2)}', which is not in {path}$"):
+        load_checkpoint(path)
+
+
+def test_a_tensor_in_two_shards_is_refused(sharded, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    path = Path(shutil.copytree(sharded, tmp_path / "c"))
+    home = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"][_NORM]
+    other = next(_SHARD.format(k) for k in (1, 2, 3) if _SHARD.format(k) != home)
+    tensors = load_file(path / other)
+    tensors[_NORM] = load_file(path / home)[_NORM]
+    save_file(tensors, path / other, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == f"{path / other}: holds weight '{_NORM}', which the index places in '{home}'"
+
+
+def test_files_the_index_does_not_name_are_ignored_with_a_warning(sharded, tiny, tmp_path, capsys):
+    import shutil
+
+    path = Path(shutil.copytree(sharded, tmp_path / "c"))
+    shutil.copy(tiny / "model.safetensors", path / "model.safetensors")           # a stale unsharded save
+    (path / "junk.safetensors").write_bytes(b"not read")
+    ckpt = load_checkpoint(path)
+    assert (f"openrdu: warning: {path}: ignoring 2 *.safetensors files the index does not name: "
+            f"'junk.safetensors', 'model.safetensors'") in capsys.readouterr().err
+    ref = load_checkpoint(sharded)
+    assert all(np.array_equal(ckpt.weights[n], ref.weights[n]) for n in ref.weights)
+
+
+def test_weights_are_read_when_asked_for(tiny, tmp_path):
+    """load_checkpoint checks every tensor but keeps none: a weight changed on disk afterwards is read as it is
+    now, and the mapping reads a tensor per lookup."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    path = Path(shutil.copytree(tiny, tmp_path / "c"))
+    ckpt = load_checkpoint(path)
+    before = ckpt.weights[_NORM]
+    tensors = load_file(path / "model.safetensors")
+    tensors[_NORM] = tensors[_NORM] * 2
+    save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    assert np.array_equal(ckpt.weights[_NORM], 2 * before) and ckpt.weights[_NORM] is not ckpt.weights[_NORM]
+    assert _NORM in ckpt.weights and "nothing" not in ckpt.weights and len(ckpt.weights) == len(dict(ckpt.weights))

@@ -142,6 +142,29 @@ def test_manifest_files(tmp_path):
         te.check_manifest(m, tmp_path)
 
 
+def test_reuse_experts_only_when_unchanged(tmp_path):
+    """--reuse-experts keeps the experts and their loss table only for the same base, classes, training record
+    and checkpoint bytes."""
+    args = te.argparse.Namespace(seed=0, steps=te.STEPS)
+    m = small_manifest()
+    for e in m["experts"]:
+        (tmp_path / e["path"]).mkdir()
+        (tmp_path / e["path"] / "model.safetensors").write_bytes(e["name"].encode())
+        e["sha256"] = sha(tmp_path / e["path"] / "model.safetensors")
+    m["base_sha256"] = {"model.safetensors": sha(BASE / "model.safetensors")}
+    m["training"] = te.expert_training(args)
+    m["results"] = {"heldout_loss": {"base": {"one": 1.0, "two": 2.0}}, "probe_accuracy": 0.5}
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args)) == m["results"]
+    assert te.reusable(tmp_path, BASE, ["two", "one"], te.expert_training(args)) is None
+    args.steps += 1
+    assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args)) is None
+    args.steps -= 1
+    (tmp_path / "two" / "model.safetensors").write_bytes(b"changed")
+    assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args)) is None
+    assert te.reusable(tmp_path / "nowhere", BASE, ["one", "two"], te.expert_training(args)) is None
+
+
 @pytest.mark.skipif(not (BUILT / "manifest.json").is_file(), reason="build/experts not built (make experts)")
 def test_built_experts_meet_the_targets():
     m = json.loads((BUILT / "manifest.json").read_text())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from amaranth.hdl import Shape
 
+from cosim.tb import timing_cases
 from sw.tile import kernels as array_kernels
 from sw.tile.kernels import TEST_POST, TEST_TAIL
 from hw.tile.array import TileArray, config_targets, switch_id, unit_id
@@ -67,19 +68,15 @@ def test_program_summary_and_io_map():
 
 
 def test_model_is_exact_on_a_copy():
-    """A single PMU between host ports returns its input, and the estimate counts fabric hops."""
-    k = Kernel(SMALL, tail_ops=(), post_ops=())
-    x = k.host_input("x", col=1)
-    buf = k.pmu((0, 1), ROW_BUFFER)
-    y = k.host_output("y", col=1)
-    k.connect(x.out, buf.vi0)
-    k.connect(buf.vo0, y.inp)
-    prog = k.build()
-    data = np.arange(16, dtype=np.uint32).reshape(4, 4)
-    run = ArrayModel(prog).run({"x": (data, np.array([0, 0, 0, 1], bool))})
+    """A single PMU between host ports returns its input, and the estimate counts fabric hops: the cycles
+    the RTL array takes (cosim/tb/timing_cases.py, checked by `cosim run array`)."""
+    build, rtl_cycles = timing_cases.ARRAY["pmu_copy"]
+    case = build()
+    data, _ = case.inputs["x"]
+    run = ArrayModel(case.program).run(case.inputs)
     assert (run.outputs["y"][0] == data).all() and list(run.outputs["y"][1]) == [0, 0, 0, 1]
     # 4 words in, 1 hop + 1 cycle to the PMU, 4 + 4 + 2 PMU cycles, 2 hops + 1 to the host, 1 to finish.
-    assert run.cycles == 2 + 10 + 3 + 1 - 1
+    assert run.cycles == rtl_cycles
 
 
 def test_refuses_wrong_positions():

@@ -3,6 +3,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from cosim.tb import timing_cases
 from hw.mem import params
 from hw.mem.controller import QUEUE_CYCLES
 from sw.model import memory_units as mu
@@ -22,10 +23,11 @@ def test_sparse_memory_round_trip_across_pages_and_range_error():
 
 @pytest.mark.parametrize("tier", params.SMALL.tiers, ids=lambda t: t.name)
 def test_stream_time_is_latency_plus_words_at_peak(tier):
+    # The cycles are the RTL controller's (cosim/tb/timing_cases.py, checked by `cosim run hbm` / `ddr`).
+    words, rtl_cycles = timing_cases.TIER_STREAM[tier.name]
     model = TierModel(tier, word_bytes=params.SMALL.word_bytes)
-    words = 500
-    cycles = model.stream_cycles(words)
-    assert cycles == 1 + QUEUE_CYCLES + tier.latency + (words - 1) * params.SMALL.word_bytes / tier.bytes_per_cycle
+    assert model.stream_cycles(words) == rtl_cycles
+    assert rtl_cycles == 1 + QUEUE_CYCLES + tier.latency + (words - 1) * params.SMALL.word_bytes / tier.bytes_per_cycle
 
 
 def test_fractional_rate_keeps_long_run_average():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cosim.tb import timing_cases
 from sw.golden import arith as g
 from sw.loopnest import LoopNest
 from sw.model import fp32
@@ -10,7 +11,6 @@ from sw.model import memory_units as mu
 from sw.model.memory import FlatMemory, MemoryRangeError, SparseMemory
 from sw.model.pmu import PmuModel
 from hw.tile.params import SMALL as P
-from sw.tile.pmu import AddressPattern, PmuConfig
 from tests.test_fp32_model import patterns
 
 
@@ -43,20 +43,20 @@ def test_dot_is_the_ordered_golden_sum(kind, shape):
 
 
 def test_pmu_plans_are_per_run_shape_and_bases():
-    config = PmuConfig(write=AddressPattern.linear(1, P.lanes, runtime_base=True),
-                       read=AddressPattern.linear(2, P.lanes, runtime_base=True), write_passes=3, read_passes=3)
+    # Runtime bases (some out of range) in runs of different lengths on one memory: a model reusing its
+    # cached plans equals a fresh one, and both take the cycles the RTL PMU took (cosim/tb/timing_cases.py).
+    config, runs = timing_cases.PMU["runtime_bases"]
     rng = np.random.default_rng(4)
     reused = PmuModel(P, config)
-    words = P.pmu_words
-    for si0, si1 in [([8, words, 16], [4, words - 4, 18]), ([0, 8], [0, 8]), ([8, words, 16], [4, words - 4, 18]),
-                     ([24, 24, 24], [24, 20, 24])]:
-        m = rng.integers(0, 1 << 32, (len(si0), P.lanes), dtype=np.uint64).astype(np.uint32)
+    for rows, si0, si1, rtl_cycles in runs:
+        m = rng.integers(0, 1 << 32, (rows, P.lanes), dtype=np.uint64).astype(np.uint32)
         fresh = PmuModel(P, config, banks=reused.banks)
-        want, got = fresh.run(m, si0, si1), reused.run(m, si0, si1)
+        want, got = fresh.run(m, list(si0), list(si1)), reused.run(m, list(si0), list(si1))
         assert np.array_equal(got.vo0, want.vo0) and np.array_equal(got.last, want.last)
         assert (got.errors, got.cycles, got.write_passes, got.read_passes) == \
             (want.errors, want.cycles, want.write_passes, want.read_passes)
         assert np.array_equal(reused.banks, fresh.banks)
+        assert got.cycles == rtl_cycles
 
 
 NESTS = [LoopNest((12,), (1,)), LoopNest((3, 4), (1, 5)), LoopNest((4, 3), (0, 2)), LoopNest((2, 3), (2, -1)),

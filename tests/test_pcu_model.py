@@ -42,6 +42,10 @@ def test_pack_round_trips_through_the_layout():
     (PcuConfig(inputs=(0,), systolic=True, systolic_rows=1), "inputs"),
     (PcuConfig(inputs=(0, 1), systolic=True, systolic_rows=3), "systolic_rows"),
     (PcuConfig(systolic_rows=1), "systolic_rows"),
+    (PcuConfig(inputs=(0, 1, 2), systolic_operand=True), "systolic_operand"),
+    (PcuConfig(inputs=(0, 1), systolic=True, systolic_rows=1, systolic_operand=True), "inputs"),
+    (PcuConfig(inputs=(0, 1, 2), systolic=True, systolic_rows=1), "inputs"),
+    (PcuConfig(inputs=(0, 1, 2), group_src=2, systolic=True, systolic_rows=1, systolic_operand=True), "group_src"),
 ])
 def test_refused_configurations_name_the_field(config, field):
     with pytest.raises(ValueError, match=rf"PcuConfig\.{field.replace('[', '.').replace(']', '.')}"):
@@ -60,3 +64,15 @@ def test_model_refuses_mismatched_inputs():
         model.run({0: (data, np.ones(3, bool)), 1: (data[:2], np.ones(2, bool))})
     with pytest.raises(ValueError, match="no `last` flag"):
         model.run({0: (data, np.zeros(3, bool)), 1: (data, np.zeros(3, bool))})
+
+
+def test_systolic_operand_needs_one_vector_per_drained_row():
+    config = PcuConfig(inputs=(0, 1, 2), systolic=True, systolic_rows=2, systolic_operand=True,
+                       stages=(Stage("add", "r0", "r1"),))
+    model = PcuModel(SMALL, config)
+    data = np.zeros((6, SMALL.lanes), np.uint32)
+    last = np.array([0, 0, 1, 0, 0, 1], bool)
+    vi = {0: (data, last), 1: (data, last)}
+    with pytest.raises(ValueError, match="2 groups x 2 rows = 4 needed, 3 given"):
+        model.run({**vi, 2: (data[:3], np.zeros(3, bool))})
+    assert len(model.run({**vi, 2: (data[:4], np.zeros(4, bool))}).vo) == 4

@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from cosim.tb import timing_cases
 from hw.tile.params import SMALL
 from hw.tile.pmu import pmu_config_layout
 from sw.model.pmu import PmuModel
@@ -102,13 +103,13 @@ def test_pack_matches_layout():
 
 
 def test_row_read_order_and_last():
-    config = PmuConfig(write=AddressPattern.linear(8, L),
-                       read=AddressPattern((2, 4), (4 * L, L), last_level=0), write_passes=1, read_passes=1)
-    m = matrix(8)
+    # Written plainly, read rows 0, 4, 1, 5, ... with last on every second one; cycles as the RTL measured.
+    config, [(rows, _, _, cycles)] = timing_cases.PMU["row_read_order"]
+    m = matrix(rows)
     run = PmuModel(P, config).run(m)
     assert np.array_equal(run.vo0, m[[0, 4, 1, 5, 2, 6, 3, 7]])
     assert run.last.tolist() == [False, True] * 4
-    assert run.errors == 0 and run.cycles == 8 + 8 + 2
+    assert run.errors == 0 and run.cycles == cycles
 
 
 def test_column_reads_transpose_blocks():
@@ -143,12 +144,16 @@ def test_broadcast_and_stride_zero_repeat():
 
 
 def test_double_buffering_overlaps():
-    m = matrix(128, seed=4)
-    double = PmuModel(P, rows_config(16, buffers=2, buffer_words=64, write_passes=8, read_passes=8)).run(m)
-    single = PmuModel(P, rows_config(16, write_passes=8, read_passes=8)).run(m)
+    # 8 passes of 16 rows: one buffer takes turns (8 x (16 + 16) + 2 cycles on the RTL), two overlap
+    # (16 + 8 x 16 + 2); the model gives the RTL's cycles exactly.
+    single_config, [(rows, _, _, single_cycles)] = timing_cases.PMU["single_buffer"]
+    double_config, [(_, _, _, double_cycles)] = timing_cases.PMU["double_buffer"]
+    m = matrix(rows, seed=4)
+    double = PmuModel(P, double_config).run(m)
+    single = PmuModel(P, single_config).run(m)
     assert np.array_equal(double.vo0, m) and np.array_equal(single.vo0, m)
-    assert single.cycles == 8 * (16 + 16) + 2
-    assert double.cycles == 16 + 8 * 16 + 2
+    assert single.cycles == single_cycles
+    assert double.cycles == double_cycles < single_cycles
 
 
 def test_reads_per_fill_and_blocking():

@@ -7,8 +7,13 @@ also checks that the model's sequencing cycles equal the RTL's.
 import pytest
 
 from hw.chip import chip_registers
+from hw.mem.agcu import PEERS, transfer_layout
+from hw.mem.launch_list import direction_record_layout, record_words
 from hw.mem.params import HBM
 from hw.mem.sequencer import Sequencer
+from sw.layout import pack, unpack
+from sw.runtime import launch_list
+from sw.runtime.chip import Pattern
 from sw.model.sequencer import SEQ_DONE_CYCLES, SEQ_FIRST_WORD_CYCLES, SEQ_PROGRAM_CYCLES, list_cycles
 from sw.target import CHIP
 
@@ -49,3 +54,22 @@ def test_a_list_parsed_slower_than_its_kernels_waits_for_its_records():
     fast, _ = list_cycles([(27, None, 10), (27, None, 10)], memory=M, tier=HBM)
     # Entry 1's parse starts the cycle after kernel 0 starts: its 27 words outlast a 10-cycle kernel.
     assert fast == SEQ_FIRST_WORD_CYCLES + LATENCY + 27 + 1 + 27 + 10 + SEQ_DONE_CYCLES
+
+
+def test_a_gated_read_keeps_its_write_through_the_list_and_the_registers():
+    """``Pattern.after`` rides the transfer record: the launch list's words, the AGCU registers, the same record
+    widths (the direction records' word counts and the register offsets do not move)."""
+    gated = Pattern.linear(HBM, 4096, 6, after=5)
+    entry = launch_list.ListEntry(None, {1: launch_list.ListDirection(gated, 0, 64)},
+                                  {5: launch_list.ListDirection(Pattern.linear(HBM, 4096, 6), 0, 64)})
+    back = launch_list.decode(launch_list.encode([entry], M, len(CHIP.agcus)), M, len(CHIP.agcus))[0]
+    assert back.reads[1].pattern.after == 5 and back.writes[5].pattern.after is None
+    assert back.reads[1].at(0, 2).fields(M.word_bytes) == Pattern.linear(HBM, 4096 + 128, 6, after=5).fields(
+        M.word_bytes)
+    fields = pack(transfer_layout(M), gated.fields(M.word_bytes))
+    assert unpack(transfer_layout(M), fields)["after"] == 6                 # AGCU 5's write: 5 + 1, 0 is none
+    assert record_words(direction_record_layout(M)) == 9 and transfer_layout(M).size <= 7 * 32
+    with pytest.raises(ValueError, match="after"):
+        Pattern.linear(HBM, 0, 1, after=PEERS)
+    with pytest.raises(ValueError, match="entry 0: AGCU 1's read waits for AGCU 5's write"):
+        launch_list.encode([launch_list.ListEntry(None, entry.reads)], M, len(CHIP.agcus))

@@ -35,6 +35,11 @@ other work). Identical inputs give identical files (timings are printed, never
 written).
 
     nice -n 10 .venv/bin/python tools/train_experts.py [--out DIR] [--base DIR] [--steps N] [--router-steps N]
+        [--reuse-experts]
+
+``--reuse-experts`` keeps the expert checkpoints and loss table already in ``--out`` when its manifest
+records the same base model, classes and expert training (and the checkpoints' hashes still match), and
+retrains only the router: about 5 minutes of one core.
 """
 
 from __future__ import annotations
@@ -380,6 +385,28 @@ def model_card(manifest: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
+def expert_training(args) -> dict:
+    """The experts' training record in the manifest (what ``--reuse-experts`` compares)."""
+    return {"seed": args.seed, "steps": args.steps, "batch": BATCH, "seq_len": SEQ_LEN, "lr": LR,
+            "warmup_steps": WARMUP, "min_lr_frac": MIN_LR_FRAC, "grad_clip": GRAD_CLIP,
+            "optimizer": "AdamW (0.9, 0.95), no weight decay", "dtype": "float32 (saved as bfloat16)", "threads": 1}
+
+
+def reusable(out: Path, base: Path, names: list[str], training: dict) -> dict | None:
+    """The results of ``out/manifest.json`` (held-out loss table, base-model probe) when its experts can be kept:
+    same base model, classes and training record, and every expert checkpoint unchanged (its sha256); else None."""
+    try:
+        m = json.loads((out / "manifest.json").read_text())
+        same = (m["classes"] == names and m["training"] == training
+                and m["base_sha256"]["model.safetensors"] == hashlib.sha256(
+                    (base / "model.safetensors").read_bytes()).hexdigest()
+                and all(hashlib.sha256((out / e["path"] / "model.safetensors").read_bytes()).hexdigest()
+                        == e["sha256"] for e in m["experts"]))
+        return {key: m["results"][key] for key in ("heldout_loss", "probe_accuracy")} if same else None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default build/experts)")
@@ -387,6 +414,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=STEPS, help=f"fine-tune steps per expert (default {STEPS})")
     ap.add_argument("--router-steps", type=int, default=ROUTER_STEPS, help=f"router steps (default {ROUTER_STEPS})")
     ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    ap.add_argument("--reuse-experts", action="store_true",
+                    help="keep the expert checkpoints and loss table already in --out when the manifest there was "
+                         "written with the same base, seed, steps and hyper-parameters (retrain only the router)")
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -432,7 +462,11 @@ def main(argv=None) -> int:
 
     # Experts.
     span = SEQ_LEN + 1
-    for i, name in enumerate(names):
+    old = reusable(out, base_dir, names, expert_training(args)) if args.reuse_experts else None
+    if old is not None:
+        loss = old["heldout_loss"]
+        log(f"reusing the {k} expert checkpoints and loss table in {out}")
+    for i, name in enumerate(names if old is None else []):
         ids = data[name]["train_ids"]
         gen = torch.Generator().manual_seed(args.seed + i)
         offs = torch.arange(span)
@@ -490,7 +524,7 @@ def main(argv=None) -> int:
             res.append(torch.cat([torch.zeros(1, dtype=torch.long), long[j][s: s + PROMPT_TOKENS]]))
         return res
 
-    probe = probe_accuracy()
+    probe = probe_accuracy() if old is None else old["probe_accuracy"]
     log(f"linear probe on the frozen base: held-out accuracy {probe:.3f} [{time.time() - t0:.0f}s]")
 
     rgen = torch.Generator().manual_seed(args.seed + 1000)
@@ -544,10 +578,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
         "tokenizers": __import__("tokenizers").__version__,
-        "training": {"seed": args.seed, "steps": args.steps, "batch": BATCH, "seq_len": SEQ_LEN, "lr": LR,
-                     "warmup_steps": WARMUP, "min_lr_frac": MIN_LR_FRAC, "grad_clip": GRAD_CLIP,
-                     "optimizer": "AdamW (0.9, 0.95), no weight decay", "dtype": "float32 (saved as bfloat16)",
-                     "threads": 1},
+        "training": expert_training(args),
         "router_training": {"steps": args.router_steps, "per_class": ROUTER_PER_CLASS, "window": PROMPT_TOKENS,
                             "lr": ROUTER_LR, "min_context": ROUTER_MIN_CTX, "class_logits": f"logits[:{k}]"},
         "results": {"heldout_loss": loss, "router_accuracy": acc, "router_accuracy_all": acc_all,

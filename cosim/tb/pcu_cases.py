@@ -137,7 +137,41 @@ def cases(params):
         PcuCase("gemv_bias_silu", PcuConfig(inputs=(0, 1), group_src=1, systolic=True, systolic_rows=1,
                                             stages=(Stage("add", "r0", "const", const=f32(0.25)),), tail="silu"),
                 lambda p, rng: _gemv_silu(p, rng), 1e-5),
+        # A systolic operand: each drained row takes a vector from vi2 into r1.
+        PcuCase("gemv_residual", PcuConfig(inputs=(0, 1, 2), group_src=1, systolic=True, systolic_rows=1,
+                                           systolic_operand=True, stages=(Stage("add", "r0", "r1"),)),
+                lambda p, rng: _operand(p, rng, lambda acc, v: acc + v), 1e-5),
+        PcuCase("gemm_operand_mul", PcuConfig(inputs=(0, 1, 2), group_src=0, systolic=True,
+                                              systolic_rows=params.stages, systolic_operand=True,
+                                              stages=(Stage("mul", "r0", "r1"),)),
+                lambda p, rng: _operand(p, rng, lambda acc, v: acc * v, rows=p.stages), 1e-5),
+        PcuCase("gemv_fma_operand_silu", PcuConfig(inputs=(0, 1, 2), group_src=1, systolic=True, systolic_rows=1,
+                                                   systolic_operand=True, tail="silu",
+                                                   stages=(Stage("fma", "r0", "const", "r1", const=f32(-0.75)),)),
+                lambda p, rng: _operand(p, rng, lambda acc, v: _silu(acc * -0.75 + v)), 1e-5),
     ]
+
+
+def _silu(y):
+    return y / (1 + np.exp(-y))
+
+
+def _operand(params, rng, combine, *, rows=1, tiles=5, k=6):
+    """A GEMM (``rows`` > 1) or GEMV tile per group whose drained rows are combined with a vi2 stream."""
+    a = bf16_round(rng.standard_normal((tiles, k, params.lanes)))
+    if rows == 1:
+        a[:] = a[:, :, :1]  # x[k] broadcast across lanes
+    b = bf16_round(rng.standard_normal((tiles, k, params.lanes)))
+    v = rng.standard_normal((tiles * rows, params.lanes)).astype(np.float32)
+    last = np.tile(np.arange(k) == k - 1, tiles)
+    # vi2's last flags become the outputs': here only the final row's, one group over the whole run.
+    v_last = np.arange(tiles * rows) == tiles * rows - 1
+
+    def reference(result):
+        acc = np.einsum("tks,tkl->tsl", floats(a)[:, :, :rows], floats(b)).reshape(tiles * rows, params.lanes)
+        return _rel(result.vo, combine(acc, v.astype(np.float64)))
+    return Inputs({0: (a.reshape(-1, params.lanes), last), 1: (b.reshape(-1, params.lanes), last),
+                   2: (bits(v), v_last)}, {}), reference
 
 
 def _gemv_silu(params, rng, tiles=4, k=9):

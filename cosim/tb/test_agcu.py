@@ -7,6 +7,7 @@ backdoor (:class:`cosim.store.TierStore`); expected data comes from the
 functional model ``sw/model/memory_units.py``.
 """
 
+import itertools
 import os
 
 import cocotb
@@ -68,10 +69,11 @@ class AgcuDriver:
         self.prefix = f"a{index}"
         self.pulse = set()
 
-    async def begin(self, direction, *, tier, base, counts, strides, runtime_base=False, last_every=0, bf16=False):
+    async def begin(self, direction, *, tier, base, counts, strides, runtime_base=False, last_every=0, bf16=False,
+                    after=0):
         counts, strides = list(counts) + [1] * (4 - len(counts)), list(strides) + [0] * (4 - len(strides))
         self.cfg[direction] = dict(tier=tier, base=base, counts=counts, strides=strides,
-                                   runtime_base=int(runtime_base), last_every=last_every, bf16=int(bf16))
+                                   runtime_base=int(runtime_base), last_every=last_every, bf16=int(bf16), after=after)
         # Both directions may start in the same cycle from two coroutines: each
         # write of the port carries every pulse still pending.
         self.pulse.add(direction)
@@ -288,6 +290,58 @@ async def pattern_writes(dut):
     assert np.array_equal(got, want), "read beside a write differs"
     lo = region[DDR] - 0x1000
     assert np.array_equal(stores[DDR].read(lo, 0x6000), image[DDR][lo:lo + 0x6000]), "write beside a read differs"
+
+
+@cocotb.test()
+async def gated_read_after_write(dut):
+    """A read gated on another AGCU's write (``after``) issues nothing until that write is acknowledged,
+    then reads exactly what it wrote: both started in one cycle, the write's data held back a while."""
+    stores = await start(dut)
+    rng = np.random.default_rng(SEED + 15)
+    writer, reader = AgcuDriver(dut, 0), AgcuDriver(dut, 1)
+    for tier, base in ((HBM, 0x12000), (DDR, 0x52000)):
+        random_fill(stores[tier], rng, base - 0x800, 0x2000)
+        image = tier_image(stores[tier])
+        cap = P.tiers[tier].capacity
+        counts, strides = [8, 6], [1, 10]           # 48 words in 8-word rows 10 words apart
+        vectors = rng.integers(0, 1 << 32, (mu.vectors_for_words(48, writer.lanes, WB), writer.lanes),
+                               dtype=np.uint32)
+        stale, _, _ = mu.agcu_read(image, cap, base, counts, strides, lanes=reader.lanes, word_bytes=WB)
+        mu.agcu_write(image, cap, base, counts, strides, vectors, word_bytes=WB)
+        want, want_last, _ = mu.agcu_read(image, cap, base, counts, strides, lanes=reader.lanes, word_bytes=WB)
+        assert not np.array_equal(want, stale), "the write must change what the read sees"
+        seen = {}
+
+        async def watch():
+            cycle = 0
+            while "valid" not in seen:
+                await RisingEdge(dut.clk)
+                await ReadOnly()
+                cycle += 1
+                if "done" not in seen and writer.finished("write"):
+                    seen["done"] = cycle
+                if dut.a1_vo__valid.value:
+                    seen["valid"] = cycle
+                    seen["stalls"] = reader.status("read")["mem_stalls"]
+
+        cocotb.start_soon(writer.begin("write", tier=tier, base=base, counts=counts, strides=strides))
+        watcher = cocotb.start_soon(watch())
+        await reader.begin("read", tier=tier, base=base, counts=counts, strides=strides, after=1)
+        hold = 80                                   # the write's data arrives this many cycles late
+        held = itertools.chain([True] * hold, pauses(0.3, (SEED, 3)))
+        board = Scoreboard(pack_vectors(want, want_last, reader.lanes), name="gated read", last_bit=32 * reader.lanes)
+        await run(dut, [StreamDriver(dut, "a0_vi", pack_vectors(vectors, [0] * (len(vectors) - 1) + [1],
+                                                                writer.lanes), pauses=held),
+                        StreamMonitor(dut, "a1_vo", board, pauses=pauses(0.2, (SEED, 4)))],
+                  done=lambda: writer.finished("write") and reader.finished("read"), stall_limit=STALL_LIMIT)
+        await watcher
+        where = P.tiers[tier].name
+        # The read's first word is requested after the write is done, so it arrives a round trip later.
+        assert seen["valid"] > seen["done"] + P.tiers[tier].latency, f"{where}: read before the write: {seen}"
+        assert seen["stalls"] > hold, f"{where}: waiting for the write is not counted as memory stalls: {seen}"
+        status = reader.status("read")
+        assert not status["error"] and status["words"] == 48, f"{where}: read status {status}"
+        assert np.array_equal(tier_image(stores[tier]), image), f"{where}: memory differs from the model"
 
 
 @cocotb.test()

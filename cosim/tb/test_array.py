@@ -27,6 +27,7 @@ from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, re
 from cosim.metrics import record
 from cosim.streams import pack_scalars, pack_vectors, unpack_scalars, unpack_vectors
 from sw.tile import kernels as array_kernels
+from cosim.tb import timing_cases
 from cosim.tb.units_array import ARRAYS
 from hw.tile.array import IO_SIDES, io_port_name
 from hw.tile.config import Status
@@ -189,6 +190,17 @@ async def random_kernels_rtl(dut):
                   f"{min(ratios, default=1):.3f} to {max(ratios, default=1):.3f} without stalls")
     record("random_kernels", kernels=count, first_seed=first, coverage=hits, cycle_ratios=ratios,
            wall_s=time.perf_counter() - wall)
+
+
+@cocotb.test(skip=os.environ["OPENRDU_ARRAY"] != "small")
+async def timing_table(dut):
+    """The kernels of ``cosim/tb/timing_cases.py`` take exactly the cycles listed there without stalls, which
+    the model tests hold ``ArrayModel`` to."""
+    start_clock(dut)
+    for name, (build, cycles) in timing_cases.ARRAY.items():
+        rtl, _ = await run_kernel(dut, build(), stalls=False, seed=SEED)
+        dut._log.info(f"{name}: RTL {rtl} cycles")
+        assert rtl == cycles, f"{name}: RTL took {rtl} cycles, the table lists {cycles}"
 
 
 @cocotb.test()

@@ -5,17 +5,21 @@ then launched the SN40L way (Program Load, Argument Load, Execute) over
 AXI4-Lite, with the AGCUs streaming inputs from HBM into the fabric and
 results back, and its outputs are checked bit for bit against the array's
 fast model. The copy engine runs beside a kernel, and the host port moves
-data over AXI4.
+data over AXI4; random host bursts under back-pressure run beside kernels and
+copies.
 """
 
+import logging
 import os
 
 import cocotb
 import numpy as np
+from cocotb.triggers import gather
 
 from cosim.metrics import record
 from sw.tile.kernels import KERNELS, kernels_for
 from cosim.tb.chip_launch import WB, launch, place, start
+from cosim.tb.host_stress import backpressure, random_bursts
 from cosim.tb.units_chip import ARRAY, MEMORY, POST_OPS, TAIL_OPS
 from hw.mem.params import DDR, HBM
 from sw.runtime.alloc import TierAllocator
@@ -125,3 +129,95 @@ async def host_port_and_errors(dut):
     else:
         raise AssertionError("a read past the end of HBM was not reported")
     assert (await driver.tier_stats("hbm"))["errors"] == errors_before + 2
+
+
+@cocotb.test()
+async def host_stress_beside_kernels_and_copies(dut):
+    """``OPENRDU_CHIP_STRESS`` random host bursts (default 200) from four workers, 1 to 4 words each, under
+    back-pressure on every AXI channel, into host-owned windows of HBM and DDR across 4 KiB boundaries,
+    while kernels stream from HBM through the AGCUs back to back and the copy engine moves random spans
+    DDR -> HBM and HBM -> DDR back to back. Every host read returns the byte model's bytes; after each copy
+    the host reads part of what it wrote; at the end every kernel's outputs, every copy destination and the
+    host windows are exact."""
+    driver, bus, stores = await start(dut)
+    total = int(os.environ.get("OPENRDU_CHIP_STRESS", "200"))
+    addr_bits = MEMORY.addr_bits
+    for port in (bus.axi.write_if, bus.axi.read_if):
+        port.log.setLevel(logging.WARNING)    # cocotbext-axi logs every burst at INFO
+    backpressure(bus.axi, 0.3, SEED)
+    # The host link moves 2/15 B a cycle: short bursts keep the run short. Worker w's windows straddle a
+    # 4 KiB boundary in the upper half of HBM and in DDR; kernels allocate below 8 MiB, copies use their own areas.
+    workers, span = 4, 512
+    bases = {HBM: 8 << 20, DDR: 4 << 20}
+    windows = [{t: (bases[t] + (w + 1) * 4096 - span // 2,
+                    stores[t].read(bases[t] + (w + 1) * 4096 - span // 2, span).copy()) for t in (HBM, DDR)}
+               for w in range(workers)]
+    area = 8192
+    rng = np.random.default_rng((SEED, 6))
+    sources = {DDR: 6 << 20, HBM: 12 << 20}      # a copy from one tier reads its source area
+    targets = {HBM: 13 << 20, DDR: 7 << 20}      # and writes the other tier's target area
+    source_bytes = {t: rng.integers(0, 256, area, dtype=np.uint8) for t in (HBM, DDR)}
+    for t, at in sources.items():
+        stores[t].write(at, source_bytes[t])
+    target_models = {t: stores[t].read(at, area).copy() for t, at in targets.items()}
+    host_done, kernels_run, kernel_outputs, copies, written = [], [], [], [], []
+
+    async def host():
+        written.extend(await random_bursts(bus.axi, windows, total, SEED, word_bytes=WB, addr_bits=addr_bits,
+                                           max_words=4))
+        host_done.append(True)
+
+    async def kernels():
+        alloc = TierAllocator("hbm", 8 << 20)
+        krng = np.random.default_rng((SEED, 5))
+        names = [name for name in kernels_for(ARRAY, TAIL_OPS, POST_OPS) if name != "gemm"]
+        while not host_done or len(kernels_run) < 2:
+            case = KERNELS[names[len(kernels_run) % len(names)]](ARRAY, TAIL_OPS, POST_OPS, krng)
+            before = set(alloc.blocks)
+            outputs, model, _, _, _ = await launch(driver, stores, alloc, case)
+            for name, got in outputs.items():
+                assert np.array_equal(got, model.outputs[name][0]), f"{case.name} beside host bursts: {name} differs"
+            # Keep the outputs where they are, to check at the end that nothing wrote over them.
+            for block in [alloc[n] for n in alloc.blocks if n not in before]:
+                out = next((name for name in outputs if block.name.endswith(f".{name}.out")), None)
+                if out is None:
+                    alloc.free(block.name)
+                else:
+                    kernel_outputs.append((case.name, block.offset, outputs[out].copy()))
+            kernels_run.append(case.name)
+
+    async def copy_engine():
+        while not host_done or len(copies) < 2:
+            src_tier = (DDR, HBM)[len(copies) % 2]
+            dst_tier = 1 - src_tier
+            length = WB * int(rng.integers(1, 257))
+            src = WB * int(rng.integers(0, (area - length) // WB + 1))
+            dst = WB * int(rng.integers(0, (area - length) // WB + 1))
+            await driver.start_copy(src_tier, sources[src_tier] + src, dst_tier, targets[dst_tier] + dst, length)
+            status = await driver.wait_copy()
+            assert status["bytes"] == length, f"copy {len(copies)}: {status}"
+            target_models[dst_tier][dst:dst + length] = source_bytes[src_tier][src:src + length]
+            # The host reads part of what the copy wrote, now that it is done, behind the workers' bursts.
+            lo = dst + int(rng.integers(length))
+            size = int(rng.integers(1, min(4 * WB, dst + length - lo) + 1))
+            got = await bus.axi.read((dst_tier << addr_bits) | (targets[dst_tier] + lo), size)
+            assert got.data == target_models[dst_tier][lo:lo + size].tobytes(), \
+                f"copy {len(copies)}: the host read {size} bytes at {dst_tier}:{targets[dst_tier] + lo:#x} wrong"
+            copies.append(length)
+
+    await gather(host(), kernels(), copy_engine())
+    backpressure(bus.axi, 0, SEED)
+    for w, window in enumerate(windows):
+        for t, (base, model) in window.items():
+            assert np.array_equal(stores[t].read(base, span), model), f"worker {w}, tier {t}: differs from the model"
+    for t, at in targets.items():
+        assert np.array_equal(stores[t].read(at, area), target_models[t]), f"copy target in tier {t} differs"
+    for t, at in sources.items():
+        assert np.array_equal(stores[t].read(at, area), source_bytes[t]), f"copy source in tier {t} was written"
+    for name, at, want in kernel_outputs:
+        assert np.array_equal(stores[HBM].read(at, want.nbytes).view("<u4").reshape(want.shape), want), \
+            f"{name}'s output at {at:#x} was written over"
+    dut._log.info("%d random host bursts (%d bytes written) beside %d kernels and %d copies (%d bytes), checked",
+                  total, sum(written), len(kernels_run), len(copies), sum(copies))
+    record("chip_stress", bursts=total, bytes_written=sum(written), kernels=len(kernels_run),
+           copies=len(copies), copy_bytes=sum(copies))

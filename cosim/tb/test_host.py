@@ -19,8 +19,9 @@ from cocotbext.axi.axi_channels import (AxiARSource, AxiARTransaction, AxiAWSour
                                         AxiRSink, AxiWSource, AxiWTransaction)
 
 from cosim import metrics
-from cosim.components import pauses, reset, start_clock
+from cosim.components import reset, start_clock
 from cosim.store import TierStore
+from cosim.tb.host_stress import backpressure, random_bursts
 from cosim.tb.units_host import LINKS, REGISTERS
 from hw.mem.csr import RegisterMap
 from hw.mem.params import DDR, HBM
@@ -127,44 +128,19 @@ async def random_concurrent_bursts_with_backpressure(dut):
     any byte offset and length, across 4 KiB boundaries, into both tiers. Every read is checked against a
     byte model as it returns, both tiers through the back door at the end, and the host's byte counter."""
     axi, _, csr = await start(dut)
-    channels = (axi.write_if.aw_channel, axi.write_if.w_channel, axi.write_if.b_channel, axi.read_if.ar_channel,
-                axi.read_if.r_channel)
-    for k, channel in enumerate(channels):
-        channel.set_pause_generator(pauses(0.3, (SEED, 300 + k)))
+    backpressure(axi, 0.3, SEED)
     store = stores()
     default = "12" if P.host_bytes_per_cycle < WB else "160"
     total, workers, span = int(os.environ.get("OPENRDU_HOST_STRESS", default)), 4, 3 * 4096
     # Worker w owns [base, base + span) of each tier, just below a 4 KiB boundary and away from the ends.
     bases = {(w, t): (w + 1) * 4 * 4096 - 40 * WB + (t * 2 * 4096) for w in range(workers) for t in (HBM, DDR)}
     models = {key: store[key[1]].read(base, span).copy() for key, base in bases.items()}
-    written = []
-
-    async def worker(w):
-        rng = np.random.default_rng((SEED, 7, w))
-        for i in range(w, total, workers):
-            tier = int(rng.integers(2))
-            base, model = bases[(w, tier)], models[(w, tier)]
-            if rng.random() < 0.55:
-                words = int(rng.integers(1, 97))
-                at = WB * int(rng.integers(0, (span - words * WB) // WB + 1))
-                payload = rng.integers(0, 256, words * WB, dtype=np.uint8)
-                resp = await axi.write(axi_addr(tier, base + at), payload.tobytes())
-                assert resp.resp == AxiResp.OKAY, f"burst {i}: write of {words} words at {tier}:{base + at:#x}"
-                model[at:at + len(payload)] = payload
-                written.append(len(payload))
-            else:
-                size = int(rng.integers(1, 96 * WB))
-                at = int(rng.integers(0, span - size + 1))
-                got = await axi.read(axi_addr(tier, base + at), size)
-                assert got.resp == AxiResp.OKAY and got.data == model[at:at + size].tobytes(), \
-                    f"burst {i}: read of {size} bytes at {tier}:{base + at:#x} differs from the model"
-
-    await gather(*(worker(w) for w in range(workers)))
+    windows = [{t: (bases[(w, t)], models[(w, t)]) for t in (HBM, DDR)} for w in range(workers)]
+    written = await random_bursts(axi, windows, total, SEED, word_bytes=WB, addr_bits=P.addr_bits)
     for (w, tier), base in bases.items():
         assert np.array_equal(store[tier].read(base, span), models[(w, tier)]), \
             f"worker {w}, tier {tier}: the back door differs from the model"
-    for channel in channels:
-        channel.set_pause_generator(None)
+    backpressure(axi, 0, SEED)
     assert await csr.read("host_bytes_written") == sum(written)
     dut._log.info("%d random bursts from %d workers under back-pressure, %d bytes written, checked", total,
                   workers, sum(written))

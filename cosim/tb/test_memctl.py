@@ -12,6 +12,7 @@ import numpy as np
 
 from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, run, start_clock_and_reset
 from cosim.store import TierStore
+from cosim.tb import timing_cases
 from cosim.tb.units_mem import CONTROLLER_TAG_BITS
 from hw.mem import params as params_module
 from hw.mem import tln
@@ -122,6 +123,21 @@ async def backdoor_and_frontdoor_agree(dut):
             payload[spot + k * WB] = int.from_bytes(block[k * WB:(k + 1) * WB].tobytes(), "little")
     requests = [dict(tier=TIER, write=0, addr=a, data=0, tag=i % 16) for i, a in enumerate(payload)]
     await exchange(dut, requests, [dict(data=payload[r["addr"]], tag=r["tag"], write=0, error=0) for r in requests])
+
+
+@cocotb.test(skip=P is not params_module.SMALL)
+async def stream_timing_table(dut):
+    """Reads of consecutive words offered back to back take exactly the cycles of ``cosim/tb/timing_cases.py``
+    (first offered to last response, inclusive), which the model tests hold ``TierModel`` to."""
+    await start(dut)
+    words, cycles = timing_cases.TIER_STREAM[T.name]
+    store = TierStore(TIER, T.capacity)
+    requests = [dict(tier=TIER, write=0, addr=WB * i, data=0, tag=i % 16) for i in range(words)]
+    responses = [dict(data=int.from_bytes(store.read(r["addr"], WB).tobytes(), "little"), tag=r["tag"], write=0,
+                      error=0) for r in requests]
+    monitor = await exchange(dut, requests, responses)
+    got = monitor.cycles[-1] + 1
+    assert got == cycles, f"{words} reads took {got} cycles, the table says {cycles}"
 
 
 @cocotb.test()

@@ -9,7 +9,8 @@ and to the array model, kernel cycles equal to host-orchestrated launches of
 the same kernels, total cycles within 3%. Then the errors: patterns stepped
 outside HBM and below address 0, a list that ends before its final entry,
 an enable naming a missing AGCU, a refused program, and a stalled kernel
-(the watchdog).
+(the watchdog). And an entry whose read waits for its own kernel's write
+(``after`` in the direction record), both stepped by the position.
 """
 
 import os
@@ -18,7 +19,7 @@ import cocotb
 import numpy as np
 
 from cosim.device import CocotbDevice
-from cosim.tb.test_device import expect_chip_error
+from cosim.tb.test_device import expect_chip_error, readback_program
 from hw.mem.params import HBM
 from sw.model.array import ArrayModel
 from sw.runtime.alloc import TierAllocator
@@ -225,3 +226,35 @@ async def sequencer_watchdog(dut):
         f"AGCU {k} ({side}{col}) write {y.pattern.words}/{2 * y.pattern.words} words" in error, error
     dut._log.info(error)
 
+
+
+@cocotb.test()
+async def sequencer_runs_a_gated_entry(dut):
+    """A list entry whose read waits for the entry's write (``after``), both bases stepped by the position: the
+    read sees the written data on both backends, kernel cycles within 10%."""
+    program, k = readback_program()
+    n = 16 * CHIP.array.lanes
+    words = n * 4 // WB
+    x = np.random.default_rng(SEED + 3).standard_normal(n).astype(np.float32)
+    src, region, out, list_at, program_at = 0x10000, 0x20000, 0x30000, 0x40000, 0x50000
+    stride = 4 * n                                  # one row of the region per position
+    entry = ListEntry(program_pattern(HBM, program_at, len(program.words), WB),
+                      {k["a"]: ListDirection(Pattern.linear(HBM, src, words)),
+                       k["r"]: ListDirection(Pattern.linear(HBM, region, words, after=k["y"]), pos_stride=stride)},
+                      {k["y"]: ListDirection(Pattern.linear(HBM, region, words), pos_stride=stride),
+                       k["z"]: ListDirection(Pattern.linear(HBM, out, words))})
+    listed = encode([entry], CHIP.memory, N_AGCUS)
+    runs = {}
+    for device in (CocotbDevice(dut, CHIP, limit=LIMIT), ModelDevice(CHIP)):
+        await device.write(HBM, program_at, padded(program.words))
+        await device.write(HBM, list_at, listed)
+        await device.write(HBM, src, x.view(np.uint32))
+        await device.write(HBM, region, np.full(3 * n, 7, np.uint32))
+        runs[device.backend] = await device.run_list(HBM, list_at, listed.size, token=0, pos=POS,
+                                                     programs={(HBM, program_at): program})
+        got = await device.read(HBM, out, n)
+        assert np.array_equal(got, (2 * x).view(np.uint32)), f"{device.backend}: the gated read missed the write"
+        assert np.array_equal(await device.read(HBM, region + POS * stride, n), got), device.backend
+    rtl, model = runs["rtl"]["kernel_cycles"], runs["model"]["kernel_cycles"]
+    assert abs(model / rtl - 1) <= 0.10, f"gated entry: model {model} kernel cycles, RTL {rtl}"
+    dut._log.info(f"gated entry: RTL {runs['rtl']}, model {runs['model']}")

@@ -1,6 +1,6 @@
 """Simulation unit ``agcu``: two AGCUs, the copy engine and a spare TLN port on both memory tiers."""
 
-from amaranth import Module
+from amaranth import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -81,6 +81,9 @@ class MemoryTestTop(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, f"a{i}_si")), agcu.si)
             m.d.comb += [agcu.cfg.eq(getattr(self, f"a{i}_cfg")),
                          getattr(self, f"a{i}_status").eq(agcu.status)]
+        agcus = [m.submodules[f"agcu{i}"] for i in range(n)]
+        for agcu in agcus:
+            m.d.comb += agcu.peers.eq(Cat(*(a.status.write.done for a in agcus)))
         m.submodules.copy = copy = CopyEngine(P, tag_bits=self.tag_bits)
         wiring.connect(m, copy.tln, getattr(xbar, f"m{n}"))
         m.d.comb += [copy.cfg.eq(self.copy_cfg), self.copy_status.eq(copy.status)]

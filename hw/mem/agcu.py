@@ -23,6 +23,9 @@ STATUS_BITS = 32
 # read, its word ends a group (``last_every``). Responses tell reads from writes.
 TAG_GROUP, TAG_FINAL = 0, 1
 MIN_TAG_BITS = 2
+# A read's ``after`` field: 0, or k + 1 to wait for AGCU k's write; ``peers`` has a bit for each k it can name.
+AFTER_BITS = 5
+PEERS = (1 << AFTER_BITS) - 1
 
 
 def word_addr_bits(params):
@@ -67,6 +70,7 @@ def transfer_layout(params):
         "base": params.addr_bits,
         "counts": data.ArrayLayout(COUNT_BITS, LEVELS),
         "strides": data.ArrayLayout(signed(stride_bits(params)), LEVELS),
+        "after": AFTER_BITS,
     })
 
 
@@ -188,6 +192,8 @@ class Agcu(wiring.Component):
     si : In(scalar_stream())
     cfg : In(agcu_config_layout(params))
     status : Out(agcu_status_layout())
+    peers : In(PEERS)
+        Bit k: AGCU k's ``status.write.done``, for reads whose ``after`` names it.
     """
 
     def __init__(self, params, *, lanes, tag_bits=MIN_TAG_BITS):
@@ -206,6 +212,7 @@ class Agcu(wiring.Component):
             "si": In(scalar_stream()),
             "cfg": In(agcu_config_layout(params)),
             "status": Out(agcu_status_layout()),
+            "peers": In(PEERS),
         })
 
     def elaborate(self, platform):
@@ -226,7 +233,8 @@ class Agcu(wiring.Component):
         dirs = {}
         for name, pat in (("r", pat_r), ("w", pat_w)):
             d = dict(
-                tier=Signal(name=f"{name}_tier"), low=Signal(low, name=f"{name}_low"),
+                after=Signal(AFTER_BITS, name=f"{name}_after"), tier=Signal(name=f"{name}_tier"),
+                low=Signal(low, name=f"{name}_low"),
                 base=Signal(word_addr_bits(P), name=f"{name}_base"),
                 counts=Signal(data.ArrayLayout(COUNT_BITS, LEVELS), name=f"{name}_counts"),
                 last_every=Signal(LAST_EVERY_BITS, name=f"{name}_last_every"), bf16=Signal(name=f"{name}_bf16"),
@@ -260,7 +268,7 @@ class Agcu(wiring.Component):
                 m.d.sync += [
                     d["tier"].eq(cfg.tier), d["low"].eq(cfg.base[:low]), d["base"].eq(cfg.base[low:]),
                     d["counts"].eq(cfg.counts), d["strides"].eq(cfg.strides), d["responses"].eq(0),
-                    d["last_every"].eq(cfg.last_every), d["bf16"].eq(cfg.bf16),
+                    d["last_every"].eq(cfg.last_every), d["bf16"].eq(cfg.bf16), d["after"].eq(cfg.after),
                     st.done.eq(empty), st.error.eq(0), st.error_word.eq(0), st.words.eq(0), st.cycles.eq(0),
                     st.tile_stalls.eq(0), st.mem_stalls.eq(0),
                 ]
@@ -293,8 +301,11 @@ class Agcu(wiring.Component):
         prefer_w = Signal()
         w_word = Signal(8 * wb)
         w_have = Signal()
+        gate = Signal()
         m.d.comb += [
-            want_r.eq(r["issue"] & (credits != 0)),
+            # A read waiting for a peer's write issues nothing until that write is done.
+            gate.eq(Cat(Const(1, 1), self.peers).bit_select(r["after"], 1)),
+            want_r.eq(r["issue"] & (credits != 0) & gate),
             want_w.eq(w["issue"] & w_have),
             pick_w.eq(can_load & want_w & (~want_r | prefer_w)),
             pick_r.eq(can_load & want_r & ~pick_w),

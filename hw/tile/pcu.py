@@ -80,6 +80,7 @@ def pcu_config_layout(params):
         "so_bias": 32,
         "so_func": TailOp,
         "systolic_rows": range(params.stages + 1),
+        "systolic_operand": 1,  # systolic: each drained row also takes a vector from vi2 into r1
     })
 
 
@@ -315,21 +316,26 @@ class Pcu(wiring.Component):
         group_last = wire(m, Cat(*(vin[k][1].last for k in range(3)), Const(0, 1)).bit_select(cfg.group_src, 1),
                           name="group_last")
 
-        # Join: every consumed input present (and, per group, the scalars).
-        vec_ok = Cat(*[~cfg.inputs[k] | vin[k][0].r_rdy for k in range(3)]).all()
+        # Join: every consumed input present (and, per group, the scalars). A systolic operand on vi2
+        # joins the drain instead of the firings.
+        operand = cfg.systolic_operand
+        fire_inputs = Cat(cfg.inputs[0], cfg.inputs[1], cfg.inputs[2] & ~operand)
+        vec_ok = Cat(*[~fire_inputs[k] | vin[k][0].r_rdy for k in range(3)]).all()
         scal_take = [wire(m, (s_mode[k] == ScalarIn.PER_FIRING) | ((s_mode[k] == ScalarIn.PER_GROUP) & s_need[k]),
                           name=f"s{k}_take") for k in range(2)]
         scal_ok = Cat(*[~scal_take[k] | sin[k][0].r_rdy for k in range(2)]).all()
 
         drain_row = Signal(range(S + 1))
         draining = wire(m, drain_row != 0, name="draining")
+        drain_step = wire(m, cfg.systolic & draining & pipe.advance & (~operand | vin[2][0].r_rdy), name="drain_step")
         fire = Signal()
         # An all-zero record consumes no input: the unit stays idle until configured.
         m.d.comb += fire.eq((cfg.inputs != 0) & vec_ok & scal_ok & pipe.advance & ~draining)
 
         s_now = [wire(m, Mux(scal_take[k], sin[k][1].data, s_val[k]), name=f"s{k}_now") for k in range(2)]
-        for k in range(3):
+        for k in range(2):
             m.d.comb += vin[k][0].r_en.eq(fire & cfg.inputs[k])
+        m.d.comb += vin[2][0].r_en.eq(fire & fire_inputs[2] | drain_step & operand)
         for k in range(2):
             m.d.comb += sin[k][0].r_en.eq(fire & scal_take[k])
             with m.If(fire):
@@ -354,21 +360,22 @@ class Pcu(wiring.Component):
                 m.d.sync += acc_all.eq(update)
                 with m.If(group_last & (rows != 0)):
                     m.d.sync += drain_row.eq(1)
-            with m.Elif(draining & pipe.advance):
+            with m.Elif(drain_step):
                 m.d.sync += drain_row.eq(Mux(drain_row == rows, 0, drain_row + 1))
                 with m.If(drain_row == rows):
                     m.d.sync += acc_all.eq(0)
 
         # What enters the pipeline.
-        start_valid = Mux(cfg.systolic, draining, fire)
+        start_valid = Mux(cfg.systolic, drain_step, fire)
         m.d.comb += pipe_in.valid.eq(start_valid)
         regs = []
         for l in range(L):
             inputs = [Mux(cfg.inputs[k], vin[k][1].data[l], 0) for k in range(3)]
-            regs.append([wire(m, Mux(cfg.systolic, drain_vec.word_select(l, 32) if k == 0 else 0,
-                                     inputs[k] if k < 3 else 0), name=f"in_r{k}_l{l}", shape=32)
-                         for k in range(REGS)])
-        element_last = Mux(cfg.systolic, drain_row == rows, group_last)
+            drained = [drain_vec.word_select(l, 32), Mux(operand, vin[2][1].data[l], 0), 0, 0]
+            regs.append([wire(m, Mux(cfg.systolic, drained[k], inputs[k] if k < 3 else 0), name=f"in_r{k}_l{l}",
+                              shape=32) for k in range(REGS)])
+        # A systolic operand's `last` flags become the outputs' (a residual stream keeps its groups).
+        element_last = Mux(cfg.systolic, Mux(operand, vin[2][1].last, drain_row == rows), group_last)
 
         s_pipe = list(s_now)
         last_pipe = element_last
@@ -413,9 +420,9 @@ class Pcu(wiring.Component):
                 m.d.sync += [fold.eq(folded), fold_valid.eq(1)]
 
         # Busy: a firing or a drain step. Stalled: work was waiting (an input
-        # holding data, or a drain) but nothing moved.
-        busy = fire | (cfg.systolic & draining & pipe.advance)
-        has_work = Cat(*[cfg.inputs[k] & vin[k][0].r_rdy for k in range(3)]).any() | draining
+        # holding data, or a drain, also one waiting for its vi2 operand) but nothing moved.
+        busy = fire | drain_step
+        has_work = Cat(*[fire_inputs[k] & vin[k][0].r_rdy for k in range(3)]).any() | draining
         with m.If(busy):
             m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
         with m.Elif(has_work):

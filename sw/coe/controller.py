@@ -5,19 +5,22 @@ it runs on the fast model and on the co-simulated chip alike. Per batch of ``bat
 
 1. **route**: each request without an ``expert`` runs through the router (resident in HBM) on the
    chip; its class is the argmax of ``logits[:K]`` at the prompt's last position;
-2. **schedule**: pairs whose expert is resident run first, then the others grouped by expert, in
-   arrival order otherwise; each result stays with its request;
+2. **schedule**: pairs whose expert is resident (or coming for a pair already queued) run first, then
+   the others grouped by expert, in arrival order otherwise; each result stays with its request;
 3. **switch**: an expert not resident is placed in a slot by the cache policy and moved in by
    ``mode``: ``"ddr"`` a copy-engine DDR -> HBM transfer (the chip's way), ``"host"`` a write over
    the host link at ``target.memory.host_bytes_per_cycle`` (the GPU way), ``"hbm"`` never (every
    expert resident in its own slot, when they fit);
-4. **prefetch** (``"ddr"``): before a pair decodes, the next pair's expert, if absent, starts copying
-   (``Device.start_copy``) into a slot not holding the current expert, and the copy engine runs
-   beside the decode's kernels; after the decode ``Device.wait_copy`` says how long the chip still
-   waited for it. Only that wait delays the next request: the rest of the copy was hidden behind
-   the chip's own work (kernels, Program Loads; the host's assumed round trips are not counted as
-   cover). On the RTL both run at once and the wait is measured; the fast model runs the copy on
-   its chip clock beside its kernels (without the HBM bandwidth the copy's writes take from them);
+4. **prefetch** (``"ddr"``, ``lookahead`` pairs deep): the queue of scheduled pairs runs on across
+   batches (the next batch is routed as soon as the window reaches past the current one). Whenever the
+   copy engine is idle (before a pair decodes, and between its steps once the controller reckons the
+   copy in flight is done), the first expert absent among the next ``lookahead`` pairs starts copying
+   (``Device.start_copy``) into a slot whose expert no pair in that window needs, so a copy may run on
+   beside several requests. ``Device.wait_copy`` collects it when its pair is about to run or the engine
+   is needed for a demand copy; only the wait it reports delays the chip. The rest of the copy was
+   hidden behind the chip's own work (kernels, Program Loads; the host's assumed round trips are not
+   counted as cover). On the RTL both run at once and the wait is measured; the fast model runs the
+   copy on its chip clock beside its kernels (without the HBM bandwidth the copy's writes take from them);
 5. **decode** greedily from the expert's slot: the runtime's steps (:class:`sw.runtime.decode.Session`).
 
 Cycles are the device's (measured on the RTL, estimated by the fast model) except the host link's
@@ -54,8 +57,10 @@ def check_requests(library, requests):
             raise CoEError(f"request {i}: {error}") from None
 
 
-async def _run(session, prompt_ids, max_new_tokens, eos):
-    """Greedy decode as :func:`sw.runtime.decode.generate` does; returns tokens, digest, step cycles."""
+async def _run(session, prompt_ids, max_new_tokens, eos, after_step=None):
+    """Greedy decode as :func:`sw.runtime.decode.generate` does; returns tokens, digest, step cycles, last logits.
+
+    ``after_step(cost)`` (a coroutine function, optional) runs after each step with the step's cost."""
     await session.reset()
     digest, tokens, steps = hashlib.sha256(), [], []
     total = len(prompt_ids) + max(max_new_tokens, 1) - 1
@@ -65,6 +70,8 @@ async def _run(session, prompt_ids, max_new_tokens, eos):
         logits, cost = await session.step(token, pos)
         steps.append(cost["cycles"])
         digest.update(logits.tobytes())
+        if after_step is not None:
+            await after_step(cost)
         if pos + 1 < len(prompt_ids):
             token = prompt_ids[pos + 1]
             continue
@@ -77,8 +84,11 @@ async def _run(session, prompt_ids, max_new_tokens, eos):
     return tokens, digest.hexdigest(), steps, logits
 
 
+LOOKAHEAD = 4
+
+
 async def serve(device, library, requests, *, slots=4, policy="lru", mode="ddr", batch=8, prefetch=True,
-                progress=None):
+                lookahead=LOOKAHEAD, progress=None):
     """Serve ``requests`` (dicts: ``prompt_ids``, ``max_new_tokens``, optional ``expert``) on ``device``.
 
     Parameters
@@ -95,7 +105,10 @@ async def serve(device, library, requests, *, slots=4, policy="lru", mode="ddr",
     batch : int
         Requests routed together.
     prefetch : bool
-        Copy the next pair's expert while the current one decodes (``"ddr"`` only).
+        Copy upcoming pairs' experts while the chip decodes (``"ddr"`` only); False is ``lookahead=0``.
+    lookahead : int
+        How many scheduled pairs after the running one the prefetch looks at (at most ``slots - 1`` are
+        used: each of them may hold a slot); 1 copies only the next pair's expert.
     progress : callable, optional
         ``progress(done, total)`` after each request.
 
@@ -103,22 +116,28 @@ async def serve(device, library, requests, *, slots=4, policy="lru", mode="ddr",
     -------
     dict
         ``requests``: per request (in the given order) ``expert``, ``routed``, ``hit``, ``switch_cycles``,
-        ``hidden_cycles``, ``router_cycles``, ``ttft_cycles``, ``latency_cycles`` (from its batch's start),
-        ``decode_cycles``, ``tokens``, ``logits_sha``, ``slot``, ``order``; and the trace's ``summary``.
+        ``hidden_cycles``, ``router_cycles``, ``ttft_cycles``, ``latency_cycles`` (from its batch's start:
+        when it was routed), ``decode_cycles``, ``tokens``, ``logits_sha``, ``slot``, ``order``; and the
+        trace's ``summary``.
 
     Raises
     ------
     CoEError
-        A bad request (checked before anything is loaded), slots that do not fit, an unknown policy or mode.
+        A bad request (checked before anything is loaded), slots that do not fit, an unknown policy or mode,
+        a negative lookahead.
     """
     if mode not in MODES:
         raise CoEError(f"unknown mode {mode!r} (modes: {', '.join(MODES)})")
+    if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
+        raise CoEError(f"lookahead must be a whole number of requests >= 0, not {lookahead!r}")
     check_requests(library, requests)
     names = list(library.experts)
     nslots = len(names) if mode == "hbm" else slots
     p = make_plan(library, nslots, experts_in_ddr=mode == "ddr")
     cache = SlotCache(nslots, p.slot_bytes, p.base, p.hbm_capacity, policy)
     m = library.target.memory
+    # Each pair in the window may hold a slot; the running pair needs one more.
+    depth = min(lookahead, nslots - 1) if prefetch and mode == "ddr" else 0
     start = time.perf_counter()
     # The standing state, through the back door: router, shared regions, expert images in their tier.
     models = [slot_model(library.arch, p, s) for s in range(nslots)]
@@ -144,11 +163,17 @@ async def serve(device, library, requests, *, slots=4, policy="lru", mode="ddr",
 
     eos_r, eos_e = router.shape.eos_token_id, library.arch.shape.eos_token_id
     out = [None] * len(requests)
-    clock, done, order = 0, 0, 0
-    for b0 in range(0, len(requests), batch):
-        idx = list(range(b0, min(b0 + batch, len(requests))))
-        t0 = clock
-        chosen, routed = {}, {}
+    queue = []                # scheduled pairs in run order: (request index, expert, its batch's start cycle)
+    batches = list(range(0, len(requests), batch))[::-1]
+    # The copy in flight ({"expert", "cover"}: chip cycles of kernels and Program Loads since it started), the
+    # collected copies not yet credited to a request (expert -> (cycles, waited)), and one copy's cycles.
+    st = {"clock": 0, "copying": None, "copies": {}, "copy_cycles": None}
+    routed = {}
+
+    async def admit():
+        """Route the next batch on the chip and append its pairs, resident experts first, to the queue."""
+        b0 = batches.pop()
+        idx, t0, chosen = list(range(b0, min(b0 + batch, len(requests)))), st["clock"], {}
         for i in idx:
             r = requests[i]
             if r.get("expert") is not None:
@@ -157,60 +182,100 @@ async def serve(device, library, requests, *, slots=4, policy="lru", mode="ddr",
             _, _, steps, logits = await _run(Session(device, router), r["prompt_ids"], 0, eos_r)
             chosen[i] = library.classes[int(np.argmax(logits[:len(library.classes)]))]
             routed[i] = sum(steps)
-            clock += routed[i]
+            st["clock"] += routed[i]
         first = {}
         for i in idx:
             first.setdefault(chosen[i], i)
-        pairs = sorted(idx, key=lambda i: (cache.where(chosen[i]) is None, first[chosen[i]], i))
-        prefetched = None                         # (expert, copy cycles, cycles hidden behind the last decode)
-        for k, i in enumerate(pairs):
-            name, r = chosen[i], requests[i]
+        queued = {e for _, e, _ in queue}
+        for i in sorted(idx, key=lambda i: (cache.where(chosen[i]) is None and chosen[i] not in queued,
+                                            first[chosen[i]], i)):
+            queue.append((i, chosen[i], t0))
+
+    async def collect():
+        """Wait for the copy in flight; the chip's wait delays everything after it."""
+        got = await device.wait_copy()
+        st["clock"] += got["waited"]
+        st["copies"][st["copying"]["expert"]] = (got["cycles"], got["waited"])
+        st["copy_cycles"], st["copying"] = got["cycles"], None
+
+    async def start_next(pos):
+        """With the copy engine idle, start copying the first absent expert among the ``depth`` pairs after
+        ``pos`` into a slot whose expert no pair up to the end of the window needs."""
+        window = queue[pos:pos + 1 + depth]
+        needed = {e for _, e, _ in window}
+        nxt = next((e for _, e, _ in window[1:] if cache.where(e) is None), None)
+        if nxt is None:
+            return
+        slot, _ = cache.allocate(nxt, pinned=needed)
+        await device.start_copy(DDR, names.index(nxt) * p.slot_bytes, HBM, p.slot_offset(slot), p.slot_bytes)
+        st["copying"] = {"expert": nxt, "cover": 0}
+
+    def pump(pos):
+        async def after_step(cost):
+            c = st["copying"]
+            if c is None:
+                return
+            # The controller's estimate that the copy is done (the device measures what it really waited).
+            c["cover"] += cost["kernel_cycles"] + cost["program_load_cycles"]
+            if st["copy_cycles"] is not None and c["cover"] >= st["copy_cycles"]:
+                await collect()
+                await start_next(pos)
+        return after_step
+
+    pos = 0
+    try:
+        while True:
+            while batches and len(queue) <= pos + depth:
+                await admit()
+            if pos == len(queue):
+                break
+            i, name, t0 = queue[pos]
+            r = requests[i]
+            if st["copying"] is not None and st["copying"]["expert"] == name:
+                await collect()
             slot = cache.where(name)
-            hit = slot is not None and (prefetched is None or prefetched[0] != name)
+            hit = slot is not None and name not in st["copies"]
             switch_cycles = hidden = 0
-            if prefetched is not None:
-                _, switch_cycles, hidden = prefetched
-                prefetched = None
+            if name in st["copies"]:
+                switch_cycles, waited = st["copies"].pop(name)
+                hidden = switch_cycles - waited
             elif slot is None:
-                slot, _ = cache.allocate(name)
+                if st["copying"] is not None:
+                    await collect()           # the copy engine is needed now
+                slot, _ = cache.allocate(name, pinned={e for _, e, _ in queue[pos + 1:pos + 1 + depth]})
                 switch_cycles = await switch(name, slot)
+                st["clock"] += switch_cycles
+                if mode == "ddr":
+                    st["copy_cycles"] = switch_cycles
             cache.use(name)
-            clock += switch_cycles - hidden
-            begin = clock
-            copying = None
-            if prefetch and mode == "ddr" and k + 1 < len(pairs) and nslots > 1:
-                nxt = chosen[pairs[k + 1]]
-                if cache.where(nxt) is None:
-                    s2, _ = cache.allocate(nxt, pinned={name})
-                    await device.start_copy(DDR, names.index(nxt) * p.slot_bytes, HBM, p.slot_offset(s2),
-                                            p.slot_bytes)
-                    copying = nxt
-            try:
-                tokens, sha, steps, _ = await _run(Session(device, models[slot]), r["prompt_ids"],
-                                                   r["max_new_tokens"], eos_e)
-            finally:
-                # Collected even when the decode fails: the copy engine is free for whatever comes next.
-                copied = await device.wait_copy() if copying else None
+            begin = st["clock"]
+            if depth and st["copying"] is None:
+                await start_next(pos)
+            tokens, sha, steps, _ = await _run(Session(device, models[slot]), r["prompt_ids"], r["max_new_tokens"],
+                                               eos_e, pump(pos) if depth else None)
             decode = sum(steps)
-            if copying:
-                prefetched = (copying, copied["cycles"], copied["cycles"] - copied["waited"])
-            clock += decode
+            st["clock"] += decode
             ttft = begin + sum(steps[:len(r["prompt_ids"])]) - t0
             out[i] = {"index": i, "expert": name, "routed": r.get("expert") is None,
-                      "hit": hit, "slot": slot, "order": order, "router_cycles": routed[i],
+                      "hit": hit, "slot": slot, "order": pos, "router_cycles": routed[i],
                       "switch_cycles": switch_cycles, "hidden_cycles": hidden, "ttft_cycles": ttft,
-                      "decode_cycles": decode, "latency_cycles": clock - t0, "tokens": tokens, "logits_sha": sha,
-                      "steps": len(steps)}
-            order += 1
-            done += 1
+                      "decode_cycles": decode, "latency_cycles": st["clock"] - t0, "tokens": tokens,
+                      "logits_sha": sha, "steps": len(steps)}
+            pos += 1
             if progress:
-                progress(done, len(requests))
+                progress(pos, len(requests))
+    except BaseException:
+        # A failed route or decode leaves the copy engine idle for whatever comes next.
+        if st["copying"] is not None:
+            await device.wait_copy()
+        raise
+    clock = st["clock"]
     stats = await device.tier_stats()
     return {"requests": out, "summary": summarize(out, clock, library.target.clock_hz),
             "plan": {"slots": nslots, "slot_bytes": p.slot_bytes, "router_bytes": p.router_bytes,
                      "shared_bytes": p.shared_bytes, "base": p.base, "max_slots": p.max_slots,
                      "ddr_bytes": p.ddr_bytes},
-            "mode": mode, "policy": policy, "prefetch": prefetch and mode == "ddr", "backend": device.backend,
+            "mode": mode, "policy": policy, "prefetch": depth > 0, "lookahead": depth, "backend": device.backend,
             "overlap": "measured" if device.backend == "rtl" else "modelled", "capacity_checks": cache.checks,
             "capacity_violations": cache.violations + sum(s.get("errors", 0) for s in stats.values()),
             "total_cycles": clock, "setup_wall_s": setup_s, "wall_s": time.perf_counter() - start}

@@ -73,13 +73,59 @@ class KernelBuilder:
 
     def read(self, name, region, counts, strides, sinks, *, last_level=None, offset=0, pos_stride=0,
              token_stride=0, bf16=False):
-        """Stream ``region`` (at ``offset`` bytes in) to the ``sinks`` through a free AGCU."""
+        """Stream ``region`` (at ``offset`` bytes in) to the ``sinks`` through a free AGCU.
+
+        A read of words an earlier op of the kernel writes waits for that write (``Stream.after``); FitError
+        when several writes of the kernel may store words it reads (one AGCU can wait for one write only).
+        """
+        r = self.mmap[region]
+        nest = LoopNest(counts, strides, last_level=last_level)
+        after = self._writer(name, region, r.offset + offset, nest, pos_stride, token_stride)
         (side, col), k = self._agcu("read", [self.pos(s) for s in sinks])
         host = self.kernel.host_input(self._name(name, "in"), col=col, side=side)
         self.kernel.connect(host.out, list(sinks))
+        self.streams.append(Stream(k, "read", region, r.tier, r.offset + offset, nest, pos_stride, token_stride, bf16,
+                                   after))
+
+    def _writer(self, name, region, base, nest, pos_stride, token_stride):
+        """The AGCU of the kernel's one write that may store a word the read of ``nest`` from ``base`` visits at
+        some position, or None; FitError when there are several."""
+        read = (base, nest, pos_stride)
+        writers = [s.agcu for s in self.streams if s.direction == "write" and s.region == region
+                   and (token_stride or self._overlap(region, read, (s.offset, s.nest, s.pos_stride)))]
+        if len(writers) > 1:
+            raise FitError(f"{name} reads {region} where {len(writers)} writes of this kernel store; a read waits "
+                           f"for one")
+        return writers[0] if writers else None
+
+    def _overlap(self, region, a, b):
+        """Whether two streams of ``region``, each ``(base bytes, nest, pos_stride)``, may visit a common word at
+        some position that keeps both inside the region: the byte spans, moving with the position, are compared."""
         r = self.mmap[region]
-        self.streams.append(Stream(k, "read", region, r.tier, r.offset + offset,
-                                   LoopNest(counts, strides, last_level=last_level), pos_stride, token_stride, bf16))
+        spans = []
+        for base, nest, stride in (a, b):
+            lo = sum(min(0, (c - 1) * s) for c, s in zip(nest.bounds, nest.strides))
+            hi = sum(max(0, (c - 1) * s) for c, s in zip(nest.bounds, nest.strides))
+            spans.append((base + lo * self.wb + nest.offset * self.wb, base + (hi + nest.offset + 1) * self.wb - 1,
+                          stride))
+        (a0, a1, sa), (b0, b1, sb) = spans
+        if sa < 0 or sb < 0:
+            return True
+        # Positions 0..top keep both streams inside the region.
+        top = min(((r.offset + r.nbytes - 1 - end) // s for _, end, s in spans if s > 0), default=None)
+        if top is not None and top < 0:
+            return True
+        # At position p the spans meet when (sa - sb) p <= b1 - a0 and (sb - sa) p <= a1 - b0.
+        low, high = 0, top
+        for d, c in ((sa - sb, b1 - a0), (sb - sa, a1 - b0)):
+            if d == 0:
+                if c < 0:
+                    return False
+            elif d > 0:
+                high = c // d if high is None else min(high, c // d)
+            else:
+                low = max(low, -(c // -d))
+        return high is None or low <= high
 
     def write(self, name, source, region, counts, strides, *, offset=0, pos_stride=0):
         """Stream ``source`` into ``region`` through a free AGCU."""

@@ -17,6 +17,7 @@ import math
 import os
 import stat
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -381,8 +382,10 @@ class LlamaShape:
 class Checkpoint:
     """A checked checkpoint: its shape, its weights as float32 arrays, and where it came from.
 
-    ``weights`` uses transformers' names (``model.layers.0.self_attn.q_proj.weight``);
-    ``weight_dtypes`` records each tensor's stored dtype (``bfloat16``, ``float32``...).
+    ``weights`` maps transformers' names (``model.layers.0.self_attn.q_proj.weight``) to float32
+    arrays: from :func:`load_checkpoint` a :class:`Weights`, which reads each tensor from its file
+    when asked (any mapping will do for a checkpoint built in memory); ``weight_dtypes`` records each
+    tensor's stored dtype (``bfloat16``, ``float16``, ``float32``, ``float64``).
     """
 
     path: Path
@@ -570,10 +573,38 @@ def expected_weights(shape):
     return names
 
 
-def _shard_name(index, name):
+def _shard_name(index, name, tensor):
     if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name:
-        raise CheckpointError(f"{index}: shard {_short(name)} is not the name of a *.safetensors file in the folder")
+        raise CheckpointError(f"{index}: weight_map[{_short(tensor)}] = {_short(name)} is not the name of a "
+                              f"*.safetensors file in the folder")
     return name
+
+
+def read_index(index):
+    """The tensor name -> shard file name map of a safetensors index, checked field by field.
+
+    Raises
+    ------
+    CheckpointError
+        Not JSON, not an object, ``weight_map`` missing, not an object or empty, a shard name that is not a
+        ``*.safetensors`` file in the folder, or ``metadata`` (optional) not an object whose ``total_size``
+        (optional) is an integer >= 0; the message names the field.
+    """
+    data = read_json(index, what="safetensors index")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{index}: expected a JSON object with \"weight_map\" (tensor name -> shard file name)")
+    if "weight_map" not in data:
+        raise CheckpointError(f"{index}: missing \"weight_map\" (tensor name -> shard file name)")
+    weight_map, metadata = data["weight_map"], data.get("metadata", {})
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: weight_map = {_short(weight_map)}: expected a non-empty object "
+                              f"(tensor name -> shard file name)")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise CheckpointError(f"{index}: metadata = {_short(metadata)}: expected an object")
+    total = (metadata or {}).get("total_size", 0)
+    if type(total) is not int or total < 0:
+        raise CheckpointError(f"{index}: metadata.total_size = {_short(total)}: expected an integer >= 0 (bytes)")
+    return {tensor: _shard_name(index, name, tensor) for tensor, name in weight_map.items()}
 
 
 def weight_files(path):
@@ -584,12 +615,8 @@ def weight_files(path):
     """
     index = path / "model.safetensors.index.json"
     if os.path.lexists(index):
-        data = read_json(index, what="safetensors index")
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointError(f"{index}: expected an object with a non-empty \"weight_map\" "
-                                  f"(tensor name -> shard file name)")
-        shards = sorted({_shard_name(index, name) for name in weight_map.values()})
+        weight_map = read_index(index)
+        shards = sorted(set(weight_map.values()))
         for shard in shards:
             if not os.path.lexists(path / shard):
                 raise CheckpointError(f"{index}: names the shard {shard!r}, which is not in {path}")
@@ -618,7 +645,8 @@ def _headers(files, weight_map, limit):
                                               f"{file}")
                     if weight_map is not None and weight_map.get(name) != file.name:
                         raise CheckpointError(f"{file}: holds weight {_short(name)}, which the index places in "
-                                              f"{_short(weight_map.get(name))}")
+                                              f"{_short(weight_map[name])}" if name in weight_map else
+                                              f"{file}: holds weight {_short(name)}, which the index does not name")
                     info = handle.get_slice(name)
                     found[name] = (file, info.get_dtype(), tuple(info.get_shape()))
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
@@ -632,23 +660,54 @@ def _headers(files, weight_map, limit):
     return found
 
 
-def _read_tensors(wanted):
-    """name -> (float32 array, stored dtype name) for ``wanted`` = name -> file, one open per file."""
+def read_tensor(file, name):
+    """Tensor ``name`` of the safetensors ``file`` as (float32 array, stored dtype name), nothing else read."""
     from safetensors import SafetensorError, safe_open
 
-    by_file = {}
-    for name, file in wanted.items():
-        by_file.setdefault(file, []).append(name)
-    tensors = {}
-    for file, names in by_file.items():
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for name in names:
-                    tensor = handle.get_tensor(name)
-                    tensors[name] = (tensor.float().numpy(), str(tensor.dtype).removeprefix("torch."))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            raise CheckpointError(f"{file}: cannot read the weights ({_one_line(error)})") from None
-    return tensors
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            tensor = handle.get_tensor(name)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{file}: cannot read the weights ({_one_line(error)})") from None
+    return tensor.float().numpy(), str(tensor.dtype).removeprefix("torch.")
+
+
+def bf16_exact(array, chunk=1 << 20):
+    """Whether every value of the float32 ``array`` is a bf16 value (its pattern's low 16 bits are zero),
+    tested ``chunk`` values at a time."""
+    words = np.ascontiguousarray(array, np.float32).reshape(-1).view(np.uint32)
+    return not any(np.any(words[i:i + chunk] & 0xFFFF) for i in range(0, words.size, chunk))
+
+
+class Weights(Mapping):
+    """Tensor name -> float32 array, made by ``read(name)`` each time it is asked for and never kept.
+
+    A pass that takes one tensor at a time therefore holds one tensor at a time: no whole-model copy
+    exists (``dict(weights)`` makes one for callers that want it). ``bf16`` holds the names whose every
+    value is a bf16 value, found when the checkpoint was checked, so choosing how weights stream reads
+    nothing again. :meth:`map` derives a mapping as lazy (padded, rounded weights).
+    """
+
+    def __init__(self, read, names, bf16=()):
+        self._read, self._names, self.bf16 = read, dict.fromkeys(names), frozenset(bf16)
+
+    def __getitem__(self, name):
+        if name not in self._names:
+            raise KeyError(name)
+        return self._read(name)
+
+    def __contains__(self, name):
+        return name in self._names
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+    def map(self, fn, bf16=None):
+        """Weights whose ``name`` is ``fn(name, self[name])``; ``bf16`` as given, else this one's."""
+        return Weights(lambda name: fn(name, self[name]), self._names, self.bf16 if bf16 is None else bf16)
 
 
 def load_checkpoint(path, *, memory=None):
@@ -691,14 +750,25 @@ def load_checkpoint(path, *, memory=None):
                                     f"{', '.join(_short(n) for n in extra[:5])}" + (" ..." if len(extra) > 5 else ""))
     if converted:
         print(f"openrdu: note: {path}: {converted} float64 weights converted to float32", file=sys.stderr)
-    tensors = _read_tensors({name: found[name][0] for name in expected})
-    weights, dtypes = {}, {}
+    if weight_map is not None:
+        named = set(weight_map.values())
+        ignored = sorted(f.name for f in path.glob("*.safetensors") if f.name not in named)
+        if ignored:
+            print(f"openrdu: warning: {path}: ignoring {len(ignored)} *.safetensors file"
+                  f"{'s' if len(ignored) > 1 else ''} the index does not name: {', '.join(map(_short, ignored[:5]))}"
+                  + (" ..." if len(ignored) > 5 else ""), file=sys.stderr)
+    # One tensor at a time: checked finite and tested for bf16 values, then dropped (Weights reads it again).
+    bf16 = set()
     for name in expected:
-        array, dtype = tensors.pop(name)
+        array, dtype = read_tensor(found[name][0], name)
         if not np.isfinite(array).all():
             raise CheckpointError(f"{path}: weight {name!r} holds NaN or infinity"
                                   + (" (after conversion to float32)" if dtype == "float64" else ""))
-        weights[name], dtypes[name] = array, dtype
+        if dtype == "bfloat16" or bf16_exact(array):
+            bf16.add(name)
+        del array
+    dtypes = {name: (_SAFETENSORS_DTYPES | _CONVERTED_DTYPES)[found[name][1]] for name in expected}
+    weights = Weights(lambda name: read_tensor(found[name][0], name)[0], expected, bf16)
     return Checkpoint(path, shape, weights, dtypes)
 
 

@@ -11,14 +11,14 @@ import time
 
 import numpy as np
 
-from sw.compiler.checkpoint import largest_memory, load_checkpoint
+from sw.compiler.checkpoint import Weights, largest_memory, load_checkpoint
 from sw.compiler.decode import Padding, decode_graph, pad_weights
 from sw.compiler.fuse import fuse
 from sw.compiler.launch import Launch
-from sw.compiler.layout import is_bf16, layout
+from sw.compiler.layout import is_bf16, layout, round_bf16
 from sw.compiler.lower import lower
 from sw.compiler.program import CompiledModel
-from sw.errors import CompileError
+from sw.errors import CheckpointError, CompileError
 from sw.runtime import launch_list
 
 def max_context(shape, target):
@@ -65,16 +65,69 @@ def buckets(context, lanes):
     return out + [context]
 
 
-def stream_dtypes(shape, target, weights):
-    """Whether the GEMV weights and the embedding table stream as bf16 (``(gemv, embed)``).
+WEIGHTS_DTYPES = ("auto", "bf16", "fp32")
+_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float64": "fp64"}
 
-    bf16 when every value is one (a bf16 checkpoint), and, for the embedding row, when a row
-    of bf16 fills whole memory words.
+
+def _matrices(weights):
+    return [n for n in weights if n.endswith("_proj.weight") or n in ("lm_head.weight", "model.embed_tokens.weight")]
+
+
+def stream_dtypes(shape, target, weights, policy="auto", hidden=None):
+    """Whether the GEMV weights and the embedding table stream as bf16 (``(gemv, embed)``) under ``policy``.
+
+    ``auto``: bf16 when every value of the matrices is one (a bf16 checkpoint), else fp32 words;
+    ``bf16``: bf16 (the matrices rounded to it, :func:`weights_policy`); ``fp32``: fp32 words. The
+    embedding row streams as bf16 only when the GEMVs do and a row of ``hidden`` (default: the shape's)
+    bf16 values fills whole memory words. ``weights``: a :class:`sw.compiler.checkpoint.Weights` (its
+    ``bf16`` names are used, nothing is read) or any mapping.
     """
-    names = [n for n in weights if n.endswith("_proj.weight") or n in ("lm_head.weight",
-                                                                        "model.embed_tokens.weight")]
-    gemv = all(is_bf16(weights[n]) for n in names)
-    return gemv, gemv and (2 * weights["model.embed_tokens.weight"].shape[1]) % target.memory.word_bytes == 0
+    if policy not in WEIGHTS_DTYPES:
+        raise CompileError(f"weights dtype must be one of {', '.join(WEIGHTS_DTYPES)}, not {policy!r}")
+    known = getattr(weights, "bf16", None)
+    gemv = policy == "bf16" or policy == "auto" and all(n in known if known is not None else is_bf16(weights[n])
+                                                        for n in _matrices(weights))
+    return gemv, gemv and 2 * (hidden or shape.hidden_size) % target.memory.word_bytes == 0
+
+
+def weights_policy(ckpt, target, policy="auto"):
+    """The weights to lay out under ``policy``, how they stream, and the summary's words for it.
+
+    Returns ``(weights, gemv_bf16, embed_bf16, text)``: ``weights`` as lazy as ``ckpt.weights``, with
+    ``bf16`` every matrix (projections, embedding, lm_head) not already made of bf16 values rounded to
+    the nearest one (:func:`sw.compiler.layout.round_bf16`); bf16 matrices are passed through untouched,
+    so a bf16 checkpoint compiles bit for bit as under ``auto``. Norm gains and biases stay fp32.
+    """
+    weights = ckpt.weights
+    if not isinstance(weights, Weights):
+        weights = Weights(weights.__getitem__, weights, {n for n, w in weights.items() if is_bf16(w)})
+    hidden = Padding.of(ckpt.shape, target.array.lanes).hidden
+    gemv, embed = stream_dtypes(ckpt.shape, target, weights, policy, hidden)
+    names = _matrices(weights)
+    stored = "/".join(sorted({_SHORT.get(ckpt.weight_dtypes.get(n, "float32"), "fp32") for n in names}))
+    exact = all(n in weights.bf16 for n in names)
+    if policy == "bf16" and not exact:
+        already = weights.bf16
+
+        def rounded(name, w):
+            if w.ndim != 2 or name in already:
+                return w
+            w = round_bf16(w)
+            if not np.isfinite(w).all():
+                raise CheckpointError(f"{ckpt.path}: weight {name!r} holds values beyond bf16's largest "
+                                      f"(3.39e38): --weights-dtype bf16 cannot round them")
+            return w
+        weights = weights.map(rounded, already | set(names))
+        text = f"{stored} rounded to bf16 (--weights-dtype bf16)"
+    elif gemv:
+        text = "bf16 as stored" if stored == "bf16" else f"{stored} holding bf16 values only, streamed as bf16"
+    else:
+        why = {"fp32": "--weights-dtype fp32", "auto": "not every value is a bf16 value; --weights-dtype bf16 "
+                                                        "rounds them"}[policy]
+        text = f"{stored} streamed as fp32 words ({why})"
+    if gemv and not embed:
+        text += "; embedding rows as fp32 words (a bf16 row is not whole memory words)"
+    return weights, gemv, embed, text
 
 
 def _kernels_text(launches):
@@ -103,18 +156,21 @@ def launch_entries(launches, mmap, target):
     return entries
 
 
-def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None):
+def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None, weights_dtype="auto"):
     """Compile ``checkpoint`` (a path or a loaded :class:`Checkpoint`) for ``target``.
 
     The passes, in order: checkpoint (read and checked) -> graph (:func:`sw.compiler.decode.decode_graph`,
     checked) -> memory layout of weights, tables and KV caches -> chip ops per context bucket ->
     kernels (fusion, with placement and routes) -> memory map of scratch and programs -> the
     :class:`CompiledModel`. ``trace``, when given, is called with each pass's result as text
-    (``openrdu compile --ir``).
+    (``openrdu compile --ir``). ``weights_dtype`` is the weights policy, ``auto``, ``bf16`` or ``fp32``
+    (:func:`weights_policy`); weights are read one tensor at a time as the layout fills each region.
     """
     show = trace or (lambda text: None)
     if mode not in ("fused", "unfused"):
         raise CompileError(f"mode must be 'fused' or 'unfused', not {mode!r}")
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise CompileError(f"weights dtype must be one of {', '.join(WEIGHTS_DTYPES)}, not {weights_dtype!r}")
     start = time.perf_counter()
     # Weights are bounded by the largest named target's memory, or this target's if it is larger (a target file).
     memory = max(largest_memory(), (target.memory.hbm.capacity + target.memory.ddr.capacity, target.name))
@@ -124,14 +180,14 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None)
     context = max_context(shape, target) if context is None else context
     check_fit(shape, target, context)
     padding = Padding.of(shape, L)
-    weights = pad_weights(shape, padding, ckpt.weights)
-    gemv_bf16, embed_bf16 = stream_dtypes(shape, target, weights)
-    show(f"== checkpoint\n  {shape}\n  weights streamed as {'bf16' if gemv_bf16 else 'fp32'}, "
-         f"context {context} on {target.describe()}")
+    weights, gemv_bf16, embed_bf16, weights_text = weights_policy(ckpt, target, weights_dtype)
+    weights = weights.map(lambda name, w: pad_weights(shape, padding, {name: w})[name])
+    show(f"== checkpoint\n  {shape}\n  weights: {weights_text}, context {context} on {target.describe()}")
     graph = decode_graph(shape, context=context, padding=padding, weight_dtype="bf16" if gemv_bf16 else "fp32")
     show(f"== graph\n{graph}")
 
-    steps = {tp: lower(graph, target, tp, gemv_bf16=gemv_bf16, embed_bf16=embed_bf16)
+    steps = {tp: lower(graph, target, tp, gemv_bf16=gemv_bf16, embed_bf16=embed_bf16,
+                       fused=mode == "fused")
              for tp in buckets(context, L)}
     step = steps[context]
     show(f"== chip ops (attending over {context} positions; the other buckets differ only there)\n" +
@@ -167,7 +223,8 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None)
          f"{_kernels_text(all_buckets[context])}")
     show(f"== memory map\n{mmap.table()}")
     compiled = CompiledModel(shape, target, mode, context, all_buckets, mmap, image, zeroed, "logits",
-                             time.perf_counter() - start, str(getattr(ckpt, "path", "")), lists)
+                             time.perf_counter() - start, str(getattr(ckpt, "path", "")), lists,
+                             weights_dtype, weights_text)
     show(f"== program: {len(all_buckets)} context buckets {sorted(all_buckets)}, {len(programs)} distinct "
          f"bitstreams, {sum(w.nbytes for w in image.values())} bytes of memory image\n")
     return compiled

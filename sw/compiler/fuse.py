@@ -5,9 +5,11 @@ and routes on the array; a tensor whose producer and consumer share a kernel
 flows over the fabric (held in PMUs where it must wait), any other goes to an
 HBM scratch region and is read back by the next kernel. An op that reads an
 HBM region written earlier in the same kernel (attention reading the KV
-cache) starts a new kernel, since every AGCU starts reading when the kernel
-starts. Fused mode fuses as much as fits; unfused mode puts every op in its
-own kernel, the op-by-op baseline.
+cache) stays in it: its read waits for that write (``Stream.after``, see
+:meth:`KernelBuilder.read`); where several writes of the kernel may store
+what it reads, the builder's FitError cuts before it. Fused mode fuses as
+much as fits; unfused mode puts every op in its own kernel, the op-by-op
+baseline.
 """
 
 from sw.compiler.builder import FitError, KernelBuilder
@@ -65,13 +67,7 @@ def fuse(target, mmap, tensors, ops, *, fused, cache=None):
     i = 0
     while i < len(ops):
         best, why = None, None
-        written = set()
         for j in range(i + 1, len(ops) + 1):
-            op = ops[j - 1]
-            if set(op.reads_home) & written:
-                why = f"{op.name} reads {', '.join(sorted(set(op.reads_home) & written))} written in this kernel"
-                break
-            written |= set(op.writes_home)
             later = {t for k in range(i, j) for t in ops[k].outputs if any(c >= j for c in consumers.get(t, []))}
             try:
                 best = (j, *build(ops[i:j], later))

@@ -14,7 +14,8 @@ class Stream:
     """One AGCU transfer of a launch; its base moves with the token and the position.
 
     ``base(token, pos) = region offset + offset + token * token_stride + pos * pos_stride`` (bytes);
-    ``nest`` in TLN words from that base, as :class:`sw.runtime.chip.Pattern` takes it.
+    ``nest`` in TLN words from that base, as :class:`sw.runtime.chip.Pattern` takes it. ``after`` (reads):
+    the AGCU of the kernel's write stream this read waits for (it reads what that write stores), or None.
     """
 
     agcu: int
@@ -26,10 +27,11 @@ class Stream:
     pos_stride: int = 0
     token_stride: int = 0
     bf16: bool = False
+    after: int | None = None
 
     def pattern(self, token, pos):
         return Pattern(self.tier, self.offset + token * self.token_stride + pos * self.pos_stride, self.nest,
-                       self.bf16)
+                       self.bf16, self.after)
 
     @property
     def words(self):

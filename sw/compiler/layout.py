@@ -1,19 +1,22 @@
 """The memory layout pass: the regions the chip ops need, allocated in order and filled from the checkpoint.
 
 Weights are stored in the order their op streams them: a GEMV's matrix per
-tile of ``lanes`` outputs, k rows of ``lanes`` (zero-padded), as bf16 when
-every value of the checkpoint's matrices is one (the AGCU widens them to
-fp32 lanes), else fp32; norm gains, tables, the KV caches and activations
-are fp32.
+tile of ``lanes`` outputs, k rows of ``lanes`` (zero-padded), as bf16 or
+fp32 words as the weights policy chose (:func:`sw.compiler.compile.stream_dtypes`;
+the AGCU widens bf16 to fp32 lanes); norm gains, tables, the KV caches and
+activations are fp32. Each region is converted from one source tensor (or
+one stacked pair) at a time, so only the image itself is whole-model sized.
 """
 
 import numpy as np
 
 from sw.compiler.decode import pad_halves
 from sw.compiler.memory_map import MemoryMap
+from sw.golden.arith import bf16_to_fp32, fp32_to_bf16
 from sw.model.rope import rope_table
 
 MASKED = -1.0e30                   # added to scores past the current position; exp() of it is 0
+CHUNK = 1 << 20                    # values rounded at a time
 
 
 def fp32_words(array):
@@ -25,21 +28,44 @@ def is_bf16(array):
     return not np.any(fp32_words(array) & 0xFFFF)
 
 
+def round_bf16(array):
+    """float32 ``array`` rounded to the nearest bf16 values (ties to even), as float32.
+
+    The chip's own rounding (:func:`sw.golden.arith.fp32_to_bf16`): equal to torch's
+    ``.to(torch.bfloat16)`` except that fp32 subnormals, which the chip's arithmetic reads as zero,
+    become zero; a magnitude past bf16's largest value becomes infinity. Rounded :data:`CHUNK`
+    values at a time, so the temporaries stay small whatever the tensor.
+    """
+    words = fp32_words(array)
+    out = np.empty_like(words)
+    for i in range(0, words.size, CHUNK):
+        out[i:i + CHUNK] = bf16_to_fp32(fp32_to_bf16(words[i:i + CHUNK]))
+    return out.view(np.float32).reshape(np.shape(array))
+
+
 def bf16_words(array):
-    """bf16 values packed two to a 32-bit word, the first in the low half (as the AGCU widens them)."""
-    halves = (fp32_words(array) >> 16).astype("<u2")
-    if halves.size % 2:
-        halves = np.concatenate([halves, np.zeros(1, "<u2")])
+    """bf16 values packed two to a 32-bit word, the first in the low half (as the AGCU widens them).
+
+    The high halves of ``array``'s fp32 patterns (exact for bf16 values), written straight into the
+    output in ``array``'s C order: no fp32 copy of a strided view is made.
+    """
+    a = np.asarray(array, np.float32)
+    halves = np.zeros(a.size + a.size % 2, "<u2")
+    np.right_shift(a.view(np.uint32), 16, out=halves[:a.size].reshape(a.shape), casting="unsafe")
     return halves.view("<u4")
 
 
 def gemv_layout(w, lanes):
-    """A (n, k) weight as its GEMV streams it: per tile of ``lanes`` outputs, k rows of ``lanes`` (zero-padded)."""
+    """A (n, k) weight as its GEMV streams it: per tile of ``lanes`` outputs, k rows of ``lanes`` (zero-padded).
+
+    A view of ``w`` when ``n`` is whole tiles (the words functions copy it once, into the image).
+    """
     n, k = w.shape
     tiles = -(-n // lanes)
-    padded = np.zeros((tiles * lanes, k), np.float32)
-    padded[:n] = w
-    return padded.reshape(tiles, lanes, k).transpose(0, 2, 1)
+    w = np.asarray(w, np.float32)
+    if n % lanes:
+        w = np.concatenate([w, np.zeros((tiles * lanes - n, k), np.float32)])
+    return w.reshape(tiles, lanes, k).transpose(0, 2, 1)
 
 
 def _rope(context, hd, rope, true_hd):

@@ -8,9 +8,9 @@ over the graph's ops in order:
   table's row (a :class:`Home` that moves with the token id).
 - ``rmsnorm`` -> ``rmsnorm``, its gain streamed from a region.
 - ``matvec`` -> ``gemv``; a matvec's bias (its third input) is added in the
-  gemv's second PCU, streamed from a region. Consecutive matvecs of one input
-  whose outputs go to ``rope`` (q and k) are one gemv over their stacked
-  weights (and biases); a matvec
+  gemv's second PCU (fused: in its own PCU's drain), streamed from a region.
+  Consecutive matvecs of one input whose outputs go to ``rope`` (q and k)
+  are one gemv over their stacked weights (and biases); a matvec
   whose output only goes into a KV cache (v) writes it there, in the
   lane-block layout attention reads V in; one whose output is a graph output
   (the logits) writes that region; one whose output is the first operand of
@@ -21,7 +21,11 @@ over the graph's ops in order:
 - ``kv_write``: no chip op; the cache was written by the op above.
 - ``attention`` -> ``attention_scores`` (q.K^T, mask, softmax) and
   ``attention_values`` (times V); a sliding window is a mask table of its own.
-- ``add`` -> ``add``; ``silu_mul`` -> ``mul``.
+- ``add`` -> ``add``; ``silu_mul`` -> ``mul``. Fused, a matvec without a
+  bias whose output is only the second operand of one ``add`` (the residual
+  add after o-proj and down-proj) or ``silu_mul`` (the up projection) takes
+  that op into its gemv (``join``): the first operand joins the gemv's drain
+  on vi2, the same fp32 operation on the same values.
 
 Regions are listed in the order the memory map allocates them: each layer's
 weights in op order then its KV caches (in the graph's order), then the
@@ -64,10 +68,12 @@ class Lowered:
     placements: tuple
 
 
-def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
+def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False, fused=False):
     """The chip ops of ``graph`` attending over ``tp`` positions; CompileError for a graph the rules miss.
 
-    ``gemv_bf16`` / ``embed_bf16``: the weights and the embedding table are stored as bf16.
+    ``gemv_bf16`` / ``embed_bf16``: the weights and the embedding table are stored as bf16. ``fused``: the
+    ops will be fused into kernels, so a gemv joins its bias, a residual add or the SwiGLU product in its
+    own PCU's drain (unfused keeps them separate ops, the op-by-op baseline).
     """
     L, wb = target.array.lanes, target.memory.word_bytes
     T = graph.tensors
@@ -80,6 +86,7 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
     in_region = {}                           # graph tensor -> the cache region its rows were written to
     cache_region = {}                        # graph KV cache -> its region
     matvecs, ropes = [], []                  # stacks waiting to become one gemv / one rope
+    joined = set()                           # add / silu_mul ops a gemv took into its drain
     layer = None
 
     def refuse(op, why):
@@ -111,7 +118,15 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
             return rows, dict(bf16=gemv_bf16, k=k, n=n, weight=region)
         bias = f"{region}.bias"
         placed.append(Placement(bias, "weight", "bias", tuple(biases), args=(n,)))
-        return rows, dict(bf16=gemv_bf16, k=k, n=n, weight=region, bias=bias)
+        return rows, dict(bf16=gemv_bf16, k=k, n=n, weight=region, bias=bias, **({"join": "bias"} if fused else {}))
+
+    def joins(op, out, rows, consumers, attrs):
+        """The add / silu_mul a fused gemv can take into its drain: the only consumer, ``out`` its second operand."""
+        if not fused or "bias" in attrs or len(consumers) != 1 or rows != attrs["n"]:
+            return None
+        join = consumers[0]
+        ok = join.kind in ("add", "silu_mul") and join.inputs[1] == out and join.inputs[0] in chip
+        return join if ok and T[join.outputs[0]].elements == rows else None
 
     def flush_matvecs():
         if not matvecs:
@@ -205,6 +220,14 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
             elif [u.kind for u in consumers] == ["silu_mul"] and consumers[0].inputs[0] == out:
                 chip[out] = tensor(f"{out}_act", rows)
                 emit(op.name, "gemv", [operand(op, x)], [chip[out]], **attrs, tail="silu")
+            elif join := joins(op, out, rows, consumers, attrs):
+                # The join's first operand (the residual, the gate's SiLU) on vi2: r0 + r1 or r0 * r1 per element.
+                result = join.outputs[0]
+                other = operand(join, join.inputs[0])
+                chip[result] = tensor(result, rows)
+                emit(f"{op.name}+{join.name[len(prefix(join.name)):]}", "gemv", [operand(op, x), other], [result],
+                     **attrs, join="add" if join.kind == "add" else "mul")
+                joined.add(join.name)
             else:
                 chip[out] = tensor(out, rows)
                 emit(op.name, "gemv", [operand(op, x)], [out], **attrs)
@@ -230,6 +253,8 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False):
                  scale=scale, **attn)
             chip[out] = tensor(out, T[out].elements)
             emit(f"{prefix(op.name)}pv", "attention_values", [probs], [out], reads=[values], values=values, **attn)
+        elif op.kind in ("add", "silu_mul") and op.name in joined:
+            pass
         elif op.kind in ("add", "silu_mul"):
             words = T[out].elements
             chip[out] = tensor(out, words)

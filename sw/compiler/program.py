@@ -53,6 +53,11 @@ class CompiledModel:
         Attention length ``tp`` -> the region holding that bucket's launch list
         (:mod:`sw.runtime.launch_list`), which the chip's sequencer walks for a
         step under chip orchestration.
+    weights_dtype : str
+        The weights policy compiled with: ``auto``, ``bf16`` or ``fp32`` (``--weights-dtype``).
+    weights : str
+        What the policy made of the checkpoint's weights, for summaries and reports
+        (``fp32 rounded to bf16 (--weights-dtype bf16)``).
     """
 
     shape: LlamaShape
@@ -67,6 +72,8 @@ class CompiledModel:
     compile_seconds: float = 0.0
     checkpoint: str = ""
     launch_lists: dict[int, str] = field(default_factory=dict)
+    weights_dtype: str = "auto"
+    weights: str = ""
 
     def bucket(self, pos):
         """The launches of the step at ``pos`` (0-based)."""
@@ -93,6 +100,7 @@ class CompiledModel:
                  f"mode {self.mode}: {len(launches)} kernels per decode step ({len(self.buckets)} context buckets "
                  f"up to {self.context} positions), compiled in {self.compile_seconds:.2f} s", ""]
         lines[-1:-1] = [text for text in (s.variant(), padding_text(self)) if text]
+        lines[-1:-1] = [f"weights: {self.weights}"] if self.weights else []
         lines.append(f"{'kernel':<12} {'PCUs':>5} {'PMUs':>5} {'AGCU r/w':>8} {'routes':>6} {'hops':>5}  ops")
         for launch in launches:
             c, m = launch.units()

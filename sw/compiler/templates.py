@@ -37,24 +37,45 @@ def _rmsnorm(b, op):
 
 
 def _gemv(b, op):
+    """GEMV, one systolic PCU: x[k] broadcast from a PMU on vi0, weight rows on vi1, one tile of L outputs per walk.
+
+    ``join`` (fused ops): a stream that joins each tile as it drains, on vi2: ``bias`` (the bias region,
+    before the tail), ``add`` (the residual, the op's second input) or ``mul`` (the gate's SiLU output).
+    """
     L, k_in, n_out = b.lanes, op.attrs["k"], op.attrs["n"]
-    x, = op.inputs
+    x = op.inputs[0]
     tiles = n_out // L
     # One read pass walks the input once per tile (stride 0 over tiles), ending a group after each walk.
     buf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(k_in // L, L),
                                   read=AddressPattern((k_in, tiles), (1, 0), last_level=0),
                                   read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1),
                  op.name, "xbuf", [b.near_tensor(x)])
-    tail, bias = op.attrs.get("tail", "none"), op.attrs.get("bias")
-    mac = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=1,
-                                  tail="none" if bias else tail), op.name, "mac", [b.mesh(buf.pos)])
+    tail, bias, join = op.attrs.get("tail", "none"), op.attrs.get("bias"), op.attrs.get("join")
+    # A bias not joined in the drain takes a second PCU, and the tail with it.
+    bias_pcu = bias and join != "bias"
+    mac = b.unit("pcu", PcuConfig(inputs=(0, 1, 2) if join else (0, 1), group_src=0, systolic=True, systolic_rows=1,
+                                  systolic_operand=bool(join),
+                                  stages=(Stage("mul" if join == "mul" else "add", "r0", "r1"),) if join else (),
+                                  tail="none" if bias_pcu else tail), op.name, "mac", [b.mesh(buf.pos)])
     b.use(x, [buf.vi0])
     b.kernel.connect(buf.vo0, mac.vi0)
     bf16 = op.attrs.get("bf16", False)
     words = word_count((2 if bf16 else 4) * k_in * n_out, b.wb, op.name)
     b.read(op.attrs["weight"], op.attrs["weight"], *linear(words), [mac.vi1], bf16=bf16)
     out = mac.vo0
-    if bias:
+    if join == "bias":
+        b.read(bias, bias, *linear(word_count(4 * n_out, b.wb, op.name)), [mac.vi2])
+    elif join:
+        other = op.inputs[1]
+        if join == "add" and b.on_chip(other):
+            # The residual is made long before the drains take it: a PMU holds it so its producer (which also
+            # feeds the next RMSNorm) is not held. The gate's SiLU output (mul) comes tile by tile with the drains.
+            hold = b.unit("pmu", _row_buffer(L, tiles), op.name, "operand", [b.near_tensor(other), b.mesh(mac.pos)])
+            b.use(other, [hold.vi0])
+            b.kernel.connect(hold.vo0, mac.vi2)
+        else:
+            b.use(other, [mac.vi2])
+    if bias_pcu:
         # The bias joins each tile of outputs as it drains, before the tail (SiLU of gate + bias).
         add = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, stages=(Stage("add", "r0", "r1"),), tail=tail),
                      op.name, "bias", [b.mesh(mac.pos)])
@@ -188,6 +209,6 @@ def _attention_values(b, op):
 TEMPLATES = {"rmsnorm": _rmsnorm, "gemv": _gemv, "add": _elementwise, "mul": _elementwise, "rope": _rope,
              "attention_scores": _attention_scores, "attention_values": _attention_values}
 # (PCUs, PMUs) of each template, for summaries; "add" takes a PMU only when its residual is on chip, "gemv" a
-# second PCU when it adds a bias.
+# second PCU when it adds a bias unfused, and a PMU when it joins a residual add whose residual is on chip.
 UNITS = {"rmsnorm": (2, 1), "gemv": (1, 1), "add": (1, 1), "mul": (1, 0), "rope": (2, 2),
          "attention_scores": (4, 3), "attention_values": (1, 1)}

@@ -14,7 +14,9 @@ starts (``S``), and cannot end before its latest input ends (``L``) plus its
 drain ``C - n``, so its last output leaves at ``max(S + C, L + 1 + C - n) -
 1``; its first output leaves ``C - max(n, outputs)`` cycles after ``S`` (the
 pipeline latency of a PCU, plus its first group for a per-group scalar; a
-PMU's first write pass and read latency). The
+PMU's first write pass and read latency). A systolic operand on vi2 is taken
+by the drain steps, so it bounds the start by its first word less the first
+group's firings and the end by its last word plus the pipeline. The
 kernel's estimate is the latest host output, bounded below by the
 busiest unit's own ``C``. Fabric back-pressure between units (a multicast
 held by its slowest sink, a full FIFO) is not modelled.
@@ -216,13 +218,15 @@ class ArrayModel:
                 ins[port] = Stream(data, last, first + delay, end + delay)
             sources = {port: source for port, source, _ in feeds}
             if unit.kind == "pcu":
-                outs, cycles, n_in, step = self._run_pcu(unit, ins, sources)
+                outs, cycles, n_in, step, needed = self._run_pcu(unit, ins, sources)
             else:
                 outs, cycles, n_in, step = self._run_pmu(unit, ins, sources)
+                needed = {}
             steps.append(step)
-            start = max(s.first for s in ins.values())
-            stop = max(s.end for s in ins.values())
-            end = max(start + cycles, stop + 1 + cycles - n_in) - 1
+            # needed: port -> (steps before its first word is taken, steps up to its last) where not (0, n_in).
+            start = max(s.first - needed.get(port, (0, n_in))[0] for port, s in ins.items())
+            end = max([start + cycles] + [s.end + 1 + cycles - needed.get(port, (0, n_in))[1]
+                                          for port, s in ins.items()]) - 1
             result.unit_cycles[name], result.unit_end[name] = cycles, end
             for port, (data, last, wait) in outs.items():
                 first = min(start + cycles - max(n_in, len(last)) + wait, end)
@@ -285,7 +289,12 @@ class ArrayModel:
                 values[vo_key] = vo
             if so_key:
                 values[so_key] = so
-        return outs, plan.cycles, plan.n, step
+        # A systolic operand is taken by the drain steps: its first word with the first group's first drained
+        # row, its last with the last step of the run.
+        needed = {}
+        if cfg.systolic_operand and plan.groups:
+            needed["vi2"] = (int(np.flatnonzero(plan.last)[0]) + 1, plan.n + len(plan.vo_last))
+        return outs, plan.cycles, plan.n, step, needed
 
     def _run_pmu(self, unit, ins, sources):
         cfg = unit.config

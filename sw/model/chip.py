@@ -14,7 +14,13 @@ Cycle estimate of a kernel, from the start pulse to the last AGCU done:
   ``AGCU_READ_CYCLES`` after its words' responses;
 - the array model runs on those arrival times;
 - each output's last word is written back, done ``QUEUE_CYCLES + latency``
-  later plus ``AGCU_WRITE_CYCLES``.
+  later plus ``AGCU_WRITE_CYCLES``;
+- a read whose pattern waits for a write of the kernel (``Pattern.after``)
+  reads memory after that write has stored its words, and its stream is
+  offered ``AGCU_GATE_CYCLES`` after the write is done, alone on its tier
+  (with the other reads gated at that cycle): the array model then runs
+  again on its data. A write that itself needs the gated read's data would
+  never finish on the chip; the model refuses such a launch.
 """
 
 import numpy as np
@@ -32,6 +38,10 @@ from sw.errors import LaunchError
 AGCU_START_CYCLES = 2
 AGCU_READ_CYCLES = 3
 AGCU_WRITE_CYCLES = 3
+# Cycles a read gated on a write starts after that write's done (the cycle the kernel's end counts for it),
+# beyond the start path an ungated read pays from the start pulse: none. The chip unit's gated read-back
+# (cosim/tb/test_device.py) is within 10% of the RTL with it.
+AGCU_GATE_CYCLES = 0
 
 # (memory parameters, each input's tier and words) -> arrivals: the timing is data-independent, so every
 # model in the process (fused and unfused, a sweep's points) computes a launch's arrivals once.
@@ -132,7 +142,8 @@ class ChipModel:
         _, ins, outs, plans = known
         if all(k in reads for k in ins) and all(k in writes for k in outs):
             read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
-            key = (tuple((p.tier, p.nest, p.bf16) for p in read_pats), tuple((p.tier, p.nest) for p in write_pats))
+            key = (tuple((p.tier, p.nest, p.bf16, p.after) for p in read_pats),
+                   tuple((p.tier, p.nest) for p in write_pats))
             plan = plans.get(key)
             if plan is None:
                 plan = _PLANS.get((self.mem_params, id(prog), key))
@@ -161,14 +172,25 @@ class ChipModel:
         wb = P.word_bytes
         array = _array_model(prog)
         inputs, words_of, reports = {}, {}, {}
-        for name, port in prog.host_inputs.items():
-            k, pat = self._pattern(reads, "input", name, port)
+
+        def read(name, k, pat):
             tier = P.tiers[pat.tier]
             vectors, last, report = memory_units.transfer_read(self.memory[pat.tier], tier.capacity, pat.base,
                                                                pat.nest, lanes=lanes, word_bytes=wb, bf16=pat.bf16)
             reports[(k, "read")] = (report, pat)
             inputs[name] = (vectors, last)
-            words_of[name] = (pat.tier, pat.words)
+
+        def write(name, k, pat, data):
+            tier = P.tiers[pat.tier]
+            reports[(k, "write")] = (memory_units.transfer_write(self.memory[pat.tier], tier.capacity, pat.base,
+                                                                 pat.nest, data, word_bytes=wb), pat)
+
+        gated = self._gates(prog, reads, writes)
+        for name, port in prog.host_inputs.items():
+            k, pat = self._pattern(reads, "input", name, port)
+            read(name, k, pat)
+            if name not in gated:
+                words_of[name] = (pat.tier, pat.words)
         shape = tuple(sorted(words_of.items()))
         arrivals = self._known.get(shape)
         if arrivals is None:
@@ -176,17 +198,28 @@ class ChipModel:
             if key not in _ARRIVALS:
                 _ARRIVALS[key] = self._arrivals(words_of)
             arrivals = self._known[shape] = _ARRIVALS[key]
-        # An AGCU offers at most one vector a cycle (a bf16 word makes two).
-        arrivals = {n: (first, max(end, first + len(inputs[n][0]) - 1)) for n, (first, end) in arrivals.items()}
+        arrivals = dict(arrivals)
+        if gated:
+            # First run: the gated reads' data is stale and their timing a guess, but the writes they wait
+            # for do not depend on them; store those writes, read the gated inputs again, time them after.
+            arrivals.update(self._gated_arrivals(gated, {}))
+            first = array.run_planned(inputs, arrivals=self._per_vector(arrivals, inputs))[0]
+            outs = {out for _, _, out, _ in gated.values()}
+            for out in sorted(outs):
+                k, pat = self._pattern(writes, "output", out, prog.host_outputs[out])
+                write(out, k, pat, first.outputs[out][0])
+            for name, (k, pat, *_) in gated.items():
+                read(name, k, pat)
+            arrivals.update(self._gated_arrivals(gated, first.output_end))
+        arrivals = self._per_vector(arrivals, inputs)
         run, array_plan = array.run_planned(inputs, arrivals=arrivals)
+        if gated:
+            self._check_gates(gated, first, run)
         end = max((e for _, e in arrivals.values()), default=0)
         for name, port in prog.host_outputs.items():
             k, pat = self._pattern(writes, "output", name, port)
-            tier = P.tiers[pat.tier]
-            data = run.outputs[name][0]
-            reports[(k, "write")] = (memory_units.transfer_write(self.memory[pat.tier], tier.capacity, pat.base,
-                                                                 pat.nest, data, word_bytes=wb), pat)
-            end = max(end, run.output_end[name] + AGCU_WRITE_CYCLES + tier.latency)
+            write(name, k, pat, run.outputs[name][0])
+            end = max(end, run.output_end[name] + AGCU_WRITE_CYCLES + P.tiers[pat.tier].latency)
         for (k, direction), (report, pat) in sorted(reports.items()):
             self.count(pat.tier, "reads" if direction == "read" else "writes", report.words)
             self.count(pat.tier, "errors", report.addresses.size - report.words)
@@ -195,10 +228,57 @@ class ChipModel:
                 side, col = self.agcus[k]
                 raise MemoryRangeError(f"AGCU {k} ({side}{col}) {direction}: word {report.error_word} of its "
                                        f"pattern at {pat.base:#x} lies outside {TIER_NAMES[pat.tier]}")
-        return end + 1, run.outputs, self._plan(prog, array, array_plan, reads, writes, end + 1)
+        return end + 1, run.outputs, self._plan(prog, array, array_plan, reads, writes, end + 1, gated)
 
-    def _plan(self, prog, array, array_plan, reads, writes, cycles):
-        """What a launch like this one (same program, tiers and loop nests; any bases) repeats, or None.
+    @staticmethod
+    def _per_vector(arrivals, inputs):
+        """``arrivals`` with each end no sooner than one vector a cycle allows (a bf16 word makes two)."""
+        return {n: (first, max(end, first + len(inputs[n][0]) - 1)) for n, (first, end) in arrivals.items()}
+
+    def _gates(self, prog, reads, writes):
+        """Host input name -> (AGCU, pattern, host output it waits for, that write's tier latency) of each read
+        whose pattern has ``after``.
+
+        Raises LaunchError when the write it names is not one of this launch's host outputs.
+        """
+        outputs = {self.agcu_at(port.side, port.col): name for name, port in prog.host_outputs.items()}
+        gated = {}
+        for name, port in prog.host_inputs.items():
+            k = self.agcu_at(port.side, port.col)
+            pat = reads.get(k)
+            if pat is None or pat.after is None:
+                continue
+            if pat.after not in outputs or pat.after not in writes:
+                side, col = self.agcus[k]
+                raise LaunchError(f"AGCU {k} ({side}{col}) read waits for AGCU {pat.after}'s write, which this "
+                                  f"kernel does not run: the read would never start")
+            gated[name] = (k, pat, outputs[pat.after], self.mem_params.tiers[writes[pat.after].tier].latency)
+        return gated
+
+    def _gated_arrivals(self, gated, output_end):
+        """Arrivals of the gated inputs: each write's gated reads on one tier round-robin from the cycle after it
+        is done (``output_end``: host output -> its last word's cycle; missing ones count as at once)."""
+        groups = {}
+        for name, (k, pat, out, latency) in gated.items():
+            done = output_end[out] + AGCU_WRITE_CYCLES + latency + AGCU_GATE_CYCLES if out in output_end else 0
+            groups.setdefault(done, {})[name] = (pat.tier, pat.words)
+        arrivals = {}
+        for done, words_of in groups.items():
+            for name, (first, last) in self._arrivals(words_of).items():
+                arrivals[name] = (first + done, last + done)
+        return arrivals
+
+    def _check_gates(self, gated, first, run):
+        """Refuse a launch whose gating write needs the read that waits for it (its data or timing moved)."""
+        for name, (k, pat, out, _) in gated.items():
+            if first.output_end[out] != run.output_end[out] or \
+                    not np.array_equal(first.outputs[out][0], run.outputs[out][0]):
+                side, col = self.agcus[k]
+                raise LaunchError(f"AGCU {k} ({side}{col}) read waits for AGCU {pat.after}'s write, which needs "
+                                  f"that read's data: the kernel would never finish")
+
+    def _plan(self, prog, array, array_plan, reads, writes, cycles, gated):
+        """What a launch like this one (same program, tiers, loop nests and gates; any bases) repeats, or None.
 
         Only launches whose every word lies in its tier, with tiers kept in one array and writes to distinct
         words, have a plan: replaying it is then one slice or gather per read and one store per write.
@@ -218,7 +298,9 @@ class ChipModel:
         for (direction, side) in (("reads", sides[0]), ("writes", sides[1])):
             for _, tier, _, n, *_ in side:
                 counts[(TIER_NAMES[tier], direction)] = counts.get((TIER_NAMES[tier], direction), 0) + n
-        return prog, sides[0], sides[1], array, array_plan, tuple(counts.items()), cycles
+        inputs, outputs = list(prog.host_inputs), list(prog.host_outputs)
+        gates = tuple((inputs.index(name), outputs.index(out)) for name, (_, _, out, _) in gated.items())
+        return prog, sides[0], sides[1], array, array_plan, tuple(counts.items()), cycles, gates
 
     def _tier_rows(self, tier):
         """Tier ``tier`` as (capacity / word_bytes, word_bytes) bytes, or None when it is not kept in one array."""
@@ -232,7 +314,7 @@ class ChipModel:
     def _replay(self, plan, read_pats, write_pats):
         """``(cycles, outputs)`` of :meth:`execute` by ``plan``; None (nothing done) where a base takes a word out
         of its tier or a tier was replaced, for :meth:`_execute` to run and report."""
-        _, reads, writes, array, array_plan, counts, cycles = plan
+        _, reads, writes, array, array_plan, counts, cycles, gates = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
         starts = []
         for side, patterns in ((reads, read_pats), (writes, write_pats)):
@@ -243,17 +325,35 @@ class ChipModel:
                     return None
                 starts.append((rows, row))
         data = {}
-        for (name, tier, offsets, n, least, greatest, bf16), (rows, row) in zip(reads, starts):
+
+        def read(i):
+            name, tier, offsets, n, least, greatest, bf16 = reads[i]
+            rows, row = starts[i]
             raw = rows[row + offsets:row + offsets + n].copy() if isinstance(offsets, int) else rows[row + offsets]
             data[name] = memory_units.as_vectors(raw, lanes, bf16)
-        run = array.replay(array_plan, data)
-        for (name, tier, offsets, n, *_), (rows, row) in zip(writes, starts[len(reads):]):
+
+        def write(i, run):
+            name, tier, offsets, n, *_ = writes[i]
+            rows, row = starts[len(reads) + i]
             flat = np.ascontiguousarray(np.asarray(run.outputs[name][0], dtype="<u4")).view(np.uint8).reshape(-1)
             words = flat[:n * wb].reshape(n, wb)
             if isinstance(offsets, int):
                 rows[row + offsets:row + offsets + n] = words
             else:
                 rows[row + offsets] = words
+
+        for i in range(len(reads)):
+            read(i)
+        if gates:
+            # As _execute: the writes gated reads wait for first, then those reads again.
+            first = array.replay(array_plan, data)
+            for i in sorted({w for _, w in gates}):
+                write(i, first)
+            for i, _ in gates:
+                read(i)
+        run = array.replay(array_plan, data)
+        for i in range(len(writes)):
+            write(i, run)
         for (tier, what), words in counts:
             self.stats[tier][what] += words
         return cycles, run.outputs

@@ -161,7 +161,8 @@ class PcuModel:
         missing = [k for k in cfg.inputs if k not in lasts]
         if missing:
             raise ValueError(f"no data for consumed vector input(s) {missing}")
-        lengths = {k: len(lasts[k]) for k in cfg.inputs}
+        # A systolic operand (vi2) is one vector per drained row, not per firing: checked below.
+        lengths = {k: len(lasts[k]) for k in cfg.inputs if not (cfg.systolic_operand and k == 2)}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"consumed inputs have different lengths: {lengths}")
         n = lengths[cfg.inputs[0]]
@@ -176,7 +177,11 @@ class PcuModel:
         plan.layout = _group_layout(plan.group, groups) if groups else None
         if cfg.systolic:
             rows = cfg.systolic_rows
-            plan.vo_last = np.tile(np.arange(rows) == rows - 1, groups)
+            if cfg.systolic_operand and len(lasts[2]) != groups * rows:
+                raise ValueError(f"vi2 is a systolic operand, one vector per drained row: {groups} groups x {rows} "
+                                 f"rows = {groups * rows} needed, {len(lasts[2])} given")
+            plan.vo_last = np.array(lasts[2], bool) if cfg.systolic_operand else \
+                np.tile(np.arange(rows) == rows - 1, groups)
             plan.so_last = np.zeros(0, bool)
             plan.cycles = n + groups * rows + self.latency + _VO_CYCLES
             plan.wait = 0
@@ -290,4 +295,6 @@ class PcuModel:
                              _grouped(b, plan.layout, groups, 0)[..., None, :])
         drained = tiles.reshape(groups * rows, lanes)
         zero = np.zeros_like(drained)
-        return self._stages([drained, zero, zero, zero], np.uint32(0), np.uint32(0))
+        operand = np.asarray(vi[2], dtype=np.uint32).reshape(groups * rows, lanes) if self.config.systolic_operand \
+            else zero
+        return self._stages([drained, operand, zero, zero], np.uint32(0), np.uint32(0))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.chip import chip_registers
-from hw.mem.agcu import direction_status_layout, transfer_layout
+from hw.mem.agcu import PEERS, direction_status_layout, transfer_layout
 from hw.mem.controller import stats_layout
 from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.csr import RegisterMap
@@ -43,17 +43,24 @@ class Pattern:
     ``nest``, in order; a read marks ``last`` on the vectors the nest's
     ``last_level`` marks and always on the final one. ``bf16`` (reads) widens
     each word's bf16 values to fp32 lanes: two words of vectors per memory word.
+    ``after`` (reads): the index of the AGCU whose write, in the same kernel, the
+    read waits for before its first request (so it reads what that write stored);
+    None to start at once.
     """
 
     tier: int
     base: int
     nest: LoopNest
     bf16: bool = False
+    after: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.nest, LoopNest):
             raise ValueError(f"pattern.nest must be a LoopNest, not {self.nest!r}")
         self.nest.check("pattern")
+        if self.after is not None and (not isinstance(self.after, int) or isinstance(self.after, bool)
+                                       or not 0 <= self.after < PEERS):
+            raise ValueError(f"pattern.after must be None or an AGCU index in [0, {PEERS}), not {self.after!r}")
 
     @classmethod
     def linear(cls, tier, base, words, **kwargs):
@@ -69,7 +76,7 @@ class Pattern:
         bounds, strides = self.nest.padded()
         return dict(tier=self.tier, base=self.base + self.nest.offset * word_bytes,
                     last_every=agcu_last_every(self.nest.last_level), bf16=int(self.bf16),
-                    counts=list(bounds), strides=list(strides))
+                    counts=list(bounds), strides=list(strides), after=0 if self.after is None else self.after + 1)
 
 
 def stream_pattern(tier, base, last, *, lanes, word_bytes):
@@ -171,6 +178,11 @@ class ChipDriver:
         With ``statuses=False`` the per-AGCU statuses are read only when ``kernel_status`` reports an
         error (fewer register reads per launch) and ``{}`` is returned in their place.
         """
+        for k, pattern in reads.items():
+            if pattern.after is not None and pattern.after not in writes:
+                side, col = self.agcus[k]
+                raise ChipError(f"AGCU {k} ({side}{col}) read waits for AGCU {pattern.after}'s write, which this "
+                                f"kernel does not run: the read would never start")
         enable = 0
         for k, pattern in reads.items():
             await self.write(f"agcu{k}_read", pack(self.transfer, pattern.fields(self.mem_params.word_bytes)))
@@ -205,6 +217,8 @@ class ChipDriver:
                 s = unpack(self.direction_status, await self.read(f"agcu{k}_{direction}_status"))
                 side, col = self.agcus[k]
                 state = "done" if s["done"] else f"{s['words']}/{pattern.words} words"
+                if not s["done"] and direction == "read" and pattern.after is not None:
+                    state += f", waiting for AGCU {pattern.after}'s write"
                 parts.append(f"AGCU {k} ({side}{col}) {direction} {state}")
         return "; ".join(parts)
 
@@ -297,6 +311,9 @@ class ChipDriver:
                 patterns = (entry.reads if direction == "read" else entry.writes) if entry else {}
                 total = patterns[k].pattern.words if k in patterns else None
                 state = "done" if s["done"] else f"{s['words']}{of(total)} words"
+                after = patterns[k].pattern.after if k in patterns else None
+                if not s["done"] and after is not None:
+                    state += f", waiting for AGCU {after}'s write"
                 parts.append(f"AGCU {k} ({self.agcus[k][0]}{self.agcus[k][1]}) {direction} {state}")
             return "; ".join(parts)
         if status["phase"] == Phase.PROGRAM:

@@ -35,7 +35,7 @@ class ListDirection:
     def at(self, token, pos):
         """The pattern of the step for ``token`` at ``pos``."""
         p = self.pattern
-        return Pattern(p.tier, p.base + token * self.token_stride + pos * self.pos_stride, p.nest, p.bf16)
+        return Pattern(p.tier, p.base + token * self.token_stride + pos * self.pos_stride, p.nest, p.bf16, p.after)
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def encode(entries, mem_params, n_agcus):
     """The words of a launch list (uint32 array, zero-padded to whole TLN words).
 
     Raises ``ValueError`` for an entry no sequencer can run: no entries, an
-    AGCU index outside ``n_agcus``, a stride or base that does not fit its field.
+    AGCU index outside ``n_agcus``, a read waiting for a write the entry does
+    not run, a stride or base that does not fit its field.
     """
     if not entries:
         raise ValueError("a launch list needs at least one entry")
@@ -87,6 +88,10 @@ def encode(entries, mem_params, n_agcus):
         for k in (*entry.reads, *entry.writes):
             if not 0 <= k < n_agcus:
                 raise ValueError(f"launch list entry {i}: AGCU {k} does not exist (the chip has {n_agcus})")
+        for k, d in entry.reads.items():
+            if d.pattern.after is not None and d.pattern.after not in entry.writes:
+                raise ValueError(f"launch list entry {i}: AGCU {k}'s read waits for AGCU {d.pattern.after}'s "
+                                 f"write, which the entry does not run")
         out += _words(pack(header, {"enable": entry.enable, "program": int(entry.program is not None),
                                     "final": int(i == len(entries) - 1)}), record_words(header))
         if entry.program is not None:
@@ -125,7 +130,8 @@ def _transfer_pattern(layout, value):
         if shape.signed:
             levels[name] = [_signed(v, shape.width) for v in levels[name]]
     nest = LoopNest(levels["counts"], levels["strides"], last_level=agcu_last_level(fields["last_every"]))
-    return Pattern(fields["tier"], fields["base"], nest, bool(fields["bf16"]))
+    return Pattern(fields["tier"], fields["base"], nest, bool(fields["bf16"]),
+                   fields["after"] - 1 if fields["after"] else None)
 
 
 def decode(words, mem_params, n_agcus):

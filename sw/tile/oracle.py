@@ -222,7 +222,8 @@ def pcu(params, config, vi, si=None, census=None):
     params : ArrayParams
     config : PcuConfig
     vi : dict
-        Input index -> (data (n, lanes) uint32, last (n,) bool).
+        Input index -> (data (n, lanes) uint32, last (n,) bool); a systolic
+        operand (vi2) has one vector per drained row instead.
     si : dict, optional
         Input index -> uint32 scalars (one per firing or one per group).
     census : Census, optional
@@ -269,8 +270,12 @@ def pcu(params, config, vi, si=None, census=None):
                 acc = add(mul(a[j, :rows, None], b[j, None, :], census), acc, census)
             drained[k] = acc
         zero = np.zeros((groups * rows, lanes), np.uint32)
-        vo = stages([drained.reshape(-1, lanes), zero, zero, zero], np.uint32(0), np.uint32(0))
-        return {"vo": vo, "vo_last": np.tile(np.arange(rows) == rows - 1, groups), "so": empty[0],
+        # A systolic operand: vi2's vectors, one per drained row in drain order, in r1.
+        operand = np.asarray(vi[2][0], np.uint32).reshape(groups * rows, lanes) if cfg.systolic_operand else zero
+        vo = stages([drained.reshape(-1, lanes), operand, zero, zero], np.uint32(0), np.uint32(0))
+        # The outputs take the operand's last flags, else each tile's last row is marked.
+        vo_last = np.asarray(vi[2][1], bool) if cfg.systolic_operand else np.tile(np.arange(rows) == rows - 1, groups)
+        return {"vo": vo, "vo_last": vo_last, "so": empty[0],
                 "so_last": empty[1], "violations": violations}
 
     zero = np.zeros((n, lanes), np.uint32)

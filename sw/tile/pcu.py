@@ -75,6 +75,13 @@ class PcuConfig:
         Output-stationary matrix mode: vi0 lanes 0..rows-1 times vi1 lanes,
         accumulated until the group ends, then ``systolic_rows`` rows drain
         through the stages and the tail.
+    systolic_rows : int
+        Rows drained per group in systolic mode (1..stages).
+    systolic_operand : bool
+        Systolic mode only: each drained row also takes one vector from vi2
+        into r1 (inputs must be (0, 1, 2)), so the stages can add a bias or a
+        residual, or multiply by a second stream, on the way out; vi2's
+        ``last`` flags become the outputs'.
     """
 
     inputs: tuple[int, ...] = (0,)
@@ -92,6 +99,7 @@ class PcuConfig:
     so_func: str = "none"
     systolic: bool = False
     systolic_rows: int = 0
+    systolic_operand: bool = False
 
     def validate(self, params, *, tail_ops=None, post_ops=None):
         """Raise ValueError naming the first field the hardware cannot do.
@@ -141,9 +149,17 @@ class PcuConfig:
             fail("so", "a scalar output needs a reduction (reduce = sum or max)")
         if not self.vo and self.so == "none":
             fail("vo", "the configuration produces no output")
+        if self.systolic_operand and not self.systolic:
+            fail("systolic_operand", "only meaningful in systolic mode")
         if self.systolic:
-            if sorted(self.inputs) != [0, 1]:
-                fail("inputs", "systolic mode reads vi0 (A column) and vi1 (B row): inputs must be (0, 1)")
+            if self.systolic_operand and sorted(self.inputs) != [0, 1, 2]:
+                fail("inputs", "a systolic operand reads vi0 (A column), vi1 (B row) and vi2 (one vector per "
+                               f"drained row): inputs must be (0, 1, 2), not {self.inputs!r}")
+            if not self.systolic_operand and sorted(self.inputs) != [0, 1]:
+                fail("inputs", "systolic mode reads vi0 (A column) and vi1 (B row): inputs must be (0, 1) "
+                               f"(or (0, 1, 2) with systolic_operand), not {self.inputs!r}")
+            if self.group_src == 2:
+                fail("group_src", "in systolic mode a group (a tile) ends with vi0's or vi1's last, not vi2's")
             if not 1 <= self.systolic_rows <= params.stages:
                 fail("systolic_rows", f"must be in 1..{params.stages}, not {self.systolic_rows}")
             if self.so != "none" or self.s0 != "none" or self.s1 != "none":
@@ -167,6 +183,7 @@ class PcuConfig:
             "so": _SOS[self.so], "so_scale": f32(self.so_scale), "so_bias": f32(self.so_bias),
             "so_func": _TAILS[self.so_func],
             "systolic_rows": self.systolic_rows,
+            "systolic_operand": int(self.systolic_operand),
         }
 
     def pack(self, params):

@@ -22,6 +22,7 @@ kernel is reproduced from its number alone::
 """
 
 import argparse
+import dataclasses
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ BINS = {
     "so_func": POSTS,
     "scalar_out": ("every/sum", "every/max", "group/sum", "group/max"),
     "scalar_in": ("s0/per_firing", "s0/per_group", "s1/per_firing", "s1/per_group"),
-    "mode": ("simd", "systolic/1", "systolic/full", "systolic/group_src=0"),
+    "mode": ("simd", "systolic/1", "systolic/full", "systolic/group_src=0", "systolic/operand"),
     "pmu_read": ("ROW", "COLUMN", "BROADCAST"),
     "pmu_buffers": (1, 2, 3, 4),
     "pmu_pattern": ("reads_per_fill>1", "two-level", "bounded passes", "last per row", "negative stride",
@@ -201,6 +202,13 @@ def pcu_kernel(seed, params=PARAMS["small"]):
         lasts[1 - cfg.group_src] = lasts[cfg.group_src]
     vi = {k: (values(rng, (n, params.lanes), weights), lasts[k]) for k in cfg.inputs}
     groups = int(lasts[cfg.group_src].sum())
+    # Half the systolic kernels take a vi2 operand per drained row, drawn from a stream of their own so
+    # every other seed's kernel stays as it was.
+    extra = np.random.default_rng([seed, 2])
+    if cfg.systolic and extra.random() < 0.5:
+        cfg = dataclasses.replace(cfg, inputs=(0, 1, 2), systolic_operand=True)
+        rows = groups * cfg.systolic_rows
+        vi[2] = (values(extra, (rows, params.lanes), weights), _last(extra, rows))
     si = {k: values(rng, (n if mode == "per_firing" else groups,), weights)
           for k, mode in enumerate((cfg.s0, cfg.s1)) if mode != "none"}
     return PcuKernel(seed, params, cfg, vi, si, weights)
@@ -541,6 +549,8 @@ class Coverage:
             self.add("mode", "systolic/1" if cfg.systolic_rows == 1 else "systolic/full")
             if cfg.group_src == 0:
                 self.add("mode", "systolic/group_src=0")
+            if cfg.systolic_operand:
+                self.add("mode", "systolic/operand")
         else:
             self.add("mode", "simd")
         for st in cfg.stages:

@@ -392,16 +392,18 @@ def expert_training(args) -> dict:
             "optimizer": "AdamW (0.9, 0.95), no weight decay", "dtype": "float32 (saved as bfloat16)", "threads": 1}
 
 
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
 def reusable(out: Path, base: Path, names: list[str], training: dict) -> dict | None:
     """The results of ``out/manifest.json`` (held-out loss table, base-model probe) when its experts can be kept:
     same base model, classes and training record, and every expert checkpoint unchanged (its sha256); else None."""
     try:
         m = json.loads((out / "manifest.json").read_text())
         same = (m["classes"] == names and m["training"] == training
-                and m["base_sha256"]["model.safetensors"] == hashlib.sha256(
-                    (base / "model.safetensors").read_bytes()).hexdigest()
-                and all(hashlib.sha256((out / e["path"] / "model.safetensors").read_bytes()).hexdigest()
-                        == e["sha256"] for e in m["experts"]))
+                and m["base_sha256"]["model.safetensors"] == sha(base / "model.safetensors")
+                and all(sha(out / e["path"] / "model.safetensors") == e["sha256"] for e in m["experts"]))
         return {key: m["results"][key] for key in ("heldout_loss", "probe_accuracy")} if same else None
     except (OSError, KeyError, TypeError, ValueError):
         return None
@@ -554,9 +556,6 @@ def main(argv=None) -> int:
     with open(out / "prompts.jsonl", "w") as f:
         for n, text in prompts:
             f.write(json.dumps({"slice": n, "expert": n, "text": text}) + "\n")
-
-    def sha(p: Path) -> str:
-        return hashlib.sha256(p.read_bytes()).hexdigest()
 
     try:
         base_rel = base_dir.relative_to(REPO).as_posix()

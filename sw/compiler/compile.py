@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 
-from sw.compiler.checkpoint import Weights, largest_memory, load_checkpoint
+from sw.compiler.checkpoint import Weights, bf16_exact, largest_memory, load_checkpoint
 from sw.compiler.decode import Padding, decode_graph, pad_weights
 from sw.compiler.fuse import fuse
 from sw.compiler.launch import Launch
-from sw.compiler.layout import is_bf16, layout, round_bf16
+from sw.compiler.layout import layout, round_bf16
 from sw.compiler.lower import lower
 from sw.compiler.program import CompiledModel
 from sw.errors import CheckpointError, CompileError
@@ -85,7 +85,7 @@ def stream_dtypes(shape, target, weights, policy="auto", hidden=None):
     if policy not in WEIGHTS_DTYPES:
         raise CompileError(f"weights dtype must be one of {', '.join(WEIGHTS_DTYPES)}, not {policy!r}")
     known = getattr(weights, "bf16", None)
-    gemv = policy == "bf16" or policy == "auto" and all(n in known if known is not None else is_bf16(weights[n])
+    gemv = policy == "bf16" or policy == "auto" and all(n in known if known is not None else bf16_exact(weights[n])
                                                         for n in _matrices(weights))
     return gemv, gemv and 2 * (hidden or shape.hidden_size) % target.memory.word_bytes == 0
 
@@ -100,7 +100,7 @@ def weights_policy(ckpt, target, policy="auto"):
     """
     weights = ckpt.weights
     if not isinstance(weights, Weights):
-        weights = Weights(weights.__getitem__, weights, {n for n, w in weights.items() if is_bf16(w)})
+        weights = Weights(weights.__getitem__, weights, {n for n, w in weights.items() if bf16_exact(w)})
     hidden = Padding.of(ckpt.shape, target.array.lanes).hidden
     gemv, embed = stream_dtypes(ckpt.shape, target, weights, policy, hidden)
     names = _matrices(weights)

@@ -23,11 +23,6 @@ def fp32_words(array):
     return np.ascontiguousarray(np.asarray(array, dtype=np.float32)).view(np.uint32).reshape(-1)
 
 
-def is_bf16(array):
-    """Whether every value is a bf16 value (its fp32 pattern's low 16 bits are zero)."""
-    return not np.any(fp32_words(array) & 0xFFFF)
-
-
 def round_bf16(array):
     """float32 ``array`` rounded to the nearest bf16 values (ties to even), as float32.
 

@@ -5,7 +5,7 @@
   peak bytes per cycle), simulated cycles and tokens per wall-clock second.
 - On the fast model, the same runs: the same tokens and logits (checked
   here), its wall-clock speed-up over the RTL.
-- On the fast model only, the 4x8 array, where a whole layer is two kernels.
+- On the fast model only, the 4x8 array, where a decode step of four layers is five kernels.
 
 Writes ``build/bench/decode.json``.
 """

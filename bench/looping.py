@@ -1,16 +1,21 @@
-"""Decode modes side by side: op-by-op, fused host-orchestrated, fused chip-orchestrated (and looped).
+"""Decode modes side by side: op-by-op, fused host-orchestrated, fused chip-orchestrated and looped.
 
 On the default model and the 4x8 target, fast model, every mode in one run:
 cycles per token split into kernels, Program Load, launches and read-back,
 kernels per token, HBM bytes per token (the tier controllers' counts) and the
 roofline fraction (roofline cycles per token, from those bytes at peak HBM
-bandwidth, over all cycles of a token). On the co-simulated ``chip`` target
-the chip-orchestrated mode runs on the RTL too, its logits checked against
-the fast model's.
+bandwidth, over all cycles of a token). The looped mode runs on the RTL too,
+on the co-simulated ``chip-4x8`` target, its logits and cycles checked
+against the fast model's.
 
-Kernel looping (issue 16, item 3) is not built yet: ``modes.looped`` is
-``null`` and ``looped_implemented`` false, so the goals that name it cannot be
-read from this file until it is.
+``looped`` is the program compiled with kernel looping (the decoder layers
+one kernel looped over them, :mod:`sw.compiler.loop`), chip-orchestrated;
+``looped_note`` says why it fell back to fused kernels where it did. The RTL
+figures are the co-simulated ``chip-4x8`` target's (``sw.target.CHIP_4X8``:
+the ``chip`` target's tiles and memory on a 4x8 array, whose 16 PCUs hold a
+decoder layer of the default model as one kernel): ``rtl.looped_on_rtl`` says
+whether the looped kernel ran there (no fallback note), ``rtl.kernel_cycles_ratio``
+is the RTL's kernel cycles per token over the fast model's.
 
 Writes ``build/bench/looping.json``.
 """
@@ -24,7 +29,7 @@ from cosim.decode import run_rtl
 from cosim.harness import REPO
 from sw.runtime.decode import generate
 from sw.runtime.device import ModelDevice
-from sw.target import CHIP, LARGE
+from sw.target import CHIP_4X8, LARGE
 
 OUT = REPO / "build" / "bench" / "looping.json"
 CHECKPOINT = REPO / "models" / "pystdlib-tiny"
@@ -32,54 +37,78 @@ PROMPT = [0, 449, 323, 66, 263]        # "<s>def main"
 NEW_TOKENS = 12
 RTL_NEW_TOKENS = 4
 # Mode -> (compiled program, orchestration).
-MODES = {"unfused": ("unfused", "host"), "fused_host": ("fused", "host"), "fused_chip": ("fused", "chip")}
+MODES = {"unfused": ("unfused", "host"), "fused_host": ("fused", "host"), "fused_chip": ("fused", "chip"),
+         "looped": ("looped", "chip")}
 KEYS = ("cycles_per_token", "kernel_cycles_per_token", "program_load_cycles_per_token", "launch_cycles_per_token",
         "host_launch_cycles_per_token", "sequencer_cycles_per_token", "host_io_cycles_per_token",
         "kernels_per_token", "hbm_bytes_per_token", "roofline_cycles_per_token", "roofline_fraction", "provenance")
 
 
 def run_modes(target, prompt, new_tokens):
-    out = {}
+    out, notes = {}, {}
     for name, (program, orchestration) in MODES.items():
         compiled, _ = cached_compile(CHECKPOINT, target, program, None)
+        notes[name] = compiled.loop_note
         out[name] = asyncio.run(generate(ModelDevice(target), compiled, prompt, max_new_tokens=new_tokens,
                                          orchestration=orchestration))
-    return out
+    return out, notes
+
+
+def run_looped_rtl(target, prompt, new_tokens):
+    """The looped program of the default model on ``target``'s RTL and on the fast model, one request each.
+
+    Returns the ``rtl`` section: the RTL's cycles per token (all, kernels, sequencer), the model's, their
+    kernel cycles ratio, HBM bytes per token of both, whether the logits (every step's) are bit-identical,
+    and whether the looped kernel ran (``looped_on_rtl``; else ``looped_note`` says why it fell back).
+    """
+    start = time.perf_counter()
+    compiled, path = cached_compile(CHECKPOINT, target, "looped", None)
+    rtl = run_rtl(path, {"prompt_ids": prompt, "max_new_tokens": new_tokens, "orchestration": "chip"})
+    wall = time.perf_counter() - start
+    model = asyncio.run(generate(ModelDevice(target), compiled, prompt, max_new_tokens=new_tokens,
+                                 orchestration="chip"))
+    r, m = rtl["report"], model["report"]
+    return {"target": target.name, "mode": "looped", "looped_on_rtl": not compiled.loop_note,
+            "looped_note": compiled.loop_note, "kernels_per_token": r["kernels_per_token"],
+            "cycles_per_token": r["cycles_per_token"], "kernel_cycles_per_token": r["kernel_cycles_per_token"],
+            "sequencer_cycles_per_token": r["sequencer_cycles_per_token"],
+            "model_cycles_per_token": m["cycles_per_token"],
+            "model_kernel_cycles_per_token": m["kernel_cycles_per_token"],
+            "kernel_cycles_ratio": r["kernel_cycles_per_token"] / m["kernel_cycles_per_token"],
+            "hbm_bytes_per_token": r["hbm_bytes_per_token"], "model_hbm_bytes_per_token": m["hbm_bytes_per_token"],
+            "logits_identical": rtl["logits_sha"] == model["logits_sha"],
+            "tokens_identical": rtl["tokens"] == model["tokens"], "tokens": rtl["tokens"],
+            "new_tokens": new_tokens, "wall_s": wall}
 
 
 def main():
     OUT.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    runs = run_modes(LARGE, PROMPT, NEW_TOKENS)
+    runs, notes = run_modes(LARGE, PROMPT, NEW_TOKENS)
     modes = {name: {k: r["report"][k] for k in KEYS} | {"tokens": r["tokens"]} for name, r in runs.items()}
     cycles = {name: m["cycles_per_token"] for name, m in modes.items()}
     out = {"target": LARGE.name, "tokens_identical": len({tuple(r["tokens"]) for r in runs.values()}) == 1,
            "logits_identical": len({r["logits_sha"] for r in runs.values()}) == 1,
-           "modes": modes | {"looped": None}, "looped_implemented": False,
+           "modes": modes, "looped_implemented": True, "looped_note": notes["looped"],
            "fused_host_over_fused_chip": cycles["fused_host"] / cycles["fused_chip"],
            "unfused_over_fused_chip": cycles["unfused"] / cycles["fused_chip"],
+           "fused_host_over_looped": cycles["fused_host"] / cycles["looped"],
+           "unfused_over_looped": cycles["unfused"] / cycles["looped"],
            "prompt_ids": PROMPT, "new_tokens": NEW_TOKENS}
-    # The RTL: the chip-orchestrated step on the co-simulated chip against the fast model, same request.
-    compiled, path = cached_compile(CHECKPOINT, CHIP, "fused", None)
-    request = {"prompt_ids": PROMPT, "max_new_tokens": RTL_NEW_TOKENS, "orchestration": "chip"}
-    rtl = run_rtl(path, request)
-    model = asyncio.run(generate(ModelDevice(CHIP), compiled, PROMPT, max_new_tokens=RTL_NEW_TOKENS,
-                                 orchestration="chip"))
-    out["rtl"] = {"target": CHIP.name, "mode": "fused_chip", "cycles_per_token": rtl["report"]["cycles_per_token"],
-                  "kernel_cycles_per_token": rtl["report"]["kernel_cycles_per_token"],
-                  "sequencer_cycles_per_token": rtl["report"]["sequencer_cycles_per_token"],
-                  "model_cycles_per_token": model["report"]["cycles_per_token"],
-                  "hbm_bytes_per_token": rtl["report"]["hbm_bytes_per_token"],
-                  "model_hbm_bytes_per_token": model["report"]["hbm_bytes_per_token"],
-                  "logits_identical": rtl["logits_sha"] == model["logits_sha"], "tokens": rtl["tokens"]}
+    out["rtl"] = run_looped_rtl(CHIP_4X8, PROMPT, RTL_NEW_TOKENS)
     out["wall_s"] = time.perf_counter() - start
     OUT.write_text(json.dumps(out, indent=2))
     print(f"looping (4x8, fast model): cycles/token unfused {cycles['unfused']:,.0f}, fused host "
-          f"{cycles['fused_host']:,.0f}, fused chip {cycles['fused_chip']:,.0f}; roofline "
-          + ", ".join(f"{n} {m['roofline_fraction']:.1%}" for n, m in modes.items())
-          + f"; tokens identical {out['tokens_identical']}; looped: not built")
-    print(f"  RTL (chip target, chip-orchestrated): {out['rtl']['cycles_per_token']:,.0f} cycles/token "
-          f"(model {out['rtl']['model_cycles_per_token']:,.0f}), logits identical {out['rtl']['logits_identical']}")
+          f"{cycles['fused_host']:,.0f}, fused chip {cycles['fused_chip']:,.0f}, looped {cycles['looped']:,.0f}; "
+          "roofline " + ", ".join(f"{n} {m['roofline_fraction']:.1%}" for n, m in modes.items())
+          + f"; tokens identical {out['tokens_identical']}" + (f"; looped: {notes['looped']}" if notes["looped"] else ""))
+    print(f"  fused host / looped {out['fused_host_over_looped']:.2f}x, unfused / looped {out['unfused_over_looped']:.2f}x")
+    rtl = out["rtl"]
+    print(f"  RTL ({rtl['target']} target, {rtl['kernels_per_token']:g} kernels/token, looped program"
+          f"{'' if rtl['looped_on_rtl'] else ' = fused: ' + rtl['looped_note']}): {rtl['cycles_per_token']:,.0f} "
+          f"cycles/token (model {rtl['model_cycles_per_token']:,.0f}), kernels {rtl['kernel_cycles_per_token']:,.0f} "
+          f"(model {rtl['model_kernel_cycles_per_token']:,.0f}, RTL / model {rtl['kernel_cycles_ratio']:.4f}), "
+          f"logits identical {rtl['logits_identical']}, {rtl['wall_s']:.0f} s")
     print(f"wrote {OUT}")
 
 

@@ -22,7 +22,11 @@ def add_arguments(parser):
     parser.add_argument("--target", default="chip", metavar="NAME|FILE",
                         help=f"chip to compile for: {', '.join(sorted(TARGETS))} (default: chip, the co-simulated "
                              f"2x4 array), or a .toml/.json target file (see docs/targets.md)")
-    parser.add_argument("--unfused", action="store_true", help="one kernel per op: the op-by-op baseline")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--unfused", action="store_true", help="one kernel per op: the op-by-op baseline")
+    kind.add_argument("--looped", action="store_true",
+                      help="fused, with the decoder layers one kernel looped over the layers (kernel looping; "
+                           "fused instead, with a note, where a layer does not fit one kernel)")
     parser.add_argument("--context", type=int, default=None,
                         help="KV-cache positions (default: the most the model and the target's PMUs allow)")
     parser.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES, default="auto",
@@ -105,6 +109,11 @@ def cached_compile(checkpoint, target, mode, context, weights_dtype="auto"):
     return compiled, cached
 
 
+def program_mode(args):
+    """The compile mode the arguments ask for: ``unfused``, ``looped`` or ``fused``."""
+    return "unfused" if args.unfused else "looped" if getattr(args, "looped", False) else "fused"
+
+
 def check_output(path):
     """CompileError unless ``path`` can be written: its folder exists and is writable, and it is no folder."""
     path = Path(path)
@@ -123,7 +132,7 @@ def main(args):
         for path in [args.output] + ([args.json] if args.json else []):
             check_output(path)
         trace = print if getattr(args, "ir", False) else None
-        compiled = compile_model(args.checkpoint, target, mode="unfused" if args.unfused else "fused",
+        compiled = compile_model(args.checkpoint, target, mode=program_mode(args),
                                  context=args.context, trace=trace,
                                  weights_dtype=getattr(args, "weights_dtype", "auto"))
         _write(args.output, dumps(compiled))

@@ -19,7 +19,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from cli.compile import add_arguments as add_compile_arguments, cached_compile
+from cli.compile import add_arguments as add_compile_arguments, cached_compile, program_mode
 from sw.compiler.checkpoint import check_folder, load_tokenizer
 from sw.errors import DecodeError
 from sw.runtime import backends
@@ -123,8 +123,8 @@ def add_arguments(parser):
                              "chip: the chip's sequencer walks the step's launch list, one host command per "
                              "token (Fused+HO)")
     parser.add_argument("--compare", action="store_true",
-                        help="run every mode (unfused, fused host-orchestrated, fused chip-orchestrated) and "
-                             "report them side by side")
+                        help="run every mode (unfused, fused host-orchestrated, fused chip-orchestrated, "
+                             "looped) and report them side by side")
     parser.add_argument("--temperature", type=temperature, default=0.0, help="0 (default) decodes greedily")
     parser.add_argument("--top-k", type=count, default=0, help="sample from the k most likely tokens "
                                                               "(needs --temperature > 0; 0: no limit)")
@@ -138,8 +138,9 @@ def add_arguments(parser):
 
 def check_arguments(parser, args):
     """What argparse cannot check one value at a time; ``parser.error`` (exit 2) on a conflict."""
-    if args.compare and (args.unfused or args.orchestration != "host"):
-        parser.error("argument --compare: runs every mode itself; leave out --unfused and --orchestration")
+    if args.compare and (args.unfused or args.looped or args.orchestration != "host"):
+        parser.error("argument --compare: runs every mode itself; leave out --unfused, --looped and "
+                     "--orchestration")
     if args.top_k and args.temperature <= 0:
         parser.error(f"argument --top-k: {args.top_k} needs --temperature > 0 (greedy decoding takes the "
                      f"most likely token)")
@@ -179,12 +180,16 @@ def progress_mode(args):
     return None if args.json else "bar" if sys.stderr.isatty() else "lines"
 
 
-# A mode of --compare: its compiled program (fused or unfused) and who orchestrates its launches.
-MODES = {"unfused": ("unfused", "host"), "fused": ("fused", "host"), "fused_chip": ("fused", "chip")}
+# A mode of --compare: its compiled program (fused, unfused or looped) and who orchestrates its launches.
+MODES = {"unfused": ("unfused", "host"), "fused": ("fused", "host"), "fused_chip": ("fused", "chip"),
+         "looped": ("looped", "chip")}
 
 
 def mode_name(program, orchestration):
-    """The mode's name in reports: ``fused``, ``unfused``, or with ``_chip`` when the chip orchestrates."""
+    """The mode's name in reports: ``fused``, ``unfused``, with ``_chip`` when the chip orchestrates, or
+    ``looped`` (chip-orchestrated) and ``looped_host``."""
+    if program == "looped":
+        return "looped" if orchestration == "chip" else "looped_host"
     return program if orchestration == "host" else f"{program}_chip"
 
 
@@ -217,7 +222,7 @@ ROWS = [
     ("  launches", "launch_cycles_per_token", "{:,.0f}"),
     ("    host round trips", "host_launch_cycles_per_token", "{:,.0f}"),
     ("    on-chip sequencing", "sequencer_cycles_per_token", "{:,.0f}"),
-    ("  logits to host", "host_io_cycles_per_token", "{:,.0f}"),
+    ("  read-back to host", "host_io_cycles_per_token", "{:,.0f}"),
     ("kernels per token", "kernels_per_token", "{:.0f}"),
     ("tokens/s at clock", "tokens_per_s_simulated", "{:,.0f}"),
     ("HBM bytes per token", "hbm_bytes_per_token", "{:,.0f}"),
@@ -260,6 +265,13 @@ def print_report(results, compiled, text, prompt_ids):
     if "fused" in modes and "fused_chip" in modes:
         print(f"chip orchestration is {cycles['fused'] / cycles['fused_chip']:.2f}x faster per token than host "
               f"orchestration (kernel cycles {kernel['fused']:,.0f} and {kernel['fused_chip']:,.0f})")
+    notes = {c.loop_note for c in compiled.values() if c.mode == "looped" and c.loop_note}
+    if "looped" in modes and "fused" in modes and not notes:
+        print(f"kernel looping is {cycles['fused'] / cycles['looped']:.2f}x faster per token than fused "
+              f"host-orchestrated kernels" + (f" ({cycles['unfused'] / cycles['looped']:.2f}x over op-by-op)"
+                                               if "unfused" in modes else ""))
+    for note in sorted(notes):
+        print(f"looped: {note}")
     if len(modes) > 1:
         same = all(results[m]["tokens"] == first["tokens"] for m in modes)
         print(f"same tokens in every mode: {same}")
@@ -285,7 +297,7 @@ def main(args):
     if args.compare:
         modes = dict(MODES)
     else:
-        program = "unfused" if args.unfused else "fused"
+        program = program_mode(args)
         modes = {mode_name(program, args.orchestration): (program, args.orchestration)}
     programs = sorted({program for program, _ in modes.values()})
     target = load_target(args.target)
@@ -303,6 +315,9 @@ def main(args):
                                                            args.weights_dtype)
     check_request(compiled[programs[0]], prompt_ids, args.max_new_tokens, temperature=args.temperature,
                   top_k=args.top_k)
+    if args.compare and compiled["looped"].loop_note:
+        # Its kernels are the fused ones, chip-orchestrated: the fused_chip column already.
+        modes.pop("looped")
     request = {"prompt_ids": prompt_ids, "max_new_tokens": args.max_new_tokens,
                "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
                "weights_tier": args.weights_tier}

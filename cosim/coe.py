@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from cosim.decode import check_target, run_chip_testbench
+from cosim.tb.units_chip import TARGET
 
 
 def run_coe(library, requests, options, *, compiled_files, progress=None):
@@ -29,7 +30,7 @@ def run_coe(library, requests, options, *, compiled_files, progress=None):
     progress : callable, optional
         ``progress(done, total)`` after each request (polled twice a second).
     """
-    check_target(library.target)
+    check_target(library.target, (TARGET,))   # cosim/tb/run_coe.py runs on the chip unit only
     with tempfile.TemporaryDirectory(prefix="openrdu-coe-") as tmp:
         job = {"library": str(Path(library.directory).resolve()), "size": len(library),
                "compiled": {str(Path(k).resolve()): str(Path(v).resolve()) for k, v in compiled_files.items()},

@@ -1,9 +1,11 @@
 """Decode on the RTL: the runtime's decode loop run on the co-simulated chip, from outside cocotb.
 
-:func:`run_rtl` runs ``cosim/tb/run_decode.py`` on the ``chip`` unit's
-Verilator build (built, or reused from the cache) and returns what
-:func:`sw.runtime.decode.generate` returned there. The unit is built from
-``sw.target.CHIP``, so only a model compiled for that target can run on it.
+:func:`run_rtl` runs ``cosim/tb/run_decode.py`` on the Verilator build of the
+compiled model's target (built, or reused from the cache) and returns what
+:func:`sw.runtime.decode.generate` returned there. Two targets are
+co-simulated (``cosim.tb.units_chip.TARGET_UNITS``): ``sw.target.CHIP`` on
+the ``chip`` unit and ``sw.target.CHIP_4X8`` on the ``chip-4x8`` unit; a model
+compiled for any other target is refused before a build.
 """
 
 import json
@@ -15,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cosim import harness
-from cosim.tb.units_chip import TARGET, UNITS
+from cosim.tb.units_chip import SIMULATED, TARGET, TARGET_UNITS
 from sw.compiler import program
 
 # An exception's last traceback line in a cocotb log.
@@ -25,15 +27,23 @@ _ERROR_LINE = re.compile(r"^\s*((?:\w+\.)*\w*(?:Error|Exception): .*)$")
 from sw.errors import CompileError, SimulationError  # noqa: F401  (re-exported)
 
 
-def check_target(target):
-    """Refuse a compiled model whose target is not the co-simulated chip's (:class:`sw.errors.CompileError`)."""
-    if target == TARGET:
+def check_target(target, targets=None):
+    """Refuse a compiled model whose target is not a co-simulated chip's (:class:`sw.errors.CompileError`).
+
+    ``targets``: the targets allowed, default every co-simulated one (:data:`SIMULATED`); one line names them.
+    """
+    targets = tuple(SIMULATED.values()) if targets is None else tuple(targets)
+    if target in targets:
         return
     name = getattr(target, "name", None)
-    which = f"another definition of target {name!r}; recompile it" if name == TARGET.name \
+    which = f"another definition of target {name!r}; recompile it" if name in {t.name for t in targets} \
         else f"target {name or target!r}"
-    raise CompileError(f"the RTL backend co-simulates the {TARGET.name} target; compile with --target "
-                       f"{TARGET.name} (this model was compiled for {which})")
+    if len(targets) == 1:
+        raise CompileError(f"the RTL backend co-simulates the {targets[0].name} target; compile with --target "
+                           f"{targets[0].name} (this model was compiled for {which})")
+    names = " or ".join(t.name for t in targets)
+    raise CompileError(f"the RTL backend co-simulates the targets {', '.join(t.name for t in targets)}; compile "
+                       f"with --target {names} (this model was compiled for {which})")
 
 
 def run_rtl(compiled_path, request, *, quiet=True, progress=None):
@@ -43,8 +53,9 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
     ----------
     compiled_path : path or list of paths
         A :class:`sw.compiler.program.CompiledModel` saved by
-        :func:`sw.compiler.program.save`, compiled for ``sw.target.CHIP``;
-        with a list, each model runs in turn in the one simulation.
+        :func:`sw.compiler.program.save`, compiled for a co-simulated target
+        (``sw.target.CHIP`` or ``sw.target.CHIP_4X8``); with a list, each
+        model runs in turn in the one simulation, so all share one target.
     request : dict
         ``prompt_ids``, ``max_new_tokens`` and optionally ``temperature``,
         ``top_k``, ``seed``: the arguments of :func:`sw.runtime.decode.generate`.
@@ -61,16 +72,21 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
 
     Raises
     ------
-    AssertionError
-        The model was compiled for another target.
+    CompileError
+        A model was compiled for a target that is not co-simulated, or the
+        models of a list for different targets.
     SimulationError
         The simulation failed; the message names its log.
     """
     several = isinstance(compiled_path, (list, tuple))
     paths = [Path(p).resolve() for p in (compiled_path if several else [compiled_path])]
     # The testbench checks again; checking here fails before a Verilator build.
-    for path in paths:
-        check_target(program.load(path).target)
+    targets = [program.load(path).target for path in paths]
+    for target in targets:
+        check_target(target)
+    if any(target != targets[0] for target in targets):
+        raise CompileError(f"the models run in one simulation of one chip; they were compiled for the targets "
+                           f"{', '.join(dict.fromkeys(t.name for t in targets))}: compile them for one")
     with tempfile.TemporaryDirectory(prefix="openrdu-decode-") as tmp:
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         progress_path = Path(tmp) / "progress"
@@ -78,18 +94,23 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
         env = {"OPENRDU_DECODE_PROGRAM": os.pathsep.join(str(p) for p in paths),
                "OPENRDU_DECODE_REQUEST": str(request_path), "OPENRDU_DECODE_RESULT": str(result_path)}
         run_chip_testbench("cosim.tb.run_decode", env, "decode", result_path, progress_path,
-                           progress=progress, quiet=quiet)
+                           progress=progress, quiet=quiet, target=targets[0])
         out = json.loads(result_path.read_text())
         return out if several else out[0]
 
 
-def run_chip_testbench(testbench, env, what, result_path, progress_path, *, progress=None, quiet=True):
-    """Run ``testbench`` on the ``chip`` unit's build with ``env``; it writes its result to ``result_path``.
+def run_chip_testbench(testbench, env, what, result_path, progress_path, *, progress=None, quiet=True,
+                       target=TARGET):
+    """Run ``testbench`` on the build of ``target`` (default the ``chip`` unit's) with ``env``.
 
-    ``progress(index, done, total)`` follows what the testbench writes to ``progress_path``. A failed or
-    unfinished simulation raises :class:`SimulationError` naming ``what`` and the log.
+    The testbench writes its result to ``result_path``. ``progress(index, done, total)`` follows what it
+    writes to ``progress_path``. A failed or unfinished simulation raises :class:`SimulationError` naming
+    ``what`` and the log.
     """
-    unit = replace(UNITS["chip"], testbench=testbench, env={**env, "OPENRDU_DECODE_PROGRESS": str(progress_path)})
+    check_target(target)
+    # OPENRDU_CHIP_TARGET tells the testbench which chip it runs on (cosim/tb/run_decode.py checks the models').
+    unit = replace(TARGET_UNITS[target.name], testbench=testbench,
+                   env={**env, "OPENRDU_DECODE_PROGRESS": str(progress_path), "OPENRDU_CHIP_TARGET": target.name})
     done = threading.Event()
     watcher = None
     if progress:

@@ -101,6 +101,43 @@ class LoopNest:
         pad = LEVELS - len(self.bounds)
         return self.bounds + (1,) * pad, self.strides + (0,) * pad
 
+    def compact(self):
+        """The same addresses and ``last`` marks in the fewest levels: levels of bound 1 dropped, a level
+        merged into the next where that one continues it (``strides[k + 1] == bounds[k] * strides[k]``)
+        and no mark falls between them."""
+        bounds, strides, last = list(self.bounds), list(self.strides), self.last_level
+        k = 0
+        while k < len(bounds) and len(bounds) > 1:
+            # A bound-1 level finishes at every iteration, so it adds no mark; but "levels 0..0" on a bound-1
+            # level 0 marks every iteration, which no other last_level says.
+            if bounds[k] == 1 and (last is None or k != last or k > 0):
+                del bounds[k], strides[k]
+                if last is not None and k <= last:
+                    last -= 1
+                k = max(k - 1, 0)
+                continue
+            if k + 1 < len(bounds) and strides[k + 1] == bounds[k] * strides[k] and last != k \
+                    and bounds[k] * bounds[k + 1] <= MAX_COUNT:
+                bounds[k] *= bounds[k + 1]
+                del bounds[k + 1], strides[k + 1]
+                if last is not None and last > k:
+                    last -= 1
+                continue
+            k += 1
+        return LoopNest(tuple(bounds), tuple(strides), self.offset, last)
+
+    def with_outer(self, count, stride, levels=LEVELS):
+        """This nest ``count`` times, ``stride`` apart, as its level ``levels - 1``: the loop of a looped
+        kernel (:mod:`sw.compiler.loop`). Each pass's final iteration keeps its mark (a nest marking only
+        its end now marks the end of every pass). ValueError when the nest needs every level itself."""
+        nest = self if len(self.bounds) < levels else self.compact()
+        if len(nest.bounds) >= levels:
+            raise ValueError(f"a nest of {len(nest.bounds)} levels has no level left for an outer loop")
+        pad = levels - 1 - len(nest.bounds)
+        last = levels - 2 if nest.last_level is None or nest.last_level >= len(nest.bounds) - 1 else nest.last_level
+        return LoopNest(nest.bounds + (1,) * pad + (count,), nest.strides + (0,) * pad + (stride,), nest.offset,
+                        last)
+
     def span(self):
         """Lowest and highest address of one pass."""
         lo = hi = self.offset

@@ -2,11 +2,13 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from sw.errors import OpenRDUError
+from sw.errors import CompileError, OpenRDUError
 from sw.runtime import backends
+from sw.target import CHIP, CHIP_4X8, LARGE
 
 IMPORTS = """
 import sys
@@ -30,6 +32,32 @@ def test_an_unknown_backend_is_a_user_error():
         backends.get("fpga")
     with pytest.raises(TypeError):
         backends.register("fpga")
+
+
+def test_the_rtl_backend_takes_the_co_simulated_targets_and_names_them_otherwise():
+    import cosim  # noqa: F401  (registers "rtl")
+
+    check = backends.get("rtl").check_target
+    for target in (CHIP, CHIP_4X8):
+        check(target)
+    with pytest.raises(OpenRDUError, match=r"co-simulates the targets chip, chip-4x8; compile with --target chip or "
+                                           r"chip-4x8 \(this model was compiled for target '4x8'\)"):
+        check(LARGE)
+
+
+def test_models_of_one_rtl_run_share_a_target(monkeypatch):
+    from cli.compile import cached_compile
+    from cosim import decode
+
+    def simulate(*args, **kwargs):
+        raise AssertionError("refused models reached a simulation")
+
+    monkeypatch.setattr(decode, "run_chip_testbench", simulate)
+    checkpoint = Path(__file__).parents[1] / "models" / "pystdlib-tiny"
+    paths = [cached_compile(checkpoint, target, "fused", 16)[1] for target in (CHIP, CHIP_4X8)]
+    with pytest.raises(CompileError, match="one simulation of one chip; they were compiled for the targets chip, "
+                                           "chip-4x8: compile them for one"):
+        decode.run_rtl(paths, {"prompt_ids": [0], "max_new_tokens": 1})
 
 
 def test_the_model_backend_runs_each_model_and_reports_progress(monkeypatch):

@@ -195,7 +195,7 @@ def test_bad_contexts_and_mode(checkpoints):
         compile_model(checkpoints["tiny-tied"], CHIP, context=6)
     with pytest.raises(CompileError, match="context 128 exceeds the model's max_position_embeddings 64"):
         compile_model(checkpoints["tiny-tied"], CHIP, context=128)
-    with pytest.raises(CompileError, match="mode must be 'fused' or 'unfused'"):
+    with pytest.raises(CompileError, match="mode must be one of fused, unfused, looped"):
         compile_model(checkpoints["tiny-tied"], CHIP, mode="bogus", context=8)
 
 

@@ -92,7 +92,8 @@ def test_lowering_refuses_what_no_template_computes(checkpoint):
     graph = decode_graph(ckpt.shape, context=8)
     lowered = lower(graph, CHIP, 8)
     assert [op.kind for op in lowered.ops].count("attention_scores") == ckpt.shape.num_layers
-    assert lowered.ops[-1].name == "lm_head" and lowered.ops[-1].writes_home == ("logits",)
+    assert lowered.ops[-2].name == "lm_head" and lowered.ops[-2].writes_home == ("logits",)
+    assert lowered.ops[-1].kind == "argmax" and lowered.ops[-1].writes_home == ("token",)
     graph.tensor("next", (1,), "int32", "host", "output")
     graph.op("argmax", ["logits"], ["next"], name="pick")
     with pytest.raises(CompileError, match=r"graph op pick \(argmax\): no chip template computes this op"):

@@ -21,7 +21,7 @@ transformers = pytest.importorskip("transformers")
 from sw.compiler.compile import compile_model  # noqa: E402
 from sw.runtime.decode import DecodeError, generate, sample  # noqa: E402
 from sw.runtime.device import ModelDevice  # noqa: E402
-from sw.target import CHIP  # noqa: E402
+from sw.target import CHIP, LARGE  # noqa: E402
 from tests.llama_checkpoints import SHAPES, make_checkpoint, transformers_logits  # noqa: E402
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "pystdlib-tiny"
@@ -91,6 +91,18 @@ def test_chip_orchestration_generates_the_same(greedy, default_model, prompt_ids
     assert chip["tokens"] == greedy["tokens"] and chip["logits_sha"] == greedy["logits_sha"]
     assert chip["step_kernel_cycles"] == greedy["step_kernel_cycles"]
     assert chip["report"]["cycles_per_token"] < greedy["report"]["cycles_per_token"]
+
+
+def test_looped_generates_the_same(greedy, prompt_ids):
+    """Kernel looping on the 4x8 (a layer one kernel, the four layers one kernel looped over them) decodes the
+    32 tokens transformers does, with the logits of the fused 4x8 program bit for bit, in fewer cycles."""
+    runs = {mode: run(LARGE, compile_model(MODEL_DIR, LARGE, mode=mode, context=CONTEXT), prompt_ids,
+                      max_new_tokens=NEW_TOKENS, orchestration="chip") for mode in ("fused", "looped")}
+    assert runs["looped"]["tokens"] == runs["fused"]["tokens"] == greedy["tokens"]
+    assert runs["looped"]["logits_sha"] == runs["fused"]["logits_sha"]
+    report = {mode: r["report"] for mode, r in runs.items()}
+    assert report["looped"]["kernels_per_token"] == 3 < report["fused"]["kernels_per_token"]
+    assert report["looped"]["kernel_cycles_per_token"] < report["fused"]["kernel_cycles_per_token"]
 
 
 def test_teacher_forced_logits_along_the_way(greedy, prompt_ids):

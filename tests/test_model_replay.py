@@ -37,6 +37,45 @@ def test_tier_service_of_more_words_extends_the_fewer():
             assert chip_model._service(tier, params.SMALL.word_bytes, streams, total)[:total] == want
 
 
+def test_credit_service_without_holds_is_the_round_robin_service():
+    for tier in params.SMALL.tiers:
+        for streams, words in ((1, 300), (3, 100)):
+            free = [(words, words, np.full(words, chip_model._NEVER), 0)] * streams
+            got = chip_model._credit_service(tier, params.SMALL.word_bytes, free, 64)
+            want = chip_model._service(tier, params.SMALL.word_bytes, streams, streams * words)
+            assert got == [want[k:streams * words:streams] for k in range(streams)]
+
+
+def test_credit_service_holds_a_stream_at_its_credits():
+    # Stream 1's sink takes nothing before cycle 5000: its AGCU has `outstanding` words, then stops, and
+    # stream 0 has the tier to itself; bf16 words (two vectors each) free their slot with the second vector.
+    # (Fewer credits than the tier's latency at its bandwidth would slow even a stream alone.)
+    tier, wb, outstanding = params.SMALL.hbm, params.SMALL.word_bytes, params.SMALL.agcu_outstanding
+    got = chip_model._credit_service(tier, wb, [(300, 300, np.full(300, chip_model._NEVER), 0),
+                                                (200, 400, np.full(400, 5000), 0)], outstanding)
+    held = np.array(got[1])
+    assert np.all(held[:outstanding] < 1000) and np.all(held[outstanding:] > 5000)
+    shared = chip_model._service(tier, wb, 2, 500)
+    assert got[0][-1] < shared[chip_model._round_robin([300, 200])[0][-1]]
+    alone = TierModel(tier, word_bytes=wb).service([chip_model.AGCU_START_CYCLES + j for j in range(300)])
+    assert got[0][-1] <= alone[-1] + outstanding
+
+
+def test_credit_service_serves_only_the_words_not_held():
+    # Words already in the AGCU's buffer (a looped kernel's next iteration) answer at once and take no request:
+    # the rest is the service of a stream that many words shorter, its first word's credit still counted.
+    tier, wb, outstanding = params.SMALL.hbm, params.SMALL.word_bytes, params.SMALL.agcu_outstanding
+    free = chip_model._NEVER
+    got = chip_model._credit_service(tier, wb, [(300, 300, np.full(300, free), outstanding)], outstanding)[0]
+    assert got[:outstanding] == [-chip_model.AGCU_READ_CYCLES] * outstanding
+    shorter = chip_model._credit_service(tier, wb, [(300 - outstanding, 300 - outstanding,
+                                                     np.full(300 - outstanding, free), 0)], outstanding)[0]
+    assert got[outstanding:] == shorter
+    # A sink that takes nothing before cycle 5000 holds even the first word past the buffered ones.
+    held = chip_model._credit_service(tier, wb, [(300, 300, np.full(300, 5000), outstanding)], outstanding)[0]
+    assert min(held[outstanding:]) > 5000
+
+
 @pytest.mark.parametrize("config", [
     PmuConfig(write=AddressPattern.linear(4, SMALL.lanes), read=AddressPattern.linear(4, SMALL.lanes)),
     PmuConfig(write=AddressPattern.linear(4, SMALL.lanes), read=AddressPattern.linear(6, SMALL.lanes),

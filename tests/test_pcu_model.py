@@ -46,6 +46,8 @@ def test_pack_round_trips_through_the_layout():
     (PcuConfig(inputs=(0, 1), systolic=True, systolic_rows=1, systolic_operand=True), "inputs"),
     (PcuConfig(inputs=(0, 1, 2), systolic=True, systolic_rows=1), "inputs"),
     (PcuConfig(inputs=(0, 1, 2), group_src=2, systolic=True, systolic_rows=1, systolic_operand=True), "group_src"),
+    (PcuConfig(inputs=(0, 1), systolic=True, systolic_rows=1, s0="per_group"), "systolic"),
+    (PcuConfig(inputs=(0, 1), systolic=True, systolic_rows=1, so="group"), "so"),
 ])
 def test_refused_configurations_name_the_field(config, field):
     with pytest.raises(ValueError, match=rf"PcuConfig\.{field.replace('[', '.').replace(']', '.')}"):
@@ -76,3 +78,20 @@ def test_systolic_operand_needs_one_vector_per_drained_row():
     with pytest.raises(ValueError, match="2 groups x 2 rows = 4 needed, 3 given"):
         model.run({**vi, 2: (data[:3], np.zeros(3, bool))})
     assert len(model.run({**vi, 2: (data[:4], np.zeros(4, bool))}).vo) == 4
+
+
+def test_systolic_reduction_folds_over_the_drained_rows_groups():
+    # GEMV tiles of one row each; vi2's last flags group the drained rows 2 + 1 for so0's fold.
+    config = PcuConfig(inputs=(0, 1, 2), systolic=True, systolic_rows=1, systolic_operand=True,
+                       stages=(Stage("add", "r0", "r1"),), reduce="sum", so="group")
+    model = PcuModel(SMALL, config)
+    lanes = SMALL.lanes
+    ones = np.full((6, lanes), 0x3F800000, np.uint32)  # 1.0: each tile of two firings drains 2.0 per lane
+    last = np.array([0, 1, 0, 1, 0, 1], bool)
+    operand = np.zeros((3, lanes), np.uint32)
+    vi = {0: (ones, last), 1: (ones, last)}
+    r = model.run({**vi, 2: (operand, np.array([0, 1, 1], bool))})
+    assert r.so.view(np.float32).tolist() == [4.0 * lanes, 2.0 * lanes] and r.so_last.tolist() == [True, True]
+    assert r.vo_last.tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="final group of drained rows"):
+        model.run({**vi, 2: (operand, np.array([0, 1, 0], bool))})

@@ -12,8 +12,9 @@ from hw.mem.launch_list import direction_record_layout, record_words
 from hw.mem.params import HBM
 from hw.mem.sequencer import Sequencer
 from sw.layout import pack, unpack
+from sw.loopnest import LoopNest
 from sw.runtime import launch_list
-from sw.runtime.chip import Pattern
+from sw.runtime.chip import Pattern, gate_wait
 from sw.model.sequencer import SEQ_DONE_CYCLES, SEQ_FIRST_WORD_CYCLES, SEQ_PROGRAM_CYCLES, list_cycles
 from sw.target import CHIP
 
@@ -73,3 +74,37 @@ def test_a_gated_read_keeps_its_write_through_the_list_and_the_registers():
         Pattern.linear(HBM, 0, 1, after=PEERS)
     with pytest.raises(ValueError, match="entry 0: AGCU 1's read waits for AGCU 5's write"):
         launch_list.encode([launch_list.ListEntry(None, entry.reads)], M, len(CHIP.agcus))
+
+
+def test_a_lagged_read_keeps_its_lag_through_the_list_and_the_registers():
+    """``Pattern.lag`` rides the transfer record after ``after``: encode and decode keep it on a looped gated read,
+    the ``agcuK_read`` register holds it, and a lag without a gate is refused."""
+    looped = LoopNest((6, 1, 1, 3), (1, 0, 0, 64))
+    lagged = Pattern(HBM, 4096, looped, after=2, lag=1)
+    entry = launch_list.ListEntry(None, {1: launch_list.ListDirection(lagged, 0, 64),
+                                         3: launch_list.ListDirection(Pattern(HBM, 8192, looped, after=2), 16, 0)},
+                                  {2: launch_list.ListDirection(Pattern(HBM, 4096 + 64 * 16, looped), 0, 64)})
+    back = launch_list.decode(launch_list.encode([entry], M, len(CHIP.agcus)), M, len(CHIP.agcus))[0]
+    wb = M.word_bytes
+    assert back.reads[1].pattern.fields(wb) == lagged.fields(wb) and back.reads[1].pattern.lag == 1
+    assert back.reads[3].pattern.lag == 0 and back.writes[2].pattern.lag == 0
+    assert back.reads[1].at(0, 1).fields(wb) == Pattern(HBM, 4096 + 64, looped, after=2, lag=1).fields(wb)
+    assert lagged.iterations == 3 and Pattern.linear(HBM, 0, 6).iterations == 1
+    fields = unpack(transfer_layout(M), pack(transfer_layout(M), lagged.fields(M.word_bytes)))
+    assert (fields["after"], fields["lag"]) == (3, 1)                      # AGCU 2 (2 + 1), lag 1
+    with pytest.raises(ValueError, match="lag 1 needs pattern.after"):
+        Pattern.linear(HBM, 0, 1, lag=1)
+    with pytest.raises(ValueError, match="lag must be 0 or 1"):
+        Pattern.linear(HBM, 0, 1, after=0, lag=2)
+
+
+def test_a_stall_report_names_the_write_iteration_a_gated_read_waits_for():
+    write = Pattern(HBM, 0, LoopNest((8, 1, 1, 4), (1, 0, 0, 8)))
+    read = Pattern(HBM, 0, LoopNest((6, 1, 1, 4), (1, 0, 0, 8)), after=5)
+    # 12 words read: iteration 2 is next; 16 written: iterations 0 and 1 complete, so lag 0 waits and lag 1 not.
+    assert gate_wait(read, 12, write, 16) == (", waiting for AGCU 5's write to complete iteration 2 (2 of 4 "
+                                              "complete) before iteration 2 of 4")
+    assert gate_wait(Pattern(HBM, 0, read.nest, after=5, lag=1), 12, write, 16) == ""
+    assert gate_wait(read, 24, write, 0) == ""                           # every word read: not held by the gate
+    assert gate_wait(Pattern.linear(HBM, 0, 6, after=5), 0, Pattern.linear(HBM, 0, 8), 7) == \
+        ", waiting for AGCU 5's write"

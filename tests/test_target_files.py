@@ -115,7 +115,7 @@ BAD = [
     ("a.toml", "clock_hz = 'fast'\n", "clock_hz = 'fast': Input should be a valid number"),
     ("a.toml", "host_launch_cycles = true\n", "host_launch_cycles = True: Input should be a valid integer"),
     ("a.toml", "name = 'a b'\n", "name = 'a b': String should match pattern"),
-    ("a.toml", "base = 'huge'\n", "base = 'huge': not a named target (4x8, chip)"),
+    ("a.toml", "base = 'huge'\n", "base = 'huge': not a named target (4x8, chip, chip-4x8)"),
     ("a.toml", "array = 4\n", "array = 4: Input should be a valid dictionary"),
     ("a.toml", "[array\n", "not valid TOML"),
     ("a.json", "[1, 2]", "a target file is a table of fields, not list"),
@@ -136,7 +136,7 @@ def test_bad_files_are_one_line_naming_the_file_and_field(tmp_path, name, text, 
 
 
 def test_bad_names_and_paths(tmp_path):
-    with pytest.raises(TargetError, match=r"unknown target 'chp': give one of 4x8, chip or a .toml or .json target"):
+    with pytest.raises(TargetError, match=r"unknown target 'chp': give one of 4x8, chip, chip-4x8 or a .toml or .json target"):
         load_target("chp")
     with pytest.raises(TargetError, match="no such file"):
         load_target(str(tmp_path / "missing.toml"))

@@ -149,7 +149,63 @@ def cases(params):
                                                    systolic_operand=True, tail="silu",
                                                    stages=(Stage("fma", "r0", "const", "r1", const=f32(-0.75)),)),
                 lambda p, rng: _operand(p, rng, lambda acc, v: _silu(acc * -0.75 + v)), 1e-5),
+        # Drained rows reduced to so0: attention scores (q.K^T scaled, the mask joined on vi2, the max of each
+        # head's rows folded over vi2's groups), and row sums of GEMM tiles without an operand.
+        PcuCase("attention_scores_max", PcuConfig(inputs=(0, 1, 2), group_src=0, systolic=True, systolic_rows=1,
+                                                  systolic_operand=True, reduce="max", so="group",
+                                                  stages=(Stage("mul", "r0", "const", const=f32(_SCALE)),
+                                                          Stage("add", "r0", "r1"))),
+                _attention_scores, 1e-5),
+        PcuCase("gemm_row_means", PcuConfig(inputs=(0, 1), group_src=1, systolic=True, systolic_rows=params.stages,
+                                            reduce="sum", so="every", so_scale=1.0 / lanes), _row_means, 1e-5),
+        PcuCase("gemm_tile_sum", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=params.stages,
+                                           tail="exp", reduce="sum", vo=False, so="group", so_func="recip"),
+                _tile_sums, 1e-5),
     ]
+
+
+_SCALE = 32 ** -0.5
+_MASKED = -1.0e30
+
+
+def _attention_scores(params, rng, *, heads=3, blocks=3, hd=6):
+    """Per head, ``blocks`` drained rows of ``lanes`` keys: q.k * scale + mask; so0 is each head's max score."""
+    L = params.lanes
+    q = bf16_round(rng.standard_normal((heads, hd)))
+    k = bf16_round(rng.standard_normal((heads, blocks, hd, L)))  # K^T, one block of L keys per drained row
+    a = np.repeat(np.repeat(q[:, None, :, None], blocks, axis=1), L, axis=3)  # q[d] broadcast across lanes
+    pos = rng.integers(0, blocks * L, heads)  # keys past pos are masked, as in a causal mask
+    mask = np.where(np.arange(blocks * L)[None, :] <= pos[:, None], 0.0, _MASKED).astype(np.float32)
+    last = np.tile(np.arange(hd) == hd - 1, heads * blocks)
+    m_last = np.tile(np.arange(blocks) == blocks - 1, heads)
+
+    def reference(result):
+        scores = np.einsum("hd,hbdl->hbl", floats(q), floats(k)) * np.float64(np.float32(_SCALE))
+        scores = scores + mask.reshape(heads, blocks, L)
+        return max(_rel(result.vo, scores.reshape(-1, L)), _rel(result.so, scores.reshape(heads, -1).max(axis=1)))
+    return Inputs({0: (a.reshape(-1, L), last), 1: (k.reshape(-1, L), last),
+                   2: (bits(mask.reshape(-1, L)), m_last)}, {}), reference
+
+
+def _positive_tiles(params, rng, tiles, k):
+    a = bf16_round(np.abs(rng.standard_normal((tiles, k, params.lanes))))
+    b = bf16_round(np.abs(rng.standard_normal((tiles, k, params.lanes))))
+    last = np.tile(np.arange(k) == k - 1, tiles)
+    acc = np.einsum("tks,tkl->tsl", floats(a)[:, :, :params.stages], floats(b))
+    return Inputs({0: (a.reshape(-1, params.lanes), last), 1: (b.reshape(-1, params.lanes), last)}, {}), acc
+
+
+def _row_means(params, rng, tiles=4, k=5):
+    """Every drained row of a GEMM tile (positive terms: no cancellation) and its mean on so0."""
+    inputs, acc = _positive_tiles(params, rng, tiles, k)
+    return inputs, lambda result: max(_rel(result.vo, acc.reshape(-1, params.lanes)),
+                                      _rel(result.so, acc.mean(axis=2).reshape(-1)))
+
+
+def _tile_sums(params, rng, tiles=4, k=5):
+    """1 / the sum of exp over each GEMM tile's drained rows (positive terms), on so0 alone."""
+    inputs, acc = _positive_tiles(params, rng, tiles, k)
+    return inputs, lambda result: _rel(result.so, 1 / np.exp(acc).sum(axis=(1, 2)))
 
 
 def _silu(y):

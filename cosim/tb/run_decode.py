@@ -1,6 +1,7 @@
 """cocotb job behind decode on the RTL: the runtime's decode loop driving the co-simulated chip.
 
-Run on the ``chip`` unit's build by :func:`cosim.decode.run_rtl`. Reads the
+Run by :func:`cosim.decode.run_rtl` on the build of the models' target (``chip`` or ``chip-4x8``,
+named by ``OPENRDU_CHIP_TARGET``; default ``chip``). Reads the
 compiled models from the program files named by ``OPENRDU_DECODE_PROGRAM`` (separated by ``os.pathsep``) and the
 request (``prompt_ids``, ``max_new_tokens``, ``temperature``, ``top_k``,
 ``seed``, and optionally ``weights_tier``, ``stop_at_eos``, ``trace`` and
@@ -20,6 +21,7 @@ import numpy as np
 
 from cosim.decode import check_target
 from cosim.device import CocotbDevice
+from cosim.tb.units_chip import SIMULATED, TARGET
 from sw.compiler import program
 from sw.runtime.backends import per_model
 from sw.runtime.decode import generate
@@ -42,10 +44,11 @@ def reporter(index):
 async def decode(dut):
     paths = os.environ["OPENRDU_DECODE_PROGRAM"].split(os.pathsep)
     models = [program.load(path) for path in paths]
+    built = SIMULATED[os.environ.get("OPENRDU_CHIP_TARGET", TARGET.name)]
     for compiled in models:
-        check_target(compiled.target)
+        check_target(compiled.target, (built,))
     request = json.loads(Path(os.environ["OPENRDU_DECODE_REQUEST"]).read_text())
-    device = CocotbDevice(dut, models[0].target)
+    device = CocotbDevice(dut, built)
     # Optional arguments of generate() pass through only when the request names them.
     extra = {key: request[key] for key in OPTIONAL if key in request}
     results = []

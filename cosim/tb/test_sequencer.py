@@ -10,7 +10,8 @@ the same kernels, total cycles within 3%. Then the errors: patterns stepped
 outside HBM and below address 0, a list that ends before its final entry,
 an enable naming a missing AGCU, a refused program, and a stalled kernel
 (the watchdog). And an entry whose read waits for its own kernel's write
-(``after`` in the direction record), both stepped by the position.
+(``after`` in the direction record), both stepped by the position, and
+looped entries whose reads wait per top-level iteration (``lag`` 0 and 1).
 """
 
 import os
@@ -21,6 +22,7 @@ import numpy as np
 from cosim.device import CocotbDevice
 from cosim.tb.test_device import expect_chip_error, readback_program
 from hw.mem.params import HBM
+from sw.loopnest import LoopNest
 from sw.model.array import ArrayModel
 from sw.runtime.alloc import TierAllocator
 from sw.runtime.chip import Pattern, stream_pattern
@@ -258,3 +260,44 @@ async def sequencer_runs_a_gated_entry(dut):
     rtl, model = runs["rtl"]["kernel_cycles"], runs["model"]["kernel_cycles"]
     assert abs(model / rtl - 1) <= 0.10, f"gated entry: model {model} kernel cycles, RTL {rtl}"
     dut._log.info(f"gated entry: RTL {runs['rtl']}, model {runs['model']}")
+
+
+@cocotb.test()
+async def sequencer_runs_looped_gated_entries(dut):
+    """Looped entries: every pattern walks ``ITERATIONS`` blocks at its outermost level, y = 2a block by block and
+    r read back from y's region gated per iteration: lag 0 reads block i once y's iteration i is written; lag 1
+    reads slot i, which y's iteration i - 1 writes (slot 0 is the loop's input). The RTL reads exactly that; the
+    fast model, which gates on whole writes, refuses both in one line."""
+    program, k = readback_program()
+    iterations, n = 3, 4 * CHIP.array.lanes
+    words = n * 4 // WB
+    x = np.random.default_rng(SEED + 4).standard_normal((iterations, n)).astype(np.float32)
+    src, region, out, list_at, program_at = 0x10000, 0x20000, 0x30000, 0x40000, 0x50000
+    looped = lambda base, **gate: Pattern(HBM, base, LoopNest((words, 1, 1, iterations), (1, 0, 0, words)), **gate)
+    entries = [ListEntry(program_pattern(HBM, program_at, len(program.words), WB) if lag == 0 else None,
+                         {k["a"]: ListDirection(looped(src)),
+                          k["r"]: ListDirection(looped(region + lag * 0x4000, after=k["y"], lag=lag))},
+                         {k["y"]: ListDirection(looped(region + lag * (0x4000 + 4 * n))),
+                          k["z"]: ListDirection(looped(out + lag * 0x4000))}) for lag in (0, 1)]
+    listed = encode(entries, CHIP.memory, N_AGCUS)
+    seven = np.full((iterations + 1) * n, 7, np.uint32)
+    for device in (CocotbDevice(dut, CHIP, limit=LIMIT), ModelDevice(CHIP)):
+        await device.write(HBM, program_at, padded(program.words))
+        await device.write(HBM, list_at, listed)
+        await device.write(HBM, src, x.view(np.uint32).reshape(-1))
+        for lag in (0, 1):
+            await device.write(HBM, region + lag * 0x4000, seven)
+        if device.backend == "model":
+            error = await expect_chip_error(device.run_list(HBM, list_at, listed.size, token=0, pos=0,
+                                                            programs={(HBM, program_at): program}),
+                                            "a looped gated entry on the fast model")
+            assert "fast model gates on a whole write only" in error, error
+            continue
+        run = await device.run_list(HBM, list_at, listed.size, token=0, pos=0, programs={(HBM, program_at): program})
+        doubled = (2 * x).view(np.uint32)
+        lagged = np.concatenate([seven[:n].reshape(1, n), doubled[:-1]])
+        for lag, want in ((0, doubled), (1, lagged)):
+            got = (await device.read(HBM, out + lag * 0x4000, iterations * n)).reshape(iterations, n)
+            bad = [i for i in range(iterations) if not np.array_equal(got[i], want[i])]
+            assert not bad, f"lag {lag}: iterations {bad} read other words than the write's iterations stored"
+        dut._log.info(f"looped gated entries: {run}")

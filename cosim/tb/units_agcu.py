@@ -1,6 +1,6 @@
 """Simulation unit ``agcu``: two AGCUs, the copy engine and a spare TLN port on both memory tiers."""
 
-from amaranth import Cat, Module
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -8,7 +8,7 @@ from cosim.harness import SimUnit
 from cosim.store import STORE_SOURCES
 from hw.mem import params as mem_params
 from hw.mem import tln
-from hw.mem.agcu import Agcu, agcu_config_layout, agcu_status_layout
+from hw.mem.agcu import Agcu, agcu_config_layout, agcu_status_layout, connect_peers
 from hw.mem.controller import MemController, stats_layout
 from hw.mem.copy import CopyEngine, copy_config_layout, copy_status_layout
 from hw.mem.crossbar import TlnCrossbar
@@ -82,8 +82,7 @@ class MemoryTestTop(wiring.Component):
             m.d.comb += [agcu.cfg.eq(getattr(self, f"a{i}_cfg")),
                          getattr(self, f"a{i}_status").eq(agcu.status)]
         agcus = [m.submodules[f"agcu{i}"] for i in range(n)]
-        for agcu in agcus:
-            m.d.comb += agcu.peers.eq(Cat(*(a.status.write.done for a in agcus)))
+        connect_peers(m, agcus)
         m.submodules.copy = copy = CopyEngine(P, tag_bits=self.tag_bits)
         wiring.connect(m, copy.tln, getattr(xbar, f"m{n}"))
         m.d.comb += [copy.cfg.eq(self.copy_cfg), self.copy_status.eq(copy.status)]

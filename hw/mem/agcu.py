@@ -20,10 +20,11 @@ from hw.tile.streams import scalar_stream, vector_stream
 
 STATUS_BITS = 32
 # Tag bits the AGCU uses: [1] the request is the transfer's final word; [0] for a
-# read, its word ends a group (``last_every``). Responses tell reads from writes.
+# read, its word ends a group (``last_every``), for a write, a top-level iteration
+# (level LEVELS-1). Responses tell reads from writes.
 TAG_GROUP, TAG_FINAL = 0, 1
 MIN_TAG_BITS = 2
-# A read's ``after`` field: 0, or k + 1 to wait for AGCU k's write; ``peers`` has a bit for each k it can name.
+# A read's ``after`` field: 0, or k + 1 to wait for AGCU k's write; ``peers`` has a record for each k it can name.
 AFTER_BITS = 5
 PEERS = (1 << AFTER_BITS) - 1
 
@@ -71,6 +72,7 @@ def transfer_layout(params):
         "counts": data.ArrayLayout(COUNT_BITS, LEVELS),
         "strides": data.ArrayLayout(signed(stride_bits(params)), LEVELS),
         "after": AFTER_BITS,
+        "lag": 1,
     })
 
 
@@ -94,6 +96,19 @@ def direction_status_layout():
 
 def agcu_status_layout():
     return data.StructLayout({"read": direction_status_layout(), "write": direction_status_layout()})
+
+
+def peer_layout():
+    """What a gated read sees of another AGCU's write: ``status.write.done`` and the ``write_iteration`` pulse."""
+    return data.StructLayout({"done": 1, "iteration": 1})
+
+
+def connect_peers(m, agcus):
+    """Give every AGCU of ``agcus`` the writes of the first :data:`PEERS` of them (``peers[k]``: AGCU k's)."""
+    for agcu in agcus:
+        for k, peer in enumerate(agcus[:PEERS]):
+            m.d.comb += [agcu.peers[k].done.eq(peer.status.write.done),
+                         agcu.peers[k].iteration.eq(peer.write_iteration)]
 
 
 def _check_lanes(params, lanes):
@@ -139,6 +154,23 @@ class Agcu(wiring.Component):
       delivered as that many fp32 lanes (the value in the top 16 bits, exact):
       the low half of the word first, as one word of fp32 data, then the high
       half. Weights stream at bf16 bandwidth into fp32 units. Writes ignore it.
+    - ``after``, ``lag`` (reads; writes ignore them): read-after-write gate on
+      another AGCU's write in the same kernel. ``after`` = 0: none; ``after``
+      = k + 1: the words of the read's top-level iteration ``i`` (``i_3`` of
+      the pattern, level ``LEVELS - 1``) are requested only once AGCU k's
+      write has completed its top-level iterations ``0 .. i - lag`` (every
+      word of them acknowledged); none are needed when ``i - lag < 0``, and a
+      done write opens the gate for every iteration. So with ``lag`` 0 the
+      read's iteration i sees what the write's iterations 0..i stored (a KV
+      cache written and read per layer), with ``lag`` 1 what its iterations
+      0..i-1 stored (a layer's input, the previous iteration's output), and an
+      unlooped read (top count 1) with ``lag`` 0 waits for the whole of an
+      unlooped write. The gate counts the write's completed iterations from
+      the read's start, so both must start in the same cycle (one kernel
+      start, as on the chip): a write started earlier could complete
+      iterations the read does not count (it then waits longer, at worst
+      for ``done``), and one started later leaves the previous transfer's
+      ``done`` standing until it starts.
 
     **Data.** A vector holds ``4 * lanes`` bytes, a multiple or a divisor of a
     TLN word; lane 0 is the lowest-addressed bytes (little-endian). Words go
@@ -165,8 +197,9 @@ class Agcu(wiring.Component):
       ``vo`` not taken; a write wanting a vector on ``vi`` that is not offered;
       waiting for ``si``.
     - ``mem_stalls``: other busy cycles without progress, waiting on memory:
-      a read with no vector to offer; a write that cannot issue (TLN
-      back-pressure, the read side's turn) or waits for acknowledgements.
+      a read with no vector to offer (a gated read's wait included); a write
+      that cannot issue (TLN back-pressure, the read side's turn) or waits
+      for acknowledgements.
 
     **TLN.** Reads keep at most ``params.agcu_outstanding`` words in flight or
     buffered: each read reserves a slot in the response buffer, so responses
@@ -192,8 +225,13 @@ class Agcu(wiring.Component):
     si : In(scalar_stream())
     cfg : In(agcu_config_layout(params))
     status : Out(agcu_status_layout())
-    peers : In(PEERS)
-        Bit k: AGCU k's ``status.write.done``, for reads whose ``after`` names it.
+    write_iteration : Out(1)
+        High for one cycle each time the write completes a top-level iteration: every word of it
+        acknowledged. A transfer goes to one tier, which answers in request order, so the
+        acknowledgement of an iteration's final word (marked in its tag) follows all earlier ones.
+    peers : In(ArrayLayout(peer_layout(), PEERS))
+        Record k: AGCU k's ``status.write.done`` and ``write_iteration``, for reads whose ``after``
+        names it (:func:`connect_peers`).
     """
 
     def __init__(self, params, *, lanes, tag_bits=MIN_TAG_BITS):
@@ -212,7 +250,8 @@ class Agcu(wiring.Component):
             "si": In(scalar_stream()),
             "cfg": In(agcu_config_layout(params)),
             "status": Out(agcu_status_layout()),
-            "peers": In(PEERS),
+            "write_iteration": Out(1),
+            "peers": In(data.ArrayLayout(peer_layout(), PEERS)),
         })
 
     def elaborate(self, platform):
@@ -260,7 +299,7 @@ class Agcu(wiring.Component):
         for name, pat, cfg, st, si_take in (("r", pat_r, self.cfg.read, st_r, si_r),
                                             ("w", pat_w, self.cfg.write, st_w, si_w)):
             d = dirs[name]
-            start = Signal(name=f"{name}_start")
+            start = d["start"] = Signal(name=f"{name}_start")
             empty = Signal(name=f"{name}_empty")
             m.d.comb += [start.eq(cfg.start & ~d["busy"]),
                          empty.eq(Cat(*(cfg.counts[k] == 0 for k in range(LEVELS))).any())]
@@ -302,9 +341,17 @@ class Agcu(wiring.Component):
         w_word = Signal(8 * wb)
         w_have = Signal()
         gate = Signal()
+        # The peer ``after`` names; record 0 (no peer) is a done write, so the gate is open.
+        peer = Signal(peer_layout())
+        size = peer_layout().size
+        # Iterations the read may begin: the peer's completed since the read's start, plus ``lag``, less the
+        # read's own requested in full. Iteration i may begin when more than i - lag are complete.
+        allowed = Signal(COUNT_BITS + 1)
+        r_iteration_end = Signal()
         m.d.comb += [
-            # A read waiting for a peer's write issues nothing until that write is done.
-            gate.eq(Cat(Const(1, 1), self.peers).bit_select(r["after"], 1)),
+            peer.eq(Cat(Const(1, size), self.peers).word_select(r["after"], size)),
+            gate.eq(peer.done | (allowed != 0)),
+            r_iteration_end.eq(pick_r & pat_r.ends[LEVELS - 2] & (allowed != 0)),
             want_r.eq(r["issue"] & (credits != 0) & gate),
             want_w.eq(w["issue"] & w_have),
             pick_w.eq(can_load & want_w & (~want_r | prefer_w)),
@@ -329,7 +376,7 @@ class Agcu(wiring.Component):
                 req_valid.eq(1),
                 req.payload.tier.eq(w["tier"]), req.payload.write.eq(1),
                 req.payload.addr.eq(tln_address(P, pat_w.addr, w["low"])), req.payload.data.eq(w_word),
-                req.payload.tag.eq(Cat(Const(1, 1), pat_w.final)),
+                req.payload.tag.eq(Cat(pat_w.ends[LEVELS - 2], pat_w.final)),
             ]
             m.d.comb += pat_w.step.eq(1)
             with m.If(pat_w.final):
@@ -354,8 +401,13 @@ class Agcu(wiring.Component):
                         m.d.sync += [st.error.eq(1), st.error_word.eq(d["responses"])]
                 with m.Else():
                     m.d.sync += st.words.eq(st.words + 1)
+        m.d.sync += self.write_iteration.eq(wr_resp & resp.payload.tag[TAG_GROUP])
         with m.If(wr_resp & resp.payload.tag[TAG_FINAL]):
             m.d.sync += [w["busy"].eq(0), st_w.done.eq(1)]
+        with m.If(r["start"]):
+            m.d.sync += allowed.eq(self.cfg.read.lag)
+        with m.Else():
+            m.d.sync += allowed.eq(allowed + peer.iteration - r_iteration_end)
 
         # Read data: words from the buffer head to vectors on ``vo``. With ``bf16`` each buffer word
         # is two words in turn, its halves with every 16-bit value widened to the top of a 32-bit lane

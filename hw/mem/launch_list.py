@@ -14,8 +14,9 @@ launch commands of one kernel:
 - for every enabled direction, AGCUs in ascending order and each AGCU's read
   before its write, a **direction record** (:func:`direction_record_layout`):
   the AGCU pattern as the ``agcuK_read`` / ``agcuK_write`` registers hold it
-  plus byte strides by which its ``base`` steps with the token id and the
-  position of the step: ``base + token * token_stride + pos * pos_stride``
+  (a read's gate, ``after`` and ``lag``, included) plus byte strides by which
+  its ``base`` steps with the token id and the position of the step:
+  ``base + token * token_stride + pos * pos_stride``
   (Argument Load with the bases of this step, computed on chip).
 
 Each record fills a whole number of words (:func:`record_words`), its fields

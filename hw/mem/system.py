@@ -1,11 +1,11 @@
 """The memory system: AGCUs, copy engine and host port on the TLN, in front of the HBM and DDR controllers."""
 
-from amaranth import Cat, Module
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.mem import params as mem_module
-from hw.mem.agcu import PEERS, Agcu, agcu_config_layout, agcu_status_layout
+from hw.mem.agcu import Agcu, agcu_config_layout, agcu_status_layout, connect_peers
 from hw.mem.controller import MemController, stats_layout
 from hw.mem.copy import CopyEngine, copy_config_layout, copy_status_layout
 from hw.mem.crossbar import TlnCrossbar
@@ -69,9 +69,9 @@ class MemorySystem(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, f"a{k}_si")), agcu.si)
             m.d.comb += [agcu.cfg.eq(getattr(self, f"a{k}_cfg")), getattr(self, f"a{k}_status").eq(agcu.status)]
             masters.append(agcu)
-        # A read may wait for another AGCU's write (``after``): each sees every write's done.
-        for agcu in masters:
-            m.d.comb += agcu.peers.eq(Cat(*(a.status.write.done for a in masters[:PEERS])))
+        # A read may wait for another AGCU's write (``after``, ``lag``): each sees every write's done and
+        # its pulse per completed top-level iteration.
+        connect_peers(m, masters)
         copy = m.submodules.copy = CopyEngine(P, tag_bits=TAG_BITS)
         m.d.comb += [copy.cfg.eq(self.copy_cfg), self.copy_status.eq(copy.status)]
         host = m.submodules.host = HostPort(P, id_bits=HOST_ID_BITS, tag_bits=TAG_BITS)

@@ -67,7 +67,8 @@ async def _run(session, prompt_ids, max_new_tokens, eos, after_step=None):
     token = prompt_ids[0]
     logits = None
     for pos in range(total):
-        logits, cost = await session.step(token, pos)
+        logits, cost = await session.step(token, pos, greedy=True)
+        chosen = cost.pop("chip_token")
         steps.append(cost["cycles"])
         digest.update(logits.tobytes())
         if after_step is not None:
@@ -77,7 +78,7 @@ async def _run(session, prompt_ids, max_new_tokens, eos, after_step=None):
             continue
         if max_new_tokens == 0:
             break
-        token = int(np.argmax(logits))
+        token = chosen if chosen is not None else int(np.argmax(logits))
         tokens.append(token)
         if len(tokens) == max_new_tokens or token == eos:
             break

@@ -16,6 +16,7 @@ from sw.compiler.decode import Padding, decode_graph, pad_weights
 from sw.compiler.fuse import fuse
 from sw.compiler.launch import Launch
 from sw.compiler.layout import layout, round_bf16
+from sw.compiler.loop import loop_layers
 from sw.compiler.lower import lower
 from sw.compiler.program import CompiledModel
 from sw.errors import CheckpointError, CompileError
@@ -156,6 +157,9 @@ def launch_entries(launches, mmap, target):
     return entries
 
 
+MODES = ("fused", "unfused", "looped")
+
+
 def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None, weights_dtype="auto"):
     """Compile ``checkpoint`` (a path or a loaded :class:`Checkpoint`) for ``target``.
 
@@ -167,8 +171,8 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
     (:func:`weights_policy`); weights are read one tensor at a time as the layout fills each region.
     """
     show = trace or (lambda text: None)
-    if mode not in ("fused", "unfused"):
-        raise CompileError(f"mode must be 'fused' or 'unfused', not {mode!r}")
+    if mode not in MODES:
+        raise CompileError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if weights_dtype not in WEIGHTS_DTYPES:
         raise CompileError(f"weights dtype must be one of {', '.join(WEIGHTS_DTYPES)}, not {weights_dtype!r}")
     start = time.perf_counter()
@@ -187,7 +191,7 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
     show(f"== graph\n{graph}")
 
     steps = {tp: lower(graph, target, tp, gemv_bf16=gemv_bf16, embed_bf16=embed_bf16,
-                       fused=mode == "fused")
+                       fused=mode != "unfused")
              for tp in buckets(context, L)}
     step = steps[context]
     show(f"== chip ops (attending over {context} positions; the other buckets differ only there)\n" +
@@ -198,11 +202,16 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
         if t.home is None:
             mmap.add(t.scratch, 4 * t.words, "scratch")
 
-    programs, built, all_buckets = {}, {}, {}
+    programs, built, all_buckets, loop_note = {}, {}, {}, ""
     for tp, step in steps.items():
-        launches = []
-        for index, (kernel_ops, program, streams) in enumerate(fuse(target, mmap, step.tensors, list(step.ops),
-                                                                    fused=mode == "fused", cache=built)):
+        launches, kernels = [], None
+        if mode == "looped":
+            kernels, why = loop_layers(target, mmap, step.tensors, list(step.ops), cache=built)
+            if kernels is None:
+                loop_note = f"layers not looped ({why}); fused instead"
+        if kernels is None:
+            kernels = fuse(target, mmap, step.tensors, list(step.ops), fused=mode != "unfused", cache=built)
+        for index, (kernel_ops, program, streams) in enumerate(kernels):
             words = np.asarray(program.words, np.uint32)
             key = words.tobytes()
             if key not in programs:
@@ -224,7 +233,7 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
     show(f"== memory map\n{mmap.table()}")
     compiled = CompiledModel(shape, target, mode, context, all_buckets, mmap, image, zeroed, "logits",
                              time.perf_counter() - start, str(getattr(ckpt, "path", "")), lists,
-                             weights_dtype, weights_text)
+                             weights_dtype, weights_text, loop_note, "token" if "token" in mmap.regions else "")
     show(f"== program: {len(all_buckets)} context buckets {sorted(all_buckets)}, {len(programs)} distinct "
          f"bitstreams, {sum(w.nbytes for w in image.values())} bytes of memory image\n")
     return compiled

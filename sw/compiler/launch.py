@@ -15,7 +15,9 @@ class Stream:
 
     ``base(token, pos) = region offset + offset + token * token_stride + pos * pos_stride`` (bytes);
     ``nest`` in TLN words from that base, as :class:`sw.runtime.chip.Pattern` takes it. ``after`` (reads):
-    the AGCU of the kernel's write stream this read waits for (it reads what that write stores), or None.
+    the AGCU of the kernel's write stream this read waits for (it reads what that write stores), or None;
+    ``lag`` (0 or 1): the write's top-level iterations the read's iteration ``i`` waits for are ``0 .. i - lag``
+    (:class:`sw.runtime.chip.Pattern`).
     """
 
     agcu: int
@@ -28,10 +30,11 @@ class Stream:
     token_stride: int = 0
     bf16: bool = False
     after: int | None = None
+    lag: int = 0
 
     def pattern(self, token, pos):
         return Pattern(self.tier, self.offset + token * self.token_stride + pos * self.pos_stride, self.nest,
-                       self.bf16, self.after)
+                       self.bf16, self.after, self.lag)
 
     @property
     def words(self):

@@ -77,6 +77,20 @@ def mask_table(context, window=0):
     return np.where(seen, 0.0, MASKED)
 
 
+def argmax_scale(n):
+    """The power of two the argmax op scales indices by: ``2**-k`` with ``2**k >= n`` (exact in fp32)."""
+    return 2.0 ** -max(n - 1, 1).bit_length()
+
+
+def argmax_tables(n, vocab):
+    """The argmax op's tables over ``n`` logits, ``vocab`` of them real, as float32 ``(2, n)``: each logit's
+    index negated and scaled by :func:`argmax_scale` (``-inf`` for the padding past ``vocab``), and what the
+    max adds to each logit (0; ``-inf`` for the padding, so a padding logit never wins)."""
+    i = np.arange(n, dtype=np.float64)
+    return np.stack([np.where(i < vocab, -i * argmax_scale(n), -np.inf),
+                     np.where(i < vocab, 0.0, -np.inf)]).astype(np.float32)
+
+
 def layout(placements, target, weights, *, gemv_bf16=False, embed_bf16=False):
     """Allocate ``placements`` (:class:`sw.compiler.lower.Placement`) in order and fill them.
 
@@ -104,6 +118,9 @@ def layout(placements, target, weights, *, gemv_bf16=False, embed_bf16=False):
             words = fp32_words(np.pad(stacked, (0, p.args[0] - stacked.size)))
         elif p.layout == "mask":
             words = fp32_words(mask_table(*p.args))
+        elif p.layout == "argmax":
+            n, vocab, which = p.args
+            words = fp32_words(argmax_tables(n, vocab)[which])
         else:
             raise ValueError(f"region {p.name}: unknown layout {p.layout!r}")
         mmap.add(p.name, 4 * words.size, p.what)

@@ -21,6 +21,8 @@ over the graph's ops in order:
 - ``kv_write``: no chip op; the cache was written by the op above.
 - ``attention`` -> ``attention_scores`` (q.K^T, mask, softmax) and
   ``attention_values`` (times V); a sliding window is a mask table of its own.
+- the logits (the graph's output) -> also ``argmax``: greedy decoding's token
+  on chip, so the host reads one word instead of every logit.
 - ``add`` -> ``add``; ``silu_mul`` -> ``mul``. Fused, a matvec without a
   bias whose output is only the second operand of one ``add`` (the residual
   add after o-proj and down-proj) or ``silu_mul`` (the up projection) takes
@@ -87,7 +89,7 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False, fused=False):
     cache_region = {}                        # graph KV cache -> its region
     matvecs, ropes = [], []                  # stacks waiting to become one gemv / one rope
     joined = set()                           # add / silu_mul ops a gemv took into its drain
-    layer = None
+    layer, logits = None, None               # logits: (region, padded n, vocab) of the graph's output
 
     def refuse(op, why):
         return CompileError(f"graph op {op.name} ({op.kind}): {why}")
@@ -205,6 +207,7 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False, fused=False):
                 outputs.append(Placement(out, "output", "output", nbytes=4 * attrs["n"]))
                 emit(op.name, "gemv", [operand(op, x)], [], writes=[out], **attrs,
                      out_home=(out, (attrs["n"] * 4 // wb,), (1,), 0))
+                logits = (out, attrs["n"], rows)
             elif consumers and all(u.kind == "kv_write" and u.inputs[1] == out for u in consumers):
                 cache = consumers[0].inputs[0]
                 if not any(u.kind == "attention" and u.inputs[2] == cache for u in uses.get(cache, [])):
@@ -265,4 +268,14 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False, fused=False):
     flush_matvecs()
     flush_ropes()
     placed.extend(p for _, p in sorted(caches, key=lambda c: list(T).index(c[0])))
+    if logits:
+        region, n, vocab = logits
+        tables["argmax.index"] = Placement("argmax.index", "table", "argmax", args=(n, vocab, 0))
+        pad = None
+        if n > vocab:
+            tables["argmax.pad"] = Placement("argmax.pad", "table", "argmax", args=(n, vocab, 1))
+            pad = "argmax.pad"
+        outputs.append(Placement("token", "output", "output", nbytes=4 * L))
+        emit("argmax", "argmax", [], [], reads=[region, "argmax.index"] + ([pad] if pad else []), writes=["token"],
+             logits=region, n=n, vocab=vocab, index="argmax.index", pad=pad, token="token")
     return Lowered(tuple(ops), tensors, tuple(placed + list(tables.values()) + outputs))

@@ -33,7 +33,8 @@ class CompiledModel:
     shape : LlamaShape
     target : sw.target.Target
     mode : str
-        ``"fused"`` or ``"unfused"``.
+        ``"fused"``, ``"unfused"`` or ``"looped"`` (fused, the decoder layers one looped kernel:
+        :mod:`sw.compiler.loop`).
     context : int
         Positions the KV cache holds; prompts plus generated tokens must fit.
     buckets : dict
@@ -58,6 +59,11 @@ class CompiledModel:
     weights : str
         What the policy made of the checkpoint's weights, for summaries and reports
         (``fp32 rounded to bf16 (--weights-dtype bf16)``).
+    loop_note : str
+        Looped mode: why the layers were fused instead of looped (empty when they were looped).
+    token : str
+        Region where the step's ``argmax`` op leaves greedy decoding's token as ``-index`` in fp32 (one
+        vector), or "" when the program has no such op.
     """
 
     shape: LlamaShape
@@ -74,6 +80,8 @@ class CompiledModel:
     launch_lists: dict[int, str] = field(default_factory=dict)
     weights_dtype: str = "auto"
     weights: str = ""
+    loop_note: str = ""
+    token: str = ""
 
     def bucket(self, pos):
         """The launches of the step at ``pos`` (0-based)."""
@@ -101,6 +109,7 @@ class CompiledModel:
                  f"up to {self.context} positions), compiled in {self.compile_seconds:.2f} s", ""]
         lines[-1:-1] = [text for text in (s.variant(), padding_text(self)) if text]
         lines[-1:-1] = [f"weights: {self.weights}"] if self.weights else []
+        lines[-1:-1] = [f"looping: {self.loop_note}"] if self.loop_note else []
         lines.append(f"{'kernel':<12} {'PCUs':>5} {'PMUs':>5} {'AGCU r/w':>8} {'routes':>6} {'hops':>5}  ops")
         for launch in launches:
             c, m = launch.units()

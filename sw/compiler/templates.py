@@ -5,6 +5,7 @@ the (PCUs, PMUs) each takes, for summaries.
 """
 
 from sw.compiler.launch import linear
+from sw.compiler.layout import argmax_scale
 from sw.compiler.memory_map import word_count
 from sw.tile.pcu import PcuConfig, Stage, f32
 from sw.tile.pmu import AddressPattern, PmuConfig, ReadMode
@@ -138,7 +139,8 @@ def _rope(b, op):
 
 
 def _attention_scores(b, op):
-    """Per head: q . K^T scaled, masked, softmax; K arrives row by row and a PMU transposes it."""
+    """Per head: q . K^T scaled, masked and its max in one systolic PCU, then softmax; K arrives row by row and a
+    PMU transposes it."""
     L, hd, nh, nkv, tp, tmax = (b.lanes, op.attrs["head_dim"], op.attrs["heads"], op.attrs["kv_heads"],
                                 op.attrs["tp"], op.attrs["tmax"])
     nv, tb, group = hd // L, tp // L, nh // nkv
@@ -152,25 +154,26 @@ def _attention_scores(b, op):
                                    read_mode=ReadMode.COLUMN, stripe=True, buffers=kbuffers,
                                    buffer_words=tp * hd if kbuffers > 1 else 0, write_passes=nh, read_passes=nh),
                   op.name, "kT", [b.mesh(qbuf.pos)])
-    score = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=0, systolic=True, systolic_rows=1,
-                                    stages=(Stage("mul", "r0", "const", const=f32(op.attrs["scale"])),)),
+    # Each drained row (L keys) is scaled, then takes its mask row from vi2; the max folds over vi2's groups
+    # (one head's rows), so the scores and their maximum leave the same PCU.
+    score = b.unit("pcu", PcuConfig(inputs=(0, 1, 2), group_src=0, systolic=True, systolic_rows=1,
+                                    systolic_operand=True,
+                                    stages=(Stage("mul", "r0", "const", const=f32(op.attrs["scale"])),
+                                            Stage("add", "r0", "r1")), reduce="max", so="group"),
                    op.name, "qk", [b.mesh(qbuf.pos), b.mesh(kbuf.pos)])
-    peak = b.unit("pcu", PcuConfig(inputs=(0, 1), group_src=1, stages=(Stage("add", "r0", "r1"),), reduce="max",
-                                   so="group"), op.name, "mask_max", [b.mesh(score.pos)])
     sbuffers = 2 if 2 * tp <= words else 1
-    xbuf = b.unit("pmu", _row_buffer(L, tb, passes=nh, buffers=sbuffers), op.name, "scores", [b.mesh(peak.pos)])
+    xbuf = b.unit("pmu", _row_buffer(L, tb, passes=nh, buffers=sbuffers), op.name, "scores", [b.mesh(score.pos)])
     expo = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("sub", "r0", "s0"),), tail="exp", reduce="sum",
                                    so="group", so_func="recip"), op.name, "exp_sum",
-                  [b.mesh(peak.pos), b.mesh(xbuf.pos)])
+                  [b.mesh(score.pos), b.mesh(xbuf.pos)])
     ebuf = b.unit("pmu", _row_buffer(L, tb, passes=nh, buffers=sbuffers), op.name, "exp", [b.mesh(expo.pos)])
     scale = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("mul", "r0", "s0"),)), op.name, "normalise",
                    [b.mesh(expo.pos), b.mesh(ebuf.pos)])
     k = b.kernel
     k.connect(qbuf.vo0, score.vi0)
     k.connect(kbuf.vo0, score.vi1)
-    k.connect(score.vo0, peak.vi0)
-    k.connect(peak.vo0, xbuf.vi0)
-    k.connect(peak.so0, expo.si0)
+    k.connect(score.vo0, xbuf.vi0)
+    k.connect(score.so0, expo.si0)
     k.connect(xbuf.vo0, expo.vi0)
     k.connect(expo.vo0, ebuf.vi0)
     k.connect(expo.so0, scale.si0)
@@ -181,7 +184,7 @@ def _attention_scores(b, op):
     b.read(f"{op.name}.q", slots, (row, nh), (1, head_stride), [qbuf.vi0], pos_stride=4 * hd)
     b.read(f"{op.name}.k", slots, (tp * row, group, nkv), (1, 0, head_stride), [kbuf.vi0], offset=nh * tmax * 4 * hd)
     mask_row = word_count(4 * tp, b.wb, op.name)
-    b.read("mask", op.attrs["mask"], (mask_row, nh), (1, 0), [peak.vi1], last_level=0, pos_stride=4 * tmax)
+    b.read("mask", op.attrs["mask"], (mask_row, nh), (1, 0), [score.vi2], last_level=0, pos_stride=4 * tmax)
     b.produce(op.outputs[0], scale.vo0)
 
 
@@ -206,9 +209,53 @@ def _attention_values(b, op):
     b.produce(op.outputs[0], pv.vo0)
 
 
+def _argmax(b, op):
+    """Greedy decoding's token on chip: the first index of the largest of ``n`` logits, as ``-index`` in fp32.
+
+    A PCU folds the max ``m`` of the logits (a padding logit gets ``-inf`` added first); the key PCUs then
+    compute, per logit ``v`` at index ``i``, ``-i * s - max(m - v, 0) * 2**127`` with ``s = 2**-k <= 1 / n``
+    (:func:`sw.compiler.layout.argmax_scale`, from a table that holds ``-inf`` for the padding): exactly
+    ``-i * s`` where ``v == m``; below ``-2`` elsewhere, since a positive difference that is a normal fp32
+    number is at least ``2**-126``. Their max is ``-s`` times the first index of ``m``, which a last PCU scales
+    back to ``-index`` and turns into a vector for the AGCU to write to the ``token`` region. The four stages
+    spread over as many PCUs as the PCU's stage count needs. A NaN logit (or ``+inf``, whose difference is
+    NaN) makes the result NaN: the runtime then reads the logits and picks on the host. Two logits closer than
+    ``2**-126`` (both tiny) count as equal, and the lower index wins, as it does for equal ones.
+    """
+    L, n, S = b.lanes, op.attrs["n"], b.params.stages
+    logits, pad = op.attrs["logits"], op.attrs.get("pad")
+    words = word_count(4 * n, b.wb, op.name)
+    peak = b.unit("pcu", PcuConfig(inputs=(0, 1) if pad else (0,), stages=(Stage("add", "r0", "r1"),) if pad else (),
+                                   reduce="max", vo=False, so="group"), op.name, "max")
+    b.read(f"{op.name}.max", logits, *linear(words), [peak.vi0])
+    if pad:
+        b.read(f"{op.name}.pad", pad, *linear(words), [peak.vi1])
+    steps = [Stage("sub", "s0", "r0"), Stage("max", "r0", "zero"), Stage("mul", "r0", "const", const=f32(2.0 ** 127)),
+             Stage("sub", "r1", "r0")]
+    keys = []
+    for k in range(0, len(steps), S):
+        first, final = k == 0, k + S >= len(steps)
+        fold = dict(reduce="max", so="group", vo=False) if final else {}
+        unit = b.unit("pcu", PcuConfig(inputs=(0, 1) if final else (0,), s0="per_group" if first else "none",
+                                       stages=tuple(steps[k:k + S]), **fold),
+                      op.name, "key", [b.mesh((keys[-1] if keys else peak).pos)])
+        if keys:
+            b.kernel.connect(keys[-1].vo0, unit.vi0)
+        keys.append(unit)
+    b.kernel.connect(peak.so0, keys[0].si0)
+    b.read(f"{op.name}.key", logits, *linear(words), [keys[0].vi0])
+    b.read(f"{op.name}.index", op.attrs["index"], *linear(words), [keys[-1].vi1])
+    emit = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("mul", "s0", "const", const=f32(1 / argmax_scale(n))),)),
+                  op.name, "emit", [b.mesh(keys[-1].pos)])
+    b.kernel.connect(keys[-1].so0, emit.si0)
+    vector = word_count(4 * L, b.wb, op.name)
+    b.read(f"{op.name}.one", op.attrs["index"], *linear(vector), [emit.vi0])
+    b.write(op.name, emit.vo0, op.attrs["token"], *linear(vector))
+
+
 TEMPLATES = {"rmsnorm": _rmsnorm, "gemv": _gemv, "add": _elementwise, "mul": _elementwise, "rope": _rope,
-             "attention_scores": _attention_scores, "attention_values": _attention_values}
+             "attention_scores": _attention_scores, "attention_values": _attention_values, "argmax": _argmax}
 # (PCUs, PMUs) of each template, for summaries; "add" takes a PMU only when its residual is on chip, "gemv" a
 # second PCU when it adds a bias unfused, and a PMU when it joins a residual add whose residual is on chip.
 UNITS = {"rmsnorm": (2, 1), "gemv": (1, 1), "add": (1, 1), "mul": (1, 0), "rope": (2, 2),
-         "attention_scores": (4, 3), "attention_values": (1, 1)}
+         "attention_scores": (3, 4), "attention_values": (1, 1), "argmax": (3, 0)}

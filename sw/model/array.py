@@ -14,12 +14,15 @@ starts (``S``), and cannot end before its latest input ends (``L``) plus its
 drain ``C - n``, so its last output leaves at ``max(S + C, L + 1 + C - n) -
 1``; its first output leaves ``C - max(n, outputs)`` cycles after ``S`` (the
 pipeline latency of a PCU, plus its first group for a per-group scalar; a
-PMU's first write pass and read latency). A systolic operand on vi2 is taken
+PMU's first write pass and read latency; and a PMU's first output no sooner
+than its first write pass's last vector arrives, its input taken to arrive
+evenly from first to last word). A systolic operand on vi2 is taken
 by the drain steps, so it bounds the start by its first word less the first
 group's firings and the end by its last word plus the pipeline. The
 kernel's estimate is the latest host output, bounded below by the
 busiest unit's own ``C``. Fabric back-pressure between units (a multicast
-held by its slowest sink, a full FIFO) is not modelled.
+held by its slowest sink, a full FIFO) is not modelled; :meth:`ArrayModel.consumers`
+tells the chip model when each host input's sinks are ready, for its AGCU credits.
 """
 
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ import numpy as np
 
 from sw.model.fabric import latency
 from sw.model.pcu import PcuModel
-from sw.model.pmu import PmuModel
+from sw.model.pmu import READ_LATENCY, PmuModel
 from sw.tile.kernel import Endpoint, Program
 
 # Cycles between the last output word offered at a host port and the end of the run as a testbench counts
@@ -210,38 +213,101 @@ class ArrayModel:
             self._wires = self._wiring()
         units, outputs = self._wires
         result = ArrayRun({}, 0)
-        steps = []
+        steps, shape = [], []
         for name, unit, feeds in units:
-            ins = {}
-            for port, source, delay in feeds:
-                data, last, first, end = streams[source]
-                ins[port] = Stream(data, last, first + delay, end + delay)
+            ins = {port: streams[source] for port, source, _ in feeds}
             sources = {port: source for port, source, _ in feeds}
             if unit.kind == "pcu":
                 outs, cycles, n_in, step, needed = self._run_pcu(unit, ins, sources)
+                filled = None
             else:
-                outs, cycles, n_in, step = self._run_pmu(unit, ins, sources)
+                outs, cycles, n_in, step, filled = self._run_pmu(unit, ins, sources)
                 needed = {}
             steps.append(step)
             # needed: port -> (steps before its first word is taken, steps up to its last) where not (0, n_in).
-            start = max(s.first - needed.get(port, (0, n_in))[0] for port, s in ins.items())
-            end = max([start + cycles] + [s.end + 1 + cycles - needed.get(port, (0, n_in))[1]
-                                          for port, s in ins.items()]) - 1
-            result.unit_cycles[name], result.unit_end[name] = cycles, end
+            shape.append((name, tuple((port, source, delay, len(ins[port].data)) for port, source, delay in feeds),
+                          cycles, n_in, needed, filled,
+                          tuple((port, len(last), wait) for port, (_, last, wait) in outs.items())))
             for port, (data, last, wait) in outs.items():
-                first = min(start + cycles - max(n_in, len(last)) + wait, end)
-                streams[(name, port)] = Stream(data, last, first, end)
+                streams[(name, port)] = Stream(data, last, 0, 0)
         lasts = {}
         for name, source, delay in outputs:
-            data, last, _, end = streams[source]
+            data, last, _, _ = streams[source]
             result.outputs[name] = (data, np.array(last, bool))
-            result.output_end[name] = end + delay
             lasts[name] = (source, np.array(last, bool))
-        path = max(result.output_end.values(), default=0) + _END_CYCLES
-        result.cycles = max([path] + list(result.unit_cycles.values()))
+        shape = (tuple(shape), tuple(outputs))
+        timing = self.timing(shape, {name: streams[(name, host.port)][2:] for name, host in prog.host_inputs.items()})
+        result.cycles, result.unit_cycles, result.unit_end, result.output_end, _ = timing
+        result.unit_cycles, result.unit_end, result.output_end = (dict(result.unit_cycles), dict(result.unit_end),
+                                                                  dict(result.output_end))
         plan = (tuple((name, prog.host_inputs[name].port) for name in prog.host_inputs), tuple(steps), lasts,
-                result.cycles, dict(result.unit_cycles), dict(result.unit_end), dict(result.output_end))
+                shape, timing)
         return result, plan
+
+    def timing(self, shape, arrivals):
+        """The cycle estimate of a run of ``shape`` (a plan's fourth item) whose host inputs arrive at ``arrivals``
+        (name -> (first, end) cycles at the host port).
+
+        Returns ``(cycles, unit_cycles, unit_end, output_end, streams)``: as :class:`ArrayRun`'s, and
+        ``streams``: (node, port) -> (first, end) cycles each stream is offered at its source port.
+        """
+        units, outputs = shape
+        prog = self.program
+        streams = {(name, prog.host_inputs[name].port): (int(f), max(int(e), int(f)))
+                   for name, (f, e) in arrivals.items()}
+        unit_cycles, unit_end, output_end = {}, {}, {}
+        for name, feeds, cycles, n_in, needed, filled, outs in units:
+            start = end = None
+            for port, source, delay, _ in feeds:
+                first, last = streams[source]
+                take_first, take_last = needed.get(port, (0, n_in))
+                s, e = first + delay - take_first, last + delay + 1 + cycles - take_last
+                start = s if start is None or s > start else start
+                end = e if end is None or e > end else end
+            end = max(start + cycles, end) - 1
+            unit_cycles[name], unit_end[name] = cycles, end
+            filled_at = start
+            if filled is not None:
+                # A PMU reads only once its first write pass has its last vector, of an input taken to arrive
+                # evenly from its first word to its last.
+                port, vector, after = filled
+                for p, source, delay, words in feeds:
+                    if p == port:
+                        first, last = streams[source]
+                        filled_at = first + delay + (last - first) * vector // max(words - 1, 1) + after
+            for port, n_out, wait in outs:
+                streams[(name, port)] = (min(max(start + cycles - max(n_in, n_out) + wait, filled_at), end), end)
+        for name, source, delay in outputs:
+            output_end[name] = streams[source][1] + delay
+        path = max(output_end.values(), default=0) + _END_CYCLES
+        return max([path] + list(unit_cycles.values())), unit_cycles, unit_end, output_end, streams
+
+    def retimed(self, plan, arrivals):
+        """``plan`` (from :meth:`run_planned`) with the timing of host inputs arriving at ``arrivals``."""
+        return plan[:4] + (self.timing(plan[3], arrivals),)
+
+    def consumers(self, plan):
+        """When the units fed by each host input are ready for its words, from everything else they take.
+
+        Returns host input name -> ``[(delay, words, t0, t1)]``, one per sink of its stream: the fabric's
+        ``delay`` to that sink, the ``words`` it takes from it, and the cycles the sink could take the first
+        and the last of them at the earliest, from its other inputs' first words and a step a cycle (None
+        when it has no other input); in between, evenly. From ``plan``'s timing. Only the start is
+        bounded so: the other inputs' ends follow from this stream's own pace through the tier.
+        """
+        units, _ = plan[3]
+        streams = plan[4][4]
+        host = {(name, port.port): name for name, port in self.program.host_inputs.items()}
+        found = {name: [] for name in self.program.host_inputs}
+        for name, feeds, cycles, n_in, needed, _, outs in units:
+            for port, source, delay, words in feeds:
+                if source not in host:
+                    continue
+                p_first, p_last = needed.get(port, (0, n_in))
+                t0 = max((streams[q_source][0] + q_delay - needed.get(q, (0, n_in))[0] + p_first
+                          for q, q_source, q_delay, _ in feeds if q != port), default=None)
+                found[host[source]].append((delay, words, t0, None if t0 is None else t0 + p_last - p_first - 1))
+        return found
 
     def replay(self, plan, data):
         """The :class:`ArrayRun` of ``plan`` (from :meth:`run_planned`) on host input ``data`` (name -> uint32 array).
@@ -249,7 +315,7 @@ class ArrayModel:
         ``data`` must have the shapes of the run that made the plan; what follows from the shapes (timing,
         ``last`` flags, checks) is the plan's, what follows from the values is computed here.
         """
-        ports, steps, lasts, cycles, unit_cycles, unit_end, output_end = plan
+        ports, steps, lasts, _, (cycles, unit_cycles, unit_end, output_end, _) = plan
         values = {(name, port): data[name] for name, port in ports}
         for step in steps:
             step(values)
@@ -318,4 +384,8 @@ class ArrayModel:
 
         def step(values):
             values[key] = run(values)[0]
-        return {"vo0": (vo0, last, 0)}, cycles, len(ins["vi0"].data), step
+        n_in = len(ins["vi0"].data)
+        # Its first read pass loads in the cycle of the first write pass's last write, its data a cycle after
+        # that pass issues (sw/model/pmu.py).
+        filled = ("vi0", min(len(cfg.write.addresses()), n_in) - 1, 1 + READ_LATENCY)
+        return {"vo0": (vo0, last, 0)}, cycles, n_in, step, filled

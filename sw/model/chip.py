@@ -13,21 +13,32 @@ Cycle estimate of a kernel, from the start pulse to the last AGCU done:
   its bandwidth and pay its latency; a stream reaches the fabric
   ``AGCU_READ_CYCLES`` after its words' responses;
 - the array model runs on those arrival times;
+- as on the RTL, an AGCU read takes a credit per request and gets it back
+  when the fabric takes the word from its response buffer, so a stream runs
+  at most ``agcu_outstanding`` words (and what the FIFOs to its sinks hold)
+  ahead of its slowest sink. Where the round-robin service breaks that, the
+  tier serves, round-robin, only the requests with a credit, the sinks'
+  readiness taken from the array model's timing (their other inputs), until
+  the two agree (:meth:`ChipModel._credited`); a stream whose consumer starts
+  late then holds its credits and leaves the tier to the others;
 - each output's last word is written back, done ``QUEUE_CYCLES + latency``
   later plus ``AGCU_WRITE_CYCLES``;
 - a read whose pattern waits for a write of the kernel (``Pattern.after``)
   reads memory after that write has stored its words, and its stream is
   offered ``AGCU_GATE_CYCLES`` after the write is done, alone on its tier
-  (with the other reads gated at that cycle): the array model then runs
-  again on its data. A write that itself needs the gated read's data would
+  (with the other reads gated at that cycle; ungated streams still held by
+  their credits then are not counted): the array model then runs again on
+  its data. A write that itself needs the gated read's data would
   never finish on the chip; the model refuses such a launch.
 """
 
 import numpy as np
 
+from facts.latency import QUEUE_CYCLES
 from hw.mem.params import TIER_NAMES
 from sw.model import memory_units
 from sw.model.array import ArrayModel
+from sw.model.loop import execute_looped
 from sw.model.memory import FlatMemory, MemoryRangeError, SparseMemory, TierModel
 from sw.errors import LaunchError
 
@@ -42,6 +53,9 @@ AGCU_WRITE_CYCLES = 3
 # beyond the start path an ungated read pays from the start pulse: none. The chip unit's gated read-back
 # (cosim/tb/test_device.py) is within 10% of the RTL with it.
 AGCU_GATE_CYCLES = 0
+# Rounds of the read-credit fixed point (ChipModel._credited) at most, and a cycle no stream waits for.
+_CREDIT_ROUNDS = 8
+_NEVER = -(1 << 62)
 
 # (memory parameters, each input's tier and words) -> arrivals: the timing is data-independent, so every
 # model in the process (fused and unfused, a sweep's points) computes a launch's arrivals once.
@@ -67,6 +81,105 @@ def _service(tier, word_bytes, streams, total):
         more = max(total, 2 * len(times))
         times.extend(model.service((AGCU_START_CYCLES + np.arange(len(times), more) // streams).tolist()))
     return times
+
+
+def _round_robin(counts):
+    """Per stream, the positions of its words in a round-robin service of streams of ``counts`` words."""
+    order = []
+    for k, c in enumerate(counts):
+        j = np.arange(c)
+        order.append(sum(np.minimum(m, j) for m in counts) + sum(((m > j) for m in counts[:k]), np.zeros(c, int)))
+    return order
+
+
+def _vector_words(words, vectors):
+    """Per vector, its last word; per word, the vector whose hand-over frees the word's buffer slot (-1: at once,
+    for a word gathered into a vector of several)."""
+    k = np.arange(vectors)
+    j = np.arange(words)
+    return np.minimum(words - 1, -(-(k + 1) * words // vectors) - 1), np.minimum(vectors - 1,
+                                                                                 (j + 1) * vectors // words - 1)
+
+
+def _credit_service(tier, word_bytes, streams, outstanding):
+    """Response cycles of AGCU read streams on one tier, each holding at most ``outstanding`` words between its
+    request and the fabric taking them (the AGCU's credits).
+
+    ``streams``: per stream ``(words, vectors, ready, held)``: ``ready`` (vectors,) the earliest cycle its sinks
+    let the fabric take each vector (``_NEVER`` where nothing holds it); ``held`` its first words already in the
+    AGCU's buffer at the start (offered to the fabric at cycle 0, no request of the tier). Each AGCU offers a request a cycle from
+    ``AGCU_START_CYCLES`` once it has a credit; the tier takes the eligible ones round-robin (the next stream
+    after the last served among those that could be accepted first) under the controller's rules
+    (:meth:`TierModel.service`). Returns per stream its words' response cycles.
+    """
+    model = TierModel(tier, word_bytes=word_bytes)
+    depth, latency, gain, cost = tier.queue_depth, tier.latency, model.gain, model.cost
+    tokens, time, last_issue, issued = cost, -1, -1, []
+    resp, state = [], []
+    for words, vectors, ready, held in streams:
+        last_word, frees = _vector_words(words, vectors)
+        # Per word j: the vector whose hand-over returns the credit word j needs (-1: none).
+        frees = [-1] * min(outstanding, words) + frees[:max(words - outstanding, 0)].tolist()
+        # Words in the buffer already reach the fabric at cycle 0: a response AGCU_READ_CYCLES before it.
+        resp.append([-AGCU_READ_CYCLES] * held)
+        state.append((words, frees, last_word.tolist(), ready.tolist(), []))
+
+    def due_after(s, offer):
+        """When stream ``s`` may offer its next word, its previous offer at ``offer``: a cycle later, and once
+        the fabric has taken the vector that frees the buffer slot of the word ``outstanding`` before it
+        (vectors leave in order, each once its last word is there)."""
+        out = resp[s]
+        words, frees, last_word, ready, popped = state[s]
+        nxt = offer + 1
+        v = frees[len(out)]
+        if v >= 0:
+            while len(popped) <= v:
+                k = len(popped)
+                at = out[last_word[k]] + AGCU_READ_CYCLES
+                if popped and popped[-1] >= at:
+                    at = popped[-1] + 1
+                if ready[k] > at:
+                    at = ready[k]
+                popped.append(at)
+            if popped[v] >= nxt:
+                nxt = popped[v] + 1
+        return nxt
+
+    live = [k for k, (words, _, _, held) in enumerate(streams) if words > held]
+    due = [due_after(k, AGCU_START_CYCLES - 1) if k in live else 0 for k in range(len(streams))]
+    rr = n = 0
+    while live:
+        soonest = min(due[k] for k in live)
+        free = issued[n - depth] if n >= depth else soonest
+        t = soonest if soonest > free else free
+        i = rr if rr < len(live) else 0
+        while due[live[i]] > t:
+            i = i + 1 if i + 1 < len(live) else 0
+        s = live[i]
+        offer = due[s]
+        issue = (offer if offer > free else free) + QUEUE_CYCLES
+        if issue <= last_issue:
+            issue = last_issue + 1
+        have = tokens
+        if tokens < cost:
+            need = -(-(cost - tokens) // gain)
+            if issue > time:
+                have = tokens + gain * min(issue - time, need)
+            if have < cost:
+                issue += -(-(cost - have) // gain)
+                have = tokens + gain * min(issue - time, need) if issue > time else tokens
+        tokens, time, last_issue = have + gain - cost, issue + 1, issue
+        issued.append(issue)
+        n += 1
+        out = resp[s]
+        out.append(issue + latency)
+        if len(out) == state[s][0]:
+            del live[i]
+            rr = i
+            continue
+        rr = i + 1
+        due[s] = due_after(s, offer)
+    return resp
 
 
 def _array_model(prog):
@@ -121,7 +234,7 @@ class ChipModel:
         self.program = program
         return len(program.words)
 
-    def execute(self, reads, writes):
+    def execute(self, reads, writes, *, held=None):
         """Run the loaded program with AGCU ``reads`` / ``writes`` (index -> Pattern, as the driver takes).
 
         Returns ``(cycles, outputs)``: the estimate and each host output's ``(data, last)``; the outputs
@@ -131,10 +244,16 @@ class ChipModel:
 
         The timing and the kernel's plan depend on the patterns' tiers and loop nests, not on their bases
         or the data: a launch of the same shapes as an earlier one replays that one's plan.
+
+        ``held`` (AGCU -> words): reads that start with that many words already in their AGCU's buffer,
+        fetched before the start pulse (a later iteration of a looped kernel, :mod:`sw.model.loop`); at most
+        ``agcu_outstanding``, ungated reads only.
         """
         if self.program is None:
             raise RuntimeError("execute before load_program")
         prog = self.program
+        if prog.iterations > 1:
+            return execute_looped(self, reads, writes)
         known = self._launches.get(id(prog))
         if known is None or known[0] is not prog:
             known = self._launches[id(prog)] = (prog, [self.agcu_at(p.side, p.col) for p in prog.host_inputs.values()],
@@ -143,7 +262,7 @@ class ChipModel:
         if all(k in reads for k in ins) and all(k in writes for k in outs):
             read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
             key = (tuple((p.tier, p.nest, p.bf16, p.after) for p in read_pats),
-                   tuple((p.tier, p.nest) for p in write_pats))
+                   tuple((p.tier, p.nest) for p in write_pats), tuple(sorted((held or {}).items())))
             plan = plans.get(key)
             if plan is None:
                 plan = _PLANS.get((self.mem_params, id(prog), key))
@@ -155,7 +274,7 @@ class ChipModel:
                 done = self._replay(plan, read_pats, write_pats)
                 if done is not None:
                     return done
-            cycles, outputs, plan = self._execute(reads, writes)
+            cycles, outputs, plan = self._execute(reads, writes, held)
             if plan is not None:
                 if len(plans) >= 1024:
                     plans.clear()
@@ -163,9 +282,9 @@ class ChipModel:
                     _PLANS.clear()
                 plans[key] = _PLANS[(self.mem_params, id(prog), key)] = plan
             return cycles, outputs
-        return self._execute(reads, writes)[:2]
+        return self._execute(reads, writes, held)[:2]
 
-    def _execute(self, reads, writes):
+    def _execute(self, reads, writes, held=None):
         """:meth:`execute` step by step; returns ``(cycles, outputs, plan)``, the plan None where none can be made
         (a word outside its tier, a tier not kept in one array)."""
         prog, P, lanes = self.program, self.mem_params, self.array_params.lanes
@@ -186,17 +305,20 @@ class ChipModel:
                                                                  pat.nest, data, word_bytes=wb), pat)
 
         gated = self._gates(prog, reads, writes)
+        buffered = {}
         for name, port in prog.host_inputs.items():
             k, pat = self._pattern(reads, "input", name, port)
             read(name, k, pat)
             if name not in gated:
                 words_of[name] = (pat.tier, pat.words)
-        shape = tuple(sorted(words_of.items()))
+                if held and held.get(k):
+                    buffered[name] = min(int(held[k]), pat.words, P.agcu_outstanding)
+        shape = (tuple(sorted(words_of.items())), tuple(sorted(buffered.items())))
         arrivals = self._known.get(shape)
         if arrivals is None:
             key = (P, shape)
             if key not in _ARRIVALS:
-                _ARRIVALS[key] = self._arrivals(words_of)
+                _ARRIVALS[key] = self._arrivals(words_of, buffered)
             arrivals = self._known[shape] = _ARRIVALS[key]
         arrivals = dict(arrivals)
         if gated:
@@ -215,6 +337,11 @@ class ChipModel:
         run, array_plan = array.run_planned(inputs, arrivals=arrivals)
         if gated:
             self._check_gates(gated, first, run)
+        array_plan = self._credited(array, array_plan, inputs, words_of, arrivals, gated, buffered)
+        timing = array_plan[4]
+        arrivals = {name: timing[4][(name, port.port)] for name, port in prog.host_inputs.items()}
+        run.cycles, run.unit_cycles, run.unit_end, run.output_end = \
+            timing[0], dict(timing[1]), dict(timing[2]), dict(timing[3])
         end = max((e for _, e in arrivals.values()), default=0)
         for name, port in prog.host_outputs.items():
             k, pat = self._pattern(writes, "output", name, port)
@@ -235,6 +362,86 @@ class ChipModel:
         """``arrivals`` with each end no sooner than one vector a cycle allows (a bf16 word makes two)."""
         return {n: (first, max(end, first + len(inputs[n][0]) - 1)) for n, (first, end) in arrivals.items()}
 
+    def _credited(self, array, plan, inputs, words_of, arrivals, gated, buffered=None):
+        """``plan`` retimed for the AGCUs' read credits: a read stream holds at most ``agcu_outstanding`` words
+        between its request and the fabric taking them, and the fabric takes them only as fast as its sinks (and
+        the FIFOs on the way) let it, so a stream whose consumer starts late stops and leaves its tier to the
+        others. A fixed point of the array's timing and the tiers' service; ``plan`` itself where no stream
+        runs into its credits. ``arrivals``: each input's (first, end) in ``plan``; ``buffered``: input name ->
+        words in its AGCU's buffer at the start (:meth:`execute`'s ``held``), whose tier is always served with
+        credits.
+        """
+        buffered = buffered or {}
+        P, A = self.mem_params, self.array_params
+        tiers = {}
+        for name, (tier, words) in words_of.items():
+            tiers.setdefault(tier, []).append(name)
+        # Tiers served with credits, and per tier the sinks' readiness its last service had and what it gave.
+        credited, seen, last = set(), set(), {}
+        for _ in range(_CREDIT_ROUNDS):
+            ready = {}
+            for name, sinks in array.consumers(plan).items():
+                if name not in words_of:
+                    continue
+                vectors = len(inputs[name][0])
+                at = np.full(vectors, _NEVER, np.int64)
+                for delay, words, t0, t1 in sinks:
+                    if t0 is None:
+                        continue
+                    # Vector k enters the fabric once the sink takes vector k - slack: the FIFOs hold the rest.
+                    i = np.arange(vectors) - (A.switch_fifo_depth * delay + A.unit_fifo_depth)
+                    take = t0 + np.floor_divide((t1 - t0) * np.maximum(i, 0), max(words - 1, 1))
+                    at = np.maximum(at, np.where(i >= 0, take - delay + 1, _NEVER))
+                ready[name] = at
+            served = dict(arrivals)
+            for tier, names in tiers.items():
+                if tier not in credited and not any(n in buffered for n in names) and \
+                        not any(self._runs_into_credits(tier, names, words_of, ready, inputs)):
+                    continue
+                credited.add(tier)
+                held = b"".join(ready[n].tobytes() for n in names)
+                if held != last.get(tier, (None,))[0]:
+                    streams = [(words_of[n][1], len(inputs[n][0]), ready[n], buffered.get(n, 0)) for n in names]
+                    resp = _credit_service(P.tiers[tier], P.word_bytes, streams, P.agcu_outstanding)
+                    last[tier] = held, {n: (r[0] + AGCU_READ_CYCLES, r[-1] + AGCU_READ_CYCLES)
+                                        for n, r in zip(names, resp)}
+                served.update(last[tier][1])
+            served = self._per_vector(served, inputs)
+            if gated:
+                # The writes gated reads wait for do not need them (_check_gates): time those writes first.
+                ends = array.timing(plan[3], served)[3]
+                served.update(self._per_vector(self._gated_arrivals(gated, ends), inputs))
+            if served == arrivals:
+                return plan
+            arrivals = served
+            key = tuple(sorted(arrivals.items()))
+            plan = array.retimed(plan, arrivals)
+            if key in seen:
+                return plan
+            seen.add(key)
+        return plan
+
+    def _runs_into_credits(self, tier, names, words_of, ready, inputs):
+        """Per stream of ``names`` on ``tier``, served round-robin without credits: whether it would ask for a
+        word before the fabric has taken the one ``agcu_outstanding`` earlier (``ready`` as in :meth:`_credited`)."""
+        P = self.mem_params
+        counts = [words_of[n][1] for n in names]
+        times = np.asarray(_service(P.tiers[tier], P.word_bytes, len(names), sum(counts))[:sum(counts)])
+        D, latency = P.agcu_outstanding, P.tiers[tier].latency
+        for n, order in zip(names, _round_robin(counts)):
+            words = len(order)
+            if words <= D:
+                yield False
+                continue
+            resp = times[order]
+            last_word, frees = _vector_words(words, len(inputs[n][0]))
+            x = np.maximum(resp[last_word] + AGCU_READ_CYCLES, ready[n])
+            k = np.arange(len(x))
+            popped = np.maximum.accumulate(x - k) + k
+            v = frees[:words - D]
+            credit = np.where(v >= 0, popped[np.maximum(v, 0)] + 1, _NEVER)
+            yield bool(np.any(credit > resp[D:] - latency - QUEUE_CYCLES))
+
     def _gates(self, prog, reads, writes):
         """Host input name -> (AGCU, pattern, host output it waits for, that write's tier latency) of each read
         whose pattern has ``after``.
@@ -252,6 +459,10 @@ class ChipModel:
                 side, col = self.agcus[k]
                 raise LaunchError(f"AGCU {k} ({side}{col}) read waits for AGCU {pat.after}'s write, which this "
                                   f"kernel does not run: the read would never start")
+            if pat.lag or writes[pat.after].iterations > 1:
+                raise LaunchError(f"AGCU {k} read gated per iteration (lag {pat.lag}, on AGCU {pat.after}'s write "
+                                  f"of {writes[pat.after].iterations} top-level iterations): the fast model gates "
+                                  f"on a whole write only")
             gated[name] = (k, pat, outputs[pat.after], self.mem_params.tiers[writes[pat.after].tier].latency)
         return gated
 
@@ -366,20 +577,26 @@ class ChipModel:
             raise LaunchError(f"host {what} {name!r} at {port.side}{port.col} (AGCU {k}) has no {direction} pattern")
         return k, patterns[k]
 
-    def _arrivals(self, words_of):
-        """(first, end) fabric arrival cycles of each input, streams on one tier served round-robin."""
+    def _arrivals(self, words_of, buffered=None):
+        """(first, end) fabric arrival cycles of each input, streams on one tier served round-robin; ``buffered``
+        (name -> words): words a stream has in its AGCU's buffer at the start, there at once."""
+        buffered = buffered or {}
         arrivals = {}
+        at_once = 0
         for tier_index in TIER_NAMES:
-            names = [n for n, (t, _) in words_of.items() if t == tier_index]
+            names = [n for n, (t, w) in words_of.items() if t == tier_index and w > buffered.get(n, 0)]
+            for n, (t, w) in words_of.items():
+                if t == tier_index and n not in names:
+                    arrivals[n] = (at_once, at_once)
             if not names:
                 continue
-            counts = [words_of[n][1] for n in names]
+            counts = [words_of[n][1] - buffered.get(n, 0) for n in names]
             times = _service(self.mem_params.tiers[tier_index], self.mem_params.word_bytes, len(names), sum(counts))
             for k, n in enumerate(names):
                 # Round r serves, in name order, every stream with more than r words: a stream's first word
                 # is its rank in round 0, its last the words of all earlier rounds plus its rank in round c - 1.
                 c = counts[k]
                 last = sum(min(m, c - 1) for m in counts) + sum(1 for m in counts[:k] if m >= c)
-                arrivals[n] = (times[k] + AGCU_READ_CYCLES, times[last] + AGCU_READ_CYCLES)
+                first = at_once if buffered.get(n) else times[k] + AGCU_READ_CYCLES
+                arrivals[n] = (first, times[last] + AGCU_READ_CYCLES)
         return arrivals
-

@@ -97,7 +97,7 @@ class _Plan:
     """What a run decides from its stream lengths and ``last`` flags alone (see :meth:`PcuModel.plan`)."""
 
     __slots__ = ("n", "last", "group", "groups", "layout", "starts", "sizes", "cycles", "vo_last", "so_last",
-                 "zero", "wait")
+                 "zero", "wait", "rows")
 
 
 class PcuModel:
@@ -175,17 +175,10 @@ class PcuModel:
         plan.group, plan.groups = _group_ids(last)
         groups, lanes = plan.groups, self.params.lanes
         plan.layout = _group_layout(plan.group, groups) if groups else None
+        # The run ends with its slowest output: vo0's register or the scalar post unit.
+        tail_end = max(_VO_CYCLES if cfg.vo else 0, self.post_latency if cfg.so != "none" else 0)
         if cfg.systolic:
-            rows = cfg.systolic_rows
-            if cfg.systolic_operand and len(lasts[2]) != groups * rows:
-                raise ValueError(f"vi2 is a systolic operand, one vector per drained row: {groups} groups x {rows} "
-                                 f"rows = {groups * rows} needed, {len(lasts[2])} given")
-            plan.vo_last = np.array(lasts[2], bool) if cfg.systolic_operand else \
-                np.tile(np.arange(rows) == rows - 1, groups)
-            plan.so_last = np.zeros(0, bool)
-            plan.cycles = n + groups * rows + self.latency + _VO_CYCLES
-            plan.wait = 0
-            return plan
+            return self._plan_systolic(plan, lasts, tail_end)
         for k, mode in enumerate((cfg.s0, cfg.s1)):
             given = si_sizes.get(k, 0)
             if mode == "per_firing" and given != n:
@@ -199,12 +192,44 @@ class PcuModel:
             plan.sizes = np.bincount(plan.group, minlength=groups)
         plan.vo_last = last if cfg.vo else np.zeros(0, bool)
         plan.so_last = np.zeros(0, bool) if cfg.so == "none" else last if cfg.so == "every" else np.ones(groups, bool)
-        # The run ends with its slowest output: vo0's register or the scalar post unit.
-        tail_end = max(_VO_CYCLES if cfg.vo else 0, self.post_latency if cfg.so != "none" else 0)
         plan.cycles = n + self.latency + tail_end
         # A group's scalar leaves after the group's last firing.
         ends = np.flatnonzero(last)
         plan.wait = int(ends[0]) if cfg.so == "group" and len(ends) else 0
+        return plan
+
+    def _plan_systolic(self, plan, lasts, tail_end):
+        """The systolic part of :meth:`plan`: the drained rows are what the stages, vo0 and so0 see."""
+        cfg, n, groups, rows = self.config, plan.n, plan.groups, self.config.systolic_rows
+        drained = groups * rows
+        if cfg.systolic_operand and len(lasts[2]) != drained:
+            raise ValueError(f"vi2 is a systolic operand, one vector per drained row: {groups} groups x {rows} "
+                             f"rows = {drained} needed, {len(lasts[2])} given")
+        # The drained rows' `last` flags: the operand's, else each tile's last row. Kept also without vo0,
+        # because they time the operand's drain steps.
+        row_last = np.array(lasts[2], bool) if cfg.systolic_operand else np.tile(np.arange(rows) == rows - 1, groups)
+        if cfg.so == "group" and drained and not row_last[-1]:
+            raise ValueError("the last vector of input 2 (the systolic operand) has no `last` flag: the final "
+                             "group of drained rows would never reach so0")
+        plan.vo_last = row_last
+        plan.so_last = np.zeros(0, bool) if cfg.so == "none" else row_last if cfg.so == "every" else \
+            np.ones(int(row_last.sum()), bool)
+        plan.cycles = n + drained + self.latency + tail_end
+        plan.wait = 0
+        if cfg.so == "group":
+            r = plan.rows = _Plan()
+            r.group, r.groups = _group_ids(row_last)
+            if r.groups:
+                r.layout = _group_layout(r.group, r.groups)
+                r.starts = np.searchsorted(r.group, np.arange(r.groups))
+                r.sizes = np.bincount(r.group, minlength=r.groups)
+        if cfg.so != "none" and drained:
+            # Drained row i (tile t = i // rows) enters the pipeline after the firings of tiles 0..t and the
+            # i drain steps before it. The first scalar comes from row 0 (every) or the first row with `last`
+            # (group); wait places it there given how ArrayModel times a port (C - max(n, outputs) after start).
+            first = int(np.flatnonzero(row_last)[0]) if cfg.so == "group" else 0
+            fired = int(np.flatnonzero(plan.last)[first // rows]) + 1
+            plan.wait = fired + first - (n + drained - max(n, len(plan.so_last)))
         return plan
 
     def plan_for(self, lasts, si_sizes=None):
@@ -223,7 +248,8 @@ class PcuModel:
         """(vo (n, lanes), so (m,)) of a run with ``plan``: ``vi`` maps input index -> data, ``si`` -> scalars."""
         cfg, n, lanes = self.config, plan.n, self.params.lanes
         if cfg.systolic:
-            return self._systolic(plan, vi), np.zeros(0, np.uint32)
+            out = self._systolic(plan, vi)
+            return out if cfg.vo else out[:0], self._scalar_out(plan.rows if cfg.so == "group" else None, out)
         zero = plan.zero
         regs = [np.asarray(vi[k], dtype=np.uint32).reshape(n, lanes) if k in cfg.inputs else zero
                 for k in range(3)] + [zero]
@@ -236,13 +262,17 @@ class PcuModel:
             scal.append(values[:, None] if mode == "per_firing" else values[plan.group][:, None])
         out = self._stages(regs, scal[0], scal[1])
         vo = out if cfg.vo else np.zeros((0, lanes), np.uint32)
-        so = np.zeros(0, np.uint32)
-        if cfg.so != "none":
-            reduced = reduce_lanes(cfg.reduce, out)
-            if cfg.so == "group":
-                reduced = self._fold(reduced, plan.group, plan.groups, plan)
-            so = np.asarray(scalar_post(cfg, reduced), np.uint32)
-        return vo, so
+        return vo, self._scalar_out(plan, out)
+
+    def _scalar_out(self, groups, out):
+        """so0 from the results ``out`` (n, lanes); ``groups`` has the groups' ids and layout for ``so = group``."""
+        cfg = self.config
+        if cfg.so == "none":
+            return np.zeros(0, np.uint32)
+        reduced = reduce_lanes(cfg.reduce, out)
+        if cfg.so == "group":
+            reduced = self._fold(reduced, groups.group, groups.groups, groups)
+        return np.asarray(scalar_post(cfg, reduced), np.uint32)
 
     def run(self, vi, si=None):
         """Run the configuration.
@@ -261,7 +291,8 @@ class PcuModel:
                  if mode != "none"}
         plan = self.plan({k: vi[k][1] for k in vi}, sizes)
         vo, so = self.apply(plan, {k: vi[k][0] for k in vi}, si)
-        return PcuResult(vo, np.asarray(plan.vo_last, bool).copy(), so, plan.so_last.copy(), plan.n, plan.cycles)
+        vo_last = np.array(plan.vo_last, bool) if self.config.vo else np.zeros(0, bool)
+        return PcuResult(vo, vo_last, so, plan.so_last.copy(), plan.n, plan.cycles)
 
     def _fold(self, reduced, group, groups, plan=None):
         """Fold each group's reductions in arrival order, as the end stage does; ``plan`` has the groups' layout."""

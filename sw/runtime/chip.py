@@ -44,8 +44,13 @@ class Pattern:
     ``last_level`` marks and always on the final one. ``bf16`` (reads) widens
     each word's bf16 values to fp32 lanes: two words of vectors per memory word.
     ``after`` (reads): the index of the AGCU whose write, in the same kernel, the
-    read waits for before its first request (so it reads what that write stored);
-    None to start at once.
+    read waits for (so it reads what that write stored); None to start at once.
+    ``lag`` (reads with ``after``, 0 or 1): the read's top-level iteration ``i``
+    (the nest's outermost level, :meth:`iterations` of them) starts once the
+    write has completed, every word acknowledged, its top-level iterations
+    ``0 .. i - lag`` (none when ``i - lag < 0``), or all of them. Lag 0 with an
+    unlooped write is a wait for the whole write; lag 1 carries a value from
+    one iteration of a looped kernel to the next (see ``hw.mem.agcu.Agcu``).
     """
 
     tier: int
@@ -53,6 +58,7 @@ class Pattern:
     nest: LoopNest
     bf16: bool = False
     after: int | None = None
+    lag: int = 0
 
     def __post_init__(self):
         if not isinstance(self.nest, LoopNest):
@@ -61,6 +67,10 @@ class Pattern:
         if self.after is not None and (not isinstance(self.after, int) or isinstance(self.after, bool)
                                        or not 0 <= self.after < PEERS):
             raise ValueError(f"pattern.after must be None or an AGCU index in [0, {PEERS}), not {self.after!r}")
+        if self.lag not in (0, 1) or isinstance(self.lag, bool):
+            raise ValueError(f"pattern.lag must be 0 or 1, not {self.lag!r}")
+        if self.lag and self.after is None:
+            raise ValueError("pattern.lag 1 needs pattern.after: the lag counts a write's iterations")
 
     @classmethod
     def linear(cls, tier, base, words, **kwargs):
@@ -71,12 +81,39 @@ class Pattern:
     def words(self):
         return self.nest.count
 
+    @property
+    def iterations(self):
+        """Iterations of the outermost level (``LEVELS - 1``): what a gate (``after``, ``lag``) counts."""
+        return self.nest.padded()[0][-1]
+
     def fields(self, word_bytes):
         """The AGCU's ``transfer_layout`` record as a dict."""
         bounds, strides = self.nest.padded()
         return dict(tier=self.tier, base=self.base + self.nest.offset * word_bytes,
                     last_every=agcu_last_every(self.nest.last_level), bf16=int(self.bf16),
-                    counts=list(bounds), strides=list(strides), after=0 if self.after is None else self.after + 1)
+                    counts=list(bounds), strides=list(strides), after=0 if self.after is None else self.after + 1,
+                    lag=self.lag)
+
+
+def gate_wait(read, read_words, write, write_words):
+    """What a gated read that is not done waits for, for a stall report ("" when its gate is open).
+
+    ``read_words`` / ``write_words``: the words each direction's status counts (``words``). A read
+    requests an iteration's words only when its gate allows and the tier answers in order, so a read held
+    by its gate has all words of its earlier iterations: it waits to begin iteration ``read_words //
+    words per iteration``; the write has completed ``write_words // words per iteration`` of its own.
+    """
+    if not read.words or not write.words:
+        return ""
+    i = read_words // (read.words // read.iterations)
+    need = i - read.lag
+    complete = write_words // (write.words // write.iterations)
+    if i >= read.iterations or need < 0 or complete > need:
+        return ""
+    if read.iterations == write.iterations == 1:
+        return f", waiting for AGCU {read.after}'s write"
+    return (f", waiting for AGCU {read.after}'s write to complete iteration {need} ({complete} of "
+            f"{write.iterations} complete) before iteration {i} of {read.iterations}")
 
 
 def stream_pattern(tier, base, last, *, lanes, word_bytes):
@@ -212,13 +249,16 @@ class ChipDriver:
     async def _progress(self, reads, writes):
         """Where each enabled AGCU direction stands: for a stall report."""
         parts = []
+        status = {(k, d): unpack(self.direction_status, await self.read(f"agcu{k}_{d}_status"))
+                  for d, patterns in (("read", reads), ("write", writes)) for k in patterns}
         for direction, patterns in (("read", reads), ("write", writes)):
             for k, pattern in patterns.items():
-                s = unpack(self.direction_status, await self.read(f"agcu{k}_{direction}_status"))
+                s = status[(k, direction)]
                 side, col = self.agcus[k]
                 state = "done" if s["done"] else f"{s['words']}/{pattern.words} words"
-                if not s["done"] and direction == "read" and pattern.after is not None:
-                    state += f", waiting for AGCU {pattern.after}'s write"
+                if not s["done"] and direction == "read" and pattern.after in writes:
+                    state += gate_wait(pattern, s["words"], writes[pattern.after],
+                                       status[(pattern.after, "write")]["words"])
                 parts.append(f"AGCU {k} ({side}{col}) {direction} {state}")
         return "; ".join(parts)
 
@@ -312,8 +352,9 @@ class ChipDriver:
                 total = patterns[k].pattern.words if k in patterns else None
                 state = "done" if s["done"] else f"{s['words']}{of(total)} words"
                 after = patterns[k].pattern.after if k in patterns else None
-                if not s["done"] and after is not None:
-                    state += f", waiting for AGCU {after}'s write"
+                if not s["done"] and after is not None and after in entry.writes:
+                    w = unpack(self.direction_status, await self.read(f"agcu{after}_write_status"))
+                    state += gate_wait(patterns[k].pattern, s["words"], entry.writes[after].pattern, w["words"])
                 parts.append(f"AGCU {k} ({self.agcus[k][0]}{self.agcus[k][1]}) {direction} {state}")
             return "; ".join(parts)
         if status["phase"] == Phase.PROGRAM:

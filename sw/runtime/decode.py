@@ -120,15 +120,21 @@ class Session:
             r = mm[name]
             await self.device.write(r.tier, r.offset, np.zeros(r.nbytes // 4, np.uint32))
 
-    async def step(self, token, pos):
+    async def step(self, token, pos, *, greedy=False):
         """One decode step; returns (logits float32, cost dict).
 
         The cost's ``hbm_read`` .. ``ddr_written`` are bytes the tier
         controllers counted during the step (kernels, Program Loads, the
-        launch list's fetch), not the compiled stream sizes.
+        launch list's fetch), not the compiled stream sizes. With ``greedy``
+        and a program whose ``argmax`` op picks the token on chip, the host
+        reads that one memory word (``cost["chip_token"]``: the token) and the
+        logits only for the step's digest, which the chip does not pay for;
+        otherwise (sampling, or logits with a NaN or ``+inf`` the chip cannot
+        order: ``chip_token`` None) it reads every logit over the host link.
         """
         c, t = self.compiled, self.target
         wb = t.memory.word_bytes
+        link = float(t.memory.host_bytes_per_cycle)
         tp, launches = c.bucket(pos)
         if self.stats is None:
             self.stats = await self.device.tier_stats()
@@ -143,10 +149,21 @@ class Session:
             cost[f"{tier}_read"] = wb * (after[tier]["reads"] - self.stats[tier]["reads"])
             cost[f"{tier}_written"] = wb * (after[tier]["writes"] - self.stats[tier]["writes"])
         self.stats = after
+        cost["chip_token"] = None
+        if greedy and c.token:
+            r = c.memory_map[c.token]
+            word = (await self.device.read(r.tier, r.offset, wb // 4))[:1].view(np.float32)[0]
+            cost["host_io_cycles"] = wb / link
+            self._record("host", "token read-back", cost["host_io_cycles"], pos=pos)
+            index = -float(word)
+            if np.isfinite(index) and index == int(index) and 0 <= index < c.shape.vocab_size:
+                cost["chip_token"] = int(index)
         r = c.memory_map[c.logits]
         raw = await self.device.read(r.tier, r.offset, c.shape.vocab_size)
-        cost["host_io_cycles"] = 4 * c.shape.vocab_size / float(t.memory.host_bytes_per_cycle)
-        self._record("host", "logits read-back", cost["host_io_cycles"], pos=pos)
+        if cost["chip_token"] is None:
+            read_back = 4 * c.shape.vocab_size / link
+            cost["host_io_cycles"] += read_back
+            self._record("host", "logits read-back", read_back, pos=pos)
         cost["cycles"] = (cost["kernel_cycles"] + cost["program_load_cycles"] + cost["launch_cycles"]
                           + cost["host_io_cycles"])
         cost["tp"] = tp
@@ -295,7 +312,8 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     costs, all_logits, generated = [], [], []
     token = prompt_ids[0]
     for pos in range(total):
-        logits, cost = await session.step(token, pos)
+        logits, cost = await session.step(token, pos, greedy=temperature <= 0)
+        chosen = cost.pop("chip_token")
         cost["kernels_count"] = cost.pop("kernels")
         costs.append(cost)
         digest.update(logits.tobytes())
@@ -308,7 +326,7 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
             continue
         if max_new_tokens == 0:
             break
-        token = sample(logits, temperature=temperature, top_k=top_k, rng=rng)
+        token = chosen if chosen is not None else sample(logits, temperature=temperature, top_k=top_k, rng=rng)
         generated.append(token)
         if len(generated) == max_new_tokens or (stop_at_eos and token == eos):
             break

@@ -35,7 +35,8 @@ class ListDirection:
     def at(self, token, pos):
         """The pattern of the step for ``token`` at ``pos``."""
         p = self.pattern
-        return Pattern(p.tier, p.base + token * self.token_stride + pos * self.pos_stride, p.nest, p.bf16, p.after)
+        return Pattern(p.tier, p.base + token * self.token_stride + pos * self.pos_stride, p.nest, p.bf16, p.after,
+                       p.lag)
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,9 @@ def _transfer_pattern(layout, value):
         if shape.signed:
             levels[name] = [_signed(v, shape.width) for v in levels[name]]
     nest = LoopNest(levels["counts"], levels["strides"], last_level=agcu_last_level(fields["last_every"]))
-    return Pattern(fields["tier"], fields["base"], nest, bool(fields["bf16"]),
-                   fields["after"] - 1 if fields["after"] else None)
+    after = fields["after"] - 1 if fields["after"] else None
+    lag = fields["lag"] if after is not None else 0         # an ungated read ignores its lag
+    return Pattern(fields["tier"], fields["base"], nest, bool(fields["bf16"]), after, lag)
 
 
 def decode(words, mem_params, n_agcus):

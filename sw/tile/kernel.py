@@ -147,6 +147,10 @@ class Program:
         Name -> :class:`MemoryPort` (its ``top`` is the array port it uses).
     tail_ops, post_ops : dict
         PCU position -> TailOp functions the array was built with.
+    iterations : int
+        Passes of an outer loop (a looped kernel, :mod:`sw.compiler.loop`): its PMU pass counts and AGCU
+        patterns already hold them, so the RTL needs nothing more; the fast model runs the loop's body, the
+        program with each PMU's passes divided by it, once per pass.
     """
 
     params: ArrayParams
@@ -159,6 +163,7 @@ class Program:
     tail_ops: dict[tuple[int, int], tuple[TailOp, ...]]
     post_ops: dict[tuple[int, int], tuple[TailOp, ...]]
     endpoints: dict[str, tuple[int, int]] = field(default_factory=dict)
+    iterations: int = 1
 
     def mesh_position(self, endpoint):
         """(mesh_row, col, port) of an endpoint of this program."""

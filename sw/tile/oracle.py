@@ -223,7 +223,9 @@ def pcu(params, config, vi, si=None, census=None):
     config : PcuConfig
     vi : dict
         Input index -> (data (n, lanes) uint32, last (n,) bool); a systolic
-        operand (vi2) has one vector per drained row instead.
+        operand (vi2) has one vector per drained row instead. In systolic
+        mode vo0 and so0 see the drained rows, with the operand's ``last``
+        flags (else each tile's last row marked).
     si : dict, optional
         Input index -> uint32 scalars (one per firing or one per group).
     census : Census, optional
@@ -272,20 +274,20 @@ def pcu(params, config, vi, si=None, census=None):
         zero = np.zeros((groups * rows, lanes), np.uint32)
         # A systolic operand: vi2's vectors, one per drained row in drain order, in r1.
         operand = np.asarray(vi[2][0], np.uint32).reshape(groups * rows, lanes) if cfg.systolic_operand else zero
-        vo = stages([drained.reshape(-1, lanes), operand, zero, zero], np.uint32(0), np.uint32(0))
-        # The outputs take the operand's last flags, else each tile's last row is marked.
-        vo_last = np.asarray(vi[2][1], bool) if cfg.systolic_operand else np.tile(np.arange(rows) == rows - 1, groups)
-        return {"vo": vo, "vo_last": vo_last, "so": empty[0],
-                "so_last": empty[1], "violations": violations}
-
-    zero = np.zeros((n, lanes), np.uint32)
-    regs = [np.asarray(vi[k][0], np.uint32).reshape(n, lanes) if k in cfg.inputs else zero for k in range(3)]
-    scalars = []
-    for k, mode in enumerate((cfg.s0, cfg.s1)):
-        values = np.asarray(si.get(k, []), np.uint32)
-        scalars.append(values[:, None] if mode == "per_firing" else values[group][:, None]
-                       if mode == "per_group" else np.uint32(0))
-    out = stages(regs + [zero], *scalars)
+        out = stages([drained.reshape(-1, lanes), operand, zero, zero], np.uint32(0), np.uint32(0))
+        # The drained rows take the operand's last flags, else each tile's last row is marked; so0 reduces
+        # the drained rows and folds them over these groups.
+        last = np.asarray(vi[2][1], bool) if cfg.systolic_operand else np.tile(np.arange(rows) == rows - 1, groups)
+        group, groups = groups_of(last)
+    else:
+        zero = np.zeros((n, lanes), np.uint32)
+        regs = [np.asarray(vi[k][0], np.uint32).reshape(n, lanes) if k in cfg.inputs else zero for k in range(3)]
+        scalars = []
+        for k, mode in enumerate((cfg.s0, cfg.s1)):
+            values = np.asarray(si.get(k, []), np.uint32)
+            scalars.append(values[:, None] if mode == "per_firing" else values[group][:, None]
+                           if mode == "per_group" else np.uint32(0))
+        out = stages(regs + [zero], *scalars)
     result = {"vo": out if cfg.vo else np.zeros((0, lanes), np.uint32),
               "vo_last": last if cfg.vo else np.zeros(0, bool), "so": empty[0], "so_last": empty[1],
               "violations": violations}

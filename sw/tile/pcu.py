@@ -66,7 +66,9 @@ class PcuConfig:
         Emit the result of every firing on vo0.
     so : str
         ``none``, ``every`` (each firing's reduction) or ``group`` (folded
-        over a group).
+        over a group). In systolic mode the reduced things are the drained
+        rows and a group ends at a drained row whose ``last`` is set (vi2's
+        flag with a systolic operand, else each tile's last row).
     so_scale, so_bias : float
         so0 = so_func(reduction * so_scale + so_bias).
     so_func : str
@@ -162,8 +164,9 @@ class PcuConfig:
                 fail("group_src", "in systolic mode a group (a tile) ends with vi0's or vi1's last, not vi2's")
             if not 1 <= self.systolic_rows <= params.stages:
                 fail("systolic_rows", f"must be in 1..{params.stages}, not {self.systolic_rows}")
-            if self.so != "none" or self.s0 != "none" or self.s1 != "none":
-                fail("systolic", "systolic mode uses no scalar inputs or outputs")
+            if self.s0 != "none" or self.s1 != "none":
+                fail("systolic", "systolic mode uses no scalar inputs (its drained rows may still be reduced "
+                                 "to so0)")
         elif self.systolic_rows:
             fail("systolic_rows", "only meaningful in systolic mode")
 

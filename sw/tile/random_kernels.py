@@ -58,7 +58,7 @@ BINS = {
     "so_func": POSTS,
     "scalar_out": ("every/sum", "every/max", "group/sum", "group/max"),
     "scalar_in": ("s0/per_firing", "s0/per_group", "s1/per_firing", "s1/per_group"),
-    "mode": ("simd", "systolic/1", "systolic/full", "systolic/group_src=0", "systolic/operand"),
+    "mode": ("simd", "systolic/1", "systolic/full", "systolic/group_src=0", "systolic/operand", "systolic/reduce"),
     "pmu_read": ("ROW", "COLUMN", "BROADCAST"),
     "pmu_buffers": (1, 2, 3, 4),
     "pmu_pattern": ("reads_per_fill>1", "two-level", "bounded passes", "last per row", "negative stride",
@@ -209,6 +209,12 @@ def pcu_kernel(seed, params=PARAMS["small"]):
         cfg = dataclasses.replace(cfg, inputs=(0, 1, 2), systolic_operand=True)
         rows = groups * cfg.systolic_rows
         vi[2] = (values(extra, (rows, params.lanes), weights), _last(extra, rows))
+    # Half the systolic kernels reduce their drained rows to so0, from a third stream for the same reason.
+    more = np.random.default_rng([seed, 4])
+    if cfg.systolic and more.random() < 0.5:
+        cfg = dataclasses.replace(cfg, so=str(more.choice(["every", "group"])), reduce=str(more.choice(["sum", "max"])),
+                                  vo=bool(more.random() < 0.7), so_scale=_post_float(more),
+                                  so_bias=_post_float(more), so_func=str(more.choice(POSTS)))
     si = {k: values(rng, (n if mode == "per_firing" else groups,), weights)
           for k, mode in enumerate((cfg.s0, cfg.s1)) if mode != "none"}
     return PcuKernel(seed, params, cfg, vi, si, weights)
@@ -551,6 +557,8 @@ class Coverage:
                 self.add("mode", "systolic/group_src=0")
             if cfg.systolic_operand:
                 self.add("mode", "systolic/operand")
+            if cfg.so != "none":
+                self.add("mode", "systolic/reduce")
         else:
             self.add("mode", "simd")
         for st in cfg.stages:

@@ -1,0 +1,112 @@
+"""The fast model of a looped kernel (:mod:`sw.compiler.loop`): its body once per iteration.
+
+A looped program (``Program.iterations`` = n > 1) runs every PMU's passes n times and walks n times the
+outermost level of every AGCU pattern. What it computes is its body's (the program with each PMU's passes
+divided by n) run n times in order, iteration i on the i-th outer pass of each pattern: a read that waits for
+the previous iteration's write (``lag`` 1) finds it stored, since iteration i - 1 ran before; one that waits
+for this iteration's write (lag 0) is gated inside the body's run, as any gated read of a kernel.
+
+Timing: iteration 0 costs its body's cycles. Each later iteration starts when the previous one ends, its last
+write (the value its lag-1 reads wait for) done; by then each read no write gates has up to the AGCU's
+``agcu_outstanding`` words of the new iteration in its buffer (credits the previous iteration's consumers gave
+back), fetched in the previous iteration's idle tier cycles as far as those suffice (:func:`_prefetched`), and
+the body's run is timed with those words already there (``ChipModel.execute``'s ``held``).
+"""
+
+from dataclasses import replace
+
+import numpy as np
+
+from facts.loopnest import LEVELS
+from hw.mem.params import TIER_NAMES
+from sw.errors import LaunchError
+from sw.loopnest import LoopNest
+from sw.model.memory import TierModel
+
+_BODIES = {}
+
+
+def body_program(program):
+    """``program`` with each PMU's passes divided by its ``iterations``: one pass of the loop (cached)."""
+    known = _BODIES.get(id(program))
+    if known is not None and known[0] is program:
+        return known[1]
+    n = program.iterations
+    units = {}
+    for name, unit in program.units.items():
+        if unit.kind == "pmu":
+            c = unit.config
+            if c.write_passes % n or c.read_passes % n:
+                raise LaunchError(f"looped kernel: PMU {name!r} runs {c.write_passes} write and {c.read_passes} read "
+                                  f"passes, not a multiple of its {n} iterations")
+            unit = replace(unit, config=replace(c, write_passes=c.write_passes // n, read_passes=c.read_passes // n))
+        units[name] = unit
+    body = replace(program, units=units, iterations=1)
+    if len(_BODIES) >= 256:
+        _BODIES.clear()
+    _BODIES[id(program)] = (program, body)
+    return body
+
+
+def iteration_pattern(pattern, index, iterations, word_bytes, what):
+    """The part of a looped kernel's AGCU ``pattern`` that iteration ``index`` moves, as a pattern of its own."""
+    bounds, strides = pattern.nest.padded()
+    if bounds[-1] != iterations:
+        raise LaunchError(f"looped kernel of {iterations} iterations: {what}'s pattern runs its outer level "
+                          f"{bounds[-1]} times")
+    last = pattern.nest.last_level
+    nest = LoopNest(bounds[:-1], strides[:-1], pattern.nest.offset,
+                    None if last is None else min(last, LEVELS - 2))
+    lag = getattr(pattern, "lag", 0)
+    changes = dict(base=pattern.base + index * strides[-1] * word_bytes, nest=nest)
+    if pattern.after is not None and lag:
+        changes["after"] = None
+    if lag:
+        changes["lag"] = 0
+    return replace(pattern, **changes)
+
+
+def execute_looped(chip, reads, writes):
+    """:meth:`sw.model.chip.ChipModel.execute` of the looped program ``chip`` has loaded: ``(cycles, outputs)``,
+    each host output's data and ``last`` flags concatenated over the iterations."""
+    looped = chip.program
+    n, P = looped.iterations, chip.mem_params
+    body = body_program(looped)
+    outputs, total, held = {}, 0, None
+    # Reads that may run ahead into the next iteration: those no write of the loop gates.
+    free = {k: p for k, p in reads.items() if p.after is None}
+    try:
+        chip.program = body
+        for i in range(n):
+            r = {k: iteration_pattern(p, i, n, P.word_bytes, f"AGCU {k} read") for k, p in reads.items()}
+            w = {k: iteration_pattern(p, i, n, P.word_bytes, f"AGCU {k} write") for k, p in writes.items()}
+            before = {tier: dict(counts) for tier, counts in chip.stats.items()}
+            cycles, out = chip.execute(r, w, held=held)
+            total += cycles
+            for name, (data, last) in out.items():
+                outputs.setdefault(name, []).append((data, last))
+            held = _prefetched(chip, free, n, cycles, before)
+    finally:
+        chip.program = looped
+    return total, {name: (np.concatenate([d for d, _ in parts]), np.concatenate([l for _, l in parts]))
+                   for name, parts in outputs.items()}
+
+
+def _prefetched(chip, free, iterations, cycles, before):
+    """AGCU -> words of the next iteration each ungated read has in its buffer when that iteration starts: its
+    credits' worth (``agcu_outstanding``, or its words per iteration if fewer), scaled down on a tier whose idle
+    cycles in the iteration just run (``cycles`` less the words its controller moved, at its peak rate) could
+    not have fetched them all."""
+    P = chip.mem_params
+    want = {k: min(P.agcu_outstanding, p.words // iterations) for k, p in free.items()}
+    held = {}
+    for index, name in TIER_NAMES.items():
+        mine = {k: words for k, words in want.items() if free[k].tier == index}
+        if not mine:
+            continue
+        moved = sum(chip.stats[name][what] - before[name][what] for what in ("reads", "writes"))
+        per_word = TierModel(P.tiers[index], word_bytes=P.word_bytes).cycles_per_word
+        idle = max(0.0, cycles - moved * per_word)
+        scale = min(1.0, idle / (sum(mine.values()) * per_word)) if sum(mine.values()) else 0.0
+        held.update({k: int(words * scale) for k, words in mine.items()})
+    return held

@@ -74,3 +74,40 @@ def test_nan_and_plus_inf_leave_no_token():
         logits = np.zeros(2 * L, np.float32)
         logits[L + 1] = bad
         assert np.isnan(chip_argmax(CHIP, logits))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    from sw.compiler.compile import compile_model
+    from tests.llama_checkpoints import SHAPES, make_checkpoint
+
+    return compile_model(make_checkpoint(tmp_path_factory.mktemp("argmax") / "ckpt", **SHAPES["tiny-tied"]), CHIP,
+                         context=16)
+
+
+def _decode(compiled, **kwargs):
+    from sw.runtime.decode import generate
+
+    return asyncio.run(generate(ModelDevice(CHIP), compiled, [3, 17, 5], max_new_tokens=3, **kwargs))
+
+
+def test_the_runtime_reads_the_token_or_the_logits(small):
+    link, wb, vocab = float(CHIP.memory.host_bytes_per_cycle), CHIP.memory.word_bytes, small.shape.vocab_size
+    greedy = _decode(small, keep_logits=True)
+    # The chip's token is the host's argmax of the same logits, and only its memory word crosses the link.
+    assert greedy["tokens"] == [int(np.argmax(row)) for row in greedy["logits"][2:]]
+    assert greedy["report"]["host_io_cycles_per_token"] == wb / link
+    sampled = _decode(small, temperature=0.8, seed=3)
+    assert sampled["report"]["host_io_cycles_per_token"] == 4 * vocab / link
+
+
+def test_nan_logits_are_picked_on_the_host(small):
+    from dataclasses import replace
+
+    image = dict(small.image)
+    image["w.norm"] = np.full_like(image["w.norm"], 0x7FC00000)           # every logit NaN
+    broken = replace(small, image=image)
+    out = _decode(broken)
+    link, wb = float(CHIP.memory.host_bytes_per_cycle), CHIP.memory.word_bytes
+    assert out["tokens"] == [0, 0, 0]                                      # numpy's argmax: the first NaN
+    assert out["report"]["host_io_cycles_per_token"] == (wb + 4 * small.shape.vocab_size) / link

@@ -77,7 +77,8 @@ def test_looped_decodes_the_fused_logits_bit_for_bit(compiled, checkpoint):
 
 def test_a_layer_too_big_for_the_array_is_fused_with_a_note(checkpoint):
     compiled = compile_model(checkpoint, CHIP, mode="looped", context=16)
-    assert compiled.loop_note.startswith("layers not looped (a layer does not fit one kernel of the 2x4 array")
+    assert compiled.loop_note.startswith("layers not looped (") and compiled.loop_note.endswith("; fused instead")
+    assert "a layer does not fit one kernel of the 2x4 array" in compiled.loop_note
     assert all(launch.program.iterations == 1 for launch in compiled.launches())
     assert "looping: layers not looped" in compiled.summary()
 
@@ -129,3 +130,24 @@ def test_loop_nest_compact_and_outer_level_keep_addresses_and_marks():
             marks[:] = False
             marks[-1] = True
         assert np.array_equal(looped.ends(), np.tile(marks, 3))
+
+
+def test_a_program_is_looped_in_every_bucket_or_none(tmp_path):
+    # Grouped-query attention: where a bucket attends over fewer positions than the cache holds, its V read
+    # needs all four loop levels, so that bucket cannot loop; the whole program is fused, saying where.
+    path = make_checkpoint(tmp_path / "gqa", **dict(SHAPES["gqa-untied"], num_hidden_layers=2))
+    compiled = compile_model(path, LARGE, mode="looped", context=16)
+    assert "attending over 8 positions" in compiled.loop_note and "no level left" in compiled.loop_note
+    assert all(launch.program.iterations == 1 for launches in compiled.buckets.values() for launch in launches)
+
+
+def test_a_gate_pairs_the_iterations_of_read_and_write():
+    from hw.mem.params import HBM
+    from sw.runtime.chip import Pattern, gate_problem
+
+    looped = Pattern(HBM, 0, LoopNest((4, 1, 1, 3), (1, 0, 0, 4)))
+    once = Pattern(HBM, 0, LoopNest((4,), (1,)))
+    assert gate_problem(Pattern(HBM, 64, LoopNest((4, 1, 1, 3), (1, 0, 0, 4)), after=2, lag=1), {2: looped}) == ""
+    assert gate_problem(Pattern(HBM, 64, LoopNest((4, 1, 1, 3), (1, 0, 0, 4)), after=2), {2: once}) == ""
+    assert "this kernel does not run" in gate_problem(Pattern(HBM, 64, once.nest, after=5), {2: looped})
+    assert "gated on AGCU 2's write of 3" in gate_problem(Pattern(HBM, 64, once.nest, after=2), {2: looped})

@@ -91,12 +91,16 @@ class KernelBuilder:
         """The AGCU of the kernel's one write that may store a word the read of ``nest`` from ``base`` visits at
         some position, or None; FitError when there are several."""
         read = (base, nest, pos_stride)
-        writers = [s.agcu for s in self.streams if s.direction == "write" and s.region == region
+        writers = [s for s in self.streams if s.direction == "write" and s.region == region
                    and (token_stride or self._overlap(region, read, (s.offset, s.nest, s.pos_stride)))]
         if len(writers) > 1:
             raise FitError(f"{name} reads {region} where {len(writers)} writes of this kernel store; a read waits "
                            f"for one")
-        return writers[0] if writers else None
+        if writers and writers[0].nest.padded()[0][-1] > 1:
+            # The AGCU gate pairs top-level iterations; an unlooped read must wait for the whole write.
+            raise FitError(f"{name} reads {region}, which a write of {writers[0].nest.padded()[0][-1]} top-level "
+                           f"iterations stores; a read waits for a write of one")
+        return writers[0].agcu if writers else None
 
     def _overlap(self, region, a, b):
         """Whether two streams of ``region``, each ``(base bytes, nest, pos_stride)``, may visit a common word at
@@ -156,7 +160,7 @@ class KernelBuilder:
             if tensor in self.producers:
                 sinks_of.setdefault(tensor, []).extend(sinks)
             else:
-                self._read_tensor(tensor, sinks)
+                self.read_tensor(tensor, sinks)
         for tensor, source in self.producers.items():
             sinks = sinks_of.get(tensor, [])
             if tensor in needed_later:
@@ -172,7 +176,9 @@ class KernelBuilder:
                 raise CompileError(f"tensor {tensor} is produced but nothing consumes it")
             self.kernel.connect(source, sinks)
 
-    def _read_tensor(self, tensor, sinks):
+    def read_tensor(self, tensor, sinks):
+        """Stream activation ``tensor`` from memory to ``sinks``: its home region (the embedding row, moving with
+        the token) or its scratch region."""
         t = self.tensors[tensor]
         home = t.home
         size = 2 if home is not None and home.bf16 else 4

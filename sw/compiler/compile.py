@@ -202,15 +202,19 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
         if t.home is None:
             mmap.add(t.scratch, 4 * t.words, "scratch")
 
-    programs, built, all_buckets, loop_note = {}, {}, {}, ""
+    programs, built, all_buckets, loop_note, looped = {}, {}, {}, "", {}
+    if mode == "looped":
+        # Every bucket looped, or none: a program is looped or fused as a whole.
+        for tp, step in steps.items():
+            looped[tp], why = loop_layers(target, mmap, step.tensors, list(step.ops), cache=built)
+            if looped[tp] is None:
+                where = f"attending over {tp} positions: " if len(steps) > 1 else ""
+                loop_note, looped = f"layers not looped ({where}{why}); fused instead", {}
+                break
     for tp, step in steps.items():
-        launches, kernels = [], None
-        if mode == "looped":
-            kernels, why = loop_layers(target, mmap, step.tensors, list(step.ops), cache=built)
-            if kernels is None:
-                loop_note = f"layers not looped ({why}); fused instead"
-        if kernels is None:
-            kernels = fuse(target, mmap, step.tensors, list(step.ops), fused=mode != "unfused", cache=built)
+        launches = []
+        kernels = looped.get(tp) or fuse(target, mmap, step.tensors, list(step.ops), fused=mode != "unfused",
+                                         cache=built)
         for index, (kernel_ops, program, streams) in enumerate(kernels):
             words = np.asarray(program.words, np.uint32)
             key = words.tobytes()

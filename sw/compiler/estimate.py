@@ -39,7 +39,8 @@ def estimate_step(compiled, tp):
     launch_cycles = len(launches) * t.host_launch_cycles
     read = sum(s.words * wb for launch in launches for s in launch.streams if s.direction == "read")
     written = sum(s.words * wb for launch in launches for s in launch.streams if s.direction == "write")
-    host_io = 4 * compiled.shape.vocab_size / float(t.memory.host_bytes_per_cycle)
+    # Greedy decoding reads the token the argmax op leaves (one memory word), else every logit.
+    host_io = (wb if compiled.token else 4 * compiled.shape.vocab_size) / float(t.memory.host_bytes_per_cycle)
     return {"cycles": kernel + load + launch_cycles + host_io, "kernel_cycles": kernel,
             "program_load_cycles": load, "launch_cycles": launch_cycles, "host_io_cycles": host_io,
             "bytes_read": read, "bytes_written": written, "kernels": len(launches)}

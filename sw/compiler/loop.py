@@ -68,7 +68,15 @@ def _renamed(op, names):
 
 
 class LoopBuilder(KernelBuilder):
-    """A :class:`KernelBuilder` whose PMUs run their passes ``iterations`` times: one layer's kernel, looped."""
+    """A :class:`KernelBuilder` whose PMUs run their passes ``iterations`` times: one layer's kernel, looped.
+
+    Parameters
+    ----------
+    target, mmap, tensors, local
+        As for :class:`KernelBuilder`.
+    iterations : int
+        Passes of the loop (the layers); a PMU whose passes times this exceed its pass counter raises FitError.
+    """
 
     def __init__(self, target, mmap, tensors, local, iterations):
         super().__init__(target, mmap, tensors, local)
@@ -86,8 +94,17 @@ class LoopBuilder(KernelBuilder):
 
 
 class Layers:
-    """The layers :func:`find_layers` found: ops before, each layer's ops, ops after, and the residual tensors
-    (``carry[i]``: layer i's input; ``carry[layers]``: the last layer's output)."""
+    """The layers :func:`find_layers` found.
+
+    Attributes
+    ----------
+    before, after : list of ChipOp
+        The ops before the first layer and after the last.
+    layers : list of list of ChipOp
+        Each layer's ops, in order.
+    carry : list of str
+        The residual stream's tensors: ``carry[i]`` layer i's input, ``carry[-1]`` the last layer's output.
+    """
 
     def __init__(self, before, layers, after, carry):
         self.before, self.layers, self.after, self.carry = before, layers, after, carry
@@ -136,11 +153,16 @@ def find_layers(ops, tensors):
     words = {tensors[t].words for t in carry}
     if len(words) != 1:
         return f"the residual stream changes size between layers ({sorted(words)} words)"
-    body = [(_canon(op.name, 0), op.kind, _canon(op.attrs, 0), _canon(op.reads_home, 0), _canon(op.writes_home, 0))
-            for op in groups[0]]
+    def canonical(op, layer):
+        """``op`` with layer ``layer``'s index out of its names and its residual tensors named by role."""
+        wiring = {carry[layer]: "X#in", carry[layer + 1]: "X#out"}
+        return (_canon(op.name, layer), op.kind, _canon(op.attrs, layer), _canon(op.reads_home, layer),
+                _canon(op.writes_home, layer), tuple(_canon(wiring.get(t, t), layer) for t in op.inputs),
+                tuple(_canon(wiring.get(t, t), layer) for t in op.outputs))
+
+    body = [canonical(op, 0) for op in groups[0]]
     for layer, group in enumerate(groups[1:], 1):
-        ops_l = [(_canon(op.name, layer), op.kind, _canon(op.attrs, layer), _canon(op.reads_home, layer),
-                  _canon(op.writes_home, layer)) for op in group]
+        ops_l = [canonical(op, layer) for op in group]
         if ops_l != body:
             differ = next((a[0] for a, b in zip(ops_l, body) if a != b), f"{len(ops_l)} ops, not {len(body)}")
             return f"layer {layer} differs from layer 0 (at {differ})"
@@ -148,8 +170,9 @@ def find_layers(ops, tensors):
 
 
 def _layer_strides(mmap, streams, layers, wb):
-    """Bytes each stream's region moves per layer: the step from layer 0's region to layer 1's (carry rows: a
-    row; tables all layers share: 0); CompileError-free, a str naming the region when the steps differ."""
+    """Bytes each stream's region moves per layer (``id(stream)`` -> bytes): the step from layer 0's region to
+    layer 1's (residual rows: a row; tables all layers share: 0); or a one-line reason (a str) when a layer's
+    region is missing or the layers' regions are not evenly spaced."""
     strides = {}
     for s in streams:
         region = s.region
@@ -173,23 +196,22 @@ def _layer_strides(mmap, streams, layers, wb):
     return strides
 
 
-def _build(target, mmap, tensors, ops, needed_later, builder):
+def _build(ops, needed_later, builder):
+    """``(program, streams)`` of ``ops`` placed by ``builder``; FitError naming what did not fit."""
     try:
         for op in ops:
             TEMPLATES[op.kind](builder, op)
         builder.finish(needed_later)
         return builder.kernel.build(), builder.streams
-    except (FitError, RoutingError) as e:
+    except (FitError, RoutingError, KernelError, CompileError) as e:
         raise FitError(str(e)) from None
-    except KernelError as e:
-        raise CompileError(f"kernel {' + '.join(op.name for op in ops)}: {e}") from None
 
 
 def _copy_kernel(target, mmap, tensors, source, row):
     """A kernel that streams activation ``source`` (e.g. the embedding row) through one PCU into ``row``."""
     b = KernelBuilder(target, mmap, tensors, set())
     pcu = b.unit("pcu", PcuConfig(), "embed", "copy")
-    b._read_tensor(source, [pcu.vi0])
+    b.read_tensor(source, [pcu.vi0])
     counts, strides = linear(word_count(4 * tensors[source].words, b.wb, f"tensor {source}"))
     b.write("embed", pcu.vo0, carry_region(row), counts, strides)
     op = ChipOp("embed", "copy", (source,), (_carry_tensor(row),))
@@ -223,7 +245,7 @@ def loop_layers(target, mmap, tensors, ops, *, cache=None):
     if key not in cache:
         try:
             builder = LoopBuilder(target, mmap, local, {t for op in body for t in op.outputs}, n)
-            cache[key] = _build(target, mmap, local, body, {_carry_tensor(1)}, builder)
+            cache[key] = _build(body, {_carry_tensor(1)}, builder)
         except FitError as e:
             cache[key] = f"a layer does not fit one kernel of the {target.array.rows}x{target.array.cols} array: {e}"
     if isinstance(cache[key], str):

@@ -1,7 +1,6 @@
 """The chip-op templates: each places its units through a KernelBuilder, consumes its inputs, produces its outputs.
 
-:data:`TEMPLATES` maps a chip-op kind to its template; :data:`UNITS` gives
-the (PCUs, PMUs) each takes, for summaries.
+:data:`TEMPLATES` maps a chip-op kind to its template.
 """
 
 from sw.compiler.launch import linear
@@ -255,7 +254,3 @@ def _argmax(b, op):
 
 TEMPLATES = {"rmsnorm": _rmsnorm, "gemv": _gemv, "add": _elementwise, "mul": _elementwise, "rope": _rope,
              "attention_scores": _attention_scores, "attention_values": _attention_values, "argmax": _argmax}
-# (PCUs, PMUs) of each template, for summaries; "add" takes a PMU only when its residual is on chip, "gemv" a
-# second PCU when it adds a bias unfused, and a PMU when it joins a residual add whose residual is on chip.
-UNITS = {"rmsnorm": (2, 1), "gemv": (1, 1), "add": (1, 1), "mul": (1, 0), "rope": (2, 2),
-         "attention_scores": (3, 4), "attention_values": (1, 1), "argmax": (3, 0)}

@@ -57,12 +57,10 @@ def iteration_pattern(pattern, index, iterations, word_bytes, what):
     last = pattern.nest.last_level
     nest = LoopNest(bounds[:-1], strides[:-1], pattern.nest.offset,
                     None if last is None else min(last, LEVELS - 2))
-    lag = getattr(pattern, "lag", 0)
     changes = dict(base=pattern.base + index * strides[-1] * word_bytes, nest=nest)
-    if pattern.after is not None and lag:
-        changes["after"] = None
-    if lag:
-        changes["lag"] = 0
+    if pattern.lag:
+        # Iteration i - 1, which the read waits for, ran before: the body's read starts at once.
+        changes.update(after=None, lag=0)
     return replace(pattern, **changes)
 
 

@@ -95,6 +95,19 @@ class Pattern:
                     lag=self.lag)
 
 
+def gate_problem(read, writes):
+    """Why a gated ``read`` (a :class:`Pattern` with ``after``) could not run beside ``writes`` (AGCU ->
+    Pattern), or "": the write it waits for is not run (it would never start), or the two count different
+    top-level iterations while the write has more than one (iteration i would wait for the wrong pass)."""
+    write = writes.get(read.after)
+    if write is None:
+        return f"waits for AGCU {read.after}'s write, which this kernel does not run: the read would never start"
+    if write.iterations not in (1, read.iterations):
+        return (f"runs {read.iterations} top-level iterations gated on AGCU {read.after}'s write of "
+                f"{write.iterations}: a gate pairs the read's iteration i with the write's")
+    return ""
+
+
 def gate_wait(read, read_words, write, write_words):
     """What a gated read that is not done waits for, for a stall report ("" when its gate is open).
 
@@ -216,10 +229,10 @@ class ChipDriver:
         error (fewer register reads per launch) and ``{}`` is returned in their place.
         """
         for k, pattern in reads.items():
-            if pattern.after is not None and pattern.after not in writes:
+            problem = pattern.after is not None and gate_problem(pattern, writes)
+            if problem:
                 side, col = self.agcus[k]
-                raise ChipError(f"AGCU {k} ({side}{col}) read waits for AGCU {pattern.after}'s write, which this "
-                                f"kernel does not run: the read would never start")
+                raise ChipError(f"AGCU {k} ({side}{col}) read {problem}")
         enable = 0
         for k, pattern in reads.items():
             await self.write(f"agcu{k}_read", pack(self.transfer, pattern.fields(self.mem_params.word_bytes)))

@@ -21,7 +21,7 @@ from hw.mem.launch_list import (MAX_AGCUS, WORD_BITS, direction_record_layout, h
 from sw.errors import ChipError
 from sw.layout import pack, unpack
 from sw.loopnest import LoopNest, agcu_last_level
-from sw.runtime.chip import Pattern
+from sw.runtime.chip import Pattern, gate_problem
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,10 @@ def encode(entries, mem_params, n_agcus):
             if not 0 <= k < n_agcus:
                 raise ValueError(f"launch list entry {i}: AGCU {k} does not exist (the chip has {n_agcus})")
         for k, d in entry.reads.items():
-            if d.pattern.after is not None and d.pattern.after not in entry.writes:
-                raise ValueError(f"launch list entry {i}: AGCU {k}'s read waits for AGCU {d.pattern.after}'s "
-                                 f"write, which the entry does not run")
+            problem = d.pattern.after is not None and \
+                gate_problem(d.pattern, {j: w.pattern for j, w in entry.writes.items()})
+            if problem:
+                raise ValueError(f"launch list entry {i}: AGCU {k}'s read {problem}")
         out += _words(pack(header, {"enable": entry.enable, "program": int(entry.program is not None),
                                     "final": int(i == len(entries) - 1)}), record_words(header))
         if entry.program is not None:

@@ -204,13 +204,17 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
 
     programs, built, all_buckets, loop_note, looped = {}, {}, {}, "", {}
     if mode == "looped":
-        # Every bucket looped, or none: a program is looped or fused as a whole.
+        # Every bucket looped, or none: a program is looped or fused as a whole. The residual rows the pass
+        # allocates go into a copy of the map, kept only when it loops.
+        trial = mmap.copy()
         for tp, step in steps.items():
-            looped[tp], why = loop_layers(target, mmap, step.tensors, list(step.ops), cache=built)
+            looped[tp], why = loop_layers(target, trial, step.tensors, list(step.ops), cache=built)
             if looped[tp] is None:
                 where = f"attending over {tp} positions: " if len(steps) > 1 else ""
                 loop_note, looped = f"layers not looped ({where}{why}); fused instead", {}
                 break
+        else:
+            mmap = trial
     for tp, step in steps.items():
         launches = []
         kernels = looped.get(tp) or fuse(target, mmap, step.tensors, list(step.ops), fused=mode != "unfused",

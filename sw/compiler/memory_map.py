@@ -46,6 +46,12 @@ class MemoryMap:
         self.regions[name] = region
         return region
 
+    def copy(self):
+        """A map with the same regions that allocates on its own from here on."""
+        other = MemoryMap(self.memory)
+        other.regions, other._top = dict(self.regions), dict(self._top)
+        return other
+
     def __getitem__(self, name):
         return self.regions[name]
 

@@ -12,6 +12,7 @@ import pytest
 
 from hw.mem.params import HBM
 from sw.compiler.fuse import build_kernel
+from sw.compiler.launch import Launch
 from sw.compiler.layout import argmax_tables, fp32_words
 from sw.compiler.memory_map import MemoryMap
 from sw.compiler.ops import ChipOp
@@ -42,9 +43,7 @@ def chip_argmax(target, logits, vocab=None):
         at = mmap.add("program", 4 * len(program.words) + 64, "program").offset
         await device.write(HBM, at, np.asarray(program.words, np.uint32))
         await device.load_program(program, HBM, at)
-        reads = {s.agcu: s.pattern(0, 0) for s in streams if s.direction == "read"}
-        writes = {s.agcu: s.pattern(0, 0) for s in streams if s.direction == "write"}
-        await device.execute(reads, writes)
+        await device.execute(*Launch("argmax", [op], program, streams).patterns(0, 0))
         return (await device.read(HBM, mmap["token"].offset, 1)).view(np.float32)[0]
     return -float(asyncio.run(run()))
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from cosim.device import CocotbDevice
 from hw.mem.params import HBM
+from sw.compiler.launch import Launch
 from sw.compiler.layout import fp32_words, gemv_layout
 from sw.compiler.loop import carry_region, loop_layers
 from sw.compiler.memory_map import MemoryMap
@@ -84,9 +85,7 @@ async def run_chain(device, kernels, mmap, image, d):
         words = np.concatenate([words, np.zeros(-words.size % (wb // 4), np.uint32)])
         await device.write(HBM, at, words)
         await device.load_program(program, HBM, at)
-        reads = {s.agcu: s.pattern(0, 0) for s in streams if s.direction == "read"}
-        writes = {s.agcu: s.pattern(0, 0) for s in streams if s.direction == "write"}
-        cycles.append(await device.execute(reads, writes))
+        cycles.append(await device.execute(*Launch(ops[0].name, ops, program, streams).patterns(0, 0)))
         at += words.nbytes
     rows = [await device.read(HBM, mmap[carry_region(i)].offset, d) for i in range(LAYERS + 1)]
     return rows, await device.read(HBM, mmap["out"].offset, d), cycles

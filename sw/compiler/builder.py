@@ -1,10 +1,13 @@
 """The kernel builder: one kernel being filled with chip ops, its units placed and its AGCUs picked."""
 
+from dataclasses import replace
+
 from sw.compiler.launch import Stream, linear
 from sw.compiler.memory_map import word_count
 from sw.errors import CompileError
 from sw.loopnest import LoopNest
 from sw.tile.kernel import Kernel, KernelError
+from sw.tile.pmu import PASS_BITS
 
 
 class FitError(Exception):
@@ -16,10 +19,13 @@ class KernelBuilder:
 
     ``tensors``: name -> :class:`sw.compiler.ops.ChipTensor`; ``local``: the tensors this kernel produces.
     ``position`` hints are mesh coordinates (unit (r, c) at (r + 1, c); I/O rows 0 and rows + 1).
+    ``iterations``: passes of an outer loop the kernel runs (a looped kernel, :mod:`sw.compiler.loop`): every
+    PMU runs its passes that many times; FitError where that exceeds a PMU's pass counter.
     """
 
-    def __init__(self, target, mmap, tensors, local):
+    def __init__(self, target, mmap, tensors, local, iterations=1):
         self.target, self.mmap, self.tensors, self.local = target, mmap, tensors, local
+        self.iterations = iterations
         self.params = p = target.array
         self.lanes = p.lanes
         self.wb = target.memory.word_bytes
@@ -45,6 +51,11 @@ class KernelBuilder:
         """Place a ``kind`` unit with ``config`` at the free position nearest the ``near`` mesh points."""
         if not self.free[kind]:
             raise FitError(f"{kind.upper()}s: all {self._used(kind)} are used")
+        if kind == "pmu" and self.iterations > 1:
+            n, passes, limit = self.iterations, max(config.write_passes, config.read_passes), (1 << PASS_BITS) - 1
+            if passes * n > limit:
+                raise FitError(f"{op}: {passes} PMU passes x {n} iterations exceed the {limit} a PMU counts")
+            config = replace(config, write_passes=config.write_passes * n, read_passes=config.read_passes * n)
         near = [n for n in near if n is not None]
         best = min(self.free[kind], key=lambda q: (sum(abs(q[0] + 1 - a) + abs(q[1] - b) for a, b in near), q))
         self.free[kind].remove(best)

@@ -6,7 +6,7 @@ The pass takes a decode step's chip ops (after lowering) and, where it can:
   the layer index is taken out of every name (ops, tensors, regions), each layer taking one activation from before
   it (the residual stream) and leaving one to after it;
 - builds layer 0's ops as one kernel in which every PMU runs its passes once per layer
-  (:class:`LoopBuilder`), and gives each AGCU pattern an outermost level over the layers
+  (``KernelBuilder``'s ``iterations``), and gives each AGCU pattern an outermost level over the layers
   (:meth:`sw.loopnest.LoopNest.with_outer`), stepping by the distance between layer 0's and layer 1's regions
   (weights, KV caches; 0 for the shared RoPE and mask tables), checked the same for every layer;
 - carries the residual stream through HBM rows ``act.loop.x.0`` to ``act.loop.x.<layers>``: layer i reads row i
@@ -25,16 +25,12 @@ import re
 from dataclasses import replace
 
 from sw.compiler.builder import FitError, KernelBuilder
-from sw.compiler.fuse import fuse
+from sw.compiler.fuse import build_kernel, fuse
 from sw.compiler.launch import linear
 from sw.compiler.memory_map import word_count
 from sw.compiler.ops import ChipOp, ChipTensor
-from sw.compiler.templates import TEMPLATES
 from sw.errors import CompileError
-from sw.tile.kernel import KernelError
 from sw.tile.pcu import PcuConfig
-from sw.tile.pmu import PASS_BITS
-from sw.tile.route import RoutingError
 
 _LAYER = re.compile(r"L(\d+)\.")
 
@@ -65,32 +61,6 @@ def _renamed(op, names):
     """``op`` with activation tensors renamed by ``names``."""
     return replace(op, inputs=tuple(names.get(t, t) for t in op.inputs),
                    outputs=tuple(names.get(t, t) for t in op.outputs))
-
-
-class LoopBuilder(KernelBuilder):
-    """A :class:`KernelBuilder` whose PMUs run their passes ``iterations`` times: one layer's kernel, looped.
-
-    Parameters
-    ----------
-    target, mmap, tensors, local
-        As for :class:`KernelBuilder`.
-    iterations : int
-        Passes of the loop (the layers); a PMU whose passes times this exceed its pass counter raises FitError.
-    """
-
-    def __init__(self, target, mmap, tensors, local, iterations):
-        super().__init__(target, mmap, tensors, local)
-        self.iterations = iterations
-
-    def unit(self, kind, config, op, what, near=()):
-        if kind == "pmu":
-            n = self.iterations
-            limit = (1 << PASS_BITS) - 1
-            if max(config.write_passes, config.read_passes) * n > limit:
-                raise FitError(f"{op}: {max(config.write_passes, config.read_passes)} PMU passes x {n} layers "
-                               f"exceed the {limit} a PMU counts")
-            config = replace(config, write_passes=config.write_passes * n, read_passes=config.read_passes * n)
-        return super().unit(kind, config, op, what, near)
 
 
 class Layers:
@@ -196,17 +166,6 @@ def _layer_strides(mmap, streams, layers, wb):
     return strides
 
 
-def _build(ops, needed_later, builder):
-    """``(program, streams)`` of ``ops`` placed by ``builder``; FitError naming what did not fit."""
-    try:
-        for op in ops:
-            TEMPLATES[op.kind](builder, op)
-        builder.finish(needed_later)
-        return builder.kernel.build(), builder.streams
-    except (FitError, RoutingError, KernelError, CompileError) as e:
-        raise FitError(str(e)) from None
-
-
 def _copy_kernel(target, mmap, tensors, source, row):
     """A kernel that streams activation ``source`` (e.g. the embedding row) through one PCU into ``row``."""
     b = KernelBuilder(target, mmap, tensors, set())
@@ -233,9 +192,8 @@ def loop_layers(target, mmap, tensors, ops, *, cache=None):
         return None, f"{len(found.before)} ops run before the first layer"
     n, wb = len(found.layers), target.memory.word_bytes
     words = tensors[found.carry[0]].words
-    rows = [mmap.add(carry_region(row), 4 * words, "scratch") for row in range(n + 1)]
-    if any(r.offset != rows[0].offset + k * (rows[1].offset - rows[0].offset) for k, r in enumerate(rows)):
-        return None, "the residual rows are not evenly spaced in memory"
+    for row in range(n + 1):
+        mmap.add(carry_region(row), 4 * words, "scratch")
     local = dict(tensors)
     for row in range(n + 1):
         local[_carry_tensor(row)] = ChipTensor(_carry_tensor(row), words)
@@ -244,9 +202,8 @@ def loop_layers(target, mmap, tensors, ops, *, cache=None):
     key = ("loop", n, repr([(op.name, op.kind, op.inputs, op.outputs, op.attrs) for op in body]))
     if key not in cache:
         try:
-            builder = LoopBuilder(target, mmap, local, {t for op in body for t in op.outputs}, n)
-            cache[key] = _build(body, {_carry_tensor(1)}, builder)
-        except FitError as e:
+            cache[key] = build_kernel(target, mmap, local, body, {_carry_tensor(1)}, n)
+        except (FitError, CompileError) as e:
             cache[key] = f"a layer does not fit one kernel of the {target.array.rows}x{target.array.cols} array: {e}"
     if isinstance(cache[key], str):
         return None, cache[key]

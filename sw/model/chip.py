@@ -107,12 +107,14 @@ def _credit_service(tier, word_bytes, streams, outstanding):
 
     ``streams``: per stream ``(words, vectors, ready, held)``: ``ready`` (vectors,) the earliest cycle its sinks
     let the fabric take each vector (``_NEVER`` where nothing holds it); ``held`` its first words already in the
-    AGCU's buffer at the start (offered to the fabric at cycle 0, no request of the tier). Each AGCU offers a request a cycle from
-    ``AGCU_START_CYCLES`` once it has a credit; the tier takes the eligible ones round-robin (the next stream
+    AGCU's buffer at the start (offered to the fabric at cycle 0, no request of the tier). Each AGCU offers a
+    request a cycle from ``AGCU_START_CYCLES`` once it has a credit; the tier takes the eligible ones round-robin (the next stream
     after the last served among those that could be accepted first) under the controller's rules
     (:meth:`TierModel.service`). Returns per stream its words' response cycles.
     """
     model = TierModel(tier, word_bytes=word_bytes)
+    # TierModel.service's rules inlined, as there (a call per word costs a third more time here);
+    # tests/test_model_replay.py holds the two to the same responses.
     depth, latency, gain, cost = tier.queue_depth, tier.latency, model.gain, model.cost
     tokens, time, last_issue, issued = cost, -1, -1, []
     resp, state = [], []

@@ -21,7 +21,6 @@ from facts.loopnest import LEVELS
 from hw.mem.params import TIER_NAMES
 from sw.errors import LaunchError
 from sw.loopnest import LoopNest
-from sw.model.memory import TierModel
 
 _BODIES = {}
 
@@ -71,8 +70,8 @@ def execute_looped(chip, reads, writes):
     n, P = looped.iterations, chip.mem_params
     body = body_program(looped)
     outputs, total, held = {}, 0, None
-    # Reads that may run ahead into the next iteration: those no write of the loop gates.
-    free = {k: p for k, p in reads.items() if p.after is None}
+    # Reads that may run ahead into the next iteration (those no write of the loop gates): words they may fetch.
+    free = {k: (p.tier, min(P.agcu_outstanding, p.words // n)) for k, p in reads.items() if p.after is None}
     try:
         chip.program = body
         for i in range(n):
@@ -83,27 +82,27 @@ def execute_looped(chip, reads, writes):
             total += cycles
             for name, (data, last) in out.items():
                 outputs.setdefault(name, []).append((data, last))
-            held = _prefetched(chip, free, n, cycles, before)
+            if i + 1 < n:
+                held = _prefetched(chip, free, cycles, before)
     finally:
         chip.program = looped
     return total, {name: (np.concatenate([d for d, _ in parts]), np.concatenate([l for _, l in parts]))
                    for name, parts in outputs.items()}
 
 
-def _prefetched(chip, free, iterations, cycles, before):
-    """AGCU -> words of the next iteration each ungated read has in its buffer when that iteration starts: its
-    credits' worth (``agcu_outstanding``, or its words per iteration if fewer), scaled down on a tier whose idle
-    cycles in the iteration just run (``cycles`` less the words its controller moved, at its peak rate) could
-    not have fetched them all."""
+def _prefetched(chip, free, cycles, before):
+    """AGCU -> words of the next iteration each ungated read has in its buffer when that iteration starts: what
+    ``free`` (AGCU -> (tier, words)) allows it, its credits' worth, scaled down on a tier whose idle cycles in
+    the iteration just run (``cycles`` less the words its controller moved, at its peak rate) could not have
+    fetched them all."""
     P = chip.mem_params
-    want = {k: min(P.agcu_outstanding, p.words // iterations) for k, p in free.items()}
     held = {}
     for index, name in TIER_NAMES.items():
-        mine = {k: words for k, words in want.items() if free[k].tier == index}
+        mine = {k: words for k, (tier, words) in free.items() if tier == index}
         if not mine:
             continue
         moved = sum(chip.stats[name][what] - before[name][what] for what in ("reads", "writes"))
-        per_word = TierModel(P.tiers[index], word_bytes=P.word_bytes).cycles_per_word
+        per_word = float(P.word_bytes / P.tiers[index].bytes_per_cycle)
         idle = max(0.0, cycles - moved * per_word)
         scale = min(1.0, idle / (sum(mine.values()) * per_word)) if sum(mine.values()) else 0.0
         held.update({k: int(words * scale) for k, words in mine.items()})

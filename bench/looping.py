@@ -17,7 +17,10 @@ decoder layer of the default model as one kernel): ``rtl.looped_on_rtl`` says
 whether the looped kernel ran there (no fallback note), ``rtl.kernel_cycles_ratio``
 is the RTL's kernel cycles per token over the fast model's.
 
-Writes ``build/bench/looping.json``.
+Writes ``build/bench/looping.json``; and, from one traced step of the fused (chip-orchestrated) and looped
+programs, ``build/bench/looping_trace.json`` (open it in https://ui.perfetto.dev) and
+``build/bench/looping_bandwidth.png``, HBM bytes per 1,000 cycles through a decode step with the layer
+boundaries marked (docs/images/looping_bandwidth.png is a copy).
 """
 
 import asyncio
@@ -29,9 +32,11 @@ from cosim.decode import run_rtl
 from cosim.harness import REPO
 from sw.runtime.decode import generate
 from sw.runtime.device import ModelDevice
+from sw.runtime.trace import COUNTER, chrome_trace
 from sw.target import CHIP_4X8, LARGE
 
 OUT = REPO / "build" / "bench" / "looping.json"
+TRACE, PICTURE = OUT.with_name("looping_trace.json"), OUT.with_name("looping_bandwidth.png")
 CHECKPOINT = REPO / "models" / "pystdlib-tiny"
 PROMPT = [0, 449, 323, 66, 263]        # "<s>def main"
 NEW_TOKENS = 12
@@ -81,9 +86,62 @@ def run_looped_rtl(target, prompt, new_tokens):
             "new_tokens": new_tokens, "wall_s": wall}
 
 
+def boundaries(events):
+    """Where a step's kernels (the launch list's, as sequenced) and a looped kernel's iterations start:
+    (cycle, label) from a trace's ``sequenced kernels`` and unit tracks."""
+    marks = [(e["start"], e["name"].split(":")[0]) for e in events if e["track"] == "sequenced kernels"]
+    starts = {}
+    for e in events:
+        if e["track"].split(" ")[0] in ("PCU", "PMU") and "(iteration" in e["name"]:
+            i = int(e["name"].rsplit(" ", 1)[1].rstrip(")"))
+            starts[i] = min(starts.get(i, e["start"]), e["start"])
+    return sorted(marks + [(at, f"layer {i}") for i, at in starts.items() if i])
+
+
+def bandwidth_picture(target, prompt):
+    """One traced decode step of the fused and the looped programs (chip-orchestrated, fast model): the Chrome
+    trace of both and a plot of the HBM bytes per 1,000 cycles through the step, layer starts marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs, steps = {}, {}
+    for name, program in (("fused, chip-orchestrated", "fused"), ("looped", "looped")):
+        compiled, _ = cached_compile(CHECKPOINT, target, program, None)
+        result = asyncio.run(generate(ModelDevice(target), compiled, prompt, max_new_tokens=1, orchestration="chip",
+                                      trace=True))
+        events = result["trace"]
+        runs[name] = events
+        # The last step: from its host command to the end of its kernels.
+        begin = max(e["start"] for e in events if e["track"] == "host" and e["name"].startswith("launch step"))
+        kernel = max((e for e in events if e["track"] == "kernels"), key=lambda e: e["start"])
+        steps[name] = (begin, kernel["start"] + kernel["cycles"], result["report"]["cycles_per_token"])
+    TRACE.write_text(json.dumps(chrome_trace(runs, target.clock_hz)))
+    peak = 1000 * float(target.memory.hbm.bytes_per_cycle)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 5.5), sharex=True, sharey=True)
+    for ax, (name, events) in zip(axes, runs.items()):
+        begin, end, cycles = steps[name]
+        samples = sorted((e["start"], e["args"]["value"]) for e in events if e["track"] == COUNTER
+                         and e["name"].startswith("HBM") and begin <= e["start"] <= end)
+        ax.step([t - begin for t, _ in samples], [v / peak for _, v in samples], where="post", lw=0.9)
+        for at, label in boundaries([e for e in events if begin <= e["start"] <= end]):
+            ax.axvline(at - begin, color="grey", ls=":", lw=0.8)
+            ax.text(at - begin, 1.3, label, fontsize=6, color="grey", rotation=90, va="top")
+        ax.axhline(1.0, color="red", ls="--", lw=0.8)
+        ax.set_ylim(0, 1.35)
+        ax.set_ylabel("HBM / peak")
+        ax.set_title(f"{name}: {cycles:,.0f} cycles per token", fontsize=9, loc="left")
+    axes[-1].set_xlabel("cycles from the step's host command (fast model, 1,000-cycle windows)")
+    fig.suptitle(f"HBM bandwidth through one decode step, default model, {target.name}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(PICTURE, dpi=110)
+    plt.close(fig)
+
+
 def main():
     OUT.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    bandwidth_picture(LARGE, PROMPT)
     runs, notes = run_modes(LARGE, PROMPT, NEW_TOKENS)
     modes = {name: {k: r["report"][k] for k in KEYS} | {"tokens": r["tokens"]} for name, r in runs.items()}
     cycles = {name: m["cycles_per_token"] for name, m in modes.items()}
@@ -109,7 +167,7 @@ def main():
           f"cycles/token (model {rtl['model_cycles_per_token']:,.0f}), kernels {rtl['kernel_cycles_per_token']:,.0f} "
           f"(model {rtl['model_kernel_cycles_per_token']:,.0f}, RTL / model {rtl['kernel_cycles_ratio']:.4f}), "
           f"logits identical {rtl['logits_identical']}, {rtl['wall_s']:.0f} s")
-    print(f"wrote {OUT}")
+    print(f"wrote {OUT}, {TRACE} and {PICTURE}")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def add_arguments(parser):
     parser.add_argument("--weights-tier", choices=("hbm", "ddr"), default="hbm",
                         help="ddr: load weights into DDR and stage them into HBM with the copy engine")
     parser.add_argument("--trace", metavar="FILE", help="write a Chrome trace JSON of every launch, Program Load "
-                        "and read-back, with HBM and DDR bytes per kernel (opens in ui.perfetto.dev)")
+                        "and read-back, each PCU's and PMU's busy and stalled cycles, each AGCU's streams and the "
+                        "HBM and DDR bytes per 1,000 cycles (opens in ui.perfetto.dev)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 

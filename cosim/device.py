@@ -13,7 +13,8 @@ are the RTL's own counters.
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, RisingEdge, Timer
+from cocotb.utils import get_sim_time
 
 from cosim.chip_bus import CocotbChipBus
 from cosim.store import TierStore
@@ -26,6 +27,8 @@ from sw.runtime.device import Device
 # kernel streams a few hundred thousand words, so this only trips on a stall.
 BUS_LIMIT = 5_000_000
 RESET_CYCLES = 4
+# How often a recording device samples the tiers' counters (Device.activity).
+SAMPLE_CYCLES = 1000
 
 
 class CocotbDevice(Device):
@@ -60,6 +63,9 @@ class CocotbDevice(Device):
         self.stores = {index: TierStore(index, target.memory.tiers[index].capacity) for index in TIER_NAMES}
         self.loaded = None
         self._started = False
+        # While recording (record): the latest command's activity, and the units' (row, col, kind).
+        self._recording, self._activity = False, None
+        self._units = target.array.units()
         # The chip's cycle count when the copy in flight started (None: the copy engine is idle).
         self._copy_started = None
 
@@ -111,7 +117,16 @@ class CocotbDevice(Device):
         if self.loaded is None:
             # The array would wait for a configuration until the bus limit; say why at once.
             raise ChipError("execute before load_program")
-        cycles, _ = await self.driver.execute(reads, writes, statuses=False)
+        if not self._recording:
+            cycles, _ = await self.driver.execute(reads, writes, statuses=False)
+            return cycles
+        (cycles, statuses), units, samples, done = await self._recorded(
+            "kernel_done", self.driver.execute(reads, writes, statuses=True))
+        start = done - cycles
+        streams = [{"agcu": k, "direction": direction, "tier": TIER_NAMES[(reads if direction == "read" else writes)[k].tier],
+                    "words": s["words"], "start": 0, "end": s["cycles"]} for (k, direction), s in statuses.items()]
+        self._activity = {"source": "measured", "kernels": [(0, cycles)], "units": units, "streams": streams,
+                          "samples": self._from(samples, start)}
         return cycles
 
     async def run_list(self, tier, offset, nwords, *, token, pos, programs):
@@ -145,7 +160,14 @@ class CocotbDevice(Device):
             # What the list leaves resident: its last program (the record where no Program object is given).
             resident = program if program is not None else at
         self.loaded = None
-        out = await self.driver.run_list(tier, offset, 4 * nwords // self.word_bytes, token, pos, entries=entries)
+        command = self.driver.run_list(tier, offset, 4 * nwords // self.word_bytes, token, pos, entries=entries)
+        if self._recording:
+            out, units, samples, done = await self._recorded("seq_done", command)
+            start = done - out["cycles"]
+            self._activity = {"source": "measured", "kernels": [], "units": units, "streams": [],
+                              "samples": self._from(samples, start)}
+        else:
+            out = await command
         self.loaded = resident
         out["sequencer_cycles"] = out["cycles"] - out["kernel_cycles"] - out["program_load_cycles"]
         return out
@@ -180,6 +202,64 @@ class CocotbDevice(Device):
         """Each tier's controller counters (all of ``hw.mem.controller.stats_layout``), by tier name."""
         await self.start()
         return {name: await self.driver.tier_stats(name) for name in TIER_NAMES.values()}
+
+    async def record(self, on=True):
+        await self.start()
+        self._recording, self._activity = bool(on), None
+
+    async def activity(self):
+        done, self._activity = self._activity, None
+        return done
+
+    def _cycle(self):
+        return int(get_sim_time("ns") // self.bus.period_ns)
+
+    async def _unit_counters(self):
+        return [(await self.driver.read(f"unit{i}_busy"), await self.driver.read(f"unit{i}_stall"))
+                for i in range(len(self._units))]
+
+    async def _bytes(self):
+        stats = {name: await self.driver.tier_stats(name) for name in ("hbm", "ddr")}
+        return {name: self.word_bytes * (s["reads"] + s["writes"]) for name, s in stats.items()}
+
+    async def _recorded(self, line, command):
+        """Run ``command`` (a coroutine ending with the chip's ``line`` done pulse) while sampling the tier
+        counters every SAMPLE_CYCLES; returns its result, the units' busy/stall counts over it, the samples
+        (cycle, bytes moved since the first) and the cycle ``line`` rose."""
+        before = await self._unit_counters()
+        base, samples, done = await self._bytes(), [], []
+
+        async def sample():
+            while True:
+                at, now = self._cycle(), await self._bytes()
+                samples.append((at, {k: now[k] - base[k] for k in now}))
+                await Timer(SAMPLE_CYCLES * self.bus.period_ns, "ns")
+
+        async def watch():
+            await RisingEdge(getattr(self.dut, line))
+            done.append(self._cycle())
+
+        sampler, watcher = cocotb.start_soon(sample()), cocotb.start_soon(watch())
+        try:
+            result = await command
+        finally:
+            sampler.cancel()
+            if not watcher.done():
+                watcher.cancel()
+        end, now = self._cycle(), await self._bytes()
+        at = done[0] if done else end
+        samples.append((at, {k: now[k] - base[k] for k in now}))
+        after = await self._unit_counters()
+        units = [{"pos": (r, c), "kind": kind, "start": 0, "end": None, "busy": b1 - b0, "stall": s1 - s0,
+                  "kernel": None} for (r, c, kind), (b0, s0), (b1, s1) in zip(self._units, before, after)
+                 if b1 - b0 or s1 - s0]
+        return result, units, [(t, b) for t, b in samples if t <= at], at
+
+    @staticmethod
+    def _from(samples, start):
+        """``samples`` from the command's ``start`` on, in cycles from it; nothing moves before it."""
+        kept = [(t - start, b) for t, b in samples if t > start]
+        return [(0, {k: 0 for k in kept[0][1]})] + kept if kept else []
 
     async def close(self):
         # The simulator owns the tiers' files and the clock task ends with the test: nothing to release.

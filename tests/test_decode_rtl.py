@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.llama_checkpoints import SHAPES, make_checkpoint
+from tests.test_trace import integrated_bytes
 from sw.compiler.compile import compile_model
 from sw.compiler.program import save
 from sw.runtime.decode import generate
@@ -39,7 +40,8 @@ def test_rtl_decode_is_bit_identical_to_the_fast_model(one_layer):
     from cosim.decode import run_rtl
 
     compiled, paths = one_layer
-    request = {"prompt_ids": PROMPT, "max_new_tokens": NEW, "temperature": 0.0, "top_k": 0, "seed": 0}
+    request = {"prompt_ids": PROMPT, "max_new_tokens": NEW, "temperature": 0.0, "top_k": 0, "seed": 0,
+               "trace": True}
     seen = []
     # The fused program twice: issued by the host, then walked by the chip's sequencer.
     runs = (("fused", "host"), ("unfused", "host"), ("fused", "chip"))
@@ -48,6 +50,7 @@ def test_rtl_decode_is_bit_identical_to_the_fast_model(one_layer):
     for (mode, orchestration), got in zip(runs, rtl):
         want = asyncio.run(generate(ModelDevice(CHIP), compiled[mode], PROMPT, max_new_tokens=NEW,
                                     orchestration=orchestration))
+        check_measured_activity(got, compiled[mode])
         assert got["report"]["backend"] == "rtl" and got["report"]["orchestration"] == orchestration
         assert got["logits_sha"] == want["logits_sha"], f"{mode}: RTL logits differ from the fast model's"
         assert got["tokens"] == want["tokens"]
@@ -73,3 +76,17 @@ def test_rtl_decode_is_bit_identical_to_the_fast_model(one_layer):
         0.05 * got["sequencer_cycles_per_token"] + 16, (want["sequencer_cycles_per_token"],
                                                         got["sequencer_cycles_per_token"])
     assert seen, "no progress was reported during the simulation"
+
+
+def check_measured_activity(result, compiled):
+    """The RTL trace's activity: the units' busy/stall counters and the sampled tier counters."""
+    events = result["trace"]
+    kernels = [e for e in events if e["track"] == "kernels"]
+    units = [e for e in events if e["track"].split(" ")[0] in ("PCU", "PMU")]
+    assert units and all(e["args"]["source"] == "measured" for e in units)
+    used = {(u.kind.upper(), tuple(u.pos)) for launch in compiled.launches() for u in launch.program.units.values()}
+    assert {(e["track"].split(" ")[0], tuple(int(x) for x in e["track"].split(" ")[1].split(","))) for e in units} \
+        <= used
+    assert sum(e["args"]["busy"] for e in units) > 0
+    counted = sum(e["args"]["hbm_bytes"] for e in kernels)
+    assert integrated_bytes(events, "hbm") == pytest.approx(counted), "the sampled counters lose bytes"

@@ -282,6 +282,22 @@ class ArrayModel:
         path = max(output_end.values(), default=0) + _END_CYCLES
         return max([path] + list(unit_cycles.values())), unit_cycles, unit_end, output_end, streams
 
+    def activity(self, plan):
+        """Each unit's active span in ``plan``'s timing: name -> (start, end, cycles).
+
+        ``start``: the cycle its inputs let it begin (its latest input's first word, as :meth:`timing`
+        takes it); ``end``: its last output's cycle; ``cycles``: its own model's cycle count, the cycles
+        it works in that span (the rest it waits for an input or for room downstream).
+        """
+        units, _ = plan[3]
+        _, unit_cycles, unit_end, _, streams = plan[4]
+        out = {}
+        for name, feeds, cycles, n_in, needed, _, _ in units:
+            start = max((streams[source][0] + delay - needed.get(port, (0, n_in))[0]
+                         for port, source, delay, _ in feeds), default=0)
+            out[name] = (max(start, 0), unit_end[name], unit_cycles[name])
+        return out
+
     def retimed(self, plan, arrivals):
         """``plan`` (from :meth:`run_planned`) with the timing of host inputs arriving at ``arrivals``."""
         return plan[:4] + (self.timing(plan[3], arrivals),)

@@ -223,6 +223,9 @@ class ChipModel:
         self._rows = {}
         # Stream shapes -> arrivals, for this model's memory parameters (hashing them costs more than a lookup).
         self._known = {}
+        # With a list here (Device.record), each kernel run appends what its units and streams did (activity).
+        self.activity = None
+        self._timed, self._credit_words, self._tier_words = None, {}, {}
 
     def count(self, tier, what, words):
         """Add ``words`` to the ``what`` counter (``"reads"``, ``"writes"``, ``"errors"``) of ``tier``."""
@@ -256,6 +259,16 @@ class ChipModel:
         prog = self.program
         if prog.iterations > 1:
             return execute_looped(self, reads, writes)
+        if self.activity is None:
+            return self._execute_one(prog, reads, writes, held)
+        # Recording: run step by step, which leaves the tiers' word by word service (_kernel_activity).
+        cycles, outputs, _ = self._execute(reads, writes, held)
+        record = self._kernel_activity(prog, reads, writes, cycles)
+        record["held"] = {k: int(w) for k, w in (held or {}).items() if w}
+        self.activity.append(record)
+        return cycles, outputs
+
+    def _execute_one(self, prog, reads, writes, held):
         known = self._launches.get(id(prog))
         if known is None or known[0] is not prog:
             known = self._launches[id(prog)] = (prog, [self.agcu_at(p.side, p.col) for p in prog.host_inputs.values()],
@@ -340,6 +353,14 @@ class ChipModel:
         if gated:
             self._check_gates(gated, first, run)
         array_plan = self._credited(array, array_plan, inputs, words_of, arrivals, gated, buffered)
+        if self.activity is not None:
+            self._tier_words = dict(self._credit_words)
+            for tier in TIER_NAMES:
+                counts = [w - buffered.get(n, 0) for n, (t, w) in words_of.items() if t == tier]
+                counts = [c for c in counts if c > 0]
+                if counts and tier not in self._tier_words:
+                    self._tier_words[tier] = np.asarray(
+                        _service(P.tiers[tier], wb, len(counts), sum(counts))[:sum(counts)], np.int64)
         timing = array_plan[4]
         arrivals = {name: timing[4][(name, port.port)] for name, port in prog.host_inputs.items()}
         run.cycles, run.unit_cycles, run.unit_end, run.output_end = \
@@ -357,7 +378,41 @@ class ChipModel:
                 side, col = self.agcus[k]
                 raise MemoryRangeError(f"AGCU {k} ({side}{col}) {direction}: word {report.error_word} of its "
                                        f"pattern at {pat.base:#x} lies outside {TIER_NAMES[pat.tier]}")
+        self._timed = array, array_plan
         return end + 1, run.outputs, self._plan(prog, array, array_plan, reads, writes, end + 1, gated)
+
+    def _kernel_activity(self, prog, reads, writes, cycles):
+        """What the kernel just run did, by the model's timing: its units' active spans (busy: their own
+        cycles; stalled: the rest of the span) and its AGCU streams' first and last words at the tier."""
+        array, plan = self._timed
+        P = self.mem_params
+        _, _, _, output_end, streams = plan[4]
+        units = []
+        for name, (start, end, busy) in array.activity(plan).items():
+            unit = prog.units[name]
+            span = end - start + 1
+            units.append({"name": name, "kind": unit.kind, "pos": tuple(unit.pos), "start": start, "end": end + 1,
+                          "busy": min(busy, span), "stall": max(span - busy, 0)})
+        out = []
+        # Reads served word by word have their words' response cycles (``served``); the others (gated reads,
+        # writes) are taken to move evenly over their span.
+        gated = self._gates(prog, reads, writes)
+        for name, port in prog.host_inputs.items():
+            k = self.agcu_at(port.side, port.col)
+            first, end = streams[(name, port.port)]
+            out.append({"agcu": k, "direction": "read", "tier": TIER_NAMES[reads[k].tier], "words": reads[k].words,
+                        "start": max(first - AGCU_READ_CYCLES, 0), "end": max(end - AGCU_READ_CYCLES, 0) + 1,
+                        "served": name not in gated})
+        sources = {name: (source, delay) for name, source, delay in plan[3][1]}
+        for name, port in prog.host_outputs.items():
+            k = self.agcu_at(port.side, port.col)
+            source, delay = sources[name]
+            out.append({"agcu": k, "direction": "write", "tier": TIER_NAMES[writes[k].tier],
+                        "words": writes[k].words, "start": streams[source][0] + delay,
+                        "end": output_end[name] + AGCU_WRITE_CYCLES + P.tiers[writes[k].tier].latency + 1,
+                        "served": False})
+        return {"cycles": cycles, "units": units, "streams": out,
+                "words": {TIER_NAMES[t]: times for t, times in self._tier_words.items()}}
 
     @staticmethod
     def _per_vector(arrivals, inputs):
@@ -375,6 +430,8 @@ class ChipModel:
         """
         buffered = buffered or {}
         P, A = self.mem_params, self.array_params
+        # Per credited tier, its words' response cycles in the latest service (for activity records).
+        self._credit_words = {}
         tiers = {}
         for name, (tier, words) in words_of.items():
             tiers.setdefault(tier, []).append(name)
@@ -407,6 +464,10 @@ class ChipModel:
                     resp = _credit_service(P.tiers[tier], P.word_bytes, streams, P.agcu_outstanding)
                     last[tier] = held, {n: (r[0] + AGCU_READ_CYCLES, r[-1] + AGCU_READ_CYCLES)
                                         for n, r in zip(names, resp)}
+                    if self.activity is not None:
+                        # Words already buffered at the start were served before it (sw.model.loop).
+                        self._credit_words[tier] = np.concatenate([np.asarray(r[buffered.get(n, 0):], np.int64)
+                                                                   for n, r in zip(names, resp)])
                 served.update(last[tier][1])
             served = self._per_vector(served, inputs)
             if gated:
@@ -565,6 +626,7 @@ class ChipModel:
             for i, _ in gates:
                 read(i)
         run = array.replay(array_plan, data)
+        self._timed = array, array_plan
         for i in range(len(writes)):
             write(i, run)
         for (tier, what), words in counts:

@@ -23,6 +23,7 @@ from sw.errors import LaunchError
 from sw.loopnest import LoopNest
 
 _BODIES = {}
+_TIERS = {name: index for index, name in TIER_NAMES.items()}
 
 
 def body_program(program):
@@ -70,6 +71,7 @@ def execute_looped(chip, reads, writes):
     n, P = looped.iterations, chip.mem_params
     body = body_program(looped)
     outputs, total, held = {}, 0, None
+    recorded = None if chip.activity is None else len(chip.activity)
     # Reads that may run ahead into the next iteration (those no write of the loop gates): words they may fetch.
     free = {k: (p.tier, min(P.agcu_outstanding, p.words // n)) for k, p in reads.items() if p.after is None}
     try:
@@ -86,6 +88,8 @@ def execute_looped(chip, reads, writes):
                 held = _prefetched(chip, free, cycles, before)
     finally:
         chip.program = looped
+    if recorded is not None:
+        chip.activity[recorded:] = [_merged(chip.activity[recorded:], total, P)]
     return total, {name: (np.concatenate([d for d, _ in parts]), np.concatenate([l for _, l in parts]))
                    for name, parts in outputs.items()}
 
@@ -107,3 +111,50 @@ def _prefetched(chip, free, cycles, before):
         scale = min(1.0, idle / (sum(mine.values()) * per_word)) if sum(mine.values()) else 0.0
         held.update({k: int(words * scale) for k, words in mine.items()})
     return held
+
+
+def _merged(iterations, total, mem_params):
+    """The activity records of a looped kernel's iterations (``ChipModel.activity``) as one kernel's: each
+    iteration's spans moved by the cycles of those before it and tagged with its index. The words an
+    iteration starts with in its AGCUs' buffers (``held``) become ``read ahead`` streams of the iteration
+    before, at the tier's peak rate up to its end: fetched in its idle tier cycles with the credits its
+    consumers gave back (as :func:`_prefetched` has it)."""
+    units, streams, words, at = [], [], {}, 0
+    for i, record in enumerate(iterations):
+        ahead = {}
+        for agcu, held in sorted(record.get("held", {}).items()):
+            before = [s for s in streams if s["agcu"] == agcu and s["direction"] == "read" and s["iteration"] == i - 1]
+            if before:
+                ahead.setdefault(before[-1]["tier"], []).append((before[-1], held))
+        for tier, reads in ahead.items():
+            per_word = float(mem_params.word_bytes / mem_params.tiers[_TIERS[tier]].bytes_per_cycle)
+            times = _idle_slots(np.concatenate(words.get(tier, [np.zeros(0, np.int64)])), at,
+                                sum(held for _, held in reads), per_word)
+            words.setdefault(tier, []).append(times)
+            start = int(times[0]) if len(times) else at
+            for read, held in reads:
+                streams.append(dict(read, direction="read ahead", words=held, start=start, end=at, served=True))
+        for unit in record["units"]:
+            units.append(dict(unit, start=unit["start"] + at, end=unit["end"] + at, iteration=i))
+        for stream in record["streams"]:
+            streams.append(dict(stream, start=stream["start"] + at, end=stream["end"] + at, iteration=i))
+        for tier, times in record["words"].items():
+            words.setdefault(tier, []).append(times + at)
+        at += record["cycles"]
+    return {"cycles": total, "units": units, "streams": streams,
+            "words": {tier: np.concatenate(parts) for tier, parts in words.items()}}
+
+
+def _idle_slots(busy, end, n, per_word, window=1000):
+    """Cycles for ``n`` more words of a tier that serves a word every ``per_word`` cycles and served words at
+    ``busy`` cycles: the free capacity of each ``window`` before ``end``, the latest first."""
+    out, hi = [], end
+    while n > 0 and hi > 0:
+        lo = max(hi - window, 0)
+        used = int(np.count_nonzero((busy >= lo) & (busy < hi)))
+        free = min(n, max(int((hi - lo) / per_word) - used, 0))
+        if free:
+            out.append(lo + (np.arange(free) * (hi - lo)) // free)
+            n -= free
+        hi = lo
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)

@@ -25,7 +25,7 @@ SEQ_PROGRAM_CYCLES = SEQ_FIRST_WORD_CYCLES + 1
 SEQ_DONE_CYCLES = 1
 
 
-def list_cycles(entries, *, memory, tier):
+def list_cycles(entries, *, memory, tier, starts=None):
     """Cycles from the start pulse to the sequencer's done for a list's ``entries``.
 
     Parameters
@@ -43,6 +43,9 @@ def list_cycles(entries, *, memory, tier):
     (total, launch) : int, int
         All cycles, and those spent neither in kernels nor in Program Loads:
         what sequencing costs.
+
+    With a list as ``starts``, each entry appends to it ``(load, kernel)``: the cycles (from the start
+    pulse) its Program Load starts (None when skipped) and its kernel starts.
     """
     latency = memory.tiers[tier].latency
     lead = record_words(header_layout()) + record_words(program_record_layout(memory))   # then a load may start
@@ -51,13 +54,15 @@ def list_cycles(entries, *, memory, tier):
     last = None                                   # the previous kernel's last cycle: the next may start in it
     busy = 0
     for words, program, kernel in entries:
-        start = first + words
+        start, load = first + words, None
         if program is not None:
             load = first + lead if last is None else max(first + lead, last)
             start = max(start, load + latency + SEQ_PROGRAM_CYCLES + -(-program // per_word) * per_word)
             busy += program
         if last is not None:
             start = max(start, last)
+        if starts is not None:
+            starts.append((load, start))
         last = start + kernel
         busy += kernel
         first = start + 1

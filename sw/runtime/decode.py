@@ -30,7 +30,7 @@ import numpy as np
 
 from hw.mem.params import DDR, HBM, TIER_NAMES
 from sw.errors import DecodeError  # noqa: F401  (re-exported)
-from sw.runtime.trace import event as trace_event
+from sw.runtime.trace import activity_events, event as trace_event
 
 # Who issues a step's kernels: the host, one round trip per launch (the paper's Fused+SO), or the chip's
 # sequencer walking a launch list, one host command per step (Fused+HO).
@@ -91,6 +91,8 @@ class Session:
         self.stats = None
         # With ``trace``, every host command of every step as sw.runtime.trace events, in cycles from the start.
         self.trace, self.clock = ([] if trace else None), 0.0
+        # With ``trace``, what the device saw inside each command (Device.activity), as trace events.
+        self.activity, self._recording = ([] if trace else None), False
 
     async def load(self, *, weights_tier="hbm"):
         """Write the memory image; with ``weights_tier="ddr"`` stage the weights from DDR with the copy engine."""
@@ -138,6 +140,9 @@ class Session:
         tp, launches = c.bucket(pos)
         if self.stats is None:
             self.stats = await self.device.tier_stats()
+        if self.trace is not None and not self._recording:
+            await self.device.record(True)
+            self._recording = True
         cost = {"kernel_cycles": 0, "program_load_cycles": 0, "launch_cycles": 0, "host_io_cycles": 0,
                 "sequencer_cycles": 0, "kernels": 0}
         if self.orchestration == "chip":
@@ -185,6 +190,7 @@ class Session:
             reads, writes = launch.patterns(token, pos)
             before = await self._trace_stats()
             cycles = await self.device.execute(reads, writes)
+            await self._trace_activity([launch])
             ops = [op.name for op in launch.ops]
             self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
                          **await self._trace_bytes(before))
@@ -204,6 +210,7 @@ class Session:
         self.loaded_program = None
         moved = await self._trace_bytes(before)
         launches = c.buckets[tp]
+        await self._trace_activity(launches)
         ops = [op.name for launch in launches for op in launch.ops]
         self._record("program load", f"Program Loads ({out['program_loads']})", out["program_load_cycles"])
         self._record("sequencer", f"sequencing {out['entries']} kernels", out["sequencer_cycles"])
@@ -214,6 +221,16 @@ class Session:
         cost["sequencer_cycles"] += out["sequencer_cycles"]
         cost["launch_cycles"] += t.host_launch_cycles + out["sequencer_cycles"]
         cost["kernels"] = out["entries"]
+
+    async def _trace_activity(self, launches):
+        """The device's activity in the command just run (``launches``' kernels), as trace events from now."""
+        if self.activity is None:
+            return
+        found = await self.device.activity()
+        if found is not None:
+            names = [{tuple(u.pos): name for name, u in launch.program.units.items()} for launch in launches]
+            labels = [f"{launch.name}: {' '.join(op.name for op in launch.ops)}" for launch in launches]
+            self.activity += activity_events(found, self.clock, names=names, labels=labels)
 
     async def _trace_stats(self):
         return await self.device.tier_stats() if self.trace is not None else None
@@ -338,5 +355,5 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     if keep_logits:
         result["logits"] = np.stack(all_logits)
     if trace:
-        result["trace"] = session.trace
+        result["trace"] = session.trace + session.activity
     return result

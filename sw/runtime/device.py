@@ -18,7 +18,7 @@ from sw.errors import ChipError, LaunchError
 from sw.model import memory_units, sequencer
 from sw.model.chip import ChipModel
 from sw.model.memory import MemoryRangeError
-from sw.runtime import launch_list
+from sw.runtime import launch_list, trace
 from sw.runtime.launch_list import program_pattern
 
 
@@ -132,6 +132,28 @@ class Device(abc.ABC):
         ``hw.mem.controller.stats_layout``.
         """
 
+    async def record(self, on=True):
+        """Start (``on``) or stop recording what the chip does inside each :meth:`execute` and :meth:`run_list`
+        for :meth:`activity` (traces: it costs time on every backend). A backend that cannot record keeps
+        :meth:`activity` None."""
+
+    async def activity(self):
+        """What the chip did during the latest :meth:`execute` or :meth:`run_list` while recording; None otherwise.
+
+        A dict, all cycles counted from that command's start (its kernel's start pulse for ``execute``):
+
+        - ``source``: ``"measured"`` (the RTL's counters) or ``"modelled"`` (the fast model's timing);
+        - ``kernels``: per kernel ``(start, cycles)``; under ``run_list`` also ``loads``: per Program Load
+          ``(start, cycles)``;
+        - ``units``: per unit and kernel (per iteration of a looped kernel on the model) a dict of ``pos``
+          (row, col), ``kind`` (``pcu``/``pmu``), ``start``/``end`` (its span), ``busy`` and ``stall``
+          cycles, and ``kernel`` (index into ``kernels``; None where a count spans the whole command);
+        - ``streams``: per AGCU transfer ``agcu``, ``direction``, ``tier`` name, ``words``, ``start``/``end``;
+        - ``samples``: ``[(cycle, {"hbm": bytes, "ddr": bytes})]``, the bytes the tier controllers had moved
+          since the command's start, about every 1,000 cycles.
+        """
+        return None
+
     async def close(self):
         """Release what the backend holds; the device is not used after this."""
 
@@ -149,6 +171,43 @@ class ModelDevice(Device):
         self.resident = None
         # Chip cycles of every command so far, and when the copy in flight (its cycles) ends on that clock.
         self.now, self.copy_end, self.copy_cycles = 0, None, 0
+        self._activity, self._listing = None, False
+
+    async def record(self, on=True):
+        self.chip.activity = [] if on else None
+        self._activity = None
+
+    async def activity(self):
+        done, self._activity = self._activity, None
+        return done
+
+    def _recorded(self, kernels, loads=(), listed=None):
+        """The :meth:`activity` of a command from the kernel records the chip model appended, one per entry of
+        ``kernels`` (start, cycles); ``loads``: Program Loads as (start, cycles, tier, memory words);
+        ``listed``: the launch list's (tier, memory words, cycle its last entry is parsed by)."""
+        if self.chip.activity is None:
+            return
+        records, self.chip.activity[:] = list(self.chip.activity), []
+        units, streams, tiers = [], [], []
+        wb = self.target.memory.word_bytes
+        for i, ((start, _), record) in enumerate(zip(kernels, records)):
+            units += [dict(u, start=u["start"] + start, end=u["end"] + start, kernel=i) for u in record["units"]]
+            for st in record["streams"]:
+                streams.append(dict(st, start=st["start"] + start, end=st["end"] + start, kernel=i))
+        for start, cycles, tier, words in loads:
+            streams.append({"agcu": None, "track": "program loader", "direction": "program load",
+                            "tier": TIER_NAMES[tier], "words": words, "start": start, "end": start + cycles})
+        if listed is not None:
+            tier, words, end = listed
+            streams.append({"agcu": None, "track": "launch list reader", "direction": "launch list",
+                            "tier": TIER_NAMES[tier], "words": words, "start": 0, "end": max(end, 1)})
+        even = [(st["tier"], st["words"] * wb, st["start"], max(st["end"] - 1, st["start"])) for st in streams
+                if not st.get("served")]
+        served = [(tier, wb, times + start) for (start, _), record in zip(kernels, records)
+                  for tier, times in record["words"].items()]
+        end = max([s + c for s, c in kernels] + [s + c for s, c, *_ in loads] + [0])
+        self._activity = {"source": "modelled", "kernels": list(kernels), "loads": [l[:2] for l in loads],
+                          "units": units, "streams": streams, "samples": trace.rate_samples(even, end, served)}
 
     async def write(self, tier, offset, words):
         try:
@@ -183,11 +242,16 @@ class ModelDevice(Device):
         if not (0 <= token < 1 << 32 and 0 <= pos < 1 << 32):
             raise ChipError(f"launch list: token {token} and position {pos} must fit the 32-bit registers")
         try:
+            self._listing = True
             return await self._run_list(tier, offset, nwords, token, pos, programs, began)
         except ChipError:
             # As on the RTL: after a failed list nothing counts as loaded.
             self.loaded = self.resident = None
+            if self.chip.activity is not None:
+                self.chip.activity[:] = []
             raise
+        finally:
+            self._listing = False
 
     async def _run_list(self, tier, offset, nwords, token, pos, programs, began):
         m = self.target.memory
@@ -215,8 +279,15 @@ class ModelDevice(Device):
                 (0 if entry.program is None else record_words(program_record_layout(m))) + \
                 (len(entry.reads) + len(entry.writes)) * record_words(direction_record_layout(m))
             timing.append((words_of, program_cycles, cycles))
-        total, launch = sequencer.list_cycles(timing, memory=m, tier=tier)
+        starts = []
+        total, launch = sequencer.list_cycles(timing, memory=m, tier=tier, starts=starts)
         self.now = began + total
+        if self.chip.activity is not None:
+            wb = m.word_bytes
+            loads = [(load, program, tier, -(-4 * program // wb)) for (load, _), (_, program, _) in zip(starts, timing)
+                     if load is not None]
+            self._recorded([(start, cycles) for (_, start), cycles in zip(starts, kernels)], loads,
+                           (tier, -(-4 * nwords // wb), max((s for _, s in starts), default=0)))
         return {"cycles": total, "kernel_cycles": sum(kernels), "program_load_cycles": load_cycles,
                 "program_loads": loads, "entries": len(entries), "sequencer_cycles": launch}
 
@@ -228,6 +299,8 @@ class ModelDevice(Device):
         except MemoryRangeError as e:
             raise ChipError(f"kernel: an AGCU pattern leaves its tier: {e}") from None
         self.now += cycles
+        if not self._listing:
+            self._recorded([(0, cycles)])
         return cycles
 
     async def copy(self, src_tier, src, dst_tier, dst, nbytes):

@@ -49,8 +49,8 @@ def test_rtl_decode_is_bit_identical_to_the_fast_model(one_layer):
                   progress=lambda *a: seen.append(a))
     for (mode, orchestration), got in zip(runs, rtl):
         want = asyncio.run(generate(ModelDevice(CHIP), compiled[mode], PROMPT, max_new_tokens=NEW,
-                                    orchestration=orchestration))
-        check_measured_activity(got, compiled[mode])
+                                    orchestration=orchestration, trace=True))
+        check_measured_activity(got, want, compiled[mode])
         assert got["report"]["backend"] == "rtl" and got["report"]["orchestration"] == orchestration
         assert got["logits_sha"] == want["logits_sha"], f"{mode}: RTL logits differ from the fast model's"
         assert got["tokens"] == want["tokens"]
@@ -78,9 +78,25 @@ def test_rtl_decode_is_bit_identical_to_the_fast_model(one_layer):
     assert seen, "no progress was reported during the simulation"
 
 
-def check_measured_activity(result, compiled):
-    """The RTL trace's activity: the units' busy/stall counters and the sampled tier counters."""
+def busy_by_unit(events, kind):
+    totals = {}
+    for e in events:
+        if e["track"].startswith(kind):
+            totals[e["track"]] = totals.get(e["track"], 0) + e["args"]["busy"]
+    return totals
+
+
+def check_measured_activity(result, model, compiled):
+    """The RTL trace's activity: the units' busy/stall counters and the sampled tier counters; the fast
+    model's busy cycles are the RTL's for every PCU (firings and drained rows), and an upper bound for
+    every PMU (it counts a cycle that writes and reads twice)."""
     events = result["trace"]
+    assert busy_by_unit(model["trace"], "PCU") == busy_by_unit(events, "PCU")
+    rtl, modelled = busy_by_unit(events, "PMU"), busy_by_unit(model["trace"], "PMU")
+    assert rtl.keys() == modelled.keys()
+    for unit, busy in rtl.items():
+        assert busy <= modelled[unit], (unit, busy, modelled[unit])
+    assert sum(modelled.values()) <= 1.02 * sum(rtl.values())
     kernels = [e for e in events if e["track"] == "kernels"]
     units = [e for e in events if e["track"].split(" ")[0] in ("PCU", "PMU")]
     assert units and all(e["args"]["source"] == "measured" for e in units)

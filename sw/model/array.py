@@ -283,19 +283,26 @@ class ArrayModel:
         return max([path] + list(unit_cycles.values())), unit_cycles, unit_end, output_end, streams
 
     def activity(self, plan):
-        """Each unit's active span in ``plan``'s timing: name -> (start, end, cycles).
+        """Each unit's active span in ``plan``'s timing and its work: name -> (start, end, busy).
 
         ``start``: the cycle its inputs let it begin (its latest input's first word, as :meth:`timing`
-        takes it); ``end``: its last output's cycle; ``cycles``: its own model's cycle count, the cycles
-        it works in that span (the rest it waits for an input or for room downstream).
+        takes it); ``end``: its last output's cycle; ``busy``: the cycles its RTL counts as busy
+        (``busy_cycles``): a PCU's firings (one per input vector) plus, in systolic mode, its drained
+        rows; a PMU's vectors written plus vectors read, which counts a cycle that does both twice (the
+        RTL once), so it is an upper bound there.
         """
         units, _ = plan[3]
-        _, unit_cycles, unit_end, _, streams = plan[4]
+        _, _, unit_end, _, streams = plan[4]
         out = {}
-        for name, feeds, cycles, n_in, needed, _, _ in units:
+        for name, feeds, _, n_in, needed, _, outs in units:
             start = max((streams[source][0] + delay - needed.get(port, (0, n_in))[0]
                          for port, source, delay, _ in feeds), default=0)
-            out[name] = (max(start, 0), unit_end[name], unit_cycles[name])
+            unit = self.program.units[name]
+            if unit.kind == "pcu":
+                busy = n_in + (max((n for _, n, _ in outs), default=0) if unit.config.systolic else 0)
+            else:
+                busy = n_in + sum(n for _, n, _ in outs)
+            out[name] = (max(start, 0), unit_end[name], busy)
         return out
 
     def retimed(self, plan, arrivals):

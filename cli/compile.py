@@ -28,7 +28,8 @@ def add_arguments(parser):
                       help="fused, with the decoder layers one kernel looped over the layers (kernel looping; "
                            "fused instead, with a note, where a layer does not fit one kernel)")
     parser.add_argument("--context", type=int, default=None,
-                        help="KV-cache positions (default: the most the model and the target's PMUs allow)")
+                        help="KV-cache positions (default: the longest whose K fits one PMU; longer contexts run "
+                             "with K in chunks, up to the target's limit)")
     parser.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES, default="auto",
                         help="how weights stream from HBM: auto (default) bf16 when every value of the matrices is a "
                              "bf16 value, else fp32 words; bf16 rounds fp16/fp32 weights to bf16 (half the bytes); "

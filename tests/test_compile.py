@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from sw.compiler.checkpoint import UnsupportedModelError, load_checkpoint
-from sw.compiler.compile import compile_model, max_context
+from sw.compiler.compile import compile_model, default_context, max_context
 from sw.compiler.program import FORMAT, VERSION, CompiledModel, load, save
 from sw.errors import CompileError, ProgramFormatError
 from sw.runtime.decode import generate
@@ -170,24 +170,29 @@ def test_layers_split_to_fit_the_chip_and_fewer_kernels_on_4x8(compiled):
     assert max(len(launch.ops) for launch in large.launches()) > max(len(launch.ops) for launch in chip.launches())
 
 
-def test_max_context_is_what_a_pmu_holds(checkpoints, tmp_path):
+def test_default_context_is_what_a_pmu_holds(checkpoints, tmp_path):
     long = make_checkpoint(tmp_path / "long", max_position_embeddings=1024, **SHAPES["wide-heads"])
     shape = load_checkpoint(long).shape
-    # K of one head, context x head_dim words, must fit one PMU of lanes x pmu_bank_words words.
-    assert max_context(shape, CHIP) == CHIP.array.pmu_words // shape.head_dim == 128
+    # Unless asked for more: K of one head, context x head_dim words, fits one PMU of lanes x pmu_bank_words
+    # words whole; longer contexts compile with K chunked (tests/test_long_context.py).
+    assert default_context(shape, CHIP) == CHIP.array.pmu_words // shape.head_dim == 128 < max_context(shape, CHIP)
     # And never beyond the model's positions.
+    assert default_context(load_checkpoint(checkpoints["gqa-untied"]).shape, CHIP) == 64
     assert max_context(load_checkpoint(checkpoints["gqa-untied"]).shape, CHIP) == 64
-    c = compile_model(checkpoints["gqa-untied"], CHIP)  # context defaults to max_context
+    c = compile_model(checkpoints["gqa-untied"], CHIP)  # context defaults to default_context
     assert c.context == 64 and max(c.buckets) == 64
 
 
-def test_context_beyond_the_pmus_is_refused(tmp_path):
-    long = make_checkpoint(tmp_path / "long", max_position_embeddings=1024, **SHAPES["wide-heads"])
+def test_context_beyond_one_pmu_is_chunked_and_beyond_the_target_refused(tmp_path):
+    long = make_checkpoint(tmp_path / "long", max_position_embeddings=4096, **SHAPES["wide-heads"])
+    c = compile_model(long, CHIP, context=256)          # K of one head is 256 x 64 = 16384 words, two PMUs' worth
+    assert any(op.attrs.get("chunk") for launch in c.buckets[256] for op in launch.ops)
     with pytest.raises(CompileError) as e:
-        compile_model(long, CHIP, context=256)
+        compile_model(long, CHIP, context=4096)
     message = str(e.value)
-    assert "PMU" in message and "256" in message and "16384" in message and str(CHIP.array.pmu_words) in message
-    assert "longest context" in message and "128" in message
+    assert "attention over 4096 positions" in message and "bytes of HBM" in message
+    assert str(CHIP.memory.hbm.capacity) in message
+    assert f"longest context for this model is {max_context(c.shape, CHIP)}" in message
 
 
 def test_bad_contexts_and_mode(checkpoints):

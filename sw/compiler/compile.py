@@ -8,25 +8,80 @@ GEMVs stream, RoPE and mask tables, program bitstreams).
 """
 
 import time
+from math import isqrt
 
 import numpy as np
 
+from facts.loopnest import MAX_COUNT
+from hw.tile.pmu import PASS_BITS
 from sw.compiler.checkpoint import Weights, bf16_exact, largest_memory, load_checkpoint
 from sw.compiler.decode import Padding, decode_graph, pad_weights
 from sw.compiler.fuse import fuse
 from sw.compiler.launch import Launch
 from sw.compiler.layout import layout, round_bf16
 from sw.compiler.loop import loop_layers
-from sw.compiler.lower import lower
+from sw.compiler.lower import k_chunk, lower
 from sw.compiler.program import CompiledModel
 from sw.errors import CheckpointError, CompileError
 from sw.runtime import launch_list
 
-def max_context(shape, target):
-    """The longest attention the target's PMUs hold: ``tp * head_dim`` words in the K-transposing PMU."""
+def default_context(shape, target):
+    """The context compiled when none is asked for: the longest whose K of one head (``context x head_dim``
+    words) fits the transposing PMU whole, so no bucket chunks K."""
     lanes, words = target.array.lanes, target.array.pmu_words
     tp = words // Padding.of(shape, lanes).head_dim // lanes * lanes
     return min(tp, shape.context_limit // lanes * lanes)
+
+
+def attention_bytes(shape, target, context):
+    """HBM bytes that grow with the context: ``(KV caches, mask tables, RoPE tables)``, fp32.
+
+    Each layer's q/k cache holds a row for every q and k head (the current q goes there too), its V cache
+    one per KV head; one ``context x context`` mask per distinct sliding window (0: none) and the RoPE
+    cos and sin tables, ``context`` rows of head_dim each.
+    """
+    hd = Padding.of(shape, target.array.lanes).head_dim
+    kv = shape.num_layers * (shape.num_heads + 2 * shape.num_kv_heads) * context * hd * 4
+    masks = len({shape.window(i) for i in range(shape.num_layers)}) * context * context * 4
+    return kv, masks, 2 * context * hd * 4
+
+
+def _attention_problem(shape, target, context):
+    """Why attention over ``context`` positions does not fit ``target`` (resource, needed vs available), or None."""
+    a, wb = target.array, target.memory.word_bytes
+    L, words, hd, nh = a.lanes, a.pmu_words, Padding.of(shape, a.lanes).head_dim, shape.num_heads
+    if context > words:
+        return (f"a head's scores row is {context} words (the scores, exp and probability PMUs hold one), a PMU "
+                f"holds {words}")
+    if 4 * L * context // wb > MAX_COUNT:
+        return (f"V of one head streams as {4 * L * context // wb} memory words per lane block in one AGCU loop "
+                f"level, which counts to {MAX_COUNT}")
+    chunk = k_chunk(context, hd, L, words)
+    if chunk is None:
+        return f"a block of {L} keys of head_dim {hd} is {L * hd} words, a PMU holds {words}"
+    if nh * (context // chunk) > (1 << PASS_BITS) - 1:
+        return (f"K of one head in {context // chunk} chunks of {chunk} positions for {nh} heads is "
+                f"{nh * (context // chunk)} passes of the transposing PMU, which counts to {(1 << PASS_BITS) - 1}")
+    kv, masks, rope = attention_bytes(shape, target, context)
+    if kv + masks + rope > target.memory.hbm.capacity:
+        return (f"its KV caches ({kv} bytes), mask tables ({masks}) and RoPE tables ({rope}) need "
+                f"{kv + masks + rope} bytes of HBM before any weight, the HBM holds {target.memory.hbm.capacity}")
+    return None
+
+
+def max_context(shape, target):
+    """The longest context ``target`` takes for ``shape``: within the model's positions, a head's scores row
+    in one PMU, K streamed and chunked through the transposing PMU (:func:`sw.compiler.lower.k_chunk`) and the
+    attention's own HBM regions (:func:`attention_bytes`; the weights are the memory map's to check)."""
+    a, cap = target.array, target.memory.hbm.capacity
+    L = a.lanes
+    kv, masks, rope = (n // L for n in attention_bytes(shape, target, L))   # bytes per position (masks: squared)
+    linear, square = kv + rope, masks // L
+    hbm = (isqrt(linear * linear + 4 * square * cap) - linear) // (2 * square)
+    top = min(shape.context_limit, a.pmu_words, MAX_COUNT * target.memory.word_bytes // (4 * L), hbm) // L * L
+    while top >= L and _attention_problem(shape, target, top):
+        top -= L
+    return top
 
 
 def check_fit(shape, target, context):
@@ -52,10 +107,9 @@ def check_fit(shape, target, context):
         raise CompileError(f"context {context} exceeds the model's max_position_embeddings {shape.max_positions}"
                            + ("" if shape.context_limit == shape.max_positions else
                               f" x dynamic RoPE factor {shape.rope.factor:g} = {shape.context_limit}"))
-    if context * hd > words:
-        raise CompileError(f"attention over {context} positions: K of one head is {context} x {hd} = "
-                           f"{context * hd} words, a PMU holds {words}; the target's longest context for this "
-                           f"head_dim is {max_context(shape, target)}")
+    if why := _attention_problem(shape, target, context):
+        raise CompileError(f"attention over {context} positions: {why}; the target's longest context for this "
+                           f"model is {max_context(shape, target)}")
 
 
 def buckets(context, lanes):
@@ -181,7 +235,7 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
     ckpt = load_checkpoint(checkpoint, memory=memory) if not hasattr(checkpoint, "weights") else checkpoint
     shape = ckpt.shape
     L = target.array.lanes
-    context = max_context(shape, target) if context is None else context
+    context = default_context(shape, target) if context is None else context
     check_fit(shape, target, context)
     padding = Padding.of(shape, L)
     weights, gemv_bf16, embed_bf16, weights_text = weights_policy(ckpt, target, weights_dtype)

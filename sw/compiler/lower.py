@@ -21,6 +21,8 @@ over the graph's ops in order:
 - ``kv_write``: no chip op; the cache was written by the op above.
 - ``attention`` -> ``attention_scores`` (q.K^T, mask, softmax) and
   ``attention_values`` (times V); a sliding window is a mask table of its own.
+  K of one head goes through the transposing PMU in chunks of ``chunk``
+  positions when it does not fit that PMU whole (:func:`k_chunk`).
 - the logits (the graph's output) -> also ``argmax``: greedy decoding's token
   on chip, so the host reads one word instead of every logit.
 - ``add`` -> ``add``; ``silu_mul`` -> ``mul``. Fused, a matvec without a
@@ -59,6 +61,25 @@ class Placement:
     sources: tuple = ()
     nbytes: int = 0
     args: tuple = ()
+
+
+def k_chunk(tp, hd, lanes, words):
+    """Positions of K the transposing PMU of ``attention_scores`` holds per pass, over ``tp`` positions.
+
+    ``tp``: whole when ``tp * hd`` words fit a PMU of ``words`` (one pass per head, as always);
+    else the longest divisor of ``tp`` in whole blocks of ``lanes`` keys that fits two buffers of
+    the PMU (so one chunk streams in while the previous is read), or failing that one buffer.
+    The chunks of a head arrive and drain in key order, so the scores are the same stream as
+    unchunked. None when not even ``lanes`` keys fit.
+    """
+    if tp * hd <= words:
+        return tp
+    blocks = tp // lanes
+    for buffers in (2, 1):
+        for n in range(2, blocks + 1):
+            if blocks % n == 0 and buffers * (tp // n) * hd <= words:
+                return tp // n
+    return None
 
 
 @dataclass(frozen=True)
@@ -251,9 +272,13 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False, fused=False):
             tables.setdefault(mask, Placement(mask, "table", "mask", args=(context, window)))
             attn = dict(head_dim=hd, heads=nh, kv_heads=nkv, tp=tp, tmax=context)
             scale = op.attrs["head_dim"] ** -0.5
+            chunk = k_chunk(tp, hd, L, target.array.pmu_words)
+            if chunk is None:
+                raise refuse(op, f"a block of {L} keys of head_dim {hd} ({L * hd} words) does not fit one PMU of "
+                                 f"{target.array.pmu_words} words")
             probs = tensor(f"{prefix(op.name)}probs", nh * tp)
             emit(f"{prefix(op.name)}scores", "attention_scores", [], [probs], reads=[slots], slots=slots, mask=mask,
-                 scale=scale, **attn)
+                 scale=scale, **attn, **({"chunk": chunk} if chunk < tp else {}))
             chip[out] = tensor(out, T[out].elements)
             emit(f"{prefix(op.name)}pv", "attention_values", [probs], [out], reads=[values], values=values, **attn)
         elif op.kind in ("add", "silu_mul") and op.name in joined:

@@ -3,6 +3,7 @@
 :data:`TEMPLATES` maps a chip-op kind to its template.
 """
 
+from facts.loopnest import MAX_COUNT
 from sw.compiler.launch import linear
 from sw.compiler.layout import argmax_scale
 from sw.compiler.memory_map import word_count
@@ -139,19 +140,26 @@ def _rope(b, op):
 
 def _attention_scores(b, op):
     """Per head: q . K^T scaled, masked and its max in one systolic PCU, then softmax; K arrives row by row and a
-    PMU transposes it."""
+    PMU transposes it.
+
+    ``chunk`` (positions, default ``tp``): K longer than that PMU holds goes through it a chunk per pass, its
+    rows in order, so the PCU sees the same columns in the same order and one head's scores stay one row.
+    """
     L, hd, nh, nkv, tp, tmax = (b.lanes, op.attrs["head_dim"], op.attrs["heads"], op.attrs["kv_heads"],
                                 op.attrs["tp"], op.attrs["tmax"])
     nv, tb, group = hd // L, tp // L, nh // nkv
+    chunk = op.attrs.get("chunk", tp)
     words = b.params.pmu_words
     qbuf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(nh * nv, L),
                                    read=AddressPattern((hd, tb, nh), (1, 0, hd), last_level=0),
                                    read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1), op.name, "q")
-    kbuffers = 2 if 2 * tp * hd <= words else 1
-    kbuf = b.unit("pmu", PmuConfig(write=AddressPattern((nv, tp), (tp * L, L)),
-                                   read=AddressPattern((L, nv, tb), (1, tp * L, L * L), last_level=None),
+    kbuffers = 2 if 2 * chunk * hd <= words else 1
+    passes = nh * (tp // chunk)
+    kbuf = b.unit("pmu", PmuConfig(write=AddressPattern((nv, chunk), (chunk * L, L)),
+                                   read=AddressPattern((L, nv, chunk // L), (1, chunk * L, L * L), last_level=None),
                                    read_mode=ReadMode.COLUMN, stripe=True, buffers=kbuffers,
-                                   buffer_words=tp * hd if kbuffers > 1 else 0, write_passes=nh, read_passes=nh),
+                                   buffer_words=chunk * hd if kbuffers > 1 else 0, write_passes=passes,
+                                   read_passes=passes),
                   op.name, "kT", [b.mesh(qbuf.pos)])
     # Each drained row (L keys) is scaled, then takes its mask row from vi2; the max folds over vi2's groups
     # (one head's rows), so the scores and their maximum leave the same PCU.
@@ -181,7 +189,12 @@ def _attention_scores(b, op):
     row = word_count(4 * hd, b.wb, op.name)
     head_stride = tmax * row
     b.read(f"{op.name}.q", slots, (row, nh), (1, head_stride), [qbuf.vi0], pos_stride=4 * hd)
-    b.read(f"{op.name}.k", slots, (tp * row, group, nkv), (1, 0, head_stride), [kbuf.vi0], offset=nh * tmax * 4 * hd)
+    # A head's K in one loop level, or where it counts past what one level holds a level per chunk (per block of
+    # keys if even a chunk does).
+    keys = chunk if chunk * row <= MAX_COUNT else L
+    counts, strides = ((tp * row, group, nkv), (1, 0, head_stride)) if tp * row <= MAX_COUNT else \
+        ((keys * row, tp // keys, group, nkv), (1, keys * row, 0, head_stride))
+    b.read(f"{op.name}.k", slots, counts, strides, [kbuf.vi0], offset=nh * tmax * 4 * hd)
     mask_row = word_count(4 * tp, b.wb, op.name)
     b.read("mask", op.attrs["mask"], (mask_row, nh), (1, 0), [score.vi2], last_level=0, pos_stride=4 * tmax)
     b.produce(op.outputs[0], scale.vo0)

@@ -53,7 +53,8 @@ def check_request(compiled, prompt_ids, max_new_tokens, *, temperature=0.0, top_
     need = len(prompt_ids) + max(max_new_tokens, 1) - 1
     if need > compiled.context:
         raise DecodeError(f"the prompt of {len(prompt_ids)} tokens plus {max_new_tokens} new tokens needs {need} "
-                          f"positions; the model was compiled for a context of {compiled.context}")
+                          f"positions; the model was compiled for a context of {compiled.context} "
+                          f"(compile it again with a larger --context)")
 
 
 def sample(logits, *, temperature=0.0, top_k=0, rng=None):

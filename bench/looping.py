@@ -86,10 +86,44 @@ def run_looped_rtl(target, prompt, new_tokens):
             "new_tokens": new_tokens, "wall_s": wall}
 
 
+LAUNCH_SWEEP = (1000, 2000, 4000, 6000, 8000, 10000)
+GOALS = {"fused_host_over_looped": ("fused_host", 1.5), "unfused_over_looped": ("unfused", 3.0)}
+
+
+def launch_sweep(modes, host_launch_cycles):
+    """The ratio goals as the host's round trip per launch varies (the spec's 2,000-10,000 cycles, an
+    assumption): each mode's cycles per token less its host launches, plus its host commands per token at
+    each cost. Derived from this run's figures, not run again.
+
+    Returns ``(points, break_even)``: per cost the two ratios; per goal the least cost at which it is met
+    (None where no cost meets it: the baseline's launches grow no faster than the looped one's).
+    """
+    def parts(name):
+        m = modes[name]
+        commands = m["host_launch_cycles_per_token"] / host_launch_cycles
+        return m["cycles_per_token"] - m["host_launch_cycles_per_token"], commands
+
+    points = []
+    for h in LAUNCH_SWEEP:
+        cycles = {name: base + n * h for name, (base, n) in ((n, parts(n)) for n in modes)}
+        points.append({"host_launch_cycles": h} | {goal: cycles[base] / cycles["looped"]
+                                                   for goal, (base, _) in GOALS.items()})
+    (looped, n_looped), even = parts("looped"), {}
+    for goal, (name, ratio) in GOALS.items():
+        base, n = parts(name)
+        # (base + n h) / (looped + n_looped h) >= ratio
+        slope = n - ratio * n_looped
+        need = (ratio * looped - base) / slope if slope > 0 else None
+        even[goal] = None if need is None else max(0.0, need)
+    return points, even
+
+
 def boundaries(events):
-    """Where a step's kernels (the launch list's, as sequenced) and a looped kernel's iterations start:
-    (cycle, label) from a trace's ``sequenced kernels`` and unit tracks."""
-    marks = [(e["start"], e["name"].split(":")[0]) for e in events if e["track"] == "sequenced kernels"]
+    """Where a step's kernels (the launch list's, as sequenced, or the host's) and a looped kernel's iterations
+    start: (cycle, label) from a trace's ``sequenced kernels`` (else ``kernels``) and unit tracks."""
+    sequenced = [e for e in events if e["track"] == "sequenced kernels"]
+    marks = [(e["start"], e["name"].split(":")[0]) for e in sequenced or
+             [e for e in events if e["track"] == "kernels"]]
     starts = {}
     for e in events:
         if e["track"].split(" ")[0] in ("PCU", "PMU") and "(iteration" in e["name"]:
@@ -99,26 +133,27 @@ def boundaries(events):
 
 
 def bandwidth_picture(target, prompt):
-    """One traced decode step of the fused and the looped programs (chip-orchestrated, fast model): the Chrome
-    trace of both and a plot of the HBM bytes per 1,000 cycles through the step, layer starts marked."""
+    """One traced decode step of the fused program (host- and chip-orchestrated) and the looped one (fast model):
+    the Chrome trace of each and a plot of the HBM bytes per 1,000 cycles through the step, kernel and layer
+    starts marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs, steps = {}, {}
-    for name, program in (("fused, chip-orchestrated", "fused"), ("looped", "looped")):
+    for name, program, orchestration in (("fused, host-orchestrated", "fused", "host"),
+                                         ("fused, chip-orchestrated", "fused", "chip"), ("looped", "looped", "chip")):
         compiled, _ = cached_compile(CHECKPOINT, target, program, None)
-        result = asyncio.run(generate(ModelDevice(target), compiled, prompt, max_new_tokens=1, orchestration="chip",
-                                      trace=True))
+        result = asyncio.run(generate(ModelDevice(target), compiled, prompt, max_new_tokens=1,
+                                      orchestration=orchestration, trace=True))
         events = result["trace"]
         runs[name] = events
-        # The last step: from its host command to the end of its kernels.
-        begin = max(e["start"] for e in events if e["track"] == "host" and e["name"].startswith("launch step"))
-        kernel = max((e for e in events if e["track"] == "kernels"), key=lambda e: e["start"])
-        steps[name] = (begin, kernel["start"] + kernel["cycles"], result["report"]["cycles_per_token"])
+        # The last step: from the previous step's read-back to its own.
+        backs = sorted(e["start"] + e["cycles"] for e in events if e["track"] == "host" and "read-back" in e["name"])
+        steps[name] = (backs[-2], backs[-1], result["report"]["cycles_per_token"])
     TRACE.write_text(json.dumps(chrome_trace(runs, target.clock_hz)))
     peak = 1000 * float(target.memory.hbm.bytes_per_cycle)
-    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 5.5), sharex=True, sharey=True)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 7), sharex=True, sharey=True)
     for ax, (name, events) in zip(axes, runs.items()):
         begin, end, cycles = steps[name]
         samples = sorted((e["start"], e["args"]["value"]) for e in events if e["track"] == COUNTER
@@ -131,7 +166,7 @@ def bandwidth_picture(target, prompt):
         ax.set_ylim(0, 1.35)
         ax.set_ylabel("HBM / peak")
         ax.set_title(f"{name}: {cycles:,.0f} cycles per token", fontsize=9, loc="left")
-    axes[-1].set_xlabel("cycles from the step's host command (fast model, 1,000-cycle windows)")
+    axes[-1].set_xlabel("cycles from the previous step's read-back (fast model, 1,000-cycle windows)")
     fig.suptitle(f"HBM bandwidth through one decode step, default model, {target.name}", fontsize=10)
     fig.tight_layout()
     fig.savefig(PICTURE, dpi=110)
@@ -153,6 +188,7 @@ def main():
            "fused_host_over_looped": cycles["fused_host"] / cycles["looped"],
            "unfused_over_looped": cycles["unfused"] / cycles["looped"],
            "prompt_ids": PROMPT, "new_tokens": NEW_TOKENS}
+    out["launch_sweep"], out["host_launch_cycles_to_meet"] = launch_sweep(modes, LARGE.host_launch_cycles)
     out["rtl"] = run_looped_rtl(CHIP_4X8, PROMPT, RTL_NEW_TOKENS)
     out["wall_s"] = time.perf_counter() - start
     OUT.write_text(json.dumps(out, indent=2))
@@ -160,7 +196,10 @@ def main():
           f"{cycles['fused_host']:,.0f}, fused chip {cycles['fused_chip']:,.0f}, looped {cycles['looped']:,.0f}; "
           "roofline " + ", ".join(f"{n} {m['roofline_fraction']:.1%}" for n, m in modes.items())
           + f"; tokens identical {out['tokens_identical']}" + (f"; looped: {notes['looped']}" if notes["looped"] else ""))
-    print(f"  fused host / looped {out['fused_host_over_looped']:.2f}x, unfused / looped {out['unfused_over_looped']:.2f}x")
+    print(f"  fused host / looped {out['fused_host_over_looped']:.2f}x, unfused / looped {out['unfused_over_looped']:.2f}x"
+          f" at {LARGE.host_launch_cycles:,} cycles per host launch (assumed); goals met from "
+          + ", ".join(f"{goal} {'never' if h is None else f'{h:,.0f} cycles'}"
+                      for goal, h in out["host_launch_cycles_to_meet"].items()))
     rtl = out["rtl"]
     print(f"  RTL ({rtl['target']} target, {rtl['kernels_per_token']:g} kernels/token, looped program"
           f"{'' if rtl['looped_on_rtl'] else ' = fused: ' + rtl['looped_note']}): {rtl['cycles_per_token']:,.0f} "

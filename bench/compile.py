@@ -4,7 +4,17 @@ Compiles random-weight checkpoints of several shapes (written by
 transformers' ``save_pretrained``) and the default model, fused and unfused,
 for the co-simulated 2x4 chip and the 4x8 array, and records the static
 estimate of cycles per token (sw/compiler/estimate.py) of each and their
-ratio. Writes ``build/bench/compile.json``.
+ratio.
+
+``estimate_vs_measured`` checks that estimate against the fast model: per
+target and decode mode of :mod:`bench.looping` (unfused, fused host- and
+chip-orchestrated, looped), the default model decodes a few greedy tokens
+that all attend within its smallest context bucket, and each row holds the
+measured cycles per token (all, and in kernels), the estimate of that
+bucket with the same orchestration, and ``estimate_over_measured`` (and
+``kernel_estimate_over_measured``); ``estimate_within_10pct`` says whether
+every ratio of every row lies within 10% of 1. Writes
+``build/bench/compile.json``.
 """
 
 import json
@@ -13,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.looping import MODES, PROMPT, run_modes
+from cli.compile import cached_compile
 from cosim.harness import REPO
 from sw.compiler.compile import compile_model
 from sw.compiler.estimate import estimate_step
@@ -43,6 +55,46 @@ def measure(checkpoint, target, mode, context):
             "estimated_cycles_per_token": est["cycles"], "estimated_kernel_cycles_per_token": est["kernel_cycles"]}
 
 
+# The measured decode: a prompt of two tokens and two new ones, positions 0..2, inside every target's first
+# context bucket (4 or more positions), so every step runs the launches the estimate prices.
+CHECK_PROMPT, CHECK_TOKENS = PROMPT[:2], 2
+TOLERANCE = 0.10
+
+
+def estimate_vs_measured(target):
+    """Per decode mode of :mod:`bench.looping`: the fast model's cycles per token of a short greedy decode of the
+    default model on ``target`` beside the static estimate of the bucket it ran in (rows of a table)."""
+    runs, notes = run_modes(target, CHECK_PROMPT, CHECK_TOKENS)
+    rows = []
+    for name, (program, orchestration) in MODES.items():
+        compiled, _ = cached_compile(DEFAULT_MODEL, target, program, None)
+        last = len(CHECK_PROMPT) + CHECK_TOKENS - 2
+        tp = compiled.bucket(0)[0]
+        if compiled.bucket(last)[0] != tp:
+            raise RuntimeError(f"{target.name}: the checked decode leaves its first context bucket of {tp} positions")
+        est = estimate_step(compiled, tp, orchestration)
+        r = runs[name]["report"]
+        row = {"target": target.name, "mode": name, "program": compiled.mode, "orchestration": orchestration,
+               "measured_on": r["backend"],
+               "bucket": tp, "steps": r["steps"], "kernels_per_token": r["kernels_per_token"],
+               "measured_cycles_per_token": r["cycles_per_token"],
+               "measured_kernel_cycles_per_token": r["kernel_cycles_per_token"],
+               "estimated_cycles_per_token": est["cycles"], "estimated_kernel_cycles_per_token": est["kernel_cycles"],
+               "estimate_over_measured": est["cycles"] / r["cycles_per_token"],
+               "kernel_estimate_over_measured": est["kernel_cycles"] / r["kernel_cycles_per_token"],
+               "looped_note": notes[name] if program == "looped" else ""}
+        row["within_10pct"] = all(abs(row[k] - 1) <= TOLERANCE
+                                  for k in ("estimate_over_measured", "kernel_estimate_over_measured"))
+        rows.append(row)
+        print(f"{target.name:<9} {name:<10} bucket {tp:>3}: measured {row['measured_cycles_per_token']:>9,.0f} "
+              f"({row['measured_kernel_cycles_per_token']:>9,.0f} in kernels), estimated "
+              f"{row['estimated_cycles_per_token']:>9,.0f} ({row['estimated_kernel_cycles_per_token']:>9,.0f}); "
+              f"estimate / measured {row['estimate_over_measured']:.3f} "
+              f"(kernels {row['kernel_estimate_over_measured']:.3f})"
+              + ("" if row["within_10pct"] else "  OUTSIDE 10%"))
+    return rows
+
+
 def main():
     OUT.parent.mkdir(parents=True, exist_ok=True)
     results = []
@@ -65,5 +117,10 @@ def main():
                       f"{row['fused']['estimated_cycles_per_token']:>9,.0f} / "
                       f"{row['unfused']['estimated_cycles_per_token']:>9,.0f} "
                       f"({row['unfused_over_fused_cycles']:.2f}x); compile {row['fused']['compile_s']:.1f} s")
-    OUT.write_text(json.dumps({"results": results}, indent=2))
+    checks = [row for target in TARGETS.values() for row in estimate_vs_measured(target)]
+    within = all(row["within_10pct"] for row in checks)
+    print(f"estimate within 10% of the fast model in every row: {within}")
+    OUT.write_text(json.dumps({"results": results, "estimate_vs_measured": checks, "estimate_within_10pct": within,
+                               "estimate_check": {"prompt_ids": CHECK_PROMPT, "new_tokens": CHECK_TOKENS,
+                                                  "tolerance": TOLERANCE}}, indent=2))
     print(f"wrote {OUT}")

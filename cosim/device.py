@@ -107,7 +107,13 @@ class CocotbDevice(Device):
         if not np.array_equal(words, np.asarray(program.words, dtype=np.uint32)):
             raise ChipError(f"program load: the bitstream at {TIER_NAMES[tier]}:{offset:#x} is not the program's")
         self.loaded = None
-        cycles = await self.driver.load_program(tier, offset, n + -n % (self.word_bytes // 4))
+        command = self.driver.load_program(tier, offset, n + -n % (self.word_bytes // 4))
+        if self._recording:
+            cycles, _, samples, done = await self._recorded("program_done", command)
+            self._activity = {"source": "measured", "kernels": [], "units": [], "streams": [],
+                              "samples": self._from(samples, done - cycles)}
+        else:
+            cycles = await command
         self.loaded = program
         return cycles
 
@@ -123,7 +129,8 @@ class CocotbDevice(Device):
         (cycles, statuses), units, samples, done = await self._recorded(
             "kernel_done", self.driver.execute(reads, writes, statuses=True))
         start = done - cycles
-        streams = [{"agcu": k, "direction": direction, "tier": TIER_NAMES[(reads if direction == "read" else writes)[k].tier],
+        patterns = {"read": reads, "write": writes}
+        streams = [{"agcu": k, "direction": direction, "tier": TIER_NAMES[patterns[direction][k].tier],
                     "words": s["words"], "start": 0, "end": s["cycles"]} for (k, direction), s in statuses.items()]
         self._activity = {"source": "measured", "kernels": [(0, cycles)], "units": units, "streams": streams,
                           "samples": self._from(samples, start)}

@@ -192,7 +192,7 @@ def test_context_beyond_one_pmu_is_chunked_and_beyond_the_target_refused(tmp_pat
     message = str(e.value)
     assert "attention over 4096 positions" in message and "bytes of HBM" in message
     assert str(CHIP.memory.hbm.capacity) in message
-    assert f"longest context for this model is {max_context(c.shape, CHIP)}" in message
+    assert f"attention takes at most {max_context(c.shape, CHIP)} positions" in message
 
 
 def test_bad_contexts_and_mode(checkpoints):

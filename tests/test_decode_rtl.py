@@ -97,12 +97,11 @@ def check_measured_activity(result, model, compiled):
     for unit, busy in rtl.items():
         assert busy <= modelled[unit], (unit, busy, modelled[unit])
     assert sum(modelled.values()) <= 1.02 * sum(rtl.values())
-    kernels = [e for e in events if e["track"] == "kernels"]
     units = [e for e in events if e["track"].split(" ")[0] in ("PCU", "PMU")]
     assert units and all(e["args"]["source"] == "measured" for e in units)
     used = {(u.kind.upper(), tuple(u.pos)) for launch in compiled.launches() for u in launch.program.units.values()}
     assert {(e["track"].split(" ")[0], tuple(int(x) for x in e["track"].split(" ")[1].split(","))) for e in units} \
         <= used
     assert sum(e["args"]["busy"] for e in units) > 0
-    counted = sum(e["args"]["hbm_bytes"] for e in kernels)
+    counted = sum(e["args"].get("hbm_bytes", 0) for e in events if e["track"] in ("kernels", "program load"))
     assert integrated_bytes(events, "hbm") == pytest.approx(counted), "the sampled counters lose bytes"

@@ -134,7 +134,7 @@ def test_limits_name_their_resource(tmp_path):
         check_fit(shape, CHIP, top + L)
     message = str(e.value)
     assert f"attention over {top + L} positions" in message and "bytes of HBM" in message
-    assert f"holds {CHIP.memory.hbm.capacity}" in message and f"longest context for this model is {top}" in message
+    assert f"holds {CHIP.memory.hbm.capacity}" in message and f"attention takes at most {top} positions" in message
     # With HBM to spare, a head's scores row in one PMU is the limit.
     roomy = dataclasses.replace(CHIP, memory=dataclasses.replace(
         CHIP.memory, hbm=dataclasses.replace(CHIP.memory.hbm, capacity=1 << 30)))
@@ -142,8 +142,8 @@ def test_limits_name_their_resource(tmp_path):
     assert max_context(shape, roomy) == words
     check_fit(shape, roomy, words)
     with pytest.raises(CompileError, match=f"attention over {words + L} positions: a head's scores row is "
-                                           f"{words + L} words .* a PMU holds {words}; the target's longest "
-                                           f"context for this model is {words}$"):
+                                           f"{words + L} words .* a PMU holds {words}; the target's attention "
+                                           f"takes at most {words} positions for this model"):
         check_fit(shape, roomy, words + L)
 
 

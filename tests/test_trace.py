@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 
@@ -70,6 +71,7 @@ def test_chip_orchestrated_trace(checkpoint):
     events, report = commands(result["trace"]), result["report"]
     assert sum(e["cycles"] for e in events) == pytest.approx(report["total_cycles"])
     assert [e["track"] for e in events[:5]] == ["host", "program load", "sequencer", "kernels", "host"]
+    assert re.fullmatch(r"Program Loads \(\d+\)", events[1]["name"]), events[1]["name"]
     assert sum(e["cycles"] for e in events if e["track"] == "kernels") == sum(result["step_kernel_cycles"])
     assert sum(e["args"]["hbm_bytes"] for e in events if e["track"] == "kernels") == pytest.approx(
         report["hbm_bytes_per_token"] * report["steps"])
@@ -82,11 +84,16 @@ def test_chrome_trace_format(traced):
     events = trace["traceEvents"]
     threads = {e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
     assert set(TRACKS) <= threads
-    assert {t.split(" ")[0] for t in threads - set(TRACKS)} == {"AGCU", "PCU", "PMU"}
+    assert {t.split(" ")[0] for t in threads - set(TRACKS)} == {"AGCU", "PCU", "PMU", "program"}
     spans = [e for e in events if e["ph"] == "X"]
     assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in spans)
+    peak = 1000 * CHIP.memory.hbm.bytes_per_cycle
     rates = [e["args"]["hbm"] for e in events if e["ph"] == "C" and e["name"].startswith("HBM")]
-    assert max(rates) > 0 and sorted(set(rates))[0] == 0.0
+    assert 0 < max(rates) <= peak and sorted(set(rates))[0] == 0.0
+    # Slices on one track nest (the trace format's rule; Perfetto drops the ones that do not).
+    for track in {(e["pid"], e["tid"]) for e in spans}:
+        on = sorted((e["ts"], e["ts"] + e["dur"]) for e in spans if (e["pid"], e["tid"]) == track)
+        assert all(b0 >= a1 - 1e-9 or (b0 >= a0 and b1 <= a1 + 1e-9) for (a0, a1), (b0, b1) in zip(on, on[1:])), track
 
 
 def test_cli_writes_the_trace_and_refuses_a_bad_path(checkpoint, tmp_path):
@@ -113,15 +120,17 @@ def test_activity_tracks(traced):
     tier controllers counted for the kernels, each unit's busy and stalled cycles fit its span."""
     compiled, result = traced
     events = result["trace"]
-    kernels = [e for e in events if e["track"] == "kernels"]
-    assert integrated_bytes(events, "hbm") == pytest.approx(sum(e["args"]["hbm_bytes"] for e in kernels))
+    counted = [e for e in events if e["track"] in ("kernels", "program load")]
+    assert integrated_bytes(events, "hbm") == pytest.approx(sum(e["args"]["hbm_bytes"] for e in counted))
     units = [e for e in events if e["track"].split(" ")[0] in ("PCU", "PMU")]
     used = {(kind, tuple(u.pos)) for launch in compiled.launches() for u in launch.program.units.values()
             for kind in [u.kind.upper()]}
     assert {(e["track"].split(" ")[0], tuple(int(x) for x in e["track"].split(" ")[1].split(","))) for e in units} == used
     for e in units:
-        assert e["args"]["busy"] > 0 and e["args"]["busy"] + e["args"]["stalled"] <= e["cycles"] + 1
-        assert e["args"]["source"] == "modelled"
+        assert e["args"]["busy"] > 0 and e["args"]["source"] == "modelled"
+        if e["track"].startswith("PCU"):
+            # A PCU fires at most once a cycle: its firings and drained rows fit the span its timing gives it.
+            assert e["args"]["busy"] <= e["cycles"] + 1, e
     streams = [e for e in events if e["track"].startswith("AGCU")]
     host_ports = sum(len(launch.program.host_inputs) + len(launch.program.host_outputs)
                      for pos in range(result["report"]["steps"]) for launch in compiled.bucket(pos)[1])

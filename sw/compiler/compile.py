@@ -108,8 +108,9 @@ def check_fit(shape, target, context):
                            + ("" if shape.context_limit == shape.max_positions else
                               f" x dynamic RoPE factor {shape.rope.factor:g} = {shape.context_limit}"))
     if why := _attention_problem(shape, target, context):
-        raise CompileError(f"attention over {context} positions: {why}; the target's longest context for this "
-                           f"model is {max_context(shape, target)}")
+        raise CompileError(f"attention over {context} positions: {why}; the target's attention takes at most "
+                           f"{max_context(shape, target)} positions for this model (less where the weights and "
+                           f"programs leave less HBM)")
 
 
 def buckets(context, lanes):

@@ -391,8 +391,9 @@ class ChipModel:
         for name, (start, end, busy) in array.activity(plan).items():
             unit = prog.units[name]
             span = end - start + 1
+            # A PMU's busy may exceed its span (an upper bound: ArrayModel.activity); a PCU's may not.
             units.append({"name": name, "kind": unit.kind, "pos": tuple(unit.pos), "start": start, "end": end + 1,
-                          "busy": min(busy, span), "stall": max(span - busy, 0)})
+                          "busy": busy, "stall": max(span - busy, 0)})
         out = []
         # Reads served word by word have their words' response cycles (``served``); the others (gated reads,
         # writes) are taken to move evenly over their span.

@@ -86,6 +86,10 @@ def execute_looped(chip, reads, writes):
                 outputs.setdefault(name, []).append((data, last))
             if i + 1 < n:
                 held = _prefetched(chip, free, cycles, before)
+    except BaseException:
+        if recorded is not None:
+            del chip.activity[recorded:]
+        raise
     finally:
         chip.program = looped
     if recorded is not None:

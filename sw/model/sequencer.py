@@ -37,15 +37,15 @@ def list_cycles(entries, *, memory, tier, starts=None):
     memory : hw.mem.params.MemParams
     tier : int
         The tier holding the list (and, as assumed here, the programs).
+    starts : list, optional
+        Each entry appends to it ``(load, kernel)``: the cycles (from the start pulse) its Program Load
+        starts (None when skipped) and its kernel starts.
 
     Returns
     -------
     (total, launch) : int, int
         All cycles, and those spent neither in kernels nor in Program Loads:
         what sequencing costs.
-
-    With a list as ``starts``, each entry appends to it ``(load, kernel)``: the cycles (from the start
-    pulse) its Program Load starts (None when skipped) and its kernel starts.
     """
     latency = memory.tiers[tier].latency
     lead = record_words(header_layout()) + record_words(program_record_layout(memory))   # then a load may start

@@ -93,7 +93,7 @@ class Session:
         # With ``trace``, every host command of every step as sw.runtime.trace events, in cycles from the start.
         self.trace, self.clock = ([] if trace else None), 0.0
         # With ``trace``, what the device saw inside each command (Device.activity), as trace events.
-        self.activity, self._recording = ([] if trace else None), False
+        self.activity, self.recording = ([] if trace else None), False
 
     async def load(self, *, weights_tier="hbm"):
         """Write the memory image; with ``weights_tier="ddr"`` stage the weights from DDR with the copy engine."""
@@ -141,9 +141,9 @@ class Session:
         tp, launches = c.bucket(pos)
         if self.stats is None:
             self.stats = await self.device.tier_stats()
-        if self.trace is not None and not self._recording:
+        if self.trace is not None and not self.recording:
             await self.device.record(True)
-            self._recording = True
+            self.recording = True
         cost = {"kernel_cycles": 0, "program_load_cycles": 0, "launch_cycles": 0, "host_io_cycles": 0,
                 "sequencer_cycles": 0, "kernels": 0}
         if self.orchestration == "chip":
@@ -186,6 +186,7 @@ class Session:
                 loaded = await self.device.load_program(launch.program, r.tier, r.offset)
                 cost["program_load_cycles"] += loaded
                 self.loaded_program = launch.program_region
+                await self._trace_activity([])
                 self._record("program load", f"Program Load {launch.name}", loaded,
                              **await self._trace_bytes(before))
             reads, writes = launch.patterns(token, pos)
@@ -329,25 +330,29 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     digest = hashlib.sha256()
     costs, all_logits, generated = [], [], []
     token = prompt_ids[0]
-    for pos in range(total):
-        logits, cost = await session.step(token, pos, greedy=temperature <= 0)
-        chosen = cost.pop("chip_token")
-        cost["kernels_count"] = cost.pop("kernels")
-        costs.append(cost)
-        digest.update(logits.tobytes())
-        if keep_logits:
-            all_logits.append(logits)
-        if progress:
-            progress(pos + 1, total)
-        if pos + 1 < len(prompt_ids):
-            token = prompt_ids[pos + 1]
-            continue
-        if max_new_tokens == 0:
-            break
-        token = chosen if chosen is not None else sample(logits, temperature=temperature, top_k=top_k, rng=rng)
-        generated.append(token)
-        if len(generated) == max_new_tokens or (stop_at_eos and token == eos):
-            break
+    try:
+        for pos in range(total):
+            logits, cost = await session.step(token, pos, greedy=temperature <= 0)
+            chosen = cost.pop("chip_token")
+            cost["kernels_count"] = cost.pop("kernels")
+            costs.append(cost)
+            digest.update(logits.tobytes())
+            if keep_logits:
+                all_logits.append(logits)
+            if progress:
+                progress(pos + 1, total)
+            if pos + 1 < len(prompt_ids):
+                token = prompt_ids[pos + 1]
+                continue
+            if max_new_tokens == 0:
+                break
+            token = chosen if chosen is not None else sample(logits, temperature=temperature, top_k=top_k, rng=rng)
+            generated.append(token)
+            if len(generated) == max_new_tokens or (stop_at_eos and token == eos):
+                break
+    finally:
+        if session.recording:
+            await device.record(False)
     wall = time.perf_counter() - start
     report = _report(compiled, costs, wall, load_report, backend=device.backend, orchestration=orchestration)
     result = {"prompt_ids": prompt_ids, "tokens": generated, "logits_sha": digest.hexdigest(), "report": report,

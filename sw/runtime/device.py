@@ -138,17 +138,21 @@ class Device(abc.ABC):
         :meth:`activity` None."""
 
     async def activity(self):
-        """What the chip did during the latest :meth:`execute` or :meth:`run_list` while recording; None otherwise.
+        """What the chip did during the latest :meth:`load_program`, :meth:`execute` or :meth:`run_list` while
+        recording; None otherwise, or where the backend cannot tell.
 
         A dict, all cycles counted from that command's start (its kernel's start pulse for ``execute``):
 
         - ``source``: ``"measured"`` (the RTL's counters) or ``"modelled"`` (the fast model's timing);
-        - ``kernels``: per kernel ``(start, cycles)``; under ``run_list`` also ``loads``: per Program Load
-          ``(start, cycles)``;
+        - ``kernels``: per kernel ``(start, cycles)`` (the RTL gives none under ``run_list``: its sequencer
+          reports totals);
         - ``units``: per unit and kernel (per iteration of a looped kernel on the model) a dict of ``pos``
-          (row, col), ``kind`` (``pcu``/``pmu``), ``start``/``end`` (its span), ``busy`` and ``stall``
-          cycles, and ``kernel`` (index into ``kernels``; None where a count spans the whole command);
-        - ``streams``: per AGCU transfer ``agcu``, ``direction``, ``tier`` name, ``words``, ``start``/``end``;
+          (row, col), ``kind`` (``pcu``/``pmu``), ``start``/``end`` (its span; ``end`` None where the counts
+          span the whole command), ``busy`` and ``stall`` cycles, and ``kernel`` (index into ``kernels``;
+          None where a count spans the whole command);
+        - ``streams``: per transfer ``agcu`` (None for the program loader's and the launch list reader's,
+          named by ``track``), ``direction``, ``tier`` name, ``words``, ``start``/``end`` (the RTL gives
+          them for ``execute`` only: AGCU statuses describe their latest transfer);
         - ``samples``: ``[(cycle, {"hbm": bytes, "ddr": bytes})]``, the bytes the tier controllers had moved
           since the command's start, about every 1,000 cycles.
         """
@@ -206,8 +210,9 @@ class ModelDevice(Device):
         served = [(tier, wb, times + start) for (start, _), record in zip(kernels, records)
                   for tier, times in record["words"].items()]
         end = max([s + c for s, c in kernels] + [s + c for s, c, *_ in loads] + [0])
-        self._activity = {"source": "modelled", "kernels": list(kernels), "loads": [l[:2] for l in loads],
-                          "units": units, "streams": streams, "samples": trace.rate_samples(even, end, served)}
+        peaks = {TIER_NAMES[t]: float(p.bytes_per_cycle) for t, p in enumerate(self.target.memory.tiers)}
+        self._activity = {"source": "modelled", "kernels": list(kernels), "units": units, "streams": streams,
+                          "samples": trace.rate_samples(even, end, served, peaks=peaks)}
 
     async def write(self, tier, offset, words):
         try:
@@ -233,6 +238,8 @@ class ModelDevice(Device):
         self.chip.count(tier, "reads", pattern.words)
         cycles = self.chip.load_program(program)
         self.now += cycles
+        if not self._listing:
+            self._recorded([], [(0, cycles, tier, pattern.words)])
         return cycles
 
     async def run_list(self, tier, offset, nwords, *, token, pos, programs):
@@ -284,9 +291,9 @@ class ModelDevice(Device):
         self.now = began + total
         if self.chip.activity is not None:
             wb = m.word_bytes
-            loads = [(load, program, tier, -(-4 * program // wb)) for (load, _), (_, program, _) in zip(starts, timing)
+            spans = [(load, program, tier, -(-4 * program // wb)) for (load, _), (_, program, _) in zip(starts, timing)
                      if load is not None]
-            self._recorded([(start, cycles) for (_, start), cycles in zip(starts, kernels)], loads,
+            self._recorded([(start, cycles) for (_, start), cycles in zip(starts, kernels)], spans,
                            (tier, -(-4 * nwords // wb), max((s for _, s in starts), default=0)))
         return {"cycles": total, "kernel_cycles": sum(kernels), "program_load_cycles": load_cycles,
                 "program_loads": loads, "entries": len(entries), "sequencer_cycles": launch}
@@ -298,6 +305,10 @@ class ModelDevice(Device):
             cycles, _ = self.chip.execute(reads, writes)
         except MemoryRangeError as e:
             raise ChipError(f"kernel: an AGCU pattern leaves its tier: {e}") from None
+        except BaseException:
+            if self.chip.activity is not None:
+                self.chip.activity[:] = []          # nothing of a failed kernel reaches a trace
+            raise
         self.now += cycles
         if not self._listing:
             self._recorded([(0, cycles)])

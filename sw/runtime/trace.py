@@ -30,13 +30,15 @@ def counter(name, start, value):
     return {"track": COUNTER, "name": name, "start": float(start), "cycles": 0.0, "args": {"value": float(value)}}
 
 
-def rate_samples(streams, cycles, words=(), window=RATE_WINDOW):
+def rate_samples(streams, cycles, words=(), *, peaks=None, window=RATE_WINDOW):
     """Cumulative bytes per tier at every ``window`` cycles of a command ``cycles`` long.
 
-    ``words``: (tier name, bytes per word, cycles): words whose every cycle is known (the fast model's tier
-    service); ``streams``: (tier name, bytes, first, end): bytes taken to move evenly from cycle ``first``
-    to ``end`` (both included). Returns the :meth:`sw.runtime.device.Device.activity` ``samples`` form:
-    ``[(cycle, {tier: bytes})]``.
+    ``words``: (tier name, bytes per word, cycles): words whose every cycle is known (the fast model's
+    tier service); ``streams``: (tier name, bytes, first, end): bytes taken to move evenly from cycle
+    ``first`` to ``end`` (both included). ``peaks``: tier name -> bytes per cycle; a window's bytes
+    beyond its tier's peak move on to the next window (a stream timed apart from the tier's service,
+    such as a write, waits for the tier there), the last window keeping what is left. Returns the
+    :meth:`sw.runtime.device.Device.activity` ``samples`` form: ``[(cycle, {tier: bytes})]``.
     """
     tiers = sorted({s[0] for s in streams} | {w[0] for w in words})
     marks = np.array(list(range(0, int(cycles), window)) + [int(cycles)])
@@ -46,6 +48,16 @@ def rate_samples(streams, cycles, words=(), window=RATE_WINDOW):
         moved[tier] += nbytes * np.clip(marks - first, 0, span) / span
     for tier, word_bytes, times in words:
         moved[tier] += word_bytes * np.searchsorted(np.sort(times), marks, side="left")
+    for tier, peak in (peaks or {}).items():
+        if tier not in moved:
+            continue
+        per = np.diff(moved[tier])
+        room, carry = peak * np.diff(marks), 0.0
+        for i in range(len(per)):
+            per[i] += carry
+            carry = max(per[i] - room[i], 0.0) if i + 1 < len(per) else 0.0
+            per[i] -= carry
+        moved[tier] = np.concatenate([[moved[tier][0]], moved[tier][0] + np.cumsum(per)])
     return [(int(at), {t: float(moved[t][i]) for t in tiers}) for i, at in enumerate(marks)]
 
 
@@ -59,8 +71,9 @@ def activity_events(activity, at, *, names=(), labels=()):
 
     ``names``: per kernel of the command, a dict of unit position -> the compiler's unit name, for the
     slices' labels (``labels``: each kernel's, for the ``sequenced kernels`` track of a launch list's
-    kernels, where the activity places them); units no kernel names are left out (their counters may move while they are idle: an
-    unconfigured PMU whose scalar port is ready counts as stalled). Units and AGCU streams become intervals on their own tracks (``args`` with busy and
+    kernels, where the activity places them); units no kernel names are left out (their counters may
+    move while they are idle: an unconfigured PMU whose scalar port is ready counts as stalled). Units
+    and AGCU streams become intervals on their own tracks (``args`` with busy and
     stalled cycles, words and tier); the samples become ``HBM/DDR bytes per 1000 cycles`` counters.
     """
     out = []
@@ -86,7 +99,8 @@ def activity_events(activity, at, *, names=(), labels=()):
                          busy=u["busy"], stalled=u["stall"], idle=max(span - u["busy"] - u["stall"], 0),
                          source=activity["source"]))
     for s in activity["streams"]:
-        track = f"AGCU {s['agcu']}" if s["agcu"] is not None else s["track"]
+        # One track per direction: a read and a write of one AGCU overlap, and slices on a track must nest.
+        track = f"AGCU {s['agcu']} {s['direction']}" if s["agcu"] is not None else s["track"]
         out.append(event(track, f"{s['direction']} {s['tier'].upper()} {s['words']} words", at + s["start"],
                          max(s["end"] - s["start"], 0), words=s["words"], tier=s["tier"], source=activity["source"]))
     samples = activity["samples"]

@@ -222,9 +222,9 @@ def test_input_too_large_for_a_pmu(checkpoints):
                                     array=dataclasses.replace(CHIP.array, pmu_bank_words=16))
     assert tiny_pmus.array.pmu_words == 64
     with pytest.raises(CompileError) as e:
-        compile_model(checkpoints["tiny-tied"], tiny_pmus, context=4)
+        compile_model(checkpoints["wide-heads"], tiny_pmus, context=4)
     message = str(e.value)
-    # The down projection's input, intermediate_size = 128 words, against 64 words per PMU.
+    # A hidden-size vector, 128 words, against 64 words per PMU (a wider GEMV input is chunked: test_wide_gemv.py).
     assert "PMU" in message and "128 words" in message and "64 words" in message, message
 
 

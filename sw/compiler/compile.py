@@ -95,12 +95,17 @@ def check_fit(shape, target, context):
                            f"{m.word_bytes}-byte memory words")
     if shape.num_heads % shape.num_kv_heads:
         raise CompileError(f"{shape.num_heads} heads are not a multiple of {shape.num_kv_heads} KV heads")
-    for what, n in (("a GEMV input of hidden size", d), ("the down projection's input (intermediate size)", f),
-                    ("the output projection's input (heads x head_dim)", shape.num_heads * hd),
-                    ("the RoPE input (q and k heads x head_dim)", (shape.num_heads + shape.num_kv_heads) * hd)):
-        if n > words:
-            raise CompileError(f"{what}: {n} words do not fit one PMU of {words} words "
-                               f"(ArrayParams.lanes x pmu_bank_words)")
+    if d > words:
+        raise CompileError(f"a vector of hidden size (the RMSNorm input, the residual, a GEMV input): {d} words do "
+                           f"not fit one PMU of {words} words (ArrayParams.lanes x pmu_bank_words)")
+    # Wider GEMV inputs stream through their PMU in chunks, once per tile of outputs (lower.k_chunk).
+    for what, k in (("the down projection's input (intermediate size)", f),
+                    ("the output projection's input (heads x head_dim)", shape.num_heads * hd)):
+        chunk = k_chunk(k, 1, L, words)
+        if d // L * (k // chunk) > (1 << PASS_BITS) - 1:
+            raise CompileError(f"{what}: {k} words in {k // chunk} chunks of {chunk} for each of {d // L} tiles of "
+                               f"outputs are {d // L * (k // chunk)} passes of its PMU, which counts to "
+                               f"{(1 << PASS_BITS) - 1}")
     if context % L or context < L:
         raise CompileError(f"context {context} must be a positive multiple of the array's {L} lanes")
     if context > shape.context_limit:

@@ -23,6 +23,10 @@ over the graph's ops in order:
   ``attention_values`` (times V); a sliding window is a mask table of its own.
   K of one head goes through the transposing PMU in chunks of ``chunk``
   positions when it does not fit that PMU whole (:func:`k_chunk`).
+- a gemv whose input does not fit one PMU (``k`` words) takes ``chunk``: the
+  input streams from memory through its PMU that many words a pass, once
+  per tile of outputs, so every output still sums over all of K in order
+  (:func:`k_chunk` with one word per position).
 - the logits (the graph's output) -> also ``argmax``: greedy decoding's token
   on chip, so the host reads one word instead of every logit.
 - ``add`` -> ``add``; ``silu_mul`` -> ``mul``. Fused, a matvec without a
@@ -137,11 +141,13 @@ def lower(graph, target, tp, *, gemv_bf16=False, embed_bf16=False, fused=False):
         placed.append(Placement(region, "weight", "gemv", tuple(weights)))
         if biases and len(biases) != len(weights):
             raise refuse(matvecs[0], "the matvecs stacked into one gemv must all have a bias or none")
+        chunk = k_chunk(k, 1, L, target.array.pmu_words)      # never None: a PMU holds lanes x bank words
+        common = dict(bf16=gemv_bf16, k=k, n=n, weight=region, **({"chunk": chunk} if chunk < k else {}))
         if not biases:
-            return rows, dict(bf16=gemv_bf16, k=k, n=n, weight=region)
+            return rows, common
         bias = f"{region}.bias"
         placed.append(Placement(bias, "weight", "bias", tuple(biases), args=(n,)))
-        return rows, dict(bf16=gemv_bf16, k=k, n=n, weight=region, bias=bias, **({"join": "bias"} if fused else {}))
+        return rows, dict(common, bias=bias, **({"join": "bias"} if fused else {}))
 
     def joins(op, out, rows, consumers, attrs):
         """The add / silu_mul a fused gemv can take into its drain: the only consumer, ``out`` its second operand."""

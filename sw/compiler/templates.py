@@ -4,6 +4,7 @@
 """
 
 from facts.loopnest import MAX_COUNT
+from sw.compiler.builder import FitError
 from sw.compiler.launch import linear
 from sw.compiler.layout import argmax_scale
 from sw.compiler.memory_map import word_count
@@ -46,23 +47,47 @@ def _gemv(b, op):
     L, k_in, n_out = b.lanes, op.attrs["k"], op.attrs["n"]
     x = op.inputs[0]
     tiles = n_out // L
-    # One read pass walks the input once per tile (stride 0 over tiles), ending a group after each walk.
-    buf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(k_in // L, L),
-                                  read=AddressPattern((k_in, tiles), (1, 0), last_level=0),
-                                  read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1),
-                 op.name, "xbuf", [b.near_tensor(x)])
+    chunk = op.attrs.get("chunk", k_in)
+    bf16 = op.attrs.get("bf16", False)
+    words = word_count((2 if bf16 else 4) * k_in * n_out, b.wb, op.name)
+    if chunk == k_in:
+        # One read pass walks the input once per tile (stride 0 over tiles), ending a group after each walk.
+        xbuf = PmuConfig(write=AddressPattern.linear(k_in // L, L),
+                         read=AddressPattern((k_in, tiles), (1, 0), last_level=0),
+                         read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1)
+    else:
+        # The input does not fit the PMU: memory streams it once per tile, a chunk a pass (double-buffered where
+        # two fit), so each tile's walk is the same k words in the same order; the weights' tile ends close groups.
+        if b.on_chip(x):
+            raise FitError(f"{op.name}: its input of {k_in} words is read from memory in chunks of {chunk}, so its "
+                           f"producer ends the kernel before")
+        passes, buffers = tiles * (k_in // chunk), 2 if 2 * chunk <= b.params.pmu_words else 1
+        xbuf = PmuConfig(write=AddressPattern.linear(chunk // L, L), read=AddressPattern((chunk,), (1,)),
+                         read_mode=ReadMode.BROADCAST, buffers=buffers, buffer_words=chunk if buffers > 1 else 0,
+                         write_passes=passes, read_passes=passes)
+    buf = b.unit("pmu", xbuf, op.name, "xbuf", [b.near_tensor(x)])
     tail, bias, join = op.attrs.get("tail", "none"), op.attrs.get("bias"), op.attrs.get("join")
     # A bias not joined in the drain takes a second PCU, and the tail with it.
     bias_pcu = bias and join != "bias"
-    mac = b.unit("pcu", PcuConfig(inputs=(0, 1, 2) if join else (0, 1), group_src=0, systolic=True, systolic_rows=1,
-                                  systolic_operand=bool(join),
+    mac = b.unit("pcu", PcuConfig(inputs=(0, 1, 2) if join else (0, 1), group_src=0 if chunk == k_in else 1,
+                                  systolic=True, systolic_rows=1, systolic_operand=bool(join),
                                   stages=(Stage("mul" if join == "mul" else "add", "r0", "r1"),) if join else (),
                                   tail="none" if bias_pcu else tail), op.name, "mac", [b.mesh(buf.pos)])
-    b.use(x, [buf.vi0])
     b.kernel.connect(buf.vo0, mac.vi0)
-    bf16 = op.attrs.get("bf16", False)
-    words = word_count((2 if bf16 else 4) * k_in * n_out, b.wb, op.name)
-    b.read(op.attrs["weight"], op.attrs["weight"], *linear(words), [mac.vi1], bf16=bf16)
+    if chunk == k_in:
+        b.use(x, [buf.vi0])
+        b.read(op.attrs["weight"], op.attrs["weight"], *linear(words), [mac.vi1], bf16=bf16)
+    else:
+        t = b.tensors[x]
+        home = t.home
+        counts, strides = linear(word_count((2 if home and home.bf16 else 4) * k_in, b.wb, op.name))
+        b.read(x, home.region if home else t.scratch, counts + (tiles,), strides + (0,), [buf.vi0],
+               token_stride=home.token_stride if home else 0, pos_stride=home.pos_stride if home else 0,
+               bf16=bool(home and home.bf16))
+        tile = word_count((2 if bf16 else 4) * k_in * L, b.wb, op.name)
+        counts, strides = linear(tile)
+        b.read(op.attrs["weight"], op.attrs["weight"], counts + (tiles,), strides + (tile,), [mac.vi1],
+               last_level=len(counts) - 1, bf16=bf16)
     out = mac.vo0
     if join == "bias":
         b.read(bias, bias, *linear(word_count(4 * n_out, b.wb, op.name)), [mac.vi2])
@@ -115,14 +140,20 @@ def _rope(b, op):
     half = nv // 2
     x, = op.inputs
     near = [b.near_tensor(x)]
-    straight = b.unit("pmu", PmuConfig(write=AddressPattern.linear(heads * nv, L),
-                                       read=AddressPattern((nv, heads), (L, hd), last_level=0),
-                                       write_passes=1, read_passes=1), op.name, "x", near)
+    words = b.params.pmu_words
+    if heads * hd <= words:
+        whole = dict(write=AddressPattern.linear(heads * nv, L), write_passes=1, read_passes=1)
+        straight, rotated = ((nv, heads), (L, hd)), ((half, 2, heads), (L, -half * L, hd))
+    else:
+        # All heads do not fit a PMU: a head a pass (double-buffered where two fit), the same vectors in order.
+        buffers = 2 if 2 * hd <= words else 1
+        whole = dict(write=AddressPattern.linear(nv, L), write_passes=heads, read_passes=heads, buffers=buffers,
+                     buffer_words=hd if buffers > 1 else 0)
+        straight, rotated = ((nv,), (L,)), ((half, 2), (L, -half * L))
+    straight = b.unit("pmu", PmuConfig(read=AddressPattern(*straight, last_level=0), **whole), op.name, "x", near)
     # rotate_half at vector granularity: the second half of each head, then the first.
-    rotated = b.unit("pmu", PmuConfig(write=AddressPattern.linear(heads * nv, L),
-                                      read=AddressPattern((half, 2, heads), (L, -half * L, hd), offset=half * L,
-                                                          last_level=1),
-                                      write_passes=1, read_passes=1), op.name, "x_rot", near)
+    rotated = b.unit("pmu", PmuConfig(read=AddressPattern(*rotated, offset=half * L, last_level=1), **whole),
+                     op.name, "x_rot", near)
     sin = b.unit("pcu", PcuConfig(inputs=(0, 1), stages=(Stage("mul", "r0", "r1"),)), op.name, "sin",
                  [b.mesh(rotated.pos)])
     out = b.unit("pcu", PcuConfig(inputs=(0, 1, 2), stages=(Stage("fma", "r0", "r1", "r2"),)), op.name, "cos",
@@ -150,9 +181,15 @@ def _attention_scores(b, op):
     nv, tb, group = hd // L, tp // L, nh // nkv
     chunk = op.attrs.get("chunk", tp)
     words = b.params.pmu_words
-    qbuf = b.unit("pmu", PmuConfig(write=AddressPattern.linear(nh * nv, L),
-                                   read=AddressPattern((hd, tb, nh), (1, 0, hd), last_level=0),
-                                   read_mode=ReadMode.BROADCAST, write_passes=1, read_passes=1), op.name, "q")
+    if nh * hd <= words:
+        q = dict(write=AddressPattern.linear(nh * nv, L), read=AddressPattern((hd, tb, nh), (1, 0, hd), last_level=0),
+                 write_passes=1, read_passes=1)
+    else:
+        # All heads' q do not fit a PMU: a head a pass, the same words in the same order.
+        qbuffers = 2 if 2 * hd <= words else 1
+        q = dict(write=AddressPattern.linear(nv, L), read=AddressPattern((hd, tb), (1, 0), last_level=0),
+                 buffers=qbuffers, buffer_words=hd if qbuffers > 1 else 0, write_passes=nh, read_passes=nh)
+    qbuf = b.unit("pmu", PmuConfig(read_mode=ReadMode.BROADCAST, **q), op.name, "q")
     kbuffers = 2 if 2 * chunk * hd <= words else 1
     passes = nh * (tp // chunk)
     kbuf = b.unit("pmu", PmuConfig(write=AddressPattern((nv, chunk), (chunk * L, L)),

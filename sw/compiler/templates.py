@@ -142,17 +142,21 @@ def _rope(b, op):
     near = [b.near_tensor(x)]
     words = b.params.pmu_words
     if heads * hd <= words:
-        whole = dict(write=AddressPattern.linear(heads * nv, L), write_passes=1, read_passes=1)
+        def whole():
+            return dict(write=AddressPattern.linear(heads * nv, L), write_passes=1, read_passes=1)
         straight, rotated = ((nv, heads), (L, hd)), ((half, 2, heads), (L, -half * L, hd))
     else:
         # All heads do not fit a PMU: a head a pass (double-buffered where two fit), the same vectors in order.
         buffers = 2 if 2 * hd <= words else 1
-        whole = dict(write=AddressPattern.linear(nv, L), write_passes=heads, read_passes=heads, buffers=buffers,
-                     buffer_words=hd if buffers > 1 else 0)
+
+        def whole():
+            return dict(write=AddressPattern.linear(nv, L), write_passes=heads, read_passes=heads, buffers=buffers,
+                        buffer_words=hd if buffers > 1 else 0)
         straight, rotated = ((nv,), (L,)), ((half, 2), (L, -half * L))
-    straight = b.unit("pmu", PmuConfig(read=AddressPattern(*straight, last_level=0), **whole), op.name, "x", near)
+    # Each PMU gets patterns of its own: a shared object would be written once by reference in the program file.
+    straight = b.unit("pmu", PmuConfig(read=AddressPattern(*straight, last_level=0), **whole()), op.name, "x", near)
     # rotate_half at vector granularity: the second half of each head, then the first.
-    rotated = b.unit("pmu", PmuConfig(read=AddressPattern(*rotated, offset=half * L, last_level=1), **whole),
+    rotated = b.unit("pmu", PmuConfig(read=AddressPattern(*rotated, offset=half * L, last_level=1), **whole()),
                      op.name, "x_rot", near)
     sin = b.unit("pcu", PcuConfig(inputs=(0, 1), stages=(Stage("mul", "r0", "r1"),)), op.name, "sin",
                  [b.mesh(rotated.pos)])

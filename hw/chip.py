@@ -153,7 +153,8 @@ class Chip(wiring.Component):
         # While the sequencer runs, kernel starts and AGCU patterns are its own, not the registers'.
         kernel_start, kernel_enable = Signal(), Signal.like(csr.kernel_enable)
         m.d.comb += [kernel_start.eq(Mux(seq.active, seq.kernel_start, csr.kernel_start)),
-                     kernel_enable.eq(Mux(seq.active, seq.kernel_enable, csr.kernel_enable))]
+                     kernel_enable.eq(Mux(seq.active, seq.kernel_enable, csr.kernel_enable)),
+                     array.restart.eq(kernel_start)]
         for k, (side, col) in enumerate(self.agcus):
             name = lambda port: getattr(array, io_port_name(side, col, port))
             wiring.connect(m, getattr(mem, f"a{k}_vo"), name("vo0"))

@@ -110,6 +110,8 @@ class TileArray(wiring.Component):
     config_status : Out(Status)
     config_load_cycles, config_loads_ok, config_loads_refused : Out(32)
     config_busy : Out(1)
+    restart : In(1)
+        A kernel's start: for that cycle every unit sees an all-zero record, as while a program loads.
     io_{t,b}{c}_vo0, io_{t,b}{c}_so0 : In(stream)
         Host to chip: the I/O position's output into the fabric.
     io_{t,b}{c}_vi0, io_{t,b}{c}_si0 : Out(stream)
@@ -129,7 +131,8 @@ class TileArray(wiring.Component):
         self.pcu_post_ops = build_ops(params, pcu_post_ops, "pcu_post_ops")
         self.params = params
         streams = {"vector": vector_stream(params.lanes), "scalar": scalar_stream()}
-        members = {"config": In(stream.Signature(32)), **{f"config_{n}": p for n, p in STATUS_PORTS.items()}}
+        members = {"config": In(stream.Signature(32)), "restart": In(1),
+                   **{f"config_{n}": p for n, p in STATUS_PORTS.items()}}
         for side in IO_SIDES:
             for c in range(params.cols):
                 for net in NETWORKS:
@@ -160,11 +163,11 @@ class TileArray(wiring.Component):
                 unit = Pmu(p)
             m.submodules[f"{kind}_{r}_{c}"] = unit
             index = unit_id(p, r, c)
-            # While a program loads every unit sees an all-zero (idle) record,
-            # which clears its pass, buffer and group state: a kernel starts
-            # from a clean unit even when its program equals the last one.
+            # While a program loads, and in a kernel's start cycle, every unit sees an all-zero (idle)
+            # record, which clears its pass, buffer and group state: a kernel starts from a clean unit
+            # also when its program is already resident (a Program Load skipped, the same kernel again).
             m.d.comb += [
-                unit.cfg.eq(Mux(loader.busy, 0, loader.active(index))),
+                unit.cfg.eq(Mux(loader.busy | self.restart, 0, loader.active(index))),
                 self.busy_cycles[index].eq(unit.busy_cycles),
                 self.stall_cycles[index].eq(unit.stall_cycles),
             ]

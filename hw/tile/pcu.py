@@ -3,6 +3,7 @@
 See docs/pcu.md for the configuration fields and the kernels they express.
 """
 
+import functools
 from types import SimpleNamespace
 
 from amaranth import Module, Signal, Mux, Cat, Const, Value
@@ -62,6 +63,7 @@ class ScalarOut(enum.Enum, shape=2):
 StageConfig = data.StructLayout({"op": Op, "a": Src, "b": Src, "c": Src, "dst": 2, "const": 32})
 
 
+@functools.lru_cache(maxsize=64)
 def pcu_config_layout(params):
     """Configuration record of a PCU for ``params`` (see docs/pcu.md)."""
     return data.StructLayout({

@@ -3,6 +3,7 @@
 See docs/pmu.md for the behaviour and docs/tile-array.md for the port contract.
 """
 
+import functools
 from amaranth import Module, Signal, Array, Mux, Cat, Const, signed
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
@@ -54,6 +55,7 @@ class PmuReadMode(enum.Enum, shape=2):
     BROADCAST = 2
 
 
+@functools.lru_cache(maxsize=64)
 def pmu_config_layout(params):
     """Configuration record of a PMU; see docs/pmu.md for each field."""
     pattern = pmu_pattern_layout(params)

@@ -6,6 +6,7 @@ four neighbours and to the local unit's inputs. Each output's configuration
 field names one input, or none. See docs/fabric.md.
 """
 
+import functools
 from amaranth import Cat, Const, Module, Mux, Signal, Value
 from amaranth.hdl import Shape
 from amaranth.lib import data, memory, stream, wiring
@@ -60,6 +61,7 @@ def switch_config_layout(params, network):
     return data.StructLayout({name: range(n_inputs + 1) for name in switch_outputs(params, network)})
 
 
+@functools.lru_cache(maxsize=64)
 def switch_record_layout(params):
     """The switch unit's whole record (both networks), as the bitstream carries it."""
     return data.StructLayout({net: switch_config_layout(params, net) for net in NETWORKS})

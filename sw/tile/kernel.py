@@ -17,6 +17,7 @@ one bitstream for every used unit and every switch::
     program = k.build()
 """
 
+import pickle
 from dataclasses import dataclass, field
 
 from amaranth.hdl import Shape
@@ -34,6 +35,22 @@ from sw.tile.route import Net, Routing, RoutingError, route
 
 NETWORK_OF = {port: net for net in NETWORKS for port in UNIT_INPUTS[net] + UNIT_OUTPUTS[net]}
 
+
+
+# Packing a record through its Amaranth layout costs milliseconds and a compile packs the same unit
+# configurations and (mostly empty) switch records many times: packed values by (configuration, params).
+_PACKED = {}
+
+
+def _packed(config, params):
+    # Pickled, not the dataclass itself: equal-comparing floats (0.0 and -0.0) pack to different bits.
+    key = (pickle.dumps(config), params)
+    value = _PACKED.get(key)
+    if value is None:
+        if len(_PACKED) >= 65536:
+            _PACKED.clear()
+        value = _PACKED[key] = config.pack(params)
+    return value
 
 class KernelError(OpenRDUError, ValueError):
     """A kernel the array cannot run: a bad position, port, connection or unit configuration."""
@@ -390,7 +407,7 @@ class Kernel:
         segments = {}
         for u in self._units.values():
             ident = unit_id(p, *u.pos)
-            segments[ident] = (u.config.pack(p), width(ident))
+            segments[ident] = (_packed(u.config, p), width(ident))
         for (mr, c), value in sorted(routing.pack().items()):
             ident = switch_id(p, mr, c)
             segments[ident] = (value, width(ident))

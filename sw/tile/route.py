@@ -19,6 +19,10 @@ from hw.tile.switch import (DIRECTIONS, NETWORKS, OPPOSITE, STEP, UNIT_INPUTS, U
 from sw.errors import OpenRDUError
 
 
+
+# (params, repr of a switch record) -> its packed value.
+_PACKED = {}
+
 class RoutingError(OpenRDUError, ValueError):
     """A net set the router refuses or cannot fit."""
 
@@ -116,9 +120,18 @@ class Routing:
         """Each switch's record as the integer the hardware sees, keyed by (row, col)."""
         p = self._params(params)
         layout = switch_record_layout(p)
-        packed = {rc: layout.const(rec).as_value().value for rc, rec in self.records(p).items()}
-        check_records(p, packed)
-        return packed
+        records = self.records(p)
+        _check_fields(p, records)
+        out = {}
+        for rc, rec in records.items():
+            # Most switches of a kernel are idle or alike: pack each distinct record once per process.
+            key = (p, repr(rec))
+            if key not in _PACKED:
+                if len(_PACKED) >= 65536:
+                    _PACKED.clear()
+                _PACKED[key] = layout.const(rec).as_value().value
+            out[rc] = _PACKED[key]
+        return out
 
     def fabric_config(self, params=None):
         """The value of :class:`hw.tile.fabric.Fabric`'s ``cfg`` port."""
@@ -332,12 +345,16 @@ def check_records(params, records):
     at the array edge (no neighbour) selects an input, when a selector is
     past the last input, or when a position is outside the array.
     """
+    layout = switch_record_layout(params)
+    _check_fields(params, {rc: data.Const(layout, value) for rc, value in records.items()})
+
+
+def _check_fields(params, records):
+    """:func:`check_records` on records as field values ((row, col) -> net -> output -> selector)."""
     p = params
-    layout = switch_record_layout(p)
-    for rc, value in records.items():
+    for rc, record in records.items():
         if not _inside(p, rc):
             raise RoutingError(f"switch record for {rc} is outside the {p.rows}x{p.cols} array")
-        record = data.Const(layout, value)
         for net in NETWORKS:
             inputs = switch_inputs(p, net)
             for output in switch_outputs(p, net):

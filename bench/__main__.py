@@ -2,10 +2,11 @@
 
 import sys
 
-from bench import coe, compile as compile_bench, decode, hostile, looping, memory, numerics, speed, tiles, verify
+from bench import coe, compile as compile_bench, decode, hostile, looping, memory, numerics, prefill, speed, tiles, verify
 
 BENCHES = {"numerics": numerics.main, "tiles": tiles.main, "memory": memory.main, "compile": compile_bench.main, "decode": decode.main,
-           "speed": speed.main, "hostile": hostile.main, "looping": looping.main, "coe": coe.main, "verify": verify.main}
+           "speed": speed.main, "hostile": hostile.main, "looping": looping.main, "prefill": prefill.main, "coe": coe.main,
+           "verify": verify.main}
 
 
 def main(argv):

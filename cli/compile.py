@@ -34,6 +34,9 @@ def add_arguments(parser):
                         help="how weights stream from HBM: auto (default) bf16 when every value of the matrices is a "
                              "bf16 value, else fp32 words; bf16 rounds fp16/fp32 weights to bf16 (half the bytes); "
                              "fp32 streams fp32 words even for bf16 weights")
+    parser.add_argument("--prefill", action="store_true",
+                        help="also compile the prompt's prefill kernels (GEMMs over blocks of positions); decode "
+                             "then runs the prompt before its last token as prefill chunks instead of a step per token")
 
 
 def _hash_file(digest, path, what, limit):
@@ -51,15 +54,16 @@ def _hash_file(digest, path, what, limit):
         raise CompileError(f"{path}: cannot read the {what} ({e.strerror})") from None
 
 
-def cache_key(checkpoint, target, mode, context, weights_dtype="auto"):
+def cache_key(checkpoint, target, mode, context, weights_dtype="auto", prefill=False):
     """A digest of everything that shapes a compiled model.
 
     The checkpoint files the reader uses (config.json, the safetensors index if any and the weight
     files: names, sizes, streamed SHA-256; nothing else in the folder is read), the target, mode and
-    context, and the sources of the compiler, the kernel API and the RTL layouts it packs.
+    context, weights policy and prefill, and the sources of the compiler, the kernel API and the RTL layouts it
+    packs.
     """
     path = check_folder(checkpoint)
-    digest = hashlib.sha256(repr((target, mode, context, weights_dtype)).encode())
+    digest = hashlib.sha256(repr((target, mode, context, weights_dtype) + ((True,) if prefill else ())).encode())
     _hash_file(digest, path / "config.json", "config.json", MAX_JSON_BYTES)
     index = path / "model.safetensors.index.json"
     if os.path.lexists(index):
@@ -83,25 +87,26 @@ def _write(path, data):
         raise CompileError(f"cannot write {path}: {e.strerror}") from None
 
 
-def cached_compile(checkpoint, target, mode, context, weights_dtype="auto"):
-    """Compile, or reuse the compiled model for the same checkpoint files, target, mode, context and
-    weights policy.
+def cached_compile(checkpoint, target, mode, context, weights_dtype="auto", prefill=False):
+    """Compile, or reuse the compiled model for the same checkpoint files, target, mode, context,
+    weights policy and prefill.
 
     A cache entry that does not load (corrupt, truncated, another format version) is reported in one
     line on stderr and compiled again. Returns ``(compiled, path of the cache entry)``.
     """
     try:
-        cached = CACHE / f"{cache_key(checkpoint, target, mode, context, weights_dtype)[:20]}.rdu"
+        cached = CACHE / f"{cache_key(checkpoint, target, mode, context, weights_dtype, prefill)[:20]}.rdu"
     except OpenRDUError:
         # A checkpoint the reader refuses: let it say why in its own words (it raises), else say why here.
-        compile_model(checkpoint, target, mode=mode, context=context, weights_dtype=weights_dtype)
+        compile_model(checkpoint, target, mode=mode, context=context, weights_dtype=weights_dtype, prefill=prefill)
         raise
     if cached.exists():
         try:
             return load(cached), cached
         except ProgramFormatError as e:
             print(f"openrdu: the compile cache entry is unusable, compiling again: {e}", file=sys.stderr)
-    compiled = compile_model(checkpoint, target, mode=mode, context=context, weights_dtype=weights_dtype)
+    compiled = compile_model(checkpoint, target, mode=mode, context=context, weights_dtype=weights_dtype,
+                             prefill=prefill)
     try:
         CACHE.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -135,7 +140,8 @@ def main(args):
         trace = print if getattr(args, "ir", False) else None
         compiled = compile_model(args.checkpoint, target, mode=program_mode(args),
                                  context=args.context, trace=trace,
-                                 weights_dtype=getattr(args, "weights_dtype", "auto"))
+                                 weights_dtype=getattr(args, "weights_dtype", "auto"),
+                                 prefill=getattr(args, "prefill", False))
         _write(args.output, dumps(compiled))
         print(compiled.summary())
         if args.memory_map:

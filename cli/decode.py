@@ -231,6 +231,7 @@ ROWS = [
     ("HBM bandwidth used", "hbm_bandwidth_fraction", "{:.1%}"),
     ("  during kernels", "hbm_bandwidth_fraction_in_kernels", "{:.1%}"),
     ("roofline cycles/token", "roofline_cycles_per_token", "{:,.0f}"),
+    ("time to first token", "prompt_cycles", "{:,.0f}"),
     ("steps", "steps", "{}"),
     ("wall-clock", "wall_s", "{:.1f} s"),
 ]
@@ -273,6 +274,16 @@ def print_report(results, compiled, text, prompt_ids):
                                                if "unfused" in modes else ""))
     for note in sorted(notes):
         print(f"looped: {note}")
+    for m in modes:
+        pre = results[m]["report"].get("prefill")
+        if pre:
+            print(f"{m}: prefill of {pre['positions']} prompt positions in {pre['chunks']} chunk(s), "
+                  f"{pre['kernels']} kernels: {pre['cycles']:,.0f} cycles ({pre['kernel_cycles']:,.0f} in kernels, "
+                  f"{pre['launch_cycles']:,.0f} launching, {pre['program_load_cycles']:,.0f} Program Load); "
+                  f"time to first token {results[m]['report']['prompt_cycles']:,.0f} cycles")
+    prefill_notes = {c.prefill_note for c in compiled.values() if c.prefill_note}
+    for note in sorted(prefill_notes):
+        print(f"prefill: {note}")
     if len(modes) > 1:
         same = all(results[m]["tokens"] == first["tokens"] for m in modes)
         print(f"same tokens in every mode: {same}")
@@ -313,7 +324,7 @@ def main(args):
     compiled, paths = {}, {}
     for program in programs:
         compiled[program], paths[program] = cached_compile(args.checkpoint, target, program, args.context,
-                                                           args.weights_dtype)
+                                                           args.weights_dtype, args.prefill)
     check_request(compiled[programs[0]], prompt_ids, args.max_new_tokens, temperature=args.temperature,
                   top_k=args.top_k)
     if args.compare and compiled["looped"].loop_note:
@@ -322,6 +333,8 @@ def main(args):
     request = {"prompt_ids": prompt_ids, "max_new_tokens": args.max_new_tokens,
                "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed,
                "weights_tier": args.weights_tier}
+    if args.prefill:
+        request["prefill"] = True
     if args.trace:
         request["trace"] = True
     results = run(modes, compiled, paths, request, args.backend, progress_mode(args))

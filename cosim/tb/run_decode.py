@@ -4,7 +4,7 @@ Run by :func:`cosim.decode.run_rtl` on the build of the models' target (``chip``
 named by ``OPENRDU_CHIP_TARGET``; default ``chip``). Reads the
 compiled models from the program files named by ``OPENRDU_DECODE_PROGRAM`` (separated by ``os.pathsep``) and the
 request (``prompt_ids``, ``max_new_tokens``, ``temperature``, ``top_k``,
-``seed``, and optionally ``weights_tier``, ``stop_at_eos``, ``trace`` and
+``seed``, and optionally ``weights_tier``, ``stop_at_eos``, ``trace``, ``prefill`` and
 ``orchestration``, one per model when a list) from the JSON
 file named by ``OPENRDU_DECODE_REQUEST``; writes the list of
 :func:`sw.runtime.decode.generate`'s results, one per model, as JSON to
@@ -26,7 +26,7 @@ from sw.compiler import program
 from sw.runtime.backends import per_model
 from sw.runtime.decode import generate
 
-OPTIONAL = ("weights_tier", "stop_at_eos", "trace", "orchestration")
+OPTIONAL = ("weights_tier", "stop_at_eos", "trace", "orchestration", "prefill")
 
 
 def reporter(index):

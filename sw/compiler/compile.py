@@ -20,6 +20,7 @@ from sw.compiler.fuse import fuse
 from sw.compiler.launch import Launch
 from sw.compiler.layout import layout, round_bf16
 from sw.compiler.loop import loop_layers
+from sw.compiler.prefill import compile_prefill
 from sw.compiler.lower import k_chunk, lower
 from sw.compiler.program import CompiledModel
 from sw.errors import CheckpointError, CompileError
@@ -220,7 +221,8 @@ def launch_entries(launches, mmap, target):
 MODES = ("fused", "unfused", "looped")
 
 
-def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None, weights_dtype="auto"):
+def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None, weights_dtype="auto",
+                  prefill=False):
     """Compile ``checkpoint`` (a path or a loaded :class:`Checkpoint`) for ``target``.
 
     The passes, in order: checkpoint (read and checked) -> graph (:func:`sw.compiler.decode.decode_graph`,
@@ -229,6 +231,8 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
     :class:`CompiledModel`. ``trace``, when given, is called with each pass's result as text
     (``openrdu compile --ir``). ``weights_dtype`` is the weights policy, ``auto``, ``bf16`` or ``fp32``
     (:func:`weights_policy`); weights are read one tensor at a time as the layout fills each region.
+    ``prefill``: also compile the prompt's chunk kernels (:mod:`sw.compiler.prefill`), which the runtime
+    runs instead of a decode step per prompt token.
     """
     show = trace or (lambda text: None)
     if mode not in MODES:
@@ -275,21 +279,32 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
                 break
         else:
             mmap = trial
+    def register(program):
+        """The region holding ``program``'s bitstream: one per distinct bitstream."""
+        words = np.asarray(program.words, np.uint32)
+        key = words.tobytes()
+        if key not in programs:
+            region = f"program.{len(programs)}"
+            pad = -words.size % (target.memory.word_bytes // 4)
+            mmap.add(region, 4 * (words.size + pad), "program")
+            image[region] = np.concatenate([words, np.zeros(pad, np.uint32)])
+            programs[key] = region
+        return programs[key]
+
     for tp, step in steps.items():
         launches = []
         kernels = looped.get(tp) or fuse(target, mmap, step.tensors, list(step.ops), fused=mode != "unfused",
                                          cache=built)
         for index, (kernel_ops, program, streams) in enumerate(kernels):
-            words = np.asarray(program.words, np.uint32)
-            key = words.tobytes()
-            if key not in programs:
-                region = f"program.{len(programs)}"
-                pad = -words.size % (target.memory.word_bytes // 4)
-                mmap.add(region, 4 * (words.size + pad), "program")
-                image[region] = np.concatenate([words, np.zeros(pad, np.uint32)])
-                programs[key] = region
-            launches.append(Launch(f"k{index}", kernel_ops, program, streams, programs[key]))
+            launches.append(Launch(f"k{index}", kernel_ops, program, streams, register(program)))
         all_buckets[tp] = launches
+    embed, chunks, prefill_note = None, [], ""
+    if prefill:
+        flat = steps[context] if mode == "unfused" else lower(graph, target, context, gemv_bf16=gemv_bf16,
+                                                               embed_bf16=embed_bf16, fused=False)
+        embed, chunks, prefill_note = compile_prefill(target, mmap, image, list(flat.ops), flat.tensors, context,
+                                                      sorted(steps), register)
+        show(f"== prefill: {prefill_note or f'{len(chunks)} chunk programs (block, positions attended): ' + ', '.join(f'({c.block}, {c.tp})' for c in chunks)}")
     lists = {}
     for tp, launches in all_buckets.items():
         region = f"launches.{tp}"
@@ -301,7 +316,8 @@ def compile_model(checkpoint, target, *, mode="fused", context=None, trace=None,
     show(f"== memory map\n{mmap.table()}")
     compiled = CompiledModel(shape, target, mode, context, all_buckets, mmap, image, zeroed, "logits",
                              time.perf_counter() - start, str(getattr(ckpt, "path", "")), lists,
-                             weights_dtype, weights_text, loop_note, "token" if "token" in mmap.regions else "")
+                             weights_dtype, weights_text, loop_note, "token" if "token" in mmap.regions else "",
+                             chunks, embed, prefill_note)
     show(f"== program: {len(all_buckets)} context buckets {sorted(all_buckets)}, {len(programs)} distinct "
          f"bitstreams, {sum(w.nbytes for w in image.values())} bytes of memory image\n")
     return compiled

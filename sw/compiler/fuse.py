@@ -19,18 +19,18 @@ from sw.tile.kernel import KernelError
 from sw.tile.route import RoutingError
 
 
-def build_kernel(target, mmap, tensors, ops, needed_later, iterations=1):
+def build_kernel(target, mmap, tensors, ops, needed_later, iterations=1, templates=TEMPLATES):
     """One kernel running ``ops``; raises FitError when it does not fit, CompileError when it never can.
 
     Returns ``(program, streams)``: the :class:`sw.tile.kernel.Program` and its AGCU
     :class:`sw.compiler.launch.Stream` list. ``iterations``: as for :class:`KernelBuilder` (a looped kernel's
-    PMU passes; its patterns are the caller's to loop).
+    PMU passes; its patterns are the caller's to loop). ``templates``: chip-op kind -> template.
     """
     local = {t for op in ops for t in op.outputs}
     b = KernelBuilder(target, mmap, tensors, local, iterations)
     try:
         for op in ops:
-            TEMPLATES[op.kind](b, op)
+            templates[op.kind](b, op)
         b.finish(needed_later)
         program = b.kernel.build()
     except RoutingError as e:

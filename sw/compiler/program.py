@@ -16,6 +16,7 @@ from sw.compiler import artifact
 from sw.compiler.checkpoint import LlamaShape
 from sw.compiler.launch import Launch
 from sw.compiler.memory_map import MemoryMap
+from sw.compiler.prefill import PrefillKernels
 from sw.errors import CompileError, ProgramFormatError
 from sw.target import Target
 
@@ -64,6 +65,13 @@ class CompiledModel:
     token : str
         Region where the step's ``argmax`` op leaves greedy decoding's token as ``-index`` in fp32 (one
         vector), or "" when the program has no such op.
+    prefill : list
+        :class:`sw.compiler.prefill.PrefillKernels`, one per chunk size and attention bucket: the prompt's
+        kernels (empty when not compiled or not possible, ``prefill_note`` says which).
+    prefill_embed : Launch or None
+        The copy of one prompt token's embedding row into its chunk row.
+    prefill_note : str
+        Why there is no prefill although it was asked for, or "".
     """
 
     shape: LlamaShape
@@ -82,6 +90,20 @@ class CompiledModel:
     weights: str = ""
     loop_note: str = ""
     token: str = ""
+    prefill: list[PrefillKernels] = field(default_factory=list)
+    prefill_embed: Launch | None = None
+    prefill_note: str = ""
+
+    def prefill_chunks(self, positions):
+        """The chunks prefill runs for ``positions`` prompt positions: ``(start, PrefillKernels)``; positions past
+        the last chunk (none fits before the context ends) are left to decode steps."""
+        from sw.compiler.prefill import chunks
+        if not self.prefill:
+            return []
+        sizes = sorted({c.block for c in self.prefill})
+        kernels = {(c.block, c.tp): c for c in self.prefill}
+        return [(start, kernels[block, tp]) for start, block, tp in chunks(positions, sizes, self.context,
+                                                                           sorted(self.buckets))]
 
     def bucket(self, pos):
         """The launches of the step at ``pos`` (0-based)."""
@@ -133,11 +155,12 @@ def _storable():
     """The classes a program file may hold: MemoryMap, and the dataclasses and enums of the modules a
     compiled model is made of (found by name, so a new field type of theirs needs no list here)."""
     from sw import target
-    from sw.compiler import checkpoint, launch, memory_map, ops
+    from sw.compiler import checkpoint, launch, memory_map, ops, prefill
     from sw.tile import kernel, pcu, pmu, route
 
     found = {MemoryMap}
-    for module in (sys.modules[__name__], checkpoint, launch, memory_map, ops, target, kernel, pcu, pmu, route):
+    for module in (sys.modules[__name__], checkpoint, launch, memory_map, ops, prefill, target, kernel, pcu, pmu,
+                   route):
         found |= {v for v in vars(module).values()
                   if isinstance(v, type) and (is_dataclass(v) or issubclass(v, enum.Enum))}
     return tuple(found)

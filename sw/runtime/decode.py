@@ -175,6 +175,41 @@ class Session:
         cost["tp"] = tp
         return raw.view(np.float32).copy(), cost
 
+    async def prefill(self, prompt_ids):
+        """Run the prompt positions ``0 .. len(prompt_ids) - 1`` as prefill chunks (:mod:`sw.compiler.prefill`).
+
+        Returns ``(cost, positions)``: the cost dict of a step (cycles and their parts, tier bytes, ``kernels``,
+        ``chunks``) and how many prompt positions the chunks covered (fewer than given where no chunk fits
+        before the context ends; the caller feeds the rest as decode steps). Each chunk is host-orchestrated:
+        one launch per position's embedding row copy (token and row in the chunk as its arguments), then the
+        chunk's kernels with ``pos`` at the chunk's first position. A chunk's padding positions copy the last
+        prompt token's row; their KV rows lie past the prompt and are overwritten before any step attends to them.
+        """
+        c, t = self.compiled, self.target
+        wb = t.memory.word_bytes
+        plan = c.prefill_chunks(len(prompt_ids))
+        if self.stats is None:
+            self.stats = await self.device.tier_stats()
+        if self.trace is not None and not self.recording:
+            await self.device.record(True)
+            self.recording = True
+        cost = {"kernel_cycles": 0, "program_load_cycles": 0, "launch_cycles": 0, "host_io_cycles": 0,
+                "sequencer_cycles": 0, "kernels": 0, "chunks": len(plan)}
+        covered = 0
+        for start, chunk in plan:
+            for row in range(chunk.block):
+                token = prompt_ids[min(start + row, len(prompt_ids) - 1)]
+                await self._step_from_host(cost, token, row, [c.prefill_embed])
+            await self._step_from_host(cost, 0, start, chunk.launches)
+            covered = min(start + chunk.block, len(prompt_ids))
+        after = await self.device.tier_stats()
+        for tier in ("hbm", "ddr"):
+            cost[f"{tier}_read"] = wb * (after[tier]["reads"] - self.stats[tier]["reads"])
+            cost[f"{tier}_written"] = wb * (after[tier]["writes"] - self.stats[tier]["writes"])
+        self.stats = after
+        cost["cycles"] = cost["kernel_cycles"] + cost["program_load_cycles"] + cost["launch_cycles"]
+        return cost, covered
+
     async def _step_from_host(self, cost, token, pos, launches):
         """Each launch issued by the host: Program Load when needed, Argument Load, Execute, a round trip each."""
         c, t = self.compiled, self.target
@@ -264,7 +299,7 @@ def provenance(backend, orchestration):
     out.update({key: "derived" for key in ("cycles_per_token", "launch_cycles_per_token",
                                           "tokens_per_s_simulated", "hbm_bandwidth_fraction",
                                           "hbm_bandwidth_fraction_in_kernels", "roofline_cycles_per_token",
-                                          "roofline_fraction", "total_cycles")})
+                                          "roofline_fraction", "total_cycles", "prompt_cycles")})
     if backend == "model":
         # The fast model's tier counters count the words its transfers move: the RTL's controllers agree.
         out.update({key: "modelled" for key in out if key.endswith("bytes_per_token")})
@@ -306,7 +341,7 @@ def _report(compiled, costs, wall, load_report, *, backend=None, orchestration="
 
 async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=0.0, top_k=0, seed=0,
                    progress=None, stop_at_eos=True, weights_tier="hbm", keep_logits=False, trace=False,
-                   orchestration="host"):
+                   orchestration="host", prefill=False):
     """Load ``compiled`` on ``device``, feed ``prompt_ids`` and generate up to ``max_new_tokens`` tokens.
 
     Returns a JSON-serialisable dict: ``tokens`` (generated ids), ``prompt_ids``,
@@ -317,6 +352,12 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     ``trace``, every host command's interval (:mod:`sw.runtime.trace`).
     ``orchestration`` is ``"host"`` (a round trip per kernel launch) or
     ``"chip"`` (the chip's sequencer walks the step's launch list).
+
+    ``prefill``: run the prompt's positions before its last token as prefill chunks (a program compiled with
+    ``prefill``; otherwise, or for a one-token prompt, token by token as always), then the last prompt token
+    as a decode step. The tokens are the same either way; ``logits_sha`` and ``step_cycles`` then cover the
+    decode steps only, and ``report["prefill"]`` holds the prefill's cost. ``report["prompt_cycles"]`` is
+    the cycles from the start to the first generated token's logits (time to first token), either way.
     """
     prompt_ids = [int(t) for t in prompt_ids]
     check_request(compiled, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k)
@@ -329,9 +370,12 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     total = len(prompt_ids) + max(max_new_tokens, 1) - 1
     digest = hashlib.sha256()
     costs, all_logits, generated = [], [], []
-    token = prompt_ids[0]
+    first, prefill_cost = 0, None
     try:
-        for pos in range(total):
+        if prefill and len(prompt_ids) > 1 and compiled.prefill:
+            prefill_cost, first = await session.prefill(prompt_ids[:-1])
+        token = prompt_ids[first]
+        for pos in range(first, total):
             logits, cost = await session.step(token, pos, greedy=temperature <= 0)
             chosen = cost.pop("chip_token")
             cost["kernels_count"] = cost.pop("kernels")
@@ -355,6 +399,12 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
             await device.record(False)
     wall = time.perf_counter() - start
     report = _report(compiled, costs, wall, load_report, backend=device.backend, orchestration=orchestration)
+    prompt_steps = len(prompt_ids) - first
+    report["prompt_cycles"] = (prefill_cost["cycles"] if prefill_cost else 0) + sum(
+        cst["cycles"] for cst in costs[:prompt_steps])
+    report["prompt_steps"] = min(prompt_steps, len(costs))
+    if prefill_cost:
+        report["prefill"] = {"positions": first, **{k: v for k, v in prefill_cost.items() if k != "sequencer_cycles"}}
     result = {"prompt_ids": prompt_ids, "tokens": generated, "logits_sha": digest.hexdigest(), "report": report,
               "step_cycles": [cst["cycles"] for cst in costs],
               "step_kernel_cycles": [cst["kernel_cycles"] for cst in costs]}

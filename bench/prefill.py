@@ -82,7 +82,10 @@ def main():
                   f"{r['token_by_token_cycles']:>12,.0f} token by token: {r['ratio']:.2f}x"
                   f"{'' if r['tokens_identical_and_logits_bit_identical'] else '  (RESULTS DIFFER)'}")
     result["goal_ratio_at_128_on_4x8"] = 4.0
-    result["goal_met"] = result["4x8"]["128"]["ratio"] >= 4.0
+    identical = all(r["tokens_identical_and_logits_bit_identical"] for name in ("4x8", "chip")
+                    for r in result[name].values())
+    result["all_results_identical"] = identical
+    result["goal_met"] = identical and result["4x8"]["128"]["ratio"] >= 4.0
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {OUT}")
 

@@ -9,6 +9,7 @@ padded last chunk; a sliding window shorter than the prompt; biases, grouped KV 
 """
 
 import asyncio
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -85,10 +86,25 @@ def test_prefill_equals_token_by_token_and_transformers(model, length):
     assert batched["report"]["prompt_cycles"] < stepped["report"]["prompt_cycles"]
 
 
-def test_one_token_prompt_and_prefill_off(model):
+def test_short_prompts_run_token_by_token(model):
     name, path, compiled = model
-    one = decode(compiled, [7], prefill=True)
-    assert "prefill" not in one["report"] and one["tokens"] == decode(compiled, [7])["tokens"]
+    for ids in ([7], [7, 3, 9]):
+        short = decode(compiled, ids, prefill=True)
+        assert "prefill" not in short["report"] and short["tokens"] == decode(compiled, ids)["tokens"]
+    assert "prefill" in decode(compiled, [7, 3, 9, 4], prefill=True)["report"]
+
+
+def test_stages_that_do_not_divide_the_context(tmp_path):
+    """3-stage PCUs: chunks of 9 and 33 positions, the GEMM mask table padded to whole blocks of 3 rows."""
+    path = make_checkpoint(tmp_path / "ckpt", **SHAPE)
+    target = replace(CHIP, name="chip-s3", array=replace(CHIP.array, stages=3))
+    compiled = compile_model(path, target, context=CONTEXT, prefill=True)
+    assert not compiled.prefill_note and sorted({c.block for c in compiled.prefill}) == [9, 33]
+    assert "prefill: chunks of 9, 33 positions" in compiled.summary()
+    ids = prompt(20)
+    batched, stepped = decode(compiled, ids, prefill=True), decode(compiled, ids)
+    assert batched["tokens"] == stepped["tokens"]
+    assert np.array_equal(batched["logits"], stepped["logits"][19:])
 
 
 def test_program_file_keeps_prefill(model, tmp_path):
@@ -129,5 +145,6 @@ def test_no_prefill_is_said_and_the_prompt_runs_token_by_token(tmp_path):
     ids = prompt(3)
     run = asyncio.run(generate(ModelDevice(CHIP), compiled, ids, max_new_tokens=1, prefill=True))
     assert "prefill" not in run["report"] and run["report"]["steps"] == 3
+    assert "prefill: no prefill chunk" in compiled.summary()
     plain = compile_model(path, CHIP, context=CONTEXT)
-    assert not plain.prefill and plain.prefill_note == ""
+    assert not plain.prefill and plain.prefill_note == "" and "\nprefill:" not in plain.summary()

@@ -27,7 +27,7 @@ cover every position). A chunk's launches take ``pos`` = the chunk's first posit
 cache move with it; the chunk's own rows do not); the embedding copies take the token and the row in the
 chunk. The last prompt token then runs as an ordinary decode step, which reads the KV cache prefill wrote
 and gives the first logits. A chunk longer than what is left of the prompt is padded (its padding positions
-copy the last prompt token's row): their KV rows lie past the prompt, masked for every real position and
+repeat the row of the last position it prefills): their KV rows lie past the prompt, masked for every real position and
 overwritten by the decode steps that reach them.
 
 Layers whose ops equal layer 0's (names aside) reuse layer 0's programs, their streams moved to the layer's
@@ -39,6 +39,8 @@ regions, and an attention head reuses head 0's. Where a prefill kernel cannot be
 import re
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from facts.loopnest import LEVELS
 from sw.compiler.builder import FitError, KernelBuilder
 from sw.compiler.fuse import build_kernel
@@ -46,7 +48,7 @@ from sw.compiler.launch import Launch, linear
 from sw.compiler.lower import k_chunk
 from sw.compiler.memory_map import word_count
 from sw.compiler.ops import ChipOp, ChipTensor
-from sw.compiler.layout import fp32_words, mask_table
+from sw.compiler.layout import MASKED, fp32_words, mask_table
 from sw.compiler.templates import TEMPLATES, _row_buffer
 from sw.errors import CompileError
 from sw.tile.pcu import PcuConfig, Stage, f32
@@ -267,7 +269,7 @@ def _per_step(op, stages):
     return stages * op.attrs["ways"] if op.kind == "prefill_gemm" else 1
 
 
-def _looped(target, mmap, tensors, op, program, streams, block):
+def _looped(target, tensors, op, program, streams, block):
     """``program`` and ``streams`` over a chunk of ``block`` positions: each pattern's outer level steps a
     position's rows (``_per_step`` positions an iteration). ValueError when a pattern has no level left."""
     wb, q = target.memory.word_bytes, _per_step(op, target.array.stages)
@@ -293,7 +295,7 @@ def _layer_of(op):
     return int(m.group(1)) if m else None
 
 
-def prefill_ops(step_ops, tensors, target):
+def prefill_ops(step_ops, tensors):
     """The chunk ops of a decode step's unfused chip ops (its layers; the ops after them stay the decode step's)
     and their tensors, one position's words each: ``(ops, tensors)``; CompileError naming an op no prefill
     kernel computes."""
@@ -349,7 +351,7 @@ def compile_prefill(target, mmap, image, step_ops, tensors, context, buckets, re
     if not sizes:
         return None, [], f"no prefill chunk of a multiple of {S} positions fits the context of {context}"
     try:
-        ops, pf = prefill_ops(step_ops, tensors, target)
+        ops, pf = prefill_ops(step_ops, tensors)
     except CompileError as e:
         return None, [], f"no prefill ({e}); the prompt runs token by token"
     top = max(sizes)
@@ -357,7 +359,12 @@ def compile_prefill(target, mmap, image, step_ops, tensors, context, buckets, re
         mmap.add(t.scratch, 4 * t.words * top, "scratch")
     for mask in sorted({op.attrs["mask"] for op in ops if op.kind == "attention_scores"}):
         window = int(mask.removeprefix("mask.w")) if mask.startswith("mask.w") else 0
-        table = mask_table(context, window).reshape(context // S, S, context // L, L).transpose(0, 2, 1, 3)
+        # Rows in blocks of `stages` positions (the last block padded with masked rows when stages do not
+        # divide the context), each block's rows interleaved tile by tile as the GEMM drains them.
+        rows = -(-context // S) * S
+        table = np.full((rows, context), MASKED, np.float32)
+        table[:context] = mask_table(context, window)
+        table = table.reshape(rows // S, S, context // L, L).transpose(0, 2, 1, 3)
         words = fp32_words(table.ravel())
         mmap.add(f"{mask}.gemm", 4 * words.size, "table")
         image[f"{mask}.gemm"] = words
@@ -378,10 +385,13 @@ def compile_prefill(target, mmap, image, step_ops, tensors, context, buckets, re
         if key not in built and op.kind in WHOLE and op.attrs["head"]:
             # Heads differ only in where their streams start: head 0's program, this head's streams.
             program, _ = build(replace(op, attrs=dict(op.attrs, head=0)), block, tensors_tp)
-            b = KernelBuilder(target, mmap, tensors_tp, set(op.outputs))
-            PREFILL_TEMPLATES[op.kind](b, op)
-            b.finish(set(op.outputs))
-            built[key] = (op, program, b.streams)
+            try:
+                b = KernelBuilder(target, mmap, tensors_tp, set(op.outputs))
+                PREFILL_TEMPLATES[op.kind](b, op)
+                b.finish(set(op.outputs))
+                built[key] = (op, program, b.streams)
+            except (FitError, ValueError, CompileError) as e:
+                built[key] = f"{op.name} over {block} positions: {e}"
         if key not in built:
             try:
                 whole = op.kind in WHOLE
@@ -389,7 +399,7 @@ def compile_prefill(target, mmap, image, step_ops, tensors, context, buckets, re
                                                 templates=PREFILL_TEMPLATES,
                                                 iterations=1 if whole else block // _per_step(op, S))
                 built[key] = (op, program, streams) if whole else \
-                    (op, *_looped(target, mmap, tensors_tp, op, program, streams, block))
+                    (op, *_looped(target, tensors_tp, op, program, streams, block))
             except (FitError, ValueError, CompileError) as e:
                 built[key] = f"{op.name} over {block} positions: {e}"
         if isinstance(built[key], str):

@@ -132,6 +132,14 @@ class CompiledModel:
         lines[-1:-1] = [text for text in (s.variant(), padding_text(self)) if text]
         lines[-1:-1] = [f"weights: {self.weights}"] if self.weights else []
         lines[-1:-1] = [f"looping: {self.loop_note}"] if self.loop_note else []
+        if self.prefill:
+            blocks = sorted({c.block for c in self.prefill})
+            largest = max((c for c in self.prefill), key=lambda c: (c.block, c.tp))
+            lines[-1:-1] = [f"prefill: chunks of {', '.join(map(str, blocks))} positions, {len(self.prefill)} chunk "
+                            f"programs (block x attention bucket); {len(largest.launches)} kernels for a chunk of "
+                            f"{largest.block} attending over {largest.tp}"]
+        elif self.prefill_note:
+            lines[-1:-1] = [f"prefill: {self.prefill_note}"]
         lines.append(f"{'kernel':<12} {'PCUs':>5} {'PMUs':>5} {'AGCU r/w':>8} {'routes':>6} {'hops':>5}  ops")
         for launch in launches:
             c, m = launch.units()

@@ -32,6 +32,10 @@ from hw.mem.params import DDR, HBM, TIER_NAMES
 from sw.errors import DecodeError  # noqa: F401  (re-exported)
 from sw.runtime.trace import activity_events, event as trace_event
 
+# Prompts with fewer positions before their last token run token by token even with prefill: a chunk's
+# launches (about 80 host round trips) cost more than two decode steps save (bench prefill's crossover).
+PREFILL_MIN_POSITIONS = 3
+
 # Who issues a step's kernels: the host, one round trip per launch (the paper's Fused+SO), or the chip's
 # sequencer walking a launch list, one host command per step (Fused+HO).
 ORCHESTRATIONS = ("host", "chip")
@@ -182,8 +186,8 @@ class Session:
         ``chunks``) and how many prompt positions the chunks covered (fewer than given where no chunk fits
         before the context ends; the caller feeds the rest as decode steps). Each chunk is host-orchestrated:
         one launch per position's embedding row copy (token and row in the chunk as its arguments), then the
-        chunk's kernels with ``pos`` at the chunk's first position. A chunk's padding positions copy the last
-        prompt token's row; their KV rows lie past the prompt and are overwritten before any step attends to them.
+        chunk's kernels with ``pos`` at the chunk's first position. A chunk's padding positions repeat the last
+        given token's row; their KV rows lie past the prompt and are overwritten before any step attends to them.
         """
         c, t = self.compiled, self.target
         wb = t.memory.word_bytes
@@ -354,7 +358,7 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     ``"chip"`` (the chip's sequencer walks the step's launch list).
 
     ``prefill``: run the prompt's positions before its last token as prefill chunks (a program compiled with
-    ``prefill``; otherwise, or for a one-token prompt, token by token as always), then the last prompt token
+    ``prefill``; otherwise, or for fewer than :data:`PREFILL_MIN_POSITIONS` of them, token by token as always), then the last prompt token
     as a decode step. The tokens are the same either way; ``logits_sha`` and ``step_cycles`` then cover the
     decode steps only, and ``report["prefill"]`` holds the prefill's cost. ``report["prompt_cycles"]`` is
     the cycles from the start to the first generated token's logits (time to first token), either way.
@@ -372,7 +376,7 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     costs, all_logits, generated = [], [], []
     first, prefill_cost = 0, None
     try:
-        if prefill and len(prompt_ids) > 1 and compiled.prefill:
+        if prefill and len(prompt_ids) - 1 >= PREFILL_MIN_POSITIONS and compiled.prefill:
             prefill_cost, first = await session.prefill(prompt_ids[:-1])
         token = prompt_ids[first]
         for pos in range(first, total):

@@ -340,24 +340,50 @@ def dumps(obj, *, format, version, classes):
     encode = _Encoder(classes)
     encode.count(obj)
     tree = json.dumps({"root": encode(obj)}, allow_nan=False, separators=(",", ":")).encode()
-    members = {OBJECTS: tree}
-    for i, array in enumerate(encode.arrays):
-        buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, np.ascontiguousarray(array))
-        members[f"arrays/{i}.npy"] = buffer.getvalue()
-    manifest = {"format": format, "version": version,
-                "payload": {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                            for name, data in members.items()}}
+    # Arrays (the memory image: gigabytes for a large model) are streamed in chunks, hashed on a first pass
+    # and written on a second, never held as whole .npy copies.
+    arrays = {f"arrays/{i}.npy": np.ascontiguousarray(array) for i, array in enumerate(encode.arrays)}
+    payload = {OBJECTS: {"sha256": hashlib.sha256(tree).hexdigest(), "bytes": len(tree)}}
+    for name, array in arrays.items():
+        sink = _Sink()
+        np.lib.format.write_array(sink, array)
+        payload[name] = {"sha256": sink.digest.hexdigest(), "bytes": sink.size}
+    manifest = {"format": format, "version": version, "payload": payload}
     out = io.BytesIO()
     trailer_length = len(format) + len(" sha256=") + 64
+
+    def entry(name):
+        info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16            # -rw-r--r-- when unzipped
+        return info
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        for name, data in [(MANIFEST, json.dumps(manifest, indent=1).encode())] + list(members.items()):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16            # -rw-r--r-- when unzipped
-            z.writestr(info, data)
+        z.writestr(entry(MANIFEST), json.dumps(manifest, indent=1).encode())
+        z.writestr(entry(OBJECTS), tree)
+        for name, array in arrays.items():
+            info = entry(name)
+            info.file_size = payload[name]["bytes"]
+            with z.open(info, "w") as member:
+                np.lib.format.write_array(member, array)
         z.comment = b"0" * trailer_length
-    data = out.getvalue()[:-trailer_length]
-    return data + f"{format} sha256={hashlib.sha256(data).hexdigest()}".encode()
+    end = out.seek(0, io.SEEK_END) - trailer_length
+    with out.getbuffer() as view:
+        digest = hashlib.sha256(view[:end]).hexdigest()
+    out.seek(end)
+    out.truncate()
+    out.write(f"{format} sha256={digest}".encode())
+    return out.getvalue()
+
+
+class _Sink:
+    """A write-only file that keeps the SHA-256 and the length of what is written to it."""
+
+    def __init__(self):
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def write(self, data):
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
 
 
 def loads(data, *, format, version, classes, where):

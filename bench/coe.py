@@ -5,14 +5,19 @@ written it, else an untrained one (:func:`sw.coe.library.write_untrained`, ``tra
 
 - **soak**: ``OPENRDU_COE_SOAK`` requests (default 10,000) over the 150 experts, expert ``i`` of the
   popularity order drawn with probability proportional to ``1 / i**1.1``, each a 2-token prompt and
-  1 new token, on ``max_slots`` HBM slots with LRU and prefetch ``LOOKAHEAD`` pairs deep; every
+  1 new token, on ``max_slots`` HBM slots with LRU and prefetch ``LOOKAHEAD`` pairs deep, decoded
+  host-orchestrated (``OPENRDU_COE_ORCHESTRATION=chip``: by the chip's sequencer, one slot fewer); every
   request's logits digest is compared with its expert run alone (``wrong_outputs``);
 - **switching**: ``switch_cycles_ddr`` is the device's copy of one slot (from the soak),
   ``switch_cycles_host`` the same bytes over the host link, ``switch_ratio`` their quotient;
 - **latency** (Table V): batches of 1 and 8, 20 and 200 new tokens, every request needing a different
-  expert not in HBM. *Analytic from measured cycles*: one expert run of an 8-token prompt and 200
-  tokens gives the per-step cycles, the router (same architecture or not) its own prompt cycles, and
-  the soak the switch cycles; CoE hides a switch behind the previous request's decode.
+  expert not in HBM: 8-token prompts (``<s>`` and the first 7 tokens of held-out prompts, the first
+  that the router sends to each expert not yet taken), served by the controller on a cold cache, the
+  CoE way (``mode="ddr"``, prefetch) and over the host link (``mode="host"``), both generating every
+  token (no stop at EOS), with the chip's sequencer issuing the kernels (``orchestration="chip"``, every
+  slot with its launch lists: 6 slots) and again host-orchestrated (7 slots). A case's latency is the
+  trace's cycles, from the first routing to the last token. The all-in-HBM figure is the same run less
+  its switching: router and decode cycles only (150 experts, or the 8 used, do not fit HBM).
 """
 
 import asyncio
@@ -55,17 +60,21 @@ def run(device, compiled, prompt, n, **kw):
 
 
 def router_accuracy(lib):
+    """The router on the chip over the library's held-out prompts: the share routed to their own slice's expert,
+    in all and per slice."""
     rows = lib.prompts[:int(os.environ.get("OPENRDU_COE_ROUTER_PROMPTS", "400"))]
     if not rows:
-        return None, 0
-    right = 0
+        return None, 0, {}
+    right = {}
     for row in rows:
         out = run(ModelDevice(lib.target), lib.router, lib.encode(row["text"]), 0, keep_logits=True)
-        right += lib.classes[int(np.argmax(out["logits"][-1][:len(lib.classes)]))] == row["expert"]
-    return right / len(rows), len(rows)
+        right.setdefault(row["expert"], []).append(
+            lib.classes[int(np.argmax(out["logits"][-1][:len(lib.classes)]))] == row["expert"])
+    return (sum(map(sum, right.values())) / len(rows), len(rows),
+            {e: sum(hits) / len(hits) for e, hits in right.items()})
 
 
-def soak(lib, n, slots, progress, lookahead=LOOKAHEAD):
+def soak(lib, n, slots, progress, lookahead=LOOKAHEAD, orchestration="host"):
     rng = np.random.default_rng(2024)
     names = list(lib.experts)
     rng.shuffle(names)
@@ -75,7 +84,7 @@ def soak(lib, n, slots, progress, lookahead=LOOKAHEAD):
     requests = [{"prompt_ids": prompts[int(k)], "max_new_tokens": 1, "expert": names[i]}
                 for i, k in zip(picks, rng.integers(0, len(prompts), size=n))]
     out = asyncio.run(serve(ModelDevice(lib.target), lib, requests, slots=slots, lookahead=lookahead,
-                            progress=progress))
+                            orchestration=orchestration, progress=progress))
     refs, wrong = {}, 0
     for r, q in zip(out["requests"], requests):
         key = (r["expert"], tuple(q["prompt_ids"]))
@@ -86,36 +95,71 @@ def soak(lib, n, slots, progress, lookahead=LOOKAHEAD):
     return out, wrong
 
 
-def table_v(lib, switch_ddr, switch_host):
-    """Overall and expert-only latencies (cycles) of the paper's cases, and the ratios."""
-    prompt = [0, 449, 323, 97, 12, 5, 77, 300]
-    steps = run(ModelDevice(lib.target), lib.alone(next(iter(lib.experts))), prompt, 200)["step_cycles"]
-    router = sum(run(ModelDevice(lib.target), lib.router, prompt, 0)["step_cycles"])
-    out = {}
+PROMPT_TOKENS = 8
+
+
+def distinct_prompts(lib, n=8, tokens=PROMPT_TOKENS):
+    """Up to ``n`` prompts of ``tokens`` ids that the router (run alone on the chip) sends to different experts:
+    in the library's prompt order, the first for each expert not yet taken. Returns (prompts, experts)."""
+    prompts, experts = [], []
+    for row in lib.prompts:
+        ids = lib.encode(row["text"])[:tokens]
+        if len(ids) < tokens:
+            continue
+        out = run(ModelDevice(lib.target), lib.router, ids, 0, keep_logits=True, orchestration="chip")
+        expert = lib.classes[int(np.argmax(out["logits"][-1][:len(lib.classes)]))]
+        if expert not in experts:
+            prompts.append(ids)
+            experts.append(expert)
+            if len(experts) == n:
+                break
+    return prompts, experts
+
+
+def table_v(lib, prompts, orchestration):
+    """The paper's cases served by the controller, CoE and host-link ways: latencies (cycles) and the ratios."""
+    slots = plan(lib, 1, orchestration=orchestration).max_slots
+    out = {"slots": slots}
     for batch in (1, 8):
         for n in (20, 200):
-            decode = sum(steps[:len(prompt) + n - 1])
-            coe = batch * (router + decode) + switch_ddr + (batch - 1) * max(0.0, switch_ddr - decode)
-            host = batch * (router + decode + switch_host)
-            hbm = batch * (router + decode)
-            case = {"coe_cycles": coe, "host_cycles": host, "hbm_cycles": hbm, "host_over_coe": host / coe,
-                    "coe_over_hbm": coe / hbm}
+            requests = [{"prompt_ids": ids, "max_new_tokens": n, "stop_at_eos": False} for ids in prompts[:batch]]
+            runs = {mode: asyncio.run(serve(ModelDevice(lib.target), lib, requests, slots=slots, mode=mode,
+                                            batch=batch, orchestration=orchestration))
+                    for mode in ("ddr", "host")}
+            coe, host = runs["ddr"], runs["host"]
+            if [r["logits_sha"] for r in coe["requests"]] != [r["logits_sha"] for r in host["requests"]]:
+                raise AssertionError(f"batch {batch}, {n} tokens: the CoE and host-link runs differ")
+            rows = coe["requests"]
+            router = sum(r["router_cycles"] for r in rows)
+            decode = sum(r["decode_cycles"] for r in rows)
+            switched = sum(r["switch_cycles"] for r in rows)
+            hidden = sum(r["hidden_cycles"] for r in rows)
+            hbm = router + decode
+            case = {"coe_cycles": coe["total_cycles"], "host_cycles": host["total_cycles"], "hbm_cycles": hbm,
+                    "host_over_coe": host["total_cycles"] / coe["total_cycles"],
+                    "coe_over_hbm": coe["total_cycles"] / hbm, "router_cycles": router, "decode_cycles": decode,
+                    "switches": sum(1 for r in rows if r["switch_cycles"]), "switch_cycles": switched,
+                    "hidden_cycles": hidden, "experts": [r["expert"] for r in rows]}
             if batch == 1:
-                case["expert_only_host_over_coe"] = (decode + switch_host) / (decode + switch_ddr)
+                h = host["requests"][0]
+                case["expert_only_host_over_coe"] = ((h["decode_cycles"] + h["switch_cycles"])
+                                                     / (rows[0]["decode_cycles"] + rows[0]["switch_cycles"]))
             out[f"batch{batch}_tokens{n}"] = case
-    out["method"] = ("analytic from measured cycles: per-step cycles of one expert run (8-token prompt, 200 tokens), "
-                     "the router's prompt cycles, the measured DDR->HBM copy; every request needs a different expert "
-                     "not in HBM; CoE hides each switch but the first behind the previous decode")
+    out["method"] = (f"measured on the fast model: the controller serves {PROMPT_TOKENS}-token prompts routed to "
+                     "different experts on a cold cache, CoE (DDR->HBM copies, prefetch beside routing and decoding) "
+                     "and host-link switching, every token generated; latency = the trace's cycles; all-in-HBM = "
+                     "the CoE run's router and decode cycles")
     return out
 
 
 def main():
     start = time.perf_counter()
     n = int(os.environ.get("OPENRDU_COE_SOAK", "10000"))
+    orchestration = os.environ.get("OPENRDU_COE_ORCHESTRATION", "host")
     lib, trained = library()
-    p = plan(lib, 1)
+    p = plan(lib, 1, orchestration=orchestration)
     slots = p.max_slots
-    accuracy, routed = router_accuracy(lib)
+    accuracy, routed, by_slice = router_accuracy(lib)
     last = [0.0]
 
     def progress(done, total):
@@ -123,28 +167,35 @@ def main():
             last[0] = time.perf_counter()
             print(f"coe soak: {done}/{total} requests", flush=True)
 
-    out, wrong = soak(lib, n, slots, progress)
+    out, wrong = soak(lib, n, slots, progress, orchestration=orchestration)
     s = out["summary"]
     switch_ddr = max(r["switch_cycles"] for r in out["requests"])
     switch_host = host_cycles(lib.slot_bytes, lib.target.memory, lib.target.memory.hbm)
+    prompts, routed_to = distinct_prompts(lib)
+    latency = table_v(lib, prompts, "chip")
     result = {
         "experts": len(lib), "trained_experts": len(lib.trained) if trained else 0,
         "requests": n, "router_accuracy": accuracy, "router_prompts": routed,
+        "router_accuracy_by_slice": by_slice,
+        "router_accuracy_min_slice": min(by_slice.values()) if by_slice else None,
         "wrong_outputs": wrong, "capacity_violations": out["capacity_violations"],
         "hit_rate": s["hit_rate"], "switch_cycles_ddr": switch_ddr, "switch_cycles_host": switch_host,
         "switch_ratio": switch_host / switch_ddr, "hidden_switch_fraction": s["hidden_fraction"],
-        "latency": table_v(lib, switch_ddr, switch_host),
+        "latency": latency, "latency_host_orchestrated": table_v(lib, prompts, "host"),
+        "latency_prompts": {"experts": routed_to, "prompt_ids": prompts},
         "footprint": {"slot_bytes": lib.slot_bytes, "experts_in_ddr": lib.target.memory.ddr.capacity // lib.slot_bytes,
                       "experts_in_hbm": slots, "hbm_slots_used": slots},
         "soak": {k: v for k, v in s.items()}, "capacity_checks": out["capacity_checks"],
         "backend": "model", "target": lib.target.describe(), "library": "trained" if trained else "untrained",
-        "overlap": out["overlap"], "lookahead": out["lookahead"], "wall_s": time.perf_counter() - start,
+        "overlap": out["overlap"], "lookahead": out["lookahead"], "orchestration": out["orchestration"],
+        "wall_s": time.perf_counter() - start,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
     print(f"coe: {len(lib)} experts, {n} requests, wrong {wrong}, hit rate {s['hit_rate']:.1%}, switch ratio "
           f"{result['switch_ratio']:.2f}, hidden {s['hidden_fraction']:.1%}, batch-8/20-token host/CoE "
-          f"{result['latency']['batch8_tokens20']['host_over_coe']:.2f}x -> {OUT}")
+          f"{result['latency']['batch8_tokens20']['host_over_coe']:.2f}x, router {accuracy} (lowest slice "
+          f"{result['router_accuracy_min_slice']}) -> {OUT}")
     return result
 
 

@@ -265,3 +265,58 @@ def test_a_started_copy_runs_beside_kernels(library):
     beside = asyncio.run(device.wait_copy())
     covered = cost["kernel_cycles"] + cost["program_load_cycles"]
     assert beside["cycles"] == alone["cycles"] and beside["waited"] == max(0, alone["cycles"] - covered)
+
+
+def test_chip_orchestration_gives_each_slot_its_launch_lists(library):
+    """With the sequencer issuing the kernels every slot walks launch lists of its own (after the slots, so one
+    slot fewer fits); outputs stay those of each expert alone, and the steps cost less than host-issued ones."""
+    from sw.coe.slots import plan, slot_model
+
+    host, chip = plan(library, 2), plan(library, 2, orchestration="chip")
+    assert host.lists_bytes == 0 and chip.lists_bytes > 0 and chip.max_slots <= host.max_slots
+    models = [slot_model(library.arch, chip, s) for s in range(2)]
+    lists = [{tp: m.image[name].tobytes() for tp, name in m.launch_lists.items()} for m in models]
+    assert set(lists[0]) == set(library.arch.launch_lists) and all(lists[0][tp] != lists[1][tp] for tp in lists[0])
+    assert models[1].memory_map[models[1].launch_lists[4]].offset == chip.lists_offset(1)
+    assert not slot_model(library.arch, host, 1).launch_lists
+    requests = [{"prompt_ids": [0, 449], "max_new_tokens": 2, "expert": "x1.v004"},
+                {"prompt_ids": [0, 323], "max_new_tokens": 2},
+                {"prompt_ids": [0, 449], "max_new_tokens": 2, "expert": "x0"}]
+    runs = {o: asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=2, orchestration=o))
+            for o in ("host", "chip")}
+    for r, q in zip(runs["chip"]["requests"], requests):
+        assert (r["tokens"], r["logits_sha"]) == alone(library, r["expert"], q["prompt_ids"], 2)
+    assert runs["chip"]["orchestration"] == "chip" and runs["chip"]["capacity_violations"] == 0
+    assert runs["chip"]["total_cycles"] < runs["host"]["total_cycles"]
+    with pytest.raises(CoEError, match="unknown orchestration"):
+        asyncio.run(serve(ModelDevice(TARGET), library, requests, orchestration="gpu"))
+
+
+def test_first_switch_hides_behind_the_routing_of_the_batch(library):
+    """The expert of the first routed request starts copying while the rest of the batch is routed, so even the
+    batch's first switch is hidden (before, it always waited); the copy covers no more than that routing."""
+    requests = [{"prompt_ids": [0, t], "max_new_tokens": 1, "stop_at_eos": False} for t in (449, 323, 97)]
+    out = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=2, batch=3))
+    rows = sorted(out["requests"], key=lambda r: r["order"])
+    first = rows[0]
+    assert all(r["routed"] for r in rows) and not first["hit"] and first["switch_cycles"] > 0
+    later = sum(r["router_cycles"] for r in rows if r["index"] > first["index"])
+    assert 0 < first["hidden_cycles"] <= min(first["switch_cycles"], later)
+    for r, q in zip(out["requests"], requests):
+        assert (r["tokens"], r["logits_sha"]) == alone(library, r["expert"], q["prompt_ids"], 1)
+    none = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=2, batch=3, prefetch=False))
+    assert none["summary"]["hidden_cycles"] == 0 and none["total_cycles"] > out["total_cycles"]
+
+
+def test_a_routed_batch_waits_until_the_queue_runs_out(library):
+    """The next batch is routed only once the current one has run (routing it when the window reaches it would
+    stall the pairs still queued); its first expert's copy starts beside its own routing instead."""
+    requests = [{"prompt_ids": [0, t], "max_new_tokens": 1} for t in (449, 323, 97, 12)]
+    out = asyncio.run(serve(ModelDevice(TARGET), library, requests, slots=3, batch=2, lookahead=2))
+    rows = out["requests"]
+    assert sorted(r["order"] for r in rows[:2]) == [0, 1] and all(r["routed"] for r in rows)
+    first = rows[:2]
+    assert max(r["latency_cycles"] for r in first) <= sum(r["router_cycles"] + r["decode_cycles"] + r["switch_cycles"]
+                                                          - r["hidden_cycles"] for r in first)
+    for r, q in zip(rows, requests):
+        assert (r["tokens"], r["logits_sha"]) == alone(library, r["expert"], q["prompt_ids"], 1)

@@ -173,8 +173,39 @@ def test_built_experts_meet_the_targets():
     loss, acc = m["results"]["heldout_loss"], m["results"]["router_accuracy"]
     for c in m["classes"]:
         assert all(loss[c][c] < loss[other][c] for other in ["base"] + m["classes"] if other != c), c
-        assert acc[c] >= 0.85, c  # the issue asks 0.9 per slice; mail is at 0.88 (44 of 50), see the model card
+        assert acc[c] >= 0.85, c  # the issue asks 0.9 per slice; the lowest (tests) is at 0.88, 44 of 50: docs/coe.md
     assert m["results"]["router_accuracy_all"] >= 0.9
     prompts = [json.loads(line) for line in (BUILT / "prompts.jsonl").read_text().splitlines()]
     assert all(sum(p["expert"] == c for p in prompts) >= 25 for c in m["classes"])
     assert json.loads((BUILT / "router" / "config.json").read_text())["tie_word_embeddings"] is False
+
+
+def test_train_loop_ends_with_the_moving_average_of_the_weights():
+    """With ``ema`` the model keeps the exponential moving average of its weights after every step (the router's)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    plain = copy.deepcopy(model)
+    x, y = torch.randn(4, 3), torch.randn(4, 2)
+
+    def loss(m, x, y):
+        return ((m(x) - y) ** 2).mean()
+
+    te.train_loop(plain, 3, 0.1, lambda: (x, y), loss, "plain")
+    seen, avg = [], [p.detach().clone() for p in model.parameters()]
+
+    class Watch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            seen.append([p.detach().clone() for p in model.parameters()])
+            return self.m(x)
+
+    te.train_loop(Watch(), 3, 0.1, lambda: (x, y), loss, "ema", ema=0.5)
+    # The weights after step i are those the next step saw; the last step's are the plain run's (same start).
+    after = seen[1:] + [list(plain.parameters())]
+    for step in after:
+        avg = [0.5 * a + 0.5 * p for a, p in zip(avg, step)]
+    for a, p in zip(avg, model.parameters()):
+        torch.testing.assert_close(p.detach(), a.detach())

@@ -24,14 +24,15 @@ and loss helpers of ``tools/train_default_model.py``:
   the class scores of the K experts, in ``manifest["classes"]`` order. Rows K and
   up of ``lm_head`` stay zero. A linear probe on the frozen base model's last
   hidden state routes under half of the prompts (the model card says how many),
-  so the body is trained too; the chip runs the router like any other model.
+  so the body is trained too (the weights saved are the moving average of every
+  step's, ``ROUTER_EMA``); the chip runs the router like any other model.
 * Prompts: ``PROMPT_TOKENS``-token windows of each slice's held-out files,
   decoded to text; ``prompts.jsonl`` holds ``PROMPTS_PER_SLICE`` per slice. The
   router's accuracy is measured on them as a client sends them: the text,
   tokenized with ``<s>`` prepended, through the bfloat16 weights as saved.
 
-The default run takes about 11 minutes of one core (20 on a core shared with
-other work). Identical inputs give identical files (timings are printed, never
+The default run takes about 15 minutes of one core shared with other work
+(the router, 8 windows per class per step, about 7 of them). Identical inputs give identical files (timings are printed, never
 written).
 
     nice -n 10 .venv/bin/python tools/train_experts.py [--out DIR] [--base DIR] [--steps N] [--router-steps N]
@@ -39,7 +40,7 @@ written).
 
 ``--reuse-experts`` keeps the expert checkpoints and loss table already in ``--out`` when its manifest
 records the same base model, classes and expert training (and the checkpoints' hashes still match), and
-retrains only the router: about 5 minutes of one core.
+retrains only the router: about 7 minutes of one core shared with other work.
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ EVAL_WINDOWS = 32  # fixed windows of SEQ_LEN tokens per slice for the loss tabl
 PROMPT_TOKENS = 48  # leaves room for 200 generated tokens in 256 positions
 PROMPTS_PER_SLICE = 50
 ROUTER_STEPS = 700
-ROUTER_PER_CLASS = 4  # windows per class per step
+ROUTER_PER_CLASS = 8  # windows per class per step
 ROUTER_LR = 2e-3
 ROUTER_MIN_CTX = 16  # every position from this context length on is trained to give the class
+ROUTER_EMA = 0.995  # the router saved is the exponential moving average of its weights over the steps
 
 
 # --------------------------------------------------------------------------- slices
@@ -171,9 +173,14 @@ def cosine_lr(step: int, steps: int, lr: float) -> float:
     return lr * (MIN_LR_FRAC + (1 - MIN_LR_FRAC) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def train_loop(model, steps: int, lr: float, batch_fn, loss_fn, tag: str) -> float:
-    """AdamW (no weight decay: a fine-tune) with warm-up and cosine decay; returns the last loss."""
+def train_loop(model, steps: int, lr: float, batch_fn, loss_fn, tag: str, ema: float | None = None) -> float:
+    """AdamW (no weight decay: a fine-tune) with warm-up and cosine decay; returns the last loss.
+
+    With ``ema``, the model ends with the exponential moving average of its weights after every step
+    (``avg = ema * avg + (1 - ema) * weights``, from the starting weights): an average over the last few
+    hundred steps, less tied to the last batches than the final weights."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0, foreach=False)
+    avg = None if ema is None else [p.detach().clone() for p in model.parameters()]
     model.train()
     t0, lv = time.time(), float("nan")
     for step in range(steps):
@@ -184,9 +191,17 @@ def train_loop(model, steps: int, lr: float, batch_fn, loss_fn, tag: str) -> flo
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         opt.step()
+        if avg is not None:
+            with torch.no_grad():
+                for a, p in zip(avg, model.parameters()):
+                    a.mul_(ema).add_(p.detach(), alpha=1 - ema)
         lv = loss.item()
         if step % 40 == 0 or step == steps - 1:
             log(f"  {tag} step {step:4d}/{steps} loss {lv:.4f} [{time.time() - t0:.0f}s]")
+    if avg is not None:
+        with torch.no_grad():
+            for a, p in zip(avg, model.parameters()):
+                p.copy_(a)
     model.eval()
     return lv
 
@@ -343,7 +358,8 @@ def model_card(manifest: dict) -> str:
         f"`router/` is the base model untied (`tie_word_embeddings` false) and fine-tuned end to end "
         f"({rt['steps']} steps of {rt['per_class']} windows per class, {rt['window']} tokens after `<s>`, "
         f"learning rate {rt['lr']}, cross-entropy of `logits[:{len(classes)}]` at every position from "
-        f"context {rt['min_context']} on). Its class scores are `logits[:{len(classes)}]` at the prompt's last "
+        f"context {rt['min_context']} on; the weights saved are the moving average of every step's, decay "
+        f"{rt['ema']}). Its class scores are `logits[:{len(classes)}]` at the prompt's last "
         "position, in the order of `manifest.json`'s `classes`; the other rows of `lm_head` are zero. "
         "A linear classifier on the frozen base model's final hidden state (no bias) classified only "
         f"{res['probe_accuracy']:.0%} of the held-out prompts, which is why the body is trained too.",
@@ -360,7 +376,7 @@ def model_card(manifest: dict) -> str:
         ("Every slice meets the 90% target." if min(res["router_accuracy"].values()) >= 0.9 else
          "Below the 90% target: " + ", ".join(f"{c} ({res['router_accuracy'][c]:.0%})" for c in classes
                                                if res["router_accuracy"][c] < 0.9)
-         + "; its misrouted prompts are mostly plain English (mail bodies read like the prose slice)."),
+         + " (docs/coe.md says where its prompts go instead)."),
         "",
         "## Files",
         "",
@@ -538,7 +554,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed + 1000)
     router = make_router(base, torch.zeros(k, base.config.hidden_size))
-    train_loop(router, args.router_steps, ROUTER_LR, router_batch, router_loss, "router")
+    train_loop(router, args.router_steps, ROUTER_LR, router_batch, router_loss, "router", ema=ROUTER_EMA)
     with torch.no_grad():
         router.lm_head.weight[k:] = 0
     save_checkpoint(router, out / "router", base_dir)
@@ -579,7 +595,8 @@ def main(argv=None) -> int:
         "tokenizers": __import__("tokenizers").__version__,
         "training": expert_training(args),
         "router_training": {"steps": args.router_steps, "per_class": ROUTER_PER_CLASS, "window": PROMPT_TOKENS,
-                            "lr": ROUTER_LR, "min_context": ROUTER_MIN_CTX, "class_logits": f"logits[:{k}]"},
+                            "lr": ROUTER_LR, "min_context": ROUTER_MIN_CTX, "ema": ROUTER_EMA,
+                            "class_logits": f"logits[:{k}]"},
         "results": {"heldout_loss": loss, "router_accuracy": acc, "router_accuracy_all": acc_all,
                     "probe_accuracy": round(probe, 4),
                     "loss_note": f"mean cross-entropy (nats/token) over {EVAL_WINDOWS} fixed windows of {SEQ_LEN} "

@@ -3,21 +3,31 @@
 HBM, from address 0::
 
     [router: its whole compiled memory map] [experts' shared regions: KV caches, tables, scratch,
-    programs] [slot 0] [slot 1] ... [slot K-1]
+    programs] [slot 0] [slot 1] ... [slot K-1] ([launch lists of slot 0] ... [of slot K-1])
 
 One compiled model of the expert architecture exists per slot (:func:`slot_model`): the same
 kernels, its weight regions packed at that slot's base, its other regions at the shared addresses,
 so an expert runs from whichever slot it was copied into. DDR holds every expert's slot image,
 expert ``i`` at ``i * slot_bytes`` (the standing state, written through the back door).
+
+For the chip's sequencer (``orchestration="chip"``) each slot needs launch lists of its own: a
+list holds its streams' absolute addresses, and a slot's weights lie elsewhere than another's. They
+follow the slots (``lists_bytes`` per slot, every context bucket's list), written once with the
+standing state; a switch copies only the weights. With host orchestration no list is read, so the
+slot models carry none.
 """
 
 from dataclasses import dataclass, replace
 
 from hw.mem.params import HBM, TIER_NAMES
+from sw.compiler.compile import launch_entries
 from sw.compiler.launch import Launch
 from sw.compiler.memory_map import MemoryMap, allocated_size
 from sw.errors import CoEError
+from sw.runtime import launch_list
 from sw.target import CHIP, MiB
+
+ORCHESTRATIONS = ("host", "chip")
 
 
 def coe_target(ddr_mib=256):
@@ -37,7 +47,8 @@ def top(memory_map, tier=HBM):
 @dataclass(frozen=True)
 class Plan:
     """The HBM layout: ``router_bytes`` from 0, then ``shared_bytes``, then ``slots`` slots of ``slot_bytes``
-    from ``base``; ``ddr_bytes`` of expert images in DDR from 0."""
+    from ``base``, then ``lists_bytes`` of launch lists per slot (0 with host orchestration); ``ddr_bytes``
+    of expert images in DDR from 0."""
 
     router_bytes: int
     shared_bytes: int
@@ -47,27 +58,46 @@ class Plan:
     hbm_capacity: int
     ddr_bytes: int
     ddr_capacity: int
+    lists_bytes: int = 0
 
     def slot_offset(self, slot):
         return self.base + slot * self.slot_bytes
 
+    def lists_offset(self, slot):
+        """Where slot ``slot``'s launch lists begin (after every slot)."""
+        return self.base + self.slots * self.slot_bytes + slot * self.lists_bytes
+
     @property
     def max_slots(self):
-        return (self.hbm_capacity - self.base) // self.slot_bytes
+        return (self.hbm_capacity - self.base) // (self.slot_bytes + self.lists_bytes)
 
 
-def plan(library, slots, *, experts_in_ddr=True):
-    """The :class:`Plan` of ``library`` with ``slots`` HBM slots; CoEError when HBM or DDR cannot hold it."""
+def lists_bytes(arch):
+    """Bytes of one slot's launch lists: every context bucket's list of ``arch``, in whole memory words."""
+    mm, wb = arch.memory_map, arch.target.memory.word_bytes
+    return sum(allocated_size(mm[name].nbytes, wb) for name in arch.launch_lists.values())
+
+
+def plan(library, slots, *, experts_in_ddr=True, orchestration="host"):
+    """The :class:`Plan` of ``library`` with ``slots`` HBM slots; CoEError when HBM or DDR cannot hold it.
+
+    ``orchestration="chip"`` gives every slot its launch lists (:func:`slot_model`)."""
+    if orchestration not in ORCHESTRATIONS:
+        raise CoEError(f"unknown orchestration {orchestration!r} (orchestrations: {', '.join(ORCHESTRATIONS)})")
     arch, m = library.arch, library.target.memory
+    if orchestration == "chip" and not arch.launch_lists:
+        raise CoEError("the experts' compiled model has no launch lists for the chip's sequencer; compile it again")
     router = top(library.router.memory_map)
     shared = top(shared_map(arch, router)) - router
     base = router + shared
     p = Plan(router, shared, base, library.slot_bytes, slots, m.hbm.capacity,
-             len(library) * library.slot_bytes if experts_in_ddr else 0, m.ddr.capacity)
+             len(library) * library.slot_bytes if experts_in_ddr else 0, m.ddr.capacity,
+             lists_bytes(arch) if orchestration == "chip" else 0)
     if slots < 1:
         raise CoEError(f"the HBM expert region needs at least 1 slot, not {slots}")
-    if base + slots * p.slot_bytes > m.hbm.capacity:
-        raise CoEError(f"{slots} expert slots of {p.slot_bytes:,} bytes do not fit HBM: the router takes "
+    if base + slots * (p.slot_bytes + p.lists_bytes) > m.hbm.capacity:
+        lists = f" and {p.lists_bytes:,} bytes of launch lists each" if p.lists_bytes else ""
+        raise CoEError(f"{slots} expert slots of {p.slot_bytes:,} bytes{lists} do not fit HBM: the router takes "
                        f"{router:,} bytes and the experts' KV caches, tables and programs {shared:,}, leaving room "
                        f"for {p.max_slots} slots of {m.hbm.capacity:,}")
     if p.ddr_bytes > m.ddr.capacity:
@@ -77,7 +107,8 @@ def plan(library, slots, *, experts_in_ddr=True):
 
 
 def shared_map(arch, reserved):
-    """A memory map with ``reserved`` bytes at 0, then ``arch``'s regions other than weights, in address order."""
+    """A memory map with ``reserved`` bytes at 0, then ``arch``'s regions other than weights and launch lists
+    (a slot's own, see :func:`slot_model`), in address order."""
     mm = MemoryMap(arch.target.memory)
     if reserved:
         mm.add("coe.router", reserved, "reserved")
@@ -85,7 +116,7 @@ def shared_map(arch, reserved):
         if r.tier != HBM:
             raise CoEError(f"region {r.name} of the expert architecture lies in {TIER_NAMES[r.tier].upper()}; "
                            f"expert slots need every region in HBM")
-        if r.what != "weight":
+        if r.what not in ("weight", "launches"):
             mm.add(r.name, r.nbytes, r.what)
     return mm
 
@@ -94,8 +125,9 @@ def slot_model(arch, p, slot):
     """``arch`` relocated to slot ``slot`` of plan ``p``: weights at the slot, other regions shared.
 
     Every AGCU stream names its region, so moving a region moves its streams by the same bytes;
-    programs hold no addresses. The model's image holds only the shared regions (tables, programs):
-    the weights arrive by copy.
+    programs hold no addresses. The model's image holds the shared regions (tables, programs) and,
+    when ``p.lists_bytes``, the slot's launch lists, encoded again from the moved streams (as the
+    compiler encodes them); the weights arrive by copy.
     """
     mm = shared_map(arch, p.router_bytes)
     below = p.slot_offset(slot) - top(mm)
@@ -108,9 +140,26 @@ def slot_model(arch, p, slot):
         raise CoEError(f"slot {slot}: the expert's weights take {top(mm) - p.slot_offset(slot):,} bytes, the slot "
                        f"{p.slot_bytes:,}")
     old = arch.memory_map
-    delta = {name: mm[name].offset - old[name].offset for name in old.regions}
+    delta = {name: mm[name].offset - old[name].offset for name in old.regions if name in mm.regions}
     buckets = {tp: [Launch(ln.name, ln.ops, ln.program,
                            [replace(s, offset=s.offset + delta[s.region]) for s in ln.streams], ln.program_region)
                     for ln in launches] for tp, launches in arch.buckets.items()}
-    image = {name: words for name, words in arch.image.items() if old[name].what != "weight"}
-    return replace(arch, memory_map=mm, buckets=buckets, image=image)
+    image = {name: words for name, words in arch.image.items() if old[name].what not in ("weight", "launches")}
+    lists = {}
+    if p.lists_bytes:
+        gap = p.lists_offset(slot) - top(mm)
+        if gap:
+            mm.add("coe.lists_below", gap, "reserved")
+        t = arch.target
+        for tp in sorted(arch.launch_lists):
+            name = arch.launch_lists[tp]
+            words = launch_list.encode(launch_entries(buckets[tp], mm, t), t.memory, len(t.agcus))
+            if words.nbytes != old[name].nbytes:
+                raise CoEError(f"slot {slot}: the launch list of bucket {tp} takes {words.nbytes:,} bytes, the "
+                               f"compiled one {old[name].nbytes:,}")
+            mm.add(name, words.nbytes, "launches")
+            image[name], lists[tp] = words, name
+        if top(mm) - p.lists_offset(slot) != p.lists_bytes:
+            raise CoEError(f"slot {slot}: its launch lists take {top(mm) - p.lists_offset(slot):,} bytes, the plan "
+                           f"{p.lists_bytes:,}")
+    return replace(arch, memory_map=mm, buckets=buckets, image=image, launch_lists=lists)

@@ -88,10 +88,10 @@ def test_prefill_equals_token_by_token_and_transformers(model, length):
 
 def test_short_prompts_run_token_by_token(model):
     name, path, compiled = model
-    for ids in ([7], [7, 3, 9]):
+    for ids in ([7], [7, 3, 9, 4]):
         short = decode(compiled, ids, prefill=True)
         assert "prefill" not in short["report"] and short["tokens"] == decode(compiled, ids)["tokens"]
-    assert "prefill" in decode(compiled, [7, 3, 9, 4], prefill=True)["report"]
+    assert "prefill" in decode(compiled, [7, 3, 9, 4, 5], prefill=True)["report"]
 
 
 def test_stages_that_do_not_divide_the_context(tmp_path):

@@ -33,8 +33,9 @@ from sw.errors import DecodeError  # noqa: F401  (re-exported)
 from sw.runtime.trace import activity_events, event as trace_event
 
 # Prompts with fewer positions before their last token run token by token even with prefill: a chunk's
-# launches (about 80 host round trips) cost more than two decode steps save (bench prefill's crossover).
-PREFILL_MIN_POSITIONS = 3
+# launches (about 90 host round trips) cost about as much as three decode steps (bench prefill: on 4x8 an
+# 8-position chunk costs 347,147 cycles, a step 114,281; on chip 378,320 and 188,436).
+PREFILL_MIN_POSITIONS = 4
 
 # Who issues a step's kernels: the host, one round trip per launch (the paper's Fused+SO), or the chip's
 # sequencer walking a launch list, one host command per step (Fused+HO).
@@ -358,7 +359,8 @@ async def generate(device, compiled, prompt_ids, *, max_new_tokens, temperature=
     ``"chip"`` (the chip's sequencer walks the step's launch list).
 
     ``prefill``: run the prompt's positions before its last token as prefill chunks (a program compiled with
-    ``prefill``; otherwise, or for fewer than :data:`PREFILL_MIN_POSITIONS` of them, token by token as always), then the last prompt token
+    ``prefill``; otherwise, or for fewer than :data:`PREFILL_MIN_POSITIONS` of them, token by token as
+    always), then the last prompt token
     as a decode step. The tokens are the same either way; ``logits_sha`` and ``step_cycles`` then cover the
     decode steps only, and ``report["prefill"]`` holds the prefill's cost. ``report["prompt_cycles"]`` is
     the cycles from the start to the first generated token's logits (time to first token), either way.

@@ -49,7 +49,7 @@ from sw.compiler.lower import k_chunk
 from sw.compiler.memory_map import word_count
 from sw.compiler.ops import ChipOp, ChipTensor
 from sw.compiler.layout import MASKED, fp32_words, mask_table
-from sw.compiler.templates import TEMPLATES, _row_buffer
+from sw.compiler.templates import TEMPLATES, softmax
 from sw.errors import CompileError
 from sw.tile.pcu import PcuConfig, Stage, f32
 from sw.tile.pmu import AddressPattern, PmuConfig, ReadMode
@@ -196,24 +196,11 @@ def _scores(b, op):
                                     buffer_words=S * tp if sbuffers > 1 else 0, write_passes=blocks,
                                     read_passes=blocks), op.name, "order", [b.mesh(score.pos)])
     peak = b.unit("pcu", PcuConfig(reduce="max", vo=False, so="group"), op.name, "max", [b.mesh(order.pos)])
-    rbuffers = 2 if 2 * tp <= words else 1
-    xbuf = b.unit("pmu", _row_buffer(L, tb, passes=B, buffers=rbuffers), op.name, "scores", [b.mesh(order.pos)])
-    expo = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("sub", "r0", "s0"),), tail="exp", reduce="sum",
-                                   so="group", so_func="recip"), op.name, "exp_sum",
-                  [b.mesh(peak.pos), b.mesh(xbuf.pos)])
-    ebuf = b.unit("pmu", _row_buffer(L, tb, passes=B, buffers=rbuffers), op.name, "exp", [b.mesh(expo.pos)])
-    norm = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("mul", "r0", "s0"),)), op.name, "normalise",
-                  [b.mesh(expo.pos), b.mesh(ebuf.pos)])
     k = b.kernel
     k.connect(qbuf.vo0, score.vi0)
     k.connect(kbuf.vo0, score.vi1)
     k.connect(score.vo0, order.vi0)
-    k.connect(order.vo0, [peak.vi0, xbuf.vi0])
-    k.connect(peak.so0, expo.si0)
-    k.connect(xbuf.vo0, expo.vi0)
-    k.connect(expo.vo0, ebuf.vi0)
-    k.connect(expo.so0, norm.si0)
-    k.connect(ebuf.vo0, norm.vi0)
+    norm = softmax(b, op.name, order.vo0, peak.so0, tb, B, also=[peak.vi0])
     slots, wb = a["slots"], b.wb
     row = word_count(4 * hd, wb, op.name)
     head_stride = tmax * row

@@ -173,6 +173,29 @@ def _rope(b, op):
     b.write(op.name, out.vo0, region, counts, strides, pos_stride=4 * hd)
 
 
+def softmax(b, name, scores, maxima, vectors, rows, also=()):
+    """Softmax of ``rows`` rows of ``vectors`` vectors: ``scores`` (a vo0, also feeding the sinks ``also``) and each
+    row's max (``maxima``, a so0). A PMU holds each row while its max arrives, a PCU takes ``exp(x - max)``
+    and folds the reciprocal of its sum, a PMU holds the exponentials while the sum arrives, a PCU scales
+    them. Returns the scaling PCU (its vo0 is the probabilities)."""
+    L = b.lanes
+    buffers = 2 if 2 * vectors * L <= b.params.pmu_words else 1
+    xbuf = b.unit("pmu", _row_buffer(L, vectors, passes=rows, buffers=buffers), name, "scores", [b.pos(scores)])
+    expo = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("sub", "r0", "s0"),), tail="exp", reduce="sum",
+                                   so="group", so_func="recip"), name, "exp_sum", [b.pos(maxima), b.mesh(xbuf.pos)])
+    ebuf = b.unit("pmu", _row_buffer(L, vectors, passes=rows, buffers=buffers), name, "exp", [b.mesh(expo.pos)])
+    scale = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("mul", "r0", "s0"),)), name, "normalise",
+                   [b.mesh(expo.pos), b.mesh(ebuf.pos)])
+    k = b.kernel
+    k.connect(scores, [*also, xbuf.vi0] if also else xbuf.vi0)
+    k.connect(maxima, expo.si0)
+    k.connect(xbuf.vo0, expo.vi0)
+    k.connect(expo.vo0, ebuf.vi0)
+    k.connect(expo.so0, scale.si0)
+    k.connect(ebuf.vo0, scale.vi0)
+    return scale
+
+
 def _attention_scores(b, op):
     """Per head: q . K^T scaled, masked and its max in one systolic PCU, then softmax; K arrives row by row and a
     PMU transposes it.
@@ -209,23 +232,9 @@ def _attention_scores(b, op):
                                     stages=(Stage("mul", "r0", "const", const=f32(op.attrs["scale"])),
                                             Stage("add", "r0", "r1")), reduce="max", so="group"),
                    op.name, "qk", [b.mesh(qbuf.pos), b.mesh(kbuf.pos)])
-    sbuffers = 2 if 2 * tp <= words else 1
-    xbuf = b.unit("pmu", _row_buffer(L, tb, passes=nh, buffers=sbuffers), op.name, "scores", [b.mesh(score.pos)])
-    expo = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("sub", "r0", "s0"),), tail="exp", reduce="sum",
-                                   so="group", so_func="recip"), op.name, "exp_sum",
-                  [b.mesh(score.pos), b.mesh(xbuf.pos)])
-    ebuf = b.unit("pmu", _row_buffer(L, tb, passes=nh, buffers=sbuffers), op.name, "exp", [b.mesh(expo.pos)])
-    scale = b.unit("pcu", PcuConfig(s0="per_group", stages=(Stage("mul", "r0", "s0"),)), op.name, "normalise",
-                   [b.mesh(expo.pos), b.mesh(ebuf.pos)])
-    k = b.kernel
-    k.connect(qbuf.vo0, score.vi0)
-    k.connect(kbuf.vo0, score.vi1)
-    k.connect(score.vo0, xbuf.vi0)
-    k.connect(score.so0, expo.si0)
-    k.connect(xbuf.vo0, expo.vi0)
-    k.connect(expo.vo0, ebuf.vi0)
-    k.connect(expo.so0, scale.si0)
-    k.connect(ebuf.vo0, scale.vi0)
+    b.kernel.connect(qbuf.vo0, score.vi0)
+    b.kernel.connect(kbuf.vo0, score.vi1)
+    scale = softmax(b, op.name, score.vo0, score.so0, tb, nh)
     slots = op.attrs["slots"]
     row = word_count(4 * hd, b.wb, op.name)
     head_stride = tmax * row

@@ -144,22 +144,14 @@ class Session:
         wb = t.memory.word_bytes
         link = float(t.memory.host_bytes_per_cycle)
         tp, launches = c.bucket(pos)
-        if self.stats is None:
-            self.stats = await self.device.tier_stats()
-        if self.trace is not None and not self.recording:
-            await self.device.record(True)
-            self.recording = True
+        await self._begin()
         cost = {"kernel_cycles": 0, "program_load_cycles": 0, "launch_cycles": 0, "host_io_cycles": 0,
                 "sequencer_cycles": 0, "kernels": 0}
         if self.orchestration == "chip":
             await self._step_on_chip(cost, token, pos, tp)
         else:
             await self._step_from_host(cost, token, pos, launches)
-        after = await self.device.tier_stats()
-        for tier in ("hbm", "ddr"):
-            cost[f"{tier}_read"] = wb * (after[tier]["reads"] - self.stats[tier]["reads"])
-            cost[f"{tier}_written"] = wb * (after[tier]["writes"] - self.stats[tier]["writes"])
-        self.stats = after
+        await self._count_bytes(cost)
         cost["chip_token"] = None
         if greedy and c.token:
             r = c.memory_map[c.token]
@@ -190,14 +182,9 @@ class Session:
         chunk's kernels with ``pos`` at the chunk's first position. A chunk's padding positions repeat the last
         given token's row; their KV rows lie past the prompt and are overwritten before any step attends to them.
         """
-        c, t = self.compiled, self.target
-        wb = t.memory.word_bytes
+        c = self.compiled
         plan = c.prefill_chunks(len(prompt_ids))
-        if self.stats is None:
-            self.stats = await self.device.tier_stats()
-        if self.trace is not None and not self.recording:
-            await self.device.record(True)
-            self.recording = True
+        await self._begin()
         cost = {"kernel_cycles": 0, "program_load_cycles": 0, "launch_cycles": 0, "host_io_cycles": 0,
                 "sequencer_cycles": 0, "kernels": 0, "chunks": len(plan)}
         covered = 0
@@ -207,13 +194,25 @@ class Session:
                 await self._step_from_host(cost, token, row, [c.prefill_embed])
             await self._step_from_host(cost, 0, start, chunk.launches)
             covered = min(start + chunk.block, len(prompt_ids))
-        after = await self.device.tier_stats()
+        await self._count_bytes(cost)
+        cost["cycles"] = cost["kernel_cycles"] + cost["program_load_cycles"] + cost["launch_cycles"]
+        return cost, covered
+
+    async def _begin(self):
+        """Before a step or a prefill: the tier counters to count from, and recording on when tracing."""
+        if self.stats is None:
+            self.stats = await self.device.tier_stats()
+        if self.trace is not None and not self.recording:
+            await self.device.record(True)
+            self.recording = True
+
+    async def _count_bytes(self, cost):
+        """``cost``'s ``hbm_read`` .. ``ddr_written``: the tier controllers' counts since the last step or prefill."""
+        after, wb = await self.device.tier_stats(), self.target.memory.word_bytes
         for tier in ("hbm", "ddr"):
             cost[f"{tier}_read"] = wb * (after[tier]["reads"] - self.stats[tier]["reads"])
             cost[f"{tier}_written"] = wb * (after[tier]["writes"] - self.stats[tier]["writes"])
         self.stats = after
-        cost["cycles"] = cost["kernel_cycles"] + cost["program_load_cycles"] + cost["launch_cycles"]
-        return cost, covered
 
     async def _step_from_host(self, cost, token, pos, launches):
         """Each launch issued by the host: Program Load when needed, Argument Load, Execute, a round trip each."""

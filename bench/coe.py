@@ -9,7 +9,9 @@ written it, else an untrained one (:func:`sw.coe.library.write_untrained`, ``tra
   host-orchestrated (``OPENRDU_COE_ORCHESTRATION=chip``: by the chip's sequencer, one slot fewer); every
   request's logits digest is compared with its expert run alone (``wrong_outputs``);
 - **switching**: ``switch_cycles_ddr`` is the device's copy of one slot (from the soak),
-  ``switch_cycles_host`` the same bytes over the host link, ``switch_ratio`` their quotient;
+  ``switch_cycles_host`` the same bytes over the target's host link (the paper's H100 link, 64 GB/s
+  against 1 TB/s of DDR -> HBM: :data:`sw.coe.slots.HOST_LINKS`), ``switch_ratio`` their quotient;
+  ``switch_ratio_by_host_link`` the same quotient over the A100 link and the spec's DDR/15 and DDR/31;
 - **latency** (Table V): batches of 1 and 8, 20 and 200 new tokens, every request needing a different
   expert not in HBM: 8-token prompts (``<s>`` and the first 7 tokens of held-out prompts, the first
   that the router sends to each expert not yet taken), served by the controller on a cold cache, the
@@ -24,6 +26,8 @@ import asyncio
 import json
 import os
 import time
+from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 
@@ -31,7 +35,7 @@ from cli.compile import cached_compile
 from cosim.harness import REPO
 from sw.coe.controller import LOOKAHEAD, serve
 from sw.coe.library import Library, write_untrained
-from sw.coe.slots import coe_target, plan
+from sw.coe.slots import HOST_LINKS, coe_target, plan
 from sw.model.memory_units import host_cycles
 from sw.runtime.decode import generate
 from sw.runtime.device import ModelDevice
@@ -170,7 +174,11 @@ def main():
     out, wrong = soak(lib, n, slots, progress, orchestration=orchestration)
     s = out["summary"]
     switch_ddr = max(r["switch_cycles"] for r in out["requests"])
-    switch_host = host_cycles(lib.slot_bytes, lib.target.memory, lib.target.memory.hbm)
+    m = lib.target.memory
+    switch_host = host_cycles(lib.slot_bytes, m, m.hbm)
+    links = {**HOST_LINKS, "ddr/15": Fraction(1, 15), "ddr/31": Fraction(1, 31)}
+    by_link = {name: host_cycles(lib.slot_bytes, replace(m, host_bytes_per_cycle=m.ddr.bytes_per_cycle * f), m.hbm)
+               / switch_ddr for name, f in links.items()}
     prompts, routed_to = distinct_prompts(lib)
     latency = table_v(lib, prompts, "chip")
     result = {
@@ -180,7 +188,8 @@ def main():
         "router_accuracy_min_slice": min(by_slice.values()) if by_slice else None,
         "wrong_outputs": wrong, "capacity_violations": out["capacity_violations"],
         "hit_rate": s["hit_rate"], "switch_cycles_ddr": switch_ddr, "switch_cycles_host": switch_host,
-        "switch_ratio": switch_host / switch_ddr, "hidden_switch_fraction": s["hidden_fraction"],
+        "switch_ratio": switch_host / switch_ddr, "switch_ratio_by_host_link": by_link,
+        "host_link_bytes_per_cycle": float(m.host_bytes_per_cycle), "hidden_switch_fraction": s["hidden_fraction"],
         "latency": latency, "latency_host_orchestrated": table_v(lib, prompts, "host"),
         "latency_prompts": {"experts": routed_to, "prompt_ids": prompts},
         "footprint": {"slot_bytes": lib.slot_bytes, "experts_in_ddr": lib.target.memory.ddr.capacity // lib.slot_bytes,

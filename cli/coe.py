@@ -19,7 +19,7 @@ from cli.decode import Progress, count, escape, positive_int, progress_mode
 from sw.coe.cache import POLICIES
 from sw.coe.controller import LOOKAHEAD, check_requests, serve
 from sw.coe.library import Library
-from sw.coe.slots import coe_target, plan
+from sw.coe.slots import ORCHESTRATIONS, coe_target, plan
 from sw.errors import CoEError
 from sw.target import CHIP
 
@@ -44,6 +44,10 @@ def add_arguments(parser):
     parser.add_argument("--lookahead", type=count, default=LOOKAHEAD, metavar="N",
                         help=f"prefetch experts for up to N scheduled requests ahead (at most slots - 1; "
                              f"default {LOOKAHEAD})")
+    parser.add_argument("--orchestration", choices=ORCHESTRATIONS, default="host",
+                        help="who issues each decode step's kernels: the host (every Program Load, Argument Load and "
+                             "Execute), or the chip's sequencer walking the slot's launch list (each slot then holds "
+                             "its own lists, so HBM may hold one slot fewer)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
 
 
@@ -95,16 +99,16 @@ def prepare(args):
     requests = [{"prompt_ids": library.encode(r["prompt"]), "max_new_tokens": r["max_new_tokens"],
                  "expert": r.get("expert")} for r in rows]
     check_requests(library, requests)
-    plan(library, args.cache_slots)
+    plan(library, args.cache_slots, orchestration=args.orchestration)
     if args.baseline == "hbm":
-        plan(library, len(library), experts_in_ddr=False)
+        plan(library, len(library), experts_in_ddr=False, orchestration=args.orchestration)
     return library, requests
 
 
 def run(args, library, requests, mode):
     bar = Progress(f"coe ({mode}) on {args.backend}", progress_mode(args), unit="request")
     options = dict(slots=args.cache_slots, policy=args.policy, mode=mode, batch=args.batch,
-                   prefetch=not args.no_prefetch, lookahead=args.lookahead)
+                   prefetch=not args.no_prefetch, lookahead=args.lookahead, orchestration=args.orchestration)
     if args.backend == "rtl":
         from cosim.coe import run_coe
 
@@ -131,7 +135,8 @@ def main(args):
               f"{'hit' if r['hit'] else 'miss'}): {escape(r['text'] or str(r['tokens']))!r}")
     print(f"\n{len(library)} experts ({len(library.trained)} checkpoints, the rest variants) of "
           f"{library.slot_bytes:,} bytes in DDR; "
-          f"{coe['plan']['slots']} HBM slots ({args.policy}); backend {coe['backend']}; target "
+          f"{coe['plan']['slots']} HBM slots ({args.policy}); backend {coe['backend']}; kernels issued by the "
+          f"{coe['orchestration']}; target "
           f"{library.target.describe()}")
     print(f"{'req':>4} {'expert':<14} {'hit':>4} {'router':>10} {'switch':>10} {'hidden':>10} {'ttft':>11} "
           f"{'latency':>11}")

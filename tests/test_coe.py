@@ -209,6 +209,33 @@ def test_cli_serves_and_compares_with_host(capsys, folder):
     assert result["ddr"]["requests"][0]["logits_sha"] == result["host"]["requests"][0]["logits_sha"]
 
 
+def test_cli_orchestration_chip_same_outputs(capsys, folder):
+    """``--orchestration chip``: the sequencer walks each slot's launch lists; outputs equal the host-issued run's,
+    and the steps cost fewer cycles."""
+    line = ['{"prompt": "def", "max_new_tokens": 2, "expert": "x1.v002"}']
+    runs = {}
+    for o in ("host", "chip"):
+        status, out = run_cli(capsys, folder, line, "--library-size", "20", "--orchestration", o, "--json")
+        assert status == 0
+        runs[o] = json.loads(out)["ddr"]
+    assert runs["chip"]["orchestration"] == "chip" and runs["host"]["orchestration"] == "host"
+    assert runs["chip"]["requests"][0]["logits_sha"] == runs["host"]["requests"][0]["logits_sha"]
+    assert runs["chip"]["requests"][0]["decode_cycles"] < runs["host"]["requests"][0]["decode_cycles"]
+
+
+def test_coe_target_host_links():
+    """The baseline's host link is the paper's H100 (64 GB/s) or A100 (32 GB/s) against 1 TB/s of DDR -> HBM."""
+    from fractions import Fraction
+
+    h100, a100 = coe_target(), coe_target(host_link="a100")
+    ddr = h100.memory.ddr.bytes_per_cycle
+    assert h100.memory.host_bytes_per_cycle == ddr * Fraction(64, 1000)
+    assert a100.memory.host_bytes_per_cycle * 2 == h100.memory.host_bytes_per_cycle
+    assert a100.memory.ddr == h100.memory.ddr and a100.array == h100.array
+    with pytest.raises(ValueError, match="host_link must be one of"):
+        coe_target(host_link="pcie3")
+
+
 @pytest.mark.parametrize("lines, message", [
     ([], "no requests"),
     (["{not json"], "line 1: not JSON"),

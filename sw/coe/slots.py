@@ -18,6 +18,7 @@ slot models carry none.
 """
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from hw.mem.params import HBM, TIER_NAMES
 from sw.compiler.compile import launch_entries
@@ -30,11 +31,25 @@ from sw.target import CHIP, MiB
 ORCHESTRATIONS = ("host", "chip")
 
 
-def coe_target(ddr_mib=256):
+# The host-to-accelerator links the paper's switching comparison uses, as fractions of the SN40L node's
+# DDR -> HBM bandwidth: "over 1 TB/s, against 32 GB/s host-to-GPU on A100 and 64 GB/s on H100" (SN40L paper,
+# Section VI-C; ../shared/spec/sn40l.md section 9).
+HOST_LINKS = {"h100": Fraction(64, 1000), "a100": Fraction(32, 1000)}
+
+
+def coe_target(ddr_mib=256, host_link="h100"):
     """The co-simulated chip's array and HBM (16 MiB) with ``ddr_mib`` MiB of DDR: 150 experts of the default
-    model (1.5 MiB each) fit DDR, a handful fit HBM, as in the paper."""
+    model (1.5 MiB each) fit DDR, a handful fit HBM, as in the paper.
+
+    The host link, over which the GPU-way baseline switches experts, runs at ``HOST_LINKS[host_link]`` of
+    the DDR bandwidth: 64 GB/s against 1 TB/s for ``"h100"`` (the DGX H100 column of the paper's Table V),
+    32 GB/s for ``"a100"``. ValueError for another name."""
+    if host_link not in HOST_LINKS:
+        raise ValueError(f"coe_target: host_link must be one of {sorted(HOST_LINKS)}, not {host_link!r}")
     m = CHIP.memory
-    return replace(CHIP, name=f"coe{ddr_mib}", memory=replace(m, ddr=replace(m.ddr, capacity=ddr_mib * MiB)))
+    name = f"coe{ddr_mib}" if host_link == "h100" else f"coe{ddr_mib}-{host_link}"
+    return replace(CHIP, name=name, memory=replace(m, ddr=replace(m.ddr, capacity=ddr_mib * MiB),
+                                                   host_bytes_per_cycle=m.ddr.bytes_per_cycle * HOST_LINKS[host_link]))
 
 
 def top(memory_map, tier=HBM):

@@ -30,9 +30,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sw.model import fp32
 from sw.model.fabric import latency
 from sw.model.pcu import PcuModel
-from sw.model.pmu import READ_LATENCY, PmuModel
+from sw.model.pmu import READ_LATENCY, PmuModel, gather_by
 from sw.tile.kernel import Endpoint, Program
 
 # Cycles between the last output word offered at a host port and the end of the run as a testbench counts
@@ -112,6 +113,8 @@ class ArrayModel:
         # Unit name -> its validated model, and endpoint -> fabric latency: built once per program.
         self._models = {}
         self._wires = None
+        # Per plan (by id, with the plan to tell a reused id): what each of its steps reads and writes.
+        self._plan_deps = {}
 
     def _order(self):
         """Units in dataflow order; a cycle of units is refused."""
@@ -332,18 +335,62 @@ class ArrayModel:
                 found[host[source]].append((delay, words, t0, None if t0 is None else t0 + p_last - p_first - 1))
         return found
 
-    def replay(self, plan, data):
+    def replay(self, plan, data, *, after=None):
         """The :class:`ArrayRun` of ``plan`` (from :meth:`run_planned`) on host input ``data`` (name -> uint32 array).
 
         ``data`` must have the shapes of the run that made the plan; what follows from the shapes (timing,
         ``last`` flags, checks) is the plan's, what follows from the values is computed here.
+
+        ``after``: ``(values, done, changed)`` of an earlier :meth:`replay_outputs` on this plan, after which
+        only the host inputs named in ``changed`` have new data: the units it ran whose inputs did not change
+        keep their results (every unit is a function of its inputs), the others run.
         """
         ports, steps, lasts, _, (cycles, unit_cycles, unit_end, output_end, _) = plan
         values = {(name, port): data[name] for name, port in ports}
-        for step in steps:
-            step(values)
+        order = range(len(steps))
+        if after is not None:
+            first, done, changed = after
+            dirty = {(name, port) for name, port in ports if name in changed}
+            order = []
+            for i, (ins, outs) in enumerate(self._deps(plan)):
+                if i not in done or any(k in dirty for k in ins):
+                    order.append(i)
+                    dirty.update(outs)
+            values = {**first, **values}
+        with fp32.quiet():
+            for i in order:
+                steps[i](values)
         outputs = {name: (values[source], last.copy()) for name, (source, last) in lasts.items()}
         return ArrayRun(outputs, cycles, dict(unit_cycles), dict(unit_end), dict(output_end))
+
+    def replay_outputs(self, plan, data, names):
+        """Run only the units host outputs ``names`` need, as :meth:`replay` would; returns ``(values, done)``:
+        every stream computed, by (node, port), and the indices of the units run (for ``replay(after=...)``)."""
+        ports, steps, lasts = plan[:3]
+        need = {lasts[name][0] for name in names}
+        done = set()
+        deps = self._deps(plan)
+        for i in reversed(range(len(steps))):
+            ins, outs = deps[i]
+            if any(k in need for k in outs):
+                done.add(i)
+                need.update(ins)
+        values = {(name, port): data[name] for name, port in ports}
+        with fp32.quiet():
+            for i in sorted(done):
+                steps[i](values)
+        return values, done
+
+    def _deps(self, plan):
+        """Per unit (step) of ``plan``, the streams it takes and the streams it gives, by (node, port)."""
+        known = self._plan_deps.get(id(plan))
+        if known is None or known[0] is not plan:
+            if len(self._plan_deps) >= 1024:
+                self._plan_deps.clear()
+            deps = tuple((tuple(source for _, source, _, _ in feeds), tuple((name, port) for port, _, _ in outs))
+                         for name, feeds, _, _, _, _, outs in plan[3][0])
+            known = self._plan_deps[id(plan)] = (plan, deps)
+        return known[1]
 
     def _run_pcu(self, unit, ins, sources):
         cfg = unit.config
@@ -407,6 +454,14 @@ class ArrayModel:
 
         def step(values):
             values[key] = run(values)[0]
+        if feeds[0] is not None and not (cfg.write.runtime_base or cfg.read.runtime_base):
+            # Without runtime bases the run is the same map every time (a replay has this run's shapes).
+            lanes, data = self.params.lanes, feeds[0]
+            written, si0, si1 = (() if s is None else values[s] for s in feeds)
+            source = model.source(np.asarray(written).reshape(-1, lanes).shape[0], si0, si1)
+
+            def step(values):
+                values[key] = gather_by(source, np.asarray(values[data], dtype=np.uint32), lanes)
         n_in = len(ins["vi0"].data)
         # Its first read pass loads in the cycle of the first write pass's last write, its data a cycle after
         # that pass issues (sw/model/pmu.py).

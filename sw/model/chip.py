@@ -66,6 +66,11 @@ _ARRAYS = {}
 _PLANS = {}
 
 
+# (tier parameters, word bytes, credits, streams' words, vectors and buffered words, their sinks' readiness as
+# bytes) -> _credit_service's responses (not to modify): the same streams recur in other programs' launches.
+_CREDITS = {}
+
+
 # (tier parameters, word bytes, streams) -> the tier's model and its response cycles so far for that many
 # streams offered round-robin from AGCU_START_CYCLES: service is causal, so fewer words are a prefix.
 _SERVICE = {}
@@ -129,7 +134,8 @@ def _credit_service(tier, word_bytes, streams, outstanding):
     def due_after(s, offer):
         """When stream ``s`` may offer its next word, its previous offer at ``offer``: a cycle later, and once
         the fabric has taken the vector that frees the buffer slot of the word ``outstanding`` before it
-        (vectors leave in order, each once its last word is there)."""
+        (vectors leave in order, each once its last word is there). Inlined in the loop below, as it runs
+        once a word."""
         out = resp[s]
         words, frees, last_word, ready, popped = state[s]
         nxt = offer + 1
@@ -151,12 +157,18 @@ def _credit_service(tier, word_bytes, streams, outstanding):
     due = [due_after(k, AGCU_START_CYCLES - 1) if k in live else 0 for k in range(len(streams))]
     rr = n = 0
     while live:
-        soonest = min(due[k] for k in live)
-        free = issued[n - depth] if n >= depth else soonest
-        t = soonest if soonest > free else free
         i = rr if rr < len(live) else 0
-        while due[live[i]] > t:
-            i = i + 1 if i + 1 < len(live) else 0
+        # The tier takes the first stream from rr on that has offered by t = max(soonest offer, the queue's
+        # free slot). When the stream at rr has offered by the free slot it is that one whatever the soonest
+        # offer, so the soonest is looked for only otherwise (a backlogged tier skips it).
+        free = issued[n - depth] if n >= depth else None
+        if free is None or due[live[i]] > free:
+            soonest = min(map(due.__getitem__, live))
+            if free is None:
+                free = soonest
+            t = soonest if soonest > free else free
+            while due[live[i]] > t:
+                i = i + 1 if i + 1 < len(live) else 0
         s = live[i]
         offer = due[s]
         issue = (offer if offer > free else free) + QUEUE_CYCLES
@@ -166,21 +178,41 @@ def _credit_service(tier, word_bytes, streams, outstanding):
         if tokens < cost:
             need = -(-(cost - tokens) // gain)
             if issue > time:
-                have = tokens + gain * min(issue - time, need)
+                have = tokens + gain * (issue - time if issue - time < need else need)
             if have < cost:
                 issue += -(-(cost - have) // gain)
-                have = tokens + gain * min(issue - time, need) if issue > time else tokens
+                have = tokens + gain * (issue - time if issue - time < need else need) if issue > time else tokens
         tokens, time, last_issue = have + gain - cost, issue + 1, issue
         issued.append(issue)
         n += 1
         out = resp[s]
         out.append(issue + latency)
-        if len(out) == state[s][0]:
+        words, frees, last_word, ready, popped = state[s]
+        served = len(out)
+        if served == words:
             del live[i]
             rr = i
             continue
         rr = i + 1
-        due[s] = due_after(s, offer)
+        # due_after(s, offer), inlined.
+        nxt = offer + 1
+        v = frees[served]
+        if v >= 0:
+            k = len(popped)
+            if k <= v:
+                prev = popped[-1] if k else _NEVER
+                while k <= v:
+                    at = out[last_word[k]] + AGCU_READ_CYCLES
+                    if prev >= at:
+                        at = prev + 1
+                    if ready[k] > at:
+                        at = ready[k]
+                    popped.append(at)
+                    prev = at
+                    k += 1
+            if popped[v] >= nxt:
+                nxt = popped[v] + 1
+        due[s] = nxt
     return resp
 
 
@@ -462,7 +494,16 @@ class ChipModel:
                 held = b"".join(ready[n].tobytes() for n in names)
                 if held != last.get(tier, (None,))[0]:
                     streams = [(words_of[n][1], len(inputs[n][0]), ready[n], buffered.get(n, 0)) for n in names]
-                    resp = _credit_service(P.tiers[tier], P.word_bytes, streams, P.agcu_outstanding)
+                    # The service is a function of these streams alone: launches of other programs with the same
+                    # streams (a model's layers) share it.
+                    key = (P.tiers[tier], P.word_bytes, P.agcu_outstanding,
+                           tuple((words, vectors, early) for words, vectors, _, early in streams), held)
+                    resp = _CREDITS.get(key)
+                    if resp is None:
+                        resp = _credit_service(P.tiers[tier], P.word_bytes, streams, P.agcu_outstanding)
+                        if len(_CREDITS) >= 64:
+                            _CREDITS.clear()
+                        _CREDITS[key] = resp
                     last[tier] = held, {n: (r[0] + AGCU_READ_CYCLES, r[-1] + AGCU_READ_CYCLES)
                                         for n, r in zip(names, resp)}
                     if self.activity is not None:
@@ -604,13 +645,18 @@ class ChipModel:
         def read(i):
             name, tier, offsets, n, least, greatest, bf16 = reads[i]
             rows, row = starts[i]
-            raw = rows[row + offsets:row + offsets + n].copy() if isinstance(offsets, int) else rows[row + offsets]
+            if isinstance(offsets, int):
+                raw = rows[row + offsets:row + offsets + n]
+                # as_vectors widens bf16 words into a new array; other words need a copy of their own.
+                raw = raw if bf16 else raw.copy()
+            else:
+                raw = rows[row + offsets]
             data[name] = memory_units.as_vectors(raw, lanes, bf16)
 
-        def write(i, run):
+        def write(i, output):
             name, tier, offsets, n, *_ = writes[i]
             rows, row = starts[len(reads) + i]
-            flat = np.ascontiguousarray(np.asarray(run.outputs[name][0], dtype="<u4")).view(np.uint8).reshape(-1)
+            flat = np.ascontiguousarray(np.asarray(output, dtype="<u4")).view(np.uint8).reshape(-1)
             words = flat[:n * wb].reshape(n, wb)
             if isinstance(offsets, int):
                 rows[row + offsets:row + offsets + n] = words
@@ -619,17 +665,22 @@ class ChipModel:
 
         for i in range(len(reads)):
             read(i)
+        after = None
         if gates:
-            # As _execute: the writes gated reads wait for first, then those reads again.
-            first = array.replay(array_plan, data)
-            for i in sorted({w for _, w in gates}):
-                write(i, first)
+            # As _execute: the writes gated reads wait for first, then those reads again. Only the units
+            # those writes need run first; then the units the new data reaches and those not run yet.
+            gating = sorted({w for _, w in gates})
+            values, done = array.replay_outputs(array_plan, data, [writes[i][0] for i in gating])
+            sources = array_plan[2]
+            for i in gating:
+                write(i, values[sources[writes[i][0]][0]])
             for i, _ in gates:
                 read(i)
-        run = array.replay(array_plan, data)
+            after = values, done, {reads[i][0] for i, _ in gates}
+        run = array.replay(array_plan, data, after=after)
         self._timed = array, array_plan
         for i in range(len(writes)):
-            write(i, run)
+            write(i, run.outputs[writes[i][0]][0])
         for (tier, what), words in counts:
             self.stats[tier][what] += words
         return cycles, run.outputs

@@ -22,6 +22,9 @@ an axis in float32, in the same order, and falls back to the golden step
 by step where a subnormal (to be flushed) appears.
 """
 
+import contextlib
+import contextvars
+
 import numpy as np
 
 from facts.fp import INF32
@@ -33,6 +36,28 @@ _ABS = ~_SIGN
 _INF = np.uint32(INF32)
 _MIN_NORMAL = np.uint32(0x00800000)
 _ONE = np.uint32(1)
+
+# Set inside quiet(): numpy's floating-point errors are ignored already, so the operations skip their own
+# np.errstate (a context manager costs about as much as a small numpy call, and a unit runs dozens).
+_QUIET = contextvars.ContextVar("sw_model_fp32_quiet", default=False)
+_NOTHING = contextlib.nullcontext()
+
+
+def _ignore():
+    """``np.errstate(all="ignore")``, or nothing inside :func:`quiet`."""
+    return _NOTHING if _QUIET.get() else np.errstate(all="ignore")
+
+
+@contextlib.contextmanager
+def quiet():
+    """Run a block with numpy's floating-point errors ignored once for every operation here (overflow to
+    infinity and invalid operations are the policy's business, not warnings)."""
+    with np.errstate(all="ignore"):
+        token = _QUIET.set(True)
+        try:
+            yield
+        finally:
+            _QUIET.reset(token)
 
 
 def _subnormal(x):
@@ -56,22 +81,40 @@ def _high(t):
 
 def daz(x):
     """:func:`sw.golden.arith.daz32` of a uint32 array; the array itself when nothing changes."""
+    return _daz_least(x)[0]
+
+
+def _daz_least(x):
+    """(:func:`daz` of ``x``, the least nonzero magnitude pattern of the result less one, or None where not known).
+
+    The second is ``2**32 - 1`` when every value is a zero; None for a scalar, an empty array or one whose
+    subnormals were just flushed (the caller then checks its results instead, :func:`dot`).
+    """
     x = np.asarray(x, dtype=np.uint32)
     if not x.ndim:
         v = int(x)
-        return np.asarray(v & 0x80000000, np.uint32) if v & 0x7F800000 == 0 and v & 0x7FFFFFFF else x
+        return (np.asarray(v & 0x80000000, np.uint32) if v & 0x7F800000 == 0 and v & 0x7FFFFFFF else x), None
     if not x.size:
-        return x
+        return x, None
     # |x| - 1 wraps around for zero, so the least of them is below _FRAC exactly when some x is subnormal.
     t = x & _ABS
-    if np.minimum.reduce(np.subtract(t, _ONE, out=t), axis=None) >= _FRAC:
-        return x
-    return np.where(_subnormal(x), x & _SIGN, x)
+    least = int(np.minimum.reduce(np.subtract(t, _ONE, out=t), axis=None))
+    if least >= _FRAC:
+        return x, least
+    return np.where(_subnormal(x), x & _SIGN, x), None
 
 
 def _canon(r):
     nan = (r & _ABS) > _INF
     return np.where(nan, _NAN, r) if nan.any() else r
+
+
+def _operands(a, b):
+    """``a`` and ``b`` after :func:`daz`; one array given as both is checked once (a square)."""
+    if b is a:
+        a = daz(a)
+        return a, a
+    return daz(a), daz(b)
 
 
 def mul(a, b, *, canonical=True):
@@ -80,8 +123,8 @@ def mul(a, b, *, canonical=True):
     With ``canonical`` false NaN results keep IEEE's payload: for a caller
     that only adds them up and canonicalises the sums (:func:`accumulate`).
     """
-    a, b = daz(a), daz(b)
-    with np.errstate(all="ignore"):
+    a, b = _operands(a, b)
+    with _ignore():
         r = (a.view(np.float32) * b.view(np.float32)).view(np.uint32)
     t = r & _ABS
     if _low(t, _MIN_NORMAL):
@@ -95,8 +138,8 @@ def mul(a, b, *, canonical=True):
 
 def add(a, b, sub=False):
     """:func:`sw.golden.arith.fp32_add` of uint32 arrays (broadcast); ``sub`` (a bool) subtracts."""
-    a, b = daz(a), daz(b)
-    with np.errstate(all="ignore"):
+    a, b = _operands(a, b)
+    with _ignore():
         af, bf = a.view(np.float32), b.view(np.float32)
         r = (af - bf if sub else af + bf).view(np.uint32)
     t = r & _ABS
@@ -120,7 +163,7 @@ def accumulate(x, axis, *, start=0, normal=False):
     start = np.broadcast_to(np.uint32(start), x.shape[1:])
     acc = x.copy()
     acc[0] = add(x[0], start)
-    with np.errstate(all="ignore"):
+    with _ignore():
         np.add.accumulate(acc.view(np.float32), axis=0, out=acc.view(np.float32))
     if _subnormal(acc).any():
         # A partial sum the policy flushes changes every later one: step as the golden model does.
@@ -144,7 +187,10 @@ def dot(a, b):
     keeps that order. Otherwise (tiny products, or rows of one element, which numpy would sum pairwise)
     the step-by-step path runs.
     """
-    a, b = daz(a), daz(b)
+    (a, least_a), (b, least_b) = _daz_least(a), _daz_least(b)
+    if a.ndim == b.ndim == 4 and a.shape[2:] == (1, 1) and b.shape[:3] == a.shape[:2] + (1,) and \
+            a.shape[0] * b.shape[3] >= 2 and a.shape[1]:
+        return _dot_rows(a, b, _coarse_products(least_a, least_b))
     shape = np.broadcast_shapes(a.shape, b.shape)
     a, b = (x.reshape((1,) * (len(shape) - x.ndim) + x.shape) for x in (a, b))
     k = int(np.prod(shape[2:], dtype=np.int64))
@@ -152,14 +198,51 @@ def dot(a, b):
         return _ordered(a, b, shape)
     # The products laid out (m, groups x k) in C order at once, so every step of the sum adds one contiguous
     # row to the accumulators.
-    with np.errstate(all="ignore"):
+    with _ignore():
         p = np.multiply(np.swapaxes(a, 0, 1).view(np.float32), np.swapaxes(b, 0, 1).view(np.float32), order="C")
     t = p.view(np.uint32).reshape(-1) & _ABS
     if np.minimum.reduce(np.subtract(t, _ONE, out=t)) < _COARSE - _ONE:
         return _ordered(a, b, shape)
-    with np.errstate(all="ignore"):
+    with _ignore():
         s = np.add.reduce(p.reshape(shape[1], shape[0] * k), axis=0, initial=np.float32(0))
     return _canon(s.view(np.uint32).reshape(shape[:1] + shape[2:]))
+
+
+def _coarse_products(least_a, least_b):
+    """Whether every product of operands whose least nonzero magnitudes less one are ``least_a``, ``least_b``
+    (:func:`_daz_least`) is a zero or at least 2**-103 in magnitude (False: not known).
+
+    Nonzero operands of exponent fields ``e_a`` and ``e_b`` or more have a product of at least
+    ``2**(e_a + e_b - 254)``, a power of two that rounding keeps, so ``e_a + e_b >= 151`` is enough; a product
+    with a zero is a zero (or a NaN, with an infinity, as any product with an infinity or NaN: both pass).
+    """
+    if least_a is None or least_b is None:
+        return False
+    if least_a == 0xFFFFFFFF or least_b == 0xFFFFFFFF:
+        return True
+    return ((least_a + 1) >> 23) + ((least_b + 1) >> 23) >= 151
+
+
+def _dot_rows(a, b, coarse):
+    """:func:`dot` of ``a`` (groups, m, 1, 1) and ``b`` (groups, m, 1, lanes), after :func:`daz`: the systolic
+    GEMV with one drained row.
+
+    The products are multiplied in ``b``'s order, ``a`` repeated across the lanes so that numpy runs one long
+    loop, then each (group, step)'s lanes moved as one block to the (m, groups x lanes) layout :func:`dot`
+    sums. ``coarse``: the operands already show that no product is tiny (:func:`_coarse_products`); otherwise
+    the products are checked as :func:`dot` checks them.
+    """
+    groups, m, _, lanes = b.shape
+    with _ignore():
+        p = np.multiply(np.repeat(a.reshape(-1), lanes).view(np.float32), b.reshape(-1).view(np.float32))
+    if not coarse:
+        t = p.view(np.uint32) & _ABS
+        if np.minimum.reduce(np.subtract(t, _ONE, out=t)) < _COARSE - _ONE:
+            return _ordered(a, b, np.broadcast_shapes(a.shape, b.shape))
+    rows = p.view(np.dtype((np.void, 4 * lanes))).reshape(groups, m).T.copy()
+    with _ignore():
+        s = np.add.reduce(rows.view(np.float32).reshape(m, groups * lanes), axis=0, initial=np.float32(0))
+    return _canon(s.view(np.uint32).reshape(groups, 1, lanes))
 
 
 def _ordered(a, b, shape):
@@ -181,13 +264,22 @@ def ordered_sums(x, start=0):
     """``accumulate(x, 1, start=start)[:, -1]``: each row's sum of ``x`` (groups, m) in order, as one reduction.
 
     When the values are coarse (see :func:`_coarse`) and there are at least two rows, the rows are laid out
-    (m, groups) in C order and reduced over the outer axis, which adds whole rows one after the other.
+    (m, groups) in C order and reduced over the outer axis, which adds whole rows one after the other; a
+    single row is one accumulation, which numpy runs in order too.
     """
     x = daz(x)
+    if x.ndim == 2 and x.shape[0] == 1 and x.shape[1] and _coarse(x):
+        # One group: numpy would sum a row pairwise, but an accumulation runs in order (from ``start``).
+        row = np.empty(x.shape[1] + 1, np.uint32)
+        row[0] = start
+        row[1:] = x[0]
+        with _ignore():
+            s = np.add.accumulate(row.view(np.float32))[-1:]
+        return _canon(s.view(np.uint32))
     if x.ndim != 2 or x.shape[0] < 2 or not x.shape[1] or not _coarse(x):
         return accumulate(x, 1, start=start, normal=True)[:, -1]
     rows = np.ascontiguousarray(x.T).view(np.float32)
-    with np.errstate(all="ignore"):
+    with _ignore():
         s = np.add.reduce(rows, axis=0, initial=np.uint32(start).view(np.float32))
     return _canon(s.view(np.uint32))
 
@@ -201,7 +293,7 @@ def lane_sums(x):
         y = daz(x)
         if _coarse(y):
             f = y.view(np.float32)
-            with np.errstate(all="ignore"):
+            with _ignore():
                 while f.shape[1] > 1:
                     f = f[:, 0::2] + f[:, 1::2]
             return _canon(f[:, 0].view(np.uint32))

@@ -176,10 +176,13 @@ def transfer_read(memory, capacity, base, nest, *, lanes, word_bytes=16, runtime
 
 
 def as_vectors(raw, lanes, bf16=False):
-    """The (n, lanes) uint32 vectors of memory words ``raw`` ((words, word_bytes) uint8, a new array), as an
-    AGCU read delivers them: bf16 words widened, the final vector's missing lanes zero."""
+    """The (n, lanes) uint32 vectors of memory words ``raw`` ((words, word_bytes) uint8: a new array, or with
+    ``bf16`` any array, as the widened words are a new one), as an AGCU read delivers them: bf16 words widened,
+    the final vector's missing lanes zero."""
     if bf16:
-        raw = (raw.reshape(-1).view("<u2").astype("<u4") << 16).view(np.uint8)
+        wide = raw.reshape(-1).view("<u2").astype("<u4")
+        wide <<= 16
+        raw = wide.view(np.uint8)
     flat = raw.reshape(-1)
     vector_bytes = 4 * lanes
     if flat.size % vector_bytes == 0:

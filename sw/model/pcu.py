@@ -62,7 +62,24 @@ def _bits(value):
 
 def scalar_post(config, x):
     """so0's ``func(x * scale + bias)``."""
-    return _TAIL[config.so_func](fp32.add(fp32.mul(x, _bits(config.so_scale)), _bits(config.so_bias)))
+    scale, bias = _bits(config.so_scale), _bits(config.so_bias)
+    if scale == _ONE and bias in (0, _NEG_ZERO):
+        return _TAIL[config.so_func](_identity_post(x, bias))
+    return _TAIL[config.so_func](fp32.add(fp32.mul(x, scale), bias))
+
+
+_ONE, _NEG_ZERO = np.uint32(0x3F800000), np.uint32(0x80000000)
+
+
+def _identity_post(x, bias):
+    """``fp32.add(fp32.mul(x, 1.0), bias)`` for a bias of +0 or -0, without the arithmetic: ``x * 1`` is ``x``
+    after denormals-are-zero (NaN made canonical), adding -0 changes nothing and adding +0 only turns -0 into
+    +0 (tests/test_model_speedups.py holds the two forms to the same bits)."""
+    y = fp32.daz(np.asarray(x, dtype=np.uint32))
+    nan = (y & ~_NEG_ZERO) > fp32._INF
+    if bias == 0:
+        return np.where(nan, fp32._NAN, np.where(y == _NEG_ZERO, np.uint32(0), y)).astype(np.uint32)
+    return np.where(nan, fp32._NAN, y).astype(np.uint32) if nan.any() else y
 
 
 def _group_layout(group, groups):
@@ -319,11 +336,12 @@ class PcuModel:
         # Only the drained rows' accumulators reach an output.
         a = np.asarray(vi[0], dtype=np.uint32).reshape(n, lanes)[:, :rows]
         b = np.asarray(vi[1], dtype=np.uint32).reshape(n, lanes)
-        tiles = np.zeros((groups, rows, lanes), dtype=np.uint32)
         if groups:
             # Shorter groups are led by +0 (a +0 product): adding it to the reset accumulator's +0 changes nothing.
             tiles = fp32.dot(_grouped(a, plan.layout, groups, 0)[..., None],
                              _grouped(b, plan.layout, groups, 0)[..., None, :])
+        else:
+            tiles = np.zeros((groups, rows, lanes), dtype=np.uint32)
         drained = tiles.reshape(groups * rows, lanes)
         zero = np.zeros_like(drained)
         operand = np.asarray(vi[2], dtype=np.uint32).reshape(groups * rows, lanes) if self.config.systolic_operand \

@@ -24,6 +24,40 @@ from sw.tile.pmu import PmuConfig, ReadMode
 READ_LATENCY = 1
 
 
+def _period(index, tries=32):
+    """The least p among the first ``tries`` candidates with ``index`` made of equal runs of p (at least two),
+    or None."""
+    n = index.size
+    for p in np.flatnonzero(index == index[0])[1:tries + 1].tolist():
+        if n % p == 0 and np.array_equal(index[p:], index[:-p]):
+            return p
+    return None
+
+
+def gather_by(source, vi0, lanes):
+    """A PMU run's vo0 ((k, lanes) uint32, a new array or a view of ``vi0``) from its write vectors ``vi0``
+    ((n, lanes) uint32) by a map from :meth:`PmuModel.source`."""
+    flat = vi0.reshape(-1)
+    if isinstance(source, slice):
+        return flat[source].reshape(-1, lanes)
+    if isinstance(source, tuple):
+        if source[0] == "take":
+            return flat.take(source[1])
+        _, index, times = source
+        out = np.empty((times, index.size), np.uint32)
+        out[:] = flat.take(index)
+        return out.reshape(-1, lanes)
+    padded = np.empty(flat.size + 1, np.uint32)
+    padded[0] = 0
+    padded[1:] = flat
+    return padded.take(source)
+
+
+def _size(values):
+    """``np.size(values)``, at once for the arrays and empty tuples a run is given."""
+    return values.size if isinstance(values, np.ndarray) else np.size(values)
+
+
 @dataclass
 class PmuRun:
     """Result of :meth:`PmuModel.run`.
@@ -157,9 +191,10 @@ class PmuModel:
         """(key, :meth:`_plan`) of a run with ``n_in`` write vectors and bases ``si0``, ``si1``; plans are kept."""
         if not (self.config.write.runtime_base or self.config.read.runtime_base):
             # Without runtime bases only the numbers of scalars count.
-            plan = self._plans.get((n_in, np.size(si0), np.size(si1)))
+            key = (n_in, _size(si0), _size(si1))
+            plan = self._plans.get(key)
             if plan is not None:
-                return (n_in, np.size(si0), np.size(si1)), plan
+                return key, plan
         si0 = np.asarray(si0, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
         si1 = np.asarray(si1, dtype=np.int64).reshape(-1) & 0xFFFF_FFFF
         key = (n_in, si0.tobytes() if self.config.write.runtime_base else si0.size,
@@ -186,18 +221,21 @@ class PmuModel:
         if source is None:
             source = self._sources[key] = self._source(plan, vi0.shape[0])
         ops, last, errors, cycles = plan[:4]
-        if isinstance(source, slice):
-            vo0 = vi0.reshape(-1)[source].reshape(-1, lanes)
-        else:
-            flat = np.empty(vi0.size + 1, np.uint32)
-            flat[0] = 0
-            flat[1:] = vi0.reshape(-1)
-            vo0 = flat[source]
-        return vo0, last, errors, cycles
+        return gather_by(source, vi0, lanes), last, errors, cycles
+
+    def source(self, n_in, si0=(), si1=()):
+        """The map :meth:`gather` applies (:func:`gather_by`) for ``n_in`` write vectors and these bases."""
+        key, plan = self._planned(n_in, si0, si1)
+        source = self._sources.get(key)
+        if source is None:
+            source = self._sources[key] = self._source(plan, n_in)
+        return source
 
     def _source(self, plan, n_in):
         """Per output word of ``plan`` from zeroed banks, 1 + the flat index of the write word it shows, 0 for a
-        zero; a ``slice`` of the flat write words when the output is one run of them."""
+        zero; a ``slice`` of the flat write words when the output is one run of them; when no output word is a
+        zero, ``("take", flat indices)``, or ``("tile", flat indices of one period, periods)`` when the output
+        repeats (see :func:`gather_by`)."""
         lanes = self.params.lanes
         ids = np.arange(1, n_in * lanes + 1, dtype=np.int64).reshape(n_in, lanes)
         banks = np.zeros(self.banks.size, np.int64)
@@ -212,6 +250,14 @@ class PmuModel:
         flat = source.reshape(-1)
         if flat.size and flat[0] > 0 and np.array_equal(flat, flat[0] + np.arange(flat.size)):
             return slice(int(flat[0]) - 1, int(flat[0]) - 1 + flat.size)
+        if flat.size and flat.min() > 0:
+            # Every output word shows a write word: gather straight from the write vectors, no zero to prepend;
+            # an output that repeats one run of words (a vector broadcast to every group) is that run, copied.
+            index = (flat - 1).astype(np.intp)
+            period = _period(index)
+            if period:
+                return "tile", index[:period].copy(), index.size // period
+            return "take", index.reshape(source.shape)
         return source.astype(np.intp)
 
     def _plan(self, n_in, si0, si1):

@@ -87,11 +87,15 @@ def _rsqrt_core(e, frac):
     return y + ((y * (residual >> 15)) >> 41), ok
 
 
+# The powers of two the leading bit of a product is counted against (_finish).
+_LEADS = np.array([1 << 54, 1 << 55, 1 << 56, 1 << 57], np.uint64)
+
+
 def _finish(a, s, exp, sign):
     p = a * s
-    lead = np.full(p.shape, 53, dtype=np.int64)
-    for k in (54, 55, 56, 57):
-        lead = np.where(p >> k != 0, k, lead)
+    # The golden model's lead: 53, or the largest k in 54 .. 57 with p >> k != 0, in one search: how many of
+    # those powers p reaches, a negative p (every shift nonzero) reading as 2**63 or more.
+    lead = 53 + np.searchsorted(_LEADS, np.asarray(p, np.int64).view(np.uint64), side="right").astype(np.int64)
     sig = p >> (lead - 23)
     guard = (p >> (lead - 24)) & 1
     sticky = np.where((p & ((np.int64(1) << (lead - 24)) - 1)) != 0, 1, 0)
@@ -123,8 +127,138 @@ def _logistic(sign, e, frac):
     return np.where(sign == 1, w, r), np.where(sign == 1, n, 0), ok
 
 
+# Inputs of at most this many values take the scalar forms below: a numpy call costs about as much as a few
+# dozen integer operations on Python ints, and each vector form makes some forty calls.
+_SCALAR_MAX = 32
+
+
+def _scalar(x32, one):
+    """``one`` (a function of one input's bits, an int) on every value of ``x32``, shaped as ``x32`` (uint32)."""
+    x32 = np.asarray(x32, dtype=np.uint32)
+    return np.array([one(v) for v in x32.reshape(-1).tolist()], dtype=np.uint32).reshape(x32.shape)
+
+
+def _fields1(x):
+    """(sign, exponent field, fraction) of fp32 bits ``x`` (an int) after denormals-are-zero."""
+    if not x & 0x7F800000:
+        x &= 0x8000_0000
+    return x >> 31, (x >> 23) & 0xFF, x & _FRAC
+
+
+def _exp_core1(sign, e, frac):
+    """:func:`sw.golden.tail._exp_core` of one value, on Python ints as the golden model computes."""
+    sig = 0 if e == 0 else frac | (1 << 23)
+    t = (sig * EXP_LOG2E) >> max(156 - e, 0)
+    if sign == 1:
+        t = -t
+    if e >= EXP_X_HUGE:
+        n, f = (-EXP_HUGE_N if sign == 1 else EXP_HUGE_N), 0
+    else:
+        n, f = t >> 32, t & 0xFFFF_FFFF
+    r = f & ((1 << 25) - 1)
+    c1, c2, c3 = EXP_POLY
+    p = (c3 * r) >> 32
+    p = ((c2 + p) * r) >> 32
+    p = ((c1 + p) * r) >> 32
+    table = EXP_TABLE[f >> 25]
+    return table + ((table * p) >> 32), n
+
+
+def _recip_core1(d):
+    """:func:`sw.golden.tail._recip_core` of one value."""
+    y = 1 << (SEED_FRAC - 1) if d >> 33 == 1 else 1 << SEED_FRAC if d & 0xFFFF_FFFF == 0 else \
+        RECIP_SEED[(d >> 25) & 0x7F]
+    e0 = (1 << 45) - d * y
+    y = (y * e0) >> 24
+    delta = ((1 << 64) - d * y) >> 24
+    return y + ((y * delta) >> 40)
+
+
+def _rsqrt_core1(e, frac):
+    """:func:`sw.golden.tail._rsqrt_core` of one value."""
+    odd = 1 - (e & 1)
+    dd = (frac | (1 << 23)) << odd
+    y = 1 << SEED_FRAC if odd == 0 and frac == 0 else RSQRT_SEED[(odd << 6) | (frac >> 17)]
+    h = 3 * (1 << 47) - dd * (y * y)
+    y = (y * h) >> 28
+    delta = ((1 << 55) - dd * ((y * y) >> 32)) >> 15
+    return y + ((y * delta) >> 41)
+
+
+def _finish1(a, s, exp, sign):
+    """:func:`sw.golden.tail._finish` of one value."""
+    p = a * s
+    lead = 53
+    for k in (54, 55, 56, 57):
+        if p >> k != 0:
+            lead = k
+    sig = p >> (lead - 23)
+    guard = (p >> (lead - 24)) & 1
+    sticky = 1 if p & ((1 << (lead - 24)) - 1) else 0
+    rounded = sig + (guard & (sticky | (sig & 1)))
+    e = lead + exp + (rounded >> 24)
+    bits = INF32 if e >= 255 else 0 if e <= 0 else (e << 23) | (rounded & _FRAC)
+    return bits | (sign << 31)
+
+
+def _logistic1(sign, e, frac):
+    """:func:`sw.golden.tail._logistic` of one value."""
+    m, n = _exp_core1(1, e, frac)
+    r = _recip_core1((1 << 32) + (m >> -n))
+    return ((m * r) >> 32, n) if sign == 1 else (r, 0)
+
+
+def _exp1(x):
+    sign, e, frac = _fields1(x)
+    if e == 255 and frac:
+        return CANON_NAN32
+    m, n = _exp_core1(sign, e, frac)
+    return _finish1(1 << 23, m, 72 + n, 0)
+
+
+def _recip1(x):
+    sign, e, frac = _fields1(x)
+    if e == 255 and frac:
+        return CANON_NAN32
+    if e == 0:
+        return (sign << 31) | INF32
+    if e == 255:
+        return sign << 31
+    return _finish1(1 << 23, _recip_core1((frac | (1 << 23)) << 9), 72 + 127 - e, sign)
+
+
+def _rsqrt1(x):
+    sign, e, frac = _fields1(x)
+    if e == 0:
+        return (sign << 31) | INF32
+    if e == 255 or sign == 1:
+        return 0 if sign == 0 and frac == 0 else CANON_NAN32
+    odd = 1 - (e & 1)
+    return _finish1(1 << 23, _rsqrt_core1(e, frac), 72 - ((e - 127 - odd) >> 1), 0)
+
+
+def _sigmoid1(x):
+    sign, e, frac = _fields1(x)
+    if e == 255 and frac:
+        return CANON_NAN32
+    s, ns = _logistic1(sign, e, frac)
+    return _finish1(1 << 23, s, 72 + ns, 0)
+
+
+def _silu1(x):
+    sign, e, frac = _fields1(x)
+    if e == 0:
+        return sign << 31
+    if e == 255 and frac:
+        return CANON_NAN32
+    s, ns = _logistic1(sign, e, frac)
+    return _finish1(frac | (1 << 23), s, e - 55 + ns, sign)
+
+
 def exp(x32):
     """:func:`sw.golden.tail.exp`."""
+    if np.size(x32) <= _SCALAR_MAX:
+        return _scalar(x32, _exp1)
     sign, e, frac = _fields(x32)
     m, n = _exp_core(sign, e, frac)
     z = _finish(1 << 23, m, 72 + n, 0)
@@ -133,6 +267,8 @@ def exp(x32):
 
 def recip(x32):
     """:func:`sw.golden.tail.recip`."""
+    if np.size(x32) <= _SCALAR_MAX:
+        return _scalar(x32, _recip1)
     sign, e, frac = _fields(x32)
     r, ok = _recip_core((frac | (1 << 23)) << 9)
     z = _finish(1 << 23, np.where(ok, r, 0), 72 + 127 - e, sign)
@@ -143,6 +279,8 @@ def recip(x32):
 
 def rsqrt(x32):
     """:func:`sw.golden.tail.rsqrt`."""
+    if np.size(x32) <= _SCALAR_MAX:
+        return _scalar(x32, _rsqrt1)
     sign, e, frac = _fields(x32)
     odd = 1 - (e & 1)
     k = (e - 127 - odd) >> 1
@@ -155,6 +293,8 @@ def rsqrt(x32):
 
 def sigmoid(x32):
     """:func:`sw.golden.tail.sigmoid`."""
+    if np.size(x32) <= _SCALAR_MAX:
+        return _scalar(x32, _sigmoid1)
     sign, e, frac = _fields(x32)
     s, ns, ok = _logistic(sign, e, frac)
     z = _finish(1 << 23, s, 72 + ns, 0)
@@ -163,6 +303,8 @@ def sigmoid(x32):
 
 def silu(x32):
     """:func:`sw.golden.tail.silu`."""
+    if np.size(x32) <= _SCALAR_MAX:
+        return _scalar(x32, _silu1)
     sign, e, frac = _fields(x32)
     s, ns, ok = _logistic(sign, e, frac)
     z = _finish(frac | (1 << 23), s, e - 55 + ns, sign)

@@ -72,6 +72,17 @@ class Pattern:
         if self.lag and self.after is None:
             raise ValueError("pattern.lag 1 needs pattern.after: the lag counts a write's iterations")
 
+    def moved(self, base):
+        """This pattern from byte ``base`` instead: the same nest, gate and widening, not checked again.
+
+        The runtime builds a launch's patterns once and moves their bases every step
+        (:meth:`sw.runtime.decode.Session._patterns`); a pattern equal to ``Pattern(tier, base, nest, ...)``.
+        """
+        out = object.__new__(Pattern)
+        out.__dict__.update(self.__dict__)
+        out.__dict__["base"] = base
+        return out
+
     @classmethod
     def linear(cls, tier, base, words, **kwargs):
         """``words`` consecutive words from ``base``."""

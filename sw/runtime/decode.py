@@ -99,6 +99,9 @@ class Session:
         self.trace, self.clock = ([] if trace else None), 0.0
         # With ``trace``, what the device saw inside each command (Device.activity), as trace events.
         self.activity, self.recording = ([] if trace else None), False
+        # Per launch (by id, with the launch to tell a reused id): its streams' patterns at token 0 and
+        # position 0, built and checked once, and their bases' steps (_patterns).
+        self._streams = {}
 
     async def load(self, *, weights_tier="hbm"):
         """Write the memory image; with ``weights_tier="ddr"`` stage the weights from DDR with the copy engine."""
@@ -217,27 +220,53 @@ class Session:
     async def _step_from_host(self, cost, token, pos, launches):
         """Each launch issued by the host: Program Load when needed, Argument Load, Execute, a round trip each."""
         c, t = self.compiled, self.target
+        # Without a trace the events are not built, only the clock kept (in the same order of additions).
+        tracing = self.trace is not None
         for launch in launches:
-            self._record("host", f"launch {launch.name}", t.host_launch_cycles)
+            if tracing:
+                self._record("host", f"launch {launch.name}", t.host_launch_cycles)
+            else:
+                self.clock += t.host_launch_cycles
             if self.loaded_program != launch.program_region:
                 r = c.memory_map[launch.program_region]
-                before = await self._trace_stats()
+                before = await self._trace_stats() if tracing else None
                 loaded = await self.device.load_program(launch.program, r.tier, r.offset)
                 cost["program_load_cycles"] += loaded
                 self.loaded_program = launch.program_region
-                await self._trace_activity([])
-                self._record("program load", f"Program Load {launch.name}", loaded,
-                             **await self._trace_bytes(before))
-            reads, writes = launch.patterns(token, pos)
-            before = await self._trace_stats()
+                if tracing:
+                    await self._trace_activity([])
+                    self._record("program load", f"Program Load {launch.name}", loaded,
+                                 **await self._trace_bytes(before))
+                else:
+                    self.clock += loaded
+            reads, writes = self._patterns(launch, token, pos)
+            before = await self._trace_stats() if tracing else None
             cycles = await self.device.execute(reads, writes)
-            await self._trace_activity([launch])
-            ops = [op.name for op in launch.ops]
-            self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
-                         **await self._trace_bytes(before))
+            if tracing:
+                await self._trace_activity([launch])
+                ops = [op.name for op in launch.ops]
+                self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
+                             **await self._trace_bytes(before))
+            else:
+                self.clock += cycles
             cost["kernel_cycles"] += cycles
             cost["launch_cycles"] += t.host_launch_cycles
             cost["kernels"] += 1
+
+    def _patterns(self, launch, token, pos):
+        """``launch.patterns(token, pos)`` from the launch's patterns built once: only the bases move with the
+        token and position, so each step copies them with new bases instead of building and checking them."""
+        known = self._streams.get(id(launch))
+        if known is None or known[0] is not launch:
+            known = self._streams[id(launch)] = (launch, [(s.direction, s.agcu, s.pattern(0, 0), s.token_stride,
+                                                           s.pos_stride) for s in launch.streams])
+        reads, writes = {}, {}
+        for direction, agcu, pattern, token_stride, pos_stride in known[1]:
+            if direction == "read":
+                reads[agcu] = pattern.moved(pattern.base + token * token_stride + pos * pos_stride)
+            elif direction == "write":
+                writes[agcu] = pattern.moved(pattern.base + token * token_stride + pos * pos_stride)
+        return reads, writes
 
     async def _step_on_chip(self, cost, token, pos, tp):
         """The bucket's launch list walked by the chip's sequencer: one host command and one done per step."""

@@ -17,7 +17,7 @@ from hw.mem.params import TIER_NAMES
 from sw.errors import ChipError, LaunchError
 from sw.model import memory_units, sequencer
 from sw.model.chip import ChipModel
-from sw.model.memory import MemoryRangeError
+from sw.model.memory import FlatMemory, MemoryRangeError
 from sw.runtime import launch_list, trace
 from sw.runtime.launch_list import program_pattern
 
@@ -176,6 +176,7 @@ class ModelDevice(Device):
         # Chip cycles of every command so far, and when the copy in flight (its cycles) ends on that clock.
         self.now, self.copy_end, self.copy_cycles = 0, None, 0
         self._activity, self._listing = None, False
+        self._programs, self._load_patterns = {}, {}
 
     async def record(self, on=True):
         self.chip.activity = [] if on else None
@@ -226,20 +227,48 @@ class ModelDevice(Device):
         except MemoryRangeError as e:
             raise ChipError(f"host read: {e}") from None
 
+    def _program_bytes(self, program):
+        """``program.words`` as little-endian bytes, made once per program (kept with the program to tell a
+        reused id)."""
+        known = self._programs.get(id(program))
+        if known is None or known[0] is not program:
+            if len(self._programs) >= 4096:
+                self._programs.clear()
+            known = self._programs[id(program)] = (program, np.asarray(program.words, dtype="<u4").tobytes())
+        return known[1]
+
+    def _load_pattern(self, tier, offset, nwords):
+        """(memory words, ``fields``) of the Program Load pattern of ``nwords`` words at ``offset``, made once per
+        place (the dict is shared: not to modify)."""
+        key = (tier, offset, nwords)
+        known = self._load_patterns.get(key)
+        if known is None:
+            if len(self._load_patterns) >= 4096:
+                self._load_patterns.clear()
+            wb = self.target.memory.word_bytes
+            pattern = program_pattern(tier, offset, nwords, wb)
+            known = self._load_patterns[key] = (pattern.words, pattern.fields(wb))
+        return known
+
     async def load_program(self, program, tier, offset):
-        words = self.chip.memory[tier].read(offset, 4 * len(program.words)).view("<u4")
-        if not np.array_equal(words, np.asarray(program.words, dtype=np.uint32)):
+        # Every load compares the memory's words with the program's, as the loader checks the bitstream.
+        expected = self._program_bytes(program)
+        memory = self.chip.memory[tier]
+        if isinstance(memory, FlatMemory):
+            memory._check(offset, len(expected))
+            same = memory.bytes[offset:offset + len(expected)].tobytes() == expected
+        else:
+            same = memory.read(offset, len(expected)).tobytes() == expected
+        if not same:
             raise ChipError(f"program load: the bitstream at {tier}:{offset:#x} is not the program's")
         self.loaded = program
-        wb = self.target.memory.word_bytes
-        pattern = program_pattern(tier, offset, len(program.words), wb)
-        self.resident = pattern.fields(wb)
+        words, self.resident = self._load_pattern(tier, offset, len(program.words))
         # The loader reads the bitstream's memory words through the tier's controller, as on the RTL.
-        self.chip.count(tier, "reads", pattern.words)
+        self.chip.count(tier, "reads", words)
         cycles = self.chip.load_program(program)
         self.now += cycles
         if not self._listing:
-            self._recorded([], [(0, cycles, tier, pattern.words)])
+            self._recorded([], [(0, cycles, tier, words)])
         return cycles
 
     async def run_list(self, tier, offset, nwords, *, token, pos, programs):

@@ -35,8 +35,7 @@ class ListDirection:
     def at(self, token, pos):
         """The pattern of the step for ``token`` at ``pos``."""
         p = self.pattern
-        return Pattern(p.tier, p.base + token * self.token_stride + pos * self.pos_stride, p.nest, p.bf16, p.after,
-                       p.lag)
+        return p.moved(p.base + token * self.token_stride + pos * self.pos_stride)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,29 @@ _VERILATOR_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "
 _MAKE_VARS = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
 
 
+def _env_build_options():
+    """Verilator flags and make variables with the experiment switches applied.
+
+    ``OPENRDU_VERILATOR_THREADS=N`` adds ``--threads N``; ``OPENRDU_OPT_FAST``
+    (an optimisation level, ``-O0`` to ``-O3`` or ``-Os``) replaces the model's
+    ``OPT_FAST``. Unset, both leave the defaults (and so the build keys) as
+    they were. Machine-specific flags such as ``-march=native`` are refused:
+    builds are cached, and a cache may move to another machine.
+    """
+    flags, make_vars = _VERILATOR_FLAGS, _MAKE_VARS
+    threads = os.environ.get("OPENRDU_VERILATOR_THREADS", "").strip()
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise RuntimeError(f"OPENRDU_VERILATOR_THREADS must be a positive integer, not {threads!r}")
+        flags += ("--threads", str(int(threads)))
+    opt = os.environ.get("OPENRDU_OPT_FAST", "").strip()
+    if opt:
+        if not re.fullmatch(r"-O[0-3s]", opt):
+            raise RuntimeError(f"OPENRDU_OPT_FAST must be one of -O0, -O1, -O2, -O3, -Os, not {opt!r}")
+        make_vars = tuple(f"OPT_FAST={opt}" if var.startswith("OPT_FAST=") else var for var in make_vars)
+    return flags, make_vars
+
+
 @dataclass(frozen=True)
 class SimUnit:
     """A design under test and its cocotb testbench.
@@ -193,6 +216,7 @@ class _Plan:
     verilog: str
     control: str
     flags: tuple
+    make_vars: tuple
     sources: tuple
     key_material: str
     merged: int
@@ -205,16 +229,17 @@ def _plan(unit, waves):
     # Identical submodules become one: Verilator then compiles one class for, say, all 16 PCUs of a 4x8 array.
     text, merged = _merged_verilog(unit)
     control = _control_file(unit, text)
-    flags = _VERILATOR_FLAGS + (("--trace-fst", "--trace-structs") if waves else ())
+    flags, make_vars = _env_build_options()
+    flags += ("--trace-fst", "--trace-structs") if waves else ()
     sources = tuple(REPO / source for source in unit.sources)
     missing = [str(source) for source in sources if not source.is_file()]
     if missing:
         raise RuntimeError(f"unit {unit.name!r} lists sources that do not exist: {', '.join(missing)}")
-    key_material = "\0".join([text, control, " ".join(flags), " ".join(_MAKE_VARS), _tool_versions(),
+    key_material = "\0".join([text, control, " ".join(flags), " ".join(make_vars), _tool_versions(),
                               *(f"{source.name}\n{source.read_text()}" for source in sources)])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
-    return _Plan(BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}", text, control, flags, sources,
-                 key_material, merged)
+    return _Plan(BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}", text, control, flags, make_vars,
+                 sources, key_material, merged)
 
 
 def _shown(path):
@@ -266,7 +291,7 @@ def _build(unit, plan, waves, log):
                 *(str(source) for source in plan.sources), str(directory / f"{TOPLEVEL}.v")]
     # ccache changes how fast the C++ compiles, never what it compiles to: not part of the key.
     make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
-            f"VM_TRACE={int(waves)}", *_MAKE_VARS, *(("OBJCACHE=ccache",) if shutil.which("ccache") else ())]
+            f"VM_TRACE={int(waves)}", *plan.make_vars, *(("OBJCACHE=ccache",) if shutil.which("ccache") else ())]
     log(f"[cosim] {unit.name}: building Verilator model in {_shown(directory)}")
     say = _Progress(unit.name)
     say(f"verilating {len(plan.verilog) / 1e6:.1f} MB of Verilog ({plan.merged} duplicate modules merged)")

@@ -10,7 +10,9 @@ written it, else an untrained one (:func:`sw.coe.library.write_untrained`, ``tra
   request's logits digest is compared with its expert run alone (``wrong_outputs``);
 - **switching**: ``switch_cycles_ddr`` is the device's copy of one slot (from the soak),
   ``switch_cycles_host`` the same bytes over the target's host link (the paper's H100 link, 64 GB/s
-  against 1 TB/s of DDR -> HBM: :data:`sw.coe.slots.HOST_LINKS`), ``switch_ratio`` their quotient;
+  against 1 TB/s of DDR -> HBM: :data:`sw.coe.slots.HOST_LINKS`) as the runtime accounts every host
+  transfer (bytes / rate plus the tier's latency: the host link is not simulated word by word),
+  ``switch_ratio`` their quotient;
   ``switch_ratio_by_host_link`` the same quotient over the A100 link and the spec's DDR/15 and DDR/31;
 - **latency** (Table V): batches of 1 and 8, 20 and 200 new tokens, every request needing a different
   expert not in HBM: 8-token prompts (``<s>`` and the first 7 tokens of held-out prompts, the first

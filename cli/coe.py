@@ -101,7 +101,10 @@ def prepare(args):
     check_requests(library, requests)
     plan(library, args.cache_slots, orchestration=args.orchestration)
     if args.baseline == "hbm":
-        plan(library, len(library), experts_in_ddr=False, orchestration=args.orchestration)
+        try:
+            plan(library, len(library), experts_in_ddr=False, orchestration=args.orchestration)
+        except CoEError as e:
+            raise CoEError(f"--baseline hbm keeps every expert of the library in its own HBM slot: {e}") from None
     return library, requests
 
 

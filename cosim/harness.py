@@ -51,7 +51,7 @@ def _env_build_options():
     flags, make_vars = _VERILATOR_FLAGS, _MAKE_VARS
     threads = os.environ.get("OPENRDU_VERILATOR_THREADS", "").strip()
     if threads:
-        if not threads.isdigit() or int(threads) < 1:
+        if not (threads.isascii() and threads.isdigit()) or int(threads) < 1:
             raise RuntimeError(f"OPENRDU_VERILATOR_THREADS must be a positive integer, not {threads!r}")
         flags += ("--threads", str(int(threads)))
     opt = os.environ.get("OPENRDU_OPT_FAST", "").strip()

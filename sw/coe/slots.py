@@ -43,7 +43,9 @@ def coe_target(ddr_mib=256, host_link="h100"):
 
     The host link, over which the GPU-way baseline switches experts, runs at ``HOST_LINKS[host_link]`` of
     the DDR bandwidth: 64 GB/s against 1 TB/s for ``"h100"`` (the DGX H100 column of the paper's Table V),
-    32 GB/s for ``"a100"``. ValueError for another name."""
+    32 GB/s for ``"a100"``. The chip's own host traffic (arguments, the token read back) runs at that rate
+    too. ValueError for another name. The RTL backend serves on ``sw.target.CHIP`` as built, whose host
+    link is the spec's DDR / 15 (section 13.8)."""
     if host_link not in HOST_LINKS:
         raise ValueError(f"coe_target: host_link must be one of {sorted(HOST_LINKS)}, not {host_link!r}")
     m = CHIP.memory
@@ -114,7 +116,7 @@ def plan(library, slots, *, experts_in_ddr=True, orchestration="host"):
         lists = f" and {p.lists_bytes:,} bytes of launch lists each" if p.lists_bytes else ""
         raise CoEError(f"{slots} expert slots of {p.slot_bytes:,} bytes{lists} do not fit HBM: the router takes "
                        f"{router:,} bytes and the experts' KV caches, tables and programs {shared:,}, leaving room "
-                       f"for {p.max_slots} slots of {m.hbm.capacity:,}")
+                       f"for {p.max_slots} slots in {m.hbm.capacity:,} bytes of HBM")
     if p.ddr_bytes > m.ddr.capacity:
         raise CoEError(f"{len(library)} experts of {p.slot_bytes:,} bytes ({p.ddr_bytes / MiB:.1f} MiB) do not fit "
                        f"DDR ({m.ddr.capacity / MiB:.0f} MiB on {library.target.name})")

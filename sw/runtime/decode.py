@@ -220,35 +220,24 @@ class Session:
     async def _step_from_host(self, cost, token, pos, launches):
         """Each launch issued by the host: Program Load when needed, Argument Load, Execute, a round trip each."""
         c, t = self.compiled, self.target
-        # Without a trace the events are not built, only the clock kept (in the same order of additions).
-        tracing = self.trace is not None
         for launch in launches:
-            if tracing:
-                self._record("host", f"launch {launch.name}", t.host_launch_cycles)
-            else:
-                self.clock += t.host_launch_cycles
+            self._record("host", f"launch {launch.name}", t.host_launch_cycles)
             if self.loaded_program != launch.program_region:
                 r = c.memory_map[launch.program_region]
-                before = await self._trace_stats() if tracing else None
+                before = await self._trace_stats()
                 loaded = await self.device.load_program(launch.program, r.tier, r.offset)
                 cost["program_load_cycles"] += loaded
                 self.loaded_program = launch.program_region
-                if tracing:
-                    await self._trace_activity([])
-                    self._record("program load", f"Program Load {launch.name}", loaded,
-                                 **await self._trace_bytes(before))
-                else:
-                    self.clock += loaded
-            reads, writes = self._patterns(launch, token, pos)
-            before = await self._trace_stats() if tracing else None
-            cycles = await self.device.execute(reads, writes)
-            if tracing:
-                await self._trace_activity([launch])
-                ops = [op.name for op in launch.ops]
-                self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
+                await self._trace_activity([])
+                self._record("program load", f"Program Load {launch.name}", loaded,
                              **await self._trace_bytes(before))
-            else:
-                self.clock += cycles
+            reads, writes = self._patterns(launch, token, pos)
+            before = await self._trace_stats()
+            cycles = await self.device.execute(reads, writes)
+            await self._trace_activity([launch])
+            ops = [op.name for op in launch.ops]
+            self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
+                         **await self._trace_bytes(before))
             cost["kernel_cycles"] += cycles
             cost["launch_cycles"] += t.host_launch_cycles
             cost["kernels"] += 1

@@ -17,7 +17,7 @@ from hw.mem.params import TIER_NAMES
 from sw.errors import ChipError, LaunchError
 from sw.model import memory_units, sequencer
 from sw.model.chip import ChipModel
-from sw.model.memory import FlatMemory, MemoryRangeError
+from sw.model.memory import MemoryRangeError
 from sw.runtime import launch_list, trace
 from sw.runtime.launch_list import program_pattern
 
@@ -253,13 +253,7 @@ class ModelDevice(Device):
     async def load_program(self, program, tier, offset):
         # Every load compares the memory's words with the program's, as the loader checks the bitstream.
         expected = self._program_bytes(program)
-        memory = self.chip.memory[tier]
-        if isinstance(memory, FlatMemory):
-            memory._check(offset, len(expected))
-            same = memory.bytes[offset:offset + len(expected)].tobytes() == expected
-        else:
-            same = memory.read(offset, len(expected)).tobytes() == expected
-        if not same:
+        if self.chip.memory[tier].read(offset, len(expected)).tobytes() != expected:
             raise ChipError(f"program load: the bitstream at {tier}:{offset:#x} is not the program's")
         self.loaded = program
         words, self.resident = self._load_pattern(tier, offset, len(program.words))

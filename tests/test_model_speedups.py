@@ -154,3 +154,164 @@ def test_scalar_tails_match_the_golden_model(name):
     for n in (0, 1, 5, tail._SCALAR_MAX, tail._SCALAR_MAX + 1):
         assert np.array_equal(getattr(tail, name)(x[:n]), getattr(golden, name)(x[:n]))
     assert getattr(tail, name)(x[3]).shape == getattr(golden, name)(x[3]).shape == ()
+
+
+# The fifth pass (docs/performance.md): GEMVs with a shared activation, one-reduction maxima, stage results not
+# checked again, scalar posts on Python ints.
+
+@pytest.mark.parametrize("kind", range(4))
+def test_dot_shared_matches_the_ordered_sum(kind):
+    # One activation row for every group gives the bits of the general GEMV on that row repeated.
+    rng = np.random.default_rng(10 + kind)
+    for trial in range(60):
+        groups, m, lanes = int(rng.integers(1, 9)), int(rng.integers(0, 40)), int(rng.choice([1, 2, 4, 8]))
+        a, b = _operands(rng, (m,), kind), _operands(rng, (groups, m, lanes), kind)
+        if trial % 7 == 0:
+            a[:] = 0
+        if trial % 11 == 0:
+            a = (a & np.uint32(0x807FFFFF)) | np.uint32(20 << 23)
+        a4 = np.broadcast_to(a.reshape(1, m, 1, 1), (groups, m, 1, 1))
+        b4 = b.reshape(groups, m, 1, lanes)
+        want = fp32._ordered(fp32.daz(a4), fp32.daz(b4), np.broadcast_shapes(a4.shape, b4.shape))
+        got = fp32.dot_shared(a, b)
+        assert got.shape == want.shape == (groups, 1, lanes)
+        assert np.array_equal(got, want), (groups, m, lanes, trial)
+        assert np.array_equal(got, fp32.dot(np.ascontiguousarray(a4), b4))
+
+
+def test_largest_matches_the_golden_max_folds():
+    # The lane tree and the group folds of fp32_max are the largest key of each row or run.
+    rng = np.random.default_rng(12)
+    special = np.array([0, 0x80000000, 1, 0x80000001, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001], np.uint32)
+    for kind in range(4):
+        for trial in range(100):
+            x = _operands(rng, (int(rng.integers(1, 40)), int(rng.choice([2, 4, 8]))), kind)
+            if trial % 3 == 0:
+                x[rng.random(x.shape) < 0.3] = rng.choice(special)
+            tree = x
+            while tree.shape[1] > 1:
+                tree = g.fp32_max(tree[:, 0::2], tree[:, 1::2])
+            assert np.array_equal(pcu.reduce_lanes("max", x), tree[:, 0])
+            flat = x.reshape(-1)
+            starts = np.unique(np.concatenate([[0], rng.integers(0, flat.size, int(rng.integers(0, 6)))]))
+            ends = np.append(starts[1:], flat.size)
+            want = []
+            for s, e in zip(starts, ends):
+                acc = flat[s:s + 1]
+                for v in flat[s + 1:e]:
+                    acc = g.fp32_max(acc, np.array([v]))
+                want.append(acc[0])
+            got = np.where(ends - starts == 1, flat[starts], fp32.largest(flat, starts))
+            assert np.array_equal(got, np.array(want, np.uint32)), (kind, trial)
+
+
+def test_maxmin_matches_the_golden_model():
+    rng = np.random.default_rng(13)
+    a, b = patterns(rng, 50_000), patterns(rng, 50_000)
+    for want_max, golden in ((True, g.fp32_max), (False, g.fp32_min)):
+        assert np.array_equal(fp32.maxmin(a, b, want_max), golden(a, b))
+        assert np.array_equal(fp32.maxmin(a[:300, None], b[None, :300], want_max), golden(a[:300, None], b[None, :300]))
+        assert np.array_equal(fp32.maxmin(a, np.uint32(0), want_max), golden(a, np.uint32(0)))
+
+
+def test_scalar_mul_and_add_match_the_golden_model():
+    # Products near 2**-126 and sums near the subnormal range included.
+    rng = np.random.default_rng(14)
+    a, b = patterns(rng, 20_000), patterns(rng, 20_000)
+    tiny = lambda n: ((rng.integers(0, 1 << 23, n) | (rng.integers(55, 75, n) << 23)
+                       | (rng.integers(0, 2, n) << 31)).astype(np.uint32))
+    low = lambda n: ((rng.integers(0, 1 << 23, n) | (rng.integers(0, 4, n) << 23)
+                      | (rng.integers(0, 2, n) << 31)).astype(np.uint32))
+    a, b = np.concatenate([a, tiny(5000), low(5000)]), np.concatenate([b, tiny(5000), low(5000)])
+    want_mul, want_add = g.fp32_mul(a, b), g.fp32_add(a, b)
+    got_mul = np.array([fp32.mul1(int(x), int(y)) for x, y in zip(a, b)], np.uint32)
+    got_add = np.array([fp32.add1(int(x), int(y)) for x, y in zip(a, b)], np.uint32)
+    assert np.array_equal(got_mul, want_mul) and np.array_equal(got_add, want_add)
+
+
+def test_scalar_post_of_one_value_matches_the_arrays():
+    from sw.tile.pcu import PcuConfig
+
+    rng = np.random.default_rng(15)
+    x = patterns(rng, 3000)
+    for scale, bias in ((0.0078125, 1e-5), (2.0, -0.0), (1e-40, 3.0), (-1.5, 0.0)):
+        config = PcuConfig(so_scale=scale, so_bias=bias)
+        want = g.fp32_add(g.fp32_mul(x, pcu._bits(scale)), pcu._bits(bias))
+        got = np.array([pcu.scalar_post(config, x[i:i + 1])[0] for i in range(x.size)], np.uint32)
+        assert np.array_equal(got, want), (scale, bias)
+
+
+def test_stage_operands_are_checked_unless_results():
+    # A "pass" of an input and a subnormal constant still go through denormals-are-zero; a stage's result does
+    # not need to.
+    from sw.tile.pcu import PcuConfig, Stage
+
+    rng = np.random.default_rng(16)
+    x = patterns(rng, 4 * 1000)[:4 * 1000].reshape(-1, SMALL.lanes)
+    last = np.zeros(len(x), bool)
+    last[-1] = True
+    cases = [
+        ((Stage("pass", "r0", "zero", "zero", "r1"), Stage("mul", "r1", "r1", "zero", "r0")), "r0",
+         lambda v: g.fp32_mul(v, v)),
+        ((Stage("mul", "r0", "const", "zero", "r1", 0x00000123), Stage("mul", "r1", "r0", "zero", "r2")), "r2",
+         lambda v: g.fp32_mul(g.fp32_mul(v, np.uint32(0x123)), v)),
+        ((Stage("mul", "r0", "r0", "zero", "r1"), Stage("max", "r1", "r0", "zero", "r1")), "r1",
+         lambda v: g.fp32_max(g.fp32_mul(v, v), v)),
+    ]
+    for stages, out, want in cases:
+        config = PcuConfig(inputs=(0,), stages=stages, out_src=out)
+        got = pcu.PcuModel(SMALL, config).run({0: (x, last)}).vo
+        assert np.array_equal(got, want(x)), stages
+
+
+@pytest.mark.parametrize("source", [slice(3, 3 + 4 * SMALL.lanes), ("take", np.array([[5, 0, 2, 2]])),
+                                    ("tile", np.array([1, 7]), 2), np.array([[0, 3, 1, 0]])],
+                         ids=["slice", "take", "tile", "zeros"])
+def test_pmu_source_index_spells_out_the_gather(source):
+    from sw.model.pmu import gather_by, source_index
+
+    vi0 = np.arange(100, 100 + 8 * SMALL.lanes, dtype=np.uint32).reshape(-1, SMALL.lanes)
+    out = gather_by(source, vi0, SMALL.lanes).reshape(-1)
+    index = source_index(source, out.size)
+    assert np.array_equal(out, np.where(index >= 0, vi0.reshape(-1)[np.maximum(index, 0)], 0))
+
+
+@pytest.mark.parametrize("target_name", ["chip", "4x8"])
+def test_shared_activation_gemv_matches_the_general_one(tmp_path, monkeypatch, target_name):
+    # GEMVs that take their broadcast activation once, from a PMU gather of its first group only, give the
+    # logits and cycles of the general GEMV on the whole broadcast.
+    import asyncio
+
+    from sw.compiler.compile import compile_model
+    from sw.model import array, chip
+    from sw.runtime.decode import generate
+    from sw.runtime.device import ModelDevice
+    from sw.target import CHIP, LARGE
+    from tests.llama_checkpoints import SHAPES, make_checkpoint
+
+    target = {"chip": CHIP, "4x8": LARGE}[target_name]
+    compiled = compile_model(make_checkpoint(tmp_path, **SHAPES["tiny-tied"]), target, mode="fused", context=32)
+
+    def run():
+        # Launch plans (and the replay steps in them) made afresh.
+        monkeypatch.setattr(chip, "_PLANS", {})
+        monkeypatch.setattr(chip, "_ARRAYS", {})
+        return asyncio.run(generate(ModelDevice(target), compiled, [1, 5, 9], max_new_tokens=3, stop_at_eos=False,
+                                    keep_logits=True))
+    shared, truncated = [], []
+    original, truncate = array.ArrayModel._shared_activation, array.ArrayModel._truncate
+    monkeypatch.setattr(array.ArrayModel, "_shared_activation",
+                        lambda self, *a: shared.append(original(self, *a)) or shared[-1])
+
+    def counting(self, steps, *a):
+        before = list(steps)
+        truncate(self, steps, *a)
+        truncated.append(sum(x is not y for x, y in zip(before, steps)))
+    monkeypatch.setattr(array.ArrayModel, "_truncate", counting)
+    fast = run()
+    assert any(shared) and sum(truncated), "some GEMV takes its activation once, from a gather of one group"
+    monkeypatch.setattr(array.ArrayModel, "_shared_activation", lambda self, *a: False)
+    monkeypatch.setattr(array.ArrayModel, "_truncate", lambda self, *a: None)
+    general = run()
+    assert np.array_equal(fast["logits"], general["logits"]) and fast["tokens"] == general["tokens"]
+    assert fast["step_cycles"] == general["step_cycles"]

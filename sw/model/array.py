@@ -33,7 +33,7 @@ import numpy as np
 from sw.model import fp32
 from sw.model.fabric import latency
 from sw.model.pcu import PcuModel
-from sw.model.pmu import READ_LATENCY, PmuModel, gather_by
+from sw.model.pmu import READ_LATENCY, PmuModel, gather_by, source_index
 from sw.tile.kernel import Endpoint, Program
 
 # Cycles between the last output word offered at a host port and the end of the run as a testbench counts
@@ -113,8 +113,10 @@ class ArrayModel:
         # Unit name -> its validated model, and endpoint -> fabric latency: built once per program.
         self._models = {}
         self._wires = None
-        # Per plan (by id, with the plan to tell a reused id): what each of its steps reads and writes.
+        # Per plan (by id, with the plan to tell a reused id): what each of its steps reads and writes, and the
+        # units a gated replay runs (_gated_order).
         self._plan_deps = {}
+        self._orders = {}
 
     def _order(self):
         """Units in dataflow order; a cycle of units is refused."""
@@ -217,15 +219,26 @@ class ArrayModel:
         units, outputs = self._wires
         result = ArrayRun({}, 0)
         steps, shape = [], []
+        # (node, port) -> (source stream, flat index map, index of its step) of each PMU output that is a fixed
+        # map of its write vectors: what a PCU fed by it may assume of its data whatever the values (see
+        # _shared_activation), and the step _truncate may replace.
+        maps = {}
+        # Stream -> per read of it by a unit, the vectors that unit uses: all (None), or the first m (a GEMV
+        # that takes its shared activation from the first group, see _shared_activation).
+        uses = {}
         for name, unit, feeds in units:
             ins = {port: streams[source] for port, source, _ in feeds}
             sources = {port: source for port, source, _ in feeds}
             if unit.kind == "pcu":
-                outs, cycles, n_in, step, needed = self._run_pcu(unit, ins, sources)
+                outs, cycles, n_in, step, needed = self._run_pcu(unit, ins, sources, maps, uses)
                 filled = None
             else:
-                outs, cycles, n_in, step, filled = self._run_pmu(unit, ins, sources)
+                outs, cycles, n_in, step, filled = self._run_pmu(unit, ins, sources, maps)
                 needed = {}
+                for port, source, _ in feeds:
+                    uses.setdefault(source, []).append(None)
+                if (name, "vo0") in maps:
+                    maps[(name, "vo0")] += (len(steps),)
             steps.append(step)
             # needed: port -> (steps before its first word is taken, steps up to its last) where not (0, n_in).
             shape.append((name, tuple((port, source, delay, len(ins[port].data)) for port, source, delay in feeds),
@@ -238,6 +251,8 @@ class ArrayModel:
             data, last, _, _ = streams[source]
             result.outputs[name] = (data, np.array(last, bool))
             lasts[name] = (source, np.array(last, bool))
+            uses.setdefault(source, []).append(None)
+        self._truncate(steps, maps, uses)
         shape = (tuple(shape), tuple(outputs))
         timing = self.timing(shape, {name: streams[(name, host.port)][2:] for name, host in prog.host_inputs.items()})
         result.cycles, result.unit_cycles, result.unit_end, result.output_end, _ = timing
@@ -350,12 +365,16 @@ class ArrayModel:
         order = range(len(steps))
         if after is not None:
             first, done, changed = after
-            dirty = {(name, port) for name, port in ports if name in changed}
-            order = []
-            for i, (ins, outs) in enumerate(self._deps(plan)):
-                if i not in done or any(k in dirty for k in ins):
-                    order.append(i)
-                    dirty.update(outs)
+
+            def rerun():
+                dirty = {(name, port) for name, port in ports if name in changed}
+                order = []
+                for i, (ins, outs) in enumerate(self._deps(plan)):
+                    if i not in done or any(k in dirty for k in ins):
+                        order.append(i)
+                        dirty.update(outs)
+                return order
+            order = self._gated_order(plan, ("after", frozenset(done), frozenset(changed)), rerun)
             values = {**first, **values}
         with fp32.quiet():
             for i in order:
@@ -367,19 +386,32 @@ class ArrayModel:
         """Run only the units host outputs ``names`` need, as :meth:`replay` would; returns ``(values, done)``:
         every stream computed, by (node, port), and the indices of the units run (for ``replay(after=...)``)."""
         ports, steps, lasts = plan[:3]
-        need = {lasts[name][0] for name in names}
-        done = set()
-        deps = self._deps(plan)
-        for i in reversed(range(len(steps))):
-            ins, outs = deps[i]
-            if any(k in need for k in outs):
-                done.add(i)
-                need.update(ins)
+
+        def needed():
+            need = {lasts[name][0] for name in names}
+            done = set()
+            deps = self._deps(plan)
+            for i in reversed(range(len(steps))):
+                ins, outs = deps[i]
+                if any(k in need for k in outs):
+                    done.add(i)
+                    need.update(ins)
+            return frozenset(done), sorted(done)
+        done, order = self._gated_order(plan, ("outputs", tuple(names)), needed)
         values = {(name, port): data[name] for name, port in ports}
         with fp32.quiet():
-            for i in sorted(done):
+            for i in order:
                 steps[i](values)
         return values, done
+
+    def _gated_order(self, plan, key, make):
+        """``make()``, kept per ``plan`` and ``key``: which units a gated replay runs follows from the plan alone."""
+        known = self._orders.get((id(plan), key))
+        if known is None or known[0] is not plan:
+            if len(self._orders) >= 1024:
+                self._orders.clear()
+            known = self._orders[(id(plan), key)] = (plan, make())
+        return known[1]
 
     def _deps(self, plan):
         """Per unit (step) of ``plan``, the streams it takes and the streams it gives, by (node, port)."""
@@ -392,7 +424,36 @@ class ArrayModel:
             known = self._plan_deps[id(plan)] = (plan, deps)
         return known[1]
 
-    def _run_pcu(self, unit, ins, sources):
+    def _truncate(self, steps, maps, uses):
+        """Replace the replay step of each fixed-map PMU whose every reader takes only its first m vectors (GEMVs
+        with a shared activation) by a gather of those vectors alone: the broadcast to every group is not built."""
+        lanes = self.params.lanes
+        for key, (data, index, at) in maps.items():
+            wanted = uses.get(key, [None])
+            if None in wanted:
+                continue
+            index = index[:max(wanted) * lanes].reshape(-1, lanes)
+            source = ("take", index.astype(np.intp)) if index.min() >= 0 else (index + 1).astype(np.intp)
+
+            def step(values, key=key, data=data, source=source):
+                values[key] = gather_by(source, np.asarray(values[data], dtype=np.uint32), lanes)
+            steps[at] = step
+
+    def _shared_activation(self, cfg, plan, source, maps):
+        """Whether a systolic PCU's drained activation is the same in every group whatever the data: its vi0 is
+        a PMU's fixed map whose lane-0 words repeat from group to group (a GEMV's activation broadcast to every
+        output tile), so :meth:`PcuModel.apply` may take the first group's for all (``shared``)."""
+        known = maps.get(source)
+        if not (cfg.systolic and cfg.systolic_rows == 1 and known is not None and plan.groups and
+                plan.layout[1] is None):
+            return False
+        index = known[1]
+        if index.size != plan.n * self.params.lanes:
+            return False
+        column = index.reshape(plan.groups, plan.n // plan.groups, self.params.lanes)[:, :, 0]
+        return bool((column == column[:1]).all())
+
+    def _run_pcu(self, unit, ins, sources, maps=None, uses=None):
         cfg = unit.config
         model = self._models.get(unit.name)
         if model is None:
@@ -404,9 +465,13 @@ class ArrayModel:
         where = f"unit {unit.name!r} (PCU at {unit.pos})"
         try:
             plan = model.plan_for({k: ins[f"vi{k}"].last for k in cfg.inputs}, {k: len(v) for k, v in si.items()})
-            vo, so = model.apply(plan, vi, si)
+            shared = self._shared_activation(cfg, plan, sources.get("vi0"), maps or {})
+            vo, so = model.apply(plan, vi, si, shared=shared)
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
+        if uses is not None:
+            for port, source in sources.items():
+                uses.setdefault(source, []).append(plan.n // plan.groups if shared and port == "vi0" else None)
         outs = {}
         if cfg.vo:
             outs["vo0"] = (vo, plan.vo_last, 0)
@@ -418,7 +483,8 @@ class ArrayModel:
 
         def step(values):
             try:
-                vo, so = model.apply(plan, {k: values[s] for k, s in vi_src}, {k: values[s] for k, s in si_src})
+                vo, so = model.apply(plan, {k: values[s] for k, s in vi_src}, {k: values[s] for k, s in si_src},
+                                     shared=shared)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
             if vo_key:
@@ -432,7 +498,7 @@ class ArrayModel:
             needed["vi2"] = (int(np.flatnonzero(plan.last)[0]) + 1, plan.n + len(plan.vo_last))
         return outs, plan.cycles, plan.n, step, needed
 
-    def _run_pmu(self, unit, ins, sources):
+    def _run_pmu(self, unit, ins, sources, maps=None):
         cfg = unit.config
         model = self._models.get(unit.name)
         if model is None:
@@ -462,6 +528,8 @@ class ArrayModel:
 
             def step(values):
                 values[key] = gather_by(source, np.asarray(values[data], dtype=np.uint32), lanes)
+            if maps is not None:
+                maps[key] = (data, source_index(source, np.size(vo0)))
         n_in = len(ins["vi0"].data)
         # Its first read pass loads in the cycle of the first write pass's last write, its data a cycle after
         # that pass issues (sw/model/pmu.py).

@@ -122,24 +122,29 @@ def _credit_service(tier, word_bytes, streams, outstanding):
     # tests/test_model_replay.py holds the two to the same responses.
     depth, latency, gain, cost = tier.queue_depth, tier.latency, model.gain, model.cost
     tokens, time, last_issue, issued = cost, -1, -1, []
-    resp, state = [], []
+    # Per stream: its responses so far, words, and per word the vector freeing its credit (-1: none); per
+    # vector its last word, the cycle its sinks are ready and, as found, the cycle the fabric took it.
+    resp, words_of, frees_of, last_of, ready_of, popped_of = [], [], [], [], [], []
     for words, vectors, ready, held in streams:
         last_word, frees = _vector_words(words, vectors)
         # Per word j: the vector whose hand-over returns the credit word j needs (-1: none).
         frees = [-1] * min(outstanding, words) + frees[:max(words - outstanding, 0)].tolist()
         # Words in the buffer already reach the fabric at cycle 0: a response AGCU_READ_CYCLES before it.
         resp.append([-AGCU_READ_CYCLES] * held)
-        state.append((words, frees, last_word.tolist(), ready.tolist(), []))
+        words_of.append(words)
+        frees_of.append(frees)
+        last_of.append(last_word.tolist())
+        ready_of.append(ready.tolist())
+        popped_of.append([])
 
     def due_after(s, offer):
         """When stream ``s`` may offer its next word, its previous offer at ``offer``: a cycle later, and once
         the fabric has taken the vector that frees the buffer slot of the word ``outstanding`` before it
         (vectors leave in order, each once its last word is there). Inlined in the loop below, as it runs
         once a word."""
-        out = resp[s]
-        words, frees, last_word, ready, popped = state[s]
+        out, last_word, ready, popped = resp[s], last_of[s], ready_of[s], popped_of[s]
         nxt = offer + 1
-        v = frees[len(out)]
+        v = frees_of[s][len(out)]
         if v >= 0:
             while len(popped) <= v:
                 k = len(popped)
@@ -153,25 +158,40 @@ def _credit_service(tier, word_bytes, streams, outstanding):
                 nxt = popped[v] + 1
         return nxt
 
+    # The streams still to serve, and per stream of them (same positions, removed together): when it may
+    # offer next, its responses, words, credit frees, vectors' last words, readiness and hand-over cycles.
     live = [k for k, (words, _, _, held) in enumerate(streams) if words > held]
-    due = [due_after(k, AGCU_START_CYCLES - 1) if k in live else 0 for k in range(len(streams))]
+    dues = [due_after(k, AGCU_START_CYCLES - 1) for k in live]
+    outs, words_l, frees_l, last_l, ready_l, popped_l = ([per[k] for k in live] for per in
+                                                          (resp, words_of, frees_of, last_of, ready_of, popped_of))
     rr = n = 0
-    while live:
-        i = rr if rr < len(live) else 0
+    alive = len(live)
+    # Names the loop reads once a word, bound locally.
+    queue_cycles, read_cycles, never, issue_word = QUEUE_CYCLES, AGCU_READ_CYCLES, _NEVER, issued.append
+    while alive:
+        i = rr if rr < alive else 0
         # The tier takes the first stream from rr on that has offered by t = max(soonest offer, the queue's
-        # free slot). When the stream at rr has offered by the free slot it is that one whatever the soonest
-        # offer, so the soonest is looked for only otherwise (a backlogged tier skips it).
-        free = issued[n - depth] if n >= depth else None
-        if free is None or due[live[i]] > free:
-            soonest = min(map(due.__getitem__, live))
-            if free is None:
-                free = soonest
-            t = soonest if soonest > free else free
-            while due[live[i]] > t:
-                i = i + 1 if i + 1 < len(live) else 0
-        s = live[i]
-        offer = due[s]
-        issue = (offer if offer > free else free) + QUEUE_CYCLES
+        # free slot). When some stream has offered by the free slot, t is the free slot and the first such
+        # stream from rr on is the one, so the soonest offer is looked for only when none has (or while the
+        # queue has a free slot from the start).
+        if n >= depth:
+            free = issued[n - depth]
+            if dues[i] > free:
+                j = i + 1 if i + 1 < alive else 0
+                while j != i and dues[j] > free:
+                    j = j + 1 if j + 1 < alive else 0
+                if j != i:
+                    i = j
+                else:
+                    t = min(dues)
+                    while dues[i] > t:
+                        i = i + 1 if i + 1 < alive else 0
+        else:
+            free = t = min(dues)
+            while dues[i] > t:
+                i = i + 1 if i + 1 < alive else 0
+        offer = dues[i]
+        issue = (offer if offer > free else free) + queue_cycles
         if issue <= last_issue:
             issue = last_issue + 1
         have = tokens
@@ -182,37 +202,54 @@ def _credit_service(tier, word_bytes, streams, outstanding):
             if have < cost:
                 issue += -(-(cost - have) // gain)
                 have = tokens + gain * (issue - time if issue - time < need else need) if issue > time else tokens
-        tokens, time, last_issue = have + gain - cost, issue + 1, issue
-        issued.append(issue)
+        tokens = have + gain - cost
+        time = issue + 1
+        last_issue = issue
+        issue_word(issue)
         n += 1
-        out = resp[s]
+        out = outs[i]
         out.append(issue + latency)
-        words, frees, last_word, ready, popped = state[s]
         served = len(out)
-        if served == words:
-            del live[i]
+        if served == words_l[i]:
+            for per in (dues, outs, words_l, frees_l, last_l, ready_l, popped_l):
+                del per[i]
+            alive -= 1
             rr = i
             continue
         rr = i + 1
         # due_after(s, offer), inlined.
         nxt = offer + 1
-        v = frees[served]
+        v = frees_l[i][served]
         if v >= 0:
+            popped = popped_l[i]
             k = len(popped)
-            if k <= v:
-                prev = popped[-1] if k else _NEVER
-                while k <= v:
-                    at = out[last_word[k]] + AGCU_READ_CYCLES
-                    if prev >= at:
-                        at = prev + 1
-                    if ready[k] > at:
-                        at = ready[k]
-                    popped.append(at)
-                    prev = at
-                    k += 1
-            if popped[v] >= nxt:
-                nxt = popped[v] + 1
-        due[s] = nxt
+            if k == v:
+                # The usual case: the vector to hand over is the next one.
+                at = out[last_l[i][k]] + read_cycles
+                if k and popped[-1] >= at:
+                    at = popped[-1] + 1
+                r = ready_l[i][k]
+                if r > at:
+                    at = r
+                popped.append(at)
+                if at >= nxt:
+                    nxt = at + 1
+            else:
+                if k < v:
+                    last_word, ready = last_l[i], ready_l[i]
+                    prev = popped[-1] if k else never
+                    while k <= v:
+                        at = out[last_word[k]] + read_cycles
+                        if prev >= at:
+                            at = prev + 1
+                        if ready[k] > at:
+                            at = ready[k]
+                        popped.append(at)
+                        prev = at
+                        k += 1
+                if popped[v] >= nxt:
+                    nxt = popped[v] + 1
+        dues[i] = nxt
     return resp
 
 

@@ -109,21 +109,25 @@ def _canon(r):
     return np.where(nan, _NAN, r) if nan.any() else r
 
 
-def _operands(a, b):
-    """``a`` and ``b`` after :func:`daz`; one array given as both is checked once (a square)."""
+def _operands(a, b, clean=None):
+    """``a`` and ``b`` after :func:`daz`; one array given as both is checked once (a square). ``clean``: a pair of
+    bools, true for an operand known to hold no subnormal (an earlier result of these operations), not checked."""
+    if clean is None:
+        clean = (False, False)
     if b is a:
-        a = daz(a)
+        a = np.asarray(a, np.uint32) if clean[0] else daz(a)
         return a, a
-    return daz(a), daz(b)
+    return (np.asarray(a, np.uint32) if clean[0] else daz(a)), (np.asarray(b, np.uint32) if clean[1] else daz(b))
 
 
-def mul(a, b, *, canonical=True):
+def mul(a, b, *, canonical=True, clean=None):
     """:func:`sw.golden.arith.fp32_mul` of uint32 arrays (broadcast).
 
     With ``canonical`` false NaN results keep IEEE's payload: for a caller
     that only adds them up and canonicalises the sums (:func:`accumulate`).
+    ``clean``: see :func:`_operands`.
     """
-    a, b = _operands(a, b)
+    a, b = _operands(a, b, clean)
     with _ignore():
         r = (a.view(np.float32) * b.view(np.float32)).view(np.uint32)
     t = r & _ABS
@@ -146,6 +150,37 @@ def add(a, b, sub=False):
     if _low(t, _FRAC):
         r = np.where(_subnormal(r), r & _SIGN, r)
     return np.where(t > _INF, _NAN, r) if _high(t) else r
+
+
+def _value(bits):
+    """The float32 number of pattern ``bits`` (a Python int)."""
+    return np.uint32(bits).view(np.float32)
+
+
+def _daz1(x):
+    return x & 0x80000000 if not x & 0x7F800000 else x
+
+
+def mul1(a, b):
+    """:func:`mul` of two patterns given as Python ints, as a Python int: the same rules, without arrays."""
+    a, b = _daz1(a), _daz1(b)
+    with _ignore():
+        r = int((_value(a) * _value(b)).view(np.uint32))
+    t = r & 0x7FFFFFFF
+    if 0 < t <= 0x00800000:
+        return int(g.fp32_mul(np.array([a], np.uint32), np.array([b], np.uint32))[0])
+    return int(_NAN) if t > INF32 else r
+
+
+def add1(a, b):
+    """:func:`add` of two patterns given as Python ints, as a Python int."""
+    a, b = _daz1(a), _daz1(b)
+    with _ignore():
+        r = int((_value(a) + _value(b)).view(np.uint32))
+    t = r & 0x7FFFFFFF
+    if 0 < t < 0x00800000:
+        return r & 0x80000000
+    return int(_NAN) if t > INF32 else r
 
 
 def accumulate(x, axis, *, start=0, normal=False):
@@ -172,8 +207,10 @@ def accumulate(x, axis, *, start=0, normal=False):
     return np.moveaxis(_canon(acc), 0, axis)
 
 
-# Magnitudes from 2**-103 (bits 0x0C000000) up have an ulp of at least 2**-126.
+# Magnitudes from 2**-103 (bits 0x0C000000) up have an ulp of at least 2**-126; _COARSE_LEAST: the least
+# magnitude less one (as _daz_least gives it) of values that are all zeros or that large.
 _COARSE = np.uint32(0x0C000000)
+_COARSE_LEAST = 0x0C000000 - 1
 
 
 def dot(a, b):
@@ -245,6 +282,32 @@ def _dot_rows(a, b, coarse):
     return _canon(s.view(np.uint32).reshape(groups, 1, lanes))
 
 
+def dot_shared(a, b):
+    """:func:`dot` of ``a`` (m,) repeated for every group and ``b`` (groups, m, lanes): the systolic GEMV with one
+    drained row whose activation is the same in every group; returns (groups, 1, lanes).
+
+    As :func:`_dot_rows`, but the activation is checked once and repeated across the lanes of one group
+    only (m x lanes words, not groups x m x lanes), and the products are multiplied group by group against it.
+    """
+    groups, m, lanes = b.shape
+    (a, least_a), (b, least_b) = _daz_least(a), _daz_least(b)
+    if not m or groups * lanes < 2:
+        # Rows of one element, which numpy would sum pairwise: the general form.
+        return dot(np.broadcast_to(a.reshape(1, m, 1, 1), (groups, m, 1, 1)), b.reshape(groups, m, 1, lanes))
+    with _ignore():
+        p = np.multiply(np.repeat(a, lanes).view(np.float32), b.reshape(groups, m * lanes).view(np.float32))
+    if not _coarse_products(least_a, least_b):
+        t = p.view(np.uint32).reshape(-1) & _ABS
+        if np.minimum.reduce(np.subtract(t, _ONE, out=t)) < _COARSE - _ONE:
+            a4 = np.broadcast_to(a.reshape(1, m, 1, 1), (groups, m, 1, 1))
+            b4 = b.reshape(groups, m, 1, lanes)
+            return _ordered(a4, b4, np.broadcast_shapes(a4.shape, b4.shape))
+    rows = p.view(np.dtype((np.void, 4 * lanes))).reshape(groups, m).T.copy()
+    with _ignore():
+        s = np.add.reduce(rows.view(np.float32).reshape(m, groups * lanes), axis=0, initial=np.float32(0))
+    return _canon(s.view(np.uint32).reshape(groups, 1, lanes))
+
+
 def _ordered(a, b, shape):
     """:func:`dot` step by step."""
     if not shape[1]:
@@ -260,15 +323,20 @@ def _coarse(x):
     return not t.size or np.minimum.reduce(np.subtract(t, _ONE, out=t)) >= _COARSE - _ONE
 
 
-def ordered_sums(x, start=0):
+def ordered_sums(x, start=0, *, clean=False):
     """``accumulate(x, 1, start=start)[:, -1]``: each row's sum of ``x`` (groups, m) in order, as one reduction.
 
     When the values are coarse (see :func:`_coarse`) and there are at least two rows, the rows are laid out
     (m, groups) in C order and reduced over the outer axis, which adds whole rows one after the other; a
-    single row is one accumulation, which numpy runs in order too.
+    single row is one accumulation, which numpy runs in order too. ``clean``: ``x`` is known to hold no
+    subnormal (results of these operations), so denormals-are-zero is skipped.
     """
-    x = daz(x)
-    if x.ndim == 2 and x.shape[0] == 1 and x.shape[1] and _coarse(x):
+    x, least = (np.asarray(x, np.uint32), None) if clean else _daz_least(x)
+    # Denormals-are-zero's least magnitude, where it has one, tells whether the values are coarse.
+    if x.ndim != 2 or not x.shape[0] or not x.shape[1] or \
+            not (least >= _COARSE_LEAST if least is not None else _coarse(x)):
+        return accumulate(x, 1, start=start, normal=True)[:, -1]
+    if x.shape[0] == 1:
         # One group: numpy would sum a row pairwise, but an accumulation runs in order (from ``start``).
         row = np.empty(x.shape[1] + 1, np.uint32)
         row[0] = start
@@ -276,12 +344,53 @@ def ordered_sums(x, start=0):
         with _ignore():
             s = np.add.accumulate(row.view(np.float32))[-1:]
         return _canon(s.view(np.uint32))
-    if x.ndim != 2 or x.shape[0] < 2 or not x.shape[1] or not _coarse(x):
-        return accumulate(x, 1, start=start, normal=True)[:, -1]
     rows = np.ascontiguousarray(x.T).view(np.float32)
     with _ignore():
         s = np.add.reduce(rows, axis=0, initial=np.uint32(start).view(np.float32))
     return _canon(s.view(np.uint32))
+
+
+def _max_key(x):
+    """int32 keys of uint32 patterns ``x`` (no NaN) in the fp32 total order with -0 < +0: a positive pattern is
+    its own key, a negative one ``-magnitude - 1`` (the golden ``_order_key``'s order, in 32 bits); the same map
+    turns a key back into its pattern."""
+    i = x.view(np.int32)
+    return i ^ ((i >> 31) & np.int32(0x7FFFFFFF))
+
+
+def maxmin(a, b, want_max=True, *, clean=None):
+    """:func:`sw.golden.arith.fp32_max` (``want_max``) or ``fp32_min`` of uint32 arrays (broadcast): the canonical
+    NaN where either operand is a NaN, else the larger (smaller) after denormals-are-zero in the total order with
+    -0 < +0, compared by :func:`_max_key` (one to one with the patterns, so a tie is the same pattern);
+    ``clean``: see :func:`_operands`."""
+    a, b = _operands(a, b, clean)
+    a, b = np.asarray(a, np.uint32), np.asarray(b, np.uint32)
+    ka, kb = _max_key(a), _max_key(b)
+    r = np.where(ka >= kb if want_max else ka <= kb, a, b)
+    ta, tb = a & _ABS, b & _ABS
+    if _high(ta) or _high(tb):
+        r = np.where((ta > _INF) | (tb > _INF), _NAN, r)
+    return r
+
+
+def largest(x, starts=None, *, clean=False):
+    """The golden ``fp32_max`` folded over each row of ``x`` (n, k), k >= 2 (``starts`` None), or over each run of
+    ``x`` (n,) from ``starts`` to the next (an ``np.maximum.reduceat``): uint32 patterns.
+
+    ``fp32_max`` gives the canonical NaN when either operand is a NaN, else the larger after denormals-are-zero
+    by the total order with -0 < +0, whose keys are one to one with the patterns; so any order of folding
+    gives the canonical NaN for a row holding a NaN, else its largest key's pattern. ``clean``: as in
+    :func:`ordered_sums`.
+    """
+    y = np.asarray(x, np.uint32) if clean else daz(x)
+    key = _max_key(y)
+    best = np.maximum.reduce(key, axis=1) if starts is None else np.maximum.reduceat(key, starts)
+    out = _max_key(best).view(np.uint32)
+    if _high(y & _ABS):
+        nan = (y & _ABS) > _INF
+        nan = nan.any(axis=1) if starts is None else np.logical_or.reduceat(nan, starts)
+        out = np.where(nan, _NAN, out)
+    return out
 
 
 def lane_sums(x):
@@ -290,8 +399,8 @@ def lane_sums(x):
     With coarse values the levels run as plain float32 additions and only the result is made canonical.
     """
     if x.shape[1] > 1 and x.size:
-        y = daz(x)
-        if _coarse(y):
+        y, least = _daz_least(x)
+        if least >= _COARSE_LEAST if least is not None else _coarse(y):
             f = y.view(np.float32)
             with _ignore():
                 while f.shape[1] > 1:

@@ -20,14 +20,17 @@ _TAIL = {
     "silu": tail.silu,
     "bf16": lambda x: g.bf16_to_fp32(g.fp32_to_bf16(x)),
 }
+# Each op takes its operands and ``clean``: per operand, whether it is known to hold no subnormal (the result of an
+# earlier stage, a zero, a normal constant), so that the fp32 operations skip their denormals-are-zero check.
+# Additions call fp32.add as (a, b, sub) only, the form tests/test_random_kernels.py replaces.
 _OPS = {
-    "pass": lambda a, b, c: a,
-    "add": lambda a, b, c: fp32.add(a, b),
-    "sub": lambda a, b, c: fp32.add(a, b, sub=True),
-    "mul": lambda a, b, c: fp32.mul(a, b),
-    "fma": lambda a, b, c: fp32.add(fp32.mul(a, b), c),
-    "max": lambda a, b, c: g.fp32_max(a, b),
-    "min": lambda a, b, c: g.fp32_min(a, b),
+    "pass": lambda a, b, c, clean: a,
+    "add": lambda a, b, c, clean: fp32.add(a, b),
+    "sub": lambda a, b, c, clean: fp32.add(a, b, sub=True),
+    "mul": lambda a, b, c, clean: fp32.mul(a, b, clean=clean[:2]),
+    "fma": lambda a, b, c, clean: fp32.add(fp32.mul(a, b, clean=clean[:2]), c),
+    "max": lambda a, b, c, clean: fp32.maxmin(a, b, clean=clean[:2]),
+    "min": lambda a, b, c, clean: fp32.maxmin(a, b, want_max=False, clean=clean[:2]),
 }
 _ELEMENTWISE = {"pass", "add", "sub", "mul", "fma"}
 # Cycles between an input word entering the unit's FIFO and its firing, and
@@ -47,9 +50,15 @@ class PcuResult:
 
 
 def reduce_lanes(op, x):
-    """The PCU's pairwise cross-lane reduction of ``x`` (n, lanes)."""
+    """The PCU's pairwise cross-lane reduction of ``x`` (n, lanes).
+
+    With two lanes or more the result holds no subnormal (fp32 sums and maxima).
+    """
     if op == "sum":
         return fp32.lane_sums(x)
+    if x.shape[1] > 1 and x.size:
+        # The tree of fp32_max is the largest of the row (fp32.largest), in one reduction.
+        return fp32.largest(x)
     while x.shape[1] > 1:
         x = g.fp32_max(x[:, 0::2], x[:, 1::2])
     return x[:, 0]
@@ -60,22 +69,26 @@ def _bits(value):
     return np.uint32(f32(value))
 
 
-def scalar_post(config, x):
-    """so0's ``func(x * scale + bias)``."""
+def scalar_post(config, x, clean=False):
+    """so0's ``func(x * scale + bias)``; ``clean``: ``x`` holds no subnormal."""
     scale, bias = _bits(config.so_scale), _bits(config.so_bias)
     if scale == _ONE and bias in (0, _NEG_ZERO):
-        return _TAIL[config.so_func](_identity_post(x, bias))
-    return _TAIL[config.so_func](fp32.add(fp32.mul(x, scale), bias))
+        return _TAIL[config.so_func](_identity_post(x, bias, clean))
+    if np.size(x) == 1:
+        # One scalar (a group fold of one group): the same arithmetic on Python ints, without numpy's per-call cost.
+        y = fp32.add1(fp32.mul1(int(np.asarray(x).reshape(-1)[0]), int(scale)), int(bias))
+        return _TAIL[config.so_func](np.full(np.shape(x), y, np.uint32))
+    return _TAIL[config.so_func](fp32.add(fp32.mul(x, scale, clean=(clean, False)), bias))
 
 
 _ONE, _NEG_ZERO = np.uint32(0x3F800000), np.uint32(0x80000000)
 
 
-def _identity_post(x, bias):
+def _identity_post(x, bias, clean=False):
     """``fp32.add(fp32.mul(x, 1.0), bias)`` for a bias of +0 or -0, without the arithmetic: ``x * 1`` is ``x``
     after denormals-are-zero (NaN made canonical), adding -0 changes nothing and adding +0 only turns -0 into
     +0 (tests/test_model_speedups.py holds the two forms to the same bits)."""
-    y = fp32.daz(np.asarray(x, dtype=np.uint32))
+    y = np.asarray(x, dtype=np.uint32) if clean else fp32.daz(np.asarray(x, dtype=np.uint32))
     nan = (y & ~_NEG_ZERO) > fp32._INF
     if bias == 0:
         return np.where(nan, fp32._NAN, np.where(y == _NEG_ZERO, np.uint32(0), y)).astype(np.uint32)
@@ -140,8 +153,24 @@ class PcuModel:
         self.post_latency = post_latency(names(post_ops))
         # Operands by index into [r0, r1, r2, r3, s0, s1, const, zero]; the const slot is the stage's own.
         slot = {name: k for k, name in enumerate(REGISTERS + ("s0", "s1", "const", "zero"))}
-        self._program = tuple((_OPS[st.op], st.op in _ELEMENTWISE, slot[st.a], slot[st.b], slot[st.c],
-                               REGISTERS.index(st.dst), np.uint32(st.const)) for st in config.stages)
+        # Which slots hold no subnormal at the start of a run (see _stages): registers that take no input (zeros;
+        # in systolic mode r0 is the drained sums, results, and r1 the operand if any), unused scalar inputs
+        # (zeros) and the zero; then each stage's result but a "pass" of an operand that may hold one.
+        if config.systolic:
+            clean = [True, not config.systolic_operand, True, True, True, True, None, True]
+        else:
+            clean = [k not in config.inputs for k in range(3)] + [True, config.s0 == "none", config.s1 == "none",
+                                                                  None, True]
+        program = []
+        for st in config.stages:
+            # (A "pass" of an input keeps the input's state; every other op's result is an fp32 result.)
+            const = int(np.uint32(st.const))
+            clean[6] = const & 0x7F800000 != 0 or const & 0x7FFFFFFF == 0
+            a, b, c, dst = slot[st.a], slot[st.b], slot[st.c], REGISTERS.index(st.dst)
+            program.append((_OPS[st.op], st.op in _ELEMENTWISE, a, b, c, dst, np.uint32(st.const),
+                            (clean[a], clean[b], clean[c])))
+            clean[dst] = clean[a] if st.op == "pass" else True
+        self._program = tuple(program)
         self._out = REGISTERS.index(config.out_src)
         self._tail = _TAIL[config.tail]
         self._plans = {}
@@ -149,15 +178,15 @@ class PcuModel:
     def _stages(self, regs, s0, s1):
         shape = regs[0].shape
         regs = list(regs) + [s0, s1, None, np.uint32(0)]
-        for op, elementwise, a, b, c, dst, const in self._program:
+        for op, elementwise, a, b, c, dst, const, clean in self._program:
             regs[6] = const
             if elementwise:
                 # numpy broadcasts the operands itself; only a result narrower than the registers is widened.
-                r = np.asarray(op(regs[a], regs[b], regs[c]), dtype=np.uint32)
+                r = np.asarray(op(regs[a], regs[b], regs[c], clean), dtype=np.uint32)
                 if r.shape != shape:
                     r = np.ascontiguousarray(np.broadcast_to(r, shape))
             else:
-                r = np.asarray(op(*(np.broadcast_to(regs[x], shape) for x in (a, b, c))), dtype=np.uint32)
+                r = np.asarray(op(*(np.broadcast_to(regs[x], shape) for x in (a, b, c)), clean), dtype=np.uint32)
             regs[dst] = r
         return self._tail(regs[self._out])
 
@@ -261,11 +290,16 @@ class PcuModel:
             self._plans[key] = plan
         return plan
 
-    def apply(self, plan, vi, si=None):
-        """(vo (n, lanes), so (m,)) of a run with ``plan``: ``vi`` maps input index -> data, ``si`` -> scalars."""
+    def apply(self, plan, vi, si=None, *, shared=False):
+        """(vo (n, lanes), so (m,)) of a run with ``plan``: ``vi`` maps input index -> data, ``si`` -> scalars.
+
+        ``shared`` (systolic, one drained row, groups of one length): the caller knows that every group's
+        activation (vi0's lane 0) is the first group's, whatever the data (``ArrayModel``: a PMU's fixed map
+        that repeats); the GEMV then multiplies by that one row (:func:`fp32.dot_shared`).
+        """
         cfg, n, lanes = self.config, plan.n, self.params.lanes
         if cfg.systolic:
-            out = self._systolic(plan, vi)
+            out = self._systolic(plan, vi, shared)
             return out if cfg.vo else out[:0], self._scalar_out(plan.rows if cfg.so == "group" else None, out)
         zero = plan.zero
         regs = [np.asarray(vi[k], dtype=np.uint32).reshape(n, lanes) if k in cfg.inputs else zero
@@ -287,9 +321,11 @@ class PcuModel:
         if cfg.so == "none":
             return np.zeros(0, np.uint32)
         reduced = reduce_lanes(cfg.reduce, out)
+        # The lane reduction's results are fp32 sums or maxima (two lanes or more), and so are the fold's.
+        clean = out.shape[1] > 1
         if cfg.so == "group":
-            reduced = self._fold(reduced, groups.group, groups.groups, groups)
-        return np.asarray(scalar_post(cfg, reduced), np.uint32)
+            reduced = self._fold(reduced, groups.group, groups.groups, groups, clean)
+        return np.asarray(scalar_post(cfg, reduced, clean), np.uint32)
 
     def run(self, vi, si=None):
         """Run the configuration.
@@ -311,38 +347,43 @@ class PcuModel:
         vo_last = np.array(plan.vo_last, bool) if self.config.vo else np.zeros(0, bool)
         return PcuResult(vo, vo_last, so, plan.so_last.copy(), plan.n, plan.cycles)
 
-    def _fold(self, reduced, group, groups, plan=None):
+    def _fold(self, reduced, group, groups, plan=None, clean=False):
         """Fold each group's reductions in arrival order, as the end stage does; ``plan`` has the groups' layout."""
         if not groups:
             return reduced[:0].copy()
         if self.config.reduce == "sum":
             # Groups led by -0, the identity of addition, so each folds from its first reduction on.
             layout = plan.layout if plan else _group_layout(group, groups)
-            return fp32.ordered_sums(_grouped(reduced, layout, groups, 0x80000000), start=0x80000000)
+            return fp32.ordered_sums(_grouped(reduced, layout, groups, 0x80000000), start=0x80000000, clean=clean)
         # Folding with fp32_max gives the canonical NaN when the group holds a NaN, else its largest value
         # after denormals-are-zero (-0 < +0); a group of one is its reduction untouched.
         if plan:
             starts, sizes = plan.starts, plan.sizes
         else:
             starts, sizes = np.searchsorted(group, np.arange(groups)), np.bincount(group, minlength=groups)
-        flushed = fp32.daz(reduced)
-        best = np.maximum.reduceat(g._order_key(flushed), starts)
-        value = np.where(best >= 0, best, (-best - 1) | np.int64(g._SIGN32)).astype(np.uint32)
-        value = np.where(np.logical_or.reduceat(g._isnan32(flushed), starts), g.CANON_NAN32, value)
+        value = fp32.largest(np.asarray(reduced, np.uint32), starts, clean=clean)
         return np.where(sizes == 1, reduced[starts], value).astype(np.uint32)
 
-    def _systolic(self, plan, vi):
+    def _systolic(self, plan, vi, shared=False):
         rows, lanes, n, groups = self.config.systolic_rows, self.params.lanes, plan.n, plan.groups
-        # Only the drained rows' accumulators reach an output.
-        a = np.asarray(vi[0], dtype=np.uint32).reshape(n, lanes)[:, :rows]
         b = np.asarray(vi[1], dtype=np.uint32).reshape(n, lanes)
-        if groups:
+        if shared and groups and rows == 1 and plan.layout[1] is None:
+            # Only the first group's activation is read: vi0 may hold just those vectors (ArrayModel._truncate).
+            m = n // groups
+            tiles = fp32.dot_shared(np.asarray(vi[0], dtype=np.uint32).reshape(-1, lanes)[:m, 0],
+                                    b.reshape(groups, m, lanes))
+        elif groups:
+            # Only the drained rows' accumulators reach an output.
+            a = np.asarray(vi[0], dtype=np.uint32).reshape(n, lanes)[:, :rows]
             # Shorter groups are led by +0 (a +0 product): adding it to the reset accumulator's +0 changes nothing.
             tiles = fp32.dot(_grouped(a, plan.layout, groups, 0)[..., None],
                              _grouped(b, plan.layout, groups, 0)[..., None, :])
         else:
             tiles = np.zeros((groups, rows, lanes), dtype=np.uint32)
         drained = tiles.reshape(groups * rows, lanes)
+        if not self._program and self._out == 0:
+            # No stage: vo0 is the drained sums (r0) through the tail.
+            return self._tail(drained)
         zero = np.zeros_like(drained)
         operand = np.asarray(vi[2], dtype=np.uint32).reshape(groups * rows, lanes) if self.config.systolic_operand \
             else zero

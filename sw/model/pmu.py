@@ -53,6 +53,19 @@ def gather_by(source, vi0, lanes):
     return padded.take(source)
 
 
+def source_index(source, size):
+    """The flat index of the write word each of the ``size`` output words of a map from :meth:`PmuModel.source`
+    shows, -1 for a zero (int64): what :func:`gather_by` does with ``source``, spelled out to reason about."""
+    if isinstance(source, slice):
+        return np.arange(source.start, source.start + size, dtype=np.int64)
+    if isinstance(source, tuple):
+        if source[0] == "take":
+            return np.asarray(source[1], np.int64).reshape(-1)
+        _, index, times = source
+        return np.tile(np.asarray(index, np.int64), times)
+    return np.asarray(source, np.int64).reshape(-1) - 1
+
+
 def _size(values):
     """``np.size(values)``, at once for the arrays and empty tuples a run is given."""
     return values.size if isinstance(values, np.ndarray) else np.size(values)

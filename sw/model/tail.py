@@ -188,10 +188,10 @@ def _rsqrt_core1(e, frac):
 def _finish1(a, s, exp, sign):
     """:func:`sw.golden.tail._finish` of one value."""
     p = a * s
-    lead = 53
-    for k in (54, 55, 56, 57):
-        if p >> k != 0:
-            lead = k
+    # The golden lead: 53, or the largest k in 54 .. 57 with p >> k != 0 (every k for a negative p): for p >= 0,
+    # p >> k != 0 exactly when k < p.bit_length().
+    bits = p.bit_length()
+    lead = 57 if p < 0 or bits > 58 else bits - 1 if bits > 54 else 53
     sig = p >> (lead - 23)
     guard = (p >> (lead - 24)) & 1
     sticky = 1 if p & ((1 << (lead - 24)) - 1) else 0

@@ -315,3 +315,176 @@ def test_shared_activation_gemv_matches_the_general_one(tmp_path, monkeypatch, t
     general = run()
     assert np.array_equal(fast["logits"], general["logits"]) and fast["tokens"] == general["tokens"]
     assert fast["step_cycles"] == general["step_cycles"]
+
+
+# The compiled credit service (sw/model/credit.c, docs/performance.md "Compiled credit service") against the
+# Python loop it replaces, and the fallback to that loop.
+
+def _tiers():
+    """The small chip's tiers and variants with a shallow queue, a short latency and a fractional rate (the
+    token bucket's partial-word branches)."""
+    import dataclasses
+    from fractions import Fraction
+
+    from hw.mem import params as mem
+
+    hbm, ddr = mem.SMALL.tiers
+    return [hbm, ddr, dataclasses.replace(hbm, queue_depth=2, latency=5, channel_bytes_per_cycle=Fraction(5, 3)),
+            dataclasses.replace(ddr, queue_depth=2, latency=1, channel_bytes_per_cycle=Fraction(7, 2))]
+
+
+def _streams(rng, count):
+    """``count`` random streams as ``chip._credit_service`` takes them: fp32, bf16 (two vectors a word), gathered
+    (several words a vector), no vectors at all, empty; sinks free, late from the start, or ready at random
+    increasing cycles after a few free vectors; some words already buffered (none, some, all, more)."""
+    from sw.model import chip
+
+    out = []
+    for _ in range(count):
+        words = int(rng.choice([0, 1, 3, int(rng.integers(1, 400))]))
+        vectors = int(rng.choice([words, 2 * words, -(-words // int(rng.integers(2, 9))), 0]))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            ready = np.full(vectors, chip._NEVER, np.int64)
+        elif kind == 1:
+            ready = np.full(vectors, int(rng.integers(0, 3000)), np.int64)
+        else:
+            ready = np.cumsum(rng.integers(0, 12, vectors)) + int(rng.integers(0, 500))
+            ready[:int(rng.integers(0, vectors + 1))] = chip._NEVER
+        held = int(rng.choice([0, 0, min(words, int(rng.integers(0, 70))), words, words + 2]))
+        out.append((words, vectors, ready.astype(np.int64), held))
+    return out
+
+
+def _compiled():
+    from sw.model import credit
+
+    if not credit.available():
+        pytest.skip("no C compiler: the compiled credit service is not built")
+    return credit
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_compiled_credit_service_matches_python(seed):
+    # Several streams per tier, backlogged (a deep late sink), held words, few and many credits, a tier whose
+    # bucket pays out in parts: every branch of the loop, the same responses to the cycle. (Some cases, such as
+    # two streams due at the queue's free slot, show up once in a few hundred services: 240 a seed here.)
+    _compiled()
+    from sw.model import chip
+
+    rng = np.random.default_rng(seed)
+    for tier in _tiers() * 5:
+        for outstanding in (1, 4, 64, 500):
+            for count in (1, 2, 5):
+                streams = _streams(rng, count)
+                want = chip._credit_service_py(tier, 16, streams, outstanding)
+                got = chip._credit_service(tier, 16, streams, outstanding)
+                assert got == want, (tier, outstanding, [(w, v, h) for w, v, _, h in streams])
+                assert all(type(x) is int for r in got for x in r)
+    assert chip._credit_service(_tiers()[0], 16, [], 64) == chip._credit_service_py(_tiers()[0], 16, [], 64) == []
+
+
+def test_compiled_credit_service_refuses_what_it_does_not_take():
+    # Inputs outside the C loop's types go to the Python loop, which decides (errors included).
+    credit = _compiled()
+    from sw.model import chip
+
+    tier = _tiers()[0]
+    args = (64, tier.queue_depth, tier.latency, 1, 1, chip.AGCU_START_CYCLES, chip.AGCU_READ_CYCLES, 0)
+    good = np.zeros(4, np.int64)
+    assert credit.service([(4, 4, good, 0)], *args) is not None
+    for bad in ([(4, 4, good.astype(np.float64), 0)], [(4, 4, good[:3], 0)], [(4, 4, list(good), 0)],
+                [(4.0, 4, good, 0)], [(-1, 4, good, 0)], [(4, 4, good.astype(np.uint64), 0)],
+                [(4, 4, good + (1 << 61), 0)], [(1 << 41, 4, good, 0)]):
+        assert credit.service(bad, *args) is None
+    assert credit.service([(4, 4, good, 0)], 64, 0, *args[2:]) is None
+    assert credit.service([(4, 4, good, 0)], 1 << 41, *args[1:]) is None
+
+
+def test_credit_service_falls_back_without_a_compiler(monkeypatch, tmp_path, capsys):
+    from sw.model import chip, credit
+
+    monkeypatch.setenv("OPENRDU_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(credit, "_LOADED", None)
+    monkeypatch.setattr(credit, "compiler", lambda: None)
+    streams = _streams(np.random.default_rng(7), 3)
+    want = chip._credit_service_py(_tiers()[2], 16, streams, 4)
+    assert chip._credit_service(_tiers()[2], 16, streams, 4) == want
+    assert chip._credit_service(_tiers()[2], 16, streams, 4) == want
+    assert not credit.available() and credit.service(streams, 4, 8, 24, 1, 1, 2, 3, 0) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no C compiler found" in err and "Python loop" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_credit_service_falls_back_when_the_build_fails(monkeypatch, tmp_path, capsys):
+    from sw.model import credit
+
+    monkeypatch.setenv("OPENRDU_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(credit, "_LOADED", None)
+    monkeypatch.setenv("CC", "false")
+    assert not credit.available() and not credit.available()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "false failed" in err
+    # No temporary file left behind, no library.
+    assert not list((tmp_path / "model").iterdir())
+
+
+def test_credit_service_builds_into_the_cache_once(monkeypatch, tmp_path):
+    credit = _compiled()
+    monkeypatch.setenv("OPENRDU_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(credit, "_LOADED", None)
+    assert credit.available()
+    built = list((tmp_path / "model").iterdir())
+    assert len(built) == 1 and built[0].name.startswith("credit-") and built[0].suffix == ".so"
+    # Same source and compiler: the cached file is loaded, not rebuilt.
+    monkeypatch.setattr(credit, "_LOADED", None)
+    stamp = built[0].stat().st_mtime_ns
+    assert credit.available() and built[0].stat().st_mtime_ns == stamp
+
+
+def test_credit_service_forced_to_python(monkeypatch):
+    from sw.model import credit
+
+    monkeypatch.setenv("OPENRDU_NO_CEXT", "1")
+    assert not credit.available()
+    assert credit.service([(4, 4, np.zeros(4, np.int64), 0)], 64, 8, 24, 1, 1, 2, 3, 0) is None
+
+
+def test_decode_identical_with_the_compiled_credit_service(monkeypatch, tmp_path):
+    # A short decode on the chip target, every credit service computed afresh on each path: the same tokens,
+    # logits and report (but the wall time).
+    import asyncio
+
+    pytest.importorskip("torch")
+    credit = _compiled()
+    from sw.compiler.compile import compile_model
+    from sw.model import chip
+    from sw.runtime.decode import generate
+    from sw.runtime.device import ModelDevice
+    from sw.target import CHIP
+    from tests.llama_checkpoints import SHAPES, make_checkpoint
+
+    compiled = compile_model(make_checkpoint(tmp_path, **SHAPES["tiny-tied"]), CHIP, mode="fused", context=16)
+    calls = []
+    service = credit.service
+    monkeypatch.setattr(credit, "service", lambda *a: calls.append(1) or service(*a))
+
+    def decode():
+        # The model's process-wide caches hold earlier services' results and the plans built on them.
+        for cache in (chip._CREDITS, chip._PLANS, chip._ARRIVALS, chip._ARRAYS):
+            cache.clear()
+        result = asyncio.run(generate(ModelDevice(CHIP), compiled, [0, 5, 7], max_new_tokens=4, stop_at_eos=False))
+        result["report"].pop("wall_s")
+        return result
+
+    fast = decode()
+    assert calls, "the decode ran no credit service"
+    monkeypatch.setenv("OPENRDU_NO_CEXT", "1")
+    slow = decode()
+    assert fast.keys() == slow.keys()
+    for key in fast:
+        if isinstance(fast[key], np.ndarray):
+            assert np.array_equal(fast[key], slow[key]), key
+        else:
+            assert fast[key] == slow[key], key

@@ -36,7 +36,7 @@ import numpy as np
 
 from facts.latency import QUEUE_CYCLES
 from hw.mem.params import TIER_NAMES
-from sw.model import memory_units
+from sw.model import credit, memory_units
 from sw.model.array import ArrayModel
 from sw.model.loop import execute_looped
 from sw.model.memory import FlatMemory, MemoryRangeError, SparseMemory, TierModel
@@ -108,7 +108,19 @@ def _vector_words(words, vectors):
 
 def _credit_service(tier, word_bytes, streams, outstanding):
     """Response cycles of AGCU read streams on one tier, each holding at most ``outstanding`` words between its
-    request and the fabric taking them (the AGCU's credits).
+    request and the fabric taking them (the AGCU's credits): :func:`_credit_service_py`'s loop compiled
+    (:mod:`sw.model.credit`, the same responses), or that function itself where the compiled loop is not
+    available or ``OPENRDU_NO_CEXT=1``.
+    """
+    model = TierModel(tier, word_bytes=word_bytes)
+    resp = credit.service(streams, outstanding, tier.queue_depth, tier.latency, model.gain, model.cost,
+                          AGCU_START_CYCLES, AGCU_READ_CYCLES, QUEUE_CYCLES)
+    return _credit_service_py(tier, word_bytes, streams, outstanding) if resp is None else resp
+
+
+def _credit_service_py(tier, word_bytes, streams, outstanding):
+    """Response cycles of AGCU read streams on one tier, each holding at most ``outstanding`` words between its
+    request and the fabric taking them (the AGCU's credits), in Python (``credit.c`` is the same loop in C).
 
     ``streams``: per stream ``(words, vectors, ready, held)``: ``ready`` (vectors,) the earliest cycle its sinks
     let the fabric take each vector (``_NEVER`` where nothing holds it); ``held`` its first words already in the

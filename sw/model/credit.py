@@ -1,0 +1,166 @@
+"""The credit service's loop compiled: ``credit.c`` built on first use with the system C compiler, loaded with ctypes.
+
+:func:`sw.model.chip._credit_service` serves a tier's read streams word by word under the AGCUs' credits; in
+Python that costs about a microsecond a word, most of a cold decode's time on a large target
+(docs/performance.md, "Compiled credit service"). :func:`service` runs the same loop in C and gives the same
+responses; it returns ``None`` where the compiled loop is not available, and the caller runs the Python loop.
+
+The library is built with ``$CC`` (else ``cc`` or ``gcc`` from PATH) and ``-O2`` into
+``$OPENRDU_BUILD_DIR/model`` (default ``build/model`` in the repository), named by a hash of the source, the
+compiler command and the platform, and written to a temporary file first, then renamed: parallel test workers
+build it at most once each and never load a partial file. Without a compiler, or when the build fails, one
+line on stderr says so (once per process) and the Python loop runs. ``OPENRDU_NO_CEXT=1`` forces the Python
+loop.
+"""
+
+import ctypes
+import hashlib
+import operator
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SOURCE = Path(__file__).with_name("credit.c")
+_REPO = Path(__file__).resolve().parents[2]
+
+# The loaded function, False once a build has failed in this process (warned once), None before the first try.
+_LOADED = None
+
+
+def build_dir():
+    """The folder the compiled library is cached in (the simulator builds' OPENRDU_BUILD_DIR, if set)."""
+    root = os.environ.get("OPENRDU_BUILD_DIR")
+    return (Path(root) if root else _REPO / "build").resolve() / "model"
+
+
+def compiler():
+    """The C compiler command as a list (``$CC``, else ``cc`` or ``gcc`` from PATH), or None."""
+    cc = os.environ.get("CC")
+    if cc:
+        return shlex.split(cc)
+    found = shutil.which("cc") or shutil.which("gcc")
+    return [found] if found else None
+
+
+def _build():
+    """Path of the compiled library, built if not cached. Raises OSError or subprocess errors on failure."""
+    cc = compiler()
+    if cc is None:
+        raise OSError("no C compiler found ($CC, cc or gcc)")
+    flags = ["-O2", "-shared", "-fPIC"]
+    source = SOURCE.read_bytes()
+    # A build folder shared between machines keeps one library per architecture.
+    key = hashlib.sha256(source + b"\0" + "\0".join(cc + flags + [sys.platform, platform.machine()]).encode())
+    key = key.hexdigest()[:16]
+    folder = build_dir()
+    target = folder / f"credit-{key}.so"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".credit-{key}-", suffix=".so", dir=folder)
+    os.close(fd)
+    try:
+        done = subprocess.run(cc + flags + ["-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise OSError(f"{shlex.join(cc)} failed: {last}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _load():
+    """The compiled ``credit_service``, or None (forced off, or the build failed: warned once)."""
+    global _LOADED
+    if os.environ.get("OPENRDU_NO_CEXT", "") not in ("", "0"):
+        return None
+    if _LOADED is None:
+        try:
+            fn = ctypes.CDLL(str(_build())).credit_service
+        except (OSError, AttributeError, subprocess.SubprocessError) as err:
+            print(f"openrdu: the compiled credit service is not available ({err}); using the Python loop",
+                  file=sys.stderr)
+            _LOADED = False
+            return None
+        p = ctypes.c_void_p
+        fn.argtypes = [ctypes.c_int64, p, p, p, p] + [ctypes.c_int64] * 8 + [p, p, p, p]
+        fn.restype = ctypes.c_int
+        _LOADED = fn
+    return _LOADED or None
+
+
+def available():
+    """Whether :func:`service` runs the compiled loop (building it now if needed)."""
+    return _load() is not None
+
+
+def service(streams, outstanding, depth, latency, gain, cost, start_cycles, read_cycles, queue_cycles):
+    """``chip._credit_service``'s responses from the compiled loop, or None where it does not apply.
+
+    Parameters
+    ----------
+    streams : list of (words, vectors, ready, held)
+        As ``chip._credit_service`` takes them; ``ready`` an integer array of ``vectors`` cycles.
+    outstanding : int
+        Credits per AGCU.
+    depth, latency : int
+        The tier's queue depth and latency.
+    gain, cost : int
+        The tier's token bucket (:class:`sw.model.memory.TierModel`).
+    start_cycles, read_cycles, queue_cycles : int
+        ``AGCU_START_CYCLES``, ``AGCU_READ_CYCLES`` and ``QUEUE_CYCLES``.
+
+    Returns
+    -------
+    list of list of int or None
+        Per stream its words' response cycles; None without the compiled loop, or for inputs it does not take
+        (negative or huge counts, a readiness array of another length or type, a queue depth under one): the Python
+        loop then decides, errors included.
+    """
+    fn = _load()
+    scalars = (outstanding, depth, latency, gain, cost, start_cycles, read_cycles, queue_cycles)
+    # Far inside int64 (cycles, counts and their sums in C cannot wrap where Python's integers would not).
+    if fn is None or depth < 1 or gain < 1 or max(abs(x) for x in scalars) >= 1 << 40:
+        return None
+    n = len(streams)
+    counts = np.zeros((3, n), np.int64)
+    readies = []
+    for s, (words, vectors, ready, held) in enumerate(streams):
+        try:
+            words, vectors, held = operator.index(words), operator.index(vectors), operator.index(held)
+        except TypeError:
+            return None
+        if max(words, vectors, held) >= 1 << 40:
+            return None
+        # int64 holds every readiness cycle (a uint64 could wrap).
+        wide = ready.dtype.kind == "i" or (ready.dtype.kind == "u" and ready.dtype.itemsize < 8) \
+            if isinstance(ready, np.ndarray) else False
+        if min(words, vectors, held) < 0 or not wide or ready.shape != (vectors,):
+            return None
+        counts[:, s] = words, vectors, held
+        readies.append(ready)
+    words, vectors, held = counts
+    ready = np.ascontiguousarray(np.concatenate(readies) if readies else np.zeros(0), np.int64)
+    if ready.size and ready.max() >= 1 << 60:
+        return None
+    lengths = np.maximum(words, held)
+    out = np.empty(int(lengths.sum()), np.int64)
+    popped = np.empty(len(ready), np.int64)
+    issued = np.empty(int(np.maximum(words - held, 0).sum()), np.int64)
+    state = np.empty(6 * n, np.int64)
+    ptr = lambda a: a.ctypes.data
+    if fn(n, ptr(words), ptr(vectors), ptr(held), ptr(ready), outstanding, depth, latency, gain, cost, start_cycles,
+          read_cycles, queue_cycles, ptr(out), ptr(popped), ptr(issued), ptr(state)):
+        return None
+    out = out.tolist()
+    ends = np.cumsum(lengths).tolist()
+    return [out[end - length:end] for end, length in zip(ends, lengths.tolist())]

@@ -58,7 +58,7 @@ coe: setup $(if $(filter build/coe-untrained,$(EXPERTS)),build/coe-untrained/man
 	$(VENV)/bin/openrdu coe --experts $(EXPERTS) --requests tools/coe-trace.jsonl --backend $(COE_BACKEND) \
 	  --cache-slots 2 --baseline host
 
-# CoE experts and their router (tools/train_experts.py, about 15 minutes of one core), retrained only when the script or the
+# CoE experts and their router (tools/train_experts.py, about 25 minutes of one core), retrained only when the script or the
 # base model changes.
 EXPERTS_OUT := build/experts
 experts: $(EXPERTS_OUT)/.stamp

@@ -41,14 +41,31 @@ def test_slices_are_deterministic_and_disjoint_from_the_base_corpus(slices):
     assert te.slice_files(tdm.corpus_files()[1]) == slices
     base = {sha(p) for p in tdm.corpus_files()[1]}
     seen = set()
-    for name, files in slices.items():
-        assert files == sorted(files, key=lambda p: te.rel_name(name, p))
-        digests = {sha(p) for p in files}
-        assert len(digests) == len(files) and not digests & base and not digests & seen, name
+    for name, docs in slices.items():
+        names = [d.name for d in docs]
+        assert names == sorted(names) and all(n.startswith(te.SLICES[name][0] + "/") for n in names)
+        digests = {hashlib.sha256(d.data).hexdigest() for d in docs}
+        assert len(digests) == len(docs) and not digests & base and not digests & seen, name
         seen |= digests
-        assert sum(p.stat().st_size for p in files) <= te.MAX_SLICE_BYTES + max(p.stat().st_size for p in files)
-        train, held = te.split(files)
-        assert train and held and sorted(train + held) == sorted(files)
+        assert sum(len(d.data) for d in docs) <= te.MAX_SLICE_BYTES + max(len(d.data) for d in docs)
+        train, held = te.split(docs)
+        assert train and held and sorted(train + held, key=lambda d: d.name) == docs
+
+
+def test_dict_slice_has_one_document_per_entry(tmp_path, monkeypatch):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "topics.py").write_text("x = 1\ntopics = {'b': 'two\\r\\n', 'a': 'one'}\n")
+    (tmp_path / "pkg" / "plain.txt").write_bytes(b"plain")
+    monkeypatch.setitem(te.SLICES, "t", ("stdlib", ("pkg/topics.py::topics", "pkg/*.txt"), (), "test"))
+    monkeypatch.setattr(te, "slice_root", lambda name: tmp_path)
+    docs = te.slice_docs("t")
+    assert [d.name for d in docs] == ["stdlib/pkg/plain.txt", "stdlib/pkg/topics.py::a", "stdlib/pkg/topics.py::b"]
+    assert [d.text() for d in docs] == ["plain", "one", "two\n"]
+    assert docs[1].record() == {"name": "stdlib/pkg/topics.py::a", "bytes": 3,
+                                "sha256": hashlib.sha256(b"one").hexdigest()}
+    monkeypatch.setitem(te.SLICES, "t", ("stdlib", ("pkg/topics.py::nothing",), (), "test"))
+    with pytest.raises(SystemExit, match="no top-level nothing"):
+        te.slice_docs("t")
 
 
 def test_split_holds_out_every_fifth_whole_file():
@@ -154,6 +171,11 @@ def test_reuse_experts_only_when_unchanged(tmp_path):
     m["base_sha256"] = {"model.safetensors": sha(BASE / "model.safetensors")}
     m["training"] = te.expert_training(args)
     m["results"] = {"heldout_loss": {"base": {"one": 1.0, "two": 2.0}}, "probe_accuracy": 0.5}
+    m["router_training"] = {"window": te.PROMPT_TOKENS + 1}
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args)) == {
+        "heldout_loss": m["results"]["heldout_loss"]}
+    m["router_training"] = {"window": te.PROMPT_TOKENS}
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args)) == m["results"]
     assert te.reusable(tmp_path, BASE, ["two", "one"], te.expert_training(args)) is None

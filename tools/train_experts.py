@@ -5,17 +5,21 @@ Everything is offline and deterministic (one CPU thread, fixed seeds,
 ``torch.use_deterministic_algorithms(True)``), and reuses the corpus, tokenizer
 and loss helpers of ``tools/train_default_model.py``:
 
-* Slices: ``SLICES`` names files of the running interpreter's installation that
-  the base model never saw (it trained on the stdlib's top-level ``*.py`` files
-  only): packages, tests, codec tables, C headers, mail, decimal test cases,
-  prose and certificates. They differ in kind, because on 48-token prompts the
-  stdlib packages alone (email, json+http, unittest, xml, ...) are too alike to
-  route (about 50% correct among nine of them). Files are listed sorted by
-  path; empty files and files whose bytes equal a base-corpus file or a file
-  of an earlier slice are dropped, so the slices are
-  disjoint from the base corpus and from each other. A slice larger than
-  ``MAX_SLICE_BYTES`` keeps every k-th file. Whole files are held out: those
-  whose index in the slice is ``HELDOUT_EVERY``-periodic.
+* Slices: ``SLICES`` names documents of the running interpreter's installation
+  that the base model never saw (it trained on the stdlib's top-level ``*.py``
+  files only): packages, tests, codec tables, C headers, mail, decimal test
+  cases, prose and certificates. They differ in kind, because on 48-token
+  prompts the stdlib packages alone (email, json+http, unittest, xml, ...) are
+  too alike to route (about 50% correct among nine of them). A document is a
+  file, or one entry of a dict of strings in a file (the prose slice: the 79
+  help topics of ``pydoc_data/topics.py``, the language reference as pydoc
+  shows it; IDLE's 7 text files, the prose slice before, left one held-out
+  file, too few to measure a slice by). Documents are listed sorted by name;
+  empty ones and those whose bytes equal a base-corpus file or a document of an
+  earlier slice are dropped, so the slices are disjoint from the base corpus
+  and from each other. A slice larger than ``MAX_SLICE_BYTES`` keeps every
+  k-th document. Whole documents are held out: those whose index in the slice
+  is ``HELDOUT_EVERY``-periodic.
 * Experts: a full fine-tune of the base model on each slice's training files
   (``--steps`` AdamW steps of ``BATCH`` x 256 tokens), saved as a standard
   ``LlamaForCausalLM`` checkpoint in bfloat16 with the base's tokenizer files.
@@ -26,26 +30,23 @@ and loss helpers of ``tools/train_default_model.py``:
   hidden state routes under half of the prompts (the model card says how many),
   so the body is trained too (the weights saved are the moving average of every
   step's, ``ROUTER_EMA``); the chip runs the router like any other model.
-* Prompts: ``PROMPT_TOKENS``-token windows of each slice's held-out files,
+* Prompts: ``PROMPT_TOKENS``-token windows of each slice's held-out documents,
   decoded to text; ``prompts.jsonl`` holds ``PROMPTS_PER_SLICE`` per slice. The
   router's accuracy is measured on them as a client sends them: the text,
   tokenized with ``<s>`` prepended, through the bfloat16 weights as saved.
-  They are the test set (but see the router settings below).
-* Router validation: among each slice's training files, those whose index in
-  the training list is ``VAL_EVERY``-periodic are kept out of the router's
+  They are the test set.
+* Router validation: among each slice's training documents, those whose index
+  in the training list is ``VAL_EVERY``-periodic are kept out of the router's
   training windows (the experts still train on them) and give
   ``VAL_PROMPTS_PER_SLICE`` validation prompts per slice, made as the held-out
   ones; ``--router-validate`` trains a router without them and scores it on
   them, for choosing settings (the ``--router-*`` options). The router a
-  default run saves trains on every training file, the validation ones too.
-  The grid below chose 1,400 steps of 16 windows per class on validation, but
-  its final fit routed the held-out prompts of the news slice (one held-out
-  file, 7 files in all) worse: 78% against 94% with the earlier settings, which
-  stay the defaults. That choice saw the test set; the news slice needs more
-  held-out files before a validation choice can be trusted there.
+  default run saves trains on every training document, the validation ones
+  too. The defaults (80-token prompts, 700 steps of 16 windows per class) are
+  the best of the grid below, chosen on the validation prompts alone.
 
-The default run takes about 15 minutes of one core shared with other work
-(the router, 8 windows per class per step for 700 steps, about 7 of them).
+The default run takes about 25 minutes of one core shared with other work
+(the experts about 8, the router about 14).
 Identical inputs give identical files (timings are printed, never written).
 
     nice -n 10 .venv/bin/python tools/train_experts.py [--out DIR] [--base DIR] [--steps N] [--router-steps N]
@@ -54,12 +55,13 @@ Identical inputs give identical files (timings are printed, never written).
 
 ``--reuse-experts`` keeps the expert checkpoints and loss table already in ``--out`` when its manifest
 records the same base model, classes and expert training (and the checkpoints' hashes still match), and
-retrains only the router: about 17 minutes of one core shared with other work.
+retrains only the router: about 15 minutes of one core shared with other work.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import hashlib
 import json
@@ -70,6 +72,7 @@ import shutil
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -81,7 +84,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_default_model import (  # noqa: E402
-    REPO, SEQ_LEN, batch_loss, corpus_files, encode_docs, evaluate, file_record, log, read_text,
+    REPO, SEQ_LEN, batch_loss, corpus_files, encode_docs, evaluate, log,
 )
 
 DEFAULT_BASE = REPO / "models" / "pystdlib-tiny"
@@ -98,7 +101,8 @@ SLICES = {
     "c": ("include", ("**/*.h",), (), "C: the interpreter's header files"),
     "mail": ("stdlib", ("test/test_email/data/*.txt",), (), "RFC 822 / MIME mail messages (email test data)"),
     "decimal": ("stdlib", ("test/decimaltestdata/*.decTest",), (), "decimal arithmetic test cases (.decTest)"),
-    "news": ("stdlib", ("idlelib/*.txt",), (), "English prose: IDLE's change logs, credits and notes"),
+    "docs": ("stdlib", ("pydoc_data/topics.py::topics",), (),
+             "English prose: the language reference, as pydoc's help topics (one document per topic)"),
     "certs": ("stdlib", ("test/*.pem", "test/certdata/*.pem"), (), "PEM certificates and keys (ssl test data)"),
 }
 MAX_SLICE_BYTES = 800_000
@@ -114,65 +118,111 @@ GRAD_CLIP = 1.0
 EVAL_WINDOWS = 32  # fixed windows of SEQ_LEN tokens per slice for the loss table
 
 # Router.
-PROMPT_TOKENS = 48  # leaves room for 200 generated tokens in 256 positions
-PROMPTS_PER_SLICE = 50
+PROMPT_TOKENS = 80  # leaves room for 176 new tokens in 256 positions
+PROMPTS_PER_SLICE = 50  # the mail slice's held-out files hold 57 windows of PROMPT_TOKENS
 # Router validation accuracy (--router-validate: lowest slice, then all; 100 prompts per slice), measured with
-# --reuse-experts, one core shared with other work. Each later line changes only what it names from the first:
-#   700 steps, 8 per class, lr 2e-3, min context 16, EMA 0.995 (the defaults):  min 69% (mail), all 93.3%,
-#   router 3.5 min
+# --reuse-experts, one core shared with other work, on the slices of this file (docs, not IDLE's text files):
+#   48-token prompts, 700 steps, 8 per class, lr 2e-3, min context 16, EMA 0.995:  min 73% (mail), all 93.1%
+#   48-token prompts, 1400 steps, 16 per class:  min 81% (tests), all 94.6%
+#   80-token prompts, 700 steps, 8 per class:    min 86% (mail),  all 94.75%
+#   80-token prompts, 700 steps, 16 per class:   min 89% (tests), all 96.0% (the defaults; 14 min)
+# At 48 tokens, windows of test files that hold no test code read like library code and base64 mail bodies
+# like PEM; the longer window sees more (tests 85% -> 89%, mail 73% -> 86% at 700 x 8).
+# Earlier, on the slices with IDLE's 7 text files as the prose slice and 48-token prompts (each later line changes
+# only what it names from the first):
+#   700 steps, 8 per class, lr 2e-3, min context 16, EMA 0.995:  min 69% (mail), all 93.3%, router 3.5 min
 #   1400 steps:                                 min 81% (tests), all 95.1%, 7 min
 #   16 per class:                               min 86% (mail),  all 95.8%, 7 min
 #   lr 1e-3:                                    min 77% (mail),  all 93.5%, 3.5 min
 #   min context 32:                             min 70% (mail),  all 93.8%, 3.5 min
-#   1400 steps, 16 per class (best):            min 87% (tests), all 96.8%, 15.5 min; its final fit: held-out
-#                                               news 78%, tests 94%, all 94.75% (defaults: 94%, 88%, 95.75%)
+#   1400 steps, 16 per class:                   min 87% (tests), all 96.8%, 15.5 min; its final fit: held-out
+#                                               news 78%, tests 94%, all 94.75% (700 x 8: 94%, 88%, 95.75%)
 #   32 per class:                               min 86% (tests), all 96.1%, 15 min
 #   1400 steps, 16 per class, min context 32:   min 80% (mail),  all 95.3%, 15 min
 ROUTER_STEPS = 700
-ROUTER_PER_CLASS = 8  # windows per class per step
+ROUTER_PER_CLASS = 16  # windows per class per step
 ROUTER_LR = 2e-3
 ROUTER_MIN_CTX = 16  # every position from this context length on is trained to give the class
 ROUTER_EMA = 0.995  # the router saved is the exponential moving average of its weights over the steps
 VAL_EVERY = 4  # training files with index % VAL_EVERY == VAL_EVERY - 1 (in the training list) validate the router
-VAL_PROMPTS_PER_SLICE = 100  # every slice's validation files hold at least 300 windows
+VAL_PROMPTS_PER_SLICE = 100  # every slice's validation files hold at least 190 windows
 # The default settings' validation accuracy, measured with --router-validate (the router saved by a default run
 # trains on the validation files too, so its own accuracy on them says nothing).
-SELECTION_VALIDATION = {"asyncio": 0.97, "tests": 0.83, "codecs": 1.0, "c": 0.99, "mail": 0.69, "decimal": 1.0,
-                        "news": 1.0, "certs": 0.98}
-SELECTION_VALIDATION_ALL = 0.9325
+SELECTION_VALIDATION = {"asyncio": 0.99, "tests": 0.89, "codecs": 0.99, "c": 0.9, "mail": 0.95, "decimal": 1.0,
+                        "docs": 1.0, "certs": 0.96}
+SELECTION_VALIDATION_ALL = 0.96
 
 
 # --------------------------------------------------------------------------- slices
+@dataclass(frozen=True)
+class Doc:
+    """One document of a slice: a whole file, or one entry of a dict of strings in a file.
+
+    ``name`` is how manifests name it: ``<root>/<path under it>`` (``stdlib/asyncio/tasks.py``), with
+    ``::<key>`` for a dict entry (``stdlib/pydoc_data/topics.py::assert``); ``data`` is its bytes (a dict
+    entry's string in UTF-8).
+    """
+
+    name: str
+    data: bytes
+
+    def text(self) -> str:
+        # Decode leniently so a stray non-UTF-8 byte cannot stop the run; normalise newlines.
+        return self.data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+    def record(self) -> dict:
+        return {"name": self.name, "bytes": len(self.data), "sha256": hashlib.sha256(self.data).hexdigest()}
+
+
 def slice_root(name: str) -> Path:
     return Path(sysconfig.get_paths()[SLICES[name][0]])
 
 
-def rel_name(name: str, p: Path) -> str:
-    """How manifests name a slice file: ``<root>/<path under it>``, e.g. ``stdlib/asyncio/tasks.py``."""
-    return f"{SLICES[name][0]}/{p.relative_to(slice_root(name)).as_posix()}"
+def dict_entries(path: Path, var: str) -> dict[str, str]:
+    """The top-level ``var = {str: str, ...}`` literal of the Python file ``path`` (read, never imported)."""
+    for node in ast.parse(path.read_bytes(), filename=str(path)).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [var]:
+            value = ast.literal_eval(node.value)
+            if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                return value
+    sys.exit(f"{path}: no top-level {var} = {{str: str}} literal")
 
 
-def slice_files(base_files: list[Path]) -> dict[str, list[Path]]:
-    """Each slice's files, sorted by path, disjoint from ``base_files`` and from each other (by content)."""
+def slice_docs(name: str) -> list[Doc]:
+    """Every document a slice's patterns name, sorted by name: the files a glob matches, or, for a pattern
+    ``path::var``, one document per entry of that file's dict ``var``."""
+    root_name, patterns, exclude, _about = SLICES[name]
+    root = slice_root(name)
+    docs = {}
+    for pat in patterns:
+        glob, _, var = pat.partition("::")
+        for p in root.glob(glob):
+            rel = p.relative_to(root).as_posix()
+            if not p.is_file() or any(rel.startswith(e) for e in exclude):
+                continue
+            if var:
+                docs.update({f"{root_name}/{rel}::{k}": Doc(f"{root_name}/{rel}::{k}", v.encode())
+                             for k, v in dict_entries(p, var).items()})
+            else:
+                docs[f"{root_name}/{rel}"] = Doc(f"{root_name}/{rel}", p.read_bytes())
+    return [docs[k] for k in sorted(docs)]
+
+
+def slice_files(base_files: list[Path]) -> dict[str, list[Doc]]:
+    """Each slice's documents, sorted by name, disjoint from ``base_files`` and from each other (by content)."""
     seen = {hashlib.sha256(p.read_bytes()).hexdigest() for p in base_files}
     out = {}
-    for name, (_, patterns, exclude, _about) in SLICES.items():
-        root = slice_root(name)
-        found = sorted({p for pat in patterns for p in root.glob(pat) if p.is_file()},
-                       key=lambda p: p.relative_to(root).as_posix())
+    for name in SLICES:
         keep = []
-        for p in found:
-            rel = p.relative_to(root).as_posix()
-            data = p.read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-            if data.strip() and digest not in seen and not any(rel.startswith(e) for e in exclude):
+        for d in slice_docs(name):
+            digest = hashlib.sha256(d.data).hexdigest()
+            if d.data.strip() and digest not in seen:
                 seen.add(digest)
-                keep.append(p)
-        total = sum(p.stat().st_size for p in keep)
-        stride = max(1, math.ceil(total / MAX_SLICE_BYTES))
+                keep.append(d)
+        stride = max(1, math.ceil(sum(len(d.data) for d in keep) / MAX_SLICE_BYTES))
         out[name] = keep[::stride]
         if len(out[name]) < HELDOUT_EVERY:
-            sys.exit(f"slice {name}: only {len(out[name])} files under {root}")
+            sys.exit(f"slice {name}: only {len(out[name])} documents under {slice_root(name)}")
     return out
 
 
@@ -346,8 +396,10 @@ def model_card(manifest: dict) -> str:
         "",
         "## Slices",
         "",
-        "Whole files are held out (index mod %d = %d in the sorted slice). Files equal to a base-corpus file "
-        "or to an earlier slice's file, and empty files, are dropped; a slice over %d bytes keeps every k-th file."
+        "A document is a file, or one entry of a dict of strings in a file (`topics.py::assert`: the help "
+        "topic `assert` of `pydoc_data/topics.py`). Whole documents are held out (index mod %d = %d in the "
+        "slice sorted by name). Documents equal to a base-corpus file or to an earlier slice's document, and "
+        "empty ones, are dropped; a slice over %d bytes keeps every k-th document."
         % (HELDOUT_EVERY, HELDOUT_EVERY - 1, MAX_SLICE_BYTES),
         "",
         "The slices differ in kind (library code, tests, generated tables, C, mail, test data, prose, "
@@ -356,7 +408,7 @@ def model_card(manifest: dict) -> str:
         "importlib, idlelib+tkinter, tests) a router trained as below for 150 steps routed 50% of held-out "
         "prompts, and a linear classifier on counts of tokens and token pairs does little better.",
         "",
-        "| expert | slice | train files | held-out files | train tokens |",
+        "| expert | slice | train documents | held-out documents | train tokens |",
         "|---|---|---|---|---|",
     ]
     for e in manifest["experts"]:
@@ -375,7 +427,7 @@ def model_card(manifest: dict) -> str:
         "## Held-out loss",
         "",
         f"Mean cross-entropy (nats/token) over {EVAL_WINDOWS} fixed windows of {SEQ_LEN} tokens of each slice's "
-        "held-out files, with the bfloat16 weights as saved. Rows are models, columns slices; the best of each "
+        "held-out documents, with the bfloat16 weights as saved. Rows are models, columns slices; the best of each "
         "column is in bold. " + ("Each expert is best on its own slice." if all(
             res["heldout_loss"][c][c] == min(res["heldout_loss"][m][c] for m in rows) for c in classes)
             else "Not every expert is best on its own slice."),
@@ -404,11 +456,11 @@ def model_card(manifest: dict) -> str:
         "A linear classifier on the frozen base model's final hidden state (no bias) classified only "
         f"{res['probe_accuracy']:.0%} of the held-out prompts, which is why the body is trained too.",
         "",
-        f"Validation: in each slice's training list, files "
+        f"Validation: in each slice's training list, documents "
         f"with index mod {VAL_EVERY} = {VAL_EVERY - 1} ({sum(len(v) for v in rt['validation_files'].values())} "
-        f"files in all; the experts train on them) give {rt['validation_prompts_per_slice']} validation "
+        f"in all; the experts train on them) give {rt['validation_prompts_per_slice']} validation "
         f"prompts per slice, made like the held-out ones, for choosing settings with routers trained "
-        "without those files (`--router-validate`; tools/train_experts.py lists a grid of them). This router "
+        "without those documents (`--router-validate`; tools/train_experts.py lists a grid of them). This router "
         f"was trained on {rt['trained_on']}. Validation accuracy of its settings:",
         "",
         "| " + " | ".join(classes) + " | all |",
@@ -418,7 +470,7 @@ def model_card(manifest: dict) -> str:
         "| " + " | ".join("not measured" for c in classes) + " | not measured (other settings) |",
         "",
         f"Accuracy on the {PROMPTS_PER_SLICE} held-out prompts per slice of `prompts.jsonl` "
-        f"({PROMPT_TOKENS}-token windows of held-out files, as text, tokenized with `<s>` prepended; "
+        f"({PROMPT_TOKENS}-token windows of held-out documents, as text, tokenized with `<s>` prepended; "
         "bfloat16 weights as saved):",
         "",
         "| " + " | ".join(classes) + " | all |",
@@ -467,13 +519,16 @@ def sha(p: Path) -> str:
 
 def reusable(out: Path, base: Path, names: list[str], training: dict) -> dict | None:
     """The results of ``out/manifest.json`` (held-out loss table, base-model probe) when its experts can be kept:
-    same base model, classes and training record, and every expert checkpoint unchanged (its sha256); else None."""
+    same base model, classes and training record, and every expert checkpoint unchanged (its sha256); else None.
+    The probe's accuracy is left out when it was measured on prompts of another length than ``PROMPT_TOKENS``."""
     try:
         m = json.loads((out / "manifest.json").read_text())
         same = (m["classes"] == names and m["training"] == training
                 and m["base_sha256"]["model.safetensors"] == sha(base / "model.safetensors")
                 and all(sha(out / e["path"] / "model.safetensors") == e["sha256"] for e in m["experts"]))
-        return {key: m["results"][key] for key in ("heldout_loss", "probe_accuracy")} if same else None
+        same_prompts = m.get("router_training", {}).get("window") == PROMPT_TOKENS
+        return {key: m["results"][key] for key in ("heldout_loss", "probe_accuracy")[:2 if same_prompts else 1]
+                } if same else None
     except (OSError, KeyError, TypeError, ValueError):
         return None
 
@@ -533,25 +588,25 @@ def main(argv=None) -> int:
     for name, files in slices.items():
         train, held = split(files)
         router_train, val = router_split(train)
-        texts = {p: read_text(p) for p in files}
+        texts = {p: p.text() for p in files}
         data[name] = {
-            "train": [rel_name(name, p) for p in train],
-            "heldout": [rel_name(name, p) for p in held],
+            "train": [p.name for p in train],
+            "heldout": [p.name for p in held],
             "train_ids": encode_docs(tok, [texts[p] for p in train]),
             "heldout_ids": encode_docs(tok, [texts[p] for p in held]),
             "train_file_ids": [torch.tensor(e.ids) for e in tok.encode_batch([texts[p] for p in train])],
             "prompts": heldout_prompts(tok, [texts[p] for p in held]),
-            "val": [rel_name(name, p) for p in val],
+            "val": [p.name for p in val],
             "router_file_ids": [torch.tensor(e.ids) for e in
                                 tok.encode_batch([texts[p] for p in (router_train if args.router_validate else train)])],
             "val_prompts": heldout_prompts(tok, [texts[p] for p in val], VAL_PROMPTS_PER_SLICE, what="validation"),
         }
         for p in files:
-            records.append({**file_record(p), "name": rel_name(name, p), "slice": name,
+            records.append({**p.record(), "slice": name,
                             "split": "heldout" if p in held else "train"})
-        log(f"slice {name}: {len(train)} train files ({len(data[name]['train_ids'])} tokens), {len(held)} held out "
-            f"({len(data[name]['heldout_ids'])} tokens): {', '.join(data[name]['heldout'][:4])}"
-            f"{' ...' if len(held) > 4 else ''}; router validation: {len(val)} of the train files")
+        log(f"slice {name}: {len(train)} train documents ({len(data[name]['train_ids'])} tokens), "
+            f"{len(held)} held out ({len(data[name]['heldout_ids'])} tokens): {', '.join(data[name]['heldout'][:4])}"
+            f"{' ...' if len(held) > 4 else ''}; router validation: {len(val)} of the train documents")
     windows = {n: eval_windows(data[n]["heldout_ids"]) for n in names}
 
     def table_row(model) -> dict:
@@ -627,7 +682,7 @@ def main(argv=None) -> int:
             res.append(torch.cat([torch.zeros(1, dtype=torch.long), long[j][s: s + PROMPT_TOKENS]]))
         return res
 
-    probe = probe_accuracy() if old is None else old["probe_accuracy"]
+    probe = old["probe_accuracy"] if old is not None and "probe_accuracy" in old else probe_accuracy()
     log(f"linear probe on the frozen base: held-out accuracy {probe:.3f} [{time.time() - t0:.0f}s]")
 
     rgen = torch.Generator().manual_seed(args.seed + 1000)
@@ -698,12 +753,12 @@ def main(argv=None) -> int:
         "router_training": {"steps": args.router_steps, "per_class": per_class, "window": PROMPT_TOKENS,
                             "lr": args.router_lr, "min_context": args.router_min_ctx, "ema": args.router_ema,
                             "class_logits": f"logits[:{k}]",
-                            "validation_rule": f"training files with index in the slice's training list % {VAL_EVERY}"
+                            "validation_rule": f"training documents with index in the slice's training list % {VAL_EVERY}"
                                                f" == {VAL_EVERY - 1}: not in the training windows of the routers "
                                                "that chose the settings",
-                            "trained_on": "training files less the validation ones (--router-validate)"
+                            "trained_on": "training documents less the validation ones (--router-validate)"
                                           if args.router_validate else
-                                          "every training file, the validation ones too (the final fit)",
+                                          "every training document, the validation ones too (the final fit)",
                             "validation_prompts_per_slice": VAL_PROMPTS_PER_SLICE,
                             "validation_files": {n: data[n]["val"] for n in names}},
         "results": {"heldout_loss": loss, "router_accuracy": acc, "router_accuracy_all": acc_all,

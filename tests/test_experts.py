@@ -231,3 +231,8 @@ def test_train_loop_ends_with_the_moving_average_of_the_weights():
         avg = [0.5 * a + 0.5 * p for a, p in zip(avg, step)]
     for a, p in zip(avg, model.parameters()):
         torch.testing.assert_close(p.detach(), a.detach())
+
+
+def test_in_training_text_counts_prompts_seen_verbatim():
+    assert te.in_training_text(["def f", "zzz", "return x"], ["def f(x):\n    return x\n", "yy"]) == 2 / 3
+    assert te.in_training_text(["a"], []) == 0

@@ -1,5 +1,7 @@
 """The fast paths of the fourth pass (docs/performance.md) against the slower forms they replace."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -23,8 +25,8 @@ def _operands(rng, shape, kind):
         x = (x & np.uint32(0x807FFFFF)) | (rng.integers(0, 255, shape).astype(np.uint32) << np.uint32(23))
     if kind >= 3:
         odd = rng.random(shape) < 0.05
-        x[odd] = rng.choice(np.array([0x7F800000, 0xFF800000, 0x7FC00001, 1, 0x80000005, 0x00800000], np.uint32),
-                            int(odd.sum()))
+        special = [0x7F800000, 0xFF800000, 0x7FC00001, 1, 0x80000005, 0x00800000, 0x80000000]
+        x[odd] = rng.choice(np.array(special, np.uint32), int(odd.sum()))
     return x
 
 
@@ -365,13 +367,17 @@ def _compiled():
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_compiled_credit_service_matches_python(seed):
+def test_compiled_credit_service_matches_python(seed, monkeypatch):
     # Several streams per tier, backlogged (a deep late sink), held words, few and many credits, a tier whose
     # bucket pays out in parts: every branch of the loop, the same responses to the cycle. (Some cases, such as
     # two streams due at the queue's free slot, show up once in a few hundred services: 240 a seed here.)
-    _compiled()
+    credit = _compiled()
     from sw.model import chip
 
+    # Every service here is one the compiled loop takes: a refusal would compare Python with Python.
+    service = credit.service
+    ran = []
+    monkeypatch.setattr(credit, "service", lambda *a: ran.append(service(*a)) or ran[-1])
     rng = np.random.default_rng(seed)
     for tier in _tiers() * 5:
         for outstanding in (1, 4, 64, 500):
@@ -381,6 +387,7 @@ def test_compiled_credit_service_matches_python(seed):
                 got = chip._credit_service(tier, 16, streams, outstanding)
                 assert got == want, (tier, outstanding, [(w, v, h) for w, v, _, h in streams])
                 assert all(type(x) is int for r in got for x in r)
+    assert ran and all(r is not None for r in ran)
     assert chip._credit_service(_tiers()[0], 16, [], 64) == chip._credit_service_py(_tiers()[0], 16, [], 64) == []
 
 
@@ -441,6 +448,41 @@ def test_credit_service_builds_into_the_cache_once(monkeypatch, tmp_path):
     monkeypatch.setattr(credit, "_LOADED", None)
     stamp = built[0].stat().st_mtime_ns
     assert credit.available() and built[0].stat().st_mtime_ns == stamp
+    # Readable by every user of a shared build folder (mkstemp made it private).
+    assert built[0].stat().st_mode & 0o044 == 0o044 & ~_umask()
+    # A cached library that does not load is built once more (in another folder: this process maps the first).
+    other = tmp_path / "other"
+    (other / "model").mkdir(parents=True)
+    (other / "model" / built[0].name).write_bytes(b"not a library")
+    monkeypatch.setenv("OPENRDU_BUILD_DIR", str(other))
+    monkeypatch.setattr(credit, "_LOADED", None)
+    assert credit.available() and (other / "model" / built[0].name).read_bytes()[:4] == b"\x7fELF"
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_credit_cache_outside_a_checkout_is_the_users(monkeypatch, tmp_path):
+    from sw.model import credit
+
+    monkeypatch.delenv("OPENRDU_BUILD_DIR", raising=False)
+    assert credit.build_dir() == credit._REPO / "build" / "model"
+    monkeypatch.setattr(credit, "_REPO", tmp_path / "site-packages")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert credit.build_dir() == (tmp_path / "cache").resolve() / "openrdu" / "model"
+
+
+def test_unparsable_cc_falls_back(monkeypatch, tmp_path, capsys):
+    from sw.model import credit
+
+    monkeypatch.setenv("OPENRDU_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(credit, "_LOADED", None)
+    monkeypatch.setenv("CC", 'gcc "')
+    assert not credit.available()
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_credit_service_forced_to_python(monkeypatch):
@@ -468,7 +510,7 @@ def test_decode_identical_with_the_compiled_credit_service(monkeypatch, tmp_path
     compiled = compile_model(make_checkpoint(tmp_path, **SHAPES["tiny-tied"]), CHIP, mode="fused", context=16)
     calls = []
     service = credit.service
-    monkeypatch.setattr(credit, "service", lambda *a: calls.append(1) or service(*a))
+    monkeypatch.setattr(credit, "service", lambda *a: calls.append(service(*a)) or calls[-1])
 
     def decode():
         # The model's process-wide caches hold earlier services' results and the plans built on them.
@@ -480,6 +522,7 @@ def test_decode_identical_with_the_compiled_credit_service(monkeypatch, tmp_path
 
     fast = decode()
     assert calls, "the decode ran no credit service"
+    assert all(c is not None for c in calls), "the compiled loop refused a service of the decode"
     monkeypatch.setenv("OPENRDU_NO_CEXT", "1")
     slow = decode()
     assert fast.keys() == slow.keys()

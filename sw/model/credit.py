@@ -6,7 +6,8 @@ Python that costs about a microsecond a word, most of a cold decode's time on a 
 responses; it returns ``None`` where the compiled loop is not available, and the caller runs the Python loop.
 
 The library is built with ``$CC`` (else ``cc`` or ``gcc`` from PATH) and ``-O2`` into
-``$OPENRDU_BUILD_DIR/model`` (default ``build/model`` in the repository), named by a hash of the source, the
+``$OPENRDU_BUILD_DIR/model`` (default ``build/model`` in a checkout, the user's cache folder
+``$XDG_CACHE_HOME/openrdu/model`` or ``~/.cache/openrdu/model`` for an installed package), named by a hash of the source, the
 compiler command and the platform, and written to a temporary file first, then renamed: parallel test workers
 build it at most once each and never load a partial file. Without a compiler, or when the build fails, one
 line on stderr says so (once per process) and the Python loop runs. ``OPENRDU_NO_CEXT=1`` forces the Python
@@ -37,7 +38,12 @@ _LOADED = None
 def build_dir():
     """The folder the compiled library is cached in (the simulator builds' OPENRDU_BUILD_DIR, if set)."""
     root = os.environ.get("OPENRDU_BUILD_DIR")
-    return (Path(root) if root else _REPO / "build").resolve() / "model"
+    if root:
+        return Path(root).resolve() / "model"
+    if (_REPO / "pyproject.toml").is_file():
+        return _REPO / "build" / "model"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).resolve() / "openrdu" / "model"
 
 
 def compiler():
@@ -49,8 +55,9 @@ def compiler():
     return [found] if found else None
 
 
-def _build():
-    """Path of the compiled library, built if not cached. Raises OSError or subprocess errors on failure."""
+def _build(again=False):
+    """Path of the compiled library, built if not cached (or ``again``). Raises OSError, ValueError (a ``$CC``
+    that does not parse) or subprocess errors on failure."""
     cc = compiler()
     if cc is None:
         raise OSError("no C compiler found ($CC, cc or gcc)")
@@ -61,7 +68,7 @@ def _build():
     key = key.hexdigest()[:16]
     folder = build_dir()
     target = folder / f"credit-{key}.so"
-    if target.exists():
+    if target.exists() and not again:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".credit-{key}-", suffix=".so", dir=folder)
@@ -71,6 +78,10 @@ def _build():
         if done.returncode:
             last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
             raise OSError(f"{shlex.join(cc)} failed: {last}")
+        # mkstemp made the file private (0600); a shared build folder needs it readable by every user.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o755 & ~mask)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -85,8 +96,12 @@ def _load():
         return None
     if _LOADED is None:
         try:
-            fn = ctypes.CDLL(str(_build())).credit_service
-        except (OSError, AttributeError, subprocess.SubprocessError) as err:
+            try:
+                fn = ctypes.CDLL(str(_build())).credit_service
+            except (OSError, AttributeError):
+                # A cached library that does not load (truncated, another user's private file): build it once more.
+                fn = ctypes.CDLL(str(_build(again=True))).credit_service
+        except (OSError, AttributeError, ValueError, subprocess.SubprocessError) as err:
             print(f"openrdu: the compiled credit service is not available ({err}); using the Python loop",
                   file=sys.stderr)
             _LOADED = False
@@ -128,7 +143,8 @@ def service(streams, outstanding, depth, latency, gain, cost, start_cycles, read
     """
     fn = _load()
     scalars = (outstanding, depth, latency, gain, cost, start_cycles, read_cycles, queue_cycles)
-    # Far inside int64 (cycles, counts and their sums in C cannot wrap where Python's integers would not).
+    # Far inside int64 (cycles, counts and their sums in C cannot wrap where Python's integers would not), with the
+    # products bounded below.
     if fn is None or depth < 1 or gain < 1 or max(abs(x) for x in scalars) >= 1 << 40:
         return None
     n = len(streams)
@@ -145,6 +161,9 @@ def service(streams, outstanding, depth, latency, gain, cost, start_cycles, read
         wide = ready.dtype.kind == "i" or (ready.dtype.kind == "u" and ready.dtype.itemsize < 8) \
             if isinstance(ready, np.ndarray) else False
         if min(words, vectors, held) < 0 or not wide or ready.shape != (vectors,):
+            return None
+        # Products such as word index x vectors in C stay far inside int64.
+        if max(words, held, 1) * max(vectors, 1) >= 1 << 50:
             return None
         counts[:, s] = words, vectors, held
         readies.append(ready)

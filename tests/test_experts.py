@@ -176,8 +176,12 @@ def test_reuse_experts_only_when_unchanged(tmp_path):
     assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args)) == {
         "heldout_loss": m["results"]["heldout_loss"]}
     m["router_training"] = {"window": te.PROMPT_TOKENS}
+    docs = [{"name": "stdlib/a.py", "bytes": 1, "sha256": "00", "slice": "one", "split": "train"}]
+    m["corpus"] = {"files": docs}
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args)) == m["results"]
+    assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args), docs) == m["results"]
+    assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args), [{**docs[0], "sha256": "01"}]) is None
     assert te.reusable(tmp_path, BASE, ["two", "one"], te.expert_training(args)) is None
     args.steps += 1
     assert te.reusable(tmp_path, BASE, ["one", "two"], te.expert_training(args)) is None

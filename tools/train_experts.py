@@ -541,13 +541,17 @@ def sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def reusable(out: Path, base: Path, names: list[str], training: dict) -> dict | None:
+def reusable(out: Path, base: Path, names: list[str], training: dict, documents: list[dict] | None = None
+             ) -> dict | None:
     """The results of ``out/manifest.json`` (held-out loss table, base-model probe) when its experts can be kept:
-    same base model, classes and training record, and every expert checkpoint unchanged (its sha256); else None.
-    The probe's accuracy is left out when it was measured on prompts of another length than ``PROMPT_TOKENS``."""
+    same base model, classes and training record, the same slice ``documents`` (the manifest's corpus records:
+    name, bytes, sha256, slice, split; not compared when None), and every expert checkpoint unchanged (its
+    sha256); else None. The probe's accuracy is left out when it was measured on prompts of another length than
+    ``PROMPT_TOKENS``."""
     try:
         m = json.loads((out / "manifest.json").read_text())
         same = (m["classes"] == names and m["training"] == training
+                and (documents is None or m["corpus"]["files"] == documents)
                 and m["base_sha256"]["model.safetensors"] == sha(base / "model.safetensors")
                 and all(sha(out / e["path"] / "model.safetensors") == e["sha256"] for e in m["experts"]))
         same_prompts = (m.get("router_training") or {}).get("window") == PROMPT_TOKENS
@@ -642,7 +646,7 @@ def main(argv=None) -> int:
 
     # Experts.
     span = SEQ_LEN + 1
-    old = reusable(out, base_dir, names, expert_training(args)) if args.reuse_experts else None
+    old = reusable(out, base_dir, names, expert_training(args), records) if args.reuse_experts else None
     if old is not None:
         loss = old["heldout_loss"]
         log(f"reusing the {k} expert checkpoints and loss table in {out}")

@@ -98,14 +98,22 @@ def corpus_files() -> tuple[Path, list[Path]]:
     return root, files
 
 
+def data_record(name: str, data: bytes) -> dict:
+    """How manifests record a corpus document: its name, size and SHA-256."""
+    return {"name": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def file_record(p: Path) -> dict:
-    data = p.read_bytes()
-    return {"name": p.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return data_record(p.name, p.read_bytes())
+
+
+def decode_text(data: bytes) -> str:
+    # Decode leniently so a stray non-UTF-8 byte cannot stop the run; normalise newlines.
+    return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
 
 
 def read_text(p: Path) -> str:
-    # Decode leniently so a stray non-UTF-8 byte cannot stop the run; normalise newlines.
-    return p.read_bytes().decode("utf-8", errors="replace").replace("\r\n", "\n")
+    return decode_text(p.read_bytes())
 
 
 def compare_with_previous(out: Path, records: list[dict], py: str) -> None:

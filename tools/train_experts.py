@@ -87,7 +87,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_default_model import (  # noqa: E402
-    REPO, SEQ_LEN, batch_loss, corpus_files, encode_docs, evaluate, log,
+    REPO, SEQ_LEN, batch_loss, corpus_files, data_record, decode_text, encode_docs, evaluate, log,
 )
 
 DEFAULT_BASE = REPO / "models" / "pystdlib-tiny"
@@ -170,11 +170,10 @@ class Doc:
     data: bytes
 
     def text(self) -> str:
-        # Decode leniently so a stray non-UTF-8 byte cannot stop the run; normalise newlines.
-        return self.data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+        return decode_text(self.data)
 
     def record(self) -> dict:
-        return {"name": self.name, "bytes": len(self.data), "sha256": hashlib.sha256(self.data).hexdigest()}
+        return data_record(self.name, self.data)
 
 
 def slice_root(name: str) -> Path:

@@ -235,32 +235,20 @@ def _credit_service_py(tier, word_bytes, streams, outstanding):
         if v >= 0:
             popped = popped_l[i]
             k = len(popped)
-            if k == v:
-                # The usual case: the vector to hand over is the next one.
-                at = out[last_l[i][k]] + read_cycles
-                if k and popped[-1] >= at:
-                    at = popped[-1] + 1
-                r = ready_l[i][k]
-                if r > at:
-                    at = r
-                popped.append(at)
-                if at >= nxt:
-                    nxt = at + 1
-            else:
-                if k < v:
-                    last_word, ready = last_l[i], ready_l[i]
-                    prev = popped[-1] if k else never
-                    while k <= v:
-                        at = out[last_word[k]] + read_cycles
-                        if prev >= at:
-                            at = prev + 1
-                        if ready[k] > at:
-                            at = ready[k]
-                        popped.append(at)
-                        prev = at
-                        k += 1
-                if popped[v] >= nxt:
-                    nxt = popped[v] + 1
+            if k <= v:
+                last_word, ready = last_l[i], ready_l[i]
+                prev = popped[-1] if k else never
+                while k <= v:
+                    at = out[last_word[k]] + read_cycles
+                    if prev >= at:
+                        at = prev + 1
+                    if ready[k] > at:
+                        at = ready[k]
+                    popped.append(at)
+                    prev = at
+                    k += 1
+            if popped[v] >= nxt:
+                nxt = popped[v] + 1
         dues[i] = nxt
     return resp
 

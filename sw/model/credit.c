@@ -75,6 +75,15 @@ static i64 due_after(i64 offer, i64 served, i64 words, i64 vectors, i64 outstand
     return nxt;
 }
 
+/* The soonest of `n` >= 1 offers. */
+static i64 least(const i64 *dues, i64 n) {
+    i64 t = dues[0];
+    for (i64 a = 1; a < n; a++)
+        if (dues[a] < t)
+            t = dues[a];
+    return t;
+}
+
 /* Response cycles of `n` read streams on one tier under the AGCUs' credits.
  *
  * words, vectors, held: per stream (n); ready: every stream's vectors' readiness, stream after stream;
@@ -130,20 +139,13 @@ int credit_service(i64 n, const i64 *words, const i64 *vectors, const i64 *held,
                 if (j != i) {
                     i = j;
                 } else {
-                    t = dues[0];
-                    for (i64 a = 1; a < alive; a++)
-                        if (dues[a] < t)
-                            t = dues[a];
+                    t = least(dues, alive);
                     while (dues[i] > t)
                         i = i + 1 < alive ? i + 1 : 0;
                 }
             }
         } else {
-            t = dues[0];
-            for (i64 a = 1; a < alive; a++)
-                if (dues[a] < t)
-                    t = dues[a];
-            free = t;
+            free = t = least(dues, alive);
             while (dues[i] > t)
                 i = i + 1 < alive ? i + 1 : 0;
         }

@@ -96,8 +96,9 @@ def _load():
         return None
     if _LOADED is None:
         try:
+            path = _build()
             try:
-                fn = ctypes.CDLL(str(_build())).credit_service
+                fn = ctypes.CDLL(str(path)).credit_service
             except (OSError, AttributeError):
                 # A cached library that does not load (truncated, another user's private file): build it once more.
                 fn = ctypes.CDLL(str(_build(again=True))).credit_service

@@ -269,11 +269,19 @@ def _dot_rows(a, b, coarse):
     sums. ``coarse``: the operands already show that no product is tiny (:func:`_coarse_products`); otherwise
     the products are checked as :func:`dot` checks them.
     """
-    groups, m, _, lanes = b.shape
+    lanes = b.shape[3]
     with _ignore():
         p = np.multiply(np.repeat(a.reshape(-1), lanes).view(np.float32), b.reshape(-1).view(np.float32))
+    return _row_sums(p, a, b, coarse)
+
+
+def _row_sums(p, a, b, coarse):
+    """The ordered sums of :func:`_dot_rows` from its products ``p`` (float32, ``b``'s order): checked as
+    :func:`dot` checks them unless ``coarse``, then each (group, step)'s lanes moved as one block to the
+    (m, groups x lanes) layout and reduced; a tiny product sends ``a``, ``b`` to the step-by-step path."""
+    groups, m, _, lanes = b.shape
     if not coarse:
-        t = p.view(np.uint32) & _ABS
+        t = p.view(np.uint32).reshape(-1) & _ABS
         if np.minimum.reduce(np.subtract(t, _ONE, out=t)) < _COARSE - _ONE:
             return _ordered(a, b, np.broadcast_shapes(a.shape, b.shape))
     rows = p.view(np.dtype((np.void, 4 * lanes))).reshape(groups, m).T.copy()
@@ -296,16 +304,8 @@ def dot_shared(a, b):
         return dot(np.broadcast_to(a.reshape(1, m, 1, 1), (groups, m, 1, 1)), b.reshape(groups, m, 1, lanes))
     with _ignore():
         p = np.multiply(np.repeat(a, lanes).view(np.float32), b.reshape(groups, m * lanes).view(np.float32))
-    if not _coarse_products(least_a, least_b):
-        t = p.view(np.uint32).reshape(-1) & _ABS
-        if np.minimum.reduce(np.subtract(t, _ONE, out=t)) < _COARSE - _ONE:
-            a4 = np.broadcast_to(a.reshape(1, m, 1, 1), (groups, m, 1, 1))
-            b4 = b.reshape(groups, m, 1, lanes)
-            return _ordered(a4, b4, np.broadcast_shapes(a4.shape, b4.shape))
-    rows = p.view(np.dtype((np.void, 4 * lanes))).reshape(groups, m).T.copy()
-    with _ignore():
-        s = np.add.reduce(rows.view(np.float32).reshape(m, groups * lanes), axis=0, initial=np.float32(0))
-    return _canon(s.view(np.uint32).reshape(groups, 1, lanes))
+    return _row_sums(p, np.broadcast_to(a.reshape(1, m, 1, 1), (groups, m, 1, 1)), b.reshape(groups, m, 1, lanes),
+                     _coarse_products(least_a, least_b))
 
 
 def _ordered(a, b, shape):
@@ -364,7 +364,6 @@ def maxmin(a, b, want_max=True, *, clean=None):
     -0 < +0, compared by :func:`_max_key` (one to one with the patterns, so a tie is the same pattern);
     ``clean``: see :func:`_operands`."""
     a, b = _operands(a, b, clean)
-    a, b = np.asarray(a, np.uint32), np.asarray(b, np.uint32)
     ka, kb = _max_key(a), _max_key(b)
     r = np.where(ka >= kb if want_max else ka <= kb, a, b)
     ta, tb = a & _ABS, b & _ABS

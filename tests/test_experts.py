@@ -52,6 +52,18 @@ def test_slices_are_deterministic_and_disjoint_from_the_base_corpus(slices):
         assert train and held and sorted(train + held, key=lambda d: d.name) == docs
 
 
+def test_spare_documents_are_the_rest_of_each_slice_and_never_held_out(slices):
+    every = te.all_slice_files(tdm.corpus_files()[1])
+    spares = te.spare_files([], every)
+    assert te.slice_files([], every) == slices
+    for name, docs in every.items():
+        kept, spare = slices[name], spares[name]
+        assert sorted(kept + spare, key=lambda d: d.name) == docs and not set(kept) & set(spare), name
+        if sum(len(d.data) for d in docs) <= te.MAX_SLICE_BYTES:
+            assert spare == [], name
+    assert spares["tests"], "the test files exceed MAX_SLICE_BYTES: the router gets spare ones"
+
+
 def test_dict_slice_has_one_document_per_entry(tmp_path, monkeypatch):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "topics.py").write_text("x = 1\ntopics = {'b': 'two\\r\\n', 'a': 'one'}\n")

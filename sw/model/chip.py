@@ -657,11 +657,19 @@ class ChipModel:
 
     def _tier_rows(self, tier):
         """Tier ``tier`` as (capacity / word_bytes, word_bytes) bytes, or None when it is not kept in one array."""
+        return self._tier_views(tier)[0]
+
+    def _tier_views(self, tier):
+        """(:meth:`_tier_rows`, the same rows as little-endian 32-bit and 16-bit words or None where a word's bytes
+        are not a whole number of them)."""
         memory = self.memory[tier]
         known = self._rows.get(tier)
         if known is None or known[0] is not memory:
             P = self.mem_params
-            known = self._rows[tier] = (memory, memory_units.tier_rows(memory, P.tiers[tier].capacity, P.word_bytes))
+            rows = memory_units.tier_rows(memory, P.tiers[tier].capacity, P.word_bytes)
+            fits = rows is not None and P.word_bytes % 4 == 0
+            known = self._rows[tier] = (memory, (rows, rows.view("<u4") if fits else None,
+                                                 rows.view("<u2") if fits else None))
         return known[1]
 
     def _replay(self, plan, read_pats, write_pats):
@@ -672,33 +680,51 @@ class ChipModel:
         starts = []
         for side, patterns in ((reads, read_pats), (writes, write_pats)):
             for (name, tier, offsets, n, least, greatest, bf16), pat in zip(side, patterns):
-                rows = self._tier_rows(tier)
+                views = self._tier_views(tier)
+                rows = views[0]
                 row, rest = divmod(pat.base, wb)
                 if rows is None or rest or row + least < 0 or row + greatest >= len(rows):
                     return None
-                starts.append((rows, row))
+                starts.append((views, row))
         data = {}
+        # With the tier seen as 32-bit words, a read of whole vectors is one copy (bf16: one widening) and a write
+        # one store; as_vectors pads a partial final vector.
+        quarter = wb // 4
 
         def read(i):
             name, tier, offsets, n, least, greatest, bf16 = reads[i]
-            rows, row = starts[i]
-            if isinstance(offsets, int):
-                raw = rows[row + offsets:row + offsets + n]
-                # as_vectors widens bf16 words into a new array; other words need a copy of their own.
-                raw = raw if bf16 else raw.copy()
+            (rows, rows32, rows16), row = starts[i]
+            at = row + offsets
+            if rows32 is None or (n * quarter * (2 if bf16 else 1)) % lanes:
+                if isinstance(offsets, int):
+                    raw = rows[at:at + n]
+                    # as_vectors widens bf16 words into a new array; other words need a copy of their own.
+                    raw = raw if bf16 else raw.copy()
+                else:
+                    raw = rows[at]
+                data[name] = memory_units.as_vectors(raw, lanes, bf16)
+            elif bf16:
+                wide = (rows16[at:at + n] if isinstance(offsets, int) else rows16[at]).astype("<u4")
+                wide <<= 16
+                data[name] = wide.reshape(-1, lanes)
             else:
-                raw = rows[row + offsets]
-            data[name] = memory_units.as_vectors(raw, lanes, bf16)
+                data[name] = (rows32[at:at + n].copy() if isinstance(offsets, int) else rows32[at]).reshape(-1, lanes)
 
         def write(i, output):
             name, tier, offsets, n, *_ = writes[i]
-            rows, row = starts[len(reads) + i]
-            flat = np.ascontiguousarray(np.asarray(output, dtype="<u4")).view(np.uint8).reshape(-1)
-            words = flat[:n * wb].reshape(n, wb)
-            if isinstance(offsets, int):
-                rows[row + offsets:row + offsets + n] = words
+            (rows, rows32, _), row = starts[len(reads) + i]
+            at = row + offsets
+            if rows32 is None:
+                flat = np.ascontiguousarray(np.asarray(output, dtype="<u4")).view(np.uint8).reshape(-1)
+                words = flat[:n * wb].reshape(n, wb)
+                target = rows
             else:
-                rows[row + offsets] = words
+                words = np.asarray(output, dtype="<u4").reshape(-1)[:n * quarter].reshape(n, quarter)
+                target = rows32
+            if isinstance(offsets, int):
+                target[at:at + n] = words
+            else:
+                target[at] = words
 
         for i in range(len(reads)):
             read(i)

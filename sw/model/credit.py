@@ -5,7 +5,7 @@ Python that costs about a microsecond a word, most of a cold decode's time on a 
 (docs/performance.md, "Compiled credit service"). :func:`service` runs the same loop in C and gives the same
 responses; it returns ``None`` where the compiled loop is not available, and the caller runs the Python loop.
 
-The library is built with ``$CC`` (else ``cc`` or ``gcc`` from PATH) and ``-O2`` into
+The library is built by :mod:`sw.model.cext`: with ``$CC`` (else ``cc`` or ``gcc`` from PATH) and ``-O2`` into
 ``$OPENRDU_BUILD_DIR/model`` (default ``build/model`` in a checkout, the user's cache folder
 ``$XDG_CACHE_HOME/openrdu/model`` or ``~/.cache/openrdu/model`` for an installed package), named by a hash of the source, the
 compiler command and the platform, and written to a temporary file first, then renamed: parallel test workers
@@ -15,84 +15,41 @@ loop.
 """
 
 import ctypes
-import hashlib
 import operator
-import os
-import platform
-import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from sw.model import cext
+
 SOURCE = Path(__file__).with_name("credit.c")
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = cext.REPO
 
 # The loaded function, False once a build has failed in this process (warned once), None before the first try.
 _LOADED = None
 
 
 def build_dir():
-    """The folder the compiled library is cached in (the simulator builds' OPENRDU_BUILD_DIR, if set)."""
-    root = os.environ.get("OPENRDU_BUILD_DIR")
-    if root:
-        return Path(root).resolve() / "model"
-    if (_REPO / "pyproject.toml").is_file():
-        return _REPO / "build" / "model"
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).resolve() / "openrdu" / "model"
+    """The folder the compiled library is cached in (:func:`sw.model.cext.build_dir`)."""
+    return cext.build_dir(_REPO)
 
 
 def compiler():
-    """The C compiler command as a list (``$CC``, else ``cc`` or ``gcc`` from PATH), or None."""
-    cc = os.environ.get("CC")
-    if cc:
-        return shlex.split(cc)
-    found = shutil.which("cc") or shutil.which("gcc")
-    return [found] if found else None
+    """The C compiler command as a list (:func:`sw.model.cext.compiler`), or None."""
+    return cext.compiler()
 
 
 def _build(again=False):
-    """Path of the compiled library, built if not cached (or ``again``). Raises OSError, ValueError (a ``$CC``
-    that does not parse) or subprocess errors on failure."""
-    cc = compiler()
-    if cc is None:
-        raise OSError("no C compiler found ($CC, cc or gcc)")
-    flags = ["-O2", "-shared", "-fPIC"]
-    source = SOURCE.read_bytes()
-    # A build folder shared between machines keeps one library per architecture.
-    key = hashlib.sha256(source + b"\0" + "\0".join(cc + flags + [sys.platform, platform.machine()]).encode())
-    key = key.hexdigest()[:16]
-    folder = build_dir()
-    target = folder / f"credit-{key}.so"
-    if target.exists() and not again:
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".credit-{key}-", suffix=".so", dir=folder)
-    os.close(fd)
-    try:
-        done = subprocess.run(cc + flags + ["-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
-        if done.returncode:
-            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise OSError(f"{shlex.join(cc)} failed: {last}")
-        # mkstemp made the file private (0600); a shared build folder needs it readable by every user.
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o755 & ~mask)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    """Path of the compiled library, built if not cached (or ``again``): :func:`sw.model.cext.build`."""
+    return cext.build(SOURCE, cc=compiler(), folder=build_dir(), again=again)
 
 
 def _load():
     """The compiled ``credit_service``, or None (forced off, or the build failed: warned once)."""
     global _LOADED
-    if os.environ.get("OPENRDU_NO_CEXT", "") not in ("", "0"):
+    if cext.disabled():
         return None
     if _LOADED is None:
         try:

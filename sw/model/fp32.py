@@ -20,15 +20,24 @@ round to 2**-126 itself.
 :func:`accumulate` runs the systolic accumulation ``acc = acc + x[j]`` along
 an axis in float32, in the same order, and falls back to the golden step
 by step where a subnormal (to be flushed) appears.
+
+The GEMV, the lane and group sums and the element-wise operations run in C where ``fastfp.c`` is built
+(:mod:`sw.model.cext`): the same rules, exactly, in one pass (:func:`kernels`); the numpy forms here are the
+fallback (no compiler, ``OPENRDU_NO_CEXT=1``), and tests hold the two to the same bits.
 """
 
 import contextlib
 import contextvars
+import sys
+from pathlib import Path
+from subprocess import SubprocessError
 
 import numpy as np
 
+from facts import tail as tf
 from facts.fp import INF32
 from sw.golden import arith as g
+from sw.model import cext
 
 # The golden model's field masks and canonical NaN, so both read the same bits.
 _SIGN, _EXP, _FRAC, _NAN = g._SIGN32, g._EXP32, g._FRAC32, g.CANON_NAN32
@@ -48,16 +57,72 @@ def _ignore():
     return _NOTHING if _QUIET.get() else np.errstate(all="ignore")
 
 
-@contextlib.contextmanager
 def quiet():
     """Run a block with numpy's floating-point errors ignored once for every operation here (overflow to
-    infinity and invalid operations are the policy's business, not warnings)."""
+    infinity and invalid operations are the policy's business, not warnings). With the compiled kernels loaded
+    a replay makes few numpy float operations, each of which ignores them itself (:func:`_ignore`): nothing to
+    set up then."""
+    return _NOTHING if _C else _quiet()
+
+
+@contextlib.contextmanager
+def _quiet():
     with np.errstate(all="ignore"):
         token = _QUIET.set(True)
         try:
             yield
         finally:
             _QUIET.reset(token)
+
+
+# The compiled kernels (fastfp.c): the module, False where it is not available, None before the first use.
+_C = None
+_SOURCE = Path(__file__).with_name("fastfp.c")
+
+
+def kernels():
+    """The compiled fp32 kernels (``fastfp.c``, built and imported on first use), or None: ``OPENRDU_NO_CEXT`` set
+    when first asked in this process, or no compiler or headers (said once on stderr)."""
+    global _C
+    if _C is None:
+        if cext.disabled():
+            _C = False
+        else:
+            try:
+                module = cext.extension("fastfp", _SOURCE)
+                # The tail functions' tables and constants, from their one source.
+                module.set_tables(tf.EXP_TABLE, tf.RECIP_SEED, tf.RSQRT_SEED, tf.EXP_LOG2E, *tf.EXP_POLY,
+                                  tf.EXP_X_HUGE, tf.EXP_HUGE_N, tf.SEED_FRAC)
+                _C = module
+            except (OSError, ImportError, ValueError, SubprocessError) as err:
+                print(f"openrdu: the compiled fp32 kernels are not available ({err}); using numpy", file=sys.stderr)
+                _C = False
+    return _C or None
+
+
+def _binary(op, a, b):
+    """``a op b`` (0 add, 1 sub, 2 mul, 3 max, 4 min: the golden operation, canonical NaN) in C, or None where the
+    kernels are not available or the shapes are not a 2-D broadcast of contiguous operands."""
+    c = _C if _C is not None else kernels()
+    if not c:
+        return None
+    a, b = np.asarray(a, np.uint32), np.asarray(b, np.uint32)
+    shape = a.shape if a.shape == b.shape else np.broadcast_shapes(a.shape, b.shape)
+    if len(shape) == 1:
+        rows, lanes = 1, shape[0]
+    elif len(shape) == 2:
+        rows, lanes = shape
+    else:
+        return None
+    strides = []
+    for x in (a, b):
+        if x.ndim and not x.flags.c_contiguous:
+            return None
+        r, l = (1,) * (2 - x.ndim) + x.shape
+        strides += [l if r > 1 else 0, 1 if l > 1 else 0]
+    out = np.empty(shape, np.uint32)
+    c.binary(op, a.reshape(-1), b.reshape(-1), out, rows, lanes, *strides)
+    return out
 
 
 def _subnormal(x):
@@ -82,6 +147,9 @@ def _high(t):
 def daz(x):
     """:func:`sw.golden.arith.daz32` of a uint32 array; the array itself when nothing changes."""
     return _daz_least(x)[0]
+
+
+_DAZ = daz
 
 
 def _daz_least(x):
@@ -127,6 +195,12 @@ def mul(a, b, *, canonical=True, clean=None):
     that only adds them up and canonicalises the sums (:func:`accumulate`).
     ``clean``: see :func:`_operands`.
     """
+    # The kernels apply denormals-are-zero themselves; a replaced daz (tests prove a model without it is caught)
+    # takes the numpy form.
+    if canonical and daz is _DAZ:
+        r = _binary(2, a, b)
+        if r is not None:
+            return r
     a, b = _operands(a, b, clean)
     with _ignore():
         r = (a.view(np.float32) * b.view(np.float32)).view(np.uint32)
@@ -142,6 +216,10 @@ def mul(a, b, *, canonical=True, clean=None):
 
 def add(a, b, sub=False):
     """:func:`sw.golden.arith.fp32_add` of uint32 arrays (broadcast); ``sub`` (a bool) subtracts."""
+    if daz is _DAZ and (sub is True or sub is False):
+        r = _binary(1 if sub else 0, a, b)
+        if r is not None:
+            return r
     a, b = _operands(a, b)
     with _ignore():
         af, bf = a.view(np.float32), b.view(np.float32)
@@ -224,6 +302,16 @@ def dot(a, b):
     keeps that order. Otherwise (tiny products, or rows of one element, which numpy would sum pairwise)
     the step-by-step path runs.
     """
+    c = _C if _C is not None else kernels()
+    if c and np.ndim(a) == np.ndim(b) == 4 and a.shape[3] == 1 and b.shape[2] == 1 and a.shape[:2] == b.shape[:2] \
+            and b.shape[3] <= 64:
+        # The systolic GEMV, (groups, m, rows, 1) x (groups, m, 1, lanes): in C.
+        groups, m, rows, _ = a.shape
+        lanes = b.shape[3]
+        out = np.empty((groups, rows, lanes), np.uint32)
+        c.gemv(np.ascontiguousarray(a, np.uint32).reshape(-1), np.ascontiguousarray(b, np.uint32).reshape(-1), out,
+               groups, m, rows, lanes, m * rows, rows)
+        return out
     (a, least_a), (b, least_b) = _daz_least(a), _daz_least(b)
     if a.ndim == b.ndim == 4 and a.shape[2:] == (1, 1) and b.shape[:3] == a.shape[:2] + (1,) and \
             a.shape[0] * b.shape[3] >= 2 and a.shape[1]:
@@ -298,6 +386,12 @@ def dot_shared(a, b):
     only (m x lanes words, not groups x m x lanes), and the products are multiplied group by group against it.
     """
     groups, m, lanes = b.shape
+    c = _C if _C is not None else kernels()
+    if c and lanes <= 64:
+        out = np.empty((groups, 1, lanes), np.uint32)
+        c.gemv(np.ascontiguousarray(a, np.uint32), np.ascontiguousarray(b, np.uint32).reshape(-1), out, groups, m, 1,
+               lanes, 0, 1)
+        return out
     (a, least_a), (b, least_b) = _daz_least(a), _daz_least(b)
     if not m or groups * lanes < 2:
         # Rows of one element, which numpy would sum pairwise: the general form.
@@ -331,6 +425,11 @@ def ordered_sums(x, start=0, *, clean=False):
     single row is one accumulation, which numpy runs in order too. ``clean``: ``x`` is known to hold no
     subnormal (results of these operations), so denormals-are-zero is skipped.
     """
+    c = _C if _C is not None else kernels()
+    if c and np.ndim(x) == 2 and x.shape[1]:
+        out = np.empty(x.shape[0], np.uint32)
+        c.ordered_sums(np.ascontiguousarray(x, np.uint32), out, x.shape[0], x.shape[1], int(start))
+        return out
     x, least = (np.asarray(x, np.uint32), None) if clean else _daz_least(x)
     # Denormals-are-zero's least magnitude, where it has one, tells whether the values are coarse.
     if x.ndim != 2 or not x.shape[0] or not x.shape[1] or \
@@ -363,6 +462,10 @@ def maxmin(a, b, want_max=True, *, clean=None):
     NaN where either operand is a NaN, else the larger (smaller) after denormals-are-zero in the total order with
     -0 < +0, compared by :func:`_max_key` (one to one with the patterns, so a tie is the same pattern);
     ``clean``: see :func:`_operands`."""
+    if daz is _DAZ:
+        r = _binary(3 if want_max else 4, a, b)
+        if r is not None:
+            return r
     a, b = _operands(a, b, clean)
     ka, kb = _max_key(a), _max_key(b)
     r = np.where(ka >= kb if want_max else ka <= kb, a, b)
@@ -397,6 +500,12 @@ def lane_sums(x):
 
     With coarse values the levels run as plain float32 additions and only the result is made canonical.
     """
+    lanes = x.shape[1]
+    c = _C if _C is not None else kernels()
+    if c and 2 <= lanes <= 64 and not lanes & (lanes - 1):
+        out = np.empty(x.shape[0], np.uint32)
+        c.lane_sums(np.ascontiguousarray(x, np.uint32), out, x.shape[0], lanes)
+        return out
     if x.shape[1] > 1 and x.size:
         y, least = _daz_least(x)
         if least >= _COARSE_LEAST if least is not None else _coarse(y):

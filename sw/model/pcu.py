@@ -33,6 +33,11 @@ _OPS = {
     "min": lambda a, b, c, clean: fp32.maxmin(a, b, want_max=False, clean=clean[:2]),
 }
 _ELEMENTWISE = {"pass", "add", "sub", "mul", "fma"}
+# The compiled run (fastfp.c ``pcu``): stage ops, tail functions (bf16 has none there: such units run here) and so
+# modes by number.
+_OP_CODE = {"pass": 0, "add": 1, "sub": 2, "mul": 3, "fma": 4, "max": 5, "min": 6}
+_TAIL_CODE = {"none": -1, "exp": 0, "recip": 1, "rsqrt": 2, "sigmoid": 3, "silu": 4}
+_SO_CODE = {"none": 0, "every": 1, "group": 2}
 # Cycles between an input word entering the unit's FIFO and its firing, and
 # between the end of the pipeline and a result on vo0 / so0.
 _FIFO_CYCLES = 2
@@ -80,6 +85,7 @@ def scalar_post(config, x, clean=False):
 
 
 _ONE, _NEG_ZERO = np.uint32(0x3F800000), np.uint32(0x80000000)
+_NO_GROUPS = np.zeros(0, np.int64)
 
 
 def _identity_post(x, bias, clean=False):
@@ -125,7 +131,7 @@ class _Plan:
     """What a run decides from its stream lengths and ``last`` flags alone (see :meth:`PcuModel.plan`)."""
 
     __slots__ = ("n", "last", "group", "groups", "layout", "starts", "sizes", "cycles", "vo_last", "so_last",
-                 "zero", "wait", "rows")
+                 "zero", "wait", "rows", "compiled")
 
 
 class PcuModel:
@@ -172,6 +178,17 @@ class PcuModel:
         self._out = REGISTERS.index(config.out_src)
         self._tail = _TAIL[config.tail]
         self._plans = {}
+        # The same run for fastfp.c's ``pcu``: (op, a, b, c, dst, const) rows; None where it does not take this
+        # configuration (a bf16 tail, lanes not a power of two).
+        lanes = params.lanes
+        self._compiled = None
+        if config.tail in _TAIL_CODE and config.so_func in _TAIL_CODE and 1 <= lanes <= 64 and \
+                not lanes & (lanes - 1):
+            code = np.array([(_OP_CODE[st.op], slot[st.a], slot[st.b], slot[st.c], REGISTERS.index(st.dst),
+                              int(np.uint32(st.const))) for st in config.stages], np.int64).reshape(-1, 6)
+            self._compiled = (code, len(code), _TAIL_CODE[config.tail], _SO_CODE[config.so],
+                              0 if config.reduce == "sum" else 1, int(_bits(config.so_scale)),
+                              int(_bits(config.so_bias)), _TAIL_CODE[config.so_func])
 
     def _stages(self, regs, s0, s1):
         shape = regs[0].shape
@@ -215,7 +232,7 @@ class PcuModel:
             raise ValueError(f"the last vector of input {cfg.group_src} (group_src) has no `last` flag: "
                              "the final group would never end")
         plan = _Plan()
-        plan.n, plan.last = n, last
+        plan.n, plan.last, plan.compiled = n, last, None
         plan.group, plan.groups = _group_ids(last)
         groups, lanes = plan.groups, self.params.lanes
         plan.layout = _group_layout(plan.group, groups) if groups else None
@@ -295,6 +312,9 @@ class PcuModel:
         activation (vi0's lane 0) is the first group's, whatever the data (``ArrayModel``: a PMU's fixed map
         that repeats); the GEMV then multiplies by that one row (:func:`fp32.dot_shared`).
         """
+        c = self._kernels()
+        if c:
+            return self._apply_compiled(c, plan, vi, si, shared)
         cfg, n, lanes = self.config, plan.n, self.params.lanes
         if cfg.systolic:
             out = self._systolic(plan, vi, shared)
@@ -312,6 +332,67 @@ class PcuModel:
         out = self._stages(regs, scal[0], scal[1])
         vo = out if cfg.vo else np.zeros((0, lanes), np.uint32)
         return vo, self._scalar_out(plan, out)
+
+    def _kernels(self):
+        """The compiled kernels where this unit runs on them: built, the configuration taken, and the module's own
+        arithmetic in place (a test that replaces ``fp32.daz``, ``fp32.add`` or :func:`reduce_lanes` to prove a
+        mistake is caught gets the numpy form)."""
+        if self._compiled is None or fp32.daz is not _DAZ or fp32.add is not _ADD or reduce_lanes is not _REDUCE:
+            return None
+        return fp32._C if fp32._C is not None else fp32.kernels()
+
+    def _apply_compiled(self, c, plan, vi, si, shared):
+        """:meth:`apply` on the compiled kernels (fastfp.c): a systolic unit's GEMV (``gemv``, its activation read in
+        place from vi0), then the stages, the tail and so0 in one call (``pcu``)."""
+        cfg, lanes = self.config, self.params.lanes
+        code, stages, tail_code, so_mode, reduce, scale, bias, post = self._compiled
+        run = plan.compiled
+        if run is None:
+            run = plan.compiled = self._compiled_plan(plan, so_mode)
+        starts, sizes, groups_out, rows_n = run
+        if cfg.systolic:
+            rows, groups, n = cfg.systolic_rows, plan.groups, plan.n
+            drained = np.empty((rows_n, lanes), np.uint32)
+            if groups and plan.layout[1] is None and rows <= lanes:
+                # Groups of one length m: group g's activation for step j, row r is vi0's word (g m + j) lanes + r,
+                # or with ``shared`` the first group's, j lanes + r (vi0 may hold only those vectors).
+                m = n // groups
+                c.gemv(np.ascontiguousarray(vi[0], np.uint32), np.ascontiguousarray(vi[1], np.uint32), drained,
+                       groups, m, rows, lanes, 0 if shared and rows == 1 else m * lanes, lanes)
+            elif groups:
+                a = np.asarray(vi[0], dtype=np.uint32).reshape(n, lanes)[:, :rows]
+                b = np.asarray(vi[1], dtype=np.uint32).reshape(n, lanes)
+                # Shorter groups are led by +0 (a +0 product): adding it to the reset accumulator's +0 changes nothing.
+                drained = fp32.dot(_grouped(a, plan.layout, groups, 0)[..., None],
+                                   _grouped(b, plan.layout, groups, 0)[..., None, :]).reshape(rows_n, lanes)
+            regs = (drained, np.ascontiguousarray(vi[2], np.uint32) if cfg.systolic_operand else None, None)
+            scal = (None, None)
+        else:
+            inputs = cfg.inputs
+            regs = (np.ascontiguousarray(vi[0], np.uint32) if 0 in inputs else None,
+                    np.ascontiguousarray(vi[1], np.uint32) if 1 in inputs else None,
+                    np.ascontiguousarray(vi[2], np.uint32) if 2 in inputs else None)
+            scal = (None, None)
+            if cfg.s0 != "none" or cfg.s1 != "none":
+                scal = tuple(None if mode == "none" else np.ascontiguousarray(si[k], np.uint32) if mode == "per_firing"
+                             else np.ascontiguousarray(np.asarray(si[k], np.uint32)[plan.group])
+                             for k, mode in enumerate((cfg.s0, cfg.s1)))
+        vo = np.empty((rows_n, lanes), np.uint32)
+        so = np.empty(0 if so_mode == 0 else rows_n if so_mode == 1 else groups_out, np.uint32)
+        c.pcu(code, stages, rows_n, lanes, regs[0], regs[1], regs[2], scal[0], scal[1], self._out, tail_code, vo,
+              so_mode, reduce, starts, sizes, groups_out, scale, bias, post, so)
+        return (vo if cfg.vo else vo[:0]), so
+
+    def _compiled_plan(self, plan, so_mode):
+        """What :meth:`_apply_compiled` takes from ``plan``: the so0 groups' starts and sizes (int64), their count,
+        and the rows the stages see (the firings, or a systolic unit's drained rows)."""
+        cfg = self.config
+        rows_n = plan.groups * cfg.systolic_rows if cfg.systolic else plan.n
+        groups = (plan.rows if cfg.systolic else plan) if so_mode == 2 else None
+        if groups is not None and groups.groups:
+            return (np.ascontiguousarray(groups.starts, np.int64), np.ascontiguousarray(groups.sizes, np.int64),
+                    groups.groups, rows_n)
+        return _NO_GROUPS, _NO_GROUPS, 0, rows_n
 
     def _scalar_out(self, groups, out):
         """so0 from the results ``out`` (n, lanes); ``groups`` has the groups' ids and layout for ``so = group``."""
@@ -386,3 +467,7 @@ class PcuModel:
         operand = np.asarray(vi[2], dtype=np.uint32).reshape(groups * rows, lanes) if self.config.systolic_operand \
             else zero
         return self._stages([drained, operand, zero, zero], np.uint32(0), np.uint32(0))
+
+
+# The module's own functions, which the compiled run stands for (see PcuModel._kernels).
+_DAZ, _ADD, _REDUCE = fp32.daz, fp32.add, reduce_lanes

@@ -11,6 +11,9 @@ already close to ``1 / d``: it is taken modulo ``2**64`` and checked against
 a float64 estimate. Every value a later product depends on is checked
 against the bound that keeps that product within 63 bits; where a check
 fails (no input is known to) the golden function computes the whole call.
+
+Where the compiled kernels are built (:func:`sw.model.fp32.kernels`), each function runs in C instead: the
+one-value forms below (``_exp1`` and the others) on 128-bit integers.
 """
 
 import numpy as np
@@ -255,8 +258,24 @@ def _silu1(x):
     return _finish1(frac | (1 << 23), s, e - 55 + ns, sign)
 
 
+def _compiled(op, x32):
+    """Tail function ``op`` (0 exp, 1 recip, 2 rsqrt, 3 sigmoid, 4 silu) of ``x32`` in C (``fastfp.c``, the one-value
+    forms below on 128-bit integers), shaped as ``x32``; None without the compiled kernels."""
+    c = fp32._C if fp32._C is not None else fp32.kernels()
+    if not c:
+        return None
+    x = np.asarray(x32, dtype=np.uint32)
+    out = np.empty(x.shape, np.uint32)
+    # (ascontiguousarray makes a 0-d array 1-d: the flat copy goes in, the result keeps x32's shape.)
+    c.tail(op, np.ascontiguousarray(x.reshape(-1)), out, x.size)
+    return out
+
+
 def exp(x32):
     """:func:`sw.golden.tail.exp`."""
+    out = _compiled(0, x32)
+    if out is not None:
+        return out
     if np.size(x32) <= _SCALAR_MAX:
         return _scalar(x32, _exp1)
     sign, e, frac = _fields(x32)
@@ -267,6 +286,9 @@ def exp(x32):
 
 def recip(x32):
     """:func:`sw.golden.tail.recip`."""
+    out = _compiled(1, x32)
+    if out is not None:
+        return out
     if np.size(x32) <= _SCALAR_MAX:
         return _scalar(x32, _recip1)
     sign, e, frac = _fields(x32)
@@ -279,6 +301,9 @@ def recip(x32):
 
 def rsqrt(x32):
     """:func:`sw.golden.tail.rsqrt`."""
+    out = _compiled(2, x32)
+    if out is not None:
+        return out
     if np.size(x32) <= _SCALAR_MAX:
         return _scalar(x32, _rsqrt1)
     sign, e, frac = _fields(x32)
@@ -293,6 +318,9 @@ def rsqrt(x32):
 
 def sigmoid(x32):
     """:func:`sw.golden.tail.sigmoid`."""
+    out = _compiled(3, x32)
+    if out is not None:
+        return out
     if np.size(x32) <= _SCALAR_MAX:
         return _scalar(x32, _sigmoid1)
     sign, e, frac = _fields(x32)
@@ -303,6 +331,9 @@ def sigmoid(x32):
 
 def silu(x32):
     """:func:`sw.golden.tail.silu`."""
+    out = _compiled(4, x32)
+    if out is not None:
+        return out
     if np.size(x32) <= _SCALAR_MAX:
         return _scalar(x32, _silu1)
     sign, e, frac = _fields(x32)

@@ -1,0 +1,879 @@
+/* The fast model's fp32 kernels in C: sw/model/fp32.py's, tail.py's and pcu.py's results bit for bit (the policy of
+ * docs/numerics.md): the systolic GEMV, lane and group sums, element-wise operations, the tail functions and a whole
+ * PCU run's arithmetic (stages, tail, reduction, fold, so0).
+ *
+ * A CPython extension module (built and imported by sw/model/cext.py through fp32.kernels(); the Python modules keep
+ * their numpy forms as the fallback). Every function takes C-contiguous buffers of uint32 fp32 patterns and computes
+ * the golden model's operations exactly, in the hardware's order:
+ *
+ * - denormals-are-zero on every operand (a subnormal pattern becomes the zero of its sign);
+ * - a product is IEEE binary32 multiplication (round to nearest even) unless IEEE gives a subnormal or exactly
+ *   2**-126, where the policy rounds as if the exponent range were unbounded and flushes below 2**-126: that rare
+ *   case is sw/golden/arith.py's fp32_mul, in double (the product of two floats is exact in double);
+ * - a sum is IEEE binary32 addition; a subnormal sum (exact, both operands being multiples of 2**-149) becomes the
+ *   zero of its sign;
+ * - NaN results are the canonical 0x7FC00000.
+ *
+ * Built with -ffp-contract=off and without -ffast-math (cext.FLAGS): no fused multiply-add, no reassociation, so
+ * each float operation below is one IEEE operation in the order written. x86-64 and AArch64 evaluate float in
+ * float (FLT_EVAL_METHOD 0); the module refuses to build elsewhere. The tail functions need the compiler's 128-bit
+ * integers (GCC and Clang on 64-bit targets); where the build fails the numpy forms run.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+#error "fastfp.c needs float arithmetic evaluated in float (FLT_EVAL_METHOD 0)"
+#endif
+
+#define SIGN 0x80000000u
+#define ABS 0x7FFFFFFFu
+#define EXP 0x7F800000u
+#define INF 0x7F800000u
+#define CANON_NAN 0x7FC00000u
+#define MIN_NORMAL 0x00800000u
+#define MAX_LANES 64
+
+static inline float fl(uint32_t x) { float f; memcpy(&f, &x, 4); return f; }
+static inline uint32_t bits(float f) { uint32_t x; memcpy(&x, &f, 4); return x; }
+static inline uint32_t daz(uint32_t x) { return (x & EXP) ? x : (x & SIGN); }
+static inline uint32_t canon(uint32_t x) { return (x & ABS) > INF ? CANON_NAN : x; }
+
+/* sw/golden/arith.py fp32_mul for operands after denormals-are-zero: the exact double product rounded to 24 bits
+ * as if the exponent range were unbounded (tiny products scaled by 2**128 first), then flushed below 2**-126. */
+static uint32_t mul_golden(uint32_t a, uint32_t b)
+{
+    double p = (double)fl(a) * (double)fl(b);
+    double scale = fabs(p) < 0x1p-64 ? 0x1p128 : 1.0;
+    volatile float rounded = (float)(p * scale);
+    double q = (double)rounded / scale;
+    if (fabs(q) < 0x1p-126)
+        q = copysign(0.0, p);
+    return canon(bits((float)q));
+}
+
+/* A product of operands after denormals-are-zero; a NaN keeps IEEE's payload (callers make sums canonical). */
+static inline uint32_t mul_raw(uint32_t a, uint32_t b)
+{
+    uint32_t r = bits(fl(a) * fl(b));
+    /* |r| in 1 .. 2**-126: a subnormal or the least normal, which the policy may round otherwise. */
+    if (__builtin_expect((r & ABS) - 1u < MIN_NORMAL, 0))
+        r = mul_golden(a, b);
+    return r;
+}
+
+/* A sum of operands after denormals-are-zero, a subnormal result flushed to its sign (NaN payload kept). */
+static inline uint32_t add_raw(uint32_t a, uint32_t b)
+{
+    uint32_t r = bits(fl(a) + fl(b));
+    return (r & EXP) ? r : (r & SIGN);
+}
+
+/* --- buffers ----------------------------------------------------------------------------------------------- */
+
+/* A C-contiguous buffer of at least ``items`` items of ``size`` bytes; -1 with an exception set otherwise. */
+static int take_sized(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items, Py_ssize_t size)
+{
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view->itemsize != size || view->len < items * size) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "fastfp: a buffer is too small or of another item size");
+        return -1;
+    }
+    return 0;
+}
+
+static int take(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items)
+{
+    return take_sized(obj, view, writable, items, 4);
+}
+
+static int sizes(PyObject *const *args, Py_ssize_t first, Py_ssize_t count, Py_ssize_t *out)
+{
+    for (Py_ssize_t k = 0; k < count; k++) {
+        out[k] = PyLong_AsSsize_t(args[first + k]);
+        if (out[k] == -1 && PyErr_Occurred())
+            return -1;
+        if (out[k] < 0 || out[k] > ((Py_ssize_t)1 << 40)) {
+            PyErr_SetString(PyExc_ValueError, "fastfp: a size is negative or too large");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --- the systolic GEMV --------------------------------------------------------------------------------------- */
+
+/* One group's accumulation for ``lanes`` accumulators of each of ``rows`` rows: acc = p_j + acc from +0, j in order. */
+static inline void gemv_group(const uint32_t *a, Py_ssize_t step, const uint32_t *b, uint32_t *out, Py_ssize_t m,
+                              Py_ssize_t rows, Py_ssize_t lanes)
+{
+    uint32_t acc[MAX_LANES], bj[MAX_LANES];
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        for (Py_ssize_t l = 0; l < lanes; l++)
+            acc[l] = 0;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            uint32_t aj = daz(a[j * step + r]);
+            const uint32_t *row = b + j * lanes;
+            for (Py_ssize_t l = 0; l < lanes; l++)
+                bj[l] = daz(row[l]);
+            for (Py_ssize_t l = 0; l < lanes; l++)
+                acc[l] = add_raw(mul_raw(aj, bj[l]), acc[l]);
+        }
+        for (Py_ssize_t l = 0; l < lanes; l++)
+            out[r * lanes + l] = canon(acc[l]);
+    }
+}
+
+/* gemv_block_simd: the same accumulation for up to BLOCK groups in SIMD vectors of 4 lanes (GCC/Clang vector
+ * extensions: element-wise IEEE operations), ``chunks`` vectors a row. Every product here is IEEE's, so it returns 1
+ * (its results to be discarded) when some product is subnormal or exactly 2**-126 in magnitude; the caller then runs
+ * gemv_group for those groups, which rounds such products as the policy does. */
+typedef uint32_t v4u __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+typedef float v4f __attribute__((vector_size(16)));
+#define MAX_CHUNKS (MAX_LANES / 4)
+#define BLOCK 4
+
+static inline v4u vdaz(v4u x)
+{
+    /* Lanes with a zero exponent field keep only their sign. */
+    v4u zero_exp = (v4u)((x & EXP) == 0);
+    return x & ~(zero_exp & ABS);
+}
+
+static inline int gemv_block_simd(const uint32_t *a, Py_ssize_t stride, Py_ssize_t step, const uint32_t *b,
+                                  uint32_t *out, Py_ssize_t nb, Py_ssize_t m, Py_ssize_t rows, Py_ssize_t chunks)
+{
+    /* ``nb`` groups at once (group g: a + g * stride, b + g * m * lanes, out + g * rows * lanes): their
+     * accumulations are independent chains, which the processor overlaps. */
+    v4u acc[BLOCK][MAX_CHUNKS];
+    v4u bad = {0, 0, 0, 0};
+    Py_ssize_t lanes = chunks * 4;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        for (Py_ssize_t g = 0; g < nb; g++)
+            for (Py_ssize_t c = 0; c < chunks; c++)
+                acc[g][c] = (v4u){0, 0, 0, 0};
+        for (Py_ssize_t j = 0; j < m; j++) {
+            for (Py_ssize_t g = 0; g < nb; g++) {
+                float aj = fl(daz(a[g * stride + j * step + r]));
+                v4f av = {aj, aj, aj, aj};
+                const uint32_t *row = b + (g * m + j) * lanes;
+                for (Py_ssize_t c = 0; c < chunks; c++) {
+                    v4u bv;
+                    memcpy(&bv, row + 4 * c, 16);
+                    v4u p = (v4u)(av * (v4f)vdaz(bv));
+                    bad |= (v4u)(((p & ABS) - 1u) < MIN_NORMAL);
+                    v4u sum = (v4u)((v4f)p + (v4f)acc[g][c]);
+                    acc[g][c] = sum & ~((v4u)((sum & EXP) == 0) & ABS);
+                }
+            }
+        }
+        for (Py_ssize_t g = 0; g < nb; g++)
+            for (Py_ssize_t c = 0; c < chunks; c++) {
+                v4u x = acc[g][c];
+                x = x ^ ((v4u)((x & ABS) > INF) & (x ^ CANON_NAN));
+                memcpy(out + (g * rows + r) * lanes + 4 * c, &x, 16);
+            }
+    }
+    return (bad[0] | bad[1] | bad[2] | bad[3]) != 0;
+}
+
+/* gemv(a, b, out, groups, m, rows, lanes, a_group_stride, a_step_stride): out[g, r, l] = the ordered sum over j of
+ * a[g * a_group_stride + j * a_step_stride + r] x b[g, j, l] (a_group_stride 0: one activation for every group). */
+static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t n[6];
+    Py_buffer a, b, out;
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "gemv takes 9 arguments");
+        return NULL;
+    }
+    if (sizes(args, 3, 6, n) < 0)
+        return NULL;
+    Py_ssize_t groups = n[0], m = n[1], rows = n[2], lanes = n[3], stride = n[4], step = n[5];
+    if (lanes > MAX_LANES) {
+        PyErr_SetString(PyExc_ValueError, "gemv: too many lanes");
+        return NULL;
+    }
+    Py_ssize_t a_items = groups && m ? (groups - 1) * stride + (m - 1) * step + rows : 0;
+    if (take(args[0], &a, 0, a_items) < 0)
+        return NULL;
+    if (take(args[1], &b, 0, groups * m * lanes) < 0) {
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    if (b.len != groups * m * lanes * 4) {
+        PyErr_Format(PyExc_ValueError, "gemv: the weights hold %zd words, not %zd x %zd x %zd", b.len / 4, groups, m,
+                     lanes);
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    if (take(args[2], &out, 1, groups * rows * lanes) < 0) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    const uint32_t *pa = a.buf, *pb = b.buf;
+    uint32_t *po = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t g = 0; g < groups; g += BLOCK) {
+        Py_ssize_t nb = groups - g < BLOCK ? groups - g : BLOCK;
+        const uint32_t *ga = pa + g * stride, *gb = pb + g * m * lanes;
+        uint32_t *go = po + g * rows * lanes;
+        /* Constant block and chunk counts let the compiler keep the accumulators in vector registers. */
+        int simd = lanes % 4 == 0 && (
+            nb == BLOCK && lanes == 4 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 1) == 0
+            : nb == BLOCK && lanes == 8 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 2) == 0
+            : gemv_block_simd(ga, stride, step, gb, go, nb, m, rows, lanes / 4) == 0);
+        /* Some product is tiny (the policy's rounding): those groups step by step. */
+        if (!simd)
+            for (Py_ssize_t k = 0; k < nb; k++)
+                gemv_group(ga + k * stride, step, gb + k * m * lanes, go + k * rows * lanes, m, rows, lanes);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* --- reductions ------------------------------------------------------------------------------------------------ */
+
+/* lane_sums(x, out, n, lanes): the PCU's pairwise cross-lane sum of each row of x (n, lanes), lanes a power of two
+ * of at least 2: level by level, lane pairs (2i, 2i + 1) added. */
+static PyObject *lane_sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t n[2];
+    Py_buffer x, out;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "lane_sums takes 4 arguments");
+        return NULL;
+    }
+    if (sizes(args, 2, 2, n) < 0)
+        return NULL;
+    Py_ssize_t rows = n[0], lanes = n[1];
+    if (lanes < 2 || lanes > MAX_LANES || (lanes & (lanes - 1))) {
+        PyErr_SetString(PyExc_ValueError, "lane_sums: lanes must be a power of two from 2 to 64");
+        return NULL;
+    }
+    if (take(args[0], &x, 0, rows * lanes) < 0)
+        return NULL;
+    if (take(args[1], &out, 1, rows) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    const uint32_t *px = x.buf;
+    uint32_t *po = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    uint32_t t[MAX_LANES];
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        for (Py_ssize_t l = 0; l < lanes; l++)
+            t[l] = daz(px[i * lanes + l]);
+        for (Py_ssize_t w = lanes; w > 1; w >>= 1)
+            for (Py_ssize_t l = 0; l < w / 2; l++)
+                t[l] = add_raw(t[2 * l], t[2 * l + 1]);
+        po[i] = canon(t[0]);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* ordered_sums(x, out, groups, m, start): each row's sum of x (groups, m) in order, acc = x_j + acc from
+ * acc = start (a pattern), as the golden accumulation steps. */
+static PyObject *ordered_sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t n[2];
+    Py_buffer x, out;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "ordered_sums takes 5 arguments");
+        return NULL;
+    }
+    if (sizes(args, 2, 2, n) < 0)
+        return NULL;
+    unsigned long start = PyLong_AsUnsignedLong(args[4]);
+    if (start == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (start > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "ordered_sums: start is not a 32-bit pattern");
+        return NULL;
+    }
+    Py_ssize_t groups = n[0], m = n[1];
+    if (take(args[0], &x, 0, groups * m) < 0)
+        return NULL;
+    if (take(args[1], &out, 1, groups) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    const uint32_t *px = x.buf;
+    uint32_t *po = out.buf;
+    uint32_t first = daz((uint32_t)start);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        uint32_t acc = first;
+        for (Py_ssize_t j = 0; j < m; j++)
+            acc = add_raw(daz(px[g * m + j]), acc);
+        po[g] = canon(acc);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* --- element-wise operations ------------------------------------------------------------------------------------ */
+
+/* binary(op, a, b, out, n, lanes, a_rows, a_lanes, b_rows, b_lanes): out (n, lanes) = a op b, with each operand's
+ * element (i, l) at i * x_rows + l * x_lanes (strides in items, 0 to broadcast). op: 0 add, 1 sub, 2 mul (canonical),
+ * 3 max, 4 min. */
+static PyObject *binary(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t n[7];
+    Py_buffer a, b, out;
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "binary takes 10 arguments");
+        return NULL;
+    }
+    long op = PyLong_AsLong(args[0]);
+    if (op == -1 && PyErr_Occurred())
+        return NULL;
+    if (op < 0 || op > 4) {
+        PyErr_SetString(PyExc_ValueError, "binary: unknown operation");
+        return NULL;
+    }
+    if (sizes(args, 4, 6, n) < 0)
+        return NULL;
+    Py_ssize_t rows = n[0], lanes = n[1], ar = n[2], al = n[3], br = n[4], bl = n[5];
+    Py_ssize_t a_items = rows && lanes ? (rows - 1) * ar + (lanes - 1) * al + 1 : 0;
+    Py_ssize_t b_items = rows && lanes ? (rows - 1) * br + (lanes - 1) * bl + 1 : 0;
+    if (take(args[1], &a, 0, a_items) < 0)
+        return NULL;
+    if (take(args[2], &b, 0, b_items) < 0) {
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    if (take(args[3], &out, 1, rows * lanes) < 0) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    const uint32_t *pa = a.buf, *pb = b.buf;
+    uint32_t *po = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        const uint32_t *ra = pa + i * ar, *rb = pb + i * br;
+        uint32_t *ro = po + i * lanes;
+        switch (op) {
+        case 0:
+            for (Py_ssize_t l = 0; l < lanes; l++)
+                ro[l] = canon(add_raw(daz(ra[l * al]), daz(rb[l * bl])));
+            break;
+        case 1:
+            for (Py_ssize_t l = 0; l < lanes; l++)
+                ro[l] = canon(add_raw(daz(ra[l * al]), daz(rb[l * bl]) ^ SIGN));
+            break;
+        case 2:
+            for (Py_ssize_t l = 0; l < lanes; l++)
+                ro[l] = canon(mul_raw(daz(ra[l * al]), daz(rb[l * bl])));
+            break;
+        default:
+            for (Py_ssize_t l = 0; l < lanes; l++) {
+                uint32_t x = daz(ra[l * al]), y = daz(rb[l * bl]);
+                if ((x & ABS) > INF || (y & ABS) > INF) {
+                    ro[l] = CANON_NAN;
+                    continue;
+                }
+                /* The total order with -0 < +0 (fp32.py _max_key): keys one to one with the patterns. */
+                int32_t kx = (int32_t)x ^ (((int32_t)x >> 31) & 0x7FFFFFFF);
+                int32_t ky = (int32_t)y ^ (((int32_t)y >> 31) & 0x7FFFFFFF);
+                ro[l] = (op == 3 ? kx >= ky : kx <= ky) ? x : y;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* --- the PCU tail functions ------------------------------------------------------------------------------------ */
+
+/* sw/golden/tail.py step for step (the one-value forms of sw/model/tail.py): the same integer operations, on 128-bit
+ * integers, whose products here stay below 2**90 (24-bit significands, 35-bit fixed-point values, 13-bit seeds), and
+ * whose right shifts of negative values are arithmetic (floor, as Python's). The constant tables are facts/tail.py's,
+ * given once by set_tables. */
+typedef __int128 i128;
+#define FRAC 0x007FFFFFu
+
+static int64_t T_EXP[128], T_RECIP[128], T_RSQRT[128];
+static int64_t LOG2E, POLY1, POLY2, POLY3, X_HUGE, HUGE_N, SEED_FRAC;
+static int tables_set;
+
+/* x >> k (floor) for any k >= 0. */
+static inline i128 shr(i128 x, int64_t k) { return x >> (k > 127 ? 127 : k); }
+
+static inline void exp_core(int64_t sign, int64_t e, int64_t frac, i128 *m, int64_t *n)
+{
+    i128 sig = e == 0 ? 0 : (frac | (1 << 23));
+    i128 t = shr(sig * LOG2E, 156 - e > 0 ? 156 - e : 0);
+    if (sign == 1)
+        t = -t;
+    i128 f;
+    if (e >= X_HUGE) {
+        *n = sign == 1 ? -HUGE_N : HUGE_N;
+        f = 0;
+    } else {
+        *n = (int64_t)(t >> 32);
+        f = t & 0xFFFFFFFF;
+    }
+    i128 r = f & ((1 << 25) - 1);
+    i128 p = (POLY3 * r) >> 32;
+    p = ((POLY2 + p) * r) >> 32;
+    p = ((POLY1 + p) * r) >> 32;
+    i128 table = T_EXP[(int)(f >> 25)];
+    *m = table + ((table * p) >> 32);
+}
+
+static inline i128 recip_core(i128 d)
+{
+    i128 y = (d >> 33) == 1 ? (i128)1 << (SEED_FRAC - 1)
+           : (d & 0xFFFFFFFF) == 0 ? (i128)1 << SEED_FRAC : (i128)T_RECIP[(int)((d >> 25) & 0x7F)];
+    i128 e0 = ((i128)1 << 45) - d * y;
+    y = (y * e0) >> 24;
+    i128 delta = (((i128)1 << 64) - d * y) >> 24;
+    return y + ((y * delta) >> 40);
+}
+
+static inline i128 rsqrt_core(int64_t e, int64_t frac)
+{
+    int64_t odd = 1 - (e & 1);
+    i128 dd = (i128)(frac | (1 << 23)) << odd;
+    i128 y = odd == 0 && frac == 0 ? (i128)1 << SEED_FRAC : (i128)T_RSQRT[(odd << 6) | (frac >> 17)];
+    i128 h = 3 * ((i128)1 << 47) - dd * (y * y);
+    y = (y * h) >> 28;
+    i128 delta = (((i128)1 << 55) - dd * ((y * y) >> 32)) >> 15;
+    return y + ((y * delta) >> 41);
+}
+
+static inline int bit_length(i128 p)
+{
+    uint64_t hi = (uint64_t)((unsigned __int128)p >> 64), lo = (uint64_t)p;
+    return hi ? 128 - __builtin_clzll(hi) : lo ? 64 - __builtin_clzll(lo) : 0;
+}
+
+/* Round a s 2**exp to fp32 (RNE, flush to zero, overflow to infinity), sign given. */
+static inline uint32_t finish(i128 a, i128 s, int64_t exp, int64_t sign)
+{
+    i128 p = a * s;
+    int bits = bit_length(p);
+    int lead = p < 0 || bits > 58 ? 57 : bits > 54 ? bits - 1 : 53;
+    i128 sig = p >> (lead - 23);
+    i128 guard = (p >> (lead - 24)) & 1;
+    i128 sticky = (p & (((i128)1 << (lead - 24)) - 1)) != 0;
+    i128 rounded = sig + (guard & (sticky | (sig & 1)));
+    int64_t e = lead + exp + (int64_t)(rounded >> 24);
+    uint32_t out = e >= 255 ? INF : e <= 0 ? 0 : ((uint32_t)e << 23) | ((uint32_t)rounded & FRAC);
+    return out | ((uint32_t)sign << 31);
+}
+
+static inline void logistic(int64_t sign, int64_t e, int64_t frac, i128 *s, int64_t *ns)
+{
+    i128 m;
+    int64_t n;
+    exp_core(1, e, frac, &m, &n);
+    /* n <= 0 here (the exponent of e**-|x|). */
+    i128 r = recip_core(((i128)1 << 32) + shr(m, -n));
+    if (sign == 1) {
+        *s = (m * r) >> 32;
+        *ns = n;
+    } else {
+        *s = r;
+        *ns = 0;
+    }
+}
+
+static uint32_t tail_one(int op, uint32_t x)
+{
+    x = daz(x);
+    int64_t sign = x >> 31, e = (x >> 23) & 0xFF, frac = x & FRAC;
+    int nan = e == 255 && frac;
+    i128 m, s;
+    int64_t n, ns;
+    switch (op) {
+    case 0: /* exp */
+        if (nan)
+            return CANON_NAN;
+        exp_core(sign, e, frac, &m, &n);
+        return finish(1 << 23, m, 72 + n, 0);
+    case 1: /* recip */
+        if (nan)
+            return CANON_NAN;
+        if (e == 0)
+            return ((uint32_t)sign << 31) | INF;
+        if (e == 255)
+            return (uint32_t)sign << 31;
+        return finish(1 << 23, recip_core((i128)(frac | (1 << 23)) << 9), 72 + 127 - e, sign);
+    case 2: /* rsqrt */
+        if (e == 0)
+            return ((uint32_t)sign << 31) | INF;
+        if (e == 255 || sign == 1)
+            return sign == 0 && frac == 0 ? 0 : CANON_NAN;
+        {
+            int64_t odd = 1 - (e & 1);
+            return finish(1 << 23, rsqrt_core(e, frac), 72 - ((e - 127 - odd) >> 1), 0);
+        }
+    case 3: /* sigmoid */
+        if (nan)
+            return CANON_NAN;
+        logistic(sign, e, frac, &s, &ns);
+        return finish(1 << 23, s, 72 + ns, 0);
+    default: /* silu */
+        if (e == 0)
+            return (uint32_t)sign << 31;
+        if (nan)
+            return CANON_NAN;
+        logistic(sign, e, frac, &s, &ns);
+        return finish(frac | (1 << 23), s, e - 55 + ns, sign);
+    }
+}
+
+/* set_tables(exp_table, recip_seed, rsqrt_seed, log2e, poly1, poly2, poly3, x_huge, huge_n, seed_frac): facts/tail.py's
+ * constants (three sequences of 128 ints, then integers). */
+static PyObject *set_tables(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int64_t *tables[3] = {T_EXP, T_RECIP, T_RSQRT};
+    int64_t *scalars[7] = {&LOG2E, &POLY1, &POLY2, &POLY3, &X_HUGE, &HUGE_N, &SEED_FRAC};
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "set_tables takes 10 arguments");
+        return NULL;
+    }
+    for (int k = 0; k < 3; k++) {
+        PyObject *seq = PySequence_Fast(args[k], "set_tables: a table is not a sequence");
+        if (!seq)
+            return NULL;
+        if (PySequence_Fast_GET_SIZE(seq) != 128) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_ValueError, "set_tables: a table has not 128 entries");
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < 128; i++) {
+            long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
+            if (v == -1 && PyErr_Occurred()) {
+                Py_DECREF(seq);
+                return NULL;
+            }
+            if (v < 0 || v >= (1LL << 40)) {
+                Py_DECREF(seq);
+                PyErr_SetString(PyExc_ValueError, "set_tables: a table entry is out of range");
+                return NULL;
+            }
+            tables[k][i] = v;
+        }
+        Py_DECREF(seq);
+    }
+    for (int k = 0; k < 7; k++) {
+        long long v = PyLong_AsLongLong(args[3 + k]);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        if (v < 0 || v >= (1LL << 40)) {
+            PyErr_SetString(PyExc_ValueError, "set_tables: a constant is out of range");
+            return NULL;
+        }
+        *scalars[k] = v;
+    }
+    if (SEED_FRAC < 1 || SEED_FRAC > 20 || X_HUGE > 255) {
+        PyErr_SetString(PyExc_ValueError, "set_tables: a constant is out of range");
+        return NULL;
+    }
+    tables_set = 1;
+    Py_RETURN_NONE;
+}
+
+/* tail(op, x, out, n): out = the tail function op (0 exp, 1 recip, 2 rsqrt, 3 sigmoid, 4 silu) of each of n
+ * patterns. */
+static PyObject *tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t n;
+    Py_buffer x, out;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "tail takes 4 arguments");
+        return NULL;
+    }
+    if (!tables_set) {
+        PyErr_SetString(PyExc_RuntimeError, "tail: set_tables was not called");
+        return NULL;
+    }
+    long op = PyLong_AsLong(args[0]);
+    if (op == -1 && PyErr_Occurred())
+        return NULL;
+    if (op < 0 || op > 4) {
+        PyErr_SetString(PyExc_ValueError, "tail: unknown function");
+        return NULL;
+    }
+    if (sizes(args, 3, 1, &n) < 0)
+        return NULL;
+    if (take(args[1], &x, 0, n) < 0)
+        return NULL;
+    if (take(args[2], &out, 1, n) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    const uint32_t *px = x.buf;
+    uint32_t *po = out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        po[i] = tail_one((int)op, px[i]);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
+/* --- a PCU run ------------------------------------------------------------------------------------------------- */
+
+/* The fp32 element-wise stage operations (sw/model/pcu.py _OPS): 0 pass, 1 add, 2 sub, 3 mul, 4 fma, 5 max, 6 min. */
+static inline uint32_t stage_op(int64_t op, uint32_t a, uint32_t b, uint32_t c)
+{
+    switch (op) {
+    case 0:
+        return a;
+    case 1:
+        return canon(add_raw(daz(a), daz(b)));
+    case 2:
+        return canon(add_raw(daz(a), daz(b) ^ SIGN));
+    case 3:
+        return canon(mul_raw(daz(a), daz(b)));
+    case 4:
+        return canon(add_raw(canon(mul_raw(daz(a), daz(b))), daz(c)));
+    default: {
+        uint32_t x = daz(a), y = daz(b);
+        if ((x & ABS) > INF || (y & ABS) > INF)
+            return CANON_NAN;
+        /* The total order with -0 < +0 (fp32.py _max_key): keys one to one with the patterns. */
+        int32_t kx = (int32_t)x ^ (((int32_t)x >> 31) & 0x7FFFFFFF);
+        int32_t ky = (int32_t)y ^ (((int32_t)y >> 31) & 0x7FFFFFFF);
+        return (op == 5 ? kx >= ky : kx <= ky) ? x : y;
+    }
+    }
+}
+
+/* Buffers taken by one call, released together. */
+struct held {
+    Py_buffer views[12];
+    int count;
+};
+
+static void *hold(struct held *h, PyObject *obj, int writable, Py_ssize_t items, Py_ssize_t size)
+{
+    if (take_sized(obj, &h->views[h->count], writable, items, size) < 0)
+        return NULL;
+    return h->views[h->count++].buf;
+}
+
+static void release(struct held *h)
+{
+    while (h->count)
+        PyBuffer_Release(&h->views[--h->count]);
+}
+
+/* pcu(program, stages, n, lanes, r0, r1, r2, s0, s1, out_reg, tail, vo, so_mode, reduce, starts, sizes, groups,
+ *     scale, bias, post, so): a PCU run's arithmetic once its plan is made (sw/model/pcu.py PcuModel.apply).
+ *
+ * Registers r0..r2 hold n x lanes patterns (None: zeros), r3 zeros; scalars s0, s1 one per firing (None: zeros). Each
+ * stage (program: int64 rows of op, a, b, c, dst, const; operand slots 0-3 the registers, 4 s0, 5 s1, 6 the stage's
+ * const, 7 zero) runs on every element, then vo = tail(register out_reg) (tail -1 none, 0-4 exp, recip, rsqrt,
+ * sigmoid, silu). so_mode 0: no scalars; 1 (every) or 2 (group): each firing's lanes reduced (reduce 0: the pairwise
+ * sum tree; 1: the largest), for group folded over each group (starts, sizes: int64; a sum from -0 in order, or the
+ * largest; a group of one untouched), then post(x * scale + bias) (post as tail) into so (n or groups values). A
+ * single lane is taken as it is, as the PCU's reduction does. */
+static PyObject *pcu(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct held h = {.count = 0};
+    uint32_t *regs = NULL, *red = NULL;
+    if (nargs != 21) {
+        PyErr_SetString(PyExc_TypeError, "pcu takes 21 arguments");
+        return NULL;
+    }
+    Py_ssize_t dims[3];
+    if (sizes(args, 1, 3, dims) < 0)
+        return NULL;
+    Py_ssize_t k_stages = dims[0], n = dims[1], lanes = dims[2];
+    Py_ssize_t out_reg = PyLong_AsSsize_t(args[9]);
+    long tail_op = PyLong_AsLong(args[10]);
+    long so_mode = PyLong_AsLong(args[12]);
+    long reduce = PyLong_AsLong(args[13]);
+    Py_ssize_t groups = PyLong_AsSsize_t(args[16]);
+    unsigned long scale = PyLong_AsUnsignedLong(args[17]);
+    unsigned long bias = PyLong_AsUnsignedLong(args[18]);
+    long post = PyLong_AsLong(args[19]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (out_reg < 0 || out_reg > 3 || tail_op < -1 || tail_op > 4 || so_mode < 0 || so_mode > 2 || reduce < 0 ||
+        reduce > 1 || groups < 0 || groups > n || scale > 0xFFFFFFFFul || bias > 0xFFFFFFFFul || post < -1 ||
+        post > 4 || lanes < 1 || lanes > MAX_LANES || (lanes & (lanes - 1))) {
+        PyErr_SetString(PyExc_ValueError, "pcu: an argument is out of range");
+        return NULL;
+    }
+    if ((tail_op >= 0 || post >= 0) && !tables_set) {
+        PyErr_SetString(PyExc_RuntimeError, "pcu: set_tables was not called");
+        return NULL;
+    }
+    Py_ssize_t cells = n * lanes;
+    const int64_t *code = hold(&h, args[0], 0, 6 * k_stages, 8);
+    if (!code)
+        goto fail;
+    for (Py_ssize_t k = 0; k < k_stages; k++) {
+        const int64_t *st = code + 6 * k;
+        if (st[0] < 0 || st[0] > 6 || st[1] < 0 || st[1] > 7 || st[2] < 0 || st[2] > 7 || st[3] < 0 || st[3] > 7 ||
+            st[4] < 0 || st[4] > 3 || st[5] < 0 || st[5] > 0xFFFFFFFFll) {
+            PyErr_SetString(PyExc_ValueError, "pcu: a stage is out of range");
+            goto fail;
+        }
+    }
+    const uint32_t *in[3] = {NULL, NULL, NULL}, *scal[2] = {NULL, NULL};
+    for (int k = 0; k < 3; k++) {
+        if (args[4 + k] == Py_None)
+            continue;
+        if (!(in[k] = hold(&h, args[4 + k], 0, cells, 4)))
+            goto fail;
+        /* A register is the unit's stream itself: n x lanes words exactly, as a reshape would insist. */
+        if (h.views[h.count - 1].len != cells * 4) {
+            PyErr_Format(PyExc_ValueError, "pcu: input %d holds %zd words, not %zd x %zd", k,
+                         h.views[h.count - 1].len / 4, n, lanes);
+            goto fail;
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        if (args[7 + k] != Py_None && !(scal[k] = hold(&h, args[7 + k], 0, n, 4)))
+            goto fail;
+    uint32_t *vo = hold(&h, args[11], 1, cells, 4);
+    if (!vo)
+        goto fail;
+    const int64_t *starts = NULL, *group_sizes = NULL;
+    if (so_mode == 2) {
+        if (!(starts = hold(&h, args[14], 0, groups, 8)) || !(group_sizes = hold(&h, args[15], 0, groups, 8)))
+            goto fail;
+        /* The groups are consecutive runs of firings. */
+        for (Py_ssize_t g = 0; g < groups; g++)
+            if (starts[g] < 0 || group_sizes[g] < 1 || starts[g] + group_sizes[g] > n) {
+                PyErr_SetString(PyExc_ValueError, "pcu: a group is out of range");
+                goto fail;
+            }
+    }
+    Py_ssize_t so_count = so_mode == 0 ? 0 : so_mode == 1 ? n : groups;
+    uint32_t *so = hold(&h, args[20], 1, so_count, 4);
+    if (!so)
+        goto fail;
+    regs = PyMem_Calloc(4 * (size_t)(cells ? cells : 1) + (size_t)(n ? n : 1), 4);
+    if (!regs) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    red = regs + 4 * (cells ? cells : 1);
+
+    Py_BEGIN_ALLOW_THREADS
+    for (int k = 0; k < 3; k++)
+        if (in[k])
+            memcpy(regs + k * cells, in[k], (size_t)cells * 4);
+    static const uint32_t zero = 0;
+    for (Py_ssize_t k = 0; k < k_stages; k++) {
+        const int64_t *st = code + 6 * k;
+        uint32_t konst = (uint32_t)st[5];
+        /* Each operand as a base pointer and strides (row, lane) in items. */
+        const uint32_t *base[3];
+        Py_ssize_t rs[3], ls[3];
+        for (int q = 0; q < 3; q++) {
+            int64_t slot = st[1 + q];
+            if (slot < 4) {
+                base[q] = regs + slot * cells, rs[q] = lanes, ls[q] = 1;
+            } else if (slot < 6 && scal[slot - 4]) {
+                base[q] = scal[slot - 4], rs[q] = 1, ls[q] = 0;
+            } else {
+                base[q] = slot == 6 ? &konst : &zero, rs[q] = 0, ls[q] = 0;
+            }
+        }
+        uint32_t *dst = regs + st[4] * cells;
+        int64_t op = st[0];
+        for (Py_ssize_t i = 0; i < n; i++)
+            for (Py_ssize_t l = 0; l < lanes; l++)
+                dst[i * lanes + l] = stage_op(op, base[0][i * rs[0] + l * ls[0]], base[1][i * rs[1] + l * ls[1]],
+                                              base[2][i * rs[2] + l * ls[2]]);
+    }
+    const uint32_t *out = regs + out_reg * cells;
+    for (Py_ssize_t i = 0; i < cells; i++)
+        vo[i] = tail_op < 0 ? out[i] : tail_one((int)tail_op, out[i]);
+
+    if (so_mode) {
+        uint32_t t[MAX_LANES];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const uint32_t *row = vo + i * lanes;
+            if (lanes == 1) {
+                red[i] = row[0];
+            } else if (reduce == 0) {
+                for (Py_ssize_t l = 0; l < lanes; l++)
+                    t[l] = daz(row[l]);
+                for (Py_ssize_t w = lanes; w > 1; w >>= 1)
+                    for (Py_ssize_t l = 0; l < w / 2; l++)
+                        t[l] = add_raw(t[2 * l], t[2 * l + 1]);
+                red[i] = canon(t[0]);
+            } else {
+                uint32_t best = row[0];
+                for (Py_ssize_t l = 1; l < lanes; l++)
+                    best = stage_op(5, best, row[l], 0);
+                red[i] = best;
+            }
+        }
+        Py_ssize_t count = so_mode == 1 ? n : groups;
+        for (Py_ssize_t g = 0; g < count; g++) {
+            uint32_t x;
+            if (so_mode == 1) {
+                x = red[g];
+            } else if (group_sizes[g] == 1) {
+                x = red[starts[g]];
+            } else if (reduce == 0) {
+                uint32_t acc = SIGN;
+                for (int64_t j = starts[g]; j < starts[g] + group_sizes[g]; j++)
+                    acc = add_raw(daz(red[j]), acc);
+                x = canon(acc);
+            } else {
+                x = red[starts[g]];
+                for (int64_t j = starts[g] + 1; j < starts[g] + group_sizes[g]; j++)
+                    x = stage_op(5, x, red[j], 0);
+            }
+            uint32_t y = stage_op(4, x, (uint32_t)scale, (uint32_t)bias);
+            so[g] = post < 0 ? y : tail_one((int)post, y);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(regs);
+    release(&h);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(regs);
+    release(&h);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"gemv", (PyCFunction)(void (*)(void))gemv, METH_FASTCALL, "The systolic GEMV's ordered sums."},
+    {"lane_sums", (PyCFunction)(void (*)(void))lane_sums, METH_FASTCALL, "Pairwise cross-lane sums."},
+    {"ordered_sums", (PyCFunction)(void (*)(void))ordered_sums, METH_FASTCALL, "Each row's sum, in order."},
+    {"binary", (PyCFunction)(void (*)(void))binary, METH_FASTCALL, "An element-wise fp32 operation."},
+    {"set_tables", (PyCFunction)(void (*)(void))set_tables, METH_FASTCALL, "The tail functions' constants."},
+    {"tail", (PyCFunction)(void (*)(void))tail, METH_FASTCALL, "A PCU tail function."},
+    {"pcu", (PyCFunction)(void (*)(void))pcu, METH_FASTCALL, "A PCU run's arithmetic."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fastfp", "The fast model's fp32 kernels.", -1, methods};
+
+PyMODINIT_FUNC PyInit_fastfp(void) { return PyModule_Create(&module); }

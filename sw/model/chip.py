@@ -32,6 +32,9 @@ Cycle estimate of a kernel, from the start pulse to the last AGCU done:
   never finish on the chip; the model refuses such a launch.
 """
 
+import dataclasses
+import re
+
 import numpy as np
 
 from facts.latency import QUEUE_CYCLES
@@ -64,6 +67,44 @@ _ARRIVALS = {}
 # (ChipModel._plan): neither depends on a chip's memory contents, so every model in the process shares them.
 _ARRAYS = {}
 _PLANS = {}
+# Program -> (program, its fingerprint): see _fingerprint.
+_FINGERPRINTS = {}
+_QUOTED = re.compile(r"'([^'\\]*)'")
+
+
+def _fingerprint(prog):
+    """``repr(prog)`` with the program's own names (units, connections, host ports) replaced by their places in
+    order, or None where a repr may not show everything (numpy elides long arrays).
+
+    Programs with equal fingerprints differ only in those names (a model's layers, built from one template): the
+    fast model runs them alike, so a launch plan made for one replays the other (:meth:`ChipModel._execute_one`).
+    Every other string stays quoted and the places are unquoted, so the renaming is one to one. The routing's
+    switch selects are taken in sorted order (the router's order of them is not the program's behaviour).
+    """
+    known = _FINGERPRINTS.get(id(prog))
+    if known is not None and known[0] is prog:
+        return known[1]
+    names = {}
+    for group in (prog.units, [c.name for c in prog.connections], prog.host_inputs, prog.host_outputs):
+        for name in group:
+            names.setdefault(name, len(names))
+    try:
+        # The switches' selects are looked up by place, never walked by the model: their order is the router's.
+        selects = {at: {net: dict(sorted(ports.items())) for net, ports in sorted(nets.items())}
+                   for at, nets in sorted(prog.routing.selects.items())}
+        text = repr(dataclasses.replace(prog, routing=dataclasses.replace(prog.routing, selects=selects)))
+    except (TypeError, AttributeError):
+        text = repr(prog)
+    found = None
+    if "..." not in text:
+        # Outside quotes, then a quoted string's contents, in turn.
+        parts = _QUOTED.split(text)
+        parts[1::2] = [f"#{names[q]}" if q in names else f"'{q}'" for q in parts[1::2]]
+        found = "".join(parts)
+    if len(_FINGERPRINTS) >= 4096:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[id(prog)] = (prog, found)
+    return found
 
 
 # (tier parameters, word bytes, credits, streams' words, vectors and buffered words, their sinks' readiness as
@@ -347,26 +388,52 @@ class ChipModel:
             read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
             key = (tuple((p.tier, p.nest, p.bf16, p.after) for p in read_pats),
                    tuple((p.tier, p.nest) for p in write_pats), tuple(sorted((held or {}).items())))
-            plan = plans.get(key)
-            if plan is None:
-                plan = _PLANS.get((self.mem_params, id(prog), key))
-                if plan is not None and plan[0] is prog:
-                    plans[key] = plan
-                else:
-                    plan = None
-            if plan is not None:
-                done = self._replay(plan, read_pats, write_pats)
+            found = plans.get(key)
+            if found is None:
+                found = self._known_plan(prog, key)
+                if found is not None:
+                    plans[key] = found
+            if found is not None:
+                plan, names = found
+                try:
+                    done = self._replay(plan, read_pats, write_pats)
+                except ValueError:
+                    if names is None:
+                        raise
+                    # A unit's error in another program's plan names that program's units: run this one.
+                    done = None
                 if done is not None:
-                    return done
+                    if names is None:
+                        return done
+                    return done[0], {names[n]: v for n, v in done[1].items()}
             cycles, outputs, plan = self._execute(reads, writes, held)
             if plan is not None:
                 if len(plans) >= 1024:
                     plans.clear()
                 if len(_PLANS) >= 4096:
                     _PLANS.clear()
-                plans[key] = _PLANS[(self.mem_params, id(prog), key)] = plan
+                plans[key] = plan, None
+                _PLANS[(self.mem_params, id(prog), key)] = plan
+                shape = _fingerprint(prog)
+                if shape is not None:
+                    _PLANS.setdefault((self.mem_params, shape, key), plan)
             return cycles, outputs
         return self._execute(reads, writes, held)[:2]
+
+    def _known_plan(self, prog, key):
+        """``(plan, names)`` of a launch of ``prog`` with shapes ``key`` made before: by ``prog`` itself (``names``
+        None), or by a program that differs from it only in its names (``names``: that program's host output
+        names -> ``prog``'s, for the outputs); None where there is none."""
+        plan = _PLANS.get((self.mem_params, id(prog), key))
+        if plan is not None and plan[0] is prog:
+            return plan, None
+        shape = _fingerprint(prog)
+        plan = None if shape is None else _PLANS.get((self.mem_params, shape, key))
+        if plan is None:
+            return None
+        if plan[0] is prog:
+            return plan, None
+        return plan, dict(zip(plan[0].host_outputs, prog.host_outputs))
 
     def _execute(self, reads, writes, held=None):
         """:meth:`execute` step by step; returns ``(cycles, outputs, plan)``, the plan None where none can be made
@@ -677,10 +744,12 @@ class ChipModel:
         of its tier or a tier was replaced, for :meth:`_execute` to run and report."""
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
-        starts = []
+        starts, tiers = [], {}
         for side, patterns in ((reads, read_pats), (writes, write_pats)):
             for (name, tier, offsets, n, least, greatest, bf16), pat in zip(side, patterns):
-                views = self._tier_views(tier)
+                views = tiers.get(tier)
+                if views is None:
+                    views = tiers[tier] = self._tier_views(tier)
                 rows = views[0]
                 row, rest = divmod(pat.base, wb)
                 if rows is None or rest or row + least < 0 or row + greatest >= len(rows):

@@ -32,6 +32,11 @@ from hw.mem.params import DDR, HBM, TIER_NAMES
 from sw.errors import DecodeError  # noqa: F401  (re-exported)
 from sw.runtime.trace import activity_events, event as trace_event
 
+# Per launch (by id, with the launch and its streams to tell a reused id or replaced streams): its streams'
+# patterns at token 0 and position 0, built and checked once, and their bases' steps (Session._patterns).
+# Shared by every session of the process (a bench's decodes of one compiled model).
+_PATTERNS = {}
+
 # Prompts with fewer positions before their last token run token by token even with prefill: a chunk's
 # launches (about 90 host round trips) cost about as much as three decode steps (bench prefill: on 4x8 an
 # 8-position chunk costs 347,147 cycles, a step 114,281; on chip 378,320 and 188,436).
@@ -99,9 +104,6 @@ class Session:
         self.trace, self.clock = ([] if trace else None), 0.0
         # With ``trace``, what the device saw inside each command (Device.activity), as trace events.
         self.activity, self.recording = ([] if trace else None), False
-        # Per launch (by id, with the launch to tell a reused id): its streams' patterns at token 0 and
-        # position 0, built and checked once, and their bases' steps (_patterns).
-        self._streams = {}
 
     async def load(self, *, weights_tier="hbm"):
         """Write the memory image; with ``weights_tier="ddr"`` stage the weights from DDR with the copy engine."""
@@ -235,26 +237,38 @@ class Session:
             before = await self._trace_stats()
             cycles = await self.device.execute(reads, writes)
             await self._trace_activity([launch])
-            ops = [op.name for op in launch.ops]
-            self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
-                         **await self._trace_bytes(before))
+            if self.trace is None:
+                self.clock += cycles            # as _record, without the label no trace keeps
+            else:
+                ops = [op.name for op in launch.ops]
+                self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
+                             **await self._trace_bytes(before))
             cost["kernel_cycles"] += cycles
             cost["launch_cycles"] += t.host_launch_cycles
             cost["kernels"] += 1
 
     def _patterns(self, launch, token, pos):
         """``launch.patterns(token, pos)`` from the launch's patterns built once: only the bases move with the
-        token and position, so each step copies them with new bases instead of building and checking them."""
-        known = self._streams.get(id(launch))
-        if known is None or known[0] is not launch:
-            known = self._streams[id(launch)] = (launch, [(s.direction, s.agcu, s.pattern(0, 0), s.token_stride,
-                                                           s.pos_stride) for s in launch.streams])
-        reads, writes = {}, {}
-        for direction, agcu, pattern, token_stride, pos_stride in known[1]:
-            if direction == "read":
-                reads[agcu] = pattern.moved(pattern.base + token * token_stride + pos * pos_stride)
-            elif direction == "write":
-                writes[agcu] = pattern.moved(pattern.base + token * token_stride + pos * pos_stride)
+        token and position, so each step copies them with new bases instead of building and checking them.
+        Patterns that do not move (weights, tables: strides of zero) are the same objects every step."""
+        streams = tuple(launch.streams)
+        known = _PATTERNS.get(id(launch))
+        if known is None or known[0] is not launch or known[1] != streams:
+            # As launch.patterns: a later stream on an AGCU replaces an earlier one, in the first one's place.
+            reads = {s.agcu: s for s in launch.streams if s.direction == "read"}
+            writes = {s.agcu: s for s in launch.streams if s.direction == "write"}
+            moving = [(is_read, agcu, s.pattern(0, 0), s.token_stride, s.pos_stride)
+                      for is_read, chosen in ((True, reads), (False, writes)) for agcu, s in chosen.items()
+                      if s.token_stride or s.pos_stride]
+            if len(_PATTERNS) >= 4096:
+                _PATTERNS.clear()
+            known = _PATTERNS[id(launch)] = (launch, streams, {k: s.pattern(0, 0) for k, s in reads.items()},
+                                             {k: s.pattern(0, 0) for k, s in writes.items()}, moving)
+        _, _, fixed_reads, fixed_writes, moving = known
+        reads, writes = fixed_reads.copy(), fixed_writes.copy()
+        for is_read, agcu, pattern, token_stride, pos_stride in moving:
+            (reads if is_read else writes)[agcu] = pattern.moved(pattern.base + token * token_stride
+                                                                 + pos * pos_stride)
         return reads, writes
 
     async def _step_on_chip(self, cost, token, pos, tp):

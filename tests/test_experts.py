@@ -211,11 +211,17 @@ def test_built_experts_meet_the_targets():
     loss, acc = m["results"]["heldout_loss"], m["results"]["router_accuracy"]
     for c in m["classes"]:
         assert all(loss[c][c] < loss[other][c] for other in ["base"] + m["classes"] if other != c), c
-        assert acc[c] >= 0.85, c  # the issue asks 0.9 per slice; the lowest (tests) is at 0.88, 44 of 50: docs/coe.md
+        assert acc[c] >= 0.9, c  # the issue's goal per slice; the lowest (c) is at 0.94, 47 of 50: docs/coe.md
     assert m["results"]["router_accuracy_all"] >= 0.9
     prompts = [json.loads(line) for line in (BUILT / "prompts.jsonl").read_text().splitlines()]
     assert all(sum(p["expert"] == c for p in prompts) >= 25 for c in m["classes"])
     assert json.loads((BUILT / "router" / "config.json").read_text())["tie_word_embeddings"] is False
+    card = te.model_card(m)
+    plain = card.replace('{"slice", "expert", "text"}', "")
+    assert "{" not in plain and "}" not in plain, "unformatted text in the model card"
+    assert "Every slice meets the 90% target." in card
+    hidden = te.model_card({**m, "results": {**m["results"], "router_accuracy": None, "router_accuracy_all": None}})
+    assert "not shown (a validation run)" in hidden and "90% target" not in hidden
 
 
 def test_train_loop_ends_with_the_moving_average_of_the_weights():

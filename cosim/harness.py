@@ -27,6 +27,7 @@ from typing import Callable
 
 from amaranth.back import verilog
 
+from cosim import split
 from cosim.dedup import dedup
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,6 +153,20 @@ def generate_verilog(unit):
     return verilog.convert(unit.design(), name=TOPLEVEL, emit_src=False)
 
 
+def _splitting():
+    return os.environ.get("OPENRDU_SPLIT_UNITS", "1").strip() != "0"
+
+
+def _split_verilog(unit):
+    """The unit's Verilog with each distinct tile unit elaborated once (:mod:`cosim.split`); text and unit count.
+
+    ``OPENRDU_SPLIT_UNITS=0`` converts the whole design in one piece, as :func:`generate_verilog` does.
+    """
+    if not _splitting():
+        return generate_verilog(unit), 0
+    return split.convert(unit.design(), TOPLEVEL)
+
+
 # Elaboration (Amaranth and Yosys) takes about a minute for the chip, on every run, cached build or not: the
 # merged Verilog is kept under a key of every Python source it could depend on and of the design function.
 _SOURCE_DIRS = ("facts", "hw", "sw", "cosim", "tests", "bench")
@@ -170,7 +185,7 @@ def _design_key(unit):
              *(repr(cell.cell_contents) for cell in fn.__closure__ or ())]
     if any(" at 0x" in part or " object>" in part for part in parts):
         return None  # an object without a value-like repr: its state is not in the key
-    digest = hashlib.sha256("\0".join([*parts, _tool_versions()]).encode())
+    digest = hashlib.sha256("\0".join([*parts, _tool_versions(), f"split={_splitting()}"]).encode())
     for path in sorted(p for d in _SOURCE_DIRS for p in (REPO / d).rglob("*.py")):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:20]
@@ -183,7 +198,10 @@ def _merged_verilog(unit):
     count = cached.with_suffix(".merged")
     if key and cached.is_file() and count.is_file():
         return cached.read_text(), int(count.read_text())
-    text, merged = dedup(generate_verilog(unit), keep={TOPLEVEL, *(module for module, _ in unit.public)})
+    text, units = _split_verilog(unit)
+    # The split-out units' modules are named by the top's instances: merging renames only Amaranth's own.
+    names = {m.group(1) for m in re.finditer(r"^module (\w+)\(", text, re.M)}
+    text, merged = dedup(text, keep={TOPLEVEL, *names, *(module for module, _ in unit.public)})
     if key:
         cached.parent.mkdir(parents=True, exist_ok=True)
         for path, content in ((cached, text), (count, str(merged))):
@@ -200,11 +218,37 @@ def _top_ports(text):
     return [port.strip() for port in header.group(1).split(",")]
 
 
-def _control_file(unit, text):
+_HIER_KINDS = ("pcu", "pmu", "agcu")
+
+
+def _hier_blocks(text, waves):
+    """Modules Verilator verilates on their own (``hier_block``): by default the split-out PCUs.
+
+    A hierarchical block is verilated and compiled once, its instances calling one model's code, where a
+    plain module gets its scheduled logic emitted once per instance (a 4x8 array's 16 PCUs, 16 times).
+    PCUs only: they are most of the C++ and cross few ports per cycle for their work, so the chip's decode
+    ran as fast as flat; making the PMUs and AGCUs blocks too saved a little more C++ but slowed the
+    decode by about 30 % (docs/performance.md). ``OPENRDU_HIER_BLOCKS`` sets the kinds: a comma-separated
+    list of ``pcu``, ``pmu``, ``agcu``, ``1`` for all three, ``0`` for none (the design verilated flat).
+    Never with waves: every signal is traced in one model.
+    """
+    setting = os.environ.get("OPENRDU_HIER_BLOCKS", "pcu").strip().lower()
+    if waves or setting in ("", "0"):
+        return []
+    kinds = _HIER_KINDS if setting == "1" else tuple(kind.strip() for kind in setting.split(","))
+    unknown = [kind for kind in kinds if kind not in _HIER_KINDS]
+    if unknown:
+        raise RuntimeError(f"OPENRDU_HIER_BLOCKS must be 0, 1 or a comma-separated list of {', '.join(_HIER_KINDS)}, "
+                           f"not {setting!r}")
+    return sorted(set(re.findall(rf"^module ((?:{'|'.join(kinds)})_[0-9a-f]{{10}})\(", text, re.M)))
+
+
+def _control_file(unit, text, waves=False):
     lines = ["`verilator_config"]
     publics = [(TOPLEVEL, port) for port in _top_ports(text)] + list(unit.public)
     for module, signal in publics:
         lines.append(f'public_flat_rw -module "{module}" -var "{signal}"')
+    lines += [f'hier_block -module "{module}"' for module in _hier_blocks(text, waves)]
     return "\n".join(lines) + "\n"
 
 
@@ -228,9 +272,10 @@ def _plan(unit, waves):
                            "install Debian's liblz4-dev (`make setup` does this when run as root)")
     # Identical submodules become one: Verilator then compiles one class for, say, all 16 PCUs of a 4x8 array.
     text, merged = _merged_verilog(unit)
-    control = _control_file(unit, text)
+    control = _control_file(unit, text, waves)
     flags, make_vars = _env_build_options()
     flags += ("--trace-fst", "--trace-structs") if waves else ()
+    flags += ("--hierarchical",) if "hier_block" in control else ()
     sources = tuple(REPO / source for source in unit.sources)
     missing = [str(source) for source in sources if not source.is_file()]
     if missing:
@@ -287,7 +332,9 @@ def _build(unit, plan, waves, log):
     verilate = ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
                 "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
                 "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
-                *plan.flags, str(directory / "public.vlt"), str(verilator_cpp),
+                # Hierarchical blocks are verilated in parallel; the job count changes no output, so no key.
+                *plan.flags, *(("-j", str(os.cpu_count() or 1)) if "--hierarchical" in plan.flags else ()),
+                str(directory / "public.vlt"), str(verilator_cpp),
                 *(str(source) for source in plan.sources), str(directory / f"{TOPLEVEL}.v")]
     # ccache changes how fast the C++ compiles, never what it compiles to: not part of the key.
     make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",

@@ -135,3 +135,43 @@ def test_verilog_cache_key_names_the_design():
     # A closure over an object whose repr does not show its state is never cached.
     state = object()
     assert harness._design_key(unit(lambda: (state, BistCollar(convert.Fp32ToBf16()))[1])) is None
+
+
+def test_split_converts_each_distinct_unit_once():
+    from cosim import split
+    from cosim.tb.units_fabric import PARAMS
+    from hw.tile.fabric import Fabric
+
+    text, units = split.convert(Fabric(PARAMS["small"]), "top", jobs=1)
+    modules = re.findall(r"^module (\S+?) ?\(", text, re.M)
+    switches = [m for m in modules if m.startswith("switch_")]
+    assert modules[0] == "top" and units == len(switches) >= 1
+    # Every switch instance of the top names one of the converted modules, each converted once.
+    used = re.findall(r"^\s*(switch_[0-9a-f]{10}) ", text, re.M)
+    assert len(used) > len(switches) and set(used) == set(switches) and len(set(switches)) == len(switches)
+    # The design is untouched: converted whole afterwards, it has no unit modules.
+    whole = verilog.convert(Fabric(PARAMS["small"]), name="top", emit_src=False)
+    assert not re.search(r"^module switch_", whole, re.M)
+
+
+def test_split_leaves_units_with_value_arguments_in_place():
+    from cosim import split
+    assert split._value_like((1, "a", (2.5, None), {"k": frozenset({3})}))
+    assert not split._value_like((Signal(),))
+    assert not split._value_like((object(),))
+
+
+def test_hier_blocks_setting(monkeypatch):
+    text = "module top(a);\nmodule pcu_0123456789(b);\nmodule pmu_0123456789(c);\n"
+    monkeypatch.delenv("OPENRDU_HIER_BLOCKS", raising=False)
+    assert harness._hier_blocks(text, waves=False) == ["pcu_0123456789"]
+    assert harness._hier_blocks(text, waves=True) == []
+    monkeypatch.setenv("OPENRDU_HIER_BLOCKS", "1")
+    assert harness._hier_blocks(text, waves=False) == ["pcu_0123456789", "pmu_0123456789"]
+    monkeypatch.setenv("OPENRDU_HIER_BLOCKS", "pcu,gpu")
+    try:
+        harness._hier_blocks(text, waves=False)
+    except RuntimeError as error:
+        assert "gpu" in str(error)
+    else:
+        raise AssertionError("an unknown kind must be refused")

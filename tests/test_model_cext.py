@@ -304,3 +304,124 @@ def test_compiled_pcu_refuses_streams_of_the_wrong_size(kernels, monkeypatch):
         model.run({0: (data, last)})
     with pytest.raises(ValueError):
         _python(monkeypatch, model.run, {0: (data, last)})
+
+
+def test_kernels_refuse_sizes_whose_products_overflow(kernels):
+    # Each size is at most 2**40, but products and sums of sizes could wrap and let a small buffer pass the size
+    # check (the reads and writes then out of bounds): such calls are refused.
+    u32, one, empty = np.uint32, np.zeros(1, np.uint32), np.zeros(0, np.uint32)
+    with pytest.raises(ValueError):
+        kernels.binary(0, one, one, empty, 1 << 32, 1 << 32, 0, 0, 0, 0)          # rows x lanes wraps to 0
+    with pytest.raises(ValueError):
+        kernels.gemv(np.zeros(1 << 4, u32), empty, empty, 1 << 40, 1 << 24, 1, 1, 0, 0)
+    with pytest.raises(ValueError):
+        kernels.gemv(np.zeros(1 << 24, u32), empty, empty, 1 << 40, 1 << 24, 1 << 24, 1, 0, 0)
+    with pytest.raises(ValueError):
+        kernels.ordered_sums(one, empty, 1 << 32, 1 << 32, 0)
+    with pytest.raises(ValueError):
+        kernels.ordered_sums(np.zeros(1, u32), np.zeros(1 << 24, u32), 1 << 24, 1 << 40, 0)     # groups x m wraps
+    with pytest.raises(ValueError):
+        kernels.lane_sums(one, one, 1 << 40, 64)
+    # A group whose start + size wraps past 2**63.
+    for start, reduce in ((1 << 62, 0), (1 << 40, 1)):
+        with pytest.raises(ValueError):
+            kernels.pcu(np.zeros((0, 6), np.int64), 0, 2, 4, np.zeros((2, 4), u32), None, None, None, None, 0, -1,
+                        np.empty((2, 4), u32), 2, reduce, np.array([start], np.int64),
+                        np.array([(1 << 63) - start + 1], np.int64), 1, 0x3F800000, 0, -1, np.empty(1, u32))
+    # A bad integer argument is reported as itself, not after later conversions.
+    with pytest.raises(TypeError):
+        kernels.pcu(np.zeros((0, 6), np.int64), 0, 2, 4, None, None, None, None, None, "0", -1,
+                    np.empty((2, 4), u32), 0, 0, None, None, 0, 0, 0, -1, np.empty(0, u32))
+
+
+def test_set_tables_refusal_keeps_the_tables(kernels):
+    # A refused set_tables (a bad entry in the last table, seeds too wide for SEED_FRAC, SEED_FRAC 0 or too large)
+    # changes nothing: the tail functions give the same bits after it.
+    import facts.tail as tf
+
+    x = np.arange(0, 1 << 32, 65521, dtype=np.uint64).astype(np.uint32)
+    before = []
+    for op in range(5):
+        before.append(np.empty_like(x))
+        kernels.tail(op, x, before[-1], x.size)
+    good = [list(tf.EXP_TABLE), list(tf.RECIP_SEED), list(tf.RSQRT_SEED), tf.EXP_LOG2E, *tf.EXP_POLY, tf.EXP_X_HUGE,
+            tf.EXP_HUGE_N, tf.SEED_FRAC]
+    wide = 1 << (tf.SEED_FRAC + 1)
+    bad = [
+        [[1] * 128, [1] * 128, [1] * 127 + [-1], *good[3:]],             # the last entry negative
+        [[1] * 128, [1] * 128, [1] * 127 + [wide], *good[3:]],           # a seed of SEED_FRAC + 2 bits
+        [*good[:9], 0],                                                   # SEED_FRAC 0: a negative shift
+        [*good[:9], 40],                                                  # seeds past 128-bit products
+        [[1 << 40] * 128, *good[1:]],
+        [*good[:3], 1 << 41, *good[4:]],
+        [[1] * 128, [1] * 128, [1] * 128, *good[3:9], "12"],
+    ]
+    try:
+        for args in bad:
+            with pytest.raises((ValueError, TypeError)):
+                kernels.set_tables(*args)
+            for op in range(5):
+                out = np.empty_like(x)
+                kernels.tail(op, x, out, x.size)
+                assert np.array_equal(out, before[op]), (op, args[9])
+    finally:
+        kernels.set_tables(*good)
+
+
+def test_ordered_sums_flush_a_subnormal_start(kernels, monkeypatch):
+    # start is the first addition's operand: denormals-are-zero applies (-0 + -0 from -2**-149: -0), in C, in the
+    # numpy form and in the golden steps.
+    x = np.array([[0x80000000, 0x80000000]], np.uint32)
+    for start, want in ((0x80000001, 0x80000000), (0x00000001, 0), (0x807FFFFF, 0x80000000)):
+        golden = np.uint32(start)
+        for j in range(x.shape[1]):
+            golden = g.fp32_add(x[:, j], golden)
+        assert int(golden[0]) == want
+        assert int(fp32.ordered_sums(x, start)[0]) == want
+        assert int(_python(monkeypatch, fp32.ordered_sums, x, start)[0]) == want
+        assert int(_python(monkeypatch, fp32.ordered_sums, x, start, clean=True)[0]) == want
+
+
+def test_compiled_tails_match_golden(kernels):
+    # The compiled tails (fastfp.c tail_one) against sw/golden/tail.py directly: stride sweeps over every pattern
+    # (60k a function, each from its own offset: 300k in all, every exponent and sign; the golden form takes about
+    # 8 us a pattern) and, for every exponent and sign, edge fractions.
+    from sw.golden import tail as golden
+    from sw.model import tail
+
+    e, frac = np.arange(256, dtype=np.uint32), np.array([0, 1, 2, 3, 0x10000, 0x1FFFF, 0x20000, 0x3FFFFF, 0x400000,
+                                                          0x7FFFFE, 0x7FFFFF], np.uint32)
+    edge = ((e[:, None, None] << np.uint32(23)) | frac[None, :, None]
+            | (np.array([0, 1], np.uint32)[None, None, :] << np.uint32(31))).reshape(-1)
+    for k, name in enumerate(("exp", "recip", "rsqrt", "sigmoid", "silu")):
+        sweep = np.arange(k * 14303, 1 << 32, 71503, dtype=np.uint64).astype(np.uint32)
+        x = np.concatenate([sweep, edge, SPECIAL])
+        got, want = getattr(tail, name)(x), getattr(golden, name)(x)
+        bad = np.flatnonzero(got != want)
+        assert not bad.size, (name, [hex(int(v)) for v in x[bad[:5]]])
+
+
+def test_compiled_pcu_stands_down_for_any_replaced_function(kernels, monkeypatch):
+    # Every function the compiled run stands for (pcu._REPLACED: fp32's arithmetic, the tails, the lane reduction),
+    # replaced, sends the unit to its numpy form; a replaced tail function is then the one the numpy form calls.
+    from sw.model import pcu, tail
+    from sw.tile import random_kernels as rk
+
+    names = {(module.__name__, name) for module, name, _ in pcu._REPLACED}
+    for want in (("sw.model.fp32", "mul"), ("sw.model.fp32", "maxmin"), ("sw.model.fp32", "lane_sums"),
+                 ("sw.model.tail", "exp"), ("sw.model.tail", "silu"), ("sw.model.pcu", "reduce_lanes")):
+        assert want in names
+    kernel = next(k for k in map(rk.pcu_kernel, range(200))
+                  if pcu.PcuModel(k.params, k.config)._compiled is not None and k.config.tail == "exp")
+    model = pcu.PcuModel(kernel.params, kernel.config)
+    assert model._kernels() is kernels
+    for module, name, _ in pcu._REPLACED:
+        with monkeypatch.context() as m:
+            m.setattr(module, name, lambda *a, **k: None)
+            assert model._kernels() is None, name
+    calls = []
+    with monkeypatch.context() as m:
+        m.setattr(tail, "exp", lambda x: calls.append(1) or np.zeros(np.shape(x), np.uint32))
+        got = model.run(kernel.vi, kernel.si)
+    assert calls and not got.vo.any()
+    assert model._kernels() is kernels

@@ -78,6 +78,10 @@ static inline uint32_t add_raw(uint32_t a, uint32_t b)
 /* A C-contiguous buffer of at least ``items`` items of ``size`` bytes; -1 with an exception set otherwise. */
 static int take_sized(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items, Py_ssize_t size)
 {
+    if (items < 0 || items > PY_SSIZE_T_MAX / size) {
+        PyErr_SetString(PyExc_ValueError, "fastfp: a buffer size is too large");
+        return -1;
+    }
     if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
         return -1;
     if (view->itemsize != size || view->len < items * size) {
@@ -105,6 +109,41 @@ static int sizes(PyObject *const *args, Py_ssize_t first, Py_ssize_t count, Py_s
         }
     }
     return 0;
+}
+
+/* Checked item counts: each size is at most 2**40, but their products and sums may wrap (and then a small buffer
+ * would pass take's check). Past ITEMS_MAX (a byte count of 8-byte items still fits) the call is refused. */
+#define ITEMS_MAX (PY_SSIZE_T_MAX / 8)
+
+static int too_large(void)
+{
+    PyErr_SetString(PyExc_ValueError, "fastfp: the sizes' product is too large");
+    return -1;
+}
+
+/* *out = a * b, or -1 with ValueError past ITEMS_MAX (a, b >= 0). */
+static int mul_items(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *out)
+{
+    if (__builtin_mul_overflow(a, b, out) || *out > ITEMS_MAX)
+        return too_large();
+    return 0;
+}
+
+/* *out = a + b, or -1 with ValueError past ITEMS_MAX (a, b >= 0). */
+static int add_items(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *out)
+{
+    if (__builtin_add_overflow(a, b, out) || *out > ITEMS_MAX)
+        return too_large();
+    return 0;
+}
+
+/* *out = a * b + c, or -1 with ValueError past ITEMS_MAX (a, b, c >= 0). */
+static int mul_add_items(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t *out)
+{
+    Py_ssize_t p;
+    if (mul_items(a, b, &p) < 0)
+        return -1;
+    return add_items(p, c, out);
 }
 
 /* --- the systolic GEMV --------------------------------------------------------------------------------------- */
@@ -201,21 +240,29 @@ static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "gemv: too many lanes");
         return NULL;
     }
-    Py_ssize_t a_items = groups && m ? (groups - 1) * stride + (m - 1) * step + rows : 0;
+    /* The items each operand must hold: a's last index + 1, b's groups x m x lanes, out's groups x rows x lanes. */
+    Py_ssize_t a_items = 0, a_last, gm, b_items, out_items;
+    if (groups && m &&
+        (mul_items(groups - 1, stride, &a_last) < 0 || mul_add_items(m - 1, step, a_last, &a_last) < 0 ||
+         add_items(a_last, rows, &a_items) < 0))
+        return NULL;
+    if (mul_items(groups, m, &gm) < 0 || mul_items(gm, lanes, &b_items) < 0 ||
+        mul_items(groups, rows, &out_items) < 0 || mul_items(out_items, lanes, &out_items) < 0)
+        return NULL;
     if (take(args[0], &a, 0, a_items) < 0)
         return NULL;
-    if (take(args[1], &b, 0, groups * m * lanes) < 0) {
+    if (take(args[1], &b, 0, b_items) < 0) {
         PyBuffer_Release(&a);
         return NULL;
     }
-    if (b.len != groups * m * lanes * 4) {
+    if (b.len != b_items * 4) {
         PyErr_Format(PyExc_ValueError, "gemv: the weights hold %zd words, not %zd x %zd x %zd", b.len / 4, groups, m,
                      lanes);
         PyBuffer_Release(&a);
         PyBuffer_Release(&b);
         return NULL;
     }
-    if (take(args[2], &out, 1, groups * rows * lanes) < 0) {
+    if (take(args[2], &out, 1, out_items) < 0) {
         PyBuffer_Release(&a);
         PyBuffer_Release(&b);
         return NULL;
@@ -263,7 +310,10 @@ static PyObject *lane_sums(PyObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_ValueError, "lane_sums: lanes must be a power of two from 2 to 64");
         return NULL;
     }
-    if (take(args[0], &x, 0, rows * lanes) < 0)
+    Py_ssize_t cells;
+    if (mul_items(rows, lanes, &cells) < 0)
+        return NULL;
+    if (take(args[0], &x, 0, cells) < 0)
         return NULL;
     if (take(args[1], &out, 1, rows) < 0) {
         PyBuffer_Release(&x);
@@ -306,8 +356,10 @@ static PyObject *ordered_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_ValueError, "ordered_sums: start is not a 32-bit pattern");
         return NULL;
     }
-    Py_ssize_t groups = n[0], m = n[1];
-    if (take(args[0], &x, 0, groups * m) < 0)
+    Py_ssize_t groups = n[0], m = n[1], cells;
+    if (mul_items(groups, m, &cells) < 0)
+        return NULL;
+    if (take(args[0], &x, 0, cells) < 0)
         return NULL;
     if (take(args[1], &out, 1, groups) < 0) {
         PyBuffer_Release(&x);
@@ -352,15 +404,22 @@ static PyObject *binary(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (sizes(args, 4, 6, n) < 0)
         return NULL;
     Py_ssize_t rows = n[0], lanes = n[1], ar = n[2], al = n[3], br = n[4], bl = n[5];
-    Py_ssize_t a_items = rows && lanes ? (rows - 1) * ar + (lanes - 1) * al + 1 : 0;
-    Py_ssize_t b_items = rows && lanes ? (rows - 1) * br + (lanes - 1) * bl + 1 : 0;
+    /* Each operand's last index + 1, and out's rows x lanes. */
+    Py_ssize_t a_items = 0, b_items = 0, out_items, last;
+    if (rows && lanes &&
+        (mul_items(rows - 1, ar, &last) < 0 || mul_add_items(lanes - 1, al, last, &last) < 0 ||
+         add_items(last, 1, &a_items) < 0 || mul_items(rows - 1, br, &last) < 0 ||
+         mul_add_items(lanes - 1, bl, last, &last) < 0 || add_items(last, 1, &b_items) < 0))
+        return NULL;
+    if (mul_items(rows, lanes, &out_items) < 0)
+        return NULL;
     if (take(args[1], &a, 0, a_items) < 0)
         return NULL;
     if (take(args[2], &b, 0, b_items) < 0) {
         PyBuffer_Release(&a);
         return NULL;
     }
-    if (take(args[3], &out, 1, rows * lanes) < 0) {
+    if (take(args[3], &out, 1, out_items) < 0) {
         PyBuffer_Release(&a);
         PyBuffer_Release(&b);
         return NULL;
@@ -547,15 +606,36 @@ static uint32_t tail_one(int op, uint32_t x)
 }
 
 /* set_tables(exp_table, recip_seed, rsqrt_seed, log2e, poly1, poly2, poly3, x_huge, huge_n, seed_frac): facts/tail.py's
- * constants (three sequences of 128 ints, then integers). */
+ * constants (three sequences of 128 ints, then integers). All are read and checked before any is kept, so a refused
+ * call leaves the tables as they were. The bounds keep every intermediate of the cores within 128 bits whatever the
+ * values: seeds below 2**(SEED_FRAC + 1) with SEED_FRAC from 1 to 13, exp table entries below 2**33, polynomial
+ * coefficients below 2**32 and log2(e) below 2**40 (then e**-|x| < 2**34, the recip step's largest product, in
+ * sigmoid, below 2**125 and the rsqrt step's below 2**96; facts/tail.py: 12, < 2**33, < 2**32, < 2**38.6). */
+#define SEED_FRAC_MAX 13
+
 static PyObject *set_tables(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int64_t *tables[3] = {T_EXP, T_RECIP, T_RSQRT};
-    int64_t *scalars[7] = {&LOG2E, &POLY1, &POLY2, &POLY3, &X_HUGE, &HUGE_N, &SEED_FRAC};
+    int64_t tables[3][128], scalars[7];
+    /* LOG2E, POLY1, POLY2, POLY3, X_HUGE, HUGE_N, SEED_FRAC: each at most these (and at least 0; SEED_FRAC 1). */
+    static const int64_t scalar_max[7] = {((int64_t)1 << 40) - 1, ((int64_t)1 << 32) - 1, ((int64_t)1 << 32) - 1,
+                                          ((int64_t)1 << 32) - 1, 255, ((int64_t)1 << 40) - 1, SEED_FRAC_MAX};
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError, "set_tables takes 10 arguments");
         return NULL;
     }
+    for (int k = 0; k < 7; k++) {
+        long long v = PyLong_AsLongLong(args[3 + k]);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        if (v < (k == 6 ? 1 : 0) || v > scalar_max[k]) {
+            PyErr_Format(PyExc_ValueError, "set_tables: argument %d (%lld) is out of range", 3 + k, v);
+            return NULL;
+        }
+        scalars[k] = v;
+    }
+    /* exp table entries below 2**33; seeds below 2**(SEED_FRAC + 1). */
+    int64_t entry_max[3] = {((int64_t)1 << 33) - 1, ((int64_t)1 << (scalars[6] + 1)) - 1,
+                            ((int64_t)1 << (scalars[6] + 1)) - 1};
     for (int k = 0; k < 3; k++) {
         PyObject *seq = PySequence_Fast(args[k], "set_tables: a table is not a sequence");
         if (!seq)
@@ -571,29 +651,20 @@ static PyObject *set_tables(PyObject *self, PyObject *const *args, Py_ssize_t na
                 Py_DECREF(seq);
                 return NULL;
             }
-            if (v < 0 || v >= (1LL << 40)) {
+            if (v < 0 || v > entry_max[k]) {
                 Py_DECREF(seq);
-                PyErr_SetString(PyExc_ValueError, "set_tables: a table entry is out of range");
+                PyErr_Format(PyExc_ValueError, "set_tables: table %d entry %zd (%lld) is out of range", k, i, v);
                 return NULL;
             }
             tables[k][i] = v;
         }
         Py_DECREF(seq);
     }
-    for (int k = 0; k < 7; k++) {
-        long long v = PyLong_AsLongLong(args[3 + k]);
-        if (v == -1 && PyErr_Occurred())
-            return NULL;
-        if (v < 0 || v >= (1LL << 40)) {
-            PyErr_SetString(PyExc_ValueError, "set_tables: a constant is out of range");
-            return NULL;
-        }
-        *scalars[k] = v;
-    }
-    if (SEED_FRAC < 1 || SEED_FRAC > 20 || X_HUGE > 255) {
-        PyErr_SetString(PyExc_ValueError, "set_tables: a constant is out of range");
-        return NULL;
-    }
+    memcpy(T_EXP, tables[0], sizeof T_EXP);
+    memcpy(T_RECIP, tables[1], sizeof T_RECIP);
+    memcpy(T_RSQRT, tables[2], sizeof T_RSQRT);
+    LOG2E = scalars[0], POLY1 = scalars[1], POLY2 = scalars[2], POLY3 = scalars[3];
+    X_HUGE = scalars[4], HUGE_N = scalars[5], SEED_FRAC = scalars[6];
     tables_set = 1;
     Py_RETURN_NONE;
 }
@@ -707,15 +778,18 @@ static PyObject *pcu(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (sizes(args, 1, 3, dims) < 0)
         return NULL;
     Py_ssize_t k_stages = dims[0], n = dims[1], lanes = dims[2];
-    Py_ssize_t out_reg = PyLong_AsSsize_t(args[9]);
-    long tail_op = PyLong_AsLong(args[10]);
-    long so_mode = PyLong_AsLong(args[12]);
-    long reduce = PyLong_AsLong(args[13]);
-    Py_ssize_t groups = PyLong_AsSsize_t(args[16]);
-    unsigned long scale = PyLong_AsUnsignedLong(args[17]);
-    unsigned long bias = PyLong_AsUnsignedLong(args[18]);
-    long post = PyLong_AsLong(args[19]);
-    if (PyErr_Occurred())
+    /* Each conversion checked before the next runs (a call with an exception set is not allowed). */
+    Py_ssize_t out_reg, groups;
+    long tail_op, so_mode, reduce, post;
+    unsigned long scale, bias;
+    if (((out_reg = PyLong_AsSsize_t(args[9])) == -1 && PyErr_Occurred()) ||
+        ((tail_op = PyLong_AsLong(args[10])) == -1 && PyErr_Occurred()) ||
+        ((so_mode = PyLong_AsLong(args[12])) == -1 && PyErr_Occurred()) ||
+        ((reduce = PyLong_AsLong(args[13])) == -1 && PyErr_Occurred()) ||
+        ((groups = PyLong_AsSsize_t(args[16])) == -1 && PyErr_Occurred()) ||
+        ((scale = PyLong_AsUnsignedLong(args[17])) == (unsigned long)-1 && PyErr_Occurred()) ||
+        ((bias = PyLong_AsUnsignedLong(args[18])) == (unsigned long)-1 && PyErr_Occurred()) ||
+        ((post = PyLong_AsLong(args[19])) == -1 && PyErr_Occurred()))
         return NULL;
     if (out_reg < 0 || out_reg > 3 || tail_op < -1 || tail_op > 4 || so_mode < 0 || so_mode > 2 || reduce < 0 ||
         reduce > 1 || groups < 0 || groups > n || scale > 0xFFFFFFFFul || bias > 0xFFFFFFFFul || post < -1 ||
@@ -727,8 +801,12 @@ static PyObject *pcu(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "pcu: set_tables was not called");
         return NULL;
     }
-    Py_ssize_t cells = n * lanes;
-    const int64_t *code = hold(&h, args[0], 0, 6 * k_stages, 8);
+    Py_ssize_t cells, code_items, reg_items;
+    /* n x lanes cells; the scratch: four registers and the n reductions. */
+    if (mul_items(n, lanes, &cells) < 0 || mul_items(k_stages, 6, &code_items) < 0 ||
+        mul_add_items(4, cells ? cells : 1, n ? n : 1, &reg_items) < 0)
+        return NULL;
+    const int64_t *code = hold(&h, args[0], 0, code_items, 8);
     if (!code)
         goto fail;
     for (Py_ssize_t k = 0; k < k_stages; k++) {
@@ -764,7 +842,7 @@ static PyObject *pcu(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto fail;
         /* The groups are consecutive runs of firings. */
         for (Py_ssize_t g = 0; g < groups; g++)
-            if (starts[g] < 0 || group_sizes[g] < 1 || starts[g] + group_sizes[g] > n) {
+            if (starts[g] < 0 || group_sizes[g] < 1 || starts[g] > n || group_sizes[g] > n - starts[g]) {
                 PyErr_SetString(PyExc_ValueError, "pcu: a group is out of range");
                 goto fail;
             }
@@ -773,7 +851,7 @@ static PyObject *pcu(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     uint32_t *so = hold(&h, args[20], 1, so_count, 4);
     if (!so)
         goto fail;
-    regs = PyMem_Calloc(4 * (size_t)(cells ? cells : 1) + (size_t)(n ? n : 1), 4);
+    regs = PyMem_Calloc((size_t)reg_items, 4);
     if (!regs) {
         PyErr_NoMemory();
         goto fail;

@@ -430,6 +430,10 @@ def ordered_sums(x, start=0, *, clean=False):
         out = np.empty(x.shape[0], np.uint32)
         c.ordered_sums(np.ascontiguousarray(x, np.uint32), out, x.shape[0], x.shape[1], int(start))
         return out
+    # ``start`` is an operand of the first addition: denormals-are-zero applies to it too.
+    start = int(start)
+    if not start & 0x7F800000:
+        start &= 0x80000000
     x, least = (np.asarray(x, np.uint32), None) if clean else _daz_least(x)
     # Denormals-are-zero's least magnitude, where it has one, tells whether the values are coarse.
     if x.ndim != 2 or not x.shape[0] or not x.shape[1] or \

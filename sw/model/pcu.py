@@ -6,7 +6,9 @@ evaluates every firing at once with the golden arithmetic (its fast form,
 the hardware's order of additions, vectorised across groups and lanes.
 """
 
+import sys
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -15,9 +17,11 @@ from sw.golden import arith as g
 from sw.model import fp32, tail
 from sw.tile.pcu import REGISTERS, f32
 
+# The tail functions looked up when called, so that a test's replacement of one (see PcuModel._kernels) reaches the
+# numpy form too.
 _TAIL = {
-    "none": lambda x: x, "exp": tail.exp, "recip": tail.recip, "rsqrt": tail.rsqrt, "sigmoid": tail.sigmoid,
-    "silu": tail.silu,
+    "none": lambda x: x, "exp": lambda x: tail.exp(x), "recip": lambda x: tail.recip(x),
+    "rsqrt": lambda x: tail.rsqrt(x), "sigmoid": lambda x: tail.sigmoid(x), "silu": lambda x: tail.silu(x),
     "bf16": lambda x: g.bf16_to_fp32(g.fp32_to_bf16(x)),
 }
 # Each op takes its operands and ``clean``: per operand, whether it is known to hold no subnormal (the result of an
@@ -334,10 +338,14 @@ class PcuModel:
         return vo, self._scalar_out(plan, out)
 
     def _kernels(self):
-        """The compiled kernels where this unit runs on them: built, the configuration taken, and the module's own
-        arithmetic in place (a test that replaces ``fp32.daz``, ``fp32.add`` or :func:`reduce_lanes` to prove a
-        mistake is caught gets the numpy form)."""
-        if self._compiled is None or fp32.daz is not _DAZ or fp32.add is not _ADD or reduce_lanes is not _REDUCE:
+        """The compiled kernels where this unit runs on them: built, the configuration taken, and the modules' own
+        arithmetic in place (a test that replaces any function the compiled run stands for, ``fp32.daz``,
+        ``fp32.add``, ``fp32.mul``, a tail function, :func:`reduce_lanes`, ..., to prove a mistake is caught gets the
+        numpy form)."""
+        # Each module's functions fetched at once from its namespace (one C call a module: this runs for every unit
+        # run).
+        if self._compiled is None or _FP32_NOW(_FP32_NS) != _FP32_FNS or _TAIL_NOW(_TAIL_NS) != _TAIL_FNS or \
+                _PCU_NOW(_PCU_NS) != _PCU_FNS:
             return None
         return fp32._C if fp32._C is not None else fp32.kernels()
 
@@ -469,5 +477,14 @@ class PcuModel:
         return self._stages([drained, operand, zero, zero], np.uint32(0), np.uint32(0))
 
 
-# The module's own functions, which the compiled run stands for (see PcuModel._kernels).
-_DAZ, _ADD, _REDUCE = fp32.daz, fp32.add, reduce_lanes
+# The functions the compiled run stands for, as imported (see PcuModel._kernels): the numpy form's arithmetic.
+_REPLACED_NAMES = (
+    (fp32, ("daz", "add", "mul", "maxmin", "lane_sums", "largest", "ordered_sums", "dot", "dot_shared", "add1",
+            "mul1")),
+    (tail, ("exp", "recip", "rsqrt", "sigmoid", "silu")),
+    (sys.modules[__name__], ("reduce_lanes", "scalar_post")),
+)
+_REPLACED = tuple((module, name, getattr(module, name)) for module, names in _REPLACED_NAMES for name in names)
+# Per module: its namespace, a getter of those names and the functions (function equality is identity).
+(_FP32_NS, _FP32_NOW, _FP32_FNS), (_TAIL_NS, _TAIL_NOW, _TAIL_FNS), (_PCU_NS, _PCU_NOW, _PCU_FNS) = (
+    (vars(module), itemgetter(*names), itemgetter(*names)(vars(module))) for module, names in _REPLACED_NAMES)

@@ -154,17 +154,22 @@ def generate_verilog(unit):
 
 
 def _splitting():
-    return os.environ.get("OPENRDU_SPLIT_UNITS", "1").strip() != "0"
+    return os.environ.get("OPENRDU_SPLIT_UNITS", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def _split_verilog(unit):
     """The unit's Verilog with each distinct tile unit elaborated once (:mod:`cosim.split`); text and unit count.
 
-    ``OPENRDU_SPLIT_UNITS=0`` converts the whole design in one piece, as :func:`generate_verilog` does.
+    ``OPENRDU_SPLIT_UNITS=0`` converts the whole design in one piece, as :func:`generate_verilog` does, and
+    so does a unit with public signals (their modules are named by Amaranth's paths, which splitting renames)
+    or one that defines its own clock domains (:class:`cosim.split.NotSplittable`).
     """
-    if not _splitting():
+    if not _splitting() or unit.public:
         return generate_verilog(unit), 0
-    return split.convert(unit.design(), TOPLEVEL)
+    try:
+        return split.convert(unit.design(), TOPLEVEL)
+    except split.NotSplittable:
+        return generate_verilog(unit), 0
 
 
 # Elaboration (Amaranth and Yosys) takes about a minute for the chip, on every run, cached build or not: the
@@ -275,7 +280,7 @@ def _plan(unit, waves):
     control = _control_file(unit, text, waves)
     flags, make_vars = _env_build_options()
     flags += ("--trace-fst", "--trace-structs") if waves else ()
-    flags += ("--hierarchical",) if "hier_block" in control else ()
+    flags += ("--hierarchical",) if _hier_blocks(text, waves) else ()
     sources = tuple(REPO / source for source in unit.sources)
     missing = [str(source) for source in sources if not source.is_file()]
     if missing:

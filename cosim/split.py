@@ -20,13 +20,20 @@ design itself is untouched (the Amaranth simulator and
 the Verilator build only.
 
 A unit is split out only when that is safe to decide from its constructor:
-its arguments must have value-like ``repr``s (no Amaranth values, no object
-addresses), and none of its attributes may be an Amaranth value other than a
-signature port (a parent could read such a signal, which the instance would
-not drive). Anything else is elaborated in place, as before.
+its arguments must have value-like ``repr``s (no Amaranth values, however
+deeply held, no object addresses), and none of its attributes may be an
+Amaranth value other than a signature port, nor hold one, nor be a memory or
+another elaboratable (a parent could read or drive such a signal, which the
+instance would not connect). A unit reached through a transform
+(``ResetInserter``, ``EnableInserter``, ``DomainRenamer``) is elaborated in
+place with everything under it, so that the transform still applies. A design
+that defines a clock domain of its own is not split at all
+(:class:`NotSplittable`): a unit converted alone gets the default ``sync``
+domain. Anything else is elaborated in place, as before.
 """
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -34,8 +41,9 @@ import multiprocessing
 import os
 import re
 
-from amaranth.hdl import ClockSignal, Instance, ResetSignal, Value, ValueCastable
+from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, ResetSignal, Value, ValueCastable
 from amaranth.hdl._ir import Fragment, PortDirection
+from amaranth.hdl._xfrm import TransformedElaboratable
 from amaranth.lib import wiring
 from amaranth.back import verilog
 
@@ -46,6 +54,12 @@ UNIT_CLASSES = ("hw.tile.pcu:Pcu", "hw.tile.pmu:Pmu", "hw.tile.switch:Switch", "
                 "hw.mem.system:MemorySystem", "hw.mem.sequencer:Sequencer")
 _DOMAIN_PORTS = {"clk": lambda: ClockSignal("sync"), "rst": lambda: ResetSignal("sync")}
 _HEADER = re.compile(r"^module (\S+?) ?\((.*?)\);", re.S | re.M)
+# How Amaranth prints values and interfaces that hold them: an argument whose repr shows one holds a signal.
+_VALUE_REPR = re.compile(r"\((sig|const|cat|slice|part|memory) |<(Pure|Flipped)Interface")
+
+
+class NotSplittable(Exception):
+    """The design cannot be cut into separately converted units (the reason is the message)."""
 
 
 def _classes():
@@ -64,7 +78,8 @@ def _value_like(obj, depth=0):
         return all(_value_like(item, depth + 1) for item in obj)
     if isinstance(obj, dict):
         return all(_value_like(k, depth + 1) and _value_like(v, depth + 1) for k, v in obj.items())
-    return " at 0x" not in repr(obj)
+    text = repr(obj)
+    return " at 0x" not in text and not _VALUE_REPR.search(text)
 
 
 def _port_values(obj):
@@ -86,11 +101,24 @@ def _holds_other_values(obj, ports):
         if isinstance(item, ValueCastable):
             item = item.as_value()
         if isinstance(item, Value):
-            return id(item) not in own and not item.shape().width == 0
-        if depth < 3 and isinstance(item, (tuple, list)):
+            return id(item) not in own and not item.shape().width == 0 and not isinstance(item, Const)
+        if isinstance(item, (wiring.Member, wiring.Signature)):
+            return False  # a description of ports, not ports
+        if isinstance(getattr(item, "signature", None), wiring.Signature) and not isinstance(item, Elaboratable):
+            # An interface: its members are ports of the unit, or signals a parent could reach.
+            return any(walk(value, depth + 1) for _, _, value in item.signature.flatten(item))
+        if isinstance(item, Elaboratable) or type(item).__name__ == "Memory":
+            return True  # a parent could use its ports or read ports, which the instance would not have
+        if depth >= 3 or isinstance(item, (str, bytes, int, float, type)):
+            return False
+        if isinstance(item, (tuple, list, set, frozenset)):
             return any(walk(x, depth + 1) for x in item)
-        if depth < 3 and isinstance(item, dict):
+        if isinstance(item, dict):
             return any(walk(x, depth + 1) for x in item.values())
+        if dataclasses.is_dataclass(item):
+            return any(walk(getattr(item, f.name), depth + 1) for f in dataclasses.fields(item))
+        if hasattr(item, "__dict__"):
+            return any(walk(x, depth + 1) for x in vars(item).values())
         return False
 
     for name, item in vars(obj).items():
@@ -111,11 +139,20 @@ class _Splitter:
         self.root = root
         self.units = {}        # module name -> representative unit object
         self.args = {}         # id(obj) -> (obj, key text); holding obj keeps its id from being reused
+        self.transformed = 0   # depth of transformed elaboratables being elaborated: nothing under them is split
 
     @contextlib.contextmanager
     def active(self):
         originals = {cls: cls.__init__ for cls in self.classes}
         get = Fragment.get
+        transformed_elaborate = TransformedElaboratable.elaborate
+
+        def elaborate_transformed(wrapper, platform):
+            self.transformed += 1
+            try:
+                return transformed_elaborate(wrapper, platform)
+            finally:
+                self.transformed -= 1
 
         def recording(cls, init):
             @functools.wraps(init)
@@ -126,16 +163,18 @@ class _Splitter:
             return __init__
 
         def get_or_instance(obj, platform):
-            replaced = self._instance(obj) if obj is not self.root else None
+            replaced = self._instance(obj) if obj is not self.root and not self.transformed else None
             return replaced if replaced is not None else get(obj, platform)
 
         for cls, init in originals.items():
             cls.__init__ = recording(cls, init)
         Fragment.get = staticmethod(get_or_instance)
+        TransformedElaboratable.elaborate = elaborate_transformed
         try:
             yield self
         finally:
             Fragment.get = staticmethod(get)
+            TransformedElaboratable.elaborate = transformed_elaborate
             for cls, init in originals.items():
                 cls.__init__ = init
 
@@ -182,6 +221,14 @@ def _fit_domain_ports(text, name, obj):
     return text[:start] + head + text[end:]
 
 
+def _own_domains(fragment):
+    """Names of the clock domains ``fragment`` or any fragment under it defines."""
+    names = set(fragment.domains)
+    for sub, *_ in fragment.subfragments:
+        names |= _own_domains(sub)
+    return names
+
+
 def _ports_of(obj):
     return {port: (value, PortDirection.Input if flow == "i" else PortDirection.Output)
             for port, flow, value in _port_values(obj)}
@@ -203,6 +250,12 @@ def convert(design, name, *, jobs=None):
     -------
     (str, int)
         The Verilog (the top's module first, then each unit's) and how many distinct units were split out.
+
+    Raises
+    ------
+    NotSplittable
+        When the design defines a clock domain of its own; convert it whole (with a fresh design object:
+        this one has been elaborated).
     """
     # Python elaboration (a tenth of the work) runs here, level by level: the top, then each distinct
     # unit, a unit inside a unit becoming an Instance again. The netlists, RTLIL and Yosys runs (the rest)
@@ -214,7 +267,11 @@ def convert(design, name, *, jobs=None):
             job_name, obj = queue.pop(0)
             splitter.root = obj
             known = set(splitter.units)
-            work.append((job_name, Fragment.get(obj, None), _ports_of(obj)))
+            fragment = Fragment.get(obj, None)
+            domains = _own_domains(fragment)
+            if domains:
+                raise NotSplittable(f"{job_name} defines the clock domains {', '.join(sorted(domains))}")
+            work.append((job_name, fragment, _ports_of(obj)))
             found = sorted((n, o) for n, o in splitter.units.items() if n not in known)
             units += found
             queue += found

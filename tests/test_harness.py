@@ -175,3 +175,68 @@ def test_hier_blocks_setting(monkeypatch):
         assert "gpu" in str(error)
     else:
         raise AssertionError("an unknown kind must be refused")
+
+
+def _split_probe_classes():
+    from amaranth import ClockDomain, ResetInserter
+    from amaranth.lib import stream, wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Child(wiring.Component):
+        def __init__(self, side=None):
+            self.side = side
+            super().__init__({"a": In(8), "b": Out(8)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.b.eq(self.a + (self.side.payload if self.side is not None else 0))
+            return m
+
+    class Holder(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(8), "b": Out(8)})
+            self.inner = Child()  # a parent could reach its ports
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.inner = self.inner
+            m.d.comb += [self.inner.a.eq(self.a), self.b.eq(self.inner.b)]
+            return m
+
+    class Parent(wiring.Component):
+        def __init__(self, how):
+            self.how = how
+            super().__init__({"x": In(8), "y": In(8), "z": Out(8)})
+
+        def elaborate(self, platform):
+            m = Module()
+            if self.how == "interface":
+                side = stream.Signature(8).create()
+                m.d.comb += side.payload.eq(self.y)
+                c = Child(side)
+            elif self.how == "holder":
+                c = Holder()
+            else:
+                c = Child()
+            if self.how == "domain":
+                m.domains.sync = ClockDomain(async_reset=True)
+            m.submodules.c = ResetInserter(self.y[0])(c) if self.how == "reset" else c
+            m.d.comb += [c.a.eq(self.x), self.z.eq(c.b)]
+            return m
+
+    return Child, Holder, Parent
+
+
+def test_split_leaves_units_in_place_when_splitting_would_cut_signals(monkeypatch):
+    import pytest
+    from cosim import split
+    Child, Holder, Parent = _split_probe_classes()
+    monkeypatch.setattr(split, "_classes", lambda: (Child, Holder))
+    assert split.convert(Parent("plain"), "top", jobs=1)[1] == 1
+    # A signal handed to the constructor, a reset inserted around the unit, a sub-unit held as an attribute.
+    for how in ("interface", "reset"):
+        assert split.convert(Parent(how), "top", jobs=1)[1] == 0, how
+    text, units = split.convert(Parent("holder"), "top", jobs=1)
+    assert not re.search(r"^module holder_", text, re.M) and units == 1  # only the Child it holds is split out
+    with pytest.raises(split.NotSplittable, match="clock domains sync"):
+        split.convert(Parent("domain"), "top", jobs=1)

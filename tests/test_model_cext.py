@@ -222,27 +222,15 @@ def test_compiled_pcu_stands_down_for_replaced_arithmetic(kernels, monkeypatch):
 def test_decode_identical_with_the_compiled_kernels(monkeypatch, tmp_path):
     # A short decode on the chip target with the compiled kernels and with numpy: the same tokens, logits and
     # report (but the wall time).
-    import asyncio
-
     pytest.importorskip("torch")
     if fp32.kernels() is None:
         pytest.skip("no C compiler or Python headers: the compiled fp32 kernels are not built")
-    from sw.compiler.compile import compile_model
-    from sw.model import chip
-    from sw.runtime.decode import generate
-    from sw.runtime.device import ModelDevice
-    from sw.target import CHIP
-    from tests.llama_checkpoints import SHAPES, make_checkpoint
+    from tests.fresh_decode import fresh_decode, tiny_compiled
 
-    compiled = compile_model(make_checkpoint(tmp_path, **SHAPES["tiny-tied"]), CHIP, mode="fused", context=16)
+    compiled = tiny_compiled(tmp_path)
 
     def decode():
-        # The model's process-wide caches hold the plans an earlier decode made: each decode makes its own.
-        for cache in (chip._CREDITS, chip._PLANS, chip._ARRIVALS, chip._ARRAYS):
-            cache.clear()
-        result = asyncio.run(generate(ModelDevice(CHIP), compiled, [0, 5, 7], max_new_tokens=4, stop_at_eos=False))
-        result["report"].pop("wall_s")
-        return result
+        return fresh_decode(compiled)
 
     with_c = decode()
     assert with_c == _python(monkeypatch, decode)

@@ -496,29 +496,17 @@ def test_credit_service_forced_to_python(monkeypatch):
 def test_decode_identical_with_the_compiled_credit_service(monkeypatch, tmp_path):
     # A short decode on the chip target, every credit service computed afresh on each path: the same tokens,
     # logits and report (but the wall time).
-    import asyncio
-
     pytest.importorskip("torch")
     credit = _compiled()
-    from sw.compiler.compile import compile_model
-    from sw.model import chip
-    from sw.runtime.decode import generate
-    from sw.runtime.device import ModelDevice
-    from sw.target import CHIP
-    from tests.llama_checkpoints import SHAPES, make_checkpoint
+    from tests.fresh_decode import fresh_decode, tiny_compiled
 
-    compiled = compile_model(make_checkpoint(tmp_path, **SHAPES["tiny-tied"]), CHIP, mode="fused", context=16)
+    compiled = tiny_compiled(tmp_path)
     calls = []
     service = credit.service
     monkeypatch.setattr(credit, "service", lambda *a: calls.append(service(*a)) or calls[-1])
 
     def decode():
-        # The model's process-wide caches hold earlier services' results and the plans built on them.
-        for cache in (chip._CREDITS, chip._PLANS, chip._ARRIVALS, chip._ARRAYS):
-            cache.clear()
-        result = asyncio.run(generate(ModelDevice(CHIP), compiled, [0, 5, 7], max_new_tokens=4, stop_at_eos=False))
-        result["report"].pop("wall_s")
-        return result
+        return fresh_decode(compiled)
 
     fast = decode()
     assert calls, "the decode ran no credit service"

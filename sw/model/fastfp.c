@@ -92,9 +92,26 @@ static int take_sized(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t i
     return 0;
 }
 
-static int take(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items)
+/* Buffers taken by one call, released together. */
+struct held {
+    Py_buffer views[12];
+    int count;
+};
+
+/* The buffer's data, or NULL with an exception set (an empty buffer's data may be NULL: a stand-in is returned). */
+static void *hold(struct held *h, PyObject *obj, int writable, Py_ssize_t items, Py_ssize_t size)
 {
-    return take_sized(obj, view, writable, items, 4);
+    static int64_t nothing;
+    if (take_sized(obj, &h->views[h->count], writable, items, size) < 0)
+        return NULL;
+    void *buf = h->views[h->count++].buf;
+    return buf ? buf : &nothing;
+}
+
+static void release(struct held *h)
+{
+    while (h->count)
+        PyBuffer_Release(&h->views[--h->count]);
 }
 
 static int sizes(PyObject *const *args, Py_ssize_t first, Py_ssize_t count, Py_ssize_t *out)
@@ -228,7 +245,7 @@ static inline int gemv_block_simd(const uint32_t *a, Py_ssize_t stride, Py_ssize
 static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t n[6];
-    Py_buffer a, b, out;
+    struct held h = {.count = 0};
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "gemv takes 9 arguments");
         return NULL;
@@ -249,26 +266,15 @@ static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (mul_items(groups, m, &gm) < 0 || mul_items(gm, lanes, &b_items) < 0 ||
         mul_items(groups, rows, &out_items) < 0 || mul_items(out_items, lanes, &out_items) < 0)
         return NULL;
-    if (take(args[0], &a, 0, a_items) < 0)
-        return NULL;
-    if (take(args[1], &b, 0, b_items) < 0) {
-        PyBuffer_Release(&a);
-        return NULL;
-    }
-    if (b.len != b_items * 4) {
-        PyErr_Format(PyExc_ValueError, "gemv: the weights hold %zd words, not %zd x %zd x %zd", b.len / 4, groups, m,
-                     lanes);
-        PyBuffer_Release(&a);
-        PyBuffer_Release(&b);
+    const uint32_t *pa = hold(&h, args[0], 0, a_items, 4), *pb = pa ? hold(&h, args[1], 0, b_items, 4) : NULL;
+    if (pb && h.views[1].len != b_items * 4)
+        PyErr_Format(PyExc_ValueError, "gemv: the weights hold %zd words, not %zd x %zd x %zd", h.views[1].len / 4,
+                     groups, m, lanes);
+    uint32_t *po = pb && h.views[1].len == b_items * 4 ? hold(&h, args[2], 1, out_items, 4) : NULL;
+    if (!po) {
+        release(&h);
         return NULL;
     }
-    if (take(args[2], &out, 1, out_items) < 0) {
-        PyBuffer_Release(&a);
-        PyBuffer_Release(&b);
-        return NULL;
-    }
-    const uint32_t *pa = a.buf, *pb = b.buf;
-    uint32_t *po = out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t g = 0; g < groups; g += BLOCK) {
         Py_ssize_t nb = groups - g < BLOCK ? groups - g : BLOCK;
@@ -285,9 +291,7 @@ static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 gemv_group(ga + k * stride, step, gb + k * m * lanes, go + k * rows * lanes, m, rows, lanes);
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&a);
-    PyBuffer_Release(&b);
-    PyBuffer_Release(&out);
+    release(&h);
     Py_RETURN_NONE;
 }
 
@@ -298,7 +302,7 @@ static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *lane_sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t n[2];
-    Py_buffer x, out;
+    struct held h = {.count = 0};
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "lane_sums takes 4 arguments");
         return NULL;
@@ -313,14 +317,12 @@ static PyObject *lane_sums(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t cells;
     if (mul_items(rows, lanes, &cells) < 0)
         return NULL;
-    if (take(args[0], &x, 0, cells) < 0)
-        return NULL;
-    if (take(args[1], &out, 1, rows) < 0) {
-        PyBuffer_Release(&x);
+    const uint32_t *px = hold(&h, args[0], 0, cells, 4);
+    uint32_t *po = px ? hold(&h, args[1], 1, rows, 4) : NULL;
+    if (!po) {
+        release(&h);
         return NULL;
     }
-    const uint32_t *px = x.buf;
-    uint32_t *po = out.buf;
     Py_BEGIN_ALLOW_THREADS
     uint32_t t[MAX_LANES];
     for (Py_ssize_t i = 0; i < rows; i++) {
@@ -332,8 +334,7 @@ static PyObject *lane_sums(PyObject *self, PyObject *const *args, Py_ssize_t nar
         po[i] = canon(t[0]);
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&out);
+    release(&h);
     Py_RETURN_NONE;
 }
 
@@ -342,7 +343,7 @@ static PyObject *lane_sums(PyObject *self, PyObject *const *args, Py_ssize_t nar
 static PyObject *ordered_sums(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t n[2];
-    Py_buffer x, out;
+    struct held h = {.count = 0};
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "ordered_sums takes 5 arguments");
         return NULL;
@@ -359,14 +360,12 @@ static PyObject *ordered_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t groups = n[0], m = n[1], cells;
     if (mul_items(groups, m, &cells) < 0)
         return NULL;
-    if (take(args[0], &x, 0, cells) < 0)
-        return NULL;
-    if (take(args[1], &out, 1, groups) < 0) {
-        PyBuffer_Release(&x);
+    const uint32_t *px = hold(&h, args[0], 0, cells, 4);
+    uint32_t *po = px ? hold(&h, args[1], 1, groups, 4) : NULL;
+    if (!po) {
+        release(&h);
         return NULL;
     }
-    const uint32_t *px = x.buf;
-    uint32_t *po = out.buf;
     uint32_t first = daz((uint32_t)start);
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t g = 0; g < groups; g++) {
@@ -376,8 +375,7 @@ static PyObject *ordered_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
         po[g] = canon(acc);
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&out);
+    release(&h);
     Py_RETURN_NONE;
 }
 
@@ -389,7 +387,7 @@ static PyObject *ordered_sums(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyObject *binary(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t n[7];
-    Py_buffer a, b, out;
+    struct held h = {.count = 0};
     if (nargs != 10) {
         PyErr_SetString(PyExc_TypeError, "binary takes 10 arguments");
         return NULL;
@@ -413,19 +411,12 @@ static PyObject *binary(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (mul_items(rows, lanes, &out_items) < 0)
         return NULL;
-    if (take(args[1], &a, 0, a_items) < 0)
-        return NULL;
-    if (take(args[2], &b, 0, b_items) < 0) {
-        PyBuffer_Release(&a);
-        return NULL;
-    }
-    if (take(args[3], &out, 1, out_items) < 0) {
-        PyBuffer_Release(&a);
-        PyBuffer_Release(&b);
+    const uint32_t *pa = hold(&h, args[1], 0, a_items, 4), *pb = pa ? hold(&h, args[2], 0, b_items, 4) : NULL;
+    uint32_t *po = pb ? hold(&h, args[3], 1, out_items, 4) : NULL;
+    if (!po) {
+        release(&h);
         return NULL;
     }
-    const uint32_t *pa = a.buf, *pb = b.buf;
-    uint32_t *po = out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < rows; i++) {
         const uint32_t *ra = pa + i * ar, *rb = pb + i * br;
@@ -458,9 +449,7 @@ static PyObject *binary(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&a);
-    PyBuffer_Release(&b);
-    PyBuffer_Release(&out);
+    release(&h);
     Py_RETURN_NONE;
 }
 
@@ -674,7 +663,7 @@ static PyObject *set_tables(PyObject *self, PyObject *const *args, Py_ssize_t na
 static PyObject *tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t n;
-    Py_buffer x, out;
+    struct held h = {.count = 0};
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "tail takes 4 arguments");
         return NULL;
@@ -692,20 +681,17 @@ static PyObject *tail(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (sizes(args, 3, 1, &n) < 0)
         return NULL;
-    if (take(args[1], &x, 0, n) < 0)
-        return NULL;
-    if (take(args[2], &out, 1, n) < 0) {
-        PyBuffer_Release(&x);
+    const uint32_t *px = hold(&h, args[1], 0, n, 4);
+    uint32_t *po = px ? hold(&h, args[2], 1, n, 4) : NULL;
+    if (!po) {
+        release(&h);
         return NULL;
     }
-    const uint32_t *px = x.buf;
-    uint32_t *po = out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++)
         po[i] = tail_one((int)op, px[i]);
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&out);
+    release(&h);
     Py_RETURN_NONE;
 }
 
@@ -735,25 +721,6 @@ static inline uint32_t stage_op(int64_t op, uint32_t a, uint32_t b, uint32_t c)
         return (op == 5 ? kx >= ky : kx <= ky) ? x : y;
     }
     }
-}
-
-/* Buffers taken by one call, released together. */
-struct held {
-    Py_buffer views[12];
-    int count;
-};
-
-static void *hold(struct held *h, PyObject *obj, int writable, Py_ssize_t items, Py_ssize_t size)
-{
-    if (take_sized(obj, &h->views[h->count], writable, items, size) < 0)
-        return NULL;
-    return h->views[h->count++].buf;
-}
-
-static void release(struct held *h)
-{
-    while (h->count)
-        PyBuffer_Release(&h->views[--h->count]);
 }
 
 /* pcu(program, stages, n, lanes, r0, r1, r2, s0, s1, out_reg, tail, vo, so_mode, reduce, starts, sizes, groups,

@@ -257,13 +257,13 @@ class Session:
             # As launch.patterns: a later stream on an AGCU replaces an earlier one, in the first one's place.
             reads = {s.agcu: s for s in launch.streams if s.direction == "read"}
             writes = {s.agcu: s for s in launch.streams if s.direction == "write"}
-            moving = [(is_read, agcu, s.pattern(0, 0), s.token_stride, s.pos_stride)
-                      for is_read, chosen in ((True, reads), (False, writes)) for agcu, s in chosen.items()
-                      if s.token_stride or s.pos_stride]
+            fixed = [{agcu: s.pattern(0, 0) for agcu, s in chosen.items()} for chosen in (reads, writes)]
+            moving = [(is_read, agcu, patterns[agcu], s.token_stride, s.pos_stride)
+                      for is_read, chosen, patterns in ((True, reads, fixed[0]), (False, writes, fixed[1]))
+                      for agcu, s in chosen.items() if s.token_stride or s.pos_stride]
             if len(_PATTERNS) >= 4096:
                 _PATTERNS.clear()
-            known = _PATTERNS[id(launch)] = (launch, streams, {k: s.pattern(0, 0) for k, s in reads.items()},
-                                             {k: s.pattern(0, 0) for k, s in writes.items()}, moving)
+            known = _PATTERNS[id(launch)] = (launch, streams, *fixed, moving)
         _, _, fixed_reads, fixed_writes, moving = known
         reads, writes = fixed_reads.copy(), fixed_writes.copy()
         for is_read, agcu, pattern, token_stride, pos_stride in moving:

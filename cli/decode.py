@@ -14,7 +14,9 @@ import argparse
 import json
 import math
 import re
+import shutil
 import sys
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -160,10 +162,7 @@ class Progress:
             return
         elapsed = time.perf_counter() - self.start
         if self.mode == "bar":
-            width = 30
-            filled = width * done // max(total, 1)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.unit} {done}/{total} "
-                             f"{elapsed:.0f} s" + ("\n" if done == total else ""))
+            sys.stderr.write(f"\r{self.bar(done, total)}" + ("\n" if done == total else ""))
         else:
             if self.shown is None:
                 sys.stderr.write(f"{self.label}: {total} {self.unit}s\n")
@@ -174,6 +173,44 @@ class Progress:
             self.shown = percent
             sys.stderr.write(f"{self.label}: {self.unit} {done}/{total} ({percent}%) {elapsed:.0f} s\n")
         sys.stderr.flush()
+
+    def bar(self, done, total, width=30):
+        """The bar's text: label, ``width`` marks, steps done and seconds since the start."""
+        filled = width * done // max(total, 1)
+        return (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.unit} {done}/{total} "
+                f"{time.perf_counter() - self.start:.0f} s")
+
+
+class Board:
+    """The :class:`Progress` of several runs, reported as ``board(index, done, total)`` from any thread.
+
+    Into a log each run writes its lines. On a terminal the runs under way share one line (several
+    simulations run at once on the RTL), and a run that ends leaves its full bar on a line of its own.
+    """
+
+    def __init__(self, bars):
+        self.bars, self.lock, self.running = list(bars), threading.Lock(), {}
+
+    def __call__(self, index, done, total):
+        with self.lock:
+            bar = self.bars[index]
+            if bar.mode != "bar":
+                bar(done, total)
+                return
+            self.running[index] = (done, total)
+            text = ""
+            if done >= total:
+                del self.running[index]
+                text = f"\r{bar.bar(done, total)}\033[K\n"
+            if len(self.running) == 1:
+                (i, (d, t)), = self.running.items()
+                text += f"\r{self.bars[i].bar(d, t)}\033[K"
+            elif self.running:
+                line = "  ".join(f"{self.bars[i].label.strip()} {d}/{t}" for i, (d, t) in sorted(self.running.items()))
+                line = f"{line}  {time.perf_counter() - bar.start:.0f} s"
+                text += f"\r{line[:shutil.get_terminal_size().columns - 1]}\033[K"
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
 
 def progress_mode(args):
@@ -201,7 +238,9 @@ def run(modes, compiled, paths, request, backend, progress=None):
     ``paths`` map a program (``"fused"``, ``"unfused"``) to its compiled
     model and file. ``progress`` is a :class:`Progress` mode: "bar", "lines" or None.
 
-    On the RTL every mode runs in one simulation of the chip, so the Verilator model is set up once.
+    On the RTL the modes run in as many simulations at once as the process has CPUs
+    (``OPENRDU_PARALLEL_SIMS`` sets the count; 1 runs every mode in one simulation), each mode's result
+    the same either way.
     """
     names = list(modes)
     width = max(len(n) for n in names)
@@ -212,7 +251,7 @@ def run(modes, compiled, paths, request, backend, progress=None):
         sys.stderr.write(runner.notice.format(modes=", ".join(names)))
     request = dict(request, orchestration=[modes[n][1] for n in names])
     out = runner.run([compiled[modes[n][0]] for n in names], [paths[modes[n][0]] for n in names], request,
-                     lambda index, done, total: bars[names[index]](done, total))
+                     Board(bars[n] for n in names))
     return dict(zip(names, out))
 
 

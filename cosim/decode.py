@@ -5,7 +5,9 @@ compiled model's target (built, or reused from the cache) and returns what
 :func:`sw.runtime.decode.generate` returned there. Two targets are
 co-simulated (``cosim.tb.units_chip.TARGET_UNITS``): ``sw.target.CHIP`` on
 the ``chip`` unit and ``sw.target.CHIP_4X8`` on the ``chip-4x8`` unit; a model
-compiled for any other target is refused before a build.
+compiled for any other target is refused before a build. Several models
+run in several simulations at once, as many as the process has CPUs
+(``OPENRDU_PARALLEL_SIMS`` sets the count; 1 runs them all in one).
 """
 
 import json
@@ -13,6 +15,7 @@ import os
 import re
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,7 +49,37 @@ def check_target(target, targets=None):
                        f"with --target {names} (this model was compiled for {which})")
 
 
-def run_rtl(compiled_path, request, *, quiet=True, progress=None):
+# How many simulations run_rtl runs at once; unset, as many as the process has CPUs.
+PARALLEL_SIMS = "OPENRDU_PARALLEL_SIMS"
+
+
+def parallel_sims():
+    """How many simulations :func:`run_rtl` runs at once: ``$OPENRDU_PARALLEL_SIMS`` (a positive integer; 1
+    runs every model in one simulation), else the number of CPUs this process may run on."""
+    text = os.environ.get(PARALLEL_SIMS, "").strip()
+    if not text:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise SimulationError(f"{PARALLEL_SIMS} must be a positive integer (1: one simulation), not {text!r}")
+    return int(text)
+
+
+def groups(weights, count):
+    """The indices of ``weights`` in at most ``count`` groups of about equal total weight, each in order.
+
+    The heaviest goes first into the lightest group (ties: the earliest), so with ``count`` of at least
+    ``len(weights)`` each index is alone, and with 1 all are in one group.
+    """
+    count = max(1, min(count, len(weights)))
+    out, load = [[] for _ in range(count)], [0] * count
+    for index in sorted(range(len(weights)), key=lambda i: -weights[i]):
+        lightest = load.index(min(load))
+        out[lightest].append(index)
+        load[lightest] += weights[index]
+    return [sorted(group) for group in out]
+
+
+def run_rtl(compiled_path, request, *, quiet=True, progress=None, parallel=None):
     """Generate tokens with the compiled model at ``compiled_path`` on the co-simulated chip.
 
     Parameters
@@ -54,8 +87,9 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
     compiled_path : path or list of paths
         A :class:`sw.compiler.program.CompiledModel` saved by
         :func:`sw.compiler.program.save`, compiled for a co-simulated target
-        (``sw.target.CHIP`` or ``sw.target.CHIP_4X8``); with a list, each
-        model runs in turn in the one simulation, so all share one target.
+        (``sw.target.CHIP`` or ``sw.target.CHIP_4X8``); with a list, all
+        share one target, and the models run in up to ``parallel``
+        simulations at once, each running its share of them in turn.
     request : dict
         ``prompt_ids``, ``max_new_tokens`` and optionally ``temperature``,
         ``top_k``, ``seed``: the arguments of :func:`sw.runtime.decode.generate`.
@@ -63,7 +97,13 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
         Send the simulator's output (``step i/n`` progress lines included)
         to ``sim.log`` in the run folder instead of the terminal.
     progress : callable, optional
-        ``progress(index, done, total)`` while model ``index`` runs (polled twice a second).
+        ``progress(index, done, total)`` while model ``index`` runs (polled
+        twice a second; from one thread per simulation).
+    parallel : int, optional
+        How many simulations may run at once (default :func:`parallel_sims`).
+        The models are split among them by their kernels per step. A
+        model's tokens, logits and cycle counts are the same in any split;
+        its ``wall_s`` is its own run's time in its simulation.
 
     Returns
     -------
@@ -81,12 +121,51 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
     several = isinstance(compiled_path, (list, tuple))
     paths = [Path(p).resolve() for p in (compiled_path if several else [compiled_path])]
     # The testbench checks again; checking here fails before a Verilator build.
-    targets = [program.load(path).target for path in paths]
+    models = [program.load(path) for path in paths]
+    targets = [model.target for model in models]
     for target in targets:
         check_target(target)
     if any(target != targets[0] for target in targets):
         raise CompileError(f"the models run in one simulation of one chip; they were compiled for the targets "
                            f"{', '.join(dict.fromkeys(t.name for t in targets))}: compile them for one")
+    split = groups([len(model.launches()) for model in models], parallel_sims() if parallel is None else parallel)
+    if len(split) == 1:
+        out = _decode(paths, request, progress, quiet, targets[0])
+        return out if several else out[0]
+    # Built (or found) once before the simulations start, which then only share it.
+    try:
+        harness.build(TARGET_UNITS[targets[0].name], log=(lambda line: None) if quiet else print)
+    except RuntimeError as error:
+        raise SimulationError(f"decode on the co-simulated chip did not finish: {error}") from None
+
+    def report(group):
+        # A simulation numbers its models from 0; the caller, by their place in the list.
+        return progress and (lambda index, done, total: progress(group[index], done, total))
+
+    out = [None] * len(paths)
+    with ThreadPoolExecutor(len(split), thread_name_prefix="openrdu-sim") as pool:
+        runs = [(group, pool.submit(_decode, [paths[i] for i in group], _share(request, group), report(group),
+                                    quiet, targets[0]))
+                for group in split]
+        # Every simulation ends before an error is raised: the first group's (the order of the models) wins.
+        for group, run in runs:
+            run.exception()
+        for group, run in runs:
+            for index, result in zip(group, run.result()):
+                out[index] = result
+    return out
+
+
+def _share(request, group):
+    """``request`` for the models ``group`` of a list: an ``orchestration`` list keeps their entries."""
+    orchestration = request.get("orchestration")
+    if isinstance(orchestration, (list, tuple)):
+        return dict(request, orchestration=[orchestration[i] for i in group])
+    return request
+
+
+def _decode(paths, request, progress, quiet, target):
+    """One simulation running the models at ``paths`` in turn; their results."""
     with tempfile.TemporaryDirectory(prefix="openrdu-decode-") as tmp:
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         progress_path = Path(tmp) / "progress"
@@ -94,9 +173,8 @@ def run_rtl(compiled_path, request, *, quiet=True, progress=None):
         env = {"OPENRDU_DECODE_PROGRAM": os.pathsep.join(str(p) for p in paths),
                "OPENRDU_DECODE_REQUEST": str(request_path), "OPENRDU_DECODE_RESULT": str(result_path)}
         run_chip_testbench("cosim.tb.run_decode", env, "decode", result_path, progress_path,
-                           progress=progress, quiet=quiet, target=targets[0])
-        out = json.loads(result_path.read_text())
-        return out if several else out[0]
+                           progress=progress, quiet=quiet, target=target)
+        return json.loads(result_path.read_text())
 
 
 def run_chip_testbench(testbench, env, what, result_path, progress_path, *, progress=None, quiet=True,
@@ -132,20 +210,21 @@ def run_chip_testbench(testbench, env, what, result_path, progress_path, *, prog
 
 
 def _watch(path, progress, done):
-    """Call ``progress`` with what the testbench last wrote to ``path`` until ``done`` is set."""
-    seen = None
-    while not done.wait(0.5):
+    """Call ``progress`` with each run's step from ``path`` (lines ``index done total``) when it changes, until
+    ``done`` is set, and once more then, so that the last steps written are reported."""
+    seen = {}
+    while True:
+        finished = done.wait(0.5)
         try:
-            text = path.read_text()
-        except OSError:
-            continue
-        if text and text != seen:
-            seen = text
-            try:
-                index, step, total = map(int, text.split())
-            except ValueError:
-                continue
-            progress(index, step, total)
+            steps = [tuple(map(int, line.split())) for line in path.read_text().splitlines()]
+        except (OSError, ValueError):
+            steps = []
+        for step in steps:
+            if len(step) == 3 and seen.get(step[0]) != step[1:]:
+                seen[step[0]] = step[1:]
+                progress(*step)
+        if finished:
+            return
 
 
 def _last_error(log_path):

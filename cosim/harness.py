@@ -15,6 +15,8 @@ by default) slows Verilator builds badly on large designs.
 import contextlib
 import fcntl
 import hashlib
+import itertools
+import json
 import os
 import re
 import shutil
@@ -29,6 +31,8 @@ from amaranth.back import verilog
 
 from cosim import split
 from cosim.dedup import dedup
+from cosim.top_reset import register_reset
+from hw.tile import clock_gate
 
 REPO = Path(__file__).resolve().parent.parent
 # OPENRDU_BUILD_DIR moves the build cache (experiments with flags, a scratch disk).
@@ -84,6 +88,11 @@ class SimUnit:
     sources : tuple of str
         Hand-written SystemVerilog modules and C++ (DPI) files the design
         instantiates, relative to the repository root.
+    registered_reset : bool
+        Reset the design from a register of its ``rst`` input
+        (:mod:`cosim.top_reset`): it enters and leaves reset a cycle after
+        the port, and Verilator evaluates its logic once per cycle instead of
+        at both edges. For testbenches that wait after releasing reset.
     """
 
     name: str
@@ -92,6 +101,7 @@ class SimUnit:
     public: tuple = ()
     env: dict = field(default_factory=dict)
     sources: tuple = ()
+    registered_reset: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,8 +195,9 @@ def _design_key(unit):
     code = getattr(fn, "__code__", None)
     if code is None:
         return None
-    parts = [unit.name, repr(unit.public), fn.__module__, fn.__qualname__, code.co_code.hex(), repr(code.co_consts),
-             repr(code.co_names), repr(fn.__defaults__), repr(owner) if owner is not None else "",
+    parts = [unit.name, repr(unit.public), repr(unit.registered_reset), fn.__module__, fn.__qualname__,
+             code.co_code.hex(), repr(code.co_consts), repr(code.co_names), repr(fn.__defaults__),
+             repr(owner) if owner is not None else "",
              *(repr(cell.cell_contents) for cell in fn.__closure__ or ())]
     if any(" at 0x" in part or " object>" in part for part in parts):
         return None  # an object without a value-like repr: its state is not in the key
@@ -207,6 +218,9 @@ def _merged_verilog(unit):
     # The split-out units' modules are named by the top's instances: merging renames only Amaranth's own.
     names = {m.group(1) for m in re.finditer(r"^module (\w+)\(", text, re.M)}
     text, merged = dedup(text, keep={TOPLEVEL, *names, *(module for module, _ in unit.public)})
+    text = clock_gate.add_definition(text)
+    if unit.registered_reset:
+        text = register_reset(text, TOPLEVEL)
     if key:
         cached.parent.mkdir(parents=True, exist_ok=True)
         for path, content in ((cached, text), (count, str(merged))):
@@ -305,6 +319,25 @@ def _locked(plan):
         yield
 
 
+def _runs_lock(plan, how):
+    """The open lock file of the simulations running on a build folder, locked ``how`` (``fcntl.LOCK_SH``:
+    a running simulation; ``fcntl.LOCK_EX``: a rebuild, which waits for them). Taken only under
+    :func:`_locked`, so a simulation never waits for it long while a rebuild waits for every simulation."""
+    lock = open(BUILD_ROOT / f"{plan.directory.name}.run.lock", "a")
+    fcntl.flock(lock, how)
+    return lock
+
+
+@contextlib.contextmanager
+def _rebuilding(plan):
+    """Under :func:`_locked`: when the folder is to be built (again), keep simulations off it meanwhile."""
+    if (plan.directory / "BUILD_OK").exists():
+        yield
+        return
+    with _runs_lock(plan, fcntl.LOCK_EX):
+        yield
+
+
 def build(unit, *, waves=False, log=print):
     """Build the unit's Verilator model unless an identical build exists.
 
@@ -312,7 +345,7 @@ def build(unit, *, waves=False, log=print):
     the tool versions, so any change that could alter the model rebuilds it.
     """
     plan = _plan(unit, waves)
-    with _locked(plan):
+    with _locked(plan), _rebuilding(plan):
         return _build(unit, plan, waves, log)
 
 
@@ -471,8 +504,12 @@ def _step(command, env, out, build_log, unit, on_line=None):
 def run(unit, *, waves=False, testcase=None, env=None, log=print, quiet=False):
     """Build (or reuse) the unit's model and run its cocotb tests.
 
-    The build folder stays locked for the run, so two processes never share
-    a run folder.
+    The build happens under the build folder's exclusive lock; the
+    simulation holds only a shared one, in a run folder of its own (``run``,
+    or ``run-2``, ``run-3``... while others are in use), so several
+    simulations of one build, in processes or threads, run at once. A run
+    folder keeps its ``results.xml``, ``sim.log`` and waves until a later run
+    takes it.
 
     Returns
     -------
@@ -481,19 +518,56 @@ def run(unit, *, waves=False, testcase=None, env=None, log=print, quiet=False):
         simulator failure raises instead.
     """
     plan = _plan(unit, waves)
-    with _locked(plan):
-        return _run(unit, _build(unit, plan, waves, log), waves, testcase, env, log, quiet)
+    with contextlib.ExitStack() as stack:
+        with _locked(plan):
+            with _rebuilding(plan):
+                built = _build(unit, plan, waves, log)
+            # Under the build lock: a rebuild, which holds both, cannot start before this shared lock is held.
+            stack.enter_context(_runs_lock(plan, fcntl.LOCK_SH))
+        test_dir = stack.enter_context(_run_folder(built.directory))
+        return _run(unit, built, test_dir, waves, testcase, env, log, quiet)
 
 
-def _run(unit, built, waves, testcase, env, log, quiet):
+@contextlib.contextmanager
+def _run_folder(directory):
+    """The first of ``run``, ``run-2``, ``run-3``... in ``directory`` that no other simulation holds, held."""
+    for k in itertools.count(1):
+        name = "run" if k == 1 else f"run-{k}"
+        with open(directory / f"{name}.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            folder = directory / name
+            folder.mkdir(exist_ok=True)
+            yield folder
+            return
+
+
+# cocotb's runner builds the simulator's environment from os.environ, which is one per process: each run
+# calls it in a Python process of its own with the environment it needs, so that runs in several threads
+# never see each other's settings. Only cocotb_tools is imported there (about 0.3 s).
+_RUNNER = """\
+import json, sys
+args = json.loads(sys.argv[1])
+sys.path[:] = args.pop("sys_path")
+from cocotb_tools.runner import get_runner
+try:
+    get_runner("verilator").test(**args)
+except Exception as error:
+    with open(sys.argv[2], "w") as out:
+        out.write(str(error) if isinstance(error, RuntimeError) else f"{type(error).__name__}: {error}")
+    sys.exit(1)
+"""
+
+
+def _run(unit, built, test_dir, waves, testcase, env, log, quiet):
     from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
 
-    test_dir = built.directory / "run"
-    test_dir.mkdir(exist_ok=True)
     xml = test_dir / "results.xml"
-    if xml.exists():
-        xml.unlink()
+    error_file = test_dir / "runner-error.txt"
+    for stale in (xml, error_file):
+        stale.unlink(missing_ok=True)
     waves_file = test_dir / "dump.fst" if waves else None
     # Memory tiers map their files here (hw/mem/store.cpp); every run starts from zeros.
     store_dir = test_dir / "store"
@@ -503,27 +577,23 @@ def _run(unit, built, waves, testcase, env, log, quiet):
     extra_env = {**unit.env, **(env or {})}
     extra_env["OPENRDU_STORE_DIR"] = str(store_dir)
     extra_env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    old_env = dict(os.environ)
-    os.environ.update({k: v for k, v in tool_env().items() if k in ("VERILATOR_ROOT", "PATH")})
-    os.environ["WAVES"] = "1" if waves else "0"
-    # Under pytest the runner exits the process on a failed test; without this
-    # variable it returns, and the results are read below either way.
-    os.environ.pop("PYTEST_CURRENT_TEST", None)
-    exit_code = 0
-    try:
-        runner = get_runner("verilator")
-        runner.test(
-            test_module=unit.testbench, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-            build_dir=built.directory,
-            test_dir=test_dir, results_xml=str(xml), testcase=testcase, extra_env=extra_env,
-            waves=waves, test_args=["--trace-file", str(waves_file)] if waves else [],
-            log_file=str(test_dir / "sim.log") if quiet else None,
-        )
-    except SystemExit as stop:
-        exit_code = stop.code
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
+    runner_env = tool_env()
+    runner_env["WAVES"] = "1" if waves else "0"
+    # Under pytest the runner exits on a failed test; without this variable it returns, and the results are
+    # read below either way.
+    runner_env.pop("PYTEST_CURRENT_TEST", None)
+    args = dict(
+        test_module=unit.testbench, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+        build_dir=str(built.directory),
+        test_dir=str(test_dir), results_xml=str(xml), testcase=testcase, extra_env=extra_env,
+        waves=waves, test_args=["--trace-file", str(waves_file)] if waves else [],
+        log_file=str(test_dir / "sim.log") if quiet else None,
+        sys_path=[str(p) for p in sys.path],  # the simulator's Python gets this process's module path, as before
+    )
+    exit_code = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(args), str(error_file)],
+                               env=runner_env).returncode
+    if error_file.exists():
+        raise RuntimeError(error_file.read_text())
     if not xml.exists():
         raise RuntimeError(f"the simulation of {unit.name!r} ended (exit {exit_code}) without writing "
                            f"results; see {test_dir / 'sim.log' if quiet else test_dir}")

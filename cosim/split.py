@@ -29,7 +29,8 @@ instance would not connect). A unit reached through a transform
 place with everything under it, so that the transform still applies. A design
 that defines a clock domain of its own is not split at all
 (:class:`NotSplittable`): a unit converted alone gets the default ``sync``
-domain. Anything else is elaborated in place, as before.
+domain. Local domains (a unit's gated clock) are the exception: only the
+fragments under them see them. Anything else is elaborated in place, as before.
 """
 
 import contextlib
@@ -222,8 +223,12 @@ def _fit_domain_ports(text, name, obj):
 
 
 def _own_domains(fragment):
-    """Names of the clock domains ``fragment`` or any fragment under it defines."""
-    names = set(fragment.domains)
+    """Names of the clock domains ``fragment`` or any fragment under it defines and shares with its parent.
+
+    A local domain (``ClockDomain(local=True)``, such as a unit's gated clock derived from ``sync``) is
+    seen only by the fragments under its own, so a unit defining one converts alone as it does in place.
+    """
+    names = {name for name, domain in fragment.domains.items() if not domain.local}
     for sub, *_ in fragment.subfragments:
         names |= _own_domains(sub)
     return names

@@ -29,14 +29,22 @@ from sw.runtime.decode import generate
 OPTIONAL = ("weights_tier", "stop_at_eos", "trace", "orchestration", "prefill")
 
 
+# Every run's latest step: the progress file holds them all, so a reader polling it sees each run's end.
+_STEPS = {}
+
+
 def reporter(index):
-    """Progress of run ``index``: ``step i/n`` on stderr, and ``index i n`` in OPENRDU_DECODE_PROGRESS if set."""
+    """Progress of run ``index``: ``step i/n`` on stderr, and in OPENRDU_DECODE_PROGRESS if set a line
+    ``index i n`` for every run so far, written whole (replaced, never seen half-written)."""
     path = os.environ.get("OPENRDU_DECODE_PROGRESS")
 
     def progress(done, total):
         print(f"step {done}/{total}", file=sys.stderr, flush=True)
         if path:
-            Path(path).write_text(f"{index} {done} {total}")
+            _STEPS[index] = (done, total)
+            partial = Path(f"{path}.tmp")
+            partial.write_text("".join(f"{i} {d} {t}\n" for i, (d, t) in sorted(_STEPS.items())))
+            partial.replace(path)
     return progress
 
 

@@ -25,13 +25,14 @@ TAIL_OPS = CHIP.tail_ops
 POST_OPS = CHIP.post_ops
 
 # The device backends' conformance tests and the sequencer's share this simulation: no second build of the same chip.
+# Its reset input is registered (cosim.top_reset): CocotbDevice waits two cycles after releasing reset.
 UNITS = {"chip": SimUnit(name="chip", design=CHIP.chip, testbench=("cosim.tb.test_chip", "cosim.tb.test_device",
                                                                       "cosim.tb.test_sequencer", "cosim.tb.test_loop"),
-                         sources=STORE_SOURCES)}
+                         sources=STORE_SOURCES, registered_reset=True)}
 
 # Co-simulated target's name -> the unit whose build is that chip; the testbench is the caller's.
 TARGET_UNITS = {CHIP.name: UNITS["chip"],
                 CHIP_4X8.name: SimUnit(name="chip-4x8", design=CHIP_4X8.chip, testbench="cosim.tb.run_decode",
-                                       sources=STORE_SOURCES)}
+                                       sources=STORE_SOURCES, registered_reset=True)}
 # The targets of TARGET_UNITS, by name.
 SIMULATED = {CHIP.name: CHIP, CHIP_4X8.name: CHIP_4X8}

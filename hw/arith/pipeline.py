@@ -31,6 +31,8 @@ class Pipeline:
         self.latency = latency
         self.advance = Signal()
         valid = [Signal(name=f"valid_s{k + 1}") for k in range(latency)]
+        # Any stage holding a result: the unit has work in flight (a clock gate's enable reads it).
+        self.stage_valid = tuple(valid)
         m.d.comb += [
             self.advance.eq(~o.valid | o.ready),
             i.ready.eq(self.advance),

@@ -15,6 +15,7 @@ from hw.arith.fp import stage, wire, CANON_NAN32, INF32
 from hw.arith.mul import fp32_mul_datapath, Fp32Mul
 from hw.arith.pipeline import Pipeline
 from hw.arith.tail import TailOp, tail_latency, tail_datapath
+from hw.tile.clock_gate import gated_unit
 from hw.tile.params import ArrayParams
 from hw.tile.streams import VectorPayload, ScalarPayload, vector_stream, scalar_stream
 
@@ -224,6 +225,7 @@ class ScalarPost(wiring.Component):
         super().__init__({
             "i": In(scalar_stream()), "o": Out(scalar_stream()),
             "scale": In(32), "bias": In(32), "func": In(TailOp),
+            "busy": Out(1),
         })
 
     @staticmethod
@@ -234,6 +236,7 @@ class ScalarPost(wiring.Component):
         m = Module()
         latency = self.latency(self.ops)
         pipe = Pipeline(m, self.i, self.o, latency=latency)
+        m.d.comb += self.busy.eq(Cat(*pipe.stage_valid).any())
         x = self.i.payload.data
         scaled = fp32_add_datapath(m, pipe.reg, fp32_mul_datapath(m, pipe.reg, x, self.scale),
                                    _delay(pipe.reg, self.bias, Fp32Mul.LATENCY, "post_bias"), 0)
@@ -253,6 +256,17 @@ class Pcu(wiring.Component):
     params : ArrayParams
         ``lanes`` and ``stages`` size the datapath; ``unit_fifo_depth`` the
         input FIFOs.
+    tail_ops, post_ops : tuple of TailOp
+        The tail functions of the lanes and of so0's post-processor.
+    clock_gate : bool
+        Run the unit's registers on a gated clock (:mod:`hw.tile.clock_gate`)
+        that ticks only in cycles with work: an input offered, data in a
+        FIFO, the pipeline or an output, a systolic drain, a configuration
+        change, or reset. The configuration is then held in a register of
+        the gated domain, one cycle behind ``cfg`` (a unit is idle when its
+        record changes: a Program Load or a kernel's start). Off, the unit is
+        clocked every cycle and reads ``cfg`` directly. Results and cycle
+        counts are the same either way.
 
     Attributes
     ----------
@@ -264,9 +278,12 @@ class Pcu(wiring.Component):
     busy_cycles, stall_cycles, firings : Out(32)
     """
 
-    def __init__(self, params, *, tail_ops=ALL_TAIL_OPS, post_ops=POST_OPS):
+    def __init__(self, params, *, tail_ops=ALL_TAIL_OPS, post_ops=POST_OPS, clock_gate=True):
         if not isinstance(params, ArrayParams):
             raise TypeError(f"params must be an ArrayParams, not {params!r}")
+        if not isinstance(clock_gate, bool):
+            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        self.clock_gate = clock_gate
         for name, ops in (("tail_ops", tail_ops), ("post_ops", post_ops)):
             bad = [op for op in ops if not isinstance(op, TailOp) or op == TailOp.NONE]
             if bad:
@@ -285,9 +302,18 @@ class Pcu(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if not self.clock_gate:
+            return self._unit(self.cfg)[0]
+        held = Signal(pcu_config_layout(self.params), name="cfg_held", reset_less=True)
+        unit, active = self._unit(held)
+        offered = Cat(*(port.valid for port in (self.vi0, self.vi1, self.vi2, self.si0, self.si1))).any()
+        return gated_unit(unit, cfg=self.cfg, held=held, active=active, offered=offered)
+
+    def _unit(self, cfg):
+        """The unit's logic in the ``sync`` domain, configured by ``cfg``; returns it and its ``active``
+        signal: work in flight (data in a FIFO, the pipeline or an output, or a systolic drain)."""
         p = self.params
         L, S = p.lanes, p.stages
-        cfg = self.cfg
         m = Module()
 
         vin = []
@@ -431,4 +457,8 @@ class Pcu(wiring.Component):
             m.d.sync += self.stall_cycles.eq(self.stall_cycles + 1)
         with m.If(fire):
             m.d.sync += self.firings.eq(self.firings + 1)
-        return m
+
+        queued = Cat(*(q.level != 0 for q, _ in (*vin, *sin))).any()
+        active = wire(m, queued | Cat(*pipe.stage_valid).any() | post.busy | self.vo0.valid | draining,
+                      name="active")
+        return m, active

@@ -29,11 +29,13 @@ class Backend:
         What ``--backend`` calls it.
     run : callable
         ``run(models, paths, request, progress) -> list of dict``: generate
-        with each compiled model (``paths``: where each is saved) in turn;
+        with each compiled model (``paths``: where each is saved), in turn
+        or several at once (the RTL's simulations);
         ``request`` holds the keyword arguments of
         :func:`sw.runtime.decode.generate` and ``prompt_ids`` (an
         ``orchestration`` list holds one per model: :func:`per_model`);
-        ``progress(index, done, total)`` reports model ``index``'s steps.
+        ``progress(index, done, total)`` reports model ``index``'s steps,
+        from any thread.
         Returns ``generate``'s result for each model.
     check_target : callable
         ``check_target(target)`` raises when the backend cannot run models

@@ -1,0 +1,50 @@
+"""A register on the co-simulated chip's reset input: the last stage of a reset synchronizer.
+
+Amaranth writes each resettable register's next state as combinational logic
+that reads the domain's reset: ``next = rst ? init : value``. With ``rst`` a
+top-level input, Verilator puts that logic (and, with a clock gate's enable,
+everything behind it) in its input-combinational region, which runs at every
+evaluation: at both clock edges, and again after the registers update. With
+the reset registered at the top, nothing but the bus ports depends on an
+input and the logic runs once per rising edge (docs/performance.md).
+
+The chip then enters and leaves reset one cycle after its ``rst`` port does,
+as a chip with a reset synchronizer would; :class:`cosim.device.CocotbDevice`
+holds reset for several cycles and waits two more after releasing it.
+"""
+
+import re
+
+# The register's name: a Verilog identifier Amaranth does not emit (its own names carry no trailing "__").
+REGISTERED = "rst_registered__"
+
+
+def register_reset(text, top, *, clock="clk", reset="rst"):
+    """``text`` (Verilog) with module ``top``'s logic reset by a register of its ``reset`` input.
+
+    Every use of ``reset`` inside ``top`` (instance connections, reset conditions) reads the register,
+    which loads ``reset`` at each rising edge of ``clock`` and starts high. Raises ``ValueError`` when
+    ``top`` is missing or lacks the two inputs.
+    """
+    header = re.search(rf"^module {re.escape(top)}\((.*?)\);\n", text, re.S | re.M)
+    if header is None:
+        raise ValueError(f"the Verilog has no module {top!r}")
+    end = text.index("\nendmodule", header.end())
+    body = text[header.end():end]
+    for port in (clock, reset):
+        if not re.search(rf"^\s*input {port};$", body, re.M):
+            raise ValueError(f"module {top} has no 1-bit input {port!r}")
+    if REGISTERED in text:
+        raise ValueError(f"module {top} already uses the name {REGISTERED}")
+    # A use of the reset: the bare identifier, not a port name (.rst), an escaped name (\rst$1) or a longer one.
+    use = re.compile(rf"(?<![\w$.\\]){reset}(?![\w$])")
+    lines = []
+    for line in body.split("\n"):
+        if re.fullmatch(rf"\s*(input|wire) {reset};", line):
+            lines.append(line)
+            if line.strip().startswith("input"):
+                lines += [f"  reg {REGISTERED} = 1'h1;", f"  always @(posedge {clock})",
+                          f"    {REGISTERED} <= {reset};"]
+        else:
+            lines.append(use.sub(REGISTERED, line))
+    return text[:header.end()] + "\n".join(lines) + text[end:]

@@ -1,0 +1,98 @@
+"""The PCU's clock gate, the co-simulated chip's registered reset, and how both reach the Verilator build.
+
+The gated PCU's behaviour is checked where it runs: the PCU testbench (random kernels under idle and
+back-pressure insertion) and the chip's, whose simulated times did not move (docs/performance.md).
+"""
+
+import re
+
+import pytest
+from amaranth import ClockDomain, ClockSignal, Module, Signal
+from amaranth.back import verilog
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from cosim import split
+from cosim.top_reset import REGISTERED, register_reset
+from hw.tile import clock_gate
+from hw.tile.params import SMALL
+from hw.tile.pcu import Pcu
+
+
+def test_gated_pcu_instantiates_the_gate_and_ungated_does_not():
+    gated = verilog.convert(Pcu(SMALL), name="top", emit_src=False)
+    plain = verilog.convert(Pcu(SMALL, clock_gate=False), name="top", emit_src=False)
+    assert re.search(rf"^\s*{clock_gate.MODULE} ", gated, re.M)
+    assert "cfg_held" in gated and "clock_en" in gated
+    assert clock_gate.MODULE not in plain and "cfg_held" not in plain
+    with pytest.raises(TypeError, match="clock_gate must be a bool"):
+        Pcu(SMALL, clock_gate=1)
+
+
+def test_gate_definition_added_once_and_only_where_used():
+    used = "module top(a);\n  openrdu_clock_gate cell (\n  );\nendmodule\n"
+    once = clock_gate.add_definition(used)
+    assert once.count(f"module {clock_gate.MODULE}(") == 1
+    assert clock_gate.add_definition(once) == once
+    unused = "module top(a);\nendmodule\n"
+    assert clock_gate.add_definition(unused) == unused
+
+
+def test_registered_reset_replaces_every_use_but_the_port():
+    text = ("module top(clk, rst, a, b);\n  input clk;\n  wire clk;\n  input rst;\n  wire rst;\n  input a;\n"
+            "  output b;\n  reg b;\n  wire \\rst$3 ;\n  always @(posedge clk)\n    if (rst) b <= 1'h0;\n"
+            "  sub u (\n    .rst(rst),\n    .clk(clk)\n  );\n  assign \\rst$3  = rst_other;\nendmodule\n"
+            "module sub(clk, rst);\n  input clk;\n  input rst;\nendmodule\n")
+    out = register_reset(text, "top")
+    top = out[:out.index("endmodule")]
+    assert f"if ({REGISTERED})" in top and f".rst({REGISTERED})" in top
+    assert f"{REGISTERED} <= rst;" in top and "always @(posedge clk)" in top
+    # The port, its declarations, escaped and longer names and other modules are left alone.
+    assert "module top(clk, rst, a, b);" in out and "  input rst;\n" in top and "\\rst$3" in top
+    assert "rst_other" in top and out[out.index("module sub"):] == text[text.index("module sub"):]
+    with pytest.raises(ValueError, match="no module 'chip'"):
+        register_reset(text, "chip")
+    with pytest.raises(ValueError, match="no 1-bit input 'rst'"):
+        register_reset(text.replace("  input rst;\n", ""), "top")
+    with pytest.raises(ValueError, match="already uses"):
+        register_reset(out, "top")
+
+
+def _units_with_domains():
+    class Gated(wiring.Component):
+        """Counts on a clock of its own, local or shared with its parent."""
+
+        def __init__(self, local):
+            self.local = local
+            super().__init__({"a": In(8), "b": Out(8)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.domains.inner = ClockDomain(local=self.local)
+            m.d.comb += ClockSignal("inner").eq(ClockSignal())
+            m.d.inner += self.b.eq(self.a + 1)
+            return m
+
+    class Top(wiring.Component):
+        def __init__(self, local):
+            self.local = local
+            super().__init__({"x": In(8), "z": Out(8)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.u = u = Gated(self.local)
+            m.d.comb += [u.a.eq(self.x), self.z.eq(u.b)]
+            return m
+
+    return Gated, Top
+
+
+def test_split_converts_a_unit_with_a_local_domain_alone(monkeypatch):
+    Gated, Top = _units_with_domains()
+    monkeypatch.setattr(split, "_classes", lambda: (Gated,))
+    text, units = split.convert(Top(True), "top", jobs=1)
+    assert units == 1 and re.search(r"^module gated_[0-9a-f]{10}\(", text, re.M)
+    # A domain the unit shares with its parent would not survive converting it alone.
+    with pytest.raises(split.NotSplittable, match="clock domains inner"):
+        split.convert(Top(False), "top", jobs=1)
+

@@ -159,8 +159,9 @@ def _tool_versions():
 
 
 def generate_verilog(unit):
-    """Verilog text of the unit's design, without source locations (they would defeat the cache)."""
-    return verilog.convert(unit.design(), name=TOPLEVEL, emit_src=False)
+    """Verilog text of the unit's design, without source locations (they would defeat the cache), with the
+    clock gate's module when the design instantiates it."""
+    return clock_gate.add_definition(verilog.convert(unit.design(), name=TOPLEVEL, emit_src=False))
 
 
 def _splitting():

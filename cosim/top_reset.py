@@ -36,8 +36,9 @@ def register_reset(text, top, *, clock="clk", reset="rst"):
             raise ValueError(f"module {top} has no 1-bit input {port!r}")
     if REGISTERED in text:
         raise ValueError(f"module {top} already uses the name {REGISTERED}")
-    # A use of the reset: the bare identifier, not a port name (.rst), an escaped name (\rst$1) or a longer one.
-    use = re.compile(rf"(?<![\w$.\\]){reset}(?![\w$])")
+    # A use of the reset: the bare identifier, not a port name (.rst) or a longer one; escaped identifiers
+    # (\rst$1, \a[rst]), attributes and strings are matched first and kept as they are.
+    use = re.compile(rf'(\\\S+|\(\*.*?\*\)|"(?:[^"\\]|\\.)*")|(?<![\w$.]){reset}(?![\w$])')
     lines = []
     for line in body.split("\n"):
         if re.fullmatch(rf"\s*(input|wire) {reset};", line):
@@ -46,5 +47,5 @@ def register_reset(text, top, *, clock="clk", reset="rst"):
                 lines += [f"  reg {REGISTERED} = 1'h1;", f"  always @(posedge {clock})",
                           f"    {REGISTERED} <= {reset};"]
         else:
-            lines.append(use.sub(REGISTERED, line))
+            lines.append(use.sub(lambda match: match.group(1) or REGISTERED, line))
     return text[:header.end()] + "\n".join(lines) + text[end:]

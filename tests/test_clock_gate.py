@@ -41,7 +41,8 @@ def test_gate_definition_added_once_and_only_where_used():
 def test_registered_reset_replaces_every_use_but_the_port():
     text = ("module top(clk, rst, a, b);\n  input clk;\n  wire clk;\n  input rst;\n  wire rst;\n  input a;\n"
             "  output b;\n  reg b;\n  wire \\rst$3 ;\n  always @(posedge clk)\n    if (rst) b <= 1'h0;\n"
-            "  sub u (\n    .rst(rst),\n    .clk(clk)\n  );\n  assign \\rst$3  = rst_other;\nendmodule\n"
+            "  sub u (\n    .rst(rst),\n    .clk(clk)\n  );\n  assign \\rst$3  = rst_other;\n  wire \\a[rst] ;\n"
+            "  (* note = \"rst\" *)\n  initial $display(\"rst %d\", rst);\nendmodule\n"
             "module sub(clk, rst);\n  input clk;\n  input rst;\nendmodule\n")
     out = register_reset(text, "top")
     top = out[:out.index("endmodule")]
@@ -50,6 +51,7 @@ def test_registered_reset_replaces_every_use_but_the_port():
     # The port, its declarations, escaped and longer names and other modules are left alone.
     assert "module top(clk, rst, a, b);" in out and "  input rst;\n" in top and "\\rst$3" in top
     assert "rst_other" in top and out[out.index("module sub"):] == text[text.index("module sub"):]
+    assert "\\a[rst] " in top and '(* note = "rst" *)' in top and f'$display("rst %d", {REGISTERED});' in top
     with pytest.raises(ValueError, match="no module 'chip'"):
         register_reset(text, "chip")
     with pytest.raises(ValueError, match="no 1-bit input 'rst'"):

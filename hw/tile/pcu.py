@@ -357,8 +357,9 @@ class Pcu(wiring.Component):
         draining = wire(m, drain_row != 0, name="draining")
         drain_step = wire(m, cfg.systolic & draining & pipe.advance & (~operand | vin[2][0].r_rdy), name="drain_step")
         fire = Signal()
-        # An all-zero record consumes no input: the unit stays idle until configured.
-        m.d.comb += fire.eq((cfg.inputs != 0) & vec_ok & scal_ok & pipe.advance & ~draining)
+        # A record that consumes no input per firing (all-zero, or only a systolic operand) never fires:
+        # the unit stays idle until configured.
+        m.d.comb += fire.eq((fire_inputs != 0) & vec_ok & scal_ok & pipe.advance & ~draining)
 
         s_now = [wire(m, Mux(scal_take[k], sin[k][1].data, s_val[k]), name=f"s{k}_now") for k in range(2)]
         for k in range(2):

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,7 +226,7 @@ def _merged_verilog(unit):
     if key:
         cached.parent.mkdir(parents=True, exist_ok=True)
         for path, content in ((cached, text), (count, str(merged))):
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial = path.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
             partial.write_text(content)
             partial.replace(path)
     return text, merged
@@ -470,7 +471,7 @@ def _keep_shared(shared, directory):
             continue
         if _design_dependent(depfile, directory):
             continue
-        staging = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+        staging = cached.with_name(f"{cached.name}.{os.getpid()}-{threading.get_ident()}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         shutil.copyfile(directory / name, staging / name)

@@ -87,6 +87,14 @@ def test_tables_match_transformers_rotary_embedding(name):
         np.testing.assert_allclose(sin[p], theirs[1][0, 0].numpy(), rtol=0, atol=3e-7 * max(1, sin[p].max()))
 
 
+@pytest.mark.parametrize("theta", [10000.0, 500000.0])
+@pytest.mark.parametrize("head_dim", [16, 32, 64, 128])
+def test_default_frequencies_equal_torch_bit_for_bit(theta, head_dim):
+    """The float32 powers are torch's on every CPU (numpy's own float32 power is off by ulps where AVX-512 is)."""
+    theirs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    np.testing.assert_array_equal(inv_freq(theta, head_dim), theirs.numpy())
+
+
 def _stepwise_logits(path, tokens):
     """transformers fed one token at a time with its KV cache: the decode path (dynamic NTK's semantics)."""
     model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

@@ -22,8 +22,18 @@ import math
 import numpy as np
 
 
+def _pow32(base, exponent):
+    """``base ** exponent`` of float32 operands, correctly rounded to float32 (float64 power, then rounded).
+
+    numpy's own float32 power takes a SIMD path on CPUs with AVX-512 that is off by an ulp or two from torch's,
+    and from numpy's on other CPUs; rounding the float64 power gives torch's values on every CPU here.
+    """
+    wide = np.asarray(base, np.float32).astype(np.float64) ** np.asarray(exponent, np.float32).astype(np.float64)
+    return wide.astype(np.float32)
+
+
 def _default_inv_freq(theta, dim):
-    return (1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))).astype(np.float32)
+    return (1.0 / _pow32(theta, np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim)).astype(np.float32)
 
 
 def _llama3(rope, dim):
@@ -53,7 +63,7 @@ def _yarn(rope, dim):
         high += 0.001                                   # as transformers: no division by zero
     ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - np.float32(low)) / np.float32(high - low), 0, 1)
     extrapolation = (1 - ramp).astype(np.float32)
-    pos_freqs = (base ** (np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))).astype(np.float32)
+    pos_freqs = _pow32(base, np.arange(0, dim, 2).astype(np.float32) / np.float32(dim))
     inv_extra = (1.0 / pos_freqs).astype(np.float32)
     inv_inter = (1.0 / (np.float32(factor) * pos_freqs)).astype(np.float32)
     return (inv_inter * (1 - extrapolation) + inv_extra * extrapolation).astype(np.float32)
@@ -66,8 +76,8 @@ def _dynamic(rope, dim, seq_len):
     seq_len = np.float32(max(seq_len, rope.max_positions))
     factor = np.float32(rope.factor)
     stretch = (factor * seq_len / np.float32(rope.max_positions) - (factor - np.float32(1))).astype(np.float32)
-    base = (np.float32(rope.theta) * stretch ** np.float32(dim / (dim - 2))).astype(np.float32)
-    return (1.0 / (base ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)))
+    base = (np.float32(rope.theta) * _pow32(stretch, np.float32(dim / (dim - 2)))).astype(np.float32)
+    return (1.0 / _pow32(base, np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim))
             ).astype(np.float32)
 
 

@@ -59,6 +59,23 @@ def _unit_model(kind, params, config, **ops):
     return model
 
 
+def _gather_step(key, data, source, lanes):
+    """A replay step storing :func:`gather_by` of stream ``data`` by map ``source`` under ``key``, the map's kind
+    (slice, ``take`` index, repeated index or padded index) taken once."""
+    if isinstance(source, slice):
+        def step(values):
+            values[key] = np.asarray(values[data], dtype=np.uint32).reshape(-1)[source].reshape(-1, lanes)
+    elif isinstance(source, tuple) and source[0] == "take":
+        index = source[1]
+
+        def step(values):
+            values[key] = np.asarray(values[data], dtype=np.uint32).reshape(-1).take(index)
+    else:
+        def step(values):
+            values[key] = gather_by(source, np.asarray(values[data], dtype=np.uint32), lanes)
+    return step
+
+
 class Stream(NamedTuple):
     """Words on one port and the cycles its first and last words are offered there."""
 
@@ -117,6 +134,8 @@ class ArrayModel:
         # units a gated replay runs (_gated_order).
         self._plan_deps = {}
         self._orders = {}
+        # Per plan (by id, with the plan and the kernels): compiled_steps.
+        self._compiled_steps = {}
 
     def _order(self):
         """Units in dataflow order; a cycle of units is refused."""
@@ -365,16 +384,7 @@ class ArrayModel:
         order = range(len(steps))
         if after is not None:
             first, done, changed = after
-
-            def rerun():
-                dirty = {(name, port) for name, port in ports if name in changed}
-                order = []
-                for i, (ins, outs) in enumerate(self._deps(plan)):
-                    if i not in done or any(k in dirty for k in ins):
-                        order.append(i)
-                        dirty.update(outs)
-                return order
-            order = self._gated_order(plan, ("after", frozenset(done), frozenset(changed)), rerun)
+            order = self.rerun_order(plan, done, changed)
             values = {**first, **values}
         with fp32.quiet():
             for i in order:
@@ -382,10 +392,74 @@ class ArrayModel:
         outputs = {name: (values[source], last.copy()) for name, (source, last) in lasts.items()}
         return ArrayRun(outputs, cycles, dict(unit_cycles), dict(unit_end), dict(output_end))
 
-    def replay_outputs(self, plan, data, names):
-        """Run only the units host outputs ``names`` need, as :meth:`replay` would; returns ``(values, done)``:
-        every stream computed, by (node, port), and the indices of the units run (for ``replay(after=...)``)."""
-        ports, steps, lasts = plan[:3]
+    def compiled_steps(self, plan, c, halves=frozenset()):
+        """``plan``'s steps (:meth:`run_planned`) with each PCU that runs on the compiled kernels ``c`` as
+        :meth:`PcuModel.compiled_step` makes it (its plan's arguments bound once) and each fixed PMU map as one
+        gather, kept per plan; the others as they are. The same values as ``plan``'s own steps, for replays that
+        checked :func:`sw.model.pcu.compiled_kernels` first (those steps do not).
+
+        ``halves``: host inputs (by (name, port)) of :meth:`half_weights` that the replay gives as the 16-bit bf16
+        values of their read, not widened: their GEMVs widen them."""
+        key = (id(plan), halves)
+        known = self._compiled_steps.get(key)
+        if known is None or known[0] is not plan or known[1] is not c:
+            if len(self._compiled_steps) >= 1024:
+                self._compiled_steps.clear()
+            steps = []
+            for step in plan[1]:
+                unit = getattr(step, "unit", None)
+                fast = None
+                if unit is not None and unit[0] == "pcu":
+                    half = unit[4] and dict(unit[4]).get(1) in halves
+                    fast = unit[1].compiled_step(c, *unit[2:], half=half)
+                    if half and fast is None:
+                        raise ValueError("a GEMV's weights given as bf16 halves that it cannot take")
+                elif unit is not None:
+                    fast = _gather_step(*unit[1:], self.params.lanes)
+                steps.append(fast or step)
+            known = self._compiled_steps[key] = (plan, c, tuple(steps))
+        return known[2]
+
+    def half_weights(self, plan):
+        """The host inputs (by (name, port)) whose one reader in ``plan`` is the weights (vi1) of a GEMV that the
+        compiled kernels run (:meth:`PcuModel.compiled_gemv`): a replay may give those as a bf16 read's 16-bit
+        values, which the GEMV widens itself (``compiled_steps(halves=...)``)."""
+        readers = {}
+        for ins, _ in self._deps(plan):
+            for source in ins:
+                readers[source] = readers.get(source, 0) + 1
+        for source, _ in plan[2].values():
+            readers[source] = readers.get(source, 0) + 1
+        found = set()
+        for step in plan[1]:
+            unit = getattr(step, "unit", None)
+            if unit is None or unit[0] != "pcu" or not unit[1].compiled_gemv(unit[2]):
+                continue
+            weights = dict(unit[4]).get(1)
+            if weights in plan[0] and readers.get(weights) == 1:
+                found.add(weights)
+        return frozenset(found)
+
+    def rerun_order(self, plan, done, changed):
+        """The steps of ``plan`` (indices, in order) that :meth:`replay` runs after :meth:`replay_outputs` ran steps
+        ``done`` and host inputs ``changed`` (names) got new data: those not run, and those whose inputs changed
+        since, transitively. Kept per plan."""
+        ports = plan[0]
+
+        def rerun():
+            dirty = {(name, port) for name, port in ports if name in changed}
+            order = []
+            for i, (ins, outs) in enumerate(self._deps(plan)):
+                if i not in done or any(k in dirty for k in ins):
+                    order.append(i)
+                    dirty.update(outs)
+            return order
+        return self._gated_order(plan, ("after", frozenset(done), frozenset(changed)), rerun)
+
+    def needed_order(self, plan, names):
+        """``(done, order)``: the steps of ``plan`` that host outputs ``names`` need, as a frozenset and in order
+        (:meth:`replay_outputs`). Kept per plan."""
+        steps, lasts = plan[1], plan[2]
 
         def needed():
             need = {lasts[name][0] for name in names}
@@ -397,7 +471,13 @@ class ArrayModel:
                     done.add(i)
                     need.update(ins)
             return frozenset(done), sorted(done)
-        done, order = self._gated_order(plan, ("outputs", tuple(names)), needed)
+        return self._gated_order(plan, ("outputs", tuple(names)), needed)
+
+    def replay_outputs(self, plan, data, names):
+        """Run only the units host outputs ``names`` need, as :meth:`replay` would; returns ``(values, done)``:
+        every stream computed, by (node, port), and the indices of the units run (for ``replay(after=...)``)."""
+        ports, steps = plan[:2]
+        done, order = self.needed_order(plan, names)
         values = {(name, port): data[name] for name, port in ports}
         with fp32.quiet():
             for i in order:
@@ -437,6 +517,7 @@ class ArrayModel:
 
             def step(values, key=key, data=data, source=source):
                 values[key] = gather_by(source, np.asarray(values[data], dtype=np.uint32), lanes)
+            step.unit = ("gather", key, data, source)
             steps[at] = step
 
     def _shared_activation(self, cfg, plan, source, maps):
@@ -491,6 +572,8 @@ class ArrayModel:
                 values[vo_key] = vo
             if so_key:
                 values[so_key] = so
+        # What compiled_steps needs to make this step's compiled form.
+        step.unit = ("pcu", model, plan, shared, vi_src, si_src, vo_key, so_key, where)
         # A systolic operand is taken by the drain steps: its first word with the first group's first drained
         # row, its last with the last step of the run.
         needed = {}
@@ -528,6 +611,7 @@ class ArrayModel:
 
             def step(values):
                 values[key] = gather_by(source, np.asarray(values[data], dtype=np.uint32), lanes)
+            step.unit = ("gather", key, data, source)
             if maps is not None:
                 maps[key] = (data, source_index(source, np.size(vo0)))
         n_in = len(ins["vi0"].data)

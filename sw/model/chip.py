@@ -40,6 +40,7 @@ import numpy as np
 from facts.latency import QUEUE_CYCLES
 from hw.mem.params import TIER_NAMES
 from sw.model import credit, memory_units
+from sw.model import pcu as pcu_model
 from sw.model.array import ArrayModel
 from sw.model.loop import execute_looped
 from sw.model.memory import FlatMemory, MemoryRangeError, SparseMemory, TierModel
@@ -294,6 +295,44 @@ def _credit_service_py(tier, word_bytes, streams, outstanding):
     return resp
 
 
+# Offsets arrays (by id, with the array: nest_rows makes each once) -> _grid's answer.
+_GRIDS = {}
+
+
+def _grid(offsets):
+    """``(first, bounds, strides)`` with ``offsets`` (an int64 array of word offsets) the words ``first + sum_k i_k
+    strides[k]`` for ``i`` over ``bounds`` in C order (outermost first), at most three levels, every stride at least
+    0; None where they are not such a grid. Kept per array."""
+    known = _GRIDS.get(id(offsets))
+    if known is None or known[0] is not offsets:
+        if len(_GRIDS) >= 4096:
+            _GRIDS.clear()
+        known = _GRIDS[id(offsets)] = (offsets, _find_grid(offsets))
+    return known[1]
+
+
+def _find_grid(offsets):
+    """:func:`_grid`'s answer, found: the innermost run of equal steps, then the runs' starts the same way."""
+    dims, rest = [], np.asarray(offsets, np.int64)
+    while rest.size > 1:
+        if len(dims) == 3:
+            return None
+        step = int(rest[1] - rest[0])
+        breaks = np.flatnonzero(np.diff(rest) != step)
+        run = int(breaks[0]) + 1 if breaks.size else rest.size
+        if step < 0 or rest.size % run:
+            return None
+        dims.append((run, step))
+        rest = rest.reshape(-1, run)[:, 0]
+    if not rest.size:
+        return None
+    bounds, strides = tuple(b for b, _ in reversed(dims)), tuple(s for _, s in reversed(dims))
+    index = np.indices(bounds, np.int64).reshape(len(bounds), -1) if bounds else np.zeros((0, 1), np.int64)
+    if not np.array_equal(int(rest[0]) + np.asarray(strides, np.int64) @ index, offsets):
+        return None
+    return int(rest[0]), bounds, strides
+
+
 def _array_model(prog):
     array = _ARRAYS.get(id(prog))
     if array is None or array.program is not prog:
@@ -331,6 +370,8 @@ class ChipModel:
         # Per program: its host ports' AGCUs and the launch plans seen, by their patterns' shapes (see _replay).
         self._launches = {}
         self._rows = {}
+        # Per plan replayed (by id, with the plan to tell a reused id): its flat sequence or None (_flat).
+        self._flats = {}
         # Stream shapes -> arrivals, for this model's memory parameters (hashing them costs more than a lookup).
         self._known = {}
         # With a list here (Device.record), each kernel run appends what its units and streams did (activity).
@@ -741,7 +782,19 @@ class ChipModel:
 
     def _replay(self, plan, read_pats, write_pats):
         """``(cycles, outputs)`` of :meth:`execute` by ``plan``; None (nothing done) where a base takes a word out
-        of its tier or a tier was replaced, for :meth:`_execute` to run and report."""
+        of its tier or a tier was replaced, for :meth:`_execute` to run and report.
+
+        Runs the plan's flat sequence (:meth:`_flat`, made once per plan on this chip) where it has one and it
+        takes the launch, else the plan's steps."""
+        flat = self._flats.get(id(plan))
+        if flat is None or flat[0] is not plan:
+            if len(self._flats) >= 4096:
+                self._flats.clear()
+            flat = self._flats[id(plan)] = (plan, self._flat(plan))
+        if flat[1] is not None:
+            done = flat[1](read_pats, write_pats)
+            if done is not None:
+                return done
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
         starts, tiers = [], {}
@@ -816,6 +869,175 @@ class ChipModel:
         for (tier, what), words in counts:
             self.stats[tier][what] += words
         return cycles, run.outputs
+
+    def _flat(self, plan):
+        """:meth:`_replay` of ``plan`` on this chip's memory as one flat sequence, or None where a tier it uses is not
+        kept in one array.
+
+        Everything that follows from the plan is bound once: each read's and write's bounds, tier view and form
+        (a slice, a strided view or a gather of rows, a bf16 widening; for weights that a GEMV widens itself, the
+        bf16 words as they lie in the tier), the array's steps with the compiled kernels' arguments
+        (:meth:`ArrayModel.compiled_steps`), with gated reads the steps each phase runs (as :meth:`_replay`), the
+        outputs' sources and the counters. The
+        function returned takes the read and write patterns and returns ``(cycles, outputs)``, or None (nothing
+        done) where a base takes a word out of its tier, a tier was replaced or the compiled kernels do not run
+        every unit (:func:`sw.model.pcu.compiled_kernels`): :meth:`_replay` then runs the launch and says which.
+        """
+        _, reads, writes, array, array_plan, counts, cycles, gates = plan
+        wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
+        quarter = wb // 4
+        memory = self.memory
+        tiers = {}
+        for _, tier, *_ in reads + writes:
+            views = self._tier_views(tier)
+            if views[0] is None:
+                return None
+            tiers[tier] = memory[tier], views
+        held = tuple((tier, mem) for tier, (mem, _) in tiers.items())
+
+        ports = dict(array_plan[0])
+        # Weights a GEMV widens itself: their reads give the bf16 values as they lie in the tier (a view of it, so
+        # not where a gated launch writes before its last units run).
+        wanted, halves = frozenset() if gates else array.half_weights(array_plan), set()
+
+        def reader(name, tier, offsets, n, least, greatest, bf16):
+            # _replay's read(), each form chosen once.
+            rows, rows32, rows16 = tiers[tier][1]
+            if bf16 and rows32 is not None and isinstance(offsets, int) and not (n * quarter * 2) % lanes and \
+                    (name, ports[name]) in wanted:
+                halves.add((name, ports[name]))
+                return lambda row: rows16[row + offsets:row + offsets + n]
+            if rows32 is None or (n * quarter * (2 if bf16 else 1)) % lanes:
+                if isinstance(offsets, int):
+                    return lambda row: memory_units.as_vectors(
+                        rows[row + offsets:row + offsets + n] if bf16 else rows[row + offsets:row + offsets + n].copy(),
+                        lanes, bf16)
+                return lambda row: memory_units.as_vectors(rows[row + offsets], lanes, bf16)
+            if isinstance(offsets, int):
+                if bf16:
+                    def read(row):
+                        wide = rows16[row + offsets:row + offsets + n].astype("<u4")
+                        wide <<= 16
+                        return wide.reshape(-1, lanes)
+                    return read
+                return lambda row: rows32[row + offsets:row + offsets + n].copy().reshape(-1, lanes)
+            grid = _grid(offsets)
+            item, width = ("<u2", 2 * quarter) if bf16 else ("<u4", quarter)
+            if grid is not None:
+                # The words as a strided view of the tier (rows of ``wb`` bytes), copied in the nest's order.
+                first, shape, strides = grid
+                shape, strides = shape + (width,), tuple(k * wb for k in strides) + (wb // width,)
+                if bf16:
+                    def read(row):
+                        wide = np.ndarray(shape, item, rows, (row + first) * wb, strides).astype("<u4")
+                        wide <<= 16
+                        return wide.reshape(-1, lanes)
+                    return read
+                return lambda row: np.ndarray(shape, item, rows, (row + first) * wb, strides).copy().reshape(-1, lanes)
+            if bf16:
+                def read(row):
+                    wide = rows16.take(row + offsets, axis=0).astype("<u4")
+                    wide <<= 16
+                    return wide.reshape(-1, lanes)
+                return read
+            return lambda row: rows32.take(row + offsets, axis=0).reshape(-1, lanes)
+
+        def writer(name, tier, offsets, n, *_):
+            # _replay's write(), each form chosen once.
+            rows, rows32, _ = tiers[tier][1]
+            if rows32 is None:
+                def words(output):
+                    flat = np.ascontiguousarray(np.asarray(output, dtype="<u4")).view(np.uint8).reshape(-1)
+                    return flat[:n * wb].reshape(n, wb)
+                target, item, width = rows, np.uint8, wb
+            else:
+                def words(output):
+                    return np.asarray(output, dtype="<u4").reshape(-1)[:n * quarter].reshape(n, quarter)
+                target, item, width = rows32, "<u4", quarter
+            if isinstance(offsets, int):
+                def write(row, output):
+                    target[row + offsets:row + offsets + n] = words(output)
+                return write
+            grid = _grid(offsets)
+            if grid is not None:
+                first, shape, strides = grid
+                strides = tuple(k * wb for k in strides) + (wb // width,)
+
+                def write(row, output):
+                    np.ndarray(shape + (width,), item, rows, (row + first) * wb, strides)[...] = \
+                        words(output).reshape(shape + (width,))
+                return write
+
+            def write(row, output):
+                target[row + offsets] = words(output)
+            return write
+
+        lasts = array_plan[2]
+        # Per read: its stream's key, reader and the rows its base may take (least <= row < bound); per write:
+        # its writer, bounds and source.
+        read_items = tuple(((name, ports[name]), reader(name, tier, *rest), -rest[2], len(tiers[tier][1][0]) - rest[3])
+                           for name, tier, *rest in reads)
+        write_items = tuple((writer(name, tier, *rest), -rest[2], len(tiers[tier][1][0]) - rest[3], lasts[name][0])
+                            for name, tier, *rest in writes)
+        outputs = tuple((name, source, last) for name, (source, last) in lasts.items())
+        stats = tuple((self.stats[tier], what, words) for (tier, what), words in counts)
+        kernels = pcu_model.compiled_kernels
+        timed = array, array_plan
+        halves = frozenset(halves)
+        if gates:
+            # As _replay: the units the gating writes need, those writes, the gated reads again, then the units
+            # not run yet or whose inputs changed.
+            gating = sorted({w for _, w in gates})
+            done, first = array.needed_order(array_plan, [writes[i][0] for i in gating])
+            again = array.rerun_order(array_plan, done, {reads[i][0] for i, _ in gates})
+            gating = tuple(write_items[i][::3] + (i,) for i in gating)
+            regated = tuple(read_items[i][:2] + (i,) for i, _ in gates)
+
+        # The array's steps for the kernels last seen (they are the same object while the module is loaded).
+        cached = [None, None]
+
+        def run(read_pats, write_pats):
+            c = kernels()
+            if not c:
+                return None
+            for tier, mem in held:
+                if memory[tier] is not mem:
+                    return None
+            if cached[0] is not c:
+                cached[:] = c, array.compiled_steps(array_plan, c, halves)
+            steps = cached[1]
+            write_rows = []
+            for (_, least, bound, _), pat in zip(write_items, write_pats):
+                row, rest = divmod(pat.base, wb)
+                if rest or row < least or row >= bound:
+                    return None
+                write_rows.append(row)
+            values, read_rows = {}, []
+            for (key, read, least, bound), pat in zip(read_items, read_pats):
+                row, rest = divmod(pat.base, wb)
+                if rest or row < least or row >= bound:
+                    return None
+                values[key] = read(row)
+                read_rows.append(row)
+            if gates:
+                for i in first:
+                    steps[i](values)
+                for write, source, i in gating:
+                    write(write_rows[i], values[source])
+                for key, read, i in regated:
+                    values[key] = read(read_rows[i])
+                for i in again:
+                    steps[i](values)
+            else:
+                for step in steps:
+                    step(values)
+            self._timed = timed
+            for (write, _, _, source), row in zip(write_items, write_rows):
+                write(row, values[source])
+            for counter, what, words in stats:
+                counter[what] += words
+            return cycles, {name: (values[source], last.copy()) for name, source, last in outputs}
+        return run
 
     def _pattern(self, patterns, what, name, port):
         """(AGCU index, its pattern) of host port ``name``; LaunchError when the launch gave it none."""

@@ -25,6 +25,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
 #error "fastfp.c needs float arithmetic evaluated in float (FLT_EVAL_METHOD 0)"
@@ -165,9 +168,16 @@ static int mul_add_items(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t *o
 
 /* --- the systolic GEMV --------------------------------------------------------------------------------------- */
 
+/* Weight word i of ``b``: a 32-bit word, or with ``half`` a bf16 value (16-bit words) widened as an AGCU's bf16 read
+ * widens it (the value in the word's top half, the low half zero). */
+static inline uint32_t weight(const void *b, Py_ssize_t i, int half)
+{
+    return half ? (uint32_t)((const uint16_t *)b)[i] << 16 : ((const uint32_t *)b)[i];
+}
+
 /* One group's accumulation for ``lanes`` accumulators of each of ``rows`` rows: acc = p_j + acc from +0, j in order. */
-static inline void gemv_group(const uint32_t *a, Py_ssize_t step, const uint32_t *b, uint32_t *out, Py_ssize_t m,
-                              Py_ssize_t rows, Py_ssize_t lanes)
+static inline void gemv_group(const uint32_t *a, Py_ssize_t step, const void *b, uint32_t *out, Py_ssize_t m,
+                              Py_ssize_t rows, Py_ssize_t lanes, int half)
 {
     uint32_t acc[MAX_LANES], bj[MAX_LANES];
     for (Py_ssize_t r = 0; r < rows; r++) {
@@ -175,9 +185,8 @@ static inline void gemv_group(const uint32_t *a, Py_ssize_t step, const uint32_t
             acc[l] = 0;
         for (Py_ssize_t j = 0; j < m; j++) {
             uint32_t aj = daz(a[j * step + r]);
-            const uint32_t *row = b + j * lanes;
             for (Py_ssize_t l = 0; l < lanes; l++)
-                bj[l] = daz(row[l]);
+                bj[l] = daz(weight(b, j * lanes + l, half));
             for (Py_ssize_t l = 0; l < lanes; l++)
                 acc[l] = add_raw(mul_raw(aj, bj[l]), acc[l]);
         }
@@ -196,6 +205,20 @@ typedef float v4f __attribute__((vector_size(16)));
 #define MAX_CHUNKS (MAX_LANES / 4)
 #define BLOCK 4
 
+/* Four bf16 values widened to four 32-bit words (each value in its word's top half): SSE2's interleave with zeros
+ * where the target has it. */
+static inline v4u widen4(const uint16_t *p)
+{
+#if defined(__SSE2__)
+    __m128i x = _mm_loadl_epi64((const __m128i *)p);
+    return (v4u)_mm_unpacklo_epi16(_mm_setzero_si128(), x);
+#else
+    uint16_t h[4];
+    memcpy(h, p, 8);
+    return (v4u){h[0], h[1], h[2], h[3]} << 16;
+#endif
+}
+
 static inline v4u vdaz(v4u x)
 {
     /* Lanes with a zero exponent field keep only their sign. */
@@ -203,8 +226,9 @@ static inline v4u vdaz(v4u x)
     return x & ~(zero_exp & ABS);
 }
 
-static inline int gemv_block_simd(const uint32_t *a, Py_ssize_t stride, Py_ssize_t step, const uint32_t *b,
-                                  uint32_t *out, Py_ssize_t nb, Py_ssize_t m, Py_ssize_t rows, Py_ssize_t chunks)
+static inline int gemv_block_simd(const uint32_t *a, Py_ssize_t stride, Py_ssize_t step, const void *b,
+                                  uint32_t *out, Py_ssize_t nb, Py_ssize_t m, Py_ssize_t rows, Py_ssize_t chunks,
+                                  int half)
 {
     /* ``nb`` groups at once (group g: a + g * stride, b + g * m * lanes, out + g * rows * lanes): their
      * accumulations are independent chains, which the processor overlaps. */
@@ -219,10 +243,14 @@ static inline int gemv_block_simd(const uint32_t *a, Py_ssize_t stride, Py_ssize
             for (Py_ssize_t g = 0; g < nb; g++) {
                 float aj = fl(daz(a[g * stride + j * step + r]));
                 v4f av = {aj, aj, aj, aj};
-                const uint32_t *row = b + (g * m + j) * lanes;
+                Py_ssize_t row = (g * m + j) * lanes;
                 for (Py_ssize_t c = 0; c < chunks; c++) {
                     v4u bv;
-                    memcpy(&bv, row + 4 * c, 16);
+                    if (half) {
+                        bv = widen4((const uint16_t *)b + row + 4 * c);
+                    } else {
+                        memcpy(&bv, (const uint32_t *)b + row + 4 * c, 16);
+                    }
                     v4u p = (v4u)(av * (v4f)vdaz(bv));
                     bad |= (v4u)(((p & ABS) - 1u) < MIN_NORMAL);
                     v4u sum = (v4u)((v4f)p + (v4f)acc[g][c]);
@@ -240,16 +268,114 @@ static inline int gemv_block_simd(const uint32_t *a, Py_ssize_t stride, Py_ssize
     return (bad[0] | bad[1] | bad[2] | bad[3]) != 0;
 }
 
-/* gemv(a, b, out, groups, m, rows, lanes, a_group_stride, a_step_stride): out[g, r, l] = the ordered sum over j of
- * a[g * a_group_stride + j * a_step_stride + r] x b[g, j, l] (a_group_stride 0: one activation for every group). */
+/* The same block accumulation for eight groups of four or eight lanes in 8-lane AVX2 vectors (two groups of four
+ * lanes, or one group of eight, a vector), where the processor has AVX2 (checked once, at import): the same
+ * element-wise IEEE operations in the same order, so the same results and the same return as gemv_block_simd. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define GEMV_AVX2 1
+#include <immintrin.h>
+#define BLOCK8 8
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef float v8f __attribute__((vector_size(32)));
+
+static int have_avx2 = 0;
+
+/* Weights k .. k + 3 and l .. l + 3 (lanes 4: two groups' rows), or k .. k + 7 (lanes 8), as one vector. */
+__attribute__((target("avx2"))) static inline v8u weights8(const void *b, Py_ssize_t k, Py_ssize_t l, int lanes,
+                                                           int half)
+{
+    __m256i x;
+    if (half) {
+        const uint16_t *h = (const uint16_t *)b;
+        __m128i w = lanes == 4 ? _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(h + k)),
+                                                   _mm_loadl_epi64((const __m128i *)(h + l)))
+                               : _mm_loadu_si128((const __m128i *)(h + k));
+        x = _mm256_slli_epi32(_mm256_cvtepu16_epi32(w), 16);
+    } else {
+        const uint32_t *w = (const uint32_t *)b;
+        x = lanes == 4 ? _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w + k))),
+                                                 _mm_loadu_si128((const __m128i *)(w + l)), 1)
+                       : _mm256_loadu_si256((const __m256i *)(w + k));
+    }
+    return (v8u)x;
+}
+
+__attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2_k(
+    const uint32_t *a, Py_ssize_t stride, Py_ssize_t step, const void *b, uint32_t *out, Py_ssize_t m,
+    Py_ssize_t rows, int lanes, int half)
+{
+    /* Vector v: groups 2v and 2v + 1 (lanes 4) or group v (lanes 8); BLOCK8 groups in ``lanes`` vectors. */
+    v8u acc[8];
+    v8u bad = {0, 0, 0, 0, 0, 0, 0, 0};
+    const int vectors = lanes;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        for (int v = 0; v < vectors; v++)
+            acc[v] = (v8u){0, 0, 0, 0, 0, 0, 0, 0};
+        for (Py_ssize_t j = 0; j < m; j++) {
+            for (int v = 0; v < vectors; v++) {
+                Py_ssize_t g = lanes == 4 ? 2 * v : v;
+                float a0 = fl(daz(a[g * stride + j * step + r]));
+                float a1 = lanes == 4 ? fl(daz(a[(g + 1) * stride + j * step + r])) : a0;
+                v8f av = {a0, a0, a0, a0, a1, a1, a1, a1};
+                v8u bv = weights8(b, (g * m + j) * lanes, ((g + 1) * m + j) * lanes, lanes, half);
+                v8u zero_exp = (v8u)((bv & EXP) == 0);
+                v8u p = (v8u)(av * (v8f)(bv & ~(zero_exp & ABS)));
+                bad |= (v8u)(((p & ABS) - 1u) < MIN_NORMAL);
+                v8u sum = (v8u)((v8f)p + (v8f)acc[v]);
+                acc[v] = sum & ~((v8u)((sum & EXP) == 0) & ABS);
+            }
+        }
+        for (int v = 0; v < vectors; v++) {
+            v8u x = acc[v];
+            x = x ^ ((v8u)((x & ABS) > INF) & (x ^ CANON_NAN));
+            if (lanes == 4) {
+                memcpy(out + (2 * v * rows + r) * 4, &x, 16);
+                memcpy(out + ((2 * v + 1) * rows + r) * 4, (const char *)&x + 16, 16);
+            } else {
+                memcpy(out + (v * rows + r) * 8, &x, 32);
+            }
+        }
+    }
+    v8u none = {0, 0, 0, 0, 0, 0, 0, 0};
+    return memcmp(&bad, &none, sizeof bad) != 0;
+}
+
+/* One block of eight groups, lanes 4 or 8: gemv_block_avx2_k inlined with constant lanes and weight size. */
+__attribute__((target("avx2"))) static int gemv_block_avx2(const uint32_t *a, Py_ssize_t stride, Py_ssize_t step,
+                                                           const void *b, uint32_t *out, Py_ssize_t m,
+                                                           Py_ssize_t rows, Py_ssize_t lanes, int half)
+{
+    if (lanes == 4)
+        return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 1)
+                    : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 0);
+    return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 1)
+                : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 0);
+}
+#endif
+
+/* gemv(a, b, out, groups, m, rows, lanes, a_group_stride, a_step_stride[, half]): out[g, r, l] = the ordered sum over j
+ * of a[g * a_group_stride + j * a_step_stride + r] x b[g, j, l] (a_group_stride 0: one activation for every group);
+ * with half 1, b holds 16-bit bf16 values, each the top half of its weight (an AGCU's bf16 widening, done here). */
 static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t n[6];
     struct held h = {.count = 0};
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "gemv takes 9 arguments");
+    if (nargs != 9 && nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "gemv takes 9 or 10 arguments");
         return NULL;
     }
+    int half = 0;
+    if (nargs == 10) {
+        long flag = PyLong_AsLong(args[9]);
+        if (flag == -1 && PyErr_Occurred())
+            return NULL;
+        if (flag != 0 && flag != 1) {
+            PyErr_SetString(PyExc_ValueError, "gemv: half must be 0 or 1");
+            return NULL;
+        }
+        half = (int)flag;
+    }
+    Py_ssize_t b_size = half ? 2 : 4;
     if (sizes(args, 3, 6, n) < 0)
         return NULL;
     Py_ssize_t groups = n[0], m = n[1], rows = n[2], lanes = n[3], stride = n[4], step = n[5];
@@ -266,29 +392,50 @@ static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (mul_items(groups, m, &gm) < 0 || mul_items(gm, lanes, &b_items) < 0 ||
         mul_items(groups, rows, &out_items) < 0 || mul_items(out_items, lanes, &out_items) < 0)
         return NULL;
-    const uint32_t *pa = hold(&h, args[0], 0, a_items, 4), *pb = pa ? hold(&h, args[1], 0, b_items, 4) : NULL;
-    if (pb && h.views[1].len != b_items * 4)
-        PyErr_Format(PyExc_ValueError, "gemv: the weights hold %zd words, not %zd x %zd x %zd", h.views[1].len / 4,
-                     groups, m, lanes);
-    uint32_t *po = pb && h.views[1].len == b_items * 4 ? hold(&h, args[2], 1, out_items, 4) : NULL;
+    const uint32_t *pa = hold(&h, args[0], 0, a_items, 4);
+    const char *pb = pa ? hold(&h, args[1], 0, b_items, b_size) : NULL;
+    if (pb && h.views[1].len != b_items * b_size)
+        PyErr_Format(PyExc_ValueError, "gemv: the weights hold %zd words, not %zd x %zd x %zd",
+                     h.views[1].len / b_size, groups, m, lanes);
+    uint32_t *po = pb && h.views[1].len == b_items * b_size ? hold(&h, args[2], 1, out_items, 4) : NULL;
     if (!po) {
         release(&h);
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t g = 0; g < groups; g += BLOCK) {
+    Py_ssize_t g = 0;
+#ifdef GEMV_AVX2
+    if (have_avx2 && (lanes == 4 || lanes == 8))
+        for (; groups - g >= BLOCK8; g += BLOCK8) {
+            const uint32_t *ga = pa + g * stride;
+            const char *gb = pb + g * m * lanes * b_size;
+            uint32_t *go = po + g * rows * lanes;
+            /* Some product is tiny (the policy's rounding): those groups step by step. */
+            if (gemv_block_avx2(ga, stride, step, gb, go, m, rows, lanes, half))
+                for (Py_ssize_t k = 0; k < BLOCK8; k++)
+                    gemv_group(ga + k * stride, step, gb + k * m * lanes * b_size, go + k * rows * lanes, m, rows,
+                               lanes, half);
+        }
+#endif
+    for (; g < groups; g += BLOCK) {
         Py_ssize_t nb = groups - g < BLOCK ? groups - g : BLOCK;
-        const uint32_t *ga = pa + g * stride, *gb = pb + g * m * lanes;
+        const uint32_t *ga = pa + g * stride;
+        const char *gb = pb + g * m * lanes * b_size;
         uint32_t *go = po + g * rows * lanes;
-        /* Constant block and chunk counts let the compiler keep the accumulators in vector registers. */
+        /* Constant block and chunk counts (and weight sizes) let the compiler keep the accumulators in vector
+         * registers. */
         int simd = lanes % 4 == 0 && (
-            nb == BLOCK && lanes == 4 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 1) == 0
-            : nb == BLOCK && lanes == 8 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 2) == 0
-            : gemv_block_simd(ga, stride, step, gb, go, nb, m, rows, lanes / 4) == 0);
+            half ? (nb == BLOCK && lanes == 4 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 1, 1) == 0
+                    : nb == BLOCK && lanes == 8 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 2, 1) == 0
+                    : gemv_block_simd(ga, stride, step, gb, go, nb, m, rows, lanes / 4, 1) == 0)
+            : nb == BLOCK && lanes == 4 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 1, 0) == 0
+            : nb == BLOCK && lanes == 8 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 2, 0) == 0
+            : gemv_block_simd(ga, stride, step, gb, go, nb, m, rows, lanes / 4, 0) == 0);
         /* Some product is tiny (the policy's rounding): those groups step by step. */
         if (!simd)
             for (Py_ssize_t k = 0; k < nb; k++)
-                gemv_group(ga + k * stride, step, gb + k * m * lanes, go + k * rows * lanes, m, rows, lanes);
+                gemv_group(ga + k * stride, step, gb + k * m * lanes * b_size, go + k * rows * lanes, m, rows, lanes,
+                           half);
     }
     Py_END_ALLOW_THREADS
     release(&h);
@@ -921,4 +1068,11 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fastfp", "The fast model's fp32 kernels.", -1, methods};
 
-PyMODINIT_FUNC PyInit_fastfp(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_fastfp(void)
+{
+#ifdef GEMV_AVX2
+    __builtin_cpu_init();
+    have_avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
+    return PyModule_Create(&module);
+}

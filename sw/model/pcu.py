@@ -391,6 +391,101 @@ class PcuModel:
               so_mode, reduce, starts, sizes, groups_out, scale, bias, post, so)
         return (vo if cfg.vo else vo[:0]), so
 
+    def compiled_gemv(self, plan):
+        """Whether :meth:`compiled_step` runs this unit's GEMV on ``gemv`` for runs of ``plan`` (a systolic unit on
+        the compiled kernels, groups of one length): its weights (vi1) may then come as bf16 halves."""
+        return self._compiled is not None and self.config.systolic and bool(plan.groups) and \
+            plan.layout[1] is None and self.config.systolic_rows <= self.params.lanes
+
+    def compiled_step(self, c, plan, shared, vi_src, si_src, vo_key, so_key, where, half=False):
+        """A replay step of this unit (:class:`~sw.model.array.ArrayModel`'s: ``step(values)``, streams by (node,
+        port)) that makes :meth:`_apply_compiled`'s calls on the compiled kernels ``c`` with everything that
+        follows from ``plan`` bound once; None where this unit does not run there (see :meth:`_kernels`; the
+        caller checks :func:`compiled_kernels` before each replay) or only its numpy form takes the shapes (a
+        systolic run with groups of different lengths). ``vi_src`` / ``si_src``: (input index, stream key) of
+        its inputs; ``vo_key`` / ``so_key``: where its outputs go (None: not kept); ``where`` names the unit in
+        errors. ``half``: the weights (vi1) come as the bf16 values of an AGCU's bf16 read, 16-bit words that the
+        GEMV widens as the read would (only where :meth:`compiled_gemv`)."""
+        if self._compiled is None or (half and not self.compiled_gemv(plan)):
+            return None
+        cfg, lanes = self.config, self.params.lanes
+        code, stages, tail_code, so_mode, reduce, scale, bias, post = self._compiled
+        run = plan.compiled
+        if run is None:
+            run = plan.compiled = self._compiled_plan(plan, so_mode)
+        starts, sizes, groups_out, rows_n = run
+        out_reg, so_n, pcu = self._out, (0 if so_mode == 0 else rows_n if so_mode == 1 else groups_out), c.pcu
+        empty, contiguous, u32 = np.empty, np.ascontiguousarray, np.uint32
+        vi = dict(vi_src)
+        if cfg.systolic:
+            rows, groups, n = cfg.systolic_rows, plan.groups, plan.n
+            if not self.compiled_gemv(plan):
+                return None
+            m = n // groups
+            stride = 0 if shared and rows == 1 else m * lanes
+            gemv, k0, k1, k2 = c.gemv, vi[0], vi[1], vi.get(2) if cfg.systolic_operand else None
+            weights = (lambda values: values[k1]) if half else (lambda values: contiguous(values[k1], u32))
+            half = int(half)
+
+            def step(values):
+                try:
+                    drained = empty((rows_n, lanes), u32)
+                    gemv(contiguous(values[k0], u32), weights(values), drained, groups, m, rows, lanes, stride, lanes,
+                         half)
+                    vo, so = empty((rows_n, lanes), u32), empty(so_n, u32)
+                    pcu(code, stages, rows_n, lanes, drained, None if k2 is None else contiguous(values[k2], u32),
+                        None, None, None, out_reg, tail_code, vo, so_mode, reduce, starts, sizes, groups_out, scale,
+                        bias, post, so)
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from None
+                if vo_key:
+                    values[vo_key] = vo
+                if so_key:
+                    values[so_key] = so
+            return step
+        k0, k1, k2 = (vi.get(k) if k in cfg.inputs else None for k in range(3))
+        si = dict(si_src)
+        if cfg.s0 == "none" and cfg.s1 == "none":
+            def step(values):
+                try:
+                    vo, so = empty((rows_n, lanes), u32), empty(so_n, u32)
+                    pcu(code, stages, rows_n, lanes, None if k0 is None else contiguous(values[k0], u32),
+                        None if k1 is None else contiguous(values[k1], u32),
+                        None if k2 is None else contiguous(values[k2], u32), None, None, out_reg, tail_code, vo,
+                        so_mode, reduce, starts, sizes, groups_out, scale, bias, post, so)
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from None
+                if vo_key:
+                    values[vo_key] = vo
+                if so_key:
+                    values[so_key] = so
+            return step
+        group = plan.group
+
+        def scalar(mode, key):
+            # The scalars a mode gives the stages: one per firing (a per-group input spread over its firings).
+            if mode == "none":
+                return lambda values: None
+            if mode == "per_firing":
+                return lambda values: contiguous(values[key], u32)
+            return lambda values: contiguous(np.asarray(values[key], u32)[group])
+        s0, s1 = (scalar(mode, si.get(k)) for k, mode in enumerate((cfg.s0, cfg.s1)))
+
+        def step(values):
+            try:
+                vo, so = empty((rows_n, lanes), u32), empty(so_n, u32)
+                pcu(code, stages, rows_n, lanes, None if k0 is None else contiguous(values[k0], u32),
+                    None if k1 is None else contiguous(values[k1], u32),
+                    None if k2 is None else contiguous(values[k2], u32), s0(values), s1(values), out_reg, tail_code,
+                    vo, so_mode, reduce, starts, sizes, groups_out, scale, bias, post, so)
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+            if vo_key:
+                values[vo_key] = vo
+            if so_key:
+                values[so_key] = so
+        return step
+
     def _compiled_plan(self, plan, so_mode):
         """What :meth:`_apply_compiled` takes from ``plan``: the so0 groups' starts and sizes (int64), their count,
         and the rows the stages see (the firings, or a systolic unit's drained rows)."""
@@ -475,6 +570,14 @@ class PcuModel:
         operand = np.asarray(vi[2], dtype=np.uint32).reshape(groups * rows, lanes) if self.config.systolic_operand \
             else zero
         return self._stages([drained, operand, zero, zero], np.uint32(0), np.uint32(0))
+
+
+def compiled_kernels():
+    """The compiled kernels where every unit with a compiled configuration runs on them (:meth:`PcuModel._kernels`
+    without the unit's own part), else None: what a replay of :meth:`PcuModel.compiled_step`'s steps checks first."""
+    if _FP32_NOW(_FP32_NS) != _FP32_FNS or _TAIL_NOW(_TAIL_NS) != _TAIL_FNS or _PCU_NOW(_PCU_NS) != _PCU_FNS:
+        return None
+    return fp32._C if fp32._C is not None else fp32.kernels()
 
 
 # The functions the compiled run stands for, as imported (see PcuModel._kernels): the numpy form's arithmetic.

@@ -222,6 +222,23 @@ class Session:
     async def _step_from_host(self, cost, token, pos, launches):
         """Each launch issued by the host: Program Load when needed, Argument Load, Execute, a round trip each."""
         c, t = self.compiled, self.target
+        if self.trace is None:
+            # Without a trace nothing is recorded: the clock moves as _record moves it, in the same order.
+            device, host, memory_map = self.device, t.host_launch_cycles, c.memory_map
+            for launch in launches:
+                self.clock += host
+                if self.loaded_program != launch.program_region:
+                    r = memory_map[launch.program_region]
+                    loaded = await device.load_program(launch.program, r.tier, r.offset)
+                    cost["program_load_cycles"] += loaded
+                    self.loaded_program = launch.program_region
+                    self.clock += loaded
+                cycles = await device.execute(*self._patterns(launch, token, pos))
+                self.clock += cycles
+                cost["kernel_cycles"] += cycles
+                cost["launch_cycles"] += host
+                cost["kernels"] += 1
+            return
         for launch in launches:
             self._record("host", f"launch {launch.name}", t.host_launch_cycles)
             if self.loaded_program != launch.program_region:
@@ -237,12 +254,9 @@ class Session:
             before = await self._trace_stats()
             cycles = await self.device.execute(reads, writes)
             await self._trace_activity([launch])
-            if self.trace is None:
-                self.clock += cycles            # as _record, without the label no trace keeps
-            else:
-                ops = [op.name for op in launch.ops]
-                self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
-                             **await self._trace_bytes(before))
+            ops = [op.name for op in launch.ops]
+            self._record("kernels", f"{launch.name}: {' '.join(ops)}", cycles, ops=ops, pos=pos,
+                         **await self._trace_bytes(before))
             cost["kernel_cycles"] += cycles
             cost["launch_cycles"] += t.host_launch_cycles
             cost["kernels"] += 1

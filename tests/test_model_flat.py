@@ -1,0 +1,271 @@
+"""The eighth pass (docs/performance.md): a launch replayed as one flat sequence (ChipModel._flat), reads of strided
+words as views, and GEMVs that widen their bf16 weights themselves; the same results as the plan's steps and as a
+launch run step by step."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from hw.chip import all_io_positions
+from hw.mem import params
+from hw.tile.params import SMALL
+from sw.model import array as array_model
+from sw.model import chip as chip_model
+from sw.model import fp32
+from sw.model.chip import ChipModel, _find_grid, _grid
+from sw.model.memory import FlatMemory, MemoryRangeError
+from tests.test_model_cext import SPECIAL
+from tests.test_model_replay import _launch
+from tests.test_model_speedups import _operands
+
+
+@pytest.fixture
+def kernels():
+    k = fp32.kernels()
+    if k is None:
+        pytest.skip("no C compiler or Python headers: the compiled fp32 kernels are not built")
+    return k
+
+
+def _spelled(first, bounds, strides):
+    """The offsets a grid names, in C order."""
+    if not bounds:
+        return np.array([first], np.int64)
+    index = np.indices(bounds, np.int64).reshape(len(bounds), -1)
+    return first + np.asarray(strides, np.int64) @ index
+
+
+@pytest.mark.parametrize("offsets", [
+    np.arange(512)[:, None] * 2048 + np.arange(8),          # a K cache's rows: runs of 8, 2048 apart
+    np.arange(16)[:, None] * 256 + np.arange(4),
+    np.arange(3)[:, None, None] * 1000 + np.arange(4)[:, None] * 100 + np.arange(5),
+    np.zeros(4, np.int64),                                   # one word four times (a mask row)
+    np.tile(np.arange(2), 4),
+    np.arange(32) * 256,
+    np.arange(6)[:, None] * 3 + np.arange(3) + 7,            # runs that continue each other: one level
+])
+def test_grids_spell_their_offsets(offsets):
+    offsets = np.asarray(offsets, np.int64).reshape(-1)
+    first, bounds, strides = _find_grid(offsets)
+    assert np.array_equal(_spelled(first, bounds, strides), offsets)
+    assert all(s >= 0 for s in strides) and len(bounds) <= 3
+
+
+@pytest.mark.parametrize("offsets", [
+    [0, 1, 3],                                               # no grid
+    [3, 2, 1],                                               # a negative stride
+    [0, 1, 2, 3, 10, 11, 12, 13, 20, 21],                    # a partial last run
+    (np.arange(2)[:, None, None, None] * 10000 + np.arange(3)[:, None, None] * 1000 + np.arange(4)[:, None] * 100
+     + np.arange(5)).reshape(-1),                            # four levels
+    [0, 1, 2, 10, 11, 12, 20, 21, 23],                       # a run that breaks inside the last one
+])
+def test_offsets_that_are_no_grid_have_none(offsets):
+    assert _find_grid(np.asarray(offsets, np.int64)) is None
+
+
+def test_grids_are_kept_per_array():
+    offsets = np.arange(8)[:, None] * 64 + np.arange(4)
+    offsets = offsets.reshape(-1)
+    assert _grid(offsets) is _grid(offsets)
+    assert _grid(offsets.copy()) == _grid(offsets)
+
+
+def test_gemv_widens_bf16_weights_as_the_read_does(kernels):
+    rng = np.random.default_rng(5)
+    top = np.concatenate([SPECIAL >> np.uint32(16), np.arange(0, 1 << 16, 97, dtype=np.uint32)]).astype(np.uint16)
+    for trial in range(60):
+        groups, m, lanes = int(rng.integers(1, 9)), int(rng.integers(1, 40)), int(rng.choice([1, 2, 4, 8, 16]))
+        rows = int(rng.choice([1, 1, 2, 4]))
+        rows = min(rows, lanes)
+        kind = trial % 3
+        halves = (rng.choice(top, groups * m * lanes) if kind == 0 else
+                  (_operands(rng, (groups * m * lanes,), trial % 4) >> np.uint32(16)).astype(np.uint16))
+        a = _operands(rng, (groups * m * lanes,), trial % 4) if kind != 2 else rng.choice(SPECIAL, groups * m * lanes)
+        widened = halves.astype(np.uint32) << np.uint32(16)
+        for stride in (m * lanes, 0):
+            want, got = (np.empty((groups * rows, lanes), np.uint32) for _ in range(2))
+            kernels.gemv(a, widened, want, groups, m, rows, lanes, stride, lanes)
+            kernels.gemv(a, halves, got, groups, m, rows, lanes, stride, lanes, 1)
+            assert np.array_equal(got, want), (trial, stride)
+            same = np.empty_like(want)
+            kernels.gemv(a, widened, same, groups, m, rows, lanes, stride, lanes, 0)
+            assert np.array_equal(same, want)
+
+
+@pytest.mark.parametrize("kind", range(6))
+def test_gemv_in_blocks_of_eight_groups_is_the_golden_sum(kind, kernels, monkeypatch):
+    # Eight groups of four or eight lanes at a time run in 8-lane vectors where the processor has AVX2: the same
+    # bits as the numpy form and the golden sums, whole blocks and the groups after them, with bf16 weights too.
+    from sw.golden import arith as g
+    from tests.test_model_cext import _python, _values
+
+    rng = np.random.default_rng(300 + kind)
+    for trial in range(24):
+        groups, m = int(rng.choice([8, 9, 15, 16, 17, 24, 33])), int(rng.integers(1, 40))
+        lanes, rows = int(rng.choice([4, 8])), int(rng.choice([1, 1, 2, 4]))
+        a, b = _values(rng, (groups, m, rows, 1), kind), _values(rng, (groups, m, 1, lanes), kind)
+        if trial % 2:
+            b = b & np.uint32(0xFFFF0000)
+        got = fp32.dot(a, b)
+        assert np.array_equal(got, _python(monkeypatch, fp32.dot, a, b)), (kind, trial)
+        p = g.fp32_mul(np.broadcast_to(a, (groups, m, rows, lanes)), np.broadcast_to(b, (groups, m, rows, lanes)))
+        acc = np.zeros((groups, rows, lanes), np.uint32)
+        for j in range(m):
+            acc = g.fp32_add(p[:, j], acc)
+        assert np.array_equal(got, acc), (kind, trial)
+        out = np.empty((groups * rows, lanes), np.uint32)
+        kernels.gemv(a.reshape(-1), (b >> np.uint32(16)).astype(np.uint16).reshape(-1), out, groups, m, rows, lanes,
+                     m * rows, rows, 1)
+        if trial % 2:
+            assert np.array_equal(out.reshape(acc.shape), acc), (kind, trial)
+        shared = a[0, :, 0, 0]
+        want = _python(monkeypatch, fp32.dot_shared, shared, b.reshape(groups, m, lanes))
+        assert np.array_equal(fp32.dot_shared(shared, b.reshape(groups, m, lanes)), want), (kind, trial)
+
+
+def test_gemv_in_blocks_of_eight_groups_flushes_subnormal_partial_sums(kernels, monkeypatch):
+    # As test_model_cext's check of the 4-lane vectors: products just above 2**-126 of both signs, whose partial
+    # sums fall below it and must be flushed to their sign at every step; here in blocks of eight groups.
+    from tests.test_model_cext import _python
+
+    rng = np.random.default_rng(12)
+    for lanes in (4, 8):
+        groups, m = 19, 16
+        b = (rng.integers(1, 1 << 23, (groups, m, 1, lanes)).astype(np.uint32) | np.uint32(1 << 23)) | \
+            (rng.integers(0, 2, (groups, m, 1, lanes)).astype(np.uint32) << np.uint32(31))
+        for a in (np.full((groups, m, 1, 1), 0x3F800000, np.uint32), rng.choice(
+                np.array([0x3F800000, 0xBF800000, 0x3F800001], np.uint32), (groups, m, 1, 1))):
+            want = _python(monkeypatch, fp32._ordered, a, b, (groups, m, 1, lanes))
+            assert np.array_equal(fp32.dot(a, b), want), lanes
+            assert np.array_equal(fp32.dot_shared(a[0, :, 0, 0], b.reshape(groups, m, lanes)),
+                                  _python(monkeypatch, fp32.dot_shared, a[0, :, 0, 0], b.reshape(groups, m, lanes)))
+            plain = np.add.reduce(np.moveaxis(b.view(np.float32) * a.view(np.float32), 1, 0), axis=0)
+            assert not np.array_equal(plain.view(np.uint32).reshape(want.shape), want)
+
+
+def test_gemv_refuses_bad_halves(kernels):
+    out = np.empty((1, 4), np.uint32)
+    a, halves = np.zeros(8, np.uint32), np.zeros(8, np.uint16)
+    with pytest.raises(ValueError):
+        kernels.gemv(a, halves, out, 1, 2, 1, 4, 0, 4, 2)
+    with pytest.raises(ValueError):
+        kernels.gemv(a, halves, out, 1, 2, 1, 4, 0, 4, 0)       # 16-bit words where 32-bit ones are due
+    with pytest.raises(ValueError):
+        kernels.gemv(a, np.zeros(8, np.uint32), out, 1, 2, 1, 4, 0, 4, 1)
+    with pytest.raises(ValueError):
+        kernels.gemv(a, np.zeros(6, np.uint16), out, 1, 2, 1, 4, 0, 4, 1)
+    with pytest.raises(TypeError):
+        kernels.gemv(a, halves, out, 1, 2, 1, 4, 0, 4, 1, 0)
+
+
+def _compiled(tmp_path, target):
+    from sw.compiler.compile import compile_model
+    from tests.llama_checkpoints import SHAPES, make_checkpoint
+
+    return compile_model(make_checkpoint(tmp_path / "ck", **SHAPES["tiny-tied"]), target, mode="fused", context=32)
+
+
+def _decode(compiled, target):
+    from sw.runtime.decode import generate
+    from sw.runtime.device import ModelDevice
+
+    device = ModelDevice(target)
+    out = asyncio.run(generate(device, compiled, [1, 5, 9], max_new_tokens=5, stop_at_eos=False, keep_logits=True))
+    out["memory"] = {tier: m.bytes.copy() for tier, m in device.chip.memory.items() if isinstance(m, FlatMemory)}
+    out["stats"] = device.chip.stats
+    return out
+
+
+@pytest.mark.parametrize("target_name", ["chip", "4x8"])
+def test_flat_replays_are_the_plans_steps_and_the_launches_run_step_by_step(tmp_path, monkeypatch, target_name,
+                                                                           kernels):
+    from sw.target import CHIP, LARGE
+
+    target = {"chip": CHIP, "4x8": LARGE}[target_name]
+    compiled = _compiled(tmp_path, target)
+    _decode(compiled, target)                               # plans made
+    runs, halves = [], []
+    flat, compiled_steps = ChipModel._flat, array_model.ArrayModel.compiled_steps
+
+    def counted_flat(self, plan):
+        run = flat(self, plan)
+        if run is None:
+            return None
+        return lambda *a: runs.append(plan[7]) or run(*a)
+
+    def counted_steps(self, plan, c, found=frozenset()):
+        halves.append(len(found))
+        return compiled_steps(self, plan, c, found)
+    monkeypatch.setattr(ChipModel, "_flat", counted_flat)
+    monkeypatch.setattr(array_model.ArrayModel, "compiled_steps", counted_steps)
+    fast = _decode(compiled, target)
+    assert runs, "launches were replayed as flat sequences"
+    if target_name == "chip":
+        assert any(halves), "some GEMV took its bf16 weights as they lie in memory"
+    else:
+        assert any(runs), "gated launches were replayed as flat sequences"
+    monkeypatch.setattr(ChipModel, "_flat", lambda self, plan: None)
+    stepped_plans = _decode(compiled, target)
+    monkeypatch.setattr(ChipModel, "_replay", lambda self, *a: None)
+    step_by_step = _decode(compiled, target)
+    for other in (stepped_plans, step_by_step):
+        assert np.array_equal(fast["logits"], other["logits"]) and fast["tokens"] == other["tokens"]
+        assert fast["step_cycles"] == other["step_cycles"] and fast["report"]["total_cycles"] == \
+            other["report"]["total_cycles"]
+        assert fast["stats"] == other["stats"]
+        assert all(np.array_equal(fast["memory"][t], other["memory"][t]) for t in fast["memory"])
+
+
+def test_a_flat_replay_stores_what_a_step_by_step_run_stores(kernels):
+    from sw.tile.kernels import TEST_POST, TEST_TAIL, gemv_bias_act
+
+    case = gemv_bias_act(SMALL, TEST_TAIL, TEST_POST, np.random.default_rng(0))
+    replayed, stepped = (ChipModel(SMALL, params.SMALL, all_io_positions(SMALL)) for _ in range(2))
+    for chip in (replayed, stepped):
+        chip.load_program(case.program)
+    for k, (at, out) in enumerate(((0, 0x8000), (0x10000, 0x9000), (0x20000, 0x8000), (0x30000, 0xA000))):
+        launches = [_launch(chip, case, at, out, np.random.default_rng(k)) for chip in (replayed, stepped)]
+        if k == 3:
+            # A tier replaced: the flat sequence (bound to the old one) steps aside; the plan's steps run.
+            old = replayed.memory[params.HBM]
+            replayed.memory[params.HBM] = FlatMemory(old.name, old.capacity)
+            replayed.memory[params.HBM].bytes[:] = old.bytes
+        got = replayed.execute(*launches[0])
+        want = stepped._execute(*launches[1])
+        assert got[0] == want[0]
+        assert all(np.array_equal(got[1][n][i], want[1][n][i]) for n in want[1] for i in (0, 1))
+        assert np.array_equal(replayed.memory[params.HBM].bytes, stepped.memory[params.HBM].bytes)
+        assert replayed.stats == stepped.stats
+    flats = [run for plan, run in replayed._flats.values()]
+    assert flats and all(run is not None for run in flats)
+
+
+def test_a_flat_replay_steps_aside_for_the_numpy_forms_and_for_words_outside_a_tier(kernels, monkeypatch):
+    from sw.tile.kernels import TEST_POST, TEST_TAIL, gemv_bias_act
+
+    case = gemv_bias_act(SMALL, TEST_TAIL, TEST_POST, np.random.default_rng(0))
+    chip = ChipModel(SMALL, params.SMALL, all_io_positions(SMALL))
+    chip.load_program(case.program)
+    chip.execute(*_launch(chip, case, 0, 0x8000, np.random.default_rng(0)))
+    plans = chip._launches[id(case.program)][3]
+    (plan, _), = plans.values()
+    reads, writes = _launch(chip, case, 0x10000, 0x9000, np.random.default_rng(1))
+    agcus = [chip.agcu_at(p.side, p.col) for p in case.program.host_inputs.values()]
+    read_pats = [reads[k] for k in agcus]
+    write_pats = [writes[chip.agcu_at(p.side, p.col)] for p in case.program.host_outputs.values()]
+    run = chip._flat(plan)
+    with monkeypatch.context() as m:
+        m.setattr(fp32, "_C", False)
+        assert run(read_pats, write_pats) is None
+    with monkeypatch.context() as m:
+        m.setattr(chip_model.pcu_model, "reduce_lanes", lambda op, x: x[:, 0])
+        assert run(read_pats, write_pats) is None
+    far = read_pats[0].moved(params.SMALL.tiers[params.HBM].capacity)
+    assert run([far] + read_pats[1:], write_pats) is None
+    before = chip.memory[params.HBM].bytes.copy()
+    assert run(read_pats, write_pats) is not None
+    assert not np.array_equal(before, chip.memory[params.HBM].bytes)
+    # A word outside its tier: the launch runs step by step and says so, as without the flat sequence.
+    with pytest.raises(MemoryRangeError):
+        chip.execute({**reads, agcus[0]: far}, writes)

@@ -52,8 +52,10 @@ class _Schedule:
     Python integers and ``Const`` values are constants, valid at every level.
     """
 
-    def __init__(self, m, reg, prefix):
+    def __init__(self, m, reg, prefix, *, carry=None, carried=()):
         self.m, self._reg, self.prefix = m, reg, prefix
+        self._carry = reg if carry is None else carry
+        self._carried = {id(v) for v in carried}
         self._delayed = {}
 
     def at(self, operand, level):
@@ -65,7 +67,11 @@ class _Schedule:
         for k in range(start, level):
             key = (id(value), k + 1)
             if key not in self._delayed:
-                self._delayed[key] = (self._reg(value, name=f"{self.prefix}_d{k + 1}"), value)
+                carried = id(value) in self._carried
+                delayed = (self._carry if carried else self._reg)(value, name=f"{self.prefix}_d{k + 1}")
+                if carried:
+                    self._carried.add(id(delayed))
+                self._delayed[key] = (delayed, value)
             value = self._delayed[key][0]
         return value
 
@@ -77,14 +83,14 @@ class _Schedule:
         t = self.level(*operands)
         return fn(*(self.at(o, t) for o in operands)), t
 
-    def stage(self, name, fn, *operands, shape=None):
-        """``fn`` of the aligned operands, registered (one level)."""
+    def stage(self, name, fn, *operands, shape=None, carry=False):
+        """``fn`` of the aligned operands, registered (one level; by the carry register where ``carry``)."""
         value, t = self.comb(fn, *operands)
         if shape is not None:
             sized = Signal(shape, name=f"{self.prefix}_{name}_w")
             self.m.d.comb += sized.eq(value)
             value = sized
-        return self._reg(value, name=f"{self.prefix}_{name}"), t + 1
+        return (self._carry if carry else self._reg)(value, name=f"{self.prefix}_{name}"), t + 1
 
     def select(self, op, cases):
         """The operand of ``cases`` (a dict keyed by TailOp) that ``op`` names; the last is the default."""
@@ -194,16 +200,18 @@ def _special(x, code):
     return u.is_nan, nan
 
 
-def _tail(m, reg, op, x, ops, name):
+def _tail(m, reg, op, x, ops, name, carry=None):
     """The shared tail; returns ``(result, latency)``. ``op`` is None when ``ops`` holds one function.
 
     Fields of ``x`` are sliced from one delayed copy of ``x`` wherever a stage
-    needs them, which keeps the number of pipeline registers small.
+    needs them, which keeps the number of pipeline registers small. ``carry``
+    (default ``reg``) makes the registers that carry ``x`` and ``op`` to the
+    output, and the output's.
     """
     ops = [code for code in TailOp if code in set(ops) and code != TailOp.NONE]
     if not ops:
         return x, 0
-    s = _Schedule(m, reg, name)
+    s = _Schedule(m, reg, name, carry=carry, carried=[v for v in (op, x) if v is not None])
     op = None if op is None else (op, 0)
     x = (x, 0)
     funcs = [code for code in ops if code in _FUNCTIONS]
@@ -265,10 +273,10 @@ def _tail(m, reg, op, x, ops, name):
         results[TailOp.BF16] = (bf16_to_fp32_datapath(m, s._reg, fp32_to_bf16_datapath(m, s._reg, x[0])), 2)
     level = s.level(*results.values())
     if op is None:
-        out = s.stage("out", lambda v: v, next(iter(results.values())))
+        out = s.stage("out", lambda v: v, next(iter(results.values())), carry=True)
     else:
         out = s.stage("out", lambda op, x, *values: _pick(op, x, dict(zip(results, values))),
-                      op, x, *results.values())
+                      op, x, *results.values(), carry=True)
     assert out[1] == level + 1
     return out
 
@@ -296,7 +304,7 @@ def tail_latency(ops):
     return _latency(frozenset(TailOp(op) for op in ops))
 
 
-def tail_datapath(m, reg, op, x, *, ops, name):
+def tail_datapath(m, reg, op, x, *, ops, name, carry=None):
     """Apply the tail function ``op`` to fp32 ``x``; ``tail_latency(ops)`` register levels.
 
     Parameters
@@ -314,6 +322,10 @@ def tail_datapath(m, reg, op, x, *, ops, name):
         ``x`` through unchanged.
     name : str
         Prefix of the signals.
+    carry : callable, optional
+        Like ``reg``, for the registers that carry ``x`` and ``op`` unchanged
+        and the output's; ``reg`` by default. With ``op`` NONE only these
+        matter, so the rest may run on a clock stopped for such records.
 
     Returns
     -------
@@ -321,7 +333,7 @@ def tail_datapath(m, reg, op, x, *, ops, name):
         The result, bit-exact with ``sw.golden.tail.apply``.
     """
     ops = frozenset(TailOp(o) for o in ops)
-    return _tail(m, reg, op, x, ops, name)[0]
+    return _tail(m, reg, op, x, ops, name, carry)[0]
 
 
 def _single(code, name):

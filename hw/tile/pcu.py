@@ -6,7 +6,8 @@ See docs/pcu.md for the configuration fields and the kernels they express.
 import functools
 from types import SimpleNamespace
 
-from amaranth import Module, Signal, Mux, Cat, Const, Value
+from amaranth import Module, Signal, Mux, Cat, Const, Value, Shape
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal
 from amaranth.lib import data, enum, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -15,7 +16,7 @@ from hw.arith.fp import stage, wire, CANON_NAN32, INF32
 from hw.arith.mul import fp32_mul_datapath, Fp32Mul
 from hw.arith.pipeline import Pipeline
 from hw.arith.tail import TailOp, tail_latency, tail_datapath
-from hw.tile.clock_gate import gated_unit
+from hw.tile.clock_gate import clock_gate, gated_unit
 from hw.tile.params import ArrayParams
 from hw.tile.streams import VectorPayload, ScalarPayload, vector_stream, scalar_stream
 
@@ -413,7 +414,22 @@ class Pcu(wiring.Component):
                                                            last_pipe, f"st{s}")
 
         out = [_select(m, cfg.out_src, regs[l], f"out_l{l}") for l in range(L)]
-        out = [tail_datapath(m, reg, cfg.tail_op, out[l], ops=self.tail_ops, name=f"tail_l{l}") for l in range(L)]
+        tail_reg = reg
+        if self.clock_gate:
+            # The tail functions' registers tick only where the record has one: with NONE only the registers
+            # carrying the operand and the output matter. The gate's enable includes `advance`, so these
+            # registers load their input unconditionally.
+            m.domains.tail = ClockDomain("tail", local=True, reset_less=True)
+            m.d.comb += ClockSignal("tail").eq(
+                clock_gate(m, pipe.advance & (cfg.tail_op != TailOp.NONE), name="tail_gclk"))
+
+            def tail_reg(value, *, name=None):
+                value = Value.cast(value)
+                r = Signal(Shape.cast(value.shape()), name=name, reset_less=True)
+                m.d.tail += r.eq(value)
+                return r
+        out = [tail_datapath(m, tail_reg, cfg.tail_op, out[l], ops=self.tail_ops, name=f"tail_l{l}", carry=reg)
+               for l in range(L)]
         last_pipe, = _delays(m, reg, "tail_last", [(last_pipe, tail_latency(self.tail_ops))])
 
         rl = reduce_latency(p)
@@ -421,7 +437,17 @@ class Pcu(wiring.Component):
         *vo_lanes, last_pipe = _delays(m, reg, "vo", [*((out[l], rl) for l in range(L)), (last_pipe, rl)])
 
         # End stage: vo0 register, group fold and the scalar post-processor.
-        m.submodules.post = post = ScalarPost(ops=self.post_ops)
+        post = ScalarPost(ops=self.post_ops)
+        if self.clock_gate:
+            # The post unit ticks only with a scalar entering or inside it (or in reset); otherwise its valid
+            # chain stays empty and only data registers no one reads would load.
+            m.domains.post = ClockDomain("post", local=True)
+            m.d.comb += [ClockSignal("post").eq(clock_gate(m, post.i.valid | post.busy | ResetSignal(),
+                                                           name="post_gclk")),
+                         ResetSignal("post").eq(ResetSignal())]
+            m.submodules.post = DomainRenamer("post")(post)
+        else:
+            m.submodules.post = post
         m.d.comb += [post.scale.eq(cfg.so_scale), post.bias.eq(cfg.so_bias), post.func.eq(cfg.so_func)]
         wiring.connect(m, post.o, wiring.flipped(self.so0))
         vo_free = ~self.vo0.valid | self.vo0.ready

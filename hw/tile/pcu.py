@@ -151,21 +151,24 @@ def _select(m, sel, choices, name):
     return wire(m, Cat(*choices).word_select(Value.cast(sel), width), name=name, shape=width)
 
 
-def _stage(m, reg, cfg, regs, s0, s1, last, name):
+def _stage(m, reg, cfg, regs, s0, s1, last, name, *, mul_reg=None, add_reg=None):
     """One SIMD stage over all lanes; returns the lanes' registers, the scalars and ``last``
     ``stage_latency()`` later.
 
     Operands are picked by part-selects; each lane's result is the sum (ADD,
     SUB, FMA), a comparison (MAX, MIN) or its operand x (PASS, and MUL, whose
-    product is x), written to register ``dst``.
+    product is x), written to register ``dst``. The multipliers' and adders'
+    registers are made by ``mul_reg`` and ``add_reg`` (default ``reg``).
     """
+    mul_reg = reg if mul_reg is None else mul_reg
+    add_reg = reg if add_reg is None else add_reg
     lanes = range(len(regs))
     lm, la = Fp32Mul.LATENCY, Fp32Add.LATENCY
     sources = lambda l: [*regs[l], s0, s1, cfg.const, Const(0, 32)]
     a = [_select(m, cfg.a, sources(l), f"{name}_l{l}_a") for l in lanes]
     b = [_select(m, cfg.b, sources(l), f"{name}_l{l}_b") for l in lanes]
     c = [_select(m, cfg.c, sources(l), f"{name}_l{l}_c") for l in lanes]
-    product = [fp32_mul_datapath(m, reg, a[l], b[l]) for l in lanes]
+    product = [fp32_mul_datapath(m, mul_reg, a[l], b[l]) for l in lanes]
     op1, dst1, s0, s1, last, *rest = _delays(m, reg, f"{name}_m", [
         (cfg.op, lm), (cfg.dst, lm), (s0, lm), (s1, lm), (last, lm),
         *((v, lm) for l in lanes for v in (a[l], b[l], c[l], *regs[l]))])
@@ -178,7 +181,7 @@ def _stage(m, reg, cfg, regs, s0, s1, last, name):
     sub = wire(m, op1 == Op.SUB, name=f"{name}_sub")
     x = [wire(m, Mux(mul_x, product[l], a1[l]), name=f"{name}_l{l}_x") for l in lanes]
     y = [wire(m, Mux(fma, c1[l], b1[l]), name=f"{name}_l{l}_y") for l in lanes]
-    total = [fp32_add_datapath(m, reg, x[l], y[l], sub) for l in lanes]
+    total = [fp32_add_datapath(m, add_reg, x[l], y[l], sub) for l in lanes]
     is_min = wire(m, op1 == Op.MIN, name=f"{name}_is_min")
     extreme = [_extreme(m, x[l], y[l], is_min, f"{name}_l{l}_ext") for l in lanes]
     op2, dst2, s0, s1, last, *rest = _delays(m, reg, f"{name}_a", [
@@ -337,6 +340,24 @@ class Pcu(wiring.Component):
         pipe = Pipeline(m, pipe_in, pipe_out, latency=pipeline_latency(p, self.tail_ops))
         reg = pipe.reg
 
+        def part_reg(domain, used):
+            """Pipeline registers of a part of the datapath whose results only records with ``used`` read.
+
+            Gated, they run on their own clock, which ticks as the pipeline advances under such a record
+            (the record is constant while work is in flight); they then load their input unconditionally.
+            """
+            if not self.clock_gate:
+                return reg
+            m.domains += ClockDomain(domain, local=True, reset_less=True)
+            m.d.comb += ClockSignal(domain).eq(clock_gate(m, pipe.advance & used, name=f"{domain}_gclk"))
+
+            def part(value, *, name=None):
+                value = Value.cast(value)
+                r = Signal(Shape.cast(value.shape()), name=name, reset_less=True)
+                m.d[domain] += r.eq(value)
+                return r
+            return part
+
         # Scalar operands, latched per group when configured so.
         s_val = [Signal(32, name=f"s{k}_value") for k in range(2)]
         s_need = [Signal(init=1, name=f"s{k}_need") for k in range(2)]
@@ -410,30 +431,22 @@ class Pcu(wiring.Component):
         s_pipe = list(s_now)
         last_pipe = element_last
         for s in range(S):
-            regs, s_pipe[0], s_pipe[1], last_pipe = _stage(m, reg, cfg.stages[s], regs, s_pipe[0], s_pipe[1],
-                                                           last_pipe, f"st{s}")
+            op = cfg.stages[s].op
+            regs, s_pipe[0], s_pipe[1], last_pipe = _stage(
+                m, reg, cfg.stages[s], regs, s_pipe[0], s_pipe[1], last_pipe, f"st{s}",
+                mul_reg=part_reg(f"st{s}_mul", (op == Op.MUL) | (op == Op.FMA)),
+                add_reg=part_reg(f"st{s}_add", (op == Op.ADD) | (op == Op.SUB) | (op == Op.FMA)))
 
         out = [_select(m, cfg.out_src, regs[l], f"out_l{l}") for l in range(L)]
-        tail_reg = reg
-        if self.clock_gate:
-            # The tail functions' registers tick only where the record has one: with NONE only the registers
-            # carrying the operand and the output matter. The gate's enable includes `advance`, so these
-            # registers load their input unconditionally.
-            m.domains.tail = ClockDomain("tail", local=True, reset_less=True)
-            m.d.comb += ClockSignal("tail").eq(
-                clock_gate(m, pipe.advance & (cfg.tail_op != TailOp.NONE), name="tail_gclk"))
-
-            def tail_reg(value, *, name=None):
-                value = Value.cast(value)
-                r = Signal(Shape.cast(value.shape()), name=name, reset_less=True)
-                m.d.tail += r.eq(value)
-                return r
+        # With tail NONE only the registers carrying the operand and the output matter.
+        tail_reg = part_reg("tail", cfg.tail_op != TailOp.NONE)
         out = [tail_datapath(m, tail_reg, cfg.tail_op, out[l], ops=self.tail_ops, name=f"tail_l{l}", carry=reg)
                for l in range(L)]
         last_pipe, = _delays(m, reg, "tail_last", [(last_pipe, tail_latency(self.tail_ops))])
 
         rl = reduce_latency(p)
-        reduced = reduce_tree(m, reg, cfg.reduce, out, name="red")
+        # The reduction is read only by so0 (through the fold and the post unit).
+        reduced = reduce_tree(m, part_reg("red", cfg.so != ScalarOut.NONE), cfg.reduce, out, name="red")
         *vo_lanes, last_pipe = _delays(m, reg, "vo", [*((out[l], rl) for l in range(L)), (last_pipe, rl)])
 
         # End stage: vo0 register, group fold and the scalar post-processor.

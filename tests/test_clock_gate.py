@@ -29,6 +29,13 @@ def test_gated_pcu_instantiates_the_gate_and_ungated_does_not():
         Pcu(SMALL, clock_gate=1)
 
 
+def test_gated_pcu_gates_the_parts_a_record_may_leave_unused():
+    gated = verilog.convert(Pcu(SMALL), name="top", emit_src=False)
+    cells = set(re.findall(rf"^\s*{clock_gate.MODULE} (\S+)", gated, re.M))
+    parts = {"post", "red", "tail", *(f"st{s}_{unit}" for s in range(SMALL.stages) for unit in ("mul", "add"))}
+    assert cells == {"gclk_cell", *(f"{part}_gclk_cell" for part in parts)}
+
+
 def test_gate_definition_added_once_and_only_where_used():
     used = "module top(a);\n  openrdu_clock_gate cell (\n  );\nendmodule\n"
     once = clock_gate.add_definition(used)

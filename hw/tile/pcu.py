@@ -268,9 +268,12 @@ class Pcu(wiring.Component):
         FIFO, the pipeline or an output, a systolic drain, a configuration
         change, or reset. The configuration is then held in a register of
         the gated domain, one cycle behind ``cfg`` (a unit is idle when its
-        record changes: a Program Load or a kernel's start). Off, the unit is
-        clocked every cycle and reads ``cfg`` directly. Results and cycle
-        counts are the same either way.
+        record changes: a Program Load or a kernel's start). Parts of the
+        datapath that a record may leave unused (each stage's multipliers and
+        adders, the tail functions, the reduction, the post unit) have gates
+        of their own inside it (docs/pcu.md). Off, the unit is clocked every
+        cycle and reads ``cfg`` directly. Results and cycle counts are the
+        same either way.
 
     Attributes
     ----------

@@ -147,7 +147,7 @@ class AxiSlice(wiring.Component):
             self.channels[channel] = tuple(suffix for suffix, _ in payloads.get(channel, []))
         self.master_members = {f"{master_prefix}_{name[len(prefix) + 1:]}": member
                                for name, member in self.members.items()}
-        ports = {name: member for name, member in self.members.items()}
+        ports = dict(self.members)
         ports.update({name: member.flip() for name, member in self.master_members.items()})
         super().__init__(ports)
 

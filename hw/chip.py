@@ -5,6 +5,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from hw.mem.agcu import direction_status_layout, transfer_layout
+from hw.mem.axi_slice import AxiSlice
 from hw.mem.controller import COUNTER_BITS, stats_layout
 from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.csr import CsrBank, Register, axil_slave_members
@@ -101,6 +102,13 @@ class Chip(wiring.Component):
         I/O positions with an AGCU, ``side`` ``"t"`` or ``"b"``.
     pcu_tail_ops, pcu_post_ops
         As :class:`hw.tile.array.TileArray`.
+    host_slices : bool
+        Put an AXI register slice (:class:`hw.mem.axi_slice.AxiSlice`) on
+        every channel of both host buses, between the top-level ports and
+        the memory system and register bank, so that no logic beyond the
+        slices' input registers reads a top-level port: host accesses take
+        one more cycle each way; kernels are unchanged. Off, the ports feed
+        the memory system and the registers directly.
 
     Attributes
     ----------
@@ -111,7 +119,9 @@ class Chip(wiring.Component):
     """
 
     def __init__(self, array_params, mem_params, *, agcus=None, pcu_tail_ops=ALL_TAIL_OPS,
-                 pcu_post_ops=POST_OPS):
+                 pcu_post_ops=POST_OPS, host_slices=True):
+        if not isinstance(host_slices, bool):
+            raise ValueError(f"host_slices must be a bool, not {host_slices!r}")
         if not isinstance(array_params, ArrayParams):
             raise ValueError(f"array_params must be an ArrayParams, not {array_params!r}")
         if not isinstance(mem_params, MemParams):
@@ -128,6 +138,7 @@ class Chip(wiring.Component):
             raise ValueError("the chip needs at least one AGCU")
         self.array_params, self.mem_params, self.agcus = array_params, mem_params, agcus
         self.pcu_tail_ops, self.pcu_post_ops = pcu_tail_ops, pcu_post_ops
+        self.host_slices = host_slices
         self.registers = chip_registers(array_params, mem_params, agcus)
         csr_bytes = 4 * sum(r.words for r in self.registers)
         self.csr_addr_bits = max(3, (csr_bytes - 1).bit_length())
@@ -147,8 +158,14 @@ class Chip(wiring.Component):
         n = len(self.agcus)
         m.submodules.memory = mem = MemorySystem(P, lanes=(A.lanes,) * n + (1, 1))
         m.submodules.sequencer = seq = Sequencer(P, agcus=n)
-        forward(m, self, mem, self.axi_members)
-        forward(m, self, csr, self.axil_members)
+        if self.host_slices:
+            m.submodules.axi_slice = axi_slice = AxiSlice(members=self.axi_members, prefix="s_axi")
+            m.submodules.axil_slice = axil_slice = AxiSlice(members=self.axil_members, prefix="s_axil")
+            axi_slice.insert(m, outer=self, inner=mem)
+            axil_slice.insert(m, outer=self, inner=csr)
+        else:
+            forward(m, self, mem, self.axi_members)
+            forward(m, self, csr, self.axil_members)
 
         # While the sequencer runs, kernel starts and AGCU patterns are its own, not the registers'.
         kernel_start, kernel_enable = Signal(), Signal.like(csr.kernel_enable)

@@ -1,5 +1,10 @@
-"""Simulation unit of the host interface: AXI4 data port and AXI4-Lite registers
-in front of the TLN crossbar and both memory controllers (small parameters)."""
+"""Simulation units of the host interface: AXI4 data port and AXI4-Lite registers
+in front of the TLN crossbar and both memory controllers (small parameters).
+
+``host-sliced`` is ``host-fast`` with an AXI register slice
+(:class:`hw.mem.axi_slice.AxiSlice`) on every channel of both buses, as the
+chip has them: the same tests, idle cycles and back-pressure included, run
+through the slices."""
 
 from dataclasses import replace
 
@@ -9,6 +14,7 @@ from amaranth.lib import wiring
 from cosim.harness import SimUnit
 from cosim.store import STORE_SOURCES
 from hw.mem import params
+from hw.mem.axi_slice import AxiSlice
 from hw.mem.controller import COUNTER_BITS, MemController
 from hw.mem.crossbar import TlnCrossbar
 from hw.mem.csr import CsrBank, Register, axil_slave_members
@@ -18,6 +24,9 @@ PARAMS = params.SMALL
 # Unit name -> memory parameters. ``host-fast`` runs the link at one word per
 # cycle, so the TLN sees back-to-back requests from both directions at once.
 LINKS = {"host": PARAMS, "host-fast": replace(PARAMS, host_bytes_per_cycle=PARAMS.word_bytes)}
+LINKS["host-sliced"] = LINKS["host-fast"]
+# Units with register slices between the ports and the host port and register bank.
+SLICED = frozenset({"host-sliced"})
 ID_BITS = 4
 CSR_ADDR_BITS = 8
 
@@ -40,11 +49,12 @@ REGISTERS = (
 class HostTop(wiring.Component):
     """HostPort + CsrBank + TlnCrossbar(masters=1) + HBM and DDR controllers.
 
-    Only the two host buses are ports, under their standard flat names.
+    Only the two host buses are ports, under their standard flat names;
+    with ``slices`` each passes through an :class:`AxiSlice`.
     """
 
-    def __init__(self, mem_params):
-        self.mem_params = mem_params
+    def __init__(self, mem_params, *, slices=False):
+        self.mem_params, self.slices = mem_params, slices
         self.axi_members = axi4_slave_members(id_bits=ID_BITS, addr_bits=mem_params.addr_bits + 1,
                                               data_bytes=mem_params.word_bytes)
         self.axil_members = axil_slave_members(addr_bits=CSR_ADDR_BITS)
@@ -56,8 +66,14 @@ class HostTop(wiring.Component):
         m.submodules.host = host = HostPort(P, id_bits=ID_BITS)
         m.submodules.csr = csr = CsrBank(REGISTERS, addr_bits=CSR_ADDR_BITS)
         m.submodules.xbar = xbar = TlnCrossbar(P, masters=1, tag_bits=host.tag_bits)
-        forward(m, self, host, self.axi_members)
-        forward(m, self, csr, self.axil_members)
+        if self.slices:
+            m.submodules.axi_slice = axi_slice = AxiSlice(members=self.axi_members, prefix="s_axi")
+            m.submodules.axil_slice = axil_slice = AxiSlice(members=self.axil_members, prefix="s_axil")
+            axi_slice.insert(m, outer=self, inner=host)
+            axil_slice.insert(m, outer=self, inner=csr)
+        else:
+            forward(m, self, host, self.axi_members)
+            forward(m, self, csr, self.axil_members)
         wiring.connect(m, host.tln, xbar.m0)
         ctrls = []
         for index, port in ((params.HBM, xbar.hbm), (params.DDR, xbar.ddr)):
@@ -88,7 +104,7 @@ class HostTop(wiring.Component):
 
 
 UNITS = {
-    name: SimUnit(name=name, design=lambda p=p: HostTop(p), testbench="cosim.tb.test_host",
-                  env={"OPENRDU_HOST_UNIT": name}, sources=STORE_SOURCES)
+    name: SimUnit(name=name, design=lambda p=p, s=name in SLICED: HostTop(p, slices=s),
+                  testbench="cosim.tb.test_host", env={"OPENRDU_HOST_UNIT": name}, sources=STORE_SOURCES)
     for name, p in LINKS.items()
 }

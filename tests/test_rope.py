@@ -89,10 +89,28 @@ def test_tables_match_transformers_rotary_embedding(name):
 
 @pytest.mark.parametrize("theta", [10000.0, 500000.0])
 @pytest.mark.parametrize("head_dim", [16, 32, 64, 128])
-def test_default_frequencies_equal_torch_bit_for_bit(theta, head_dim):
-    """The float32 powers are torch's on every CPU (numpy's own float32 power is off by ulps where AVX-512 is)."""
+def test_default_frequencies_equal_torch_for_usual_settings(theta, head_dim):
+    """For the usual theta and head sizes the float32 powers are torch's bit for bit (numpy's own float32 power is
+    off by ulps on CPUs with AVX-512)."""
     theirs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     np.testing.assert_array_equal(inv_freq(theta, head_dim), theirs.numpy())
+
+
+def test_float32_powers_are_correctly_rounded():
+    """The tables' powers against a 200-bit power rounded once to float32 (mpmath), on every CPU."""
+    mpmath = pytest.importorskip("mpmath")
+    from sw.model.rope import _pow32
+
+    for theta in (10000.0, 50000.0, 500000.0, 1e6, 1.5, 1.25):
+        for dim in (16, 32, 64, 96, 128, 256):
+            exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
+            ours = _pow32(np.float32(theta), exponents)
+            for e, got in zip(exponents, ours):
+                with mpmath.workprec(200):
+                    exact = mpmath.mpf(float(np.float32(theta))) ** mpmath.mpf(float(e))
+                with mpmath.workprec(24):
+                    want = np.float32(float(+exact))
+                assert got == want, (theta, dim, float(e))
 
 
 def _stepwise_logits(path, tokens):

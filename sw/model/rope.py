@@ -23,10 +23,12 @@ import numpy as np
 
 
 def _pow32(base, exponent):
-    """``base ** exponent`` of float32 operands, correctly rounded to float32 (float64 power, then rounded).
+    """``base ** exponent`` of float32 operands as float32: the float64 power, rounded once to float32.
 
-    numpy's own float32 power takes a SIMD path on CPUs with AVX-512 that is off by an ulp or two from torch's,
-    and from numpy's on other CPUs; rounding the float64 power gives torch's values on every CPU here.
+    That is the correctly rounded float32 power except where the float64 result falls within its own rounding
+    error of a float32 halfway point (not met in tests/test_rope.py's checks), so the tables no longer depend on
+    the CPU as numpy's own float32 power does: on CPUs with AVX-512 it takes a SIMD path that is off by an ulp or
+    two. torch's float32 power is within an ulp too; for the usual theta and head sizes the two agree.
     """
     wide = np.asarray(base, np.float32).astype(np.float64) ** np.asarray(exponent, np.float32).astype(np.float64)
     return wide.astype(np.float32)

@@ -3,8 +3,10 @@ PYTHON_SYS ?= python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
-# Quiet pip: errors and warnings only, no progress bars, no version nag, no root-user notice.
-PIP_INSTALL := PIP_ROOT_USER_ACTION=ignore $(PY) -m pip install --quiet --disable-pip-version-check --no-input --progress-bar off
+# Quiet pip: errors only (-qq; a pip.conf naming index folders that do not exist made -q print a warning per
+# package, and setuptools' editable-install notice is a warning too), no progress bars, no version nag, no
+# root-user notice.
+PIP_INSTALL := PIP_ROOT_USER_ACTION=ignore $(PY) -m pip install -qq --disable-pip-version-check --no-input --progress-bar off
 UNITS      := $(shell $(PY) -m cosim list 2>/dev/null)
 
 .PHONY: setup test bench demo decode coe experts clean sim-%

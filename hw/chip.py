@@ -5,11 +5,11 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from hw.mem.agcu import direction_status_layout, transfer_layout
-from hw.mem.axi_slice import AxiSlice
+from hw.mem.axi_slice import connect_host_buses
 from hw.mem.controller import COUNTER_BITS, stats_layout
 from hw.mem.copy import copy_config_layout, copy_status_layout
 from hw.mem.csr import CsrBank, Register, axil_slave_members
-from hw.mem.host import axi4_slave_members, forward, host_stats_layout
+from hw.mem.host import axi4_slave_members, host_stats_layout
 from hw.mem.params import MemParams
 from hw.mem.sequencer import Sequencer, sequencer_status_layout
 from hw.mem.system import HOST_ID_BITS, MemorySystem
@@ -158,14 +158,8 @@ class Chip(wiring.Component):
         n = len(self.agcus)
         m.submodules.memory = mem = MemorySystem(P, lanes=(A.lanes,) * n + (1, 1))
         m.submodules.sequencer = seq = Sequencer(P, agcus=n)
-        if self.host_slices:
-            m.submodules.axi_slice = axi_slice = AxiSlice(members=self.axi_members, prefix="s_axi")
-            m.submodules.axil_slice = axil_slice = AxiSlice(members=self.axil_members, prefix="s_axil")
-            axi_slice.insert(m, outer=self, inner=mem)
-            axil_slice.insert(m, outer=self, inner=csr)
-        else:
-            forward(m, self, mem, self.axi_members)
-            forward(m, self, csr, self.axil_members)
+        connect_host_buses(m, self, axi=mem, axil=csr, axi_members=self.axi_members,
+                           axil_members=self.axil_members, slices=self.host_slices)
 
         # While the sequencer runs, kernel starts and AGCU patterns are its own, not the registers'.
         kernel_start, kernel_enable = Signal(), Signal.like(csr.kernel_enable)

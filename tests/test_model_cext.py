@@ -260,12 +260,14 @@ def test_compiled_pcu_folds_signed_zeros(reduce, kernels, monkeypatch):
                 assert np.array_equal(got.vo, want.vo), (trial, so, bias)
 
 
-def test_gemv_flushes_subnormal_partial_sums(kernels, monkeypatch):
+@pytest.mark.parametrize("groups, seed", [(6, 11), (19, 12)])
+def test_gemv_flushes_subnormal_partial_sums(kernels, monkeypatch, groups, seed):
     # Products just above 2**-126 (normal: the vector path takes them) of both signs: their partial sums fall below
-    # 2**-126 and must be flushed to their sign at every step, as the golden accumulation does.
-    rng = np.random.default_rng(11)
+    # 2**-126 and must be flushed to their sign at every step, as the golden accumulation does. 19 groups: two
+    # blocks of eight (the 8-lane AVX2 path where the processor has it) and three after them.
+    rng = np.random.default_rng(seed)
     for lanes in (4, 8, 2):
-        groups, m = 6, 16
+        m = 16
         b = (rng.integers(1, 1 << 23, (groups, m, 1, lanes)).astype(np.uint32) | np.uint32(1 << 23)) | \
             (rng.integers(0, 2, (groups, m, 1, lanes)).astype(np.uint32) << np.uint32(31))
         for a in (np.full((groups, m, 1, 1), 0x3F800000, np.uint32), rng.choice(

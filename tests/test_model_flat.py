@@ -16,7 +16,7 @@ from sw.model import fp32
 from sw.model.chip import ChipModel, _find_grid, _grid
 from sw.model.memory import FlatMemory, MemoryRangeError
 from tests.test_model_cext import SPECIAL
-from tests.test_model_replay import _launch
+from tests.test_model_replay import _launch, assert_replay_is_step_by_step
 from tests.test_model_speedups import _operands
 
 
@@ -124,26 +124,6 @@ def test_gemv_in_blocks_of_eight_groups_is_the_golden_sum(kind, kernels, monkeyp
         assert np.array_equal(fp32.dot_shared(shared, b.reshape(groups, m, lanes)), want), (kind, trial)
 
 
-def test_gemv_in_blocks_of_eight_groups_flushes_subnormal_partial_sums(kernels, monkeypatch):
-    # As test_model_cext's check of the 4-lane vectors: products just above 2**-126 of both signs, whose partial
-    # sums fall below it and must be flushed to their sign at every step; here in blocks of eight groups.
-    from tests.test_model_cext import _python
-
-    rng = np.random.default_rng(12)
-    for lanes in (4, 8):
-        groups, m = 19, 16
-        b = (rng.integers(1, 1 << 23, (groups, m, 1, lanes)).astype(np.uint32) | np.uint32(1 << 23)) | \
-            (rng.integers(0, 2, (groups, m, 1, lanes)).astype(np.uint32) << np.uint32(31))
-        for a in (np.full((groups, m, 1, 1), 0x3F800000, np.uint32), rng.choice(
-                np.array([0x3F800000, 0xBF800000, 0x3F800001], np.uint32), (groups, m, 1, 1))):
-            want = _python(monkeypatch, fp32._ordered, a, b, (groups, m, 1, lanes))
-            assert np.array_equal(fp32.dot(a, b), want), lanes
-            assert np.array_equal(fp32.dot_shared(a[0, :, 0, 0], b.reshape(groups, m, lanes)),
-                                  _python(monkeypatch, fp32.dot_shared, a[0, :, 0, 0], b.reshape(groups, m, lanes)))
-            plain = np.add.reduce(np.moveaxis(b.view(np.float32) * a.view(np.float32), 1, 0), axis=0)
-            assert not np.array_equal(plain.view(np.uint32).reshape(want.shape), want)
-
-
 def test_gemv_refuses_bad_halves(kernels):
     out = np.empty((1, 4), np.uint32)
     a, halves = np.zeros(8, np.uint32), np.zeros(8, np.uint16)
@@ -231,12 +211,7 @@ def test_a_flat_replay_stores_what_a_step_by_step_run_stores(kernels):
             old = replayed.memory[params.HBM]
             replayed.memory[params.HBM] = FlatMemory(old.name, old.capacity)
             replayed.memory[params.HBM].bytes[:] = old.bytes
-        got = replayed.execute(*launches[0])
-        want = stepped._execute(*launches[1])
-        assert got[0] == want[0]
-        assert all(np.array_equal(got[1][n][i], want[1][n][i]) for n in want[1] for i in (0, 1))
-        assert np.array_equal(replayed.memory[params.HBM].bytes, stepped.memory[params.HBM].bytes)
-        assert replayed.stats == stepped.stats
+        assert_replay_is_step_by_step(replayed, stepped, launches)
     flats = [run for plan, run in replayed._flats.values()]
     assert flats and all(run is not None for run in flats)
 

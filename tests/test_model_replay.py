@@ -110,6 +110,17 @@ def _launch(chip, case, at, out, rng):
     return reads, {chip.agcu_at(port.side, port.col): Pattern.linear(hbm, out, 3 * SMALL.lanes * 4 // wb)}
 
 
+def assert_replay_is_step_by_step(replayed, stepped, launches):
+    """``replayed.execute`` of ``launches[0]`` against ``stepped._execute`` of ``launches[1]``: cycles, outputs,
+    HBM bytes and counters."""
+    got = replayed.execute(*launches[0])
+    want = stepped._execute(*launches[1])
+    assert got[0] == want[0]
+    assert all(np.array_equal(got[1][n][i], want[1][n][i]) for n in want[1] for i in (0, 1))
+    assert np.array_equal(replayed.memory[params.HBM].bytes, stepped.memory[params.HBM].bytes)
+    assert replayed.stats == stepped.stats
+
+
 def test_a_replayed_launch_is_the_launch_run_step_by_step():
     case = gemv_bias_act(SMALL, TEST_TAIL, TEST_POST, np.random.default_rng(0))
     replayed, stepped = (ChipModel(SMALL, params.SMALL, all_io_positions(SMALL)) for _ in range(2))
@@ -117,12 +128,7 @@ def test_a_replayed_launch_is_the_launch_run_step_by_step():
         chip.load_program(case.program)
     for k, (at, out) in enumerate(((0, 0x8000), (0x10000, 0x9000), (0x20000, 0x8000))):
         launches = [_launch(chip, case, at, out, np.random.default_rng(k)) for chip in (replayed, stepped)]
-        got = replayed.execute(*launches[0])
-        want = stepped._execute(*launches[1])
-        assert got[0] == want[0]
-        assert all(np.array_equal(got[1][n][i], want[1][n][i]) for n in want[1] for i in (0, 1))
-        assert np.array_equal(replayed.memory[params.HBM].bytes, stepped.memory[params.HBM].bytes)
-        assert replayed.stats == stepped.stats
+        assert_replay_is_step_by_step(replayed, stepped, launches)
     # The plan was made by the first launch; the others replayed it.
     assert len(replayed._launches[id(case.program)][3]) == 1
 

@@ -14,11 +14,11 @@ from amaranth.lib import wiring
 from cosim.harness import SimUnit
 from cosim.store import STORE_SOURCES
 from hw.mem import params
-from hw.mem.axi_slice import AxiSlice
+from hw.mem.axi_slice import connect_host_buses
 from hw.mem.controller import COUNTER_BITS, MemController
 from hw.mem.crossbar import TlnCrossbar
 from hw.mem.csr import CsrBank, Register, axil_slave_members
-from hw.mem.host import HostPort, axi4_slave_members, forward
+from hw.mem.host import HostPort, axi4_slave_members
 
 PARAMS = params.SMALL
 # Unit name -> memory parameters. ``host-fast`` runs the link at one word per
@@ -50,7 +50,7 @@ class HostTop(wiring.Component):
     """HostPort + CsrBank + TlnCrossbar(masters=1) + HBM and DDR controllers.
 
     Only the two host buses are ports, under their standard flat names;
-    with ``slices`` each passes through an :class:`AxiSlice`.
+    with ``slices`` each passes through an :class:`~hw.mem.axi_slice.AxiSlice`.
     """
 
     def __init__(self, mem_params, *, slices=False):
@@ -66,14 +66,8 @@ class HostTop(wiring.Component):
         m.submodules.host = host = HostPort(P, id_bits=ID_BITS)
         m.submodules.csr = csr = CsrBank(REGISTERS, addr_bits=CSR_ADDR_BITS)
         m.submodules.xbar = xbar = TlnCrossbar(P, masters=1, tag_bits=host.tag_bits)
-        if self.slices:
-            m.submodules.axi_slice = axi_slice = AxiSlice(members=self.axi_members, prefix="s_axi")
-            m.submodules.axil_slice = axil_slice = AxiSlice(members=self.axil_members, prefix="s_axil")
-            axi_slice.insert(m, outer=self, inner=host)
-            axil_slice.insert(m, outer=self, inner=csr)
-        else:
-            forward(m, self, host, self.axi_members)
-            forward(m, self, csr, self.axil_members)
+        connect_host_buses(m, self, axi=host, axil=csr, axi_members=self.axi_members,
+                           axil_members=self.axil_members, slices=self.slices)
         wiring.connect(m, host.tln, xbar.m0)
         ctrls = []
         for index, port in ((params.HBM, xbar.hbm), (params.DDR, xbar.ddr)):

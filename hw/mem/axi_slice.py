@@ -187,3 +187,17 @@ class AxiSlice(wiring.Component):
                 m.d.comb += getattr(inner, name).eq(port)
             else:
                 m.d.comb += port.eq(getattr(inner, name))
+
+
+def connect_host_buses(m, outer, *, axi, axil, axi_members, axil_members, slices):
+    """Wire ``outer``'s AXI4 slave bus (``axi_members``, ``s_axi_*``) to ``axi`` and its AXI4-Lite one
+    (``axil_members``, ``s_axil_*``) to ``axil``: with ``slices`` through an :class:`AxiSlice` each (submodules
+    ``axi_slice`` and ``axil_slice``), otherwise directly (:func:`~hw.mem.host.forward`)."""
+    if slices:
+        m.submodules.axi_slice = axi_slice = AxiSlice(members=axi_members, prefix="s_axi")
+        m.submodules.axil_slice = axil_slice = AxiSlice(members=axil_members, prefix="s_axil")
+        axi_slice.insert(m, outer=outer, inner=axi)
+        axil_slice.insert(m, outer=outer, inner=axil)
+    else:
+        forward(m, outer, axi, axi_members)
+        forward(m, outer, axil, axil_members)

@@ -32,7 +32,7 @@ import numpy as np
 
 from sw.model import fp32
 from sw.model.fabric import latency
-from sw.model.pcu import PcuModel
+from sw.model.pcu import PcuModel, replay_step
 from sw.model.pmu import READ_LATENCY, PmuModel, gather_by, source_index
 from sw.tile.kernel import Endpoint, Program
 
@@ -562,16 +562,9 @@ class ArrayModel:
         si_src = tuple((k, sources[f"si{k}"]) for k in si)
         vo_key, so_key = (unit.name, "vo0") if cfg.vo else None, (unit.name, "so0") if cfg.so != "none" else None
 
-        def step(values):
-            try:
-                vo, so = model.apply(plan, {k: values[s] for k, s in vi_src}, {k: values[s] for k, s in si_src},
-                                     shared=shared)
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
-            if vo_key:
-                values[vo_key] = vo
-            if so_key:
-                values[so_key] = so
+        step = replay_step(lambda values: model.apply(plan, {k: values[s] for k, s in vi_src},
+                                                      {k: values[s] for k, s in si_src}, shared=shared),
+                           where, vo_key, so_key)
         # What compiled_steps needs to make this step's compiled form.
         step.unit = ("pcu", model, plan, shared, vi_src, si_src, vo_key, so_key, where)
         # A systolic operand is taken by the drain steps: its first word with the first group's first drained

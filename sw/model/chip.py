@@ -73,6 +73,17 @@ _FINGERPRINTS = {}
 _QUOTED = re.compile(r"'([^'\\]*)'")
 
 
+def _kept(cache, obj, make):
+    """``make(obj)``, kept in ``cache`` by ``id(obj)`` with ``obj`` itself (so a reused id is not taken for it);
+    the cache is emptied at 4,096 entries."""
+    known = cache.get(id(obj))
+    if known is None or known[0] is not obj:
+        if len(cache) >= 4096:
+            cache.clear()
+        known = cache[id(obj)] = (obj, make(obj))
+    return known[1]
+
+
 def _fingerprint(prog):
     """``repr(prog)`` with the program's own names (units, connections, host ports) replaced by their places in
     order, or None where a repr may not show everything (numpy elides long arrays).
@@ -82,9 +93,11 @@ def _fingerprint(prog):
     Every other string stays quoted and the places are unquoted, so the renaming is one to one. The routing's
     switch selects are taken in sorted order (the router's order of them is not the program's behaviour).
     """
-    known = _FINGERPRINTS.get(id(prog))
-    if known is not None and known[0] is prog:
-        return known[1]
+    return _kept(_FINGERPRINTS, prog, _find_fingerprint)
+
+
+def _find_fingerprint(prog):
+    """:func:`_fingerprint`'s answer, found."""
     names = {}
     for group in (prog.units, [c.name for c in prog.connections], prog.host_inputs, prog.host_outputs):
         for name in group:
@@ -102,9 +115,6 @@ def _fingerprint(prog):
         parts = _QUOTED.split(text)
         parts[1::2] = [f"#{names[q]}" if q in names else f"'{q}'" for q in parts[1::2]]
         found = "".join(parts)
-    if len(_FINGERPRINTS) >= 4096:
-        _FINGERPRINTS.clear()
-    _FINGERPRINTS[id(prog)] = (prog, found)
     return found
 
 
@@ -303,12 +313,7 @@ def _grid(offsets):
     """``(first, bounds, strides)`` with ``offsets`` (an int64 array of word offsets) the words ``first + sum_k i_k
     strides[k]`` for ``i`` over ``bounds`` in C order (outermost first), at most three levels, every stride at least
     0; None where they are not such a grid. Kept per array."""
-    known = _GRIDS.get(id(offsets))
-    if known is None or known[0] is not offsets:
-        if len(_GRIDS) >= 4096:
-            _GRIDS.clear()
-        known = _GRIDS[id(offsets)] = (offsets, _find_grid(offsets))
-    return known[1]
+    return _kept(_GRIDS, offsets, _find_grid)
 
 
 def _find_grid(offsets):
@@ -334,12 +339,7 @@ def _find_grid(offsets):
 
 
 def _array_model(prog):
-    array = _ARRAYS.get(id(prog))
-    if array is None or array.program is not prog:
-        if len(_ARRAYS) >= 4096:
-            _ARRAYS.clear()
-        array = _ARRAYS[id(prog)] = ArrayModel(prog)
-    return array
+    return _kept(_ARRAYS, prog, ArrayModel)
 
 
 def _tier_memory(name, capacity):
@@ -786,13 +786,9 @@ class ChipModel:
 
         Runs the plan's flat sequence (:meth:`_flat`, made once per plan on this chip) where it has one and it
         takes the launch, else the plan's steps."""
-        flat = self._flats.get(id(plan))
-        if flat is None or flat[0] is not plan:
-            if len(self._flats) >= 4096:
-                self._flats.clear()
-            flat = self._flats[id(plan)] = (plan, self._flat(plan))
-        if flat[1] is not None:
-            done = flat[1](read_pats, write_pats)
+        flat = _kept(self._flats, plan, self._flat)
+        if flat is not None:
+            done = flat(read_pats, write_pats)
             if done is not None:
                 return done
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
@@ -900,6 +896,12 @@ class ChipModel:
         # not where a gated launch writes before its last units run).
         wanted, halves = frozenset() if gates else array.half_weights(array_plan), set()
 
+        def widen(halves):
+            # bf16 values as the AGCU's bf16 read gives them: each the top half of a 32-bit word.
+            wide = halves.astype("<u4")
+            wide <<= 16
+            return wide.reshape(-1, lanes)
+
         def reader(name, tier, offsets, n, least, greatest, bf16):
             # _replay's read(), each form chosen once.
             rows, rows32, rows16 = tiers[tier][1]
@@ -915,11 +917,7 @@ class ChipModel:
                 return lambda row: memory_units.as_vectors(rows[row + offsets], lanes, bf16)
             if isinstance(offsets, int):
                 if bf16:
-                    def read(row):
-                        wide = rows16[row + offsets:row + offsets + n].astype("<u4")
-                        wide <<= 16
-                        return wide.reshape(-1, lanes)
-                    return read
+                    return lambda row: widen(rows16[row + offsets:row + offsets + n])
                 return lambda row: rows32[row + offsets:row + offsets + n].copy().reshape(-1, lanes)
             grid = _grid(offsets)
             item, width = ("<u2", 2 * quarter) if bf16 else ("<u4", quarter)
@@ -928,18 +926,10 @@ class ChipModel:
                 first, shape, strides = grid
                 shape, strides = shape + (width,), tuple(k * wb for k in strides) + (wb // width,)
                 if bf16:
-                    def read(row):
-                        wide = np.ndarray(shape, item, rows, (row + first) * wb, strides).astype("<u4")
-                        wide <<= 16
-                        return wide.reshape(-1, lanes)
-                    return read
+                    return lambda row: widen(np.ndarray(shape, item, rows, (row + first) * wb, strides))
                 return lambda row: np.ndarray(shape, item, rows, (row + first) * wb, strides).copy().reshape(-1, lanes)
             if bf16:
-                def read(row):
-                    wide = rows16.take(row + offsets, axis=0).astype("<u4")
-                    wide <<= 16
-                    return wide.reshape(-1, lanes)
-                return read
+                return lambda row: widen(rows16.take(row + offsets, axis=0))
             return lambda row: rows32.take(row + offsets, axis=0).reshape(-1, lanes)
 
         def writer(name, tier, offsets, n, *_):

@@ -92,6 +92,22 @@ _ONE, _NEG_ZERO = np.uint32(0x3F800000), np.uint32(0x80000000)
 _NO_GROUPS = np.zeros(0, np.int64)
 
 
+def replay_step(run, where, vo_key, so_key):
+    """A replay step (``step(values)``, streams by (node, port)) of a PCU whose ``run(values)`` gives ``(vo, so)``:
+    a ``ValueError`` of it is named by ``where``; ``vo`` and ``so`` are kept under ``vo_key`` / ``so_key`` (None:
+    not kept)."""
+    def step(values):
+        try:
+            vo, so = run(values)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        if vo_key:
+            values[vo_key] = vo
+        if so_key:
+            values[so_key] = so
+    return step
+
+
 def _identity_post(x, bias, clean=False):
     """``fp32.add(fp32.mul(x, 1.0), bias)`` for a bias of +0 or -0, without the arithmetic: ``x * 1`` is ``x``
     after denormals-are-zero (NaN made canonical), adding -0 changes nothing and adding +0 only turns -0 into
@@ -427,39 +443,18 @@ class PcuModel:
             weights = (lambda values: values[k1]) if half else (lambda values: contiguous(values[k1], u32))
             half = int(half)
 
-            def step(values):
-                try:
-                    drained = empty((rows_n, lanes), u32)
-                    gemv(contiguous(values[k0], u32), weights(values), drained, groups, m, rows, lanes, stride, lanes,
-                         half)
-                    vo, so = empty((rows_n, lanes), u32), empty(so_n, u32)
-                    pcu(code, stages, rows_n, lanes, drained, None if k2 is None else contiguous(values[k2], u32),
-                        None, None, None, out_reg, tail_code, vo, so_mode, reduce, starts, sizes, groups_out, scale,
-                        bias, post, so)
-                except ValueError as e:
-                    raise ValueError(f"{where}: {e}") from None
-                if vo_key:
-                    values[vo_key] = vo
-                if so_key:
-                    values[so_key] = so
-            return step
+            def run(values):
+                drained = empty((rows_n, lanes), u32)
+                gemv(contiguous(values[k0], u32), weights(values), drained, groups, m, rows, lanes, stride, lanes,
+                     half)
+                vo, so = empty((rows_n, lanes), u32), empty(so_n, u32)
+                pcu(code, stages, rows_n, lanes, drained, None if k2 is None else contiguous(values[k2], u32),
+                    None, None, None, out_reg, tail_code, vo, so_mode, reduce, starts, sizes, groups_out, scale,
+                    bias, post, so)
+                return vo, so
+            return replay_step(run, where, vo_key, so_key)
         k0, k1, k2 = (vi.get(k) if k in cfg.inputs else None for k in range(3))
         si = dict(si_src)
-        if cfg.s0 == "none" and cfg.s1 == "none":
-            def step(values):
-                try:
-                    vo, so = empty((rows_n, lanes), u32), empty(so_n, u32)
-                    pcu(code, stages, rows_n, lanes, None if k0 is None else contiguous(values[k0], u32),
-                        None if k1 is None else contiguous(values[k1], u32),
-                        None if k2 is None else contiguous(values[k2], u32), None, None, out_reg, tail_code, vo,
-                        so_mode, reduce, starts, sizes, groups_out, scale, bias, post, so)
-                except ValueError as e:
-                    raise ValueError(f"{where}: {e}") from None
-                if vo_key:
-                    values[vo_key] = vo
-                if so_key:
-                    values[so_key] = so
-            return step
         group = plan.group
 
         def scalar(mode, key):
@@ -471,20 +466,14 @@ class PcuModel:
             return lambda values: contiguous(np.asarray(values[key], u32)[group])
         s0, s1 = (scalar(mode, si.get(k)) for k, mode in enumerate((cfg.s0, cfg.s1)))
 
-        def step(values):
-            try:
-                vo, so = empty((rows_n, lanes), u32), empty(so_n, u32)
-                pcu(code, stages, rows_n, lanes, None if k0 is None else contiguous(values[k0], u32),
-                    None if k1 is None else contiguous(values[k1], u32),
-                    None if k2 is None else contiguous(values[k2], u32), s0(values), s1(values), out_reg, tail_code,
-                    vo, so_mode, reduce, starts, sizes, groups_out, scale, bias, post, so)
-            except ValueError as e:
-                raise ValueError(f"{where}: {e}") from None
-            if vo_key:
-                values[vo_key] = vo
-            if so_key:
-                values[so_key] = so
-        return step
+        def run(values):
+            vo, so = empty((rows_n, lanes), u32), empty(so_n, u32)
+            pcu(code, stages, rows_n, lanes, None if k0 is None else contiguous(values[k0], u32),
+                None if k1 is None else contiguous(values[k1], u32),
+                None if k2 is None else contiguous(values[k2], u32), s0(values), s1(values), out_reg, tail_code,
+                vo, so_mode, reduce, starts, sizes, groups_out, scale, bias, post, so)
+            return vo, so
+        return replay_step(run, where, vo_key, so_key)
 
     def _compiled_plan(self, plan, so_mode):
         """What :meth:`_apply_compiled` takes from ``plan``: the so0 groups' starts and sizes (int64), their count,

@@ -502,8 +502,8 @@ def test_decode_identical_with_the_compiled_credit_service(monkeypatch, tmp_path
 
     compiled = tiny_compiled(tmp_path)
     calls = []
-    service = credit.service
-    monkeypatch.setattr(credit, "service", lambda *a: calls.append(service(*a)) or calls[-1])
+    responses = credit.responses
+    monkeypatch.setattr(credit, "responses", lambda *a: calls.append(responses(*a)) or calls[-1])
 
     def decode():
         return fresh_decode(compiled)

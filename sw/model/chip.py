@@ -85,30 +85,33 @@ def _kept(cache, obj, make):
 
 
 def _fingerprint(prog):
-    """``repr(prog)`` with the program's own names (units, connections, host ports) replaced by their places in
-    order, or None where a repr may not show everything (numpy elides long arrays).
+    """The ``repr`` of what the fast model takes from ``prog`` (:func:`_find_fingerprint`), with the program's own
+    names (units, connections, host ports) replaced by their places in order, or None where a repr may not show
+    everything (numpy elides long arrays).
 
     Programs with equal fingerprints differ only in those names (a model's layers, built from one template): the
     fast model runs them alike, so a launch plan made for one replays the other (:meth:`ChipModel._execute_one`).
-    Every other string stays quoted and the places are unquoted, so the renaming is one to one. The routing's
-    switch selects are taken in sorted order (the router's order of them is not the program's behaviour).
+    Every other string stays quoted and the places are unquoted, so the renaming is one to one.
     """
     return _kept(_FINGERPRINTS, prog, _find_fingerprint)
 
 
 def _find_fingerprint(prog):
-    """:func:`_fingerprint`'s answer, found."""
+    """:func:`_fingerprint`'s answer, found: every field of the program but its routing, of which the model takes
+    only each connection's hops to each of its sinks (:meth:`ArrayModel._wiring`), so those stand for it (the
+    routes' own repr was a third of the time, and their order and switch selects are the router's, not the
+    program's behaviour)."""
     names = {}
     for group in (prog.units, [c.name for c in prog.connections], prog.host_inputs, prog.host_outputs):
         for name in group:
             names.setdefault(name, len(names))
     try:
-        # The switches' selects are looked up by place, never walked by the model: their order is the router's.
-        selects = {at: {net: dict(sorted(ports.items())) for net, ports in sorted(nets.items())}
-                   for at, nets in sorted(prog.routing.selects.items())}
-        text = repr(dataclasses.replace(prog, routing=dataclasses.replace(prog.routing, selects=selects)))
-    except (TypeError, AttributeError):
-        text = repr(prog)
+        routes = prog.routing.routes
+        hops = [[routes[c.name].hops(prog.mesh_position(sink)) for sink in c.sinks] for c in prog.connections]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    text = repr((type(prog).__name__, hops) + tuple((f.name, getattr(prog, f.name)) for f in dataclasses.fields(prog)
+                                                   if f.name != "routing"))
     found = None
     if "..." not in text:
         # Outside quotes, then a quoted string's contents, in turn.
@@ -119,25 +122,36 @@ def _find_fingerprint(prog):
 
 
 # (tier parameters, word bytes, credits, streams' words, vectors and buffered words, their sinks' readiness as
-# bytes) -> _credit_service's responses (not to modify): the same streams recur in other programs' launches.
+# bytes) -> _credit_responses' responses (not to modify): the same streams recur in other programs' launches.
 _CREDITS = {}
 
 
-# (tier parameters, word bytes, streams) -> the tier's model and its response cycles so far for that many
-# streams offered round-robin from AGCU_START_CYCLES: service is causal, so fewer words are a prefix.
+# (tier parameters, word bytes, streams) -> the tier's response cycles so far for that many streams offered
+# round-robin from AGCU_START_CYCLES: service is causal, so fewer words are a prefix.
 _SERVICE = {}
 
 
 def _service(tier, word_bytes, streams, total):
     """Response cycles of the first ``total`` requests of ``streams`` streams offering a word each a cycle."""
-    known = _SERVICE.get((tier, word_bytes, streams))
-    if known is None:
-        known = _SERVICE[(tier, word_bytes, streams)] = (TierModel(tier, word_bytes=word_bytes), [])
-    model, times = known
+    times = _SERVICE.get((tier, word_bytes, streams), ())
     if len(times) < total:
-        more = max(total, 2 * len(times))
-        times.extend(model.service((AGCU_START_CYCLES + np.arange(len(times), more) // streams).tolist()))
+        times = _SERVICE[(tier, word_bytes, streams)] = _round_robin_service(tier, word_bytes, streams,
+                                                                             max(total, 2 * len(times)))
     return times
+
+
+def _round_robin_service(tier, word_bytes, streams, total):
+    """:func:`_service` of ``total`` requests, found: :meth:`TierModel.service` of requests offered at
+    ``AGCU_START_CYCLES + k // streams``, or the same responses from the compiled credit service
+    (:func:`sw.model.credit.service`: as many streams, of equal length and a credit for every word, are served
+    round-robin a word a cycle each, request k at that cycle) where it runs."""
+    per = -(-total // streams)
+    model = TierModel(tier, word_bytes=word_bytes)
+    resp = credit.service([(per, per, np.full(per, _NEVER, np.int64), 0)] * streams, per, tier.queue_depth,
+                          tier.latency, model.gain, model.cost, AGCU_START_CYCLES, AGCU_READ_CYCLES, QUEUE_CYCLES)
+    if resp is None:
+        return model.service((AGCU_START_CYCLES + np.arange(total) // streams).tolist())
+    return np.array(resp, np.int64).T.reshape(-1)[:total].tolist()
 
 
 def _round_robin(counts):
@@ -168,6 +182,18 @@ def _credit_service(tier, word_bytes, streams, outstanding):
     resp = credit.service(streams, outstanding, tier.queue_depth, tier.latency, model.gain, model.cost,
                           AGCU_START_CYCLES, AGCU_READ_CYCLES, QUEUE_CYCLES)
     return _credit_service_py(tier, word_bytes, streams, outstanding) if resp is None else resp
+
+
+def _credit_responses(tier, word_bytes, streams, outstanding):
+    """:func:`_credit_service`'s responses, per stream an int64 array (a view of one) where the compiled loop runs:
+    :meth:`ChipModel._credited` takes a few cycles of each, not every one as Python integers."""
+    model = TierModel(tier, word_bytes=word_bytes)
+    found = credit.responses(streams, outstanding, tier.queue_depth, tier.latency, model.gain, model.cost,
+                             AGCU_START_CYCLES, AGCU_READ_CYCLES, QUEUE_CYCLES)
+    if found is None:
+        return _credit_service_py(tier, word_bytes, streams, outstanding)
+    out, ends = found
+    return [out[a:b] for a, b in zip([0] + ends[:-1], ends)]
 
 
 def _credit_service_py(tier, word_bytes, streams, outstanding):
@@ -645,11 +671,11 @@ class ChipModel:
                            tuple((words, vectors, early) for words, vectors, _, early in streams), held)
                     resp = _CREDITS.get(key)
                     if resp is None:
-                        resp = _credit_service(P.tiers[tier], P.word_bytes, streams, P.agcu_outstanding)
+                        resp = _credit_responses(P.tiers[tier], P.word_bytes, streams, P.agcu_outstanding)
                         if len(_CREDITS) >= 64:
                             _CREDITS.clear()
                         _CREDITS[key] = resp
-                    last[tier] = held, {n: (r[0] + AGCU_READ_CYCLES, r[-1] + AGCU_READ_CYCLES)
+                    last[tier] = held, {n: (int(r[0]) + AGCU_READ_CYCLES, int(r[-1]) + AGCU_READ_CYCLES)
                                         for n, r in zip(names, resp)}
                     if self.activity is not None:
                         # Words already buffered at the start were served before it (sw.model.loop).

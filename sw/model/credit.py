@@ -99,6 +99,17 @@ def service(streams, outstanding, depth, latency, gain, cost, start_cycles, read
         (negative or huge counts, a readiness array of another length or type, a queue depth under one): the Python
         loop then decides, errors included.
     """
+    found = responses(streams, outstanding, depth, latency, gain, cost, start_cycles, read_cycles, queue_cycles)
+    if found is None:
+        return None
+    out, ends = found
+    out = out.tolist()
+    return [out[a:b] for a, b in zip([0] + ends[:-1], ends)]
+
+
+def responses(streams, outstanding, depth, latency, gain, cost, start_cycles, read_cycles, queue_cycles):
+    """:func:`service`'s responses as one int64 array, stream after stream, and where each stream's end in it (a
+    list), or None as there: callers that need a few of the cycles save the lists."""
     fn = _load()
     scalars = (outstanding, depth, latency, gain, cost, start_cycles, read_cycles, queue_cycles)
     # Far inside int64 (cycles, counts and their sums in C cannot wrap where Python's integers would not), with the
@@ -106,9 +117,9 @@ def service(streams, outstanding, depth, latency, gain, cost, start_cycles, read
     if fn is None or depth < 1 or gain < 1 or max(abs(x) for x in scalars) >= 1 << 40:
         return None
     n = len(streams)
-    counts = np.zeros((3, n), np.int64)
+    counts = []
     readies = []
-    for s, (words, vectors, ready, held) in enumerate(streams):
+    for words, vectors, ready, held in streams:
         try:
             words, vectors, held = operator.index(words), operator.index(vectors), operator.index(held)
         except TypeError:
@@ -123,21 +134,25 @@ def service(streams, outstanding, depth, latency, gain, cost, start_cycles, read
         # Products such as word index x vectors in C stay far inside int64.
         if max(words, held, 1) * max(vectors, 1) >= 1 << 50:
             return None
-        counts[:, s] = words, vectors, held
+        counts.append((words, vectors, held))
         readies.append(ready)
-    words, vectors, held = counts
+    # Per stream its words, vectors and held words; then its responses' length (max(words, held)) and requests.
+    table = np.zeros((5, n), np.int64)
+    if n:
+        table[:3] = np.array(counts, np.int64).T
+        np.maximum(table[0], table[2], out=table[3])
+        np.maximum(table[0] - table[2], 0, out=table[4])
+    words, vectors, held, lengths, requests = table
     ready = np.ascontiguousarray(np.concatenate(readies) if readies else np.zeros(0), np.int64)
     if ready.size and ready.max() >= 1 << 60:
         return None
-    lengths = np.maximum(words, held)
-    out = np.empty(int(lengths.sum()), np.int64)
-    popped = np.empty(len(ready), np.int64)
-    issued = np.empty(int(np.maximum(words - held, 0).sum()), np.int64)
-    state = np.empty(6 * n, np.int64)
-    ptr = lambda a: a.ctypes.data
-    if fn(n, ptr(words), ptr(vectors), ptr(held), ptr(ready), outstanding, depth, latency, gain, cost, start_cycles,
-          read_cycles, queue_cycles, ptr(out), ptr(popped), ptr(issued), ptr(state)):
-        return None
-    out = out.tolist()
     ends = np.cumsum(lengths).tolist()
-    return [out[end - length:end] for end, length in zip(ends, lengths.tolist())]
+    total = ends[-1] if ends else 0
+    # out, popped (as ready), issued (one per request) and the loop's state (6 per stream), in one buffer.
+    scratch = np.empty(total + ready.size + int(requests.sum()) + 6 * n, np.int64)
+    at = scratch.ctypes.data
+    if fn(n, words.ctypes.data, vectors.ctypes.data, held.ctypes.data, ready.ctypes.data, outstanding, depth, latency,
+          gain, cost, start_cycles, read_cycles, queue_cycles, at, at + 8 * total, at + 8 * (total + ready.size),
+          at + 8 * (total + ready.size + int(requests.sum()))):
+        return None
+    return scratch[:total], ends

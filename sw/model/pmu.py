@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sw.model import memory_units
 from sw.tile.pmu import PmuConfig, ReadMode
 
 READ_LATENCY = 1
@@ -284,7 +285,7 @@ class PmuModel:
         if self._passes is None:
             # The configuration's pass addresses and marks, enumerated once per model.
             w = c.write.addresses()
-            self._passes = w, c.read.addresses(), c.read.ends(), np.unique(w).size == w.size
+            self._passes = w, c.read.addresses(), c.read.ends(), memory_units.distinct(w)
         w_rel, r_rel, r_last, distinct = self._passes
         n_w, n_r = w_rel.size, r_rel.size
         rpf = c.reads_per_fill

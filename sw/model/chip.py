@@ -163,6 +163,31 @@ def _round_robin(counts):
     return order
 
 
+# (tier parameters, word bytes, credits, streams' words, their vectors) -> _credit_checks' answer.
+_CREDIT_CHECKS = {}
+
+
+def _credit_checks(tier, word_bytes, outstanding, counts, vectors):
+    """What :meth:`ChipModel._runs_into_credits` needs of streams of ``counts`` words and ``vectors`` vectors served
+    round-robin, whatever their sinks' readiness: per stream None where it never holds more words than its
+    credits, else (the cycle each vector is in the AGCU's buffer, its index, and for each word past the first
+    ``outstanding`` that waits for a vector: that vector, and the cycle the word is requested without credits)."""
+    times = np.asarray(_service(tier, word_bytes, len(counts), sum(counts))[:sum(counts)])
+    checks = []
+    for order, n in zip(_round_robin(counts), vectors):
+        words = len(order)
+        if words <= outstanding:
+            checks.append(None)
+            continue
+        resp = times[order]
+        last_word, frees = _vector_words(words, n)
+        v = frees[:words - outstanding]
+        waits = v >= 0
+        checks.append((resp[last_word] + AGCU_READ_CYCLES, np.arange(n), v[waits],
+                       (resp[outstanding:] - tier.latency - QUEUE_CYCLES)[waits]))
+    return tuple(checks)
+
+
 def _vector_words(words, vectors):
     """Per vector, its last word; per word, the vector whose hand-over frees the word's buffer slot (-1: at once,
     for a word gathered into a vector of several)."""
@@ -701,22 +726,22 @@ class ChipModel:
         """Per stream of ``names`` on ``tier``, served round-robin without credits: whether it would ask for a
         word before the fabric has taken the one ``agcu_outstanding`` earlier (``ready`` as in :meth:`_credited`)."""
         P = self.mem_params
-        counts = [words_of[n][1] for n in names]
-        times = np.asarray(_service(P.tiers[tier], P.word_bytes, len(names), sum(counts))[:sum(counts)])
-        D, latency = P.agcu_outstanding, P.tiers[tier].latency
-        for n, order in zip(names, _round_robin(counts)):
-            words = len(order)
-            if words <= D:
+        counts = tuple(words_of[n][1] for n in names)
+        key = (P.tiers[tier], P.word_bytes, P.agcu_outstanding, counts, tuple(len(inputs[n][0]) for n in names))
+        checks = _CREDIT_CHECKS.get(key)
+        if checks is None:
+            if len(_CREDIT_CHECKS) >= 256:
+                _CREDIT_CHECKS.clear()
+            checks = _CREDIT_CHECKS[key] = _credit_checks(*key)
+        for n, check in zip(names, checks):
+            if check is None:
                 yield False
                 continue
-            resp = times[order]
-            last_word, frees = _vector_words(words, len(inputs[n][0]))
-            x = np.maximum(resp[last_word] + AGCU_READ_CYCLES, ready[n])
-            k = np.arange(len(x))
+            # Vector k leaves at popped[k]; a credit comes back a cycle after the vector that frees it.
+            taken, k, frees, limit = check
+            x = np.maximum(taken, ready[n])
             popped = np.maximum.accumulate(x - k) + k
-            v = frees[:words - D]
-            credit = np.where(v >= 0, popped[np.maximum(v, 0)] + 1, _NEVER)
-            yield bool(np.any(credit > resp[D:] - latency - QUEUE_CYCLES))
+            yield bool(np.any(popped[frees] + 1 > limit))
 
     def _gates(self, prog, reads, writes):
         """Host input name -> (AGCU, pattern, host output it waits for, that write's tier latency) of each read

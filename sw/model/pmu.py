@@ -30,7 +30,8 @@ def _period(index, tries=32):
     or None."""
     n = index.size
     for p in np.flatnonzero(index == index[0])[1:tries + 1].tolist():
-        if n % p == 0 and np.array_equal(index[p:], index[:-p]):
+        # The first period's words first: most candidates fail there, without a pass over the whole index.
+        if n % p == 0 and np.array_equal(index[p:2 * p], index[:p]) and np.array_equal(index[p:], index[:-p]):
             return p
     return None
 
@@ -262,7 +263,9 @@ class PmuModel:
                 out.append(data if rows is None else np.where(rows, data, 0))
         source = np.concatenate(out) if out else np.zeros((0, lanes), np.int64)
         flat = source.reshape(-1)
-        if flat.size and flat[0] > 0 and np.array_equal(flat, flat[0] + np.arange(flat.size)):
+        # One run of the write words: its last word first (a broadcast fails there, without a pass).
+        if flat.size and flat[0] > 0 and flat[-1] == flat[0] + flat.size - 1 and \
+                np.array_equal(flat, flat[0] + np.arange(flat.size)):
             return slice(int(flat[0]) - 1, int(flat[0]) - 1 + flat.size)
         if flat.size and flat.min() > 0:
             # Every output word shows a write word: gather straight from the write vectors, no zero to prepend;
@@ -279,7 +282,8 @@ class PmuModel:
 
         Returns (ops, last, errors, cycles, write passes, read passes); each op is ``(True, bank indices,
         vector positions)`` for a write pass or ``(False, bank indices, valid or None)`` for reads (adjacent
-        read passes merged). Everything here follows from the configuration, ``n_in`` and the bases alone.
+        read passes merged; passes at one base share their arrays, not to modify). Everything here follows from
+        the configuration, ``n_in`` and the bases alone.
         """
         c = self.config
         if self._passes is None:
@@ -291,6 +295,8 @@ class PmuModel:
         rpf = c.reads_per_fill
 
         ops, lasts = [], []
+        # Each pass's bank indices by its base (and a write's words): the passes cycle through the buffers.
+        writes, reads = {}, {}
         errors = 0
         used = 0
         w_end = 0            # cycle of the previous write pass's last write
@@ -309,7 +315,10 @@ class PmuModel:
             buffer_base = (fill % c.buffers) * c.buffer_words
             base = buffer_base + (int(si0[fill]) if c.write.runtime_base else 0)
             take = min(n_w, n_in - used)
-            rows, index, bad = self._write(base + w_rel[:take], distinct)
+            found = writes.get((base, take))
+            if found is None:
+                found = writes[(base, take)] = self._write(base + w_rel[:take], distinct)
+            rows, index, bad = found
             ops.append((True, index, rows + used))
             errors += bad
             used += take
@@ -326,7 +335,10 @@ class PmuModel:
                     reads_stopped = True
                     break
                 base = buffer_base + (int(si1[read_passes]) if c.read.runtime_base else 0)
-                index, valid, bad = self._read(base + r_rel)
+                found = reads.get(base)
+                if found is None:
+                    found = reads[base] = self._read(base + r_rel)
+                index, valid, bad = found
                 if ops and not ops[-1][0]:
                     _, before, was = ops.pop()
                     ones = lambda v, k: np.ones((k, 1), bool) if v is None else v

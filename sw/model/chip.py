@@ -127,17 +127,30 @@ _CREDITS = {}
 
 
 # (tier parameters, word bytes, streams) -> the tier's response cycles so far for that many streams offered
-# round-robin from AGCU_START_CYCLES: service is causal, so fewer words are a prefix.
+# round-robin from AGCU_START_CYCLES, as a list and an array: service is causal, so fewer words are a prefix.
 _SERVICE = {}
 
 
 def _service(tier, word_bytes, streams, total):
-    """Response cycles of the first ``total`` requests of ``streams`` streams offering a word each a cycle."""
-    times = _SERVICE.get((tier, word_bytes, streams), ())
-    if len(times) < total:
-        times = _SERVICE[(tier, word_bytes, streams)] = _round_robin_service(tier, word_bytes, streams,
-                                                                             max(total, 2 * len(times)))
-    return times
+    """Response cycles of the first ``total`` requests of ``streams`` streams offering a word each a cycle (a list,
+    maybe longer, not to modify)."""
+    return _served(tier, word_bytes, streams, total)[0]
+
+
+def _service_array(tier, word_bytes, streams, total):
+    """:func:`_service`'s first ``total`` cycles as an int64 array (not to modify)."""
+    return _served(tier, word_bytes, streams, total)[1][:total]
+
+
+def _served(tier, word_bytes, streams, total):
+    """(:func:`_service`'s list, the same as an int64 array), kept."""
+    known = _SERVICE.get((tier, word_bytes, streams))
+    if known is None or len(known[0]) < total:
+        times = _round_robin_service(tier, word_bytes, streams, max(total, 2 * len(known[0]) if known else 0))
+        array = np.array(times, np.int64)
+        array.flags.writeable = False
+        known = _SERVICE[(tier, word_bytes, streams)] = times, array
+    return known
 
 
 def _round_robin_service(tier, word_bytes, streams, total):
@@ -172,7 +185,7 @@ def _credit_checks(tier, word_bytes, outstanding, counts, vectors):
     round-robin, whatever their sinks' readiness: per stream None where it never holds more words than its
     credits, else (the cycle each vector is in the AGCU's buffer, its index, and for each word past the first
     ``outstanding`` that waits for a vector: that vector, and the cycle the word is requested without credits)."""
-    times = np.asarray(_service(tier, word_bytes, len(counts), sum(counts))[:sum(counts)])
+    times = _service_array(tier, word_bytes, len(counts), sum(counts))
     checks = []
     for order, n in zip(_round_robin(counts), vectors):
         words = len(order)
@@ -209,11 +222,24 @@ def _credit_service(tier, word_bytes, streams, outstanding):
     return _credit_service_py(tier, word_bytes, streams, outstanding) if resp is None else resp
 
 
+# (tier parameters, word bytes) -> the tier's token bucket (gain, cost).
+_BUCKETS = {}
+
+
+def _bucket(tier, word_bytes):
+    """:class:`TierModel`'s token bucket ``(gain, cost)`` for ``tier``, kept (a TierModel makes a memory too)."""
+    known = _BUCKETS.get((tier, word_bytes))
+    if known is None:
+        model = TierModel(tier, word_bytes=word_bytes)
+        known = _BUCKETS[(tier, word_bytes)] = model.gain, model.cost
+    return known
+
+
 def _credit_responses(tier, word_bytes, streams, outstanding):
     """:func:`_credit_service`'s responses, per stream an int64 array (a view of one) where the compiled loop runs:
     :meth:`ChipModel._credited` takes a few cycles of each, not every one as Python integers."""
-    model = TierModel(tier, word_bytes=word_bytes)
-    found = credit.responses(streams, outstanding, tier.queue_depth, tier.latency, model.gain, model.cost,
+    gain, cost = _bucket(tier, word_bytes)
+    found = credit.responses(streams, outstanding, tier.queue_depth, tier.latency, gain, cost,
                              AGCU_START_CYCLES, AGCU_READ_CYCLES, QUEUE_CYCLES)
     if found is None:
         return _credit_service_py(tier, word_bytes, streams, outstanding)
@@ -587,8 +613,7 @@ class ChipModel:
                 counts = [w - buffered.get(n, 0) for n, (t, w) in words_of.items() if t == tier]
                 counts = [c for c in counts if c > 0]
                 if counts and tier not in self._tier_words:
-                    self._tier_words[tier] = np.asarray(
-                        _service(P.tiers[tier], wb, len(counts), sum(counts))[:sum(counts)], np.int64)
+                    self._tier_words[tier] = _service_array(P.tiers[tier], wb, len(counts), sum(counts)).copy()
         timing = array_plan[4]
         arrivals = {name: timing[4][(name, port.port)] for name, port in prog.host_inputs.items()}
         run.cycles, run.unit_cycles, run.unit_end, run.output_end = \
@@ -676,10 +701,15 @@ class ChipModel:
                 for delay, words, t0, t1 in sinks:
                     if t0 is None:
                         continue
-                    # Vector k enters the fabric once the sink takes vector k - slack: the FIFOs hold the rest.
-                    i = np.arange(vectors) - (A.switch_fifo_depth * delay + A.unit_fifo_depth)
-                    take = t0 + np.floor_divide((t1 - t0) * np.maximum(i, 0), max(words - 1, 1))
-                    at = np.maximum(at, np.where(i >= 0, take - delay + 1, _NEVER))
+                    # Vector k enters the fabric once the sink takes vector k - slack (from vector slack on; none
+                    # waits before): the FIFOs hold the rest.
+                    slack = A.switch_fifo_depth * delay + A.unit_fifo_depth
+                    if slack < vectors:
+                        take = np.arange(vectors - slack, dtype=np.int64)
+                        take *= t1 - t0
+                        take //= max(words - 1, 1)
+                        take += t0 - delay + 1
+                        np.maximum(at[slack:], take, out=at[slack:])
                 ready[name] = at
             served = dict(arrivals)
             for tier, names in tiers.items():

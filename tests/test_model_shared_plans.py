@@ -85,6 +85,29 @@ def test_a_changed_program_has_another_fingerprint(tmp_path):
         assert _fingerprint(program) != _fingerprint(prog)
 
 
+def test_the_whole_repr_fingerprints_other_shapes(monkeypatch, tmp_path):
+    # A class with other fields than the fingerprint takes apart (here: a unit's) gets the whole repr, renamed: the
+    # layers still share one fingerprint, and a changed program still gets another.
+    from sw.target import CHIP
+
+    compiled = _compiled(tmp_path, CHIP)
+    taken = _fingerprint(compiled.buckets[8][2].program)
+    assert isinstance(taken, tuple)
+    monkeypatch.setattr(chip, "_NAMED_FIELDS", dict(chip._NAMED_FIELDS, Unit=("name", "kind", "pos")))
+    monkeypatch.setattr(chip, "_FINGERPRINTS", {})
+    by_region = {}
+    for launch in compiled.buckets[8]:
+        by_region.setdefault(launch.program_region, []).append(launch.program)
+    shared = [progs for progs in by_region.values() if len(progs) > 1]
+    assert all(isinstance(_fingerprint(p), str) for progs in shared for p in progs)
+    assert sum(len({_fingerprint(p) for p in progs}) == 1 for progs in shared) >= len(shared) / 2
+    prog = compiled.buckets[8][2].program
+    moved = copy.deepcopy(prog)
+    host = next(iter(moved.host_inputs))
+    moved.host_inputs[host] = dataclasses.replace(moved.host_inputs[host], col=moved.host_inputs[host].col + 1)
+    assert _fingerprint(moved) != _fingerprint(prog) != taken
+
+
 def test_no_fingerprint_where_the_repr_elides(monkeypatch, tmp_path):
     from sw.target import CHIP
 

@@ -85,22 +85,32 @@ def _kept(cache, obj, make):
 
 
 def _fingerprint(prog):
-    """The ``repr`` of what the fast model takes from ``prog`` (:func:`_find_fingerprint`), with the program's own
-    names (units, connections, host ports) replaced by their places in order, or None where a repr may not show
-    everything (numpy elides long arrays).
+    """What the fast model takes from ``prog``, with the program's own names (units, connections, host ports)
+    replaced by their places in order (:func:`_find_fingerprint`), or None where a repr may not show everything
+    (numpy elides long arrays).
 
     Programs with equal fingerprints differ only in those names (a model's layers, built from one template): the
     fast model runs them alike, so a launch plan made for one replays the other (:meth:`ChipModel._execute_one`).
-    Every other string stays quoted and the places are unquoted, so the renaming is one to one.
     """
     return _kept(_FINGERPRINTS, prog, _find_fingerprint)
 
 
+# The fields _find_fingerprint takes apart, per class name: it falls back to the whole repr for any other shape.
+_NAMED_FIELDS = {"Unit": ("name", "kind", "pos", "config"), "Connection": ("name", "network", "source", "sinks"),
+                 "Endpoint": ("node", "port"),
+                 "MemoryPort": ("name", "direction", "network", "side", "col", "port", "top")}
+_PROGRAM_FIELDS = ("params", "words", "units", "connections", "routing", "host_inputs", "host_outputs", "tail_ops",
+                   "post_ops", "endpoints", "iterations")
+
+
 def _find_fingerprint(prog):
-    """:func:`_fingerprint`'s answer, found: every field of the program but its routing, of which the model takes
-    only each connection's hops to each of its sinks (:meth:`ArrayModel._wiring`), so those stand for it (the
-    routes' own repr was a third of the time, and their order and switch selects are the router's, not the
-    program's behaviour)."""
+    """:func:`_fingerprint`'s answer, found: ``(names, text)``. ``names`` holds the places of the names in each
+    field that holds one (dict keys, unit, connection and host port names, endpoint nodes); a name not in the
+    program's own (an endpoint's node) stays itself, a string where the places are integers. ``text`` is the
+    ``repr`` of everything else: every field of the program but its routing, of which the model takes only each
+    connection's hops to each of its sinks (:meth:`ArrayModel._wiring`), so those stand for it. A program whose
+    classes have other fields than these gets its whole ``repr`` with every name replaced (:func:`_renamed_repr`).
+    """
     names = {}
     for group in (prog.units, [c.name for c in prog.connections], prog.host_inputs, prog.host_outputs):
         for name in group:
@@ -110,15 +120,41 @@ def _find_fingerprint(prog):
         hops = [[routes[c.name].hops(prog.mesh_position(sink)) for sink in c.sinks] for c in prog.connections]
     except (KeyError, TypeError, AttributeError):
         return None
+    place = names.get
+    try:
+        fields = tuple(vars(prog))
+        units, connections = prog.units.values(), prog.connections
+        ports = (*prog.host_inputs.values(), *prog.host_outputs.values())
+        endpoints = [e for c in connections for e in (c.source, *c.sinks)]
+        shapes = {type(x).__name__: tuple(vars(x)) for group in (units, connections, ports, endpoints) for x in group}
+    except TypeError:
+        shapes, fields = None, None
+    if fields != _PROGRAM_FIELDS or any(_NAMED_FIELDS.get(k) != v for k, v in shapes.items()):
+        return _renamed_repr(prog, names, hops)
+    held = (tuple(place(k, k) for k in prog.units), tuple(place(u.name, u.name) for u in units),
+            tuple((place(c.name, c.name), place(c.source.node, c.source.node),
+                   tuple(place(e.node, e.node) for e in c.sinks)) for c in connections),
+            tuple(place(k, k) for k in prog.host_inputs), tuple(place(k, k) for k in prog.host_outputs),
+            tuple(place(p.name, p.name) for p in ports), tuple(place(k, k) for k in prog.endpoints))
+    text = repr((type(prog).__name__, hops, prog.params, prog.words, [(u.kind, u.pos, u.config) for u in units],
+                 [(c.network, c.source.port, [e.port for e in c.sinks]) for c in connections],
+                 [(p.direction, p.network, p.side, p.col, p.port, p.top) for p in ports],
+                 list(prog.endpoints.values()), prog.tail_ops, prog.post_ops, prog.iterations))
+    return None if "..." in text else (held, text)
+
+
+def _renamed_repr(prog, names, hops):
+    """The ``repr`` of every field of ``prog`` but its routing (``hops`` for it), with the program's own names
+    replaced by their places (every other string stays quoted and the places are unquoted, so the renaming is one
+    to one); None where the repr elides."""
     text = repr((type(prog).__name__, hops) + tuple((f.name, getattr(prog, f.name)) for f in dataclasses.fields(prog)
                                                    if f.name != "routing"))
-    found = None
-    if "..." not in text:
-        # Outside quotes, then a quoted string's contents, in turn.
-        parts = _QUOTED.split(text)
-        parts[1::2] = [f"#{names[q]}" if q in names else f"'{q}'" for q in parts[1::2]]
-        found = "".join(parts)
-    return found
+    if "..." in text:
+        return None
+    # Outside quotes, then a quoted string's contents, in turn.
+    parts = _QUOTED.split(text)
+    parts[1::2] = [f"#{names[q]}" if q in names else f"'{q}'" for q in parts[1::2]]
+    return "".join(parts)
 
 
 # (tier parameters, word bytes, credits, streams' words, vectors and buffered words, their sinks' readiness as

@@ -104,3 +104,34 @@ def test_agcu_bf16_read_widens_each_value_exactly():
     _, last, _ = mu.agcu_read(memory, 1 << 16, 0x100, [2, 4], [1, 2], lanes=4, word_bytes=16, last_every=1,
                               bf16=True)
     assert np.flatnonzero(last).tolist() == [3, 7, 11, 15]
+
+
+def test_transfer_layout_from_the_nest_is_the_addresses_own():
+    # _layout takes in-tier transfers from the nest's extent (nest_rows): the same report and rows as the addresses
+    # give word by word, for nests consecutive, strided, repeating and negative, at bases in, across and outside the
+    # tier, misaligned ones included.
+    from sw.loopnest import LoopNest
+
+    wb, capacity = 16, 16 * 64
+    nests = [LoopNest((8,), (1,)), LoopNest((4, 3), (1, 8)), LoopNest((4, 4), (1, 0)), LoopNest((5,), (-2,), offset=9),
+             LoopNest((2, 3, 2), (3, 1, 20))]
+    for nest in nests:
+        for base in (0, 16, 5 * 16, 7, 56 * 16, 60 * 16, -16, 64 * 16, -200 * 16):
+            for offset in (0, 3):
+                report, rows = mu._layout.__wrapped__(base, nest, capacity, wb, offset)
+                addresses = mu.transfer_addresses(base, nest, word_bytes=wb, runtime_offset=offset)
+                want = mu._report(addresses, capacity, wb)
+                assert (report.error, report.error_word, report.words) == (want.error, want.error_word, want.words)
+                assert np.array_equal(report.addresses, addresses)
+                index = addresses // wb
+                n = index.size
+                if want.error:
+                    expected = None
+                elif np.array_equal(index, index[0] + np.arange(n)):
+                    expected = slice(int(index[0]), int(index[0]) + n)
+                else:
+                    expected = index if np.unique(index).size == n else None
+                if isinstance(expected, slice) or expected is None:
+                    assert rows == expected, (nest, base, offset)
+                else:
+                    assert np.array_equal(rows, expected), (nest, base, offset)

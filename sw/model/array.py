@@ -610,5 +610,5 @@ class ArrayModel:
         n_in = len(ins["vi0"].data)
         # Its first read pass loads in the cycle of the first write pass's last write, its data a cycle after
         # that pass issues (sw/model/pmu.py).
-        filled = ("vi0", min(len(cfg.write.addresses()), n_in) - 1, 1 + READ_LATENCY)
+        filled = ("vi0", min(cfg.write.count, n_in) - 1, 1 + READ_LATENCY)
         return {"vo0": (vo0, last, 0)}, cycles, n_in, step, filled

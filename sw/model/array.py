@@ -47,10 +47,25 @@ _END_CYCLES = 1
 _UNITS = {}
 
 
+# Configuration (by id, with the configuration to tell a reused id) -> its repr: a program's fingerprint
+# (sw.model.chip._fingerprint) takes each unit's, and the unit's model is found by it.
+_CONFIG_REPRS = {}
+
+
+def config_repr(config):
+    """``repr(config)`` of a unit configuration (frozen), kept per object; the cache is emptied at 4,096 entries."""
+    known = _CONFIG_REPRS.get(id(config))
+    if known is None or known[0] is not config:
+        if len(_CONFIG_REPRS) >= 4096:
+            _CONFIG_REPRS.clear()
+        known = _CONFIG_REPRS[id(config)] = (config, repr(config))
+    return known[1]
+
+
 def _unit_model(kind, params, config, **ops):
     # repr, not the configuration itself: configurations that differ only in a constant's sign of zero
     # compare equal (-0.0 == 0.0) but compute differently.
-    key = (kind, params, repr(config), tuple(ops.items()))
+    key = (kind, params, config_repr(config), tuple(ops.items()))
     model = _UNITS.get(key)
     if model is None:
         if len(_UNITS) >= 4096:

@@ -41,7 +41,7 @@ from facts.latency import QUEUE_CYCLES
 from hw.mem.params import TIER_NAMES
 from sw.model import credit, memory_units
 from sw.model import pcu as pcu_model
-from sw.model.array import ArrayModel
+from sw.model.array import ArrayModel, config_repr
 from sw.model.loop import execute_looped
 from sw.model.memory import FlatMemory, MemoryRangeError, SparseMemory, TierModel
 from sw.errors import LaunchError
@@ -104,12 +104,14 @@ _PROGRAM_FIELDS = ("params", "words", "units", "connections", "routing", "host_i
 
 
 def _find_fingerprint(prog):
-    """:func:`_fingerprint`'s answer, found: ``(names, text)``. ``names`` holds the places of the names in each
-    field that holds one (dict keys, unit, connection and host port names, endpoint nodes); a name not in the
-    program's own (an endpoint's node) stays itself, a string where the places are integers. ``text`` is the
-    ``repr`` of everything else: every field of the program but its routing, of which the model takes only each
-    connection's hops to each of its sinks (:meth:`ArrayModel._wiring`), so those stand for it. A program whose
-    classes have other fields than these gets its whole ``repr`` with every name replaced (:func:`_renamed_repr`).
+    """:func:`_fingerprint`'s answer, found: ``(names, text, configs)``. ``names`` holds the places of the names in
+    each field that holds one (dict keys, unit, connection and host port names, endpoint nodes); a name not in the
+    program's own (an endpoint's node) stays itself, a string where the places are integers. ``configs`` is each
+    unit's configuration's ``repr`` (:func:`sw.model.array.config_repr`, kept: the unit's model is found by it),
+    ``text`` the ``repr`` of everything else: every field of the program but its routing, of which the model takes
+    only each connection's hops to each of its sinks (:meth:`ArrayModel._wiring`), so those stand for it. A
+    program whose classes have other fields than these gets its whole ``repr`` with every name replaced
+    (:func:`_renamed_repr`).
     """
     names = {}
     for group in (prog.units, [c.name for c in prog.connections], prog.host_inputs, prog.host_outputs):
@@ -136,11 +138,13 @@ def _find_fingerprint(prog):
                    tuple(place(e.node, e.node) for e in c.sinks)) for c in connections),
             tuple(place(k, k) for k in prog.host_inputs), tuple(place(k, k) for k in prog.host_outputs),
             tuple(place(p.name, p.name) for p in ports), tuple(place(k, k) for k in prog.endpoints))
-    text = repr((type(prog).__name__, hops, prog.params, prog.words, [(u.kind, u.pos, u.config) for u in units],
+    text = repr((type(prog).__name__, hops, prog.params, prog.words, [(u.kind, u.pos) for u in units],
                  [(c.network, c.source.port, [e.port for e in c.sinks]) for c in connections],
                  [(p.direction, p.network, p.side, p.col, p.port, p.top) for p in ports],
                  list(prog.endpoints.values()), prog.tail_ops, prog.post_ops, prog.iterations))
-    return None if "..." in text else (held, text)
+    # Each unit's configuration as its own repr, kept: the unit's model is found by it (array._unit_model).
+    configs = tuple(config_repr(u.config) for u in units)
+    return None if "..." in text or any("..." in c for c in configs) else (held, text, configs)
 
 
 def _renamed_repr(prog, names, hops):

@@ -176,3 +176,20 @@ def test_constants_differing_only_in_the_sign_of_zero_are_not_shared():
     a = _unit_model(PcuModel, SMALL, plus, **ops)
     b = _unit_model(PcuModel, SMALL, minus, **ops)
     assert a is not b and b.config.so_bias == 0.0 and str(b.config.so_bias) == "-0.0"
+
+
+def test_round_robin_positions():
+    # Word j of stream k: every word of the rounds before j, then the streams before k still served in round j.
+    rng = np.random.default_rng(3)
+    cases = [[5], [3, 3], [4, 1, 7], [0, 2], [2, 0, 2], [0], []] + [rng.integers(0, 40, rng.integers(1, 7)).tolist()
+                                                                  for _ in range(50)]
+    for counts in cases:
+        got = chip_model._round_robin(counts)
+        assert len(got) == len(counts)
+        for k, c in enumerate(counts):
+            j = np.arange(c)
+            want = sum((np.minimum(m, j) for m in counts), np.zeros(c, np.int64)) + \
+                sum(((m > j) for m in counts[:k]), np.zeros(c, np.int64))
+            assert np.array_equal(got[k], want), (counts, k)
+        served = np.concatenate(got + [np.zeros(0, np.int64)])
+        assert np.array_equal(np.sort(served), np.arange(sum(counts)))

@@ -127,24 +127,42 @@ def _find_fingerprint(prog):
         fields = tuple(vars(prog))
         units, connections = prog.units.values(), prog.connections
         ports = (*prog.host_inputs.values(), *prog.host_outputs.values())
-        endpoints = [e for c in connections for e in (c.source, *c.sinks)]
-        shapes = {type(x).__name__: tuple(vars(x)) for group in (units, connections, ports, endpoints) for x in group}
-    except TypeError:
-        shapes, fields = None, None
-    if fields != _PROGRAM_FIELDS or any(_NAMED_FIELDS.get(k) != v for k, v in shapes.items()):
+        kinds = {type(x) for group in (units, connections, ports) for x in group}
+        kinds.update(type(e) for c in connections for e in (c.source, *c.sinks))
+        if fields != _PROGRAM_FIELDS or not all(_taken_apart(kind) for kind in kinds):
+            return _renamed_repr(prog, names, hops)
+        held = (tuple(place(k, k) for k in prog.units), tuple(place(u.name, u.name) for u in units),
+                tuple((place(c.name, c.name), place(c.source.node, c.source.node),
+                       tuple(place(e.node, e.node) for e in c.sinks)) for c in connections),
+                tuple(place(k, k) for k in prog.host_inputs), tuple(place(k, k) for k in prog.host_outputs),
+                tuple(place(p.name, p.name) for p in ports), tuple(place(k, k) for k in prog.endpoints))
+        text = repr((type(prog).__name__, hops, prog.params, prog.words, [(u.kind, u.pos) for u in units],
+                     [(c.network, c.source.port, [e.port for e in c.sinks]) for c in connections],
+                     [(p.direction, p.network, p.side, p.col, p.port, p.top) for p in ports],
+                     list(prog.endpoints.values()), prog.tail_ops, prog.post_ops, prog.iterations))
+    except (TypeError, AttributeError):
         return _renamed_repr(prog, names, hops)
-    held = (tuple(place(k, k) for k in prog.units), tuple(place(u.name, u.name) for u in units),
-            tuple((place(c.name, c.name), place(c.source.node, c.source.node),
-                   tuple(place(e.node, e.node) for e in c.sinks)) for c in connections),
-            tuple(place(k, k) for k in prog.host_inputs), tuple(place(k, k) for k in prog.host_outputs),
-            tuple(place(p.name, p.name) for p in ports), tuple(place(k, k) for k in prog.endpoints))
-    text = repr((type(prog).__name__, hops, prog.params, prog.words, [(u.kind, u.pos) for u in units],
-                 [(c.network, c.source.port, [e.port for e in c.sinks]) for c in connections],
-                 [(p.direction, p.network, p.side, p.col, p.port, p.top) for p in ports],
-                 list(prog.endpoints.values()), prog.tail_ops, prog.post_ops, prog.iterations))
     # Each unit's configuration as its own repr, kept: the unit's model is found by it (array._unit_model).
     configs = tuple(config_repr(u.config) for u in units)
     return None if "..." in text or any("..." in c for c in configs) else (held, text, configs)
+
+
+# (class, _NAMED_FIELDS' entry for its name) -> whether _find_fingerprint takes its instances apart.
+_TAKEN_APART = {}
+
+
+def _taken_apart(kind):
+    """Whether :func:`_find_fingerprint` takes instances of class ``kind`` apart: a dataclass whose fields are
+    those ``_NAMED_FIELDS`` names for it (a dataclass's repr shows its fields alone, so these are all it shows)."""
+    named = _NAMED_FIELDS.get(getattr(kind, "__name__", None))
+    known = _TAKEN_APART.get((kind, named))
+    if known is None:
+        try:
+            known = tuple(f.name for f in dataclasses.fields(kind)) == named
+        except TypeError:
+            known = False
+        _TAKEN_APART[(kind, named)] = known
+    return known
 
 
 def _renamed_repr(prog, names, hops):
@@ -208,12 +226,17 @@ def _round_robin_service(tier, word_bytes, streams, total):
 
 
 def _round_robin(counts):
-    """Per stream, the positions of its words in a round-robin service of streams of ``counts`` words."""
-    order = []
-    for k, c in enumerate(counts):
-        j = np.arange(c)
-        order.append(sum(np.minimum(m, j) for m in counts) + sum(((m > j) for m in counts[:k]), np.zeros(c, int)))
-    return order
+    """Per stream, the positions of its words in a round-robin service of streams of ``counts`` words: word j of
+    stream k follows every word before round j (``sum(min(m, j))``) and the streams before k still in round j."""
+    counts = np.asarray(counts, np.int64).reshape(-1)
+    if not counts.size:
+        return []
+    # In round j, which streams still have a word; the words of all earlier rounds; the live streams before each.
+    live = counts[:, None] > np.arange(counts.max(), dtype=np.int64)
+    before = np.zeros(live.shape[1] + 1, np.int64)
+    np.cumsum(live.sum(axis=0), out=before[1:])
+    earlier = np.cumsum(live, axis=0) - live
+    return [before[:c] + earlier[k, :c] for k, c in enumerate(counts.tolist())]
 
 
 # (tier parameters, word bytes, credits, streams' words, their vectors) -> _credit_checks' answer.

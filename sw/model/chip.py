@@ -227,16 +227,24 @@ def _round_robin_service(tier, word_bytes, streams, total):
 
 def _round_robin(counts):
     """Per stream, the positions of its words in a round-robin service of streams of ``counts`` words: word j of
-    stream k follows every word before round j (``sum(min(m, j))``) and the streams before k still in round j."""
-    counts = np.asarray(counts, np.int64).reshape(-1)
-    if not counts.size:
+    stream k follows every word of the rounds before j (``sum(min(m, j))``) and the streams before k still in
+    round j."""
+    counts = [int(c) for c in counts]
+    if not counts:
         return []
-    # In round j, which streams still have a word; the words of all earlier rounds; the live streams before each.
-    live = counts[:, None] > np.arange(counts.max(), dtype=np.int64)
-    before = np.zeros(live.shape[1] + 1, np.int64)
-    np.cumsum(live.sum(axis=0), out=before[1:])
-    earlier = np.cumsum(live, axis=0) - live
-    return [before[:c] + earlier[k, :c] for k, c in enumerate(counts.tolist())]
+    # Streams still served in each round, and the words of all the rounds before each.
+    live = np.zeros(max(counts), np.int64)
+    for c in counts:
+        live[:c] += 1
+    before = np.zeros(len(live) + 1, np.int64)
+    np.cumsum(live, out=before[1:])
+    order = []
+    for k, c in enumerate(counts):
+        at = before[:c].copy()
+        for m in counts[:k]:
+            at[:m] += 1
+        order.append(at)
+    return order
 
 
 # (tier parameters, word bytes, credits, streams' words, their vectors) -> _credit_checks' answer.
@@ -245,23 +253,30 @@ _CREDIT_CHECKS = {}
 
 def _credit_checks(tier, word_bytes, outstanding, counts, vectors):
     """What :meth:`ChipModel._runs_into_credits` needs of streams of ``counts`` words and ``vectors`` vectors served
-    round-robin, whatever their sinks' readiness: per stream None where it never holds more words than its
-    credits, else (the cycle each vector is in the AGCU's buffer, its index, and for each word past the first
-    ``outstanding`` that waits for a vector: that vector, and the cycle the word is requested without credits)."""
-    times = _service_array(tier, word_bytes, len(counts), sum(counts))
-    checks = []
-    for order, n in zip(_round_robin(counts), vectors):
-        words = len(order)
-        if words <= outstanding:
-            checks.append(None)
-            continue
-        resp = times[order]
-        last_word, frees = _vector_words(words, n)
-        v = frees[:words - outstanding]
-        waits = v >= 0
-        checks.append((resp[last_word] + AGCU_READ_CYCLES, np.arange(n), v[waits],
-                       (resp[outstanding:] - tier.latency - QUEUE_CYCLES)[waits]))
-    return tuple(checks)
+    round-robin, whatever their sinks' readiness, as a function of a stream's index, each stream's made when first
+    asked for (the check stops at the first stream that runs into its credits): None where the stream never holds
+    more words than its credits, else (the cycle each vector is in the AGCU's buffer, its index, and for each word
+    past the first ``outstanding`` that waits for a vector: that vector, and the cycle the word is requested
+    without credits)."""
+    made, shared = {}, []
+
+    def check(i):
+        if i not in made:
+            words = counts[i]
+            if words <= outstanding:
+                made[i] = None
+                return None
+            if not shared:
+                shared.extend((_round_robin(counts), _service_array(tier, word_bytes, len(counts), sum(counts))))
+            orders, times = shared
+            resp = times[orders[i]]
+            last_word, frees = _vector_words(words, vectors[i])
+            v = frees[:words - outstanding]
+            waits = v >= 0
+            made[i] = (resp[last_word] + AGCU_READ_CYCLES, np.arange(vectors[i]), v[waits],
+                       (resp[outstanding:] - tier.latency - QUEUE_CYCLES)[waits])
+        return made[i]
+    return check
 
 
 def _vector_words(words, vectors):
@@ -826,7 +841,8 @@ class ChipModel:
             if len(_CREDIT_CHECKS) >= 256:
                 _CREDIT_CHECKS.clear()
             checks = _CREDIT_CHECKS[key] = _credit_checks(*key)
-        for n, check in zip(names, checks):
+        for i, n in enumerate(names):
+            check = checks(i)
             if check is None:
                 yield False
                 continue

@@ -53,7 +53,8 @@ _CONFIG_REPRS = {}
 
 
 def config_repr(config):
-    """``repr(config)`` of a unit configuration (frozen), kept per object; the cache is emptied at 4,096 entries."""
+    """``repr(config)`` of an immutable object (a unit configuration, the array's parameters, a tuple of tail
+    functions), kept per object; the cache is emptied at 4,096 entries."""
     known = _CONFIG_REPRS.get(id(config))
     if known is None or known[0] is not config:
         if len(_CONFIG_REPRS) >= 4096:

@@ -104,11 +104,11 @@ _PROGRAM_FIELDS = ("params", "words", "units", "connections", "routing", "host_i
 
 
 def _find_fingerprint(prog):
-    """:func:`_fingerprint`'s answer, found: ``(names, text, configs)``. ``names`` holds the places of the names in
+    """:func:`_fingerprint`'s answer, found: ``(names, text, parts)``. ``names`` holds the places of the names in
     each field that holds one (dict keys, unit, connection and host port names, endpoint nodes); a name not in the
-    program's own (an endpoint's node) stays itself, a string where the places are integers. ``configs`` is each
-    unit's configuration's ``repr`` (:func:`sw.model.array.config_repr`, kept: the unit's model is found by it),
-    ``text`` the ``repr`` of everything else: every field of the program but its routing, of which the model takes
+    program's own (an endpoint's node) stays itself, a string where the places are integers. ``parts`` are the
+    ``repr`` of the parameters, of each unit's configuration and of each PCU's tail functions
+    (:func:`sw.model.array.config_repr`, kept per object), ``text`` the ``repr`` of everything else: every field of the program but its routing, of which the model takes
     only each connection's hops to each of its sinks (:meth:`ArrayModel._wiring`), so those stand for it. A
     program whose classes have other fields than these gets its whole ``repr`` with every name replaced
     (:func:`_renamed_repr`).
@@ -136,15 +136,21 @@ def _find_fingerprint(prog):
                        tuple(place(e.node, e.node) for e in c.sinks)) for c in connections),
                 tuple(place(k, k) for k in prog.host_inputs), tuple(place(k, k) for k in prog.host_outputs),
                 tuple(place(p.name, p.name) for p in ports), tuple(place(k, k) for k in prog.endpoints))
-        text = repr((type(prog).__name__, hops, prog.params, prog.words, [(u.kind, u.pos) for u in units],
+        text = repr((type(prog).__name__, hops, prog.words, [(u.kind, u.pos) for u in units],
                      [(c.network, c.source.port, [e.port for e in c.sinks]) for c in connections],
                      [(p.direction, p.network, p.side, p.col, p.port, p.top) for p in ports],
-                     list(prog.endpoints.values()), prog.tail_ops, prog.post_ops, prog.iterations))
+                     list(prog.endpoints.values()), list(prog.tail_ops), list(prog.post_ops), prog.iterations))
+        # Each unit's configuration, the parameters and each PCU's tail functions as their own reprs, kept per
+        # object (the parameters and tails are shared by a model's programs; a unit's model is found by its
+        # configuration's, array._unit_model).
+        parts = (config_repr(prog.params), tuple(config_repr(u.config) for u in units),
+                 tuple(config_repr(ops) if type(ops) is tuple else repr(ops) for ops in prog.tail_ops.values()),
+                 tuple(config_repr(ops) if type(ops) is tuple else repr(ops) for ops in prog.post_ops.values()))
     except (TypeError, AttributeError):
         return _renamed_repr(prog, names, hops)
-    # Each unit's configuration as its own repr, kept: the unit's model is found by it (array._unit_model).
-    configs = tuple(config_repr(u.config) for u in units)
-    return None if "..." in text or any("..." in c for c in configs) else (held, text, configs)
+    if "..." in text or any("..." in c for c in (parts[0], *parts[1], *parts[2], *parts[3])):
+        return None
+    return held, text, parts
 
 
 # (class, _NAMED_FIELDS' entry for its name) -> whether _find_fingerprint takes its instances apart.

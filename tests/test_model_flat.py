@@ -230,16 +230,17 @@ def test_a_flat_replay_steps_aside_for_the_numpy_forms_and_for_words_outside_a_t
     read_pats = [reads[k] for k in agcus]
     write_pats = [writes[chip.agcu_at(p.side, p.col)] for p in case.program.host_outputs.values()]
     run = chip._flat(plan)
+    read_bases, write_bases = [p.base for p in read_pats], [p.base for p in write_pats]
     with monkeypatch.context() as m:
         m.setattr(fp32, "_C", False)
-        assert run(read_pats, write_pats) is None
+        assert run(read_bases, write_bases) is None
     with monkeypatch.context() as m:
         m.setattr(chip_model.pcu_model, "reduce_lanes", lambda op, x: x[:, 0])
-        assert run(read_pats, write_pats) is None
+        assert run(read_bases, write_bases) is None
     far = read_pats[0].moved(params.SMALL.tiers[params.HBM].capacity)
-    assert run([far] + read_pats[1:], write_pats) is None
+    assert run([far.base] + read_bases[1:], write_bases) is None
     before = chip.memory[params.HBM].bytes.copy()
-    assert run(read_pats, write_pats) is not None
+    assert run(read_bases, write_bases) is not None
     assert not np.array_equal(before, chip.memory[params.HBM].bytes)
     # A word outside its tier: the launch runs step by step and says so, as without the flat sequence.
     with pytest.raises(MemoryRangeError):

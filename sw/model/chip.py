@@ -419,25 +419,76 @@ class ChipModel:
         self.activity.append(record)
         return cycles, outputs
 
-    def _execute_one(self, prog, reads, writes, held):
+    def launcher(self, reads, writes):
+        """The loaded program's launch with patterns of the shapes of ``reads`` / ``writes`` (AGCU -> Pattern) as a
+        function of their bases alone, for a caller that runs it again with only the bases moved (the runtime's
+        steps): ``(ins, outs, go)``, or None where the launch has no plan yet (it is made by the launch's first
+        :meth:`execute`), the program is looped or a pattern is missing.
+
+        ``ins`` / ``outs`` are the AGCUs of the program's host inputs and outputs in order; ``go(read_bases,
+        write_bases)`` (byte offsets in that order) replays the plan as :meth:`execute` would with the patterns
+        moved there and returns its cycles (the outputs are in memory), or None with nothing done where
+        :meth:`execute` must run it: another program is loaded, recording is on, a base takes a word out of its
+        tier, a tier was replaced, or a unit's error in another program's plan (see :meth:`_execute_one`).
+        """
+        prog = self.program
+        if prog is None or prog.iterations > 1:
+            return None
+        _, ins, outs, plans = self._ports(prog)
+        if not (all(k in reads for k in ins) and all(k in writes for k in outs)):
+            return None
+        read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
+        found = self._found_plan(prog, plans, self._key(read_pats, write_pats, None))
+        if found is None:
+            return None
+        plan, names = found
+
+        def go(read_bases, write_bases):
+            if self.program is not prog or self.activity is not None:
+                return None
+            try:
+                done = self._replay(plan, read_bases, write_bases, False)
+            except ValueError:
+                if names is None:
+                    raise
+                return None
+            return None if done is None else done[0]
+        return ins, outs, go
+
+    def _ports(self, prog):
+        """``(prog, AGCUs of its host inputs, of its host outputs, its plans by launch shapes)``, kept per program."""
         known = self._launches.get(id(prog))
         if known is None or known[0] is not prog:
             known = self._launches[id(prog)] = (prog, [self.agcu_at(p.side, p.col) for p in prog.host_inputs.values()],
                                                 [self.agcu_at(p.side, p.col) for p in prog.host_outputs.values()], {})
-        _, ins, outs, plans = known
+        return known
+
+    @staticmethod
+    def _key(read_pats, write_pats, held):
+        """A launch's shapes: what its plan depends on (the patterns less their bases, and ``held``)."""
+        return (tuple((p.tier, p.nest, p.bf16, p.after) for p in read_pats),
+                tuple((p.tier, p.nest) for p in write_pats), tuple(sorted((held or {}).items())))
+
+    def _found_plan(self, prog, plans, key):
+        """``(plan, names)`` of a launch of ``prog`` with shapes ``key`` from its plans, or one made before
+        (:meth:`_known_plan`, then kept in ``plans``); None where there is none."""
+        found = plans.get(key)
+        if found is None:
+            found = self._known_plan(prog, key)
+            if found is not None:
+                plans[key] = found
+        return found
+
+    def _execute_one(self, prog, reads, writes, held):
+        _, ins, outs, plans = self._ports(prog)
         if all(k in reads for k in ins) and all(k in writes for k in outs):
             read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
-            key = (tuple((p.tier, p.nest, p.bf16, p.after) for p in read_pats),
-                   tuple((p.tier, p.nest) for p in write_pats), tuple(sorted((held or {}).items())))
-            found = plans.get(key)
-            if found is None:
-                found = self._known_plan(prog, key)
-                if found is not None:
-                    plans[key] = found
+            key = self._key(read_pats, write_pats, held)
+            found = self._found_plan(prog, plans, key)
             if found is not None:
                 plan, names = found
                 try:
-                    done = self._replay(plan, read_pats, write_pats)
+                    done = self._replay(plan, [p.base for p in read_pats], [p.base for p in write_pats])
                 except ValueError:
                     if names is None:
                         raise
@@ -780,27 +831,29 @@ class ChipModel:
                                                  rows.view("<u2") if fits else None))
         return known[1]
 
-    def _replay(self, plan, read_pats, write_pats):
-        """``(cycles, outputs)`` of :meth:`execute` by ``plan``; None (nothing done) where a base takes a word out
-        of its tier or a tier was replaced, for :meth:`_execute` to run and report.
+    def _replay(self, plan, read_bases, write_bases, outputs=True):
+        """``(cycles, outputs)`` of :meth:`execute` by ``plan`` with the patterns at ``read_bases`` /
+        ``write_bases`` (bytes, in the plan's order); None (nothing done) where a base takes a word out of its tier
+        or a tier was replaced, for :meth:`_execute` to run and report. Without ``outputs`` the outputs are only
+        stored (``(cycles, None)``).
 
         Runs the plan's flat sequence (:meth:`_flat`, made once per plan on this chip) where it has one and it
         takes the launch, else the plan's steps."""
         flat = _kept(self._flats, plan, self._flat)
         if flat is not None:
-            done = flat(read_pats, write_pats)
+            done = flat(read_bases, write_bases, outputs)
             if done is not None:
                 return done
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
         starts, tiers = [], {}
-        for side, patterns in ((reads, read_pats), (writes, write_pats)):
-            for (name, tier, offsets, n, least, greatest, bf16), pat in zip(side, patterns):
+        for side, bases in ((reads, read_bases), (writes, write_bases)):
+            for (name, tier, offsets, n, least, greatest, bf16), base in zip(side, bases):
                 views = tiers.get(tier)
                 if views is None:
                     views = tiers[tier] = self._tier_views(tier)
                 rows = views[0]
-                row, rest = divmod(pat.base, wb)
+                row, rest = divmod(base, wb)
                 if rows is None or rest or row + least < 0 or row + greatest >= len(rows):
                     return None
                 starts.append((views, row))
@@ -864,7 +917,7 @@ class ChipModel:
             write(i, run.outputs[writes[i][0]][0])
         for (tier, what), words in counts:
             self.stats[tier][what] += words
-        return cycles, run.outputs
+        return cycles, run.outputs if outputs else None
 
     def _flat(self, plan):
         """:meth:`_replay` of ``plan`` on this chip's memory as one flat sequence, or None where a tier it uses is not
@@ -874,10 +927,10 @@ class ChipModel:
         (a slice, a strided view or a gather of rows, a bf16 widening; for weights that a GEMV widens itself, the
         bf16 words as they lie in the tier), the array's steps with the compiled kernels' arguments
         (:meth:`ArrayModel.compiled_steps`), with gated reads the steps each phase runs (as :meth:`_replay`), the
-        outputs' sources and the counters. The
-        function returned takes the read and write patterns and returns ``(cycles, outputs)``, or None (nothing
-        done) where a base takes a word out of its tier, a tier was replaced or the compiled kernels do not run
-        every unit (:func:`sw.model.pcu.compiled_kernels`): :meth:`_replay` then runs the launch and says which.
+        outputs' sources and the counters. The function returned takes the read and write patterns' bases (and
+        whether to return the outputs, else None) and returns ``(cycles, outputs)``, or None (nothing done) where
+        a base takes a word out of its tier, a tier was replaced or the compiled kernels do not run every unit
+        (:func:`sw.model.pcu.compiled_kernels`): :meth:`_replay` then runs the launch and says which.
         """
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
@@ -986,7 +1039,7 @@ class ChipModel:
         # The array's steps for the kernels last seen (they are the same object while the module is loaded).
         cached = [None, None]
 
-        def run(read_pats, write_pats):
+        def run(read_bases, write_bases, want=True):
             c = kernels()
             if not c:
                 return None
@@ -997,14 +1050,14 @@ class ChipModel:
                 cached[:] = c, array.compiled_steps(array_plan, c, halves)
             steps = cached[1]
             write_rows = []
-            for (_, least, bound, _), pat in zip(write_items, write_pats):
-                row, rest = divmod(pat.base, wb)
+            for (_, least, bound, _), base in zip(write_items, write_bases):
+                row, rest = divmod(base, wb)
                 if rest or row < least or row >= bound:
                     return None
                 write_rows.append(row)
             values, read_rows = {}, []
-            for (key, read, least, bound), pat in zip(read_items, read_pats):
-                row, rest = divmod(pat.base, wb)
+            for (key, read, least, bound), base in zip(read_items, read_bases):
+                row, rest = divmod(base, wb)
                 if rest or row < least or row >= bound:
                     return None
                 values[key] = read(row)
@@ -1026,6 +1079,8 @@ class ChipModel:
                 write(row, values[source])
             for counter, what, words in stats:
                 counter[what] += words
+            if not want:
+                return cycles, None
             return cycles, {name: (values[source], last.copy()) for name, source, last in outputs}
         return run
 

@@ -77,6 +77,14 @@ class Device(abc.ABC):
         to the last AGCU done.
         """
 
+    def launcher(self, reads, writes):
+        """The loaded program's launch with patterns of the shapes of ``reads`` / ``writes`` as a function of their
+        bases, for a runtime that runs it again with only the bases moved: ``(ins, outs, go)``, ``ins`` / ``outs``
+        the AGCUs whose bases ``go(read_bases, write_bases)`` takes in that order; ``go`` is :meth:`execute` of
+        the patterns moved there, its cycles, or None with nothing done (then :meth:`execute` runs the launch).
+        None where the backend has no such form (this default) or not yet for this launch."""
+        return None
+
     @abc.abstractmethod
     async def run_list(self, tier, offset, nwords, *, token, pos, programs):
         """Run the launch list of ``nwords`` 32-bit words at byte ``offset`` of ``tier`` on the chip's sequencer.
@@ -264,6 +272,25 @@ class ModelDevice(Device):
         if not self._listing:
             self._recorded([], [(0, cycles, tier, words)])
         return cycles
+
+    def launcher(self, reads, writes):
+        # ChipModel.launcher's replay of a known plan, which raises no MemoryRangeError (a base that takes a word
+        # out of its tier has go return None, and execute then reports it) and records nothing.
+        if self.loaded is None:
+            return None
+        found = self.chip.launcher(reads, writes)
+        if found is None:
+            return None
+        ins, outs, run = found
+
+        def go(read_bases, write_bases):
+            if self.loaded is None or self._listing:
+                return None
+            cycles = run(read_bases, write_bases)
+            if cycles is not None:
+                self.now += cycles
+            return cycles
+        return ins, outs, go
 
     async def run_list(self, tier, offset, nwords, *, token, pos, programs):
         m, began = self.target.memory, self.now

@@ -1033,11 +1033,15 @@ class ChipModel:
             gating = sorted({w for _, w in gates})
             done, first = array.needed_order(array_plan, [writes[i][0] for i in gating])
             again = array.rerun_order(array_plan, done, {reads[i][0] for i, _ in gates})
+            order = first, gating, tuple(i for i, _ in gates), again
             gating = tuple(write_items[i][::3] + (i,) for i in gating)
             regated = tuple(read_items[i][:2] + (i,) for i, _ in gates)
+        else:
+            order = None
 
-        # The array's steps for the kernels last seen (they are the same object while the module is loaded).
-        cached = [None, None]
+        # The array's steps for the kernels last seen (they are the same object while the module is loaded), and
+        # the whole sequence in one call where the compiled kernels take it (_sequence).
+        cached = [None, None, None]
 
         def run(read_bases, write_bases, want=True):
             c = kernels()
@@ -1047,8 +1051,19 @@ class ChipModel:
                 if memory[tier] is not mem:
                     return None
             if cached[0] is not c:
-                cached[:] = c, array.compiled_steps(array_plan, c, halves)
-            steps = cached[1]
+                steps = array.compiled_steps(array_plan, c, halves)
+                cached[:] = c, steps, self._sequence(plan, c, steps, halves, order)
+            steps, sequence = cached[1], cached[2]
+            if sequence is not None:
+                if not sequence[0](sequence[1], read_bases, write_bases):
+                    return None
+                self._timed = timed
+                for counter, what, words in stats:
+                    counter[what] += words
+                if not want:
+                    return cycles, None
+                return cycles, {name: (data.reshape(shape).copy(), last.copy())
+                                for name, data, shape, last in sequence[2]}
             write_rows = []
             for (_, least, bound, _), base in zip(write_items, write_bases):
                 row, rest = divmod(base, wb)
@@ -1083,6 +1098,178 @@ class ChipModel:
                 return cycles, None
             return cycles, {name: (values[source], last.copy()) for name, source, last in outputs}
         return run
+
+    def _sequence(self, plan, c, steps, halves, order):
+        """The flat sequence of ``plan`` (:meth:`_flat`) as one call of the compiled kernels ``c``
+        (``fastfp.seq_run``): ``(seq_run, its sequence, outputs)``, ``outputs`` per host output ``(name, its
+        buffer, its shape, last)``; None where a step is not one the call takes (a unit on the numpy forms, a PMU
+        map of words that is not a slice or a ``take``), a read or write is not of whole vectors of a tier seen as
+        32-bit words, a write's rows repeat, or the kernels have no ``seq_build``.
+
+        The same reads, steps and writes in the same order as :meth:`_flat`'s run, on buffers made once: each
+        stream's values get a buffer of their size (known from the plan), a GEMV's bf16 weights
+        (``halves``) are read where they lie in the tier. ``order``: with gated reads, ``(steps first, gating
+        writes, gated reads, steps again)`` as :meth:`_flat` runs them."""
+        build = getattr(c, "seq_build", None)
+        if build is None:
+            return None
+        _, reads, writes, array, array_plan, _, _, _ = plan
+        wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
+        quarter = wb // 4
+        slots, ops, keys, shapes, tier_slots = [], [], {}, {}, {}
+        half_slots = set()
+        ports = dict(array_plan[0])
+
+        def slot(obj, shape=None):
+            slots.append(obj)
+            shapes[len(slots) - 1] = shape
+            return len(slots) - 1
+
+        def buffer(items, shape):
+            return slot(np.empty(items, np.uint32), shape)
+
+        def tier_slot(tier):
+            views = self._tier_views(tier)
+            if views[1] is None:
+                return None
+            if tier not in tier_slots:
+                tier_slots[tier] = slot(views[0])
+            return tier_slots[tier], len(views[0])
+
+        def rows_form(offsets, n, write):
+            # (first, shape, strides, offsets slot) of the rows a read or write takes, or None.
+            if isinstance(offsets, int):
+                return offsets, (1, 1, n), (0, 0, 1), -1
+            grid = _grid(offsets)
+            if grid is not None:
+                first, shape, strides = grid
+                if int(np.prod(shape)) != n or len(shape) > 3 or \
+                        (write and any(k == 0 and b > 1 for b, k in zip(shape, strides))):
+                    return None
+                pad = 3 - len(shape)
+                return first, (1,) * pad + tuple(shape), (0,) * pad + tuple(strides), -1
+            rows = np.ascontiguousarray(np.asarray(offsets).reshape(-1), np.int64)
+            if len(rows) != n or (write and len(np.unique(rows)) != n):
+                return None
+            return 0, (1, 1, 1), (0, 0, 0), slot(rows)
+
+        def source(key, half=False):
+            k = keys.get(key)
+            if k is None or (k in half_slots) != half:
+                raise LookupError(key)
+            return k
+
+        def read(i):
+            name, tier, offsets, n, least, greatest, bf16 = reads[i]
+            key = (name, ports[name])
+            at = tier_slot(tier)
+            if at is None:
+                raise LookupError(name)
+            if key in halves:
+                keys[key] = k = slot(n * wb)
+                half_slots.add(k)
+                ops.append((2, k, at[0], i, offsets))
+                return
+            form = rows_form(offsets, n, False)
+            if form is None or (n * quarter * (2 if bf16 else 1)) % lanes:
+                raise LookupError(name)
+            first, shape, strides, offset_slot = form
+            keys[key] = k = buffer(n * quarter * (2 if bf16 else 1), (-1, lanes))
+            ops.append((1, k, at[0], i, int(bf16), first) + shape + strides + (offset_slot, n))
+
+        def write(i):
+            name, tier, offsets, n, least, greatest = writes[i][:6]
+            at = tier_slot(tier)
+            form = None if at is None else rows_form(offsets, n, True)
+            k = source(array_plan[2][name][0])
+            if form is None or len(slots[k]) < n * quarter:
+                raise LookupError(name)
+            first, shape, strides, offset_slot = form
+            ops.append((3, k, at[0], len(reads) + i, 0, first) + shape + strides + (offset_slot, n))
+
+        def step(i):
+            sequence, unit = getattr(steps[i], "sequence", None), getattr(array_plan[1][i], "unit", None)
+            if sequence is None:
+                if unit is None or unit[0] != "gather":
+                    raise LookupError(i)
+                _, key, data, form = unit
+                k = source(data)
+                if isinstance(form, slice):
+                    start, stop, stride = form.indices(len(slots[k]))
+                    count = len(range(start, stop, stride))
+                    if stride < 1 or count % lanes:
+                        raise LookupError(i)
+                    keys[key] = out = buffer(count, (-1, lanes))
+                    ops.append((4, out, k, start, stride, count))
+                elif isinstance(form, tuple) and form[0] == "take":
+                    index = np.asarray(form[1])
+                    keys[key] = out = buffer(index.size, index.shape)
+                    ops.append((5, out, k, slot(np.ascontiguousarray(index.reshape(-1), np.int64)), index.size))
+                else:
+                    raise LookupError(i)
+                return
+            gemv, (compiled, (starts, sizes, groups_out, rows_n), out_reg, inputs, scalars, vo_key, so_key) = sequence
+            code, stages, tail_code, so_mode, reduce, scale, bias, post = compiled
+            drained = None
+            if gemv is not None:
+                k0, k1, groups, m, rows, gemv_lanes, stride, half = gemv
+                drained = buffer(rows_n * lanes, None)
+                ops.append((6, source(k0), source(k1, bool(half)), drained, groups, m, rows, gemv_lanes, stride,
+                            gemv_lanes, int(half)))
+            ins = [-1 if k is None else drained if k == "drained" else source(k) for k in inputs]
+            for scalar in scalars:
+                if scalar is None:
+                    ins.append(-1)
+                elif scalar[1] is None:
+                    ins.append(source(scalar[0]))
+                else:
+                    k = source(scalar[0])
+                    if len(shapes[k] or ()) != 1:
+                        raise LookupError(i)
+                    group = np.ascontiguousarray(scalar[1], np.int64)
+                    ins.append(buffer(len(group), None))
+                    ops.append((5, ins[-1], k, slot(group), len(group)))
+            so_n = 0 if so_mode == 0 else rows_n if so_mode == 1 else groups_out
+            vo, so = buffer(rows_n * lanes, (rows_n, lanes)), buffer(so_n, (so_n,))
+            grouped = (slot(np.ascontiguousarray(starts, np.int64)), slot(np.ascontiguousarray(sizes, np.int64))) \
+                if so_mode == 2 else (-1, -1)
+            ops.append((7, slot(np.ascontiguousarray(code, np.int64)), stages, rows_n, lanes, *ins, out_reg,
+                        tail_code, vo, so_mode, reduce, *grouped, groups_out, scale, bias, post, so))
+            if vo_key:
+                keys[vo_key] = vo
+            if so_key:
+                keys[so_key] = so
+
+        try:
+            for i in range(len(reads)):
+                read(i)
+            if order is None:
+                for i in range(len(steps)):
+                    step(i)
+            else:
+                first, gating, regated, again = order
+                for i in first:
+                    step(i)
+                for i in gating:
+                    write(i)
+                for i in regated:
+                    read(i)
+                for i in again:
+                    step(i)
+            for i in range(len(writes)):
+                write(i)
+            outputs = tuple((name, slots[source(key)], shapes[source(key)], last)
+                            for name, (key, last) in array_plan[2].items())
+        except LookupError:
+            return None
+        checks = np.array([(-least, len(self._tier_views(tier)[0]) - greatest)
+                           for _, tier, _, _, least, greatest, *_ in reads + writes], np.int64).reshape(-1, 2)
+        words = np.array([w for op in ops for w in op], np.int64)
+        try:
+            sequence = build(tuple(slots), words, checks, wb, len(reads), len(writes))
+        except (ValueError, BufferError):
+            return None
+        return c.seq_run, sequence, outputs
 
     def _pattern(self, patterns, what, name, port):
         """(AGCU index, its pattern) of host port ``name``; LaunchError when the launch gave it none."""

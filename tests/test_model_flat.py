@@ -122,6 +122,18 @@ def test_gemv_in_blocks_of_eight_groups_is_the_golden_sum(kind, kernels, monkeyp
         shared = a[0, :, 0, 0]
         want = _python(monkeypatch, fp32.dot_shared, shared, b.reshape(groups, m, lanes))
         assert np.array_equal(fp32.dot_shared(shared, b.reshape(groups, m, lanes)), want), (kind, trial)
+        # One activation for every group (stride 0) with bf16 weights: the 4-lane blocks take it once a step.
+        halves = (b >> np.uint32(16)).astype(np.uint16).reshape(-1)
+        out = np.empty((groups, lanes), np.uint32)
+        kernels.gemv(np.ascontiguousarray(shared), halves, out, groups, m, 1, lanes, 0, 1, 1)
+        wide = (b & np.uint32(0xFFFF0000)).reshape(groups, m, lanes)
+        assert np.array_equal(out, _python(monkeypatch, fp32.dot_shared, shared, wide).reshape(groups, lanes)), \
+            (kind, trial)
+    # Subnormal activations are zeros however large the weights (denormals-are-zero before the product).
+    tiny, huge = np.full(16, 0x00400000, np.uint32), np.full(16 * 16 * 4, 0x7E00, np.uint16)
+    out = np.empty((16, 4), np.uint32)
+    kernels.gemv(tiny, huge, out, 16, 16, 1, 4, 0, 1, 1)
+    assert not out.any()
 
 
 def test_gemv_refuses_bad_halves(kernels):

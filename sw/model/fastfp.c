@@ -302,7 +302,7 @@ __attribute__((target("avx2"))) static inline v8u weights8(const void *b, Py_ssi
 
 __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2_k(
     const uint32_t *a, Py_ssize_t stride, Py_ssize_t step, const void *b, uint32_t *out, Py_ssize_t m,
-    Py_ssize_t rows, int lanes, int half)
+    Py_ssize_t rows, int lanes, int half, int shared)
 {
     /* Vector v: groups 2v and 2v + 1 (lanes 4) or group v (lanes 8); BLOCK8 groups in ``lanes`` vectors. */
     v8u acc[8];
@@ -312,10 +312,12 @@ __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2
         for (int v = 0; v < vectors; v++)
             acc[v] = (v8u){0, 0, 0, 0, 0, 0, 0, 0};
         for (Py_ssize_t j = 0; j < m; j++) {
+            /* ``shared`` (stride 0): every group's activation is the same word, taken once a step. */
+            float as = shared ? fl(daz(a[j * step + r])) : 0;
             for (int v = 0; v < vectors; v++) {
                 Py_ssize_t g = lanes == 4 ? 2 * v : v;
-                float a0 = fl(daz(a[g * stride + j * step + r]));
-                float a1 = lanes == 4 ? fl(daz(a[(g + 1) * stride + j * step + r])) : a0;
+                float a0 = shared ? as : fl(daz(a[g * stride + j * step + r]));
+                float a1 = shared ? as : lanes == 4 ? fl(daz(a[(g + 1) * stride + j * step + r])) : a0;
                 v8f av = {a0, a0, a0, a0, a1, a1, a1, a1};
                 v8u bv = weights8(b, (g * m + j) * lanes, ((g + 1) * m + j) * lanes, lanes, half);
                 v8u zero_exp = (v8u)((bv & EXP) == 0);
@@ -340,16 +342,21 @@ __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2
     return memcmp(&bad, &none, sizeof bad) != 0;
 }
 
-/* One block of eight groups, lanes 4 or 8: gemv_block_avx2_k inlined with constant lanes and weight size. */
+/* One block of eight groups, lanes 4 or 8: gemv_block_avx2_k inlined with constant lanes and weight size (and, for
+ * four lanes, whether the groups share their activations). */
 __attribute__((target("avx2"))) static int gemv_block_avx2(const uint32_t *a, Py_ssize_t stride, Py_ssize_t step,
                                                            const void *b, uint32_t *out, Py_ssize_t m,
                                                            Py_ssize_t rows, Py_ssize_t lanes, int half)
 {
+    if (stride == 0 && lanes == 4 && half)
+        return gemv_block_avx2_k(a, 0, step, b, out, m, rows, 4, 1, 1);
+    if (stride == 0 && lanes == 4)
+        return gemv_block_avx2_k(a, 0, step, b, out, m, rows, 4, 0, 1);
     if (lanes == 4)
-        return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 1)
-                    : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 0);
-    return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 1)
-                : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 0);
+        return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 1, 0)
+                    : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 0, 0);
+    return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 1, 0)
+                : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 0, 0);
 }
 #endif
 

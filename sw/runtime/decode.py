@@ -96,6 +96,8 @@ class Session:
         # Per launch (by id): the device's launcher of it (Device.launcher) with its bases at token 0 and
         # position 0 and their steps, or the tries left to make one (_launched).
         self._launchers = {}
+        # Program regions by name -> (tier, byte offset), from the memory map.
+        self._regions = {}
         self.load_report = {}
         # Program Load locations -> programs, for the sequencer (the fast model runs the Program objects).
         mm = compiled.memory_map
@@ -227,17 +229,20 @@ class Session:
         c, t = self.compiled, self.target
         if self.trace is None:
             # Without a trace nothing is recorded: the clock moves as _record moves it, in the same order.
-            device, host, memory_map = self.device, t.host_launch_cycles, c.memory_map
+            device, host, memory_map, regions = self.device, t.host_launch_cycles, c.memory_map, self._regions
             for launch in launches:
                 self.clock += host
                 if self.loaded_program != launch.program_region:
-                    r = memory_map[launch.program_region]
-                    loaded = await device.load_program(launch.program, r.tier, r.offset)
+                    at = regions.get(launch.program_region)
+                    if at is None:
+                        r = memory_map[launch.program_region]
+                        at = regions[launch.program_region] = r.tier, r.offset
+                    loaded = await device.load_program(launch.program, *at)
                     cost["program_load_cycles"] += loaded
                     self.loaded_program = launch.program_region
                     self.clock += loaded
                 go = self._launchers.get(id(launch))
-                if go is None or go[0] is not launch or go[1] is not _PATTERNS.get(id(launch)) or \
+                if go is None or go[0] is not launch or go[1][1] != tuple(launch.streams) or \
                         (go[2] is None and go[3]):
                     go = self._launched(launch, go)
                 cycles = None

@@ -184,7 +184,7 @@ class ModelDevice(Device):
         # Chip cycles of every command so far, and when the copy in flight (its cycles) ends on that clock.
         self.now, self.copy_end, self.copy_cycles = 0, None, 0
         self._activity, self._listing = None, False
-        self._programs, self._load_patterns = {}, {}
+        self._programs, self._load_patterns, self._loads = {}, {}, {}
 
     async def record(self, on=True):
         self.chip.activity = [] if on else None
@@ -259,17 +259,23 @@ class ModelDevice(Device):
         return known
 
     async def load_program(self, program, tier, offset):
+        # Per program and place: its bytes and its load pattern's words and fields, found once.
+        known = self._loads.get(id(program))
+        if known is None or known[0] is not program or known[1] != tier or known[2] != offset:
+            if len(self._loads) >= 4096:
+                self._loads.clear()
+            known = self._loads[id(program)] = (program, tier, offset, self._program_bytes(program),
+                                                *self._load_pattern(tier, offset, len(program.words)))
+        _, _, _, expected, words, fields = known
         # Every load compares the memory's words with the program's, as the loader checks the bitstream.
-        expected = self._program_bytes(program)
         if self.chip.memory[tier].read(offset, len(expected)).tobytes() != expected:
             raise ChipError(f"program load: the bitstream at {tier}:{offset:#x} is not the program's")
-        self.loaded = program
-        words, self.resident = self._load_pattern(tier, offset, len(program.words))
+        self.loaded, self.resident = program, fields
         # The loader reads the bitstream's memory words through the tier's controller, as on the RTL.
         self.chip.count(tier, "reads", words)
         cycles = self.chip.load_program(program)
         self.now += cycles
-        if not self._listing:
+        if not self._listing and self.chip.activity is not None:
             self._recorded([], [(0, cycles, tier, words)])
         return cycles
 

@@ -68,6 +68,9 @@ _ARRIVALS = {}
 # (ChipModel._plan): neither depends on a chip's memory contents, so every model in the process shares them.
 _ARRAYS = {}
 _PLANS = {}
+# (plan, kernels, bf16 halves, tiers' shapes) -> the plan's compiled sequence without its buffers
+# (ChipModel._sequence_ops): the same for every chip of the process.
+_SEQUENCES = {}
 # Program -> (program, its fingerprint): see _fingerprint.
 _FINGERPRINTS = {}
 _QUOTED = re.compile(r"'([^'\\]*)'")
@@ -1106,13 +1109,37 @@ class ChipModel:
         map of words that is not a slice or a ``take``), a read or write is not of whole vectors of a tier seen as
         32-bit words, a write's rows repeat, or the kernels have no ``seq_build``.
 
-        The same reads, steps and writes in the same order as :meth:`_flat`'s run, on buffers made once: each
-        stream's values get a buffer of their size (known from the plan), a GEMV's bf16 weights
-        (``halves``) are read where they lie in the tier. ``order``: with gated reads, ``(steps first, gating
-        writes, gated reads, steps again)`` as :meth:`_flat` runs them."""
+        The same reads, steps and writes in the same order as :meth:`_flat`'s run, on buffers made once per chip:
+        each stream's values get a buffer of their size (known from the plan), a GEMV's bf16 weights (``halves``)
+        are read where they lie in the tier. ``order``: with gated reads, ``(steps first, gating writes, gated
+        reads, steps again)`` as :meth:`_flat` runs them. What follows from the plan alone (the ops, the buffers'
+        sizes) is kept per plan for every chip of the process (:meth:`_sequence_ops`)."""
         build = getattr(c, "seq_build", None)
         if build is None:
             return None
+        views = {tier: self._tier_views(tier) for _, tier, *_ in plan[1] + plan[2]}
+        shape = tuple((tier, v[1] is not None, len(v[0]) if v[0] is not None else None) for tier, v in views.items())
+        key = (id(plan), c, halves, shape)
+        known = _SEQUENCES.get(key)
+        if known is None or known[0] is not plan:
+            if len(_SEQUENCES) >= 4096:
+                _SEQUENCES.clear()
+            known = _SEQUENCES[key] = (plan, self._sequence_ops(plan, steps, halves, order, views))
+        if known[1] is None:
+            return None
+        slots, words, checks, outputs = known[1]
+        slots = tuple(views[x][0] if kind == "tier" else np.empty(x, np.uint32) if kind == "buffer" else x
+                      for kind, x in slots)
+        try:
+            sequence = build(slots, words, checks, self.mem_params.word_bytes, len(plan[1]), len(plan[2]))
+        except (ValueError, BufferError):
+            return None
+        return c.seq_run, sequence, tuple((name, slots[k], shape, last) for name, k, shape, last in outputs)
+
+    def _sequence_ops(self, plan, steps, halves, order, views):
+        """:meth:`_sequence`'s ``(slots, ops, checks, outputs)`` for ``fastfp.seq_build``, the slots as ``(kind,
+        what)``: ``("tier", tier)``, ``("buffer", 32-bit words)``, ``("half", bytes)`` or ``("array", an int64
+        array)``, the outputs with their slots' indices; None where the call does not take the sequence."""
         _, reads, writes, array, array_plan, _, _, _ = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
         quarter = wb // 4
@@ -1120,21 +1147,23 @@ class ChipModel:
         half_slots = set()
         ports = dict(array_plan[0])
 
-        def slot(obj, shape=None):
-            slots.append(obj)
+        def slot(kind, what, shape=None):
+            slots.append((kind, what))
             shapes[len(slots) - 1] = shape
             return len(slots) - 1
 
         def buffer(items, shape):
-            return slot(np.empty(items, np.uint32), shape)
+            return slot("buffer", items, shape)
+
+        def words(k):
+            return slots[k][1]
 
         def tier_slot(tier):
-            views = self._tier_views(tier)
-            if views[1] is None:
+            if views[tier][1] is None:
                 return None
             if tier not in tier_slots:
-                tier_slots[tier] = slot(views[0])
-            return tier_slots[tier], len(views[0])
+                tier_slots[tier] = slot("tier", tier)
+            return tier_slots[tier]
 
         def rows_form(offsets, n, write):
             # (first, shape, strides, offsets slot) of the rows a read or write takes, or None.
@@ -1151,7 +1180,7 @@ class ChipModel:
             rows = np.ascontiguousarray(np.asarray(offsets).reshape(-1), np.int64)
             if len(rows) != n or (write and len(np.unique(rows)) != n):
                 return None
-            return 0, (1, 1, 1), (0, 0, 0), slot(rows)
+            return 0, (1, 1, 1), (0, 0, 0), slot("array", rows)
 
         def source(key, half=False):
             k = keys.get(key)
@@ -1166,26 +1195,26 @@ class ChipModel:
             if at is None:
                 raise LookupError(name)
             if key in halves:
-                keys[key] = k = slot(n * wb)
+                keys[key] = k = slot("half", n * wb)
                 half_slots.add(k)
-                ops.append((2, k, at[0], i, offsets))
+                ops.append((2, k, at, i, offsets))
                 return
             form = rows_form(offsets, n, False)
             if form is None or (n * quarter * (2 if bf16 else 1)) % lanes:
                 raise LookupError(name)
             first, shape, strides, offset_slot = form
             keys[key] = k = buffer(n * quarter * (2 if bf16 else 1), (-1, lanes))
-            ops.append((1, k, at[0], i, int(bf16), first) + shape + strides + (offset_slot, n))
+            ops.append((1, k, at, i, int(bf16), first) + shape + strides + (offset_slot, n))
 
         def write(i):
-            name, tier, offsets, n, least, greatest = writes[i][:6]
+            name, tier, offsets, n = writes[i][:4]
             at = tier_slot(tier)
             form = None if at is None else rows_form(offsets, n, True)
             k = source(array_plan[2][name][0])
-            if form is None or len(slots[k]) < n * quarter:
+            if form is None or words(k) < n * quarter:
                 raise LookupError(name)
             first, shape, strides, offset_slot = form
-            ops.append((3, k, at[0], len(reads) + i, 0, first) + shape + strides + (offset_slot, n))
+            ops.append((3, k, at, len(reads) + i, 0, first) + shape + strides + (offset_slot, n))
 
         def step(i):
             sequence, unit = getattr(steps[i], "sequence", None), getattr(array_plan[1][i], "unit", None)
@@ -1195,7 +1224,7 @@ class ChipModel:
                 _, key, data, form = unit
                 k = source(data)
                 if isinstance(form, slice):
-                    start, stop, stride = form.indices(len(slots[k]))
+                    start, stop, stride = form.indices(words(k))
                     count = len(range(start, stop, stride))
                     if stride < 1 or count % lanes:
                         raise LookupError(i)
@@ -1204,7 +1233,8 @@ class ChipModel:
                 elif isinstance(form, tuple) and form[0] == "take":
                     index = np.asarray(form[1])
                     keys[key] = out = buffer(index.size, index.shape)
-                    ops.append((5, out, k, slot(np.ascontiguousarray(index.reshape(-1), np.int64)), index.size))
+                    ops.append((5, out, k, slot("array", np.ascontiguousarray(index.reshape(-1), np.int64)),
+                                index.size))
                 else:
                     raise LookupError(i)
                 return
@@ -1228,12 +1258,12 @@ class ChipModel:
                         raise LookupError(i)
                     group = np.ascontiguousarray(scalar[1], np.int64)
                     ins.append(buffer(len(group), None))
-                    ops.append((5, ins[-1], k, slot(group), len(group)))
+                    ops.append((5, ins[-1], k, slot("array", group), len(group)))
             so_n = 0 if so_mode == 0 else rows_n if so_mode == 1 else groups_out
             vo, so = buffer(rows_n * lanes, (rows_n, lanes)), buffer(so_n, (so_n,))
-            grouped = (slot(np.ascontiguousarray(starts, np.int64)), slot(np.ascontiguousarray(sizes, np.int64))) \
-                if so_mode == 2 else (-1, -1)
-            ops.append((7, slot(np.ascontiguousarray(code, np.int64)), stages, rows_n, lanes, *ins, out_reg,
+            grouped = (slot("array", np.ascontiguousarray(starts, np.int64)),
+                       slot("array", np.ascontiguousarray(sizes, np.int64))) if so_mode == 2 else (-1, -1)
+            ops.append((7, slot("array", np.ascontiguousarray(code, np.int64)), stages, rows_n, lanes, *ins, out_reg,
                         tail_code, vo, so_mode, reduce, *grouped, groups_out, scale, bias, post, so))
             if vo_key:
                 keys[vo_key] = vo
@@ -1258,18 +1288,13 @@ class ChipModel:
                     step(i)
             for i in range(len(writes)):
                 write(i)
-            outputs = tuple((name, slots[source(key)], shapes[source(key)], last)
+            outputs = tuple((name, source(key), shapes[source(key)], last)
                             for name, (key, last) in array_plan[2].items())
         except LookupError:
             return None
-        checks = np.array([(-least, len(self._tier_views(tier)[0]) - greatest)
+        checks = np.array([(-least, len(views[tier][0]) - greatest)
                            for _, tier, _, _, least, greatest, *_ in reads + writes], np.int64).reshape(-1, 2)
-        words = np.array([w for op in ops for w in op], np.int64)
-        try:
-            sequence = build(tuple(slots), words, checks, wb, len(reads), len(writes))
-        except (ValueError, BufferError):
-            return None
-        return c.seq_run, sequence, outputs
+        return tuple(slots), np.array([w for op in ops for w in op], np.int64), checks, outputs
 
     def _pattern(self, patterns, what, name, port):
         """(AGCU index, its pattern) of host port ``name``; LaunchError when the launch gave it none."""

@@ -37,6 +37,21 @@ from sw.runtime.trace import activity_events, event as trace_event
 # Shared by every session of the process (a bench's decodes of one compiled model).
 _PATTERNS = {}
 
+# Streams -> their pattern at token 0 and position 0 (Stream.pattern), built and checked once: the launches of
+# a model's context buckets share most of their streams (weights, tables), and patterns are not modified.
+_STREAM_PATTERNS = {}
+
+
+def _pattern_at_start(stream):
+    """``stream.pattern(0, 0)``, kept in :data:`_STREAM_PATTERNS`."""
+    pattern = _STREAM_PATTERNS.get(stream)
+    if pattern is None:
+        if len(_STREAM_PATTERNS) >= 4096:
+            _STREAM_PATTERNS.clear()
+        pattern = _STREAM_PATTERNS[stream] = stream.pattern(0, 0)
+    return pattern
+
+
 # Prompts with fewer positions before their last token run token by token even with prefill: a chunk's
 # launches (about 90 host round trips) cost about as much as three decode steps (bench prefill: on 4x8 an
 # 8-position chunk costs 347,147 cycles, a step 114,281; on chip 378,320 and 188,436).
@@ -321,7 +336,7 @@ class Session:
             # As launch.patterns: a later stream on an AGCU replaces an earlier one, in the first one's place.
             reads = {s.agcu: s for s in launch.streams if s.direction == "read"}
             writes = {s.agcu: s for s in launch.streams if s.direction == "write"}
-            fixed = [{agcu: s.pattern(0, 0) for agcu, s in chosen.items()} for chosen in (reads, writes)]
+            fixed = [{agcu: _pattern_at_start(s) for agcu, s in chosen.items()} for chosen in (reads, writes)]
             moving = [(is_read, agcu, patterns[agcu], s.token_stride, s.pos_stride)
                       for is_read, chosen, patterns in ((True, reads, fixed[0]), (False, writes, fixed[1]))
                       for agcu, s in chosen.items() if s.token_stride or s.pos_stride]

@@ -306,7 +306,9 @@ __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2
 {
     /* Vector v: groups 2v and 2v + 1 (lanes 4) or group v (lanes 8); BLOCK8 groups in ``lanes`` vectors. */
     v8u acc[8];
-    v8u bad = {0, 0, 0, 0, 0, 0, 0, 0};
+    /* The least |p| - 1 (unsigned: a zero product wraps to the top) of every product: one under MIN_NORMAL is a
+     * product at or under 2**-126 in magnitude and not zero. */
+    __m256i least = _mm256_set1_epi32(-1);
     const int vectors = lanes;
     for (Py_ssize_t r = 0; r < rows; r++) {
         for (int v = 0; v < vectors; v++)
@@ -322,7 +324,7 @@ __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2
                 v8u bv = weights8(b, (g * m + j) * lanes, ((g + 1) * m + j) * lanes, lanes, half);
                 v8u zero_exp = (v8u)((bv & EXP) == 0);
                 v8u p = (v8u)(av * (v8f)(bv & ~(zero_exp & ABS)));
-                bad |= (v8u)(((p & ABS) - 1u) < MIN_NORMAL);
+                least = _mm256_min_epu32(least, (__m256i)((p & ABS) - 1u));
                 v8u sum = (v8u)((v8f)p + (v8f)acc[v]);
                 acc[v] = sum & ~((v8u)((sum & EXP) == 0) & ABS);
             }
@@ -338,6 +340,7 @@ __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2
             }
         }
     }
+    v8u bad = (v8u)least < MIN_NORMAL;
     v8u none = {0, 0, 0, 0, 0, 0, 0, 0};
     return memcmp(&bad, &none, sizeof bad) != 0;
 }
@@ -897,7 +900,8 @@ static inline uint32_t stage_op(int64_t op, uint32_t a, uint32_t b, uint32_t c)
  * sum tree; 1: the largest), for group folded over each group (starts, sizes: int64; a sum from -0 in order, or the
  * largest; a group of one untouched), then post(x * scale + bias) (post as tail) into so (n or groups values). A
  * single lane is taken as it is, as the PCU's reduction does. */
-/* A PCU run of pcu() on checked operands; ``regs``: zeroed scratch of 4 x max(cells, 1) + max(n, 1) words. No
+/* A PCU run of pcu() on checked operands; ``regs``: scratch of 4 x max(cells, 1) + max(n, 1) words whose registers
+ * (cells words each) that no input fills are zero; the n words after them are written before they are read. No
  * Python calls (the GIL may be released). */
 static void pcu_run(const int64_t *code, Py_ssize_t k_stages, Py_ssize_t n, Py_ssize_t lanes,
                     const uint32_t *const in[3], const uint32_t *const scal[2], Py_ssize_t out_reg, long tail_op,
@@ -1425,6 +1429,20 @@ fail:
     return NULL;
 }
 
+/* ``count`` bf16 values widened as an AGCU's bf16 read widens them: each the top half of a 32-bit word. */
+static inline void seq_widen(char *restrict dst, const char *restrict src, Py_ssize_t count)
+{
+    uint32_t *d = (uint32_t *)dst;
+    const uint16_t *t = (const uint16_t *)src;
+    Py_ssize_t i = 0;
+    for (; i + 4 <= count; i += 4) {
+        v4u w = widen4(t + i);
+        memcpy(d + i, &w, 16);
+    }
+    for (; i < count; i++)
+        d[i] = (uint32_t)t[i] << 16;
+}
+
 /* Row k of a READ / WRITE op's grid or offsets, from the base's row. */
 static inline void seq_copy_rows(const struct seq *q, const int64_t *o, int64_t row)
 {
@@ -1441,12 +1459,7 @@ static inline void seq_copy_rows(const struct seq *q, const int64_t *o, int64_t 
             else if (!widen)
                 memcpy(d, t, (size_t)wb);
             else
-                for (Py_ssize_t i = 0; i < wb / 2; i++) {
-                    uint16_t h;
-                    memcpy(&h, t + 2 * i, 2);
-                    uint32_t w = (uint32_t)h << 16;
-                    memcpy(d + 4 * i, &w, 4);
-                }
+                seq_widen(d, t, wb / 2);
         }
         return;
     }
@@ -1462,12 +1475,7 @@ static inline void seq_copy_rows(const struct seq *q, const int64_t *o, int64_t 
                 else if (!widen)
                     memcpy(d, t, (size_t)bytes);
                 else
-                    for (Py_ssize_t i = 0; i < bytes / 2; i++) {
-                        uint16_t h;
-                        memcpy(&h, t + 2 * i, 2);
-                        uint32_t w = (uint32_t)h << 16;
-                        memcpy(d + 4 * i, &w, 4);
-                    }
+                    seq_widen(d, t, bytes / 2);
             }
 }
 
@@ -1542,8 +1550,11 @@ static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs
                 in[k] = o[5 + k] < 0 ? NULL : (const uint32_t *)a[o[5 + k]];
             for (int k = 0; k < 2; k++)
                 scal[k] = o[8 + k] < 0 ? NULL : (const uint32_t *)a[o[8 + k]];
+            /* The registers no input fills start at zero (pcu_run writes the reductions before reading them). */
             int64_t n = o[3], cells = n * o[4];
-            memset(q->scratch, 0, (size_t)(4 * (cells ? cells : 1) + (n ? n : 1)) * 4);
+            for (int k = 0; k < 4; k++)
+                if (k == 3 || !in[k])
+                    memset(q->scratch + k * cells, 0, (size_t)cells * 4);
             pcu_run((const int64_t *)a[o[1]], o[2], n, o[4], in, scal, o[10], (long)o[11], (uint32_t *)a[o[12]],
                     (long)o[13], (long)o[14], o[13] == 2 ? (const int64_t *)a[o[15]] : NULL,
                     o[13] == 2 ? (const int64_t *)a[o[16]] : NULL, o[17], (unsigned long)o[18], (unsigned long)o[19],

@@ -316,6 +316,8 @@ __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2
         for (Py_ssize_t j = 0; j < m; j++) {
             /* ``shared`` (stride 0): every group's activation is the same word, taken once a step. */
             float as = shared ? fl(daz(a[j * step + r])) : 0;
+            /* Unrolled, so that the accumulators stay in registers. */
+#pragma GCC unroll 8
             for (int v = 0; v < vectors; v++) {
                 Py_ssize_t g = lanes == 4 ? 2 * v : v;
                 float a0 = shared ? as : fl(daz(a[g * stride + j * step + r]));

@@ -1219,7 +1219,7 @@ class ChipModel:
         def step(i):
             sequence, unit = getattr(steps[i], "sequence", None), getattr(array_plan[1][i], "unit", None)
             if sequence is None:
-                if unit is None or unit[0] != "gather":
+                if unit is None or len(unit) != 4 or unit[0] != "gather":
                     raise LookupError(i)
                 _, key, data, form = unit
                 k = source(data)

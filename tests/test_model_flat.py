@@ -122,6 +122,18 @@ def test_gemv_in_blocks_of_eight_groups_is_the_golden_sum(kind, kernels, monkeyp
         shared = a[0, :, 0, 0]
         want = _python(monkeypatch, fp32.dot_shared, shared, b.reshape(groups, m, lanes))
         assert np.array_equal(fp32.dot_shared(shared, b.reshape(groups, m, lanes)), want), (kind, trial)
+        # One activation for every group (stride 0) with bf16 weights: the 4-lane blocks take it once a step.
+        halves = (b >> np.uint32(16)).astype(np.uint16).reshape(-1)
+        out = np.empty((groups, lanes), np.uint32)
+        kernels.gemv(np.ascontiguousarray(shared), halves, out, groups, m, 1, lanes, 0, 1, 1)
+        wide = (b & np.uint32(0xFFFF0000)).reshape(groups, m, lanes)
+        assert np.array_equal(out, _python(monkeypatch, fp32.dot_shared, shared, wide).reshape(groups, lanes)), \
+            (kind, trial)
+    # Subnormal activations are zeros however large the weights (denormals-are-zero before the product).
+    tiny, huge = np.full(16, 0x00400000, np.uint32), np.full(16 * 16 * 4, 0x7E00, np.uint16)
+    out = np.empty((16, 4), np.uint32)
+    kernels.gemv(tiny, huge, out, 16, 16, 1, 4, 0, 1, 1)
+    assert not out.any()
 
 
 def test_gemv_refuses_bad_halves(kernels):
@@ -177,19 +189,30 @@ def test_flat_replays_are_the_plans_steps_and_the_launches_run_step_by_step(tmp_
     def counted_steps(self, plan, c, found=frozenset()):
         halves.append(len(found))
         return compiled_steps(self, plan, c, found)
+    sequence, sequences = ChipModel._sequence, []
+
+    def counted_sequence(self, plan, *a):
+        made = sequence(self, plan, *a)
+        sequences.append((made is not None, plan[7]))
+        return made
     monkeypatch.setattr(ChipModel, "_flat", counted_flat)
     monkeypatch.setattr(array_model.ArrayModel, "compiled_steps", counted_steps)
+    monkeypatch.setattr(ChipModel, "_sequence", counted_sequence)
     fast = _decode(compiled, target)
     assert runs, "launches were replayed as flat sequences"
+    assert sequences and all(made for made, _ in sequences), "every flat sequence ran as one compiled call"
     if target_name == "chip":
         assert any(halves), "some GEMV took its bf16 weights as they lie in memory"
     else:
         assert any(runs), "gated launches were replayed as flat sequences"
+        assert any(gates for _, gates in sequences), "gated launches ran as compiled sequences"
+    monkeypatch.setattr(ChipModel, "_sequence", lambda self, *a: None)
+    flat_steps = _decode(compiled, target)
     monkeypatch.setattr(ChipModel, "_flat", lambda self, plan: None)
     stepped_plans = _decode(compiled, target)
     monkeypatch.setattr(ChipModel, "_replay", lambda self, *a: None)
     step_by_step = _decode(compiled, target)
-    for other in (stepped_plans, step_by_step):
+    for other in (flat_steps, stepped_plans, step_by_step):
         assert np.array_equal(fast["logits"], other["logits"]) and fast["tokens"] == other["tokens"]
         assert fast["step_cycles"] == other["step_cycles"] and fast["report"]["total_cycles"] == \
             other["report"]["total_cycles"]
@@ -197,9 +220,12 @@ def test_flat_replays_are_the_plans_steps_and_the_launches_run_step_by_step(tmp_
         assert all(np.array_equal(fast["memory"][t], other["memory"][t]) for t in fast["memory"])
 
 
-def test_a_flat_replay_stores_what_a_step_by_step_run_stores(kernels):
+@pytest.mark.parametrize("compiled_sequence", [True, False])
+def test_a_flat_replay_stores_what_a_step_by_step_run_stores(kernels, monkeypatch, compiled_sequence):
     from sw.tile.kernels import TEST_POST, TEST_TAIL, gemv_bias_act
 
+    if not compiled_sequence:
+        monkeypatch.setattr(ChipModel, "_sequence", lambda self, *a: None)
     case = gemv_bias_act(SMALL, TEST_TAIL, TEST_POST, np.random.default_rng(0))
     replayed, stepped = (ChipModel(SMALL, params.SMALL, all_io_positions(SMALL)) for _ in range(2))
     for chip in (replayed, stepped):
@@ -214,6 +240,12 @@ def test_a_flat_replay_stores_what_a_step_by_step_run_stores(kernels):
         assert_replay_is_step_by_step(replayed, stepped, launches)
     flats = [run for plan, run in replayed._flats.values()]
     assert flats and all(run is not None for run in flats)
+    # The outputs a replay gives are its own: a later replay does not change them.
+    reads, writes = _launch(replayed, case, 0, 0x8000, np.random.default_rng(9))
+    kept = replayed.execute(reads, writes)[1]
+    copies = {name: (data.copy(), last.copy()) for name, (data, last) in kept.items()}
+    replayed.execute(*_launch(replayed, case, 0, 0x8000, np.random.default_rng(10)))
+    assert all(np.array_equal(kept[n][i], copies[n][i]) for n in kept for i in (0, 1))
 
 
 def test_a_flat_replay_steps_aside_for_the_numpy_forms_and_for_words_outside_a_tier(kernels, monkeypatch):
@@ -230,17 +262,52 @@ def test_a_flat_replay_steps_aside_for_the_numpy_forms_and_for_words_outside_a_t
     read_pats = [reads[k] for k in agcus]
     write_pats = [writes[chip.agcu_at(p.side, p.col)] for p in case.program.host_outputs.values()]
     run = chip._flat(plan)
+    read_bases, write_bases = [p.base for p in read_pats], [p.base for p in write_pats]
     with monkeypatch.context() as m:
         m.setattr(fp32, "_C", False)
-        assert run(read_pats, write_pats) is None
+        assert run(read_bases, write_bases) is None
     with monkeypatch.context() as m:
         m.setattr(chip_model.pcu_model, "reduce_lanes", lambda op, x: x[:, 0])
-        assert run(read_pats, write_pats) is None
+        assert run(read_bases, write_bases) is None
     far = read_pats[0].moved(params.SMALL.tiers[params.HBM].capacity)
-    assert run([far] + read_pats[1:], write_pats) is None
+    assert run([far.base] + read_bases[1:], write_bases) is None
     before = chip.memory[params.HBM].bytes.copy()
-    assert run(read_pats, write_pats) is not None
+    assert run(read_bases, write_bases) is not None
     assert not np.array_equal(before, chip.memory[params.HBM].bytes)
     # A word outside its tier: the launch runs step by step and says so, as without the flat sequence.
     with pytest.raises(MemoryRangeError):
         chip.execute({**reads, agcus[0]: far}, writes)
+
+
+def test_a_compiled_sequence_refuses_what_leaves_its_buffers(kernels):
+    # seq_build checks every op against its buffers and the rows its bases may take; seq_run runs nothing for a
+    # base that is not a whole word inside its rows.
+    tier, data = np.zeros((64, 8), np.uint8), np.zeros(16, np.uint32)
+    checks = np.array([[0, 57]], np.int64)                     # rows 0 to 56: 8 rows from each fit
+    read = (1, 1, 0, 0, 0, 0, 1, 1, 8, 0, 0, 1, -1, 8)        # 8 rows from the base's row into slot 1
+
+    def build(ops, slots=(tier, data), checks=checks, reads=1):
+        return kernels.seq_build(slots, np.array(ops, np.int64), checks, 8, reads, 0)
+
+    sequence = build(read)
+    tier[3:11] = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    assert kernels.seq_run(sequence, [24], []) is True
+    assert np.array_equal(data.view(np.uint8), np.arange(64, dtype=np.uint8))
+    for base in (25, -8, 57 * 8, 1 << 80):
+        assert kernels.seq_run(sequence, [base], []) is False
+    with pytest.raises(ValueError):
+        kernels.seq_run(sequence, [0, 8], [])
+    for ops, slots, bounds in (
+            (read[:4] + (1,) + read[5:], (tier, data), checks),              # a widened read: 128 bytes
+            (read, (tier, data), np.array([[0, 58]], np.int64)),              # row 57 + 8 leaves the tier
+            (read, (tier, data), np.array([[-1, 60]], np.int64)),
+            (read[:1] + (2,) + read[2:], (tier, data), checks),               # no slot 2
+            (read[:3] + (1,) + read[4:], (tier, data), checks),               # a write's base for a read
+            ((5, 1, 0, 2, 16), (tier, data, np.full(16, 512, np.int64)), checks),  # a take past its source
+            ((4, 1, 0, 500, 1, 16), (tier, data), checks),                    # a slice past its source
+            ((6, 1, 1, 1, 1, 3, 1, 4, 0, 4, 0), (tier, data), checks),        # a GEMV's weights of the wrong size
+            ((2, 1, 0, 0, 0), (tier, data), checks),                          # a half slot that is a buffer
+            ((2, 2, 0, 0, 0), (tier, data, 9 * 8), checks),                   # a half slot leaving the tier
+            (read + (9,), (tier, data), checks)):                             # a truncated op
+        with pytest.raises(ValueError):
+            build(ops, slots, bounds)

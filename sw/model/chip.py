@@ -68,6 +68,9 @@ _ARRIVALS = {}
 # (ChipModel._plan): neither depends on a chip's memory contents, so every model in the process shares them.
 _ARRAYS = {}
 _PLANS = {}
+# (plan, kernels, bf16 halves, tiers' shapes) -> the plan's compiled sequence without its buffers
+# (ChipModel._sequence_ops): the same for every chip of the process.
+_SEQUENCES = {}
 # Program -> (program, its fingerprint): see _fingerprint.
 _FINGERPRINTS = {}
 _QUOTED = re.compile(r"'([^'\\]*)'")
@@ -580,25 +583,76 @@ class ChipModel:
         self.activity.append(record)
         return cycles, outputs
 
-    def _execute_one(self, prog, reads, writes, held):
+    def launcher(self, reads, writes):
+        """The loaded program's launch with patterns of the shapes of ``reads`` / ``writes`` (AGCU -> Pattern) as a
+        function of their bases alone, for a caller that runs it again with only the bases moved (the runtime's
+        steps): ``(ins, outs, go)``, or None where the launch has no plan yet (it is made by the launch's first
+        :meth:`execute`), the program is looped or a pattern is missing.
+
+        ``ins`` / ``outs`` are the AGCUs of the program's host inputs and outputs in order; ``go(read_bases,
+        write_bases)`` (byte offsets in that order) replays the plan as :meth:`execute` would with the patterns
+        moved there and returns its cycles (the outputs are in memory), or None with nothing done where
+        :meth:`execute` must run it: another program is loaded, recording is on, a base takes a word out of its
+        tier, a tier was replaced, or a unit's error in another program's plan (see :meth:`_execute_one`).
+        """
+        prog = self.program
+        if prog is None or prog.iterations > 1:
+            return None
+        _, ins, outs, plans = self._ports(prog)
+        if not (all(k in reads for k in ins) and all(k in writes for k in outs)):
+            return None
+        read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
+        found = self._found_plan(prog, plans, self._key(read_pats, write_pats, None))
+        if found is None:
+            return None
+        plan, names = found
+
+        def go(read_bases, write_bases):
+            if self.program is not prog or self.activity is not None:
+                return None
+            try:
+                done = self._replay(plan, read_bases, write_bases, False)
+            except ValueError:
+                if names is None:
+                    raise
+                return None
+            return None if done is None else done[0]
+        return ins, outs, go
+
+    def _ports(self, prog):
+        """``(prog, AGCUs of its host inputs, of its host outputs, its plans by launch shapes)``, kept per program."""
         known = self._launches.get(id(prog))
         if known is None or known[0] is not prog:
             known = self._launches[id(prog)] = (prog, [self.agcu_at(p.side, p.col) for p in prog.host_inputs.values()],
                                                 [self.agcu_at(p.side, p.col) for p in prog.host_outputs.values()], {})
-        _, ins, outs, plans = known
+        return known
+
+    @staticmethod
+    def _key(read_pats, write_pats, held):
+        """A launch's shapes: what its plan depends on (the patterns less their bases, and ``held``)."""
+        return (tuple((p.tier, p.nest, p.bf16, p.after) for p in read_pats),
+                tuple((p.tier, p.nest) for p in write_pats), tuple(sorted((held or {}).items())))
+
+    def _found_plan(self, prog, plans, key):
+        """``(plan, names)`` of a launch of ``prog`` with shapes ``key`` from its plans, or one made before
+        (:meth:`_known_plan`, then kept in ``plans``); None where there is none."""
+        found = plans.get(key)
+        if found is None:
+            found = self._known_plan(prog, key)
+            if found is not None:
+                plans[key] = found
+        return found
+
+    def _execute_one(self, prog, reads, writes, held):
+        _, ins, outs, plans = self._ports(prog)
         if all(k in reads for k in ins) and all(k in writes for k in outs):
             read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
-            key = (tuple((p.tier, p.nest, p.bf16, p.after) for p in read_pats),
-                   tuple((p.tier, p.nest) for p in write_pats), tuple(sorted((held or {}).items())))
-            found = plans.get(key)
-            if found is None:
-                found = self._known_plan(prog, key)
-                if found is not None:
-                    plans[key] = found
+            key = self._key(read_pats, write_pats, held)
+            found = self._found_plan(prog, plans, key)
             if found is not None:
                 plan, names = found
                 try:
-                    done = self._replay(plan, read_pats, write_pats)
+                    done = self._replay(plan, [p.base for p in read_pats], [p.base for p in write_pats])
                 except ValueError:
                     if names is None:
                         raise
@@ -946,27 +1000,29 @@ class ChipModel:
                                                  rows.view("<u2") if fits else None))
         return known[1]
 
-    def _replay(self, plan, read_pats, write_pats):
-        """``(cycles, outputs)`` of :meth:`execute` by ``plan``; None (nothing done) where a base takes a word out
-        of its tier or a tier was replaced, for :meth:`_execute` to run and report.
+    def _replay(self, plan, read_bases, write_bases, outputs=True):
+        """``(cycles, outputs)`` of :meth:`execute` by ``plan`` with the patterns at ``read_bases`` /
+        ``write_bases`` (bytes, in the plan's order); None (nothing done) where a base takes a word out of its tier
+        or a tier was replaced, for :meth:`_execute` to run and report. Without ``outputs`` the outputs are only
+        stored (``(cycles, None)``).
 
         Runs the plan's flat sequence (:meth:`_flat`, made once per plan on this chip) where it has one and it
         takes the launch, else the plan's steps."""
         flat = _kept(self._flats, plan, self._flat)
         if flat is not None:
-            done = flat(read_pats, write_pats)
+            done = flat(read_bases, write_bases, outputs)
             if done is not None:
                 return done
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
         starts, tiers = [], {}
-        for side, patterns in ((reads, read_pats), (writes, write_pats)):
-            for (name, tier, offsets, n, least, greatest, bf16), pat in zip(side, patterns):
+        for side, bases in ((reads, read_bases), (writes, write_bases)):
+            for (name, tier, offsets, n, least, greatest, bf16), base in zip(side, bases):
                 views = tiers.get(tier)
                 if views is None:
                     views = tiers[tier] = self._tier_views(tier)
                 rows = views[0]
-                row, rest = divmod(pat.base, wb)
+                row, rest = divmod(base, wb)
                 if rows is None or rest or row + least < 0 or row + greatest >= len(rows):
                     return None
                 starts.append((views, row))
@@ -1030,7 +1086,7 @@ class ChipModel:
             write(i, run.outputs[writes[i][0]][0])
         for (tier, what), words in counts:
             self.stats[tier][what] += words
-        return cycles, run.outputs
+        return cycles, run.outputs if outputs else None
 
     def _flat(self, plan):
         """:meth:`_replay` of ``plan`` on this chip's memory as one flat sequence, or None where a tier it uses is not
@@ -1040,10 +1096,10 @@ class ChipModel:
         (a slice, a strided view or a gather of rows, a bf16 widening; for weights that a GEMV widens itself, the
         bf16 words as they lie in the tier), the array's steps with the compiled kernels' arguments
         (:meth:`ArrayModel.compiled_steps`), with gated reads the steps each phase runs (as :meth:`_replay`), the
-        outputs' sources and the counters. The
-        function returned takes the read and write patterns and returns ``(cycles, outputs)``, or None (nothing
-        done) where a base takes a word out of its tier, a tier was replaced or the compiled kernels do not run
-        every unit (:func:`sw.model.pcu.compiled_kernels`): :meth:`_replay` then runs the launch and says which.
+        outputs' sources and the counters. The function returned takes the read and write patterns' bases (and
+        whether to return the outputs, else None) and returns ``(cycles, outputs)``, or None (nothing done) where
+        a base takes a word out of its tier, a tier was replaced or the compiled kernels do not run every unit
+        (:func:`sw.model.pcu.compiled_kernels`): :meth:`_replay` then runs the launch and says which.
         """
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
@@ -1146,13 +1202,17 @@ class ChipModel:
             gating = sorted({w for _, w in gates})
             done, first = array.needed_order(array_plan, [writes[i][0] for i in gating])
             again = array.rerun_order(array_plan, done, {reads[i][0] for i, _ in gates})
+            order = first, gating, tuple(i for i, _ in gates), again
             gating = tuple(write_items[i][::3] + (i,) for i in gating)
             regated = tuple(read_items[i][:2] + (i,) for i, _ in gates)
+        else:
+            order = None
 
-        # The array's steps for the kernels last seen (they are the same object while the module is loaded).
-        cached = [None, None]
+        # The array's steps for the kernels last seen (they are the same object while the module is loaded), and
+        # the whole sequence in one call where the compiled kernels take it (_sequence).
+        cached = [None, None, None]
 
-        def run(read_pats, write_pats):
+        def run(read_bases, write_bases, want=True):
             c = kernels()
             if not c:
                 return None
@@ -1160,17 +1220,28 @@ class ChipModel:
                 if memory[tier] is not mem:
                     return None
             if cached[0] is not c:
-                cached[:] = c, array.compiled_steps(array_plan, c, halves)
-            steps = cached[1]
+                steps = array.compiled_steps(array_plan, c, halves)
+                cached[:] = c, steps, self._sequence(plan, c, steps, halves, order)
+            steps, sequence = cached[1], cached[2]
+            if sequence is not None:
+                if not sequence[0](sequence[1], read_bases, write_bases):
+                    return None
+                self._timed = timed
+                for counter, what, words in stats:
+                    counter[what] += words
+                if not want:
+                    return cycles, None
+                return cycles, {name: (data.reshape(shape).copy(), last.copy())
+                                for name, data, shape, last in sequence[2]}
             write_rows = []
-            for (_, least, bound, _), pat in zip(write_items, write_pats):
-                row, rest = divmod(pat.base, wb)
+            for (_, least, bound, _), base in zip(write_items, write_bases):
+                row, rest = divmod(base, wb)
                 if rest or row < least or row >= bound:
                     return None
                 write_rows.append(row)
             values, read_rows = {}, []
-            for (key, read, least, bound), pat in zip(read_items, read_pats):
-                row, rest = divmod(pat.base, wb)
+            for (key, read, least, bound), base in zip(read_items, read_bases):
+                row, rest = divmod(base, wb)
                 if rest or row < least or row >= bound:
                     return None
                 values[key] = read(row)
@@ -1192,8 +1263,204 @@ class ChipModel:
                 write(row, values[source])
             for counter, what, words in stats:
                 counter[what] += words
+            if not want:
+                return cycles, None
             return cycles, {name: (values[source], last.copy()) for name, source, last in outputs}
         return run
+
+    def _sequence(self, plan, c, steps, halves, order):
+        """The flat sequence of ``plan`` (:meth:`_flat`) as one call of the compiled kernels ``c``
+        (``fastfp.seq_run``): ``(seq_run, its sequence, outputs)``, ``outputs`` per host output ``(name, its
+        buffer, its shape, last)``; None where a step is not one the call takes (a unit on the numpy forms, a PMU
+        map of words that is not a slice or a ``take``), a read or write is not of whole vectors of a tier seen as
+        32-bit words, a write's rows repeat, or the kernels have no ``seq_build``.
+
+        The same reads, steps and writes in the same order as :meth:`_flat`'s run, on buffers made once per chip:
+        each stream's values get a buffer of their size (known from the plan), a GEMV's bf16 weights (``halves``)
+        are read where they lie in the tier. ``order``: with gated reads, ``(steps first, gating writes, gated
+        reads, steps again)`` as :meth:`_flat` runs them. What follows from the plan alone (the ops, the buffers'
+        sizes) is kept per plan for every chip of the process (:meth:`_sequence_ops`)."""
+        build = getattr(c, "seq_build", None)
+        if build is None:
+            return None
+        views = {tier: self._tier_views(tier) for _, tier, *_ in plan[1] + plan[2]}
+        shape = tuple((tier, v[1] is not None, len(v[0]) if v[0] is not None else None) for tier, v in views.items())
+        key = (id(plan), c, halves, shape)
+        known = _SEQUENCES.get(key)
+        if known is None or known[0] is not plan:
+            if len(_SEQUENCES) >= 4096:
+                _SEQUENCES.clear()
+            known = _SEQUENCES[key] = (plan, self._sequence_ops(plan, steps, halves, order, views))
+        if known[1] is None:
+            return None
+        slots, words, checks, outputs = known[1]
+        slots = tuple(views[x][0] if kind == "tier" else np.empty(x, np.uint32) if kind == "buffer" else x
+                      for kind, x in slots)
+        try:
+            sequence = build(slots, words, checks, self.mem_params.word_bytes, len(plan[1]), len(plan[2]))
+        except (ValueError, BufferError):
+            return None
+        return c.seq_run, sequence, tuple((name, slots[k], shape, last) for name, k, shape, last in outputs)
+
+    def _sequence_ops(self, plan, steps, halves, order, views):
+        """:meth:`_sequence`'s ``(slots, ops, checks, outputs)`` for ``fastfp.seq_build``, the slots as ``(kind,
+        what)``: ``("tier", tier)``, ``("buffer", 32-bit words)``, ``("half", bytes)`` or ``("array", an int64
+        array)``, the outputs with their slots' indices; None where the call does not take the sequence."""
+        _, reads, writes, array, array_plan, _, _, _ = plan
+        wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
+        quarter = wb // 4
+        slots, ops, keys, shapes, tier_slots = [], [], {}, {}, {}
+        half_slots = set()
+        ports = dict(array_plan[0])
+
+        def slot(kind, what, shape=None):
+            slots.append((kind, what))
+            shapes[len(slots) - 1] = shape
+            return len(slots) - 1
+
+        def buffer(items, shape):
+            return slot("buffer", items, shape)
+
+        def words(k):
+            return slots[k][1]
+
+        def tier_slot(tier):
+            if views[tier][1] is None:
+                return None
+            if tier not in tier_slots:
+                tier_slots[tier] = slot("tier", tier)
+            return tier_slots[tier]
+
+        def rows_form(offsets, n, write):
+            # (first, shape, strides, offsets slot) of the rows a read or write takes, or None.
+            if isinstance(offsets, int):
+                return offsets, (1, 1, n), (0, 0, 1), -1
+            grid = _grid(offsets)
+            if grid is not None:
+                first, shape, strides = grid
+                if int(np.prod(shape)) != n or len(shape) > 3 or \
+                        (write and any(k == 0 and b > 1 for b, k in zip(shape, strides))):
+                    return None
+                pad = 3 - len(shape)
+                return first, (1,) * pad + tuple(shape), (0,) * pad + tuple(strides), -1
+            rows = np.ascontiguousarray(np.asarray(offsets).reshape(-1), np.int64)
+            if len(rows) != n or (write and len(np.unique(rows)) != n):
+                return None
+            return 0, (1, 1, 1), (0, 0, 0), slot("array", rows)
+
+        def source(key, half=False):
+            k = keys.get(key)
+            if k is None or (k in half_slots) != half:
+                raise LookupError(key)
+            return k
+
+        def read(i):
+            name, tier, offsets, n, least, greatest, bf16 = reads[i]
+            key = (name, ports[name])
+            at = tier_slot(tier)
+            if at is None:
+                raise LookupError(name)
+            if key in halves:
+                keys[key] = k = slot("half", n * wb)
+                half_slots.add(k)
+                ops.append((2, k, at, i, offsets))
+                return
+            form = rows_form(offsets, n, False)
+            if form is None or (n * quarter * (2 if bf16 else 1)) % lanes:
+                raise LookupError(name)
+            first, shape, strides, offset_slot = form
+            keys[key] = k = buffer(n * quarter * (2 if bf16 else 1), (-1, lanes))
+            ops.append((1, k, at, i, int(bf16), first) + shape + strides + (offset_slot, n))
+
+        def write(i):
+            name, tier, offsets, n = writes[i][:4]
+            at = tier_slot(tier)
+            form = None if at is None else rows_form(offsets, n, True)
+            k = source(array_plan[2][name][0])
+            if form is None or words(k) < n * quarter:
+                raise LookupError(name)
+            first, shape, strides, offset_slot = form
+            ops.append((3, k, at, len(reads) + i, 0, first) + shape + strides + (offset_slot, n))
+
+        def step(i):
+            sequence, unit = getattr(steps[i], "sequence", None), getattr(array_plan[1][i], "unit", None)
+            if sequence is None:
+                if unit is None or len(unit) != 4 or unit[0] != "gather":
+                    raise LookupError(i)
+                _, key, data, form = unit
+                k = source(data)
+                if isinstance(form, slice):
+                    start, stop, stride = form.indices(words(k))
+                    count = len(range(start, stop, stride))
+                    if stride < 1 or count % lanes:
+                        raise LookupError(i)
+                    keys[key] = out = buffer(count, (-1, lanes))
+                    ops.append((4, out, k, start, stride, count))
+                elif isinstance(form, tuple) and form[0] == "take":
+                    index = np.asarray(form[1])
+                    keys[key] = out = buffer(index.size, index.shape)
+                    ops.append((5, out, k, slot("array", np.ascontiguousarray(index.reshape(-1), np.int64)),
+                                index.size))
+                else:
+                    raise LookupError(i)
+                return
+            gemv, (compiled, (starts, sizes, groups_out, rows_n), out_reg, inputs, scalars, vo_key, so_key) = sequence
+            code, stages, tail_code, so_mode, reduce, scale, bias, post = compiled
+            drained = None
+            if gemv is not None:
+                k0, k1, groups, m, rows, gemv_lanes, stride, half = gemv
+                drained = buffer(rows_n * lanes, None)
+                ops.append((6, source(k0), source(k1, bool(half)), drained, groups, m, rows, gemv_lanes, stride,
+                            gemv_lanes, int(half)))
+            ins = [-1 if k is None else drained if k == "drained" else source(k) for k in inputs]
+            for scalar in scalars:
+                if scalar is None:
+                    ins.append(-1)
+                elif scalar[1] is None:
+                    ins.append(source(scalar[0]))
+                else:
+                    k = source(scalar[0])
+                    if len(shapes[k] or ()) != 1:
+                        raise LookupError(i)
+                    group = np.ascontiguousarray(scalar[1], np.int64)
+                    ins.append(buffer(len(group), None))
+                    ops.append((5, ins[-1], k, slot("array", group), len(group)))
+            so_n = 0 if so_mode == 0 else rows_n if so_mode == 1 else groups_out
+            vo, so = buffer(rows_n * lanes, (rows_n, lanes)), buffer(so_n, (so_n,))
+            grouped = (slot("array", np.ascontiguousarray(starts, np.int64)),
+                       slot("array", np.ascontiguousarray(sizes, np.int64))) if so_mode == 2 else (-1, -1)
+            ops.append((7, slot("array", np.ascontiguousarray(code, np.int64)), stages, rows_n, lanes, *ins, out_reg,
+                        tail_code, vo, so_mode, reduce, *grouped, groups_out, scale, bias, post, so))
+            if vo_key:
+                keys[vo_key] = vo
+            if so_key:
+                keys[so_key] = so
+
+        try:
+            for i in range(len(reads)):
+                read(i)
+            if order is None:
+                for i in range(len(steps)):
+                    step(i)
+            else:
+                first, gating, regated, again = order
+                for i in first:
+                    step(i)
+                for i in gating:
+                    write(i)
+                for i in regated:
+                    read(i)
+                for i in again:
+                    step(i)
+            for i in range(len(writes)):
+                write(i)
+            outputs = tuple((name, source(key), shapes[source(key)], last)
+                            for name, (key, last) in array_plan[2].items())
+        except LookupError:
+            return None
+        checks = np.array([(-least, len(views[tier][0]) - greatest)
+                           for _, tier, _, _, least, greatest, *_ in reads + writes], np.int64).reshape(-1, 2)
+        return tuple(slots), np.array([w for op in ops for w in op], np.int64), checks, outputs
 
     def _pattern(self, patterns, what, name, port):
         """(AGCU index, its pattern) of host port ``name``; LaunchError when the launch gave it none."""

@@ -302,25 +302,31 @@ __attribute__((target("avx2"))) static inline v8u weights8(const void *b, Py_ssi
 
 __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2_k(
     const uint32_t *a, Py_ssize_t stride, Py_ssize_t step, const void *b, uint32_t *out, Py_ssize_t m,
-    Py_ssize_t rows, int lanes, int half)
+    Py_ssize_t rows, int lanes, int half, int shared)
 {
     /* Vector v: groups 2v and 2v + 1 (lanes 4) or group v (lanes 8); BLOCK8 groups in ``lanes`` vectors. */
     v8u acc[8];
-    v8u bad = {0, 0, 0, 0, 0, 0, 0, 0};
+    /* The least |p| - 1 (unsigned: a zero product wraps to the top) of every product: one under MIN_NORMAL is a
+     * product at or under 2**-126 in magnitude and not zero. */
+    __m256i least = _mm256_set1_epi32(-1);
     const int vectors = lanes;
     for (Py_ssize_t r = 0; r < rows; r++) {
         for (int v = 0; v < vectors; v++)
             acc[v] = (v8u){0, 0, 0, 0, 0, 0, 0, 0};
         for (Py_ssize_t j = 0; j < m; j++) {
+            /* ``shared`` (stride 0): every group's activation is the same word, taken once a step. */
+            float as = shared ? fl(daz(a[j * step + r])) : 0;
+            /* Unrolled, so that the accumulators stay in registers. */
+#pragma GCC unroll 8
             for (int v = 0; v < vectors; v++) {
                 Py_ssize_t g = lanes == 4 ? 2 * v : v;
-                float a0 = fl(daz(a[g * stride + j * step + r]));
-                float a1 = lanes == 4 ? fl(daz(a[(g + 1) * stride + j * step + r])) : a0;
+                float a0 = shared ? as : fl(daz(a[g * stride + j * step + r]));
+                float a1 = shared ? as : lanes == 4 ? fl(daz(a[(g + 1) * stride + j * step + r])) : a0;
                 v8f av = {a0, a0, a0, a0, a1, a1, a1, a1};
                 v8u bv = weights8(b, (g * m + j) * lanes, ((g + 1) * m + j) * lanes, lanes, half);
                 v8u zero_exp = (v8u)((bv & EXP) == 0);
                 v8u p = (v8u)(av * (v8f)(bv & ~(zero_exp & ABS)));
-                bad |= (v8u)(((p & ABS) - 1u) < MIN_NORMAL);
+                least = _mm256_min_epu32(least, (__m256i)((p & ABS) - 1u));
                 v8u sum = (v8u)((v8f)p + (v8f)acc[v]);
                 acc[v] = sum & ~((v8u)((sum & EXP) == 0) & ABS);
             }
@@ -336,26 +342,75 @@ __attribute__((target("avx2"), always_inline)) static inline int gemv_block_avx2
             }
         }
     }
+    v8u bad = (v8u)least < MIN_NORMAL;
     v8u none = {0, 0, 0, 0, 0, 0, 0, 0};
     return memcmp(&bad, &none, sizeof bad) != 0;
 }
 
-/* One block of eight groups, lanes 4 or 8: gemv_block_avx2_k inlined with constant lanes and weight size. */
+/* One block of eight groups, lanes 4 or 8: gemv_block_avx2_k inlined with constant lanes and weight size (and, for
+ * four lanes, whether the groups share their activations). */
 __attribute__((target("avx2"))) static int gemv_block_avx2(const uint32_t *a, Py_ssize_t stride, Py_ssize_t step,
                                                            const void *b, uint32_t *out, Py_ssize_t m,
                                                            Py_ssize_t rows, Py_ssize_t lanes, int half)
 {
+    if (stride == 0 && lanes == 4 && half)
+        return gemv_block_avx2_k(a, 0, step, b, out, m, rows, 4, 1, 1);
+    if (stride == 0 && lanes == 4)
+        return gemv_block_avx2_k(a, 0, step, b, out, m, rows, 4, 0, 1);
     if (lanes == 4)
-        return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 1)
-                    : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 0);
-    return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 1)
-                : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 0);
+        return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 1, 0)
+                    : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 4, 0, 0);
+    return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 1, 0)
+                : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 0, 0);
 }
 #endif
 
 /* gemv(a, b, out, groups, m, rows, lanes, a_group_stride, a_step_stride[, half]): out[g, r, l] = the ordered sum over j
  * of a[g * a_group_stride + j * a_step_stride + r] x b[g, j, l] (a_group_stride 0: one activation for every group);
  * with half 1, b holds 16-bit bf16 values, each the top half of its weight (an AGCU's bf16 widening, done here). */
+/* The GEMV of gemv() on checked operands: ``a`` (activations, group g's step j at g stride + j step), ``b`` (the
+ * weights, groups x m x lanes words or bf16 halves), ``out`` (groups x rows x lanes). No Python calls (the GIL may
+ * be released). */
+static void gemv_run(const uint32_t *pa, const char *pb, uint32_t *po, Py_ssize_t groups, Py_ssize_t m,
+                     Py_ssize_t rows, Py_ssize_t lanes, Py_ssize_t stride, Py_ssize_t step, int half)
+{
+    Py_ssize_t b_size = half ? 2 : 4;
+    Py_ssize_t g = 0;
+#ifdef GEMV_AVX2
+    if (have_avx2 && (lanes == 4 || lanes == 8))
+        for (; groups - g >= BLOCK8; g += BLOCK8) {
+            const uint32_t *ga = pa + g * stride;
+            const char *gb = pb + g * m * lanes * b_size;
+            uint32_t *go = po + g * rows * lanes;
+            /* Some product is tiny (the policy's rounding): those groups step by step. */
+            if (gemv_block_avx2(ga, stride, step, gb, go, m, rows, lanes, half))
+                for (Py_ssize_t k = 0; k < BLOCK8; k++)
+                    gemv_group(ga + k * stride, step, gb + k * m * lanes * b_size, go + k * rows * lanes, m, rows,
+                               lanes, half);
+        }
+#endif
+    for (; g < groups; g += BLOCK) {
+        Py_ssize_t nb = groups - g < BLOCK ? groups - g : BLOCK;
+        const uint32_t *ga = pa + g * stride;
+        const char *gb = pb + g * m * lanes * b_size;
+        uint32_t *go = po + g * rows * lanes;
+        /* Constant block and chunk counts (and weight sizes) let the compiler keep the accumulators in vector
+         * registers. */
+        int simd = lanes % 4 == 0 && (
+            half ? (nb == BLOCK && lanes == 4 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 1, 1) == 0
+                    : nb == BLOCK && lanes == 8 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 2, 1) == 0
+                    : gemv_block_simd(ga, stride, step, gb, go, nb, m, rows, lanes / 4, 1) == 0)
+            : nb == BLOCK && lanes == 4 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 1, 0) == 0
+            : nb == BLOCK && lanes == 8 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 2, 0) == 0
+            : gemv_block_simd(ga, stride, step, gb, go, nb, m, rows, lanes / 4, 0) == 0);
+        /* Some product is tiny (the policy's rounding): those groups step by step. */
+        if (!simd)
+            for (Py_ssize_t k = 0; k < nb; k++)
+                gemv_group(ga + k * stride, step, gb + k * m * lanes * b_size, go + k * rows * lanes, m, rows, lanes,
+                           half);
+    }
+}
+
 static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_ssize_t n[6];
@@ -403,40 +458,7 @@ static PyObject *gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t g = 0;
-#ifdef GEMV_AVX2
-    if (have_avx2 && (lanes == 4 || lanes == 8))
-        for (; groups - g >= BLOCK8; g += BLOCK8) {
-            const uint32_t *ga = pa + g * stride;
-            const char *gb = pb + g * m * lanes * b_size;
-            uint32_t *go = po + g * rows * lanes;
-            /* Some product is tiny (the policy's rounding): those groups step by step. */
-            if (gemv_block_avx2(ga, stride, step, gb, go, m, rows, lanes, half))
-                for (Py_ssize_t k = 0; k < BLOCK8; k++)
-                    gemv_group(ga + k * stride, step, gb + k * m * lanes * b_size, go + k * rows * lanes, m, rows,
-                               lanes, half);
-        }
-#endif
-    for (; g < groups; g += BLOCK) {
-        Py_ssize_t nb = groups - g < BLOCK ? groups - g : BLOCK;
-        const uint32_t *ga = pa + g * stride;
-        const char *gb = pb + g * m * lanes * b_size;
-        uint32_t *go = po + g * rows * lanes;
-        /* Constant block and chunk counts (and weight sizes) let the compiler keep the accumulators in vector
-         * registers. */
-        int simd = lanes % 4 == 0 && (
-            half ? (nb == BLOCK && lanes == 4 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 1, 1) == 0
-                    : nb == BLOCK && lanes == 8 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 2, 1) == 0
-                    : gemv_block_simd(ga, stride, step, gb, go, nb, m, rows, lanes / 4, 1) == 0)
-            : nb == BLOCK && lanes == 4 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 1, 0) == 0
-            : nb == BLOCK && lanes == 8 ? gemv_block_simd(ga, stride, step, gb, go, BLOCK, m, rows, 2, 0) == 0
-            : gemv_block_simd(ga, stride, step, gb, go, nb, m, rows, lanes / 4, 0) == 0);
-        /* Some product is tiny (the policy's rounding): those groups step by step. */
-        if (!simd)
-            for (Py_ssize_t k = 0; k < nb; k++)
-                gemv_group(ga + k * stride, step, gb + k * m * lanes * b_size, go + k * rows * lanes, m, rows, lanes,
-                           half);
-    }
+    gemv_run(pa, pb, po, groups, m, rows, lanes, stride, step, half);
     Py_END_ALLOW_THREADS
     release(&h);
     Py_RETURN_NONE;
@@ -880,10 +902,95 @@ static inline uint32_t stage_op(int64_t op, uint32_t a, uint32_t b, uint32_t c)
  * sum tree; 1: the largest), for group folded over each group (starts, sizes: int64; a sum from -0 in order, or the
  * largest; a group of one untouched), then post(x * scale + bias) (post as tail) into so (n or groups values). A
  * single lane is taken as it is, as the PCU's reduction does. */
+/* A PCU run of pcu() on checked operands; ``regs``: scratch of 4 x max(cells, 1) + max(n, 1) words whose registers
+ * (cells words each) that no input fills are zero; the n words after them are written before they are read. No
+ * Python calls (the GIL may be released). */
+static void pcu_run(const int64_t *code, Py_ssize_t k_stages, Py_ssize_t n, Py_ssize_t lanes,
+                    const uint32_t *const in[3], const uint32_t *const scal[2], Py_ssize_t out_reg, long tail_op,
+                    uint32_t *vo, long so_mode, long reduce, const int64_t *starts, const int64_t *group_sizes,
+                    Py_ssize_t groups, unsigned long scale, unsigned long bias, long post, uint32_t *so,
+                    uint32_t *regs)
+{
+    Py_ssize_t cells = n * lanes;
+    uint32_t *red = regs + 4 * (cells ? cells : 1);
+    for (int k = 0; k < 3; k++)
+        if (in[k])
+            memcpy(regs + k * cells, in[k], (size_t)cells * 4);
+    static const uint32_t zero = 0;
+    for (Py_ssize_t k = 0; k < k_stages; k++) {
+        const int64_t *st = code + 6 * k;
+        uint32_t konst = (uint32_t)st[5];
+        /* Each operand as a base pointer and strides (row, lane) in items. */
+        const uint32_t *base[3];
+        Py_ssize_t rs[3], ls[3];
+        for (int q = 0; q < 3; q++) {
+            int64_t slot = st[1 + q];
+            if (slot < 4) {
+                base[q] = regs + slot * cells, rs[q] = lanes, ls[q] = 1;
+            } else if (slot < 6 && scal[slot - 4]) {
+                base[q] = scal[slot - 4], rs[q] = 1, ls[q] = 0;
+            } else {
+                base[q] = slot == 6 ? &konst : &zero, rs[q] = 0, ls[q] = 0;
+            }
+        }
+        uint32_t *dst = regs + st[4] * cells;
+        int64_t op = st[0];
+        for (Py_ssize_t i = 0; i < n; i++)
+            for (Py_ssize_t l = 0; l < lanes; l++)
+                dst[i * lanes + l] = stage_op(op, base[0][i * rs[0] + l * ls[0]], base[1][i * rs[1] + l * ls[1]],
+                                              base[2][i * rs[2] + l * ls[2]]);
+    }
+    const uint32_t *out = regs + out_reg * cells;
+    for (Py_ssize_t i = 0; i < cells; i++)
+        vo[i] = tail_op < 0 ? out[i] : tail_one((int)tail_op, out[i]);
+
+    if (so_mode) {
+        uint32_t t[MAX_LANES];
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const uint32_t *row = vo + i * lanes;
+            if (lanes == 1) {
+                red[i] = row[0];
+            } else if (reduce == 0) {
+                for (Py_ssize_t l = 0; l < lanes; l++)
+                    t[l] = daz(row[l]);
+                for (Py_ssize_t w = lanes; w > 1; w >>= 1)
+                    for (Py_ssize_t l = 0; l < w / 2; l++)
+                        t[l] = add_raw(t[2 * l], t[2 * l + 1]);
+                red[i] = canon(t[0]);
+            } else {
+                uint32_t best = row[0];
+                for (Py_ssize_t l = 1; l < lanes; l++)
+                    best = stage_op(5, best, row[l], 0);
+                red[i] = best;
+            }
+        }
+        Py_ssize_t count = so_mode == 1 ? n : groups;
+        for (Py_ssize_t g = 0; g < count; g++) {
+            uint32_t x;
+            if (so_mode == 1) {
+                x = red[g];
+            } else if (group_sizes[g] == 1) {
+                x = red[starts[g]];
+            } else if (reduce == 0) {
+                uint32_t acc = SIGN;
+                for (int64_t j = starts[g]; j < starts[g] + group_sizes[g]; j++)
+                    acc = add_raw(daz(red[j]), acc);
+                x = canon(acc);
+            } else {
+                x = red[starts[g]];
+                for (int64_t j = starts[g] + 1; j < starts[g] + group_sizes[g]; j++)
+                    x = stage_op(5, x, red[j], 0);
+            }
+            uint32_t y = stage_op(4, x, (uint32_t)scale, (uint32_t)bias);
+            so[g] = post < 0 ? y : tail_one((int)post, y);
+        }
+    }
+}
+
 static PyObject *pcu(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     struct held h = {.count = 0};
-    uint32_t *regs = NULL, *red = NULL;
+    uint32_t *regs = NULL;
     if (nargs != 21) {
         PyErr_SetString(PyExc_TypeError, "pcu takes 21 arguments");
         return NULL;
@@ -970,81 +1077,10 @@ static PyObject *pcu(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_NoMemory();
         goto fail;
     }
-    red = regs + 4 * (cells ? cells : 1);
 
     Py_BEGIN_ALLOW_THREADS
-    for (int k = 0; k < 3; k++)
-        if (in[k])
-            memcpy(regs + k * cells, in[k], (size_t)cells * 4);
-    static const uint32_t zero = 0;
-    for (Py_ssize_t k = 0; k < k_stages; k++) {
-        const int64_t *st = code + 6 * k;
-        uint32_t konst = (uint32_t)st[5];
-        /* Each operand as a base pointer and strides (row, lane) in items. */
-        const uint32_t *base[3];
-        Py_ssize_t rs[3], ls[3];
-        for (int q = 0; q < 3; q++) {
-            int64_t slot = st[1 + q];
-            if (slot < 4) {
-                base[q] = regs + slot * cells, rs[q] = lanes, ls[q] = 1;
-            } else if (slot < 6 && scal[slot - 4]) {
-                base[q] = scal[slot - 4], rs[q] = 1, ls[q] = 0;
-            } else {
-                base[q] = slot == 6 ? &konst : &zero, rs[q] = 0, ls[q] = 0;
-            }
-        }
-        uint32_t *dst = regs + st[4] * cells;
-        int64_t op = st[0];
-        for (Py_ssize_t i = 0; i < n; i++)
-            for (Py_ssize_t l = 0; l < lanes; l++)
-                dst[i * lanes + l] = stage_op(op, base[0][i * rs[0] + l * ls[0]], base[1][i * rs[1] + l * ls[1]],
-                                              base[2][i * rs[2] + l * ls[2]]);
-    }
-    const uint32_t *out = regs + out_reg * cells;
-    for (Py_ssize_t i = 0; i < cells; i++)
-        vo[i] = tail_op < 0 ? out[i] : tail_one((int)tail_op, out[i]);
-
-    if (so_mode) {
-        uint32_t t[MAX_LANES];
-        for (Py_ssize_t i = 0; i < n; i++) {
-            const uint32_t *row = vo + i * lanes;
-            if (lanes == 1) {
-                red[i] = row[0];
-            } else if (reduce == 0) {
-                for (Py_ssize_t l = 0; l < lanes; l++)
-                    t[l] = daz(row[l]);
-                for (Py_ssize_t w = lanes; w > 1; w >>= 1)
-                    for (Py_ssize_t l = 0; l < w / 2; l++)
-                        t[l] = add_raw(t[2 * l], t[2 * l + 1]);
-                red[i] = canon(t[0]);
-            } else {
-                uint32_t best = row[0];
-                for (Py_ssize_t l = 1; l < lanes; l++)
-                    best = stage_op(5, best, row[l], 0);
-                red[i] = best;
-            }
-        }
-        Py_ssize_t count = so_mode == 1 ? n : groups;
-        for (Py_ssize_t g = 0; g < count; g++) {
-            uint32_t x;
-            if (so_mode == 1) {
-                x = red[g];
-            } else if (group_sizes[g] == 1) {
-                x = red[starts[g]];
-            } else if (reduce == 0) {
-                uint32_t acc = SIGN;
-                for (int64_t j = starts[g]; j < starts[g] + group_sizes[g]; j++)
-                    acc = add_raw(daz(red[j]), acc);
-                x = canon(acc);
-            } else {
-                x = red[starts[g]];
-                for (int64_t j = starts[g] + 1; j < starts[g] + group_sizes[g]; j++)
-                    x = stage_op(5, x, red[j], 0);
-            }
-            uint32_t y = stage_op(4, x, (uint32_t)scale, (uint32_t)bias);
-            so[g] = post < 0 ? y : tail_one((int)post, y);
-        }
-    }
+    pcu_run(code, k_stages, n, lanes, in, scal, out_reg, tail_op, vo, so_mode, reduce, starts, group_sizes,
+            groups, scale, bias, post, so, regs);
     Py_END_ALLOW_THREADS
     PyMem_Free(regs);
     release(&h);
@@ -1055,6 +1091,484 @@ fail:
     return NULL;
 }
 
+/* --- a launch's flat sequence ---------------------------------------------------------------------------------- */
+
+/* seq_build(slots, ops, checks, word_bytes, reads, writes) -> capsule; seq_run(capsule, read_bases, write_bases)
+ * -> whether it ran (False: a base is not a whole memory word inside its bounds, nothing done).
+ *
+ * A warm launch's flat sequence (sw/model/chip.py, ChipModel._flat) as one call: its reads, units and writes on
+ * buffers bound once. ``slots``: per slot a buffer (an output or scratch uint32 array, a tier's bytes, an int64
+ * index or code array) or an int, the byte length of a slot that a SQ_HALF op points into a tier on each run.
+ * ``checks``: int64 (reads + writes) x 2, the rows (base / word_bytes) each base may take, lo <= row < hi.
+ * ``ops``: int64 words, each op its code then its fields (below). Every op is checked here against the slots'
+ * lengths and the checks' rows, so a run touches no byte outside its buffers. */
+
+enum { SQ_READ = 1, SQ_HALF = 2, SQ_WRITE = 3, SQ_SLICE = 4, SQ_TAKE = 5, SQ_GEMV = 6, SQ_PCU = 7 };
+/* Words of each op, its code included. */
+static const Py_ssize_t SQ_WORDS[8] = {0, 14, 5, 14, 6, 5, 11, 22};
+/* SQ_READ / SQ_WRITE: code, data slot, tier slot, base index, widen (reads: bf16 halves to words), first row, shape
+ *   (3, outer first), row strides (3, >= 0), offsets slot (-1: the grid; else an int64 array of rows, the grid
+ *   unused), rows. Row k of the grid or array (+ first + the base's row) is copied whole, word_bytes bytes (a
+ *   widened read: word_bytes / 2 halves, each the top of a 32-bit word), to or from the data slot's k-th row.
+ * SQ_HALF: code, slot, tier slot, base index, first row: the slot points at the tier from that row on.
+ * SQ_SLICE: code, dst, src, start, step (>= 1), count: dst[i] = src[start + i step] (32-bit words).
+ * SQ_TAKE: code, dst, src, index slot (int64), count: dst[i] = src[index[i]].
+ * SQ_GEMV: code, a, b, out, groups, m, rows, lanes, stride, step, half: gemv()'s.
+ * SQ_PCU: code, code slot, stages, n, lanes, in0, in1, in2, s0, s1 (-1: none), out_reg, tail_op, vo, so_mode,
+ *   reduce, starts, sizes (-1 where so_mode != 2), groups, scale, bias, post, so: pcu()'s. */
+
+struct seq {
+    Py_ssize_t nslots, nops, nreads, nwrites, wb, scratch_items;
+    Py_buffer *views;
+    char *viewed;
+    char **addr;
+    Py_ssize_t *len;
+    int64_t *ops, *lo, *hi, *rows;
+    uint32_t *scratch;
+};
+
+static void seq_free(struct seq *q)
+{
+    if (!q)
+        return;
+    for (Py_ssize_t k = 0; q->viewed && k < q->nslots; k++)
+        if (q->viewed[k])
+            PyBuffer_Release(&q->views[k]);
+    PyMem_Free(q->views);
+    PyMem_Free(q->viewed);
+    PyMem_Free(q->addr);
+    PyMem_Free(q->len);
+    PyMem_Free(q->ops);
+    PyMem_Free(q->lo);
+    PyMem_Free(q->scratch);
+    PyMem_Free(q);
+}
+
+static void seq_capsule_free(PyObject *capsule)
+{
+    seq_free(PyCapsule_GetPointer(capsule, "fastfp.seq"));
+}
+
+static int seq_bad(const char *what)
+{
+    PyErr_Format(PyExc_ValueError, "seq_build: %s", what);
+    return -1;
+}
+
+/* The slot's length in bytes, or -1 with an exception where ``k`` names no slot (or not a buffer, with ``viewed``). */
+static Py_ssize_t seq_slot(const struct seq *q, int64_t k, int need_view)
+{
+    if (k < 0 || k >= q->nslots || (need_view && !q->viewed[k])) {
+        seq_bad("an op names a slot that is not there");
+        return -1;
+    }
+    return q->len[k];
+}
+
+/* The least and greatest row (from the base's row) of a READ / WRITE op's grid or offsets. */
+static int seq_rows(const struct seq *q, const int64_t *o, int64_t *least, int64_t *greatest)
+{
+    int64_t first = o[5], count = o[13];
+    if (o[12] >= 0) {
+        Py_ssize_t len = seq_slot(q, o[12], 1);
+        if (len < 0)
+            return -1;
+        if (count < 1 || len < count * 8)
+            return seq_bad("an offsets array is shorter than its rows");
+        const int64_t *off = (const int64_t *)q->addr[o[12]];
+        *least = *greatest = off[0];
+        for (int64_t k = 1; k < count; k++) {
+            if (off[k] < *least)
+                *least = off[k];
+            if (off[k] > *greatest)
+                *greatest = off[k];
+        }
+        if (*least < -((int64_t)1 << 40) || *greatest > ((int64_t)1 << 40) || first < -((int64_t)1 << 40) ||
+            first > ((int64_t)1 << 40))
+            return seq_bad("an offset is too large");
+        *least += first, *greatest += first;
+        return 0;
+    }
+    int64_t n = 1, span = 0;
+    for (int l = 0; l < 3; l++) {
+        int64_t size = o[6 + l], stride = o[9 + l];
+        if (size < 1 || size > ((int64_t)1 << 30) || stride < 0 || stride > ((int64_t)1 << 30))
+            return seq_bad("a grid level is out of range");
+        n *= size;
+        span += (size - 1) * stride;
+        if (n > ((int64_t)1 << 40))
+            return seq_bad("a grid is too large");
+    }
+    if (n != count || first < -((int64_t)1 << 40) || first > ((int64_t)1 << 40))
+        return seq_bad("a grid's rows are not its count");
+    *least = first, *greatest = first + span;
+    return 0;
+}
+
+static int seq_check(struct seq *q)
+{
+    char *set = PyMem_Calloc((size_t)q->nslots + 1, 1);
+    if (!set) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < q->nslots; k++)
+        set[k] = q->viewed[k];
+    int64_t *o = q->ops, *end = q->ops + q->nops;
+    int bad = 0;
+#define NEED(cond, what) do { if (!(cond)) { seq_bad(what); bad = 1; goto done; } } while (0)
+#define LEN(var, k, view) Py_ssize_t var = seq_slot(q, (k), (view)); if (var < 0) { bad = 1; goto done; }
+    while (o < end) {
+        NEED(o[0] >= 1 && o[0] <= 7 && end - o >= SQ_WORDS[o[0]], "an op's code or length");
+        switch (o[0]) {
+        case SQ_READ:
+        case SQ_WRITE: {
+            int read = o[0] == SQ_READ;
+            LEN(data, o[1], 1);
+            LEN(tier, o[2], 1);
+            NEED(read || !o[4], "a widened write");
+            NEED(o[3] >= 0 && o[3] < q->nreads + q->nwrites && (o[3] < q->nreads) == read, "an op's base");
+            NEED(!q->views[read ? o[1] : o[2]].readonly, "a read-only buffer written");
+            int64_t least, greatest;
+            if (seq_rows(q, o, &least, &greatest) < 0) {
+                bad = 1;
+                goto done;
+            }
+            /* Every row the op may take: lo + least >= 0 and hi - 1 + greatest < the tier's rows. */
+            int64_t lo = q->lo[o[3]], hi = q->hi[o[3]], nrows = tier / q->wb;
+            NEED(hi > lo && lo + least >= 0 && hi - 1 + greatest < nrows, "an op's rows leave its tier");
+            NEED(data >= o[13] * q->wb * (o[4] ? 2 : 1), "a data slot is shorter than its rows");
+            break;
+        }
+        case SQ_HALF: {
+            NEED(o[1] >= 0 && o[1] < q->nslots && !q->viewed[o[1]], "a half slot is a buffer");
+            LEN(tier, o[2], 1);
+            NEED(o[3] >= 0 && o[3] < q->nreads, "an op's base");
+            int64_t lo = q->lo[o[3]], hi = q->hi[o[3]], nrows = tier / q->wb;
+            NEED(o[4] >= -((int64_t)1 << 40) && o[4] <= ((int64_t)1 << 40) && q->len[o[1]] % q->wb == 0, "a half slot");
+            NEED(hi > lo && lo + o[4] >= 0 && hi - 1 + o[4] + q->len[o[1]] / q->wb <= nrows, "a half slot leaves its tier");
+            set[o[1]] = 1;
+            break;
+        }
+        case SQ_SLICE: {
+            LEN(dst, o[1], 1);
+            LEN(src, o[2], 0);
+            NEED(set[o[2]] && !q->views[o[1]].readonly, "a slice's slots");
+            NEED(o[3] >= 0 && o[4] >= 1 && o[5] >= 0 && o[3] <= ((int64_t)1 << 40) && o[4] <= ((int64_t)1 << 30) &&
+                 o[5] <= ((int64_t)1 << 30) && dst >= o[5] * 4 && (!o[5] || src >= (o[3] + (o[5] - 1) * o[4] + 1) * 4),
+                 "a slice out of range");
+            break;
+        }
+        case SQ_TAKE: {
+            LEN(dst, o[1], 1);
+            LEN(src, o[2], 0);
+            LEN(index, o[3], 1);
+            NEED(set[o[2]] && !q->views[o[1]].readonly && o[4] >= 0 && dst >= o[4] * 4 && index >= o[4] * 8,
+                 "a take's slots");
+            const int64_t *ix = (const int64_t *)q->addr[o[3]];
+            for (int64_t k = 0; k < o[4]; k++)
+                NEED(ix[k] >= 0 && ix[k] < src / 4, "a take's index out of range");
+            break;
+        }
+        case SQ_GEMV: {
+            int64_t groups = o[4], m = o[5], rows = o[6], lanes = o[7], stride = o[8], step = o[9], half = o[10];
+            NEED(groups >= 0 && m >= 0 && rows >= 0 && lanes >= 1 && lanes <= MAX_LANES && stride >= 0 && step >= 0 &&
+                 groups <= ((int64_t)1 << 30) && m <= ((int64_t)1 << 30) && rows <= MAX_LANES &&
+                 stride <= ((int64_t)1 << 30) && step <= ((int64_t)1 << 30) && (half == 0 || half == 1),
+                 "a GEMV's sizes");
+            LEN(a, o[1], 0);
+            LEN(b, o[2], 0);
+            LEN(out, o[3], 1);
+            NEED(set[o[1]] && set[o[2]] && q->viewed[o[1]] && (half || q->viewed[o[2]]) &&
+                 !q->views[o[3]].readonly, "a GEMV's slots");
+            int64_t a_items = groups && m ? (groups - 1) * stride + (m - 1) * step + rows : 0;
+            NEED(a <= PY_SSIZE_T_MAX && a_items <= a / 4 && b == groups * m * lanes * (half ? 2 : 4) &&
+                 out >= groups * rows * lanes * 4, "a GEMV's operands");
+            set[o[3]] = 1;
+            break;
+        }
+        case SQ_PCU: {
+            int64_t stages = o[2], n = o[3], lanes = o[4], out_reg = o[10], tail_op = o[11], so_mode = o[13];
+            int64_t reduce = o[14], groups = o[17], scale = o[18], bias = o[19], post = o[20];
+            NEED(stages >= 0 && stages <= 4096 && n >= 0 && n <= ((int64_t)1 << 30) && lanes >= 1 &&
+                 lanes <= MAX_LANES && !(lanes & (lanes - 1)) && out_reg >= 0 && out_reg <= 3 && tail_op >= -1 &&
+                 tail_op <= 4 && so_mode >= 0 && so_mode <= 2 && reduce >= 0 && reduce <= 1 && groups >= 0 &&
+                 groups <= n && scale >= 0 && scale <= 0xFFFFFFFFll && bias >= 0 && bias <= 0xFFFFFFFFll &&
+                 post >= -1 && post <= 4, "a PCU's arguments");
+            NEED(!((tail_op >= 0 || post >= 0) && !tables_set), "a PCU's tables are not set");
+            LEN(code, o[1], 1);
+            NEED(code >= stages * 6 * 8, "a PCU's code");
+            const int64_t *st = (const int64_t *)q->addr[o[1]];
+            for (int64_t k = 0; k < stages; k++, st += 6)
+                NEED(st[0] >= 0 && st[0] <= 6 && st[1] >= 0 && st[1] <= 7 && st[2] >= 0 && st[2] <= 7 && st[3] >= 0 &&
+                     st[3] <= 7 && st[4] >= 0 && st[4] <= 3 && st[5] >= 0 && st[5] <= 0xFFFFFFFFll, "a PCU's stage");
+            int64_t cells = n * lanes;
+            for (int k = 0; k < 5; k++) {
+                if (o[5 + k] < 0)
+                    continue;
+                LEN(in, o[5 + k], 1);
+                NEED(set[o[5 + k]] && (k < 3 ? in == cells * 4 : in >= n * 4), "a PCU's input");
+            }
+            LEN(vo, o[12], 1);
+            NEED(!q->views[o[12]].readonly && vo >= cells * 4, "a PCU's vo");
+            if (so_mode == 2) {
+                LEN(starts, o[15], 1);
+                LEN(sizes, o[16], 1);
+                NEED(starts >= groups * 8 && sizes >= groups * 8, "a PCU's groups");
+                const int64_t *s0 = (const int64_t *)q->addr[o[15]], *s1 = (const int64_t *)q->addr[o[16]];
+                for (int64_t g = 0; g < groups; g++)
+                    NEED(s0[g] >= 0 && s1[g] >= 1 && s0[g] <= n && s1[g] <= n - s0[g], "a PCU's group");
+            }
+            LEN(so, o[21], 1);
+            NEED(!q->views[o[21]].readonly && so >= (so_mode == 0 ? 0 : so_mode == 1 ? n : groups) * 4, "a PCU's so");
+            int64_t items = 4 * (cells ? cells : 1) + (n ? n : 1);
+            if (items > q->scratch_items)
+                q->scratch_items = items;
+            set[o[12]] = set[o[21]] = 1;
+            break;
+        }
+        }
+        o += SQ_WORDS[o[0]];
+    }
+#undef NEED
+#undef LEN
+done:
+    PyMem_Free(set);
+    return bad ? -1 : 0;
+}
+
+static PyObject *seq_build(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "seq_build takes 6 arguments");
+        return NULL;
+    }
+    PyObject *slots = args[0];
+    if (!PyTuple_Check(slots)) {
+        PyErr_SetString(PyExc_TypeError, "seq_build: slots must be a tuple");
+        return NULL;
+    }
+    Py_ssize_t sz[3];
+    if (sizes(args, 3, 3, sz) < 0)
+        return NULL;
+    struct seq *q = PyMem_Calloc(1, sizeof(struct seq));
+    if (!q)
+        return PyErr_NoMemory();
+    q->wb = sz[0], q->nreads = sz[1], q->nwrites = sz[2], q->nslots = PyTuple_GET_SIZE(slots);
+    Py_ssize_t nb = q->nreads + q->nwrites;
+    q->views = PyMem_Calloc((size_t)q->nslots + 1, sizeof(Py_buffer));
+    q->viewed = PyMem_Calloc((size_t)q->nslots + 1, 1);
+    q->addr = PyMem_Calloc((size_t)q->nslots + 1, sizeof(char *));
+    q->len = PyMem_Calloc((size_t)q->nslots + 1, sizeof(Py_ssize_t));
+    q->lo = PyMem_Calloc((size_t)3 * nb + 1, sizeof(int64_t));
+    if (!q->views || !q->viewed || !q->addr || !q->len || !q->lo) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    q->hi = q->lo + nb, q->rows = q->lo + 2 * nb;
+    if (q->wb < 4 || q->wb % 4) {
+        seq_bad("word_bytes must be a multiple of 4");
+        goto fail;
+    }
+    for (Py_ssize_t k = 0; k < q->nslots; k++) {
+        PyObject *item = PyTuple_GET_ITEM(slots, k);
+        if (PyLong_Check(item)) {
+            q->len[k] = PyLong_AsSsize_t(item);
+            if (q->len[k] < 0) {
+                if (!PyErr_Occurred())
+                    seq_bad("a half slot's length is negative");
+                goto fail;
+            }
+            continue;
+        }
+        if (PyObject_GetBuffer(item, &q->views[k], PyBUF_SIMPLE) < 0)
+            goto fail;
+        q->viewed[k] = 1;
+        q->addr[k] = q->views[k].buf;
+        q->len[k] = q->views[k].len;
+        if (!q->addr[k] && q->len[k]) {
+            seq_bad("a buffer without data");
+            goto fail;
+        }
+    }
+    Py_buffer ops, checks;
+    if (take_sized(args[1], &ops, 0, 0, 8) < 0)
+        goto fail;
+    q->nops = ops.len / 8;
+    q->ops = PyMem_Malloc((size_t)ops.len + 8);
+    if (q->ops)
+        memcpy(q->ops, ops.buf, (size_t)ops.len);
+    PyBuffer_Release(&ops);
+    if (!q->ops) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    if (take_sized(args[2], &checks, 0, 2 * nb, 8) < 0)
+        goto fail;
+    for (Py_ssize_t k = 0; k < nb; k++) {
+        q->lo[k] = ((const int64_t *)checks.buf)[2 * k];
+        q->hi[k] = ((const int64_t *)checks.buf)[2 * k + 1];
+    }
+    PyBuffer_Release(&checks);
+    for (Py_ssize_t k = 0; k < nb; k++)
+        if (q->lo[k] < -((int64_t)1 << 50) || q->hi[k] > ((int64_t)1 << 50)) {
+            seq_bad("a base's rows are out of range");
+            goto fail;
+        }
+    if (seq_check(q) < 0)
+        goto fail;
+    q->scratch = PyMem_Malloc((size_t)(q->scratch_items ? q->scratch_items : 1) * 4);
+    if (!q->scratch) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    PyObject *capsule = PyCapsule_New(q, "fastfp.seq", seq_capsule_free);
+    if (!capsule)
+        goto fail;
+    return capsule;
+fail:
+    seq_free(q);
+    return NULL;
+}
+
+/* ``count`` bf16 values widened as an AGCU's bf16 read widens them: each the top half of a 32-bit word. */
+static inline void seq_widen(char *restrict dst, const char *restrict src, Py_ssize_t count)
+{
+    uint32_t *d = (uint32_t *)dst;
+    const uint16_t *t = (const uint16_t *)src;
+    Py_ssize_t i = 0;
+    for (; i + 4 <= count; i += 4) {
+        v4u w = widen4(t + i);
+        memcpy(d + i, &w, 16);
+    }
+    for (; i < count; i++)
+        d[i] = (uint32_t)t[i] << 16;
+}
+
+/* Row k of a READ / WRITE op's grid or offsets, from the base's row. */
+static inline void seq_copy_rows(const struct seq *q, const int64_t *o, int64_t row)
+{
+    Py_ssize_t wb = q->wb;
+    char *data = q->addr[o[1]], *tier = q->addr[o[2]];
+    int read = o[0] == SQ_READ, widen = (int)o[4];
+    Py_ssize_t out = widen ? 2 * wb : wb;
+    if (o[12] >= 0) {
+        const int64_t *off = (const int64_t *)q->addr[o[12]];
+        for (int64_t k = 0; k < o[13]; k++) {
+            char *t = tier + (row + o[5] + off[k]) * wb, *d = data + k * out;
+            if (!read)
+                memcpy(t, d, (size_t)wb);
+            else if (!widen)
+                memcpy(d, t, (size_t)wb);
+            else
+                seq_widen(d, t, wb / 2);
+        }
+        return;
+    }
+    /* Rows that follow each other on the innermost level are one block. */
+    int64_t inner = o[8], block = o[11] == 1 ? inner : 1, k = 0;
+    for (int64_t i0 = 0; i0 < o[6]; i0++)
+        for (int64_t i1 = 0; i1 < o[7]; i1++)
+            for (int64_t i2 = 0; i2 < inner; i2 += block, k += block) {
+                char *t = tier + (row + o[5] + i0 * o[9] + i1 * o[10] + i2 * o[11]) * wb, *d = data + k * out;
+                Py_ssize_t bytes = block * wb;
+                if (!read)
+                    memcpy(t, d, (size_t)bytes);
+                else if (!widen)
+                    memcpy(d, t, (size_t)bytes);
+                else
+                    seq_widen(d, t, bytes / 2);
+            }
+}
+
+static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "seq_run takes 3 arguments");
+        return NULL;
+    }
+    struct seq *q = PyCapsule_GetPointer(args[0], "fastfp.seq");
+    if (!q)
+        return NULL;
+    for (int side = 0; side < 2; side++) {
+        PyObject *bases = args[1 + side];
+        Py_ssize_t count = side ? q->nwrites : q->nreads, at = side ? q->nreads : 0;
+        if (!PyList_Check(bases) || PyList_GET_SIZE(bases) != count) {
+            PyErr_SetString(PyExc_ValueError, "seq_run: a list of bases of another length");
+            return NULL;
+        }
+        for (Py_ssize_t k = 0; k < count; k++) {
+            int overflow;
+            long long base = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(bases, k), &overflow);
+            if (base == -1 && PyErr_Occurred())
+                return NULL;
+            if (overflow || base < -((long long)1 << 60) || base > ((long long)1 << 60))
+                Py_RETURN_FALSE;
+            /* divmod's floor: a base that is not a whole word, or a row outside the bounds, runs nothing. */
+            long long row = base / q->wb, rest = base % q->wb;
+            if (rest < 0)
+                rest += q->wb, row -= 1;
+            if (rest || row < q->lo[at + k] || row >= q->hi[at + k])
+                Py_RETURN_FALSE;
+            q->rows[at + k] = row;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t *o = q->ops, *end = q->ops + q->nops; o < end; o += SQ_WORDS[o[0]]) {
+        char **a = q->addr;
+        switch (o[0]) {
+        case SQ_READ:
+        case SQ_WRITE:
+            seq_copy_rows(q, o, q->rows[o[3]]);
+            break;
+        case SQ_HALF:
+            a[o[1]] = a[o[2]] + (q->rows[o[3]] + o[4]) * q->wb;
+            break;
+        case SQ_SLICE: {
+            uint32_t *dst = (uint32_t *)a[o[1]];
+            const uint32_t *src = (const uint32_t *)a[o[2]] + o[3];
+            if (o[4] == 1)
+                memcpy(dst, src, (size_t)o[5] * 4);
+            else
+                for (int64_t i = 0; i < o[5]; i++)
+                    dst[i] = src[i * o[4]];
+            break;
+        }
+        case SQ_TAKE: {
+            uint32_t *dst = (uint32_t *)a[o[1]];
+            const uint32_t *src = (const uint32_t *)a[o[2]];
+            const int64_t *ix = (const int64_t *)a[o[3]];
+            for (int64_t i = 0; i < o[4]; i++)
+                dst[i] = src[ix[i]];
+            break;
+        }
+        case SQ_GEMV:
+            gemv_run((const uint32_t *)a[o[1]], a[o[2]], (uint32_t *)a[o[3]], o[4], o[5], o[6], o[7], o[8], o[9],
+                     (int)o[10]);
+            break;
+        case SQ_PCU: {
+            const uint32_t *in[3], *scal[2];
+            for (int k = 0; k < 3; k++)
+                in[k] = o[5 + k] < 0 ? NULL : (const uint32_t *)a[o[5 + k]];
+            for (int k = 0; k < 2; k++)
+                scal[k] = o[8 + k] < 0 ? NULL : (const uint32_t *)a[o[8 + k]];
+            /* The registers no input fills start at zero (pcu_run writes the reductions before reading them). */
+            int64_t n = o[3], cells = n * o[4];
+            for (int k = 0; k < 4; k++)
+                if (k == 3 || !in[k])
+                    memset(q->scratch + k * cells, 0, (size_t)cells * 4);
+            pcu_run((const int64_t *)a[o[1]], o[2], n, o[4], in, scal, o[10], (long)o[11], (uint32_t *)a[o[12]],
+                    (long)o[13], (long)o[14], o[13] == 2 ? (const int64_t *)a[o[15]] : NULL,
+                    o[13] == 2 ? (const int64_t *)a[o[16]] : NULL, o[17], (unsigned long)o[18], (unsigned long)o[19],
+                    (long)o[20], (uint32_t *)a[o[21]], q->scratch);
+            break;
+        }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"gemv", (PyCFunction)(void (*)(void))gemv, METH_FASTCALL, "The systolic GEMV's ordered sums."},
     {"lane_sums", (PyCFunction)(void (*)(void))lane_sums, METH_FASTCALL, "Pairwise cross-lane sums."},
@@ -1063,6 +1577,8 @@ static PyMethodDef methods[] = {
     {"set_tables", (PyCFunction)(void (*)(void))set_tables, METH_FASTCALL, "The tail functions' constants."},
     {"tail", (PyCFunction)(void (*)(void))tail, METH_FASTCALL, "A PCU tail function."},
     {"pcu", (PyCFunction)(void (*)(void))pcu, METH_FASTCALL, "A PCU run's arithmetic."},
+    {"seq_build", (PyCFunction)(void (*)(void))seq_build, METH_FASTCALL, "A launch's flat sequence, checked."},
+    {"seq_run", (PyCFunction)(void (*)(void))seq_run, METH_FASTCALL, "A launch's flat sequence, run."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -421,7 +421,14 @@ class PcuModel:
         systolic run with groups of different lengths). ``vi_src`` / ``si_src``: (input index, stream key) of
         its inputs; ``vo_key`` / ``so_key``: where its outputs go (None: not kept); ``where`` names the unit in
         errors. ``half``: the weights (vi1) come as the bf16 values of an AGCU's bf16 read, 16-bit words that the
-        GEMV widens as the read would (only where :meth:`compiled_gemv`)."""
+        GEMV widens as the read would (only where :meth:`compiled_gemv`).
+
+        The step's ``sequence`` says what it computes for :meth:`sw.model.chip.ChipModel._flat`'s compiled
+        sequence: ``(gemv, pcu)``, ``gemv`` None or ``(a key, weights key, groups, m, rows, lanes, activation
+        stride, half)`` (its sums are the PCU's first input, ``"drained"``), ``pcu`` ``(the unit's compiled
+        configuration, its plan's (starts, sizes, groups, rows), the output register, the three input keys (None:
+        none), the two scalars (None, or (key, the firings' groups to spread a per-group input over, or None)), vo
+        key, so key)``."""
         if self._compiled is None or (half and not self.compiled_gemv(plan)):
             return None
         cfg, lanes = self.config, self.params.lanes
@@ -429,7 +436,7 @@ class PcuModel:
         run = plan.compiled
         if run is None:
             run = plan.compiled = self._compiled_plan(plan, so_mode)
-        starts, sizes, groups_out, rows_n = run
+        starts, sizes, groups_out, rows_n = run_args = run
         out_reg, so_n, pcu = self._out, (0 if so_mode == 0 else rows_n if so_mode == 1 else groups_out), c.pcu
         empty, contiguous, u32 = np.empty, np.ascontiguousarray, np.uint32
         vi = dict(vi_src)
@@ -452,7 +459,10 @@ class PcuModel:
                     None, None, None, out_reg, tail_code, vo, so_mode, reduce, starts, sizes, groups_out, scale,
                     bias, post, so)
                 return vo, so
-            return replay_step(run, where, vo_key, so_key)
+            step = replay_step(run, where, vo_key, so_key)
+            step.sequence = ((k0, k1, groups, m, rows, lanes, stride, half),
+                             (self._compiled, run_args, out_reg, ("drained", k2, None), (None, None), vo_key, so_key))
+            return step
         k0, k1, k2 = (vi.get(k) if k in cfg.inputs else None for k in range(3))
         si = dict(si_src)
         group = plan.group
@@ -473,7 +483,11 @@ class PcuModel:
                 None if k2 is None else contiguous(values[k2], u32), s0(values), s1(values), out_reg, tail_code,
                 vo, so_mode, reduce, starts, sizes, groups_out, scale, bias, post, so)
             return vo, so
-        return replay_step(run, where, vo_key, so_key)
+        step = replay_step(run, where, vo_key, so_key)
+        step.sequence = (None, (self._compiled, run_args, out_reg, (k0, k1, k2),
+                                tuple(None if mode == "none" else (si.get(k), None if mode == "per_firing" else group)
+                                      for k, mode in enumerate((cfg.s0, cfg.s1))), vo_key, so_key))
+        return step
 
     def _compiled_plan(self, plan, so_mode):
         """What :meth:`_apply_compiled` takes from ``plan``: the so0 groups' starts and sizes (int64), their count,

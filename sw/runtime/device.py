@@ -77,6 +77,14 @@ class Device(abc.ABC):
         to the last AGCU done.
         """
 
+    def launcher(self, reads, writes):
+        """The loaded program's launch with patterns of the shapes of ``reads`` / ``writes`` as a function of their
+        bases, for a runtime that runs it again with only the bases moved: ``(ins, outs, go)``, ``ins`` / ``outs``
+        the AGCUs whose bases ``go(read_bases, write_bases)`` takes in that order; ``go`` is :meth:`execute` of
+        the patterns moved there, its cycles, or None with nothing done (then :meth:`execute` runs the launch).
+        None where the backend has no such form (this default) or not yet for this launch."""
+        return None
+
     @abc.abstractmethod
     async def run_list(self, tier, offset, nwords, *, token, pos, programs):
         """Run the launch list of ``nwords`` 32-bit words at byte ``offset`` of ``tier`` on the chip's sequencer.
@@ -176,7 +184,7 @@ class ModelDevice(Device):
         # Chip cycles of every command so far, and when the copy in flight (its cycles) ends on that clock.
         self.now, self.copy_end, self.copy_cycles = 0, None, 0
         self._activity, self._listing = None, False
-        self._programs, self._load_patterns = {}, {}
+        self._programs, self._load_patterns, self._loads = {}, {}, {}
 
     async def record(self, on=True):
         self.chip.activity = [] if on else None
@@ -251,19 +259,44 @@ class ModelDevice(Device):
         return known
 
     async def load_program(self, program, tier, offset):
+        # Per program and place: its bytes and its load pattern's words and fields, found once.
+        known = self._loads.get(id(program))
+        if known is None or known[0] is not program or known[1] != tier or known[2] != offset:
+            if len(self._loads) >= 4096:
+                self._loads.clear()
+            known = self._loads[id(program)] = (program, tier, offset, self._program_bytes(program),
+                                                *self._load_pattern(tier, offset, len(program.words)))
+        _, _, _, expected, words, fields = known
         # Every load compares the memory's words with the program's, as the loader checks the bitstream.
-        expected = self._program_bytes(program)
         if self.chip.memory[tier].read(offset, len(expected)).tobytes() != expected:
             raise ChipError(f"program load: the bitstream at {tier}:{offset:#x} is not the program's")
-        self.loaded = program
-        words, self.resident = self._load_pattern(tier, offset, len(program.words))
+        self.loaded, self.resident = program, fields
         # The loader reads the bitstream's memory words through the tier's controller, as on the RTL.
         self.chip.count(tier, "reads", words)
         cycles = self.chip.load_program(program)
         self.now += cycles
-        if not self._listing:
+        if not self._listing and self.chip.activity is not None:
             self._recorded([], [(0, cycles, tier, words)])
         return cycles
+
+    def launcher(self, reads, writes):
+        # ChipModel.launcher's replay of a known plan, which raises no MemoryRangeError (a base that takes a word
+        # out of its tier has go return None, and execute then reports it) and records nothing.
+        if self.loaded is None:
+            return None
+        found = self.chip.launcher(reads, writes)
+        if found is None:
+            return None
+        ins, outs, run = found
+
+        def go(read_bases, write_bases):
+            if self.loaded is None or self._listing:
+                return None
+            cycles = run(read_bases, write_bases)
+            if cycles is not None:
+                self.now += cycles
+            return cycles
+        return ins, outs, go
 
     async def run_list(self, tier, offset, nwords, *, token, pos, programs):
         m, began = self.target.memory, self.now

@@ -111,10 +111,10 @@ def _find_fingerprint(prog):
     each field that holds one (dict keys, unit, connection and host port names, endpoint nodes); a name not in the
     program's own (an endpoint's node) stays itself, a string where the places are integers. ``parts`` are the
     ``repr`` of the parameters, of each unit's configuration and of each PCU's tail functions
-    (:func:`sw.model.array.config_repr`, kept per object), ``text`` the ``repr`` of everything else: every field of the program but its routing, of which the model takes
-    only each connection's hops to each of its sinks (:meth:`ArrayModel._wiring`), so those stand for it. A
-    program whose classes have other fields than these gets its whole ``repr`` with every name replaced
-    (:func:`_renamed_repr`).
+    (:func:`sw.model.array.config_repr`, kept per object), ``text`` the ``repr`` of everything else: every field
+    of the program but its routing, of which the model takes only each connection's hops to each of its sinks
+    (:meth:`ArrayModel._wiring`), so those stand for it. A program whose classes have other fields than these gets
+    its whole ``repr`` with every name replaced (:func:`_renamed_repr`).
     """
     names = {}
     for group in (prog.units, [c.name for c in prog.connections], prog.host_inputs, prog.host_outputs):

@@ -1258,8 +1258,10 @@ static int seq_check(struct seq *q)
             LEN(tier, o[2], 1);
             NEED(o[3] >= 0 && o[3] < q->nreads, "an op's base");
             int64_t lo = q->lo[o[3]], hi = q->hi[o[3]], nrows = tier / q->wb;
-            NEED(o[4] >= -((int64_t)1 << 40) && o[4] <= ((int64_t)1 << 40) && q->len[o[1]] % q->wb == 0, "a half slot");
-            NEED(hi > lo && lo + o[4] >= 0 && hi - 1 + o[4] + q->len[o[1]] / q->wb <= nrows, "a half slot leaves its tier");
+            NEED(o[4] >= -((int64_t)1 << 40) && o[4] <= ((int64_t)1 << 40) && q->len[o[1]] % q->wb == 0,
+                 "a half slot");
+            NEED(hi > lo && lo + o[4] >= 0 && hi - 1 + o[4] + q->len[o[1]] / q->wb <= nrows,
+                 "a half slot leaves its tier");
             set[o[1]] = 1;
             break;
         }

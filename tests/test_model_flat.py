@@ -279,6 +279,12 @@ def test_a_flat_replay_steps_aside_for_the_numpy_forms_and_for_words_outside_a_t
         chip.execute({**reads, agcus[0]: far}, writes)
 
 
+def _read_only(values):
+    held = np.array(values, np.int64)
+    held.flags.writeable = False
+    return held
+
+
 def test_a_compiled_sequence_refuses_what_leaves_its_buffers(kernels):
     # seq_build checks every op against its buffers and the rows its bases may take; seq_run runs nothing for a
     # base that is not a whole word inside its rows.
@@ -291,6 +297,9 @@ def test_a_compiled_sequence_refuses_what_leaves_its_buffers(kernels):
 
     sequence = build(read)
     tier[3:11] = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    taken = build((5, 1, 0, 2, 16), (tier, data, _read_only(np.arange(16) * 4)))
+    assert kernels.seq_run(taken, [0], []) is True
+    assert np.array_equal(data, tier.view(np.uint32).reshape(-1)[:64:4])
     assert kernels.seq_run(sequence, [24], []) is True
     assert np.array_equal(data.view(np.uint8), np.arange(64, dtype=np.uint8))
     for base in (25, -8, 57 * 8, 1 << 80):
@@ -303,7 +312,11 @@ def test_a_compiled_sequence_refuses_what_leaves_its_buffers(kernels):
             (read, (tier, data), np.array([[-1, 60]], np.int64)),
             (read[:1] + (2,) + read[2:], (tier, data), checks),               # no slot 2
             (read[:3] + (1,) + read[4:], (tier, data), checks),               # a write's base for a read
-            ((5, 1, 0, 2, 16), (tier, data, np.full(16, 512, np.int64)), checks),  # a take past its source
+            ((5, 1, 0, 2, 16), (tier, data, _read_only(np.full(16, 512))), checks),  # a take past its source
+            ((5, 1, 0, 2, 16), (tier, data, np.zeros(16, np.int64)), checks),  # indices an op could write
+            # A slice that writes the indices a take then reads: checked in range, out of it at the run.
+            ((4, 2, 1, 0, 1, 16, 5, 1, 1, 2, 16), (tier, np.full(16, 1 << 30, np.uint32), np.zeros(16, np.int64)),
+             checks),
             ((4, 1, 0, 500, 1, 16), (tier, data), checks),                    # a slice past its source
             ((6, 1, 1, 1, 1, 3, 1, 4, 0, 4, 0), (tier, data), checks),        # a GEMV's weights of the wrong size
             ((2, 1, 0, 0, 0), (tier, data), checks),                          # a half slot that is a buffer

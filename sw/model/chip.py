@@ -111,10 +111,10 @@ def _find_fingerprint(prog):
     each field that holds one (dict keys, unit, connection and host port names, endpoint nodes); a name not in the
     program's own (an endpoint's node) stays itself, a string where the places are integers. ``parts`` are the
     ``repr`` of the parameters, of each unit's configuration and of each PCU's tail functions
-    (:func:`sw.model.array.config_repr`, kept per object), ``text`` the ``repr`` of everything else: every field of the program but its routing, of which the model takes
-    only each connection's hops to each of its sinks (:meth:`ArrayModel._wiring`), so those stand for it. A
-    program whose classes have other fields than these gets its whole ``repr`` with every name replaced
-    (:func:`_renamed_repr`).
+    (:func:`sw.model.array.config_repr`, kept per object), ``text`` the ``repr`` of everything else: every field
+    of the program but its routing, of which the model takes only each connection's hops to each of its sinks
+    (:meth:`ArrayModel._wiring`), so those stand for it. A program whose classes have other fields than these gets
+    its whole ``repr`` with every name replaced (:func:`_renamed_repr`).
     """
     names = {}
     for group in (prog.units, [c.name for c in prog.connections], prog.host_inputs, prog.host_outputs):
@@ -1304,7 +1304,7 @@ class ChipModel:
 
     def _sequence_ops(self, plan, steps, halves, order, views):
         """:meth:`_sequence`'s ``(slots, ops, checks, outputs)`` for ``fastfp.seq_build``, the slots as ``(kind,
-        what)``: ``("tier", tier)``, ``("buffer", 32-bit words)``, ``("half", bytes)`` or ``("array", an int64
+        what)``: ``("tier", tier)``, ``("buffer", 32-bit words)``, ``("half", bytes)`` or ``("array", a read-only int64
         array)``, the outputs with their slots' indices; None where the call does not take the sequence."""
         _, reads, writes, array, array_plan, _, _, _ = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
@@ -1317,6 +1317,12 @@ class ChipModel:
             slots.append((kind, what))
             shapes[len(slots) - 1] = shape
             return len(slots) - 1
+
+        def indices(values):
+            # A read-only copy: seq_build checks the values once, and refuses index slots that an op could write.
+            held = np.array(values, np.int64).reshape(-1)
+            held.flags.writeable = False
+            return slot("array", held)
 
         def buffer(items, shape):
             return slot("buffer", items, shape)
@@ -1343,10 +1349,10 @@ class ChipModel:
                     return None
                 pad = 3 - len(shape)
                 return first, (1,) * pad + tuple(shape), (0,) * pad + tuple(strides), -1
-            rows = np.ascontiguousarray(np.asarray(offsets).reshape(-1), np.int64)
+            rows = np.asarray(offsets).reshape(-1)
             if len(rows) != n or (write and len(np.unique(rows)) != n):
                 return None
-            return 0, (1, 1, 1), (0, 0, 0), slot("array", rows)
+            return 0, (1, 1, 1), (0, 0, 0), indices(rows)
 
         def source(key, half=False):
             k = keys.get(key)
@@ -1399,7 +1405,7 @@ class ChipModel:
                 elif isinstance(form, tuple) and form[0] == "take":
                     index = np.asarray(form[1])
                     keys[key] = out = buffer(index.size, index.shape)
-                    ops.append((5, out, k, slot("array", np.ascontiguousarray(index.reshape(-1), np.int64)),
+                    ops.append((5, out, k, indices(index),
                                 index.size))
                 else:
                     raise LookupError(i)
@@ -1422,14 +1428,12 @@ class ChipModel:
                     k = source(scalar[0])
                     if len(shapes[k] or ()) != 1:
                         raise LookupError(i)
-                    group = np.ascontiguousarray(scalar[1], np.int64)
-                    ins.append(buffer(len(group), None))
-                    ops.append((5, ins[-1], k, slot("array", group), len(group)))
+                    ins.append(buffer(len(scalar[1]), None))
+                    ops.append((5, ins[-1], k, indices(scalar[1]), len(scalar[1])))
             so_n = 0 if so_mode == 0 else rows_n if so_mode == 1 else groups_out
             vo, so = buffer(rows_n * lanes, (rows_n, lanes)), buffer(so_n, (so_n,))
-            grouped = (slot("array", np.ascontiguousarray(starts, np.int64)),
-                       slot("array", np.ascontiguousarray(sizes, np.int64))) if so_mode == 2 else (-1, -1)
-            ops.append((7, slot("array", np.ascontiguousarray(code, np.int64)), stages, rows_n, lanes, *ins, out_reg,
+            grouped = (indices(starts), indices(sizes)) if so_mode == 2 else (-1, -1)
+            ops.append((7, indices(code), stages, rows_n, lanes, *ins, out_reg,
                         tail_code, vo, so_mode, reduce, *grouped, groups_out, scale, bias, post, so))
             if vo_key:
                 keys[vo_key] = vo

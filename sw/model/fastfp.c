@@ -1097,8 +1097,9 @@ fail:
  * -> whether it ran (False: a base is not a whole memory word inside its bounds, nothing done).
  *
  * A warm launch's flat sequence (sw/model/chip.py, ChipModel._flat) as one call: its reads, units and writes on
- * buffers bound once. ``slots``: per slot a buffer (an output or scratch uint32 array, a tier's bytes, an int64
- * index or code array) or an int, the byte length of a slot that a SQ_HALF op points into a tier on each run.
+ * buffers bound once. ``slots``: per slot a buffer (an output or scratch uint32 array, a tier's bytes, a read-only
+ * int64 index or code array: no op may write what is checked here) or an int, the byte length of a slot that a
+ * SQ_HALF op points into a tier on each run.
  * ``checks``: int64 (reads + writes) x 2, the rows (base / word_bytes) each base may take, lo <= row < hi.
  * ``ops``: int64 words, each op its code then its fields (below). Every op is checked here against the slots'
  * lengths and the checks' rows, so a run touches no byte outside its buffers. */
@@ -1165,15 +1166,26 @@ static Py_ssize_t seq_slot(const struct seq *q, int64_t k, int need_view)
     return q->len[k];
 }
 
+/* seq_slot of a slot of indices or stage code, checked here once: a read-only buffer, so that no op writes it. */
+static Py_ssize_t seq_indices(const struct seq *q, int64_t k)
+{
+    Py_ssize_t len = seq_slot(q, k, 1);
+    if (len >= 0 && !q->views[k].readonly) {
+        seq_bad("an index or code slot is writable");
+        return -1;
+    }
+    return len;
+}
+
 /* The least and greatest row (from the base's row) of a READ / WRITE op's grid or offsets. */
 static int seq_rows(const struct seq *q, const int64_t *o, int64_t *least, int64_t *greatest)
 {
     int64_t first = o[5], count = o[13];
     if (o[12] >= 0) {
-        Py_ssize_t len = seq_slot(q, o[12], 1);
+        Py_ssize_t len = seq_indices(q, o[12]);
         if (len < 0)
             return -1;
-        if (count < 1 || len < count * 8)
+        if (count < 1 || count > ((int64_t)1 << 40) || len < count * 8)
             return seq_bad("an offsets array is shorter than its rows");
         const int64_t *off = (const int64_t *)q->addr[o[12]];
         *least = *greatest = off[0];
@@ -1218,6 +1230,7 @@ static int seq_check(struct seq *q)
     int bad = 0;
 #define NEED(cond, what) do { if (!(cond)) { seq_bad(what); bad = 1; goto done; } } while (0)
 #define LEN(var, k, view) Py_ssize_t var = seq_slot(q, (k), (view)); if (var < 0) { bad = 1; goto done; }
+#define INDICES(var, k) Py_ssize_t var = seq_indices(q, (k)); if (var < 0) { bad = 1; goto done; }
     while (o < end) {
         NEED(o[0] >= 1 && o[0] <= 7 && end - o >= SQ_WORDS[o[0]], "an op's code or length");
         switch (o[0]) {
@@ -1245,8 +1258,10 @@ static int seq_check(struct seq *q)
             LEN(tier, o[2], 1);
             NEED(o[3] >= 0 && o[3] < q->nreads, "an op's base");
             int64_t lo = q->lo[o[3]], hi = q->hi[o[3]], nrows = tier / q->wb;
-            NEED(o[4] >= -((int64_t)1 << 40) && o[4] <= ((int64_t)1 << 40) && q->len[o[1]] % q->wb == 0, "a half slot");
-            NEED(hi > lo && lo + o[4] >= 0 && hi - 1 + o[4] + q->len[o[1]] / q->wb <= nrows, "a half slot leaves its tier");
+            NEED(o[4] >= -((int64_t)1 << 40) && o[4] <= ((int64_t)1 << 40) && q->len[o[1]] % q->wb == 0,
+                 "a half slot");
+            NEED(hi > lo && lo + o[4] >= 0 && hi - 1 + o[4] + q->len[o[1]] / q->wb <= nrows,
+                 "a half slot leaves its tier");
             set[o[1]] = 1;
             break;
         }
@@ -1262,8 +1277,9 @@ static int seq_check(struct seq *q)
         case SQ_TAKE: {
             LEN(dst, o[1], 1);
             LEN(src, o[2], 0);
-            LEN(index, o[3], 1);
-            NEED(set[o[2]] && !q->views[o[1]].readonly && o[4] >= 0 && dst >= o[4] * 4 && index >= o[4] * 8,
+            INDICES(index, o[3]);
+            NEED(set[o[2]] && !q->views[o[1]].readonly && o[4] >= 0 && o[4] <= ((int64_t)1 << 40) && dst >= o[4] * 4 &&
+                 index >= o[4] * 8,
                  "a take's slots");
             const int64_t *ix = (const int64_t *)q->addr[o[3]];
             for (int64_t k = 0; k < o[4]; k++)
@@ -1273,7 +1289,8 @@ static int seq_check(struct seq *q)
         case SQ_GEMV: {
             int64_t groups = o[4], m = o[5], rows = o[6], lanes = o[7], stride = o[8], step = o[9], half = o[10];
             NEED(groups >= 0 && m >= 0 && rows >= 0 && lanes >= 1 && lanes <= MAX_LANES && stride >= 0 && step >= 0 &&
-                 groups <= ((int64_t)1 << 30) && m <= ((int64_t)1 << 30) && rows <= MAX_LANES &&
+                 groups <= ((int64_t)1 << 30) && m <= ((int64_t)1 << 30) && groups * m <= ((int64_t)1 << 40) &&
+                 rows <= MAX_LANES &&
                  stride <= ((int64_t)1 << 30) && step <= ((int64_t)1 << 30) && (half == 0 || half == 1),
                  "a GEMV's sizes");
             LEN(a, o[1], 0);
@@ -1296,7 +1313,7 @@ static int seq_check(struct seq *q)
                  groups <= n && scale >= 0 && scale <= 0xFFFFFFFFll && bias >= 0 && bias <= 0xFFFFFFFFll &&
                  post >= -1 && post <= 4, "a PCU's arguments");
             NEED(!((tail_op >= 0 || post >= 0) && !tables_set), "a PCU's tables are not set");
-            LEN(code, o[1], 1);
+            INDICES(code, o[1]);
             NEED(code >= stages * 6 * 8, "a PCU's code");
             const int64_t *st = (const int64_t *)q->addr[o[1]];
             for (int64_t k = 0; k < stages; k++, st += 6)
@@ -1312,8 +1329,8 @@ static int seq_check(struct seq *q)
             LEN(vo, o[12], 1);
             NEED(!q->views[o[12]].readonly && vo >= cells * 4, "a PCU's vo");
             if (so_mode == 2) {
-                LEN(starts, o[15], 1);
-                LEN(sizes, o[16], 1);
+                INDICES(starts, o[15]);
+                INDICES(sizes, o[16]);
                 NEED(starts >= groups * 8 && sizes >= groups * 8, "a PCU's groups");
                 const int64_t *s0 = (const int64_t *)q->addr[o[15]], *s1 = (const int64_t *)q->addr[o[16]];
                 for (int64_t g = 0; g < groups; g++)
@@ -1332,6 +1349,7 @@ static int seq_check(struct seq *q)
     }
 #undef NEED
 #undef LEN
+#undef INDICES
 done:
     PyMem_Free(set);
     return bad ? -1 : 0;
@@ -1366,8 +1384,8 @@ static PyObject *seq_build(PyObject *self, PyObject *const *args, Py_ssize_t nar
         goto fail;
     }
     q->hi = q->lo + nb, q->rows = q->lo + 2 * nb;
-    if (q->wb < 4 || q->wb % 4) {
-        seq_bad("word_bytes must be a multiple of 4");
+    if (q->wb < 4 || q->wb % 4 || q->wb > ((Py_ssize_t)1 << 20)) {
+        seq_bad("word_bytes must be a multiple of 4, at most 2**20");
         goto fail;
     }
     for (Py_ssize_t k = 0; k < q->nslots; k++) {

@@ -32,6 +32,7 @@ import numpy as np
 
 from sw.model import fp32
 from sw.model.fabric import latency
+from sw.model.kept import kept
 from sw.model.pcu import PcuModel, replay_step
 from sw.model.pmu import READ_LATENCY, PmuModel, gather_by, source_index
 from sw.tile.kernel import Endpoint, Program
@@ -54,13 +55,8 @@ _CONFIG_REPRS = {}
 
 def config_repr(config):
     """``repr(config)`` of an immutable object (a unit configuration, the array's parameters, a tuple of tail
-    functions), kept per object; the cache is emptied at 4,096 entries."""
-    known = _CONFIG_REPRS.get(id(config))
-    if known is None or known[0] is not config:
-        if len(_CONFIG_REPRS) >= 4096:
-            _CONFIG_REPRS.clear()
-        known = _CONFIG_REPRS[id(config)] = (config, repr(config))
-    return known[1]
+    functions), kept per object."""
+    return kept(_CONFIG_REPRS, config, repr)
 
 
 def _unit_model(kind, params, config, **ops):
@@ -502,23 +498,13 @@ class ArrayModel:
 
     def _gated_order(self, plan, key, make):
         """``make()``, kept per ``plan`` and ``key``: which units a gated replay runs follows from the plan alone."""
-        known = self._orders.get((id(plan), key))
-        if known is None or known[0] is not plan:
-            if len(self._orders) >= 1024:
-                self._orders.clear()
-            known = self._orders[(id(plan), key)] = (plan, make())
-        return known[1]
+        return kept(self._orders, plan, lambda _: make(), key=(id(plan), key), limit=1024)
 
     def _deps(self, plan):
         """Per unit (step) of ``plan``, the streams it takes and the streams it gives, by (node, port)."""
-        known = self._plan_deps.get(id(plan))
-        if known is None or known[0] is not plan:
-            if len(self._plan_deps) >= 1024:
-                self._plan_deps.clear()
-            deps = tuple((tuple(source for _, source, _, _ in feeds), tuple((name, port) for port, _, _ in outs))
-                         for name, feeds, _, _, _, _, outs in plan[3][0])
-            known = self._plan_deps[id(plan)] = (plan, deps)
-        return known[1]
+        return kept(self._plan_deps, plan, lambda plan: tuple(
+            (tuple(source for _, source, _, _ in feeds), tuple((name, port) for port, _, _ in outs))
+            for name, feeds, _, _, _, _, outs in plan[3][0]), limit=1024)
 
     def _truncate(self, steps, maps, uses):
         """Replace the replay step of each fixed-map PMU whose every reader takes only its first m vectors (GEMVs

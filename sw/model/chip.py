@@ -42,6 +42,7 @@ from hw.mem.params import TIER_NAMES
 from sw.model import credit, memory_units
 from sw.model import pcu as pcu_model
 from sw.model.array import ArrayModel, config_repr
+from sw.model.kept import kept
 from sw.model.loop import execute_looped
 from sw.model.memory import FlatMemory, MemoryRangeError, SparseMemory, TierModel
 from sw.errors import LaunchError
@@ -76,17 +77,6 @@ _FINGERPRINTS = {}
 _QUOTED = re.compile(r"'([^'\\]*)'")
 
 
-def _kept(cache, obj, make):
-    """``make(obj)``, kept in ``cache`` by ``id(obj)`` with ``obj`` itself (so a reused id is not taken for it);
-    the cache is emptied at 4,096 entries."""
-    known = cache.get(id(obj))
-    if known is None or known[0] is not obj:
-        if len(cache) >= 4096:
-            cache.clear()
-        known = cache[id(obj)] = (obj, make(obj))
-    return known[1]
-
-
 def _fingerprint(prog):
     """What the fast model takes from ``prog``, with the program's own names (units, connections, host ports)
     replaced by their places in order (:func:`_find_fingerprint`), or None where a repr may not show everything
@@ -95,7 +85,7 @@ def _fingerprint(prog):
     Programs with equal fingerprints differ only in those names (a model's layers, built from one template): the
     fast model runs them alike, so a launch plan made for one replays the other (:meth:`ChipModel._execute_one`).
     """
-    return _kept(_FINGERPRINTS, prog, _find_fingerprint)
+    return kept(_FINGERPRINTS, prog, _find_fingerprint)
 
 
 # The fields _find_fingerprint takes apart, per class name: it falls back to the whole repr for any other shape.
@@ -107,7 +97,7 @@ _PROGRAM_FIELDS = ("params", "words", "units", "connections", "routing", "host_i
 
 
 def _find_fingerprint(prog):
-    """:func:`_fingerprint`'s answer, found: ``(names, text, parts)``. ``names`` holds the places of the names in
+    """:func:`_fingerprint`'s answer, found: ``(places, text, parts)``. ``places`` holds the places of the names in
     each field that holds one (dict keys, unit, connection and host port names, endpoint nodes); a name not in the
     program's own (an endpoint's node) stays itself, a string where the places are integers. ``parts`` are the
     ``repr`` of the parameters, of each unit's configuration and of each PCU's tail functions
@@ -134,7 +124,7 @@ def _find_fingerprint(prog):
         kinds.update(type(e) for c in connections for e in (c.source, *c.sinks))
         if fields != _PROGRAM_FIELDS or not all(_taken_apart(kind) for kind in kinds):
             return _renamed_repr(prog, names, hops)
-        held = (tuple(place(k, k) for k in prog.units), tuple(place(u.name, u.name) for u in units),
+        places = (tuple(place(k, k) for k in prog.units), tuple(place(u.name, u.name) for u in units),
                 tuple((place(c.name, c.name), place(c.source.node, c.source.node),
                        tuple(place(e.node, e.node) for e in c.sinks)) for c in connections),
                 tuple(place(k, k) for k in prog.host_inputs), tuple(place(k, k) for k in prog.host_outputs),
@@ -153,7 +143,7 @@ def _find_fingerprint(prog):
         return _renamed_repr(prog, names, hops)
     if "..." in text or any("..." in c for c in (parts[0], *parts[1], *parts[2], *parts[3])):
         return None
-    return held, text, parts
+    return places, text, parts
 
 
 # (class, _NAMED_FIELDS' entry for its name) -> whether _find_fingerprint takes its instances apart.
@@ -477,7 +467,7 @@ def _grid(offsets):
     """``(first, bounds, strides)`` with ``offsets`` (an int64 array of word offsets) the words ``first + sum_k i_k
     strides[k]`` for ``i`` over ``bounds`` in C order (outermost first), at most three levels, every stride at least
     0; None where they are not such a grid. Kept per array."""
-    return _kept(_GRIDS, offsets, _find_grid)
+    return kept(_GRIDS, offsets, _find_grid)
 
 
 def _find_grid(offsets):
@@ -503,7 +493,7 @@ def _find_grid(offsets):
 
 
 def _array_model(prog):
-    return _kept(_ARRAYS, prog, ArrayModel)
+    return kept(_ARRAYS, prog, ArrayModel)
 
 
 def _tier_memory(name, capacity):
@@ -1008,7 +998,7 @@ class ChipModel:
 
         Runs the plan's flat sequence (:meth:`_flat`, made once per plan on this chip) where it has one and it
         takes the launch, else the plan's steps."""
-        flat = _kept(self._flats, plan, self._flat)
+        flat = kept(self._flats, plan, self._flat)
         if flat is not None:
             done = flat(read_bases, write_bases, outputs)
             if done is not None:

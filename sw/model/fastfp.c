@@ -1516,8 +1516,12 @@ static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             return NULL;
         }
         for (Py_ssize_t k = 0; k < count; k++) {
+            /* A plain int only: another object's __index__ could run Python that changes the list. */
+            PyObject *item = PyList_GET_ITEM(bases, k);
+            if (!PyLong_CheckExact(item))
+                Py_RETURN_FALSE;
             int overflow;
-            long long base = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(bases, k), &overflow);
+            long long base = PyLong_AsLongLongAndOverflow(item, &overflow);
             if (base == -1 && PyErr_Occurred())
                 return NULL;
             if (overflow || base < -((long long)1 << 60) || base > ((long long)1 << 60))
@@ -1531,7 +1535,8 @@ static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             q->rows[at + k] = row;
         }
     }
-    Py_BEGIN_ALLOW_THREADS
+    /* The GIL stays held: the rows, scratch and buffers are the sequence's own, so one run at a time. */
+    
     for (int64_t *o = q->ops, *end = q->ops + q->nops; o < end; o += SQ_WORDS[o[0]]) {
         char **a = q->addr;
         switch (o[0]) {
@@ -1583,7 +1588,6 @@ static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         }
         }
     }
-    Py_END_ALLOW_THREADS
     Py_RETURN_TRUE;
 }
 

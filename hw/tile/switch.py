@@ -168,6 +168,9 @@ class Switch(wiring.Component):
     stall_cycles : Out(32)
         Cycles in which some input FIFO held a word that did not leave:
         blocked by an output, or selected by none.
+    holding : Out(1)
+        Some input FIFO holds a word. With no word held and no input valid,
+        no register of the switch changes at the next edge.
 
     An input selected by several outputs is a multicast: each of those outputs
     offers the word only while all the others can take it, so they all take
@@ -191,6 +194,7 @@ class Switch(wiring.Component):
         members.update({f"o_{name}": Out(_stream(params, network)) for name in self.outputs})
         members["cfg"] = In(Shape.cast(switch_config_layout(params, network)).width)
         members["stall_cycles"] = Out(32)
+        members["holding"] = Out(1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -259,6 +263,7 @@ class Switch(wiring.Component):
                 out.valid.eq(valids.bit_select(sel[k], 1) & siblings),
             ]
 
+        m.d.comb += self.holding.eq(fifos.r_valid.any())
         blocked = (fifos.r_valid & ~fifos.r_en).any()
         with m.If(blocked):
             m.d.sync += self.stall_cycles.eq(self.stall_cycles + 1)

@@ -240,20 +240,27 @@ def _top_ports(text):
 
 
 _HIER_KINDS = ("pcu", "pmu", "agcu")
+# By default a PCU module becomes a block only where the design has at least this many instances of it.
+_HIER_MIN_INSTANCES = 8
 
 
 def _hier_blocks(text, waves):
-    """Modules Verilator verilates on their own (``hier_block``): by default the split-out PCUs.
+    """Modules Verilator verilates on their own (``hier_block``): by default the split-out PCUs of large arrays.
 
     A hierarchical block is verilated and compiled once, its instances calling one model's code, where a
     plain module gets its scheduled logic emitted once per instance (a 4x8 array's 16 PCUs, 16 times).
-    PCUs only: they are most of the C++ and cross few ports per cycle for their work, so the chip's decode
-    ran as fast as flat; making the PMUs and AGCUs blocks too saved a little more C++ but slowed the
-    decode by about 30 % (docs/performance.md). ``OPENRDU_HIER_BLOCKS`` sets the kinds: a comma-separated
-    list of ``pcu``, ``pmu``, ``agcu``, ``1`` for all three, ``0`` for none (the design verilated flat).
+    PCUs only: they are most of the C++ and cross few ports per cycle for their work; making the PMUs and
+    AGCUs blocks too saved a little more C++ but slowed the decode by about 30 % (docs/performance.md).
+    Unset, ``OPENRDU_HIER_BLOCKS`` makes a PCU module a block only where the design has at least
+    ``_HIER_MIN_INSTANCES`` instances of it: a block's wrapper evaluates the whole unit at both clock edges
+    and at every change of its inputs, so the ``chip`` target's four PCUs decode about 10 % faster flat, and
+    build no slower. Set, it names the kinds made blocks whatever their count: a comma-separated list of
+    ``pcu``, ``pmu``, ``agcu``, ``1`` for all three, ``0`` for none (the design verilated flat).
     Never with waves: every signal is traced in one model.
     """
-    setting = os.environ.get("OPENRDU_HIER_BLOCKS", "pcu").strip().lower()
+    setting = os.environ.get("OPENRDU_HIER_BLOCKS")
+    default = setting is None
+    setting = "pcu" if default else setting.strip().lower()
     if waves or setting in ("", "0"):
         return []
     kinds = _HIER_KINDS if setting == "1" else tuple(kind.strip() for kind in setting.split(","))
@@ -261,7 +268,11 @@ def _hier_blocks(text, waves):
     if unknown:
         raise RuntimeError(f"OPENRDU_HIER_BLOCKS must be 0, 1 or a comma-separated list of {', '.join(_HIER_KINDS)}, "
                            f"not {setting!r}")
-    return sorted(set(re.findall(rf"^module ((?:{'|'.join(kinds)})_[0-9a-f]{{10}})\(", text, re.M)))
+    modules = sorted(set(re.findall(rf"^module ((?:{'|'.join(kinds)})_[0-9a-f]{{10}})\(", text, re.M)))
+    if default:
+        modules = [module for module in modules
+                   if len(re.findall(rf"^\s*{module} \w+ \(", text, re.M)) >= _HIER_MIN_INSTANCES]
+    return modules
 
 
 def _control_file(unit, text, waves=False):

@@ -162,10 +162,20 @@ def test_split_leaves_units_with_value_arguments_in_place():
 
 
 def test_hier_blocks_setting(monkeypatch):
-    text = "module top(a);\nmodule pcu_0123456789(b);\nmodule pmu_0123456789(c);\n"
+    def design(pcus):
+        return ("module top(a);\n" + "".join(f"  pcu_0123456789 pcu_{i} (\n" for i in range(pcus))
+                + "  pmu_0123456789 pmu_0 (\nmodule pcu_0123456789(b);\nmodule pmu_0123456789(c);\n")
+
+    text = design(harness._HIER_MIN_INSTANCES)
     monkeypatch.delenv("OPENRDU_HIER_BLOCKS", raising=False)
     assert harness._hier_blocks(text, waves=False) == ["pcu_0123456789"]
     assert harness._hier_blocks(text, waves=True) == []
+    # Fewer PCUs (the chip target's four) verilate flat unless the setting names the kind.
+    assert harness._hier_blocks(design(harness._HIER_MIN_INSTANCES - 1), waves=False) == []
+    monkeypatch.setenv("OPENRDU_HIER_BLOCKS", "pcu")
+    assert harness._hier_blocks(design(4), waves=False) == ["pcu_0123456789"]
+    monkeypatch.setenv("OPENRDU_HIER_BLOCKS", "0")
+    assert harness._hier_blocks(text, waves=False) == []
     monkeypatch.setenv("OPENRDU_HIER_BLOCKS", "1")
     assert harness._hier_blocks(text, waves=False) == ["pcu_0123456789", "pmu_0123456789"]
     monkeypatch.setenv("OPENRDU_HIER_BLOCKS", "pcu,gpu")

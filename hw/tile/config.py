@@ -1,12 +1,13 @@
 """Configuration loader: bitstream words in, active unit configurations out."""
 
 from amaranth import Module, Signal, Cat, Shape
-from amaranth.hdl import ShapeCastable
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal, ShapeCastable
 from amaranth.lib import stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
 from facts.bitstream import HEADER_WORDS, MAGIC, MAX_UNIT_ID, MAX_VERSION, MAX_WIDTH, Status
+from hw.tile.clock_gate import clock_gate as gate
 
 
 # The loader's outputs besides the configurations; the array passes them on as config_<name>.
@@ -46,6 +47,12 @@ class ConfigLoader(wiring.Component):
     timeout : int
         Idle cycles in the middle of a bitstream after which it is refused
         as ``TRUNCATED``.
+    clock_gate : bool
+        Run the loader's registers on a gated clock (:mod:`hw.tile.clock_gate`)
+        that ticks only after a cycle with a word offered, a bitstream in
+        progress (``busy``) or reset: every register changes only then, so
+        the outputs and cycle counts are those of the ungated loader, and
+        an idle loader costs the co-simulation nothing per cycle.
 
     Attributes
     ----------
@@ -62,7 +69,7 @@ class ConfigLoader(wiring.Component):
         A bitstream is being taken or discarded.
     """
 
-    def __init__(self, targets, *, version, timeout=1024):
+    def __init__(self, targets, *, version, timeout=1024, clock_gate=True):
         if not isinstance(targets, dict) or not targets:
             raise ValueError(f"targets must be a non-empty dict of unit id -> width, not {targets!r}")
         self._shapes = {}
@@ -79,6 +86,9 @@ class ConfigLoader(wiring.Component):
             raise ValueError(f"version must be an integer in [0, {MAX_VERSION}], not {version!r}")
         if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 1 << 20:
             raise ValueError(f"timeout must be an integer in [1, {1 << 20}] cycles, not {timeout!r}")
+        if not isinstance(clock_gate, bool):
+            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        self.clock_gate = clock_gate
         self.targets = {u: (s if isinstance(s, int) else _width(s)) for u, s in self._shapes.items()}
         self.version = version
         self.timeout = timeout
@@ -249,4 +259,13 @@ class ConfigLoader(wiring.Component):
                     m.next = "IDLE"
 
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
-        return m
+        if not self.clock_gate:
+            return m
+        gated = Module()
+        gated.domains.core = ClockDomain("core", local=True)
+        gated.submodules.loader = DomainRenamer("core")(m)
+        gated.d.comb += [
+            ClockSignal("core").eq(gate(gated, take | self.busy | ResetSignal())),
+            ResetSignal("core").eq(ResetSignal()),
+        ]
+        return gated

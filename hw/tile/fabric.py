@@ -1,9 +1,11 @@
 """The rows x cols mesh of switches, both networks, with the units' ports on top."""
 
 from amaranth import Module, Value
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.tile.clock_gate import clock_gate
 from hw.tile.params import ArrayParams
 from hw.tile.streams import scalar_stream, vector_stream
 from hw.tile.switch import (DIRECTIONS, NETWORKS, OPPOSITE, STEP, UNIT_INPUTS, UNIT_OUTPUTS, Switch, channels,
@@ -38,6 +40,12 @@ class Fabric(wiring.Component):
     Parameters
     ----------
     params : ArrayParams
+    gated_networks : tuple of str
+        Networks whose switches all run on one gated clock (:mod:`hw.tile.clock_gate`), which ticks only
+        after a cycle in which one of them held a word, a unit offered one to that network, or reset: no
+        switch register changes otherwise, so the network behaves as ungated. The scalar network carries
+        words in few of a decode's kernel cycles, and one gate for all its switches costs one clock domain
+        (a gate per switch cost more in dispatch than it saved, docs/performance.md).
 
     Attributes
     ----------
@@ -51,10 +59,14 @@ class Fabric(wiring.Component):
         Each switch's ``stall_cycles``, in the same order as ``cfg``.
     """
 
-    def __init__(self, params):
+    def __init__(self, params, *, gated_networks=("scalar",)):
         if not isinstance(params, ArrayParams):
             raise ValueError(f"params must be an ArrayParams, not {type(params).__name__}")
+        gated_networks = tuple(gated_networks)
+        if any(net not in NETWORKS for net in gated_networks):
+            raise ValueError(f"gated_networks must name networks of {NETWORKS}, not {gated_networks!r}")
         self.params = params
+        self.gated_networks = gated_networks
         streams = {"vector": vector_stream(params.lanes), "scalar": scalar_stream()}
         members = {}
         for r in range(params.rows):
@@ -73,20 +85,22 @@ class Fabric(wiring.Component):
         m = Module()
         p = self.params
         for net in NETWORKS:
+            # One network's switches and links; a gated network's, in a module whose registers run on its clock.
+            n = Module() if net in self.gated_networks else m
             switches = {}
             for r in range(p.rows):
                 for c in range(p.cols):
                     sw = switches[r, c] = Switch(p, network=net)
-                    m.submodules[f"{net[0]}sw_{r}_{c}"] = sw
+                    n.submodules[f"{net[0]}sw_{r}_{c}"] = sw
                     index = r * p.cols + c
-                    m.d.comb += [
+                    n.d.comb += [
                         sw.cfg.eq(self.cfg[index][net]),
                         getattr(self, f"{net}_stall_cycles")[index].eq(sw.stall_cycles),
                     ]
                     for port in UNIT_OUTPUTS[net]:
-                        _join(m, getattr(self, unit_port_name(r, c, port)), getattr(sw, f"i_{port}"))
+                        _join(n, getattr(self, unit_port_name(r, c, port)), getattr(sw, f"i_{port}"))
                     for port in UNIT_INPUTS[net]:
-                        _join(m, getattr(sw, f"o_{port}"), getattr(self, unit_port_name(r, c, port)))
+                        _join(n, getattr(sw, f"o_{port}"), getattr(self, unit_port_name(r, c, port)))
             for (r, c), sw in switches.items():
                 for d in DIRECTIONS:
                     dr, dc = STEP[d]
@@ -94,7 +108,25 @@ class Fabric(wiring.Component):
                     for k in range(channels(p, net)):
                         out, inp = getattr(sw, f"o_{d}{k}"), getattr(sw, f"i_{d}{k}")
                         if neighbour is None:
-                            m.d.comb += [out.ready.eq(0), inp.valid.eq(0)]
+                            n.d.comb += [out.ready.eq(0), inp.valid.eq(0)]
                         else:
-                            wiring.connect(m, out, getattr(neighbour, f"i_{OPPOSITE[d]}{k}"))
+                            wiring.connect(n, out, getattr(neighbour, f"i_{OPPOSITE[d]}{k}"))
+            if net not in self.gated_networks:
+                continue
+            domain = f"{net}_net"
+            m.domains += ClockDomain(domain, local=True)
+            m.submodules[net] = DomainRenamer(domain)(n)
+            offered = [getattr(self, unit_port_name(r, c, port)).valid
+                       for r in range(p.rows) for c in range(p.cols) for port in UNIT_OUTPUTS[net]]
+            en = _any([sw.holding for sw in switches.values()] + offered + [ResetSignal()])
+            m.d.comb += [ClockSignal(domain).eq(clock_gate(m, en, name=f"{domain}_gclk")),
+                         ResetSignal(domain).eq(ResetSignal())]
         return m
+
+
+def _any(values):
+    """The OR of ``values``, as a chain."""
+    result = values[0]
+    for v in values[1:]:
+        result = result | v
+    return result

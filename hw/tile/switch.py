@@ -168,6 +168,9 @@ class Switch(wiring.Component):
     stall_cycles : Out(32)
         Cycles in which some input FIFO held a word that did not leave:
         blocked by an output, or selected by none.
+    holding : Out(1)
+        Some input FIFO holds a word. With no word held and no input valid,
+        no register of the switch changes at the next edge.
 
     An input selected by several outputs is a multicast: each of those outputs
     offers the word only while all the others can take it, so they all take
@@ -191,6 +194,7 @@ class Switch(wiring.Component):
         members.update({f"o_{name}": Out(_stream(params, network)) for name in self.outputs})
         members["cfg"] = In(Shape.cast(switch_config_layout(params, network)).width)
         members["stall_cycles"] = Out(32)
+        members["holding"] = Out(1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -198,8 +202,9 @@ class Switch(wiring.Component):
         width = Shape.cast(payload_layout(self.params, self.network)).width
         depth = self.params.switch_fifo_depth
         n = len(self.inputs)
-        # Input i's FIFO occupies rows i * depth to i * depth + depth - 1.
-        m.submodules.slots = slots = memory.Memory(shape=width, depth=n * depth, init=[])
+        # Input i's FIFO occupies rows (i + 1) * depth to (i + 1) * depth + depth - 1, so that an output's
+        # read address is its selector and the head beside it; rows 0 to depth - 1 (selector 0) stay zero.
+        m.submodules.slots = slots = memory.Memory(shape=width, depth=(n + 1) * depth, init=[])
         fifos = _Fifos(m, n, depth)
         for i, name in enumerate(self.inputs):
             port = getattr(self, f"i_{name}")
@@ -207,7 +212,7 @@ class Switch(wiring.Component):
             m.d.comb += [
                 fifos.w_en[i].eq(port.valid),
                 port.ready.eq(fifos.w_rdy[i]),
-                write.addr.eq(i * depth + fifos.tail[i]),
+                write.addr.eq((i + 1) * depth + fifos.tail[i]),
                 write.data.eq(port.payload),
                 write.en.eq(fifos.push[i]),
             ]
@@ -246,15 +251,19 @@ class Switch(wiring.Component):
         valids = pad(Cat(Const(0, 1), fifos.r_valid), 1)
         for k, out in enumerate(outs):
             read = slots.read_port(domain="comb")
+            head = heads.word_select(sel[k], pbits)
+            # With a power-of-two depth the address is a concatenation: no arithmetic on the selector.
+            addr = Cat(head, sel[k]) if depth == 1 << pbits else sel[k] * depth + head
             # A multicast output offers the word only while every sibling output of its input is ready.
             others = prefix[k] | suffix[k]
             siblings = ~pad(others, 1).bit_select(sel[k], 1)
             m.d.comb += [
-                read.addr.eq((sel[k] - 1) * depth + heads.word_select(sel[k], pbits)),
+                read.addr.eq(addr),
                 out.payload.eq(read.data),
                 out.valid.eq(valids.bit_select(sel[k], 1) & siblings),
             ]
 
+        m.d.comb += self.holding.eq(fifos.r_valid.any())
         blocked = (fifos.r_valid & ~fifos.r_en).any()
         with m.If(blocked):
             m.d.sync += self.stall_cycles.eq(self.stall_cycles + 1)

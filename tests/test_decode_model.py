@@ -219,3 +219,24 @@ def test_weights_from_ddr_default_model(default_model, prompt_ids):
     ddr = run(CHIP, default_model, prompt_ids[:2], max_new_tokens=1, weights_tier="ddr")
     assert ddr["logits_sha"] == hbm["logits_sha"]
     assert ddr["report"]["load"]["ddr_to_hbm_bytes"] > 0
+
+
+def test_decode_leaves_the_heap_it_found_out_of_collections(small):
+    # Objects alive when generate starts are frozen while it runs and thawed after; a caller's own freeze stays.
+    import gc
+
+    seen = []
+    progress = lambda done, total: seen.append(gc.get_freeze_count())
+    assert gc.get_freeze_count() == 0
+    run(CHIP, small, [3, 5], max_new_tokens=3, stop_at_eos=False, progress=progress)
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == 0
+    with pytest.raises(DecodeError):
+        run(CHIP, small, [3, 5], max_new_tokens=10_000)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        held = gc.get_freeze_count()
+        run(CHIP, small, [3, 5], max_new_tokens=2, stop_at_eos=False)
+        assert gc.get_freeze_count() == held
+    finally:
+        gc.unfreeze()

@@ -15,6 +15,8 @@ from amaranth.lib.wiring import In, Out
 from cosim import split
 from cosim.top_reset import REGISTERED, register_reset
 from hw.tile import clock_gate
+from hw.tile.config import ConfigLoader
+from hw.tile.fabric import Fabric
 from hw.tile.params import SMALL
 from hw.tile.pcu import Pcu
 
@@ -34,6 +36,22 @@ def test_gated_pcu_gates_the_parts_a_record_may_leave_unused():
     cells = set(re.findall(rf"^\s*{clock_gate.MODULE} (\S+)", gated, re.M))
     parts = {"post", "red", "tail", *(f"st{s}_{unit}" for s in range(SMALL.stages) for unit in ("mul", "add"))}
     assert cells == {"gclk_cell", *(f"{part}_gclk_cell" for part in parts)}
+
+
+def _gate_cells(design):
+    return set(re.findall(rf"^\s*{clock_gate.MODULE} (\S+)", verilog.convert(design, name="top", emit_src=False),
+                          re.M))
+
+
+def test_fabric_gates_the_named_networks_and_the_loader_its_registers():
+    assert _gate_cells(Fabric(SMALL)) == {"scalar_net_gclk_cell"}
+    assert _gate_cells(Fabric(SMALL, gated_networks=())) == set()
+    with pytest.raises(ValueError, match="gated_networks must name networks"):
+        Fabric(SMALL, gated_networks=("scalar", "gpu"))
+    assert _gate_cells(ConfigLoader({1: 40}, version=1)) == {"gclk_cell"}
+    assert _gate_cells(ConfigLoader({1: 40}, version=1, clock_gate=False)) == set()
+    with pytest.raises(TypeError, match="clock_gate must be a bool"):
+        ConfigLoader({1: 40}, version=1, clock_gate=1)
 
 
 def test_gate_definition_added_once_and_only_where_used():

@@ -180,13 +180,13 @@ async def word_arrivals_match_model(dut):
     assert exact == words, f"{words - exact} of {words} words arrived at another cycle than the model predicts"
 
 
-@cocotb.test()
-async def unrouted_input_backs_up(dut):
+async def check_unrouted_input_backs_up(dut, network):
     """Words into an input no output selects wait in its FIFO (none lost), then flow once routed."""
-    free = (0, 0, "vo0")
-    other = Net("other", "vector", (P.rows - 1, P.cols - 1, "vo0"), [(0, P.cols - 1, "vi0")])
+    out, (inp, late) = UNIT_OUTPUTS[network][0], UNIT_INPUTS[network][:2]
+    free = (0, 0, out)
+    other = Net("other", network, (P.rows - 1, P.cols - 1, out), [(0, P.cols - 1, inp)])
     await reset(dut, route(P, [other]).fabric_config())
-    words = payloads(9, "vector", 10)
+    words = payloads(9, network, 10)
     valid, ready, payload = port(dut, free)
     sinks = {s: port(dut, s) for s in all_unit_inputs(P)}
     for s in sinks.values():
@@ -203,18 +203,31 @@ async def unrouted_input_backs_up(dut):
             accepted += 1
     assert accepted == P.switch_fifo_depth, (f"an unrouted input took {accepted} words, "
                                              f"expected its FIFO depth {P.switch_fifo_depth}")
-    stall = (int(dut.vector_stall_cycles.value) >> 0) & 0xFFFF_FFFF
+    stall = (int(getattr(dut, f"{network}_stall_cycles").value) >> 0) & 0xFFFF_FFFF
     assert stall >= 40 - P.switch_fifo_depth - 1, f"switch (0, 0) counted {stall} stall cycles while backed up"
 
     await FallingEdge(dut.clk)
     valid.value = 0
     for s in sinks.values():
         s[1].value = 0
-    dut.cfg.value = route(P, [other, Net("late", "vector", free, [(0, 0, "vi1")])]).fabric_config()
-    ex = Exchange(dut, {free: words[accepted:]}, {(0, 0, "vi1"): words}, idle=0.2, backpressure=0.2, seed=SEED)
+    dut.cfg.value = route(P, [other, Net("late", network, free, [(0, 0, late)])]).fabric_config()
+    ex = Exchange(dut, {free: words[accepted:]}, {(0, 0, late): words}, idle=0.2, backpressure=0.2, seed=SEED)
     await ex.run()
-    got = ex.received[(0, 0, "vi1")]
+    got = ex.received[(0, 0, late)]
     assert got == words, f"after routing, the sink got {[hex(w) for w in got]}, expected all ten words in order"
+
+
+@cocotb.test()
+async def unrouted_input_backs_up(dut):
+    """The vector network: see :func:`check_unrouted_input_backs_up`."""
+    await check_unrouted_input_backs_up(dut, "vector")
+
+
+@cocotb.test()
+async def unrouted_scalar_input_backs_up(dut):
+    """The same on the scalar network, whose switches run on a gated clock: the held words keep it ticking,
+    the stall counter counts every cycle they wait, and a route made while they wait delivers them."""
+    await check_unrouted_input_backs_up(dut, "scalar")
 
 
 @cocotb.test()

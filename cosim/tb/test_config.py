@@ -12,6 +12,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
+from cosim import components
 from cosim.components import start_clock_and_reset
 from cosim.tb.units_config import TARGETS, TIMEOUT, VERSION
 from sw import bitstream
@@ -250,3 +251,28 @@ async def idle_cycles(dut):
     await ReadOnly()
     assert int(dut.status.value) == int(Reason.BAD_CHECKSUM) and active(dut) == current
     assert state(dut)["refused"] == counts["refused"] + 1
+
+
+@cocotb.test()
+async def reset_mid_load(dut):
+    """A reset in the middle of a bitstream, and one between bitstreams (the loader's gated clock stopped),
+    leave the loader as the first reset did, and it stays so through idle cycles longer than the timeout;
+    the next load is exact."""
+    rng = np.random.default_rng(SEED + 4)
+    await reset(dut)
+    await load_good(dut, random_values(rng))
+    words = packed(random_values(rng))
+    await send(dut, words[:len(words) // 2])
+    await ReadOnly()
+    assert dut.busy.value == 1, "the loader is not busy in the middle of a bitstream"
+    await FallingEdge(dut.clk)
+    await components.reset(dut, zero=("words__valid", "words__payload"))
+    for mid_load in (True, False):
+        for _ in range(2):
+            await ReadOnly()
+            assert state(dut) == {"status": STATUS_IDLE, "load_cycles": 0, "ok": 0, "refused": 0, "busy": 0}, (
+                f"state {state(dut)} after a reset {'in' if mid_load else 'between'} bitstreams")
+            assert active(dut) == {u: 0 for u in TARGETS}
+            await ClockCycles(dut.clk, 2 * TIMEOUT, rising=False)
+        await load_good(dut, random_values(rng))
+        await components.reset(dut, zero=("words__valid", "words__payload"))

@@ -16,6 +16,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly, Timer
 
+from cosim import components
 from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, run, start_clock_and_reset
 from cosim.tb.units_fabric import PARAMS
 from hw.tile.fabric import unit_port_name
@@ -66,12 +67,15 @@ def all_unit_inputs(p):
             for q in UNIT_INPUTS[net]]
 
 
+def _idle_ports():
+    return ([f"{unit_port_name(r, c, q)}__valid" for r in range(P.rows) for c in range(P.cols)
+             for net in ("vector", "scalar") for q in UNIT_OUTPUTS[net]]
+            + [f"{unit_port_name(*sink)}__ready" for sink in all_unit_inputs(P)])
+
+
 async def reset(dut, config):
     dut.cfg.value = config
-    await start_clock_and_reset(dut, zero=[f"{unit_port_name(r, c, q)}__valid" for r in range(P.rows)
-                                           for c in range(P.cols) for net in ("vector", "scalar")
-                                           for q in UNIT_OUTPUTS[net]]
-                                + [f"{unit_port_name(*sink)}__ready" for sink in all_unit_inputs(P)])
+    await start_clock_and_reset(dut, zero=_idle_ports())
 
 
 class Exchange:
@@ -215,6 +219,12 @@ async def check_unrouted_input_backs_up(dut, network):
     await ex.run()
     got = ex.received[(0, 0, late)]
     assert got == words, f"after routing, the sink got {[hex(w) for w in got]}, expected all ten words in order"
+
+    # A reset with the network idle (a gated network's clock stopped) clears the counter all the same.
+    await components.reset(dut, zero=_idle_ports())
+    await ReadOnly()
+    stall = int(getattr(dut, f"{network}_stall_cycles").value) & 0xFFFF_FFFF
+    assert stall == 0, f"switch (0, 0) still counts {stall} stall cycles after a reset"
 
 
 @cocotb.test()

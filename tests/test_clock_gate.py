@@ -123,3 +123,8 @@ def test_split_converts_a_unit_with_a_local_domain_alone(monkeypatch):
     with pytest.raises(split.NotSplittable, match="clock domains inner"):
         split.convert(Top(False), "top", jobs=1)
 
+
+
+def test_fabric_gated_networks_refuses_a_bare_string():
+    with pytest.raises(TypeError, match="not the string 'scalar'"):
+        Fabric(SMALL, gated_networks="scalar")

@@ -8,8 +8,8 @@ from amaranth.lib.wiring import In, Out
 from hw.tile.clock_gate import clock_gate
 from hw.tile.params import ArrayParams
 from hw.tile.streams import scalar_stream, vector_stream
-from hw.tile.switch import (DIRECTIONS, NETWORKS, OPPOSITE, STEP, UNIT_INPUTS, UNIT_OUTPUTS, Switch, channels,
-                            switch_record_layout)
+from hw.tile.switch import (DIRECTIONS, NETWORKS, OPPOSITE, STEP, UNIT_INPUTS, UNIT_OUTPUTS, Switch, any_of,
+                            channels, switch_record_layout)
 
 
 def fabric_config_layout(params):
@@ -62,6 +62,8 @@ class Fabric(wiring.Component):
     def __init__(self, params, *, gated_networks=("scalar",)):
         if not isinstance(params, ArrayParams):
             raise ValueError(f"params must be an ArrayParams, not {type(params).__name__}")
+        if isinstance(gated_networks, str):
+            raise TypeError(f"gated_networks must be a tuple of network names, not the string {gated_networks!r}")
         gated_networks = tuple(gated_networks)
         if any(net not in NETWORKS for net in gated_networks):
             raise ValueError(f"gated_networks must name networks of {NETWORKS}, not {gated_networks!r}")
@@ -118,15 +120,7 @@ class Fabric(wiring.Component):
             m.submodules[net] = DomainRenamer(domain)(n)
             offered = [getattr(self, unit_port_name(r, c, port)).valid
                        for r in range(p.rows) for c in range(p.cols) for port in UNIT_OUTPUTS[net]]
-            en = _any([sw.holding for sw in switches.values()] + offered + [ResetSignal()])
+            en = any_of([sw.holding for sw in switches.values()] + offered + [ResetSignal()])
             m.d.comb += [ClockSignal(domain).eq(clock_gate(m, en, name=f"{domain}_gclk")),
                          ResetSignal(domain).eq(ResetSignal())]
         return m
-
-
-def _any(values):
-    """The OR of ``values``, as a chain."""
-    result = values[0]
-    for v in values[1:]:
-        result = result | v
-    return result

@@ -87,7 +87,8 @@ def _wire(m, value, name):
     return s
 
 
-def _or(values):
+def any_of(values):
+    """The OR of ``values`` (Amaranth values), as a chain."""
     result = values[0]
     for v in values[1:]:
         result = result | v
@@ -242,7 +243,7 @@ class Switch(wiring.Component):
             acc = _wire(m, acc | blocking[k], f"blocked_from_{k}")
         used = Signal(n + 1, name="used")
         m.d.comb += [
-            used.eq(_or(picked)),
+            used.eq(any_of(picked)),
             fifos.r_en.eq((used & ~blocked_any)[1:]),
         ]
         pad = lambda v, w: Cat(v, Const(0, w * (width_sel - n - 1)))

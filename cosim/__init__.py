@@ -23,4 +23,4 @@ def _check_target(target):
 
 _backends.register(_backends.Backend(
     "rtl", run=_run_rtl, check_target=_check_target,
-    notice="co-simulating {modes} on the RTL chip (Verilator; the first run builds it, a few minutes)\n"))
+    notice="co-simulating {modes} on the RTL chip (Verilator; the first run builds it, about a minute)\n"))

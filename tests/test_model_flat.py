@@ -15,17 +15,9 @@ from sw.model import chip as chip_model
 from sw.model import fp32
 from sw.model.chip import ChipModel, _find_grid, _grid
 from sw.model.memory import FlatMemory, MemoryRangeError
-from tests.test_model_cext import SPECIAL
+from tests.test_model_cext import SPECIAL, kernels  # noqa: F401  (kernels: the fixture)
 from tests.test_model_replay import _launch, assert_replay_is_step_by_step
 from tests.test_model_speedups import _operands
-
-
-@pytest.fixture
-def kernels():
-    k = fp32.kernels()
-    if k is None:
-        pytest.skip("no C compiler or Python headers: the compiled fp32 kernels are not built")
-    return k
 
 
 def _spelled(first, bounds, strides):
@@ -255,7 +247,7 @@ def test_a_flat_replay_steps_aside_for_the_numpy_forms_and_for_words_outside_a_t
     chip = ChipModel(SMALL, params.SMALL, all_io_positions(SMALL))
     chip.load_program(case.program)
     chip.execute(*_launch(chip, case, 0, 0x8000, np.random.default_rng(0)))
-    plans = chip._launches[id(case.program)][3]
+    plans = chip._ports(case.program)[2]
     (plan, _), = plans.values()
     reads, writes = _launch(chip, case, 0x10000, 0x9000, np.random.default_rng(1))
     agcus = [chip.agcu_at(p.side, p.col) for p in case.program.host_inputs.values()]

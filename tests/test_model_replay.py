@@ -130,7 +130,7 @@ def test_a_replayed_launch_is_the_launch_run_step_by_step():
         launches = [_launch(chip, case, at, out, np.random.default_rng(k)) for chip in (replayed, stepped)]
         assert_replay_is_step_by_step(replayed, stepped, launches)
     # The plan was made by the first launch; the others replayed it.
-    assert len(replayed._launches[id(case.program)][3]) == 1
+    assert len(replayed._ports(case.program)[2]) == 1
 
 
 @pytest.mark.parametrize("kind", ["normal", "tiny", "special"])

@@ -588,7 +588,7 @@ class ChipModel:
         prog = self.program
         if prog is None or prog.iterations > 1:
             return None
-        _, ins, outs, plans = self._ports(prog)
+        ins, outs, plans = self._ports(prog)
         if not (all(k in reads for k in ins) and all(k in writes for k in outs)):
             return None
         read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
@@ -610,12 +610,10 @@ class ChipModel:
         return ins, outs, go
 
     def _ports(self, prog):
-        """``(prog, AGCUs of its host inputs, of its host outputs, its plans by launch shapes)``, kept per program."""
-        known = self._launches.get(id(prog))
-        if known is None or known[0] is not prog:
-            known = self._launches[id(prog)] = (prog, [self.agcu_at(p.side, p.col) for p in prog.host_inputs.values()],
-                                                [self.agcu_at(p.side, p.col) for p in prog.host_outputs.values()], {})
-        return known
+        """``(AGCUs of prog's host inputs, of its host outputs, its plans by launch shapes)``, kept per program."""
+        return kept(self._launches, prog, lambda prog: (
+            [self.agcu_at(p.side, p.col) for p in prog.host_inputs.values()],
+            [self.agcu_at(p.side, p.col) for p in prog.host_outputs.values()], {}))
 
     @staticmethod
     def _key(read_pats, write_pats, held):
@@ -634,7 +632,7 @@ class ChipModel:
         return found
 
     def _execute_one(self, prog, reads, writes, held):
-        _, ins, outs, plans = self._ports(prog)
+        ins, outs, plans = self._ports(prog)
         if all(k in reads for k in ins) and all(k in writes for k in outs):
             read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
             key = self._key(read_pats, write_pats, held)
@@ -980,15 +978,12 @@ class ChipModel:
     def _tier_views(self, tier):
         """(:meth:`_tier_rows`, the same rows as little-endian 32-bit and 16-bit words or None where a word's bytes
         are not a whole number of them)."""
-        memory = self.memory[tier]
-        known = self._rows.get(tier)
-        if known is None or known[0] is not memory:
+        def views(memory):
             P = self.mem_params
             rows = memory_units.tier_rows(memory, P.tiers[tier].capacity, P.word_bytes)
             fits = rows is not None and P.word_bytes % 4 == 0
-            known = self._rows[tier] = (memory, (rows, rows.view("<u4") if fits else None,
-                                                 rows.view("<u2") if fits else None))
-        return known[1]
+            return rows, rows.view("<u4") if fits else None, rows.view("<u2") if fits else None
+        return kept(self._rows, self.memory[tier], views, key=tier)
 
     def _replay(self, plan, read_bases, write_bases, outputs=True):
         """``(cycles, outputs)`` of :meth:`execute` by ``plan`` with the patterns at ``read_bases`` /
@@ -1276,14 +1271,10 @@ class ChipModel:
         views = {tier: self._tier_views(tier) for _, tier, *_ in plan[1] + plan[2]}
         shape = tuple((tier, v[1] is not None, len(v[0]) if v[0] is not None else None) for tier, v in views.items())
         key = (id(plan), c, halves, shape)
-        known = _SEQUENCES.get(key)
-        if known is None or known[0] is not plan:
-            if len(_SEQUENCES) >= 4096:
-                _SEQUENCES.clear()
-            known = _SEQUENCES[key] = (plan, self._sequence_ops(plan, steps, halves, order, views))
-        if known[1] is None:
+        ops = kept(_SEQUENCES, plan, lambda plan: self._sequence_ops(plan, steps, halves, order, views), key=key)
+        if ops is None:
             return None
-        slots, words, checks, outputs = known[1]
+        slots, words, checks, outputs = ops
         slots = tuple(views[x][0] if kind == "tier" else np.empty(x, np.uint32) if kind == "buffer" else x
                       for kind, x in slots)
         try:

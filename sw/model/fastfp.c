@@ -1463,6 +1463,18 @@ static inline void seq_widen(char *restrict dst, const char *restrict src, Py_ss
         d[i] = (uint32_t)t[i] << 16;
 }
 
+/* Moves `bytes` between a tier's rows at t and a buffer at d: a write stores d's bytes in the tier, a read
+   loads the tier's into d, widened from bf16 where asked. */
+static inline void seq_move(char *t, char *d, Py_ssize_t bytes, int read, int widen)
+{
+    if (!read)
+        memcpy(t, d, (size_t)bytes);
+    else if (!widen)
+        memcpy(d, t, (size_t)bytes);
+    else
+        seq_widen(d, t, bytes / 2);
+}
+
 /* Row k of a READ / WRITE op's grid or offsets, from the base's row. */
 static inline void seq_copy_rows(const struct seq *q, const int64_t *o, int64_t row)
 {
@@ -1472,31 +1484,17 @@ static inline void seq_copy_rows(const struct seq *q, const int64_t *o, int64_t 
     Py_ssize_t out = widen ? 2 * wb : wb;
     if (o[12] >= 0) {
         const int64_t *off = (const int64_t *)q->addr[o[12]];
-        for (int64_t k = 0; k < o[13]; k++) {
-            char *t = tier + (row + o[5] + off[k]) * wb, *d = data + k * out;
-            if (!read)
-                memcpy(t, d, (size_t)wb);
-            else if (!widen)
-                memcpy(d, t, (size_t)wb);
-            else
-                seq_widen(d, t, wb / 2);
-        }
+        for (int64_t k = 0; k < o[13]; k++)
+            seq_move(tier + (row + o[5] + off[k]) * wb, data + k * out, wb, read, widen);
         return;
     }
     /* Rows that follow each other on the innermost level are one block. */
     int64_t inner = o[8], block = o[11] == 1 ? inner : 1, k = 0;
     for (int64_t i0 = 0; i0 < o[6]; i0++)
         for (int64_t i1 = 0; i1 < o[7]; i1++)
-            for (int64_t i2 = 0; i2 < inner; i2 += block, k += block) {
-                char *t = tier + (row + o[5] + i0 * o[9] + i1 * o[10] + i2 * o[11]) * wb, *d = data + k * out;
-                Py_ssize_t bytes = block * wb;
-                if (!read)
-                    memcpy(t, d, (size_t)bytes);
-                else if (!widen)
-                    memcpy(d, t, (size_t)bytes);
-                else
-                    seq_widen(d, t, bytes / 2);
-            }
+            for (int64_t i2 = 0; i2 < inner; i2 += block, k += block)
+                seq_move(tier + (row + o[5] + i0 * o[9] + i1 * o[10] + i2 * o[11]) * wb, data + k * out,
+                         block * wb, read, widen);
 }
 
 static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)

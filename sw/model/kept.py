@@ -18,7 +18,8 @@ def kept(cache, obj, make, *, key=None, limit=4096):
     make : callable
         ``make(obj)`` gives the value on a miss.
     key : hashable, optional
-        The entry's key where more than the object tells values apart (it must hold ``id(obj)``).
+        The entry's key, where more than the object's identity tells values apart or one entry per key holds
+        whichever object is current there; a hit still needs ``obj`` itself.
     limit : int
         Entries at most.
     """

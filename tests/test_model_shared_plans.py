@@ -240,3 +240,57 @@ def test_session_patterns_follow_replaced_streams(tmp_path):
     launch.streams = [dataclasses.replace(s, offset=s.offset + 64) for s in launch.streams]
     moved = other._patterns(launch, 1, 2)
     assert moved == launch.patterns(1, 2) and moved != before
+
+
+def test_a_new_chip_finds_the_launch_plans_kept_for_the_process(tmp_path, monkeypatch):
+    # ChipModel.launcher keeps its plan look-up per program and pattern objects for the process (the eleventh pass):
+    # a second decode's new chip finds every launch's plan without looking it up, with the same results; new
+    # process-wide plans (a fresh process's) look again.
+    from sw.target import CHIP
+
+    compiled = _compiled(tmp_path, CHIP)
+    _fresh(monkeypatch)
+    monkeypatch.setattr(chip, "_LAUNCH_PLANS", {})
+    first = _decode(compiled, CHIP)
+    looked = []
+    found_plan = ChipModel._found_plan
+    monkeypatch.setattr(ChipModel, "_found_plan", lambda self, *a: looked.append(1) or found_plan(self, *a))
+    again = _decode(compiled, CHIP)
+    assert not looked, "a new chip's launchers take the plans kept for the process"
+    _fresh(monkeypatch)
+    cold = _decode(compiled, CHIP)
+    assert looked, "new process-wide plans are looked up again"
+    for got in (again, cold):
+        assert np.array_equal(got["logits"], first["logits"]) and got["tokens"] == first["tokens"]
+        assert got["step_cycles"] == first["step_cycles"]
+
+
+def test_a_kept_launch_plan_needs_the_same_pattern_objects(tmp_path, monkeypatch):
+    # The kept look-up is by the patterns' identities: a pattern replaced in the dict the runtime hands over (here an
+    # equal copy) is looked up again, as are other AGCUs or memory parameters.
+    from sw.runtime.decode import Session
+    from sw.runtime.device import ModelDevice
+    from sw.target import CHIP
+
+    compiled = _compiled(tmp_path, CHIP)
+    _fresh(monkeypatch)
+    monkeypatch.setattr(chip, "_LAUNCH_PLANS", {})
+    _decode(compiled, CHIP)
+    launch = compiled.buckets[8][2]
+    _, _, reads, writes, _ = Session._known_patterns(launch)
+    model = ModelDevice(CHIP).chip
+    model.load_program(launch.program)
+    kept = model._launch_plan(launch.program, reads, writes)
+    assert kept is not None
+    looked = []
+    found_plan = ChipModel._found_plan
+    monkeypatch.setattr(ChipModel, "_found_plan", lambda self, *a: looked.append(1) or found_plan(self, *a))
+    assert model._launch_plan(launch.program, reads, writes) is kept and not looked
+    agcu = next(iter(reads))
+    kept_pattern = reads[agcu]
+    monkeypatch.setitem(reads, agcu, dataclasses.replace(kept_pattern))
+    again = model._launch_plan(launch.program, reads, writes)
+    assert looked and again is not kept and again[2] is kept[2] and again[:2] == kept[:2]
+    other = ChipModel(model.array_params, model.mem_params, model.agcus[::-1])
+    other.load_program(launch.program)
+    assert other._launch_plan(launch.program, reads, writes) is not again, "other AGCUs look again"

@@ -519,3 +519,50 @@ def test_decode_identical_with_the_compiled_credit_service(monkeypatch, tmp_path
             assert np.array_equal(fast[key], slow[key]), key
         else:
             assert fast[key] == slow[key], key
+
+
+def test_round_robin_service_from_the_compiled_responses():
+    # _round_robin_service takes the compiled loop's responses as one array: the tier's own service of requests
+    # offered round-robin, a word a cycle each stream, to the cycle (several stream counts, totals not a multiple).
+    import dataclasses
+    from fractions import Fraction
+
+    from sw.model import chip
+    from sw.model.memory import TierModel
+    from sw.target import CHIP, LARGE
+
+    tiers = [*CHIP.memory.tiers, *LARGE.memory.tiers,
+             dataclasses.replace(CHIP.memory.tiers[1], channel_bytes_per_cycle=Fraction(3, 2), latency=7, queue_depth=3)]
+    for tier in tiers:
+        for streams in (1, 2, 3, 5):
+            for total in (1, 4, 37, 600):
+                want = TierModel(tier, word_bytes=16).service(
+                    (chip.AGCU_START_CYCLES + np.arange(total) // streams).tolist())
+                got = chip._round_robin_service(tier, 16, streams, total)
+                assert got == want and all(type(x) is int for x in got)
+
+
+def test_program_load_checks_the_bitstream_in_place(tmp_path):
+    # ModelDevice.load_program compares a flat tier's bytes where they lie: the program's bitstream loads, another
+    # one (a byte changed) is refused, and a place past the tier's end is reported by the tier as before.
+    import asyncio
+
+    from sw.errors import ChipError
+    from sw.model.memory import MemoryRangeError
+    from sw.runtime.decode import Session
+    from sw.runtime.device import ModelDevice
+    from sw.target import CHIP
+    from tests.test_model_shared_plans import _compiled
+
+    compiled = _compiled(tmp_path, CHIP)
+    device = ModelDevice(CHIP)
+    asyncio.run(Session(device, compiled).load())
+    launch = compiled.buckets[8][0]
+    region = compiled.memory_map[launch.program_region]
+    assert asyncio.run(device.load_program(launch.program, region.tier, region.offset)) == len(launch.program.words)
+    tier = device.chip.memory[region.tier]
+    tier.bytes[region.offset + 5] ^= 1
+    with pytest.raises(ChipError, match="is not the program's"):
+        asyncio.run(device.load_program(launch.program, region.tier, region.offset))
+    with pytest.raises(MemoryRangeError):
+        asyncio.run(device.load_program(launch.program, region.tier, tier.capacity - 16))

@@ -186,3 +186,53 @@ def test_model_refuses_other_objects():
         PmuModel(P, {"write": None})
     with pytest.raises(ValueError, match=r"banks has shape \(2, 2\)"):
         PmuModel(P, rows_config(), banks=np.zeros((2, 2)))
+
+
+def _divided_read(model, addresses):
+    """PmuModel._read as written with // and % by lanes (before the eleventh pass took shifts and masks)."""
+    lanes, words, c = model.params.lanes, model.params.pmu_words, model.config
+    bank = lambda row, column: (column + row * int(c.stripe)) % lanes
+    ok = (addresses >= 0) & (addresses + c.read_extent(model.params) < words)
+    if c.read_mode == ReadMode.ROW:
+        ok &= addresses % lanes == 0
+    safe = np.where(ok, addresses, 0)[:, None]
+    row, column = safe // lanes, safe % lanes
+    lane = np.arange(lanes)[None, :]
+    if c.read_mode == ReadMode.ROW:
+        index = row * lanes + bank(row, lane)
+    elif c.read_mode == ReadMode.COLUMN:
+        index = (row + lane) * lanes + (bank(row, column) + lane) % lanes
+    else:
+        index = np.repeat(row * lanes + bank(row, column), lanes, axis=1)
+    bad = int((~ok).sum())
+    return index, ok[:, None] if bad else None, bad
+
+
+@pytest.mark.parametrize("mode, stripe", [(ReadMode.ROW, False), (ReadMode.ROW, True), (ReadMode.COLUMN, True),
+                                          (ReadMode.BROADCAST, False), (ReadMode.BROADCAST, True)])
+def test_bank_indices_by_shifts_are_the_divisions(mode, stripe):
+    # lanes is a power of two: the read and write passes' bank indices by shifts and masks are those of // and %,
+    # for addresses in range, outside it (negative ones included) and misaligned, on several array sizes.
+    from hw.tile.params import ArrayParams
+
+    rng = np.random.default_rng(len(mode.name) + stripe)
+    for params in (SMALL, ArrayParams(lanes=4, pmu_bank_words=16), ArrayParams(lanes=16, pmu_bank_words=128)):
+        lanes = params.lanes
+        config = PmuConfig(write=AddressPattern.linear(4, lanes), read=AddressPattern.linear(4, lanes),
+                           read_mode=mode, stripe=stripe)
+        model = PmuModel(params, config)
+        for _ in range(20):
+            addresses = rng.integers(-3 * params.pmu_words, 3 * params.pmu_words, int(rng.integers(1, 50)))
+            if rng.random() < 0.5:
+                addresses = addresses - addresses % lanes
+            got, want = model._read(addresses), _divided_read(model, addresses)
+            assert np.array_equal(got[0], want[0]) and got[0].dtype == want[0].dtype and got[2] == want[2]
+            assert (got[1] is None) == (want[1] is None) and (got[1] is None or np.array_equal(got[1], want[1]))
+            rows, index, bad = model._write(addresses)
+            ok = (addresses >= 0) & (addresses < params.pmu_words) & (addresses % lanes == 0)
+            row = (addresses[ok] // lanes)[:, None]
+            _, last = np.unique(row[::-1, 0], return_index=True)
+            keep = ok.sum() - 1 - last
+            want_index = row * lanes + (np.arange(lanes)[None, :] + row * int(stripe)) % lanes
+            assert np.array_equal(rows, np.flatnonzero(ok)[keep]) and np.array_equal(index, want_index[keep])
+            assert bad == int((~ok).sum())

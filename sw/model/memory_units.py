@@ -112,17 +112,21 @@ def _layout(base, nest, capacity, word_bytes, runtime_offset):
     (capacity / word_bytes, word_bytes) bytes, a ``slice`` when they are consecutive, or None when some word
     lies outside the tier or two words share a row. Callers do not modify them.
     """
-    addresses = transfer_addresses(base, nest, word_bytes=word_bytes, runtime_offset=runtime_offset)
-    addresses.flags.writeable = False
     if base % word_bytes == 0 and capacity % word_bytes == 0:
         # The nest's extent and layout (nest_rows, kept per nest: the launch's plan takes them too) tell whether
-        # every word lies in the tier and how, without passes over the addresses for each base.
+        # every word lies in the tier and how, without passes over the addresses for each base; the addresses
+        # are transfer_addresses' from the nest's word offsets kept there.
         least, greatest, offsets, n, unique = nest_rows(nest)
         row = base // word_bytes + runtime_offset
         if n and row + least >= 0 and (row + greatest + 1) * word_bytes <= capacity:
+            words = offsets + np.arange(n, dtype=np.int64) if isinstance(offsets, int) else offsets
+            addresses = base + (words + runtime_offset) * word_bytes
+            addresses.flags.writeable = False
             rows = slice(row + offsets, row + offsets + n) if isinstance(offsets, int) else \
                 row + offsets if unique else None
             return TransferResult(addresses, False, 0, n), rows
+    addresses = transfer_addresses(base, nest, word_bytes=word_bytes, runtime_offset=runtime_offset)
+    addresses.flags.writeable = False
     report = _report(addresses, capacity, word_bytes)
     rows = None
     n = addresses.size

@@ -30,8 +30,11 @@ def _period(index, tries=32):
     or None."""
     n = index.size
     for p in np.flatnonzero(index == index[0])[1:tries + 1].tolist():
-        # The first period's words first: most candidates fail there, without a pass over the whole index.
-        if n % p == 0 and np.array_equal(index[p:2 * p], index[:p]) and np.array_equal(index[p:], index[:-p]):
+        # The first period's words first: most candidates fail there, without a pass over the whole index. Integers
+        # are equal where their bytes are: bytes compare without array_equal's layers (a broadcast map has a
+        # candidate at every lane).
+        if n % p == 0 and index[p:2 * p].tobytes() == index[:p].tobytes() and \
+                index[p:].tobytes() == index[:-p].tobytes():
             return p
     return None
 
@@ -131,13 +134,17 @@ class PmuModel:
 
     def _bank(self, row, column):
         """Bank holding (row, column) in this configuration's layout."""
-        return (column + row * int(self.config.stripe)) % self.params.lanes
+        if self.config.stripe:
+            column = column + row
+        # lanes is a power of two (ArrayParams checks): the remainder is the low bits, in two's complement too.
+        return column & (self.params.lanes - 1)
 
     def _write(self, addresses, distinct=False):
         """(vector positions, flat bank indices (k, lanes), errors) of a write pass at ``addresses``."""
         lanes, words = self.params.lanes, self.params.pmu_words
-        ok = (addresses >= 0) & (addresses < words) & (addresses % lanes == 0)
-        index = addresses[ok] // lanes
+        # lanes is a power of two: % and // by it are a mask and a shift (the same integers, without a division).
+        ok = (addresses >= 0) & (addresses < words) & ((addresses & (lanes - 1)) == 0)
+        index = addresses[ok] >> (lanes.bit_length() - 1)
         if distinct:
             keep = slice(None)
         else:
@@ -154,18 +161,20 @@ class PmuModel:
         extent = self.config.read_extent(self.params)
         ok = (addresses >= 0) & (addresses + extent < words)
         if mode == ReadMode.ROW:
-            ok &= addresses % lanes == 0
+            ok &= (addresses & (lanes - 1)) == 0
         safe = np.where(ok, addresses, 0)[:, None]
-        row, column = safe // lanes, safe % lanes
+        # lanes is a power of two (ArrayParams checks): // and % by it are a shift and a mask.
+        shift, mask = lanes.bit_length() - 1, lanes - 1
+        row, column = safe >> shift, safe & mask
         lane = np.arange(lanes)[None, :]
         if mode == ReadMode.ROW:
-            index = row * lanes + self._bank(row, lane)
+            index = (row << shift) + self._bank(row, lane)
         elif mode == ReadMode.COLUMN:
             # Lane l reads bank (column + stripe * row + l) at row + l, as the
             # hardware does; under the stripe that is (row + l, column).
-            index = (row + lane) * lanes + (self._bank(row, column) + lane) % lanes
+            index = ((row + lane) << shift) + ((self._bank(row, column) + lane) & mask)
         else:
-            index = np.repeat(row * lanes + self._bank(row, column), lanes, axis=1)
+            index = np.repeat((row << shift) + self._bank(row, column), lanes, axis=1)
         bad = int((~ok).sum())
         return index, ok[:, None] if bad else None, bad
 
@@ -261,7 +270,7 @@ class PmuModel:
             else:
                 data = banks[index]
                 out.append(data if rows is None else np.where(rows, data, 0))
-        source = np.concatenate(out) if out else np.zeros((0, lanes), np.int64)
+        source = (out[0] if len(out) == 1 else np.concatenate(out)) if out else np.zeros((0, lanes), np.int64)
         flat = source.reshape(-1)
         # One run of the write words: its last word first (a broadcast fails there, without a pass).
         if flat.size and flat[0] > 0 and flat[-1] == flat[0] + flat.size - 1 and \
@@ -270,7 +279,9 @@ class PmuModel:
         if flat.size and flat.min() > 0:
             # Every output word shows a write word: gather straight from the write vectors, no zero to prepend;
             # an output that repeats one run of words (a vector broadcast to every group) is that run, copied.
-            index = (flat - 1).astype(np.intp)
+            index = flat - 1
+            if index.dtype != np.intp:
+                index = index.astype(np.intp)
             period = _period(index)
             if period:
                 return "tile", index[:period].copy(), index.size // period

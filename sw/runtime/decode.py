@@ -306,8 +306,7 @@ class Session:
         and, for those that move, ``(index, base, token stride, position stride)``. Where the device has none yet
         (``launch``'s plan is made by its first run): ``(launch, entry, None, tries left)``, the launch run by
         ``device.execute``, a few more tries on later steps. ``old``: the entry kept before, if any."""
-        self._patterns(launch, 0, 0)
-        known = _PATTERNS[id(launch)]
+        known = self._known_patterns(launch)
         tries = old[3] if old is not None and old[0] is launch and old[1] is known and old[2] is None else 3
         _, _, reads, writes, moving = known
         found = self.device.launcher(reads, writes)
@@ -332,6 +331,18 @@ class Session:
         """``launch.patterns(token, pos)`` from the launch's patterns built once: only the bases move with the
         token and position, so each step copies them with new bases instead of building and checking them.
         Patterns that do not move (weights, tables: strides of zero) are the same objects every step."""
+        _, _, fixed_reads, fixed_writes, moving = self._known_patterns(launch)
+        reads, writes = fixed_reads.copy(), fixed_writes.copy()
+        for is_read, agcu, pattern, token_stride, pos_stride in moving:
+            (reads if is_read else writes)[agcu] = pattern.moved(pattern.base + token * token_stride
+                                                                 + pos * pos_stride)
+        return reads, writes
+
+    @staticmethod
+    def _known_patterns(launch):
+        """``launch``'s :data:`_PATTERNS` entry ``(launch, streams, reads, writes, moving)``: its patterns at token 0
+        and position 0 by AGCU and those that move with their strides, built once per process (again where the
+        launch's streams were replaced)."""
         streams = tuple(launch.streams)
         known = _PATTERNS.get(id(launch))
         if known is None or known[0] is not launch or known[1] != streams:
@@ -345,12 +356,7 @@ class Session:
             if len(_PATTERNS) >= 4096:
                 _PATTERNS.clear()
             known = _PATTERNS[id(launch)] = (launch, streams, *fixed, moving)
-        _, _, fixed_reads, fixed_writes, moving = known
-        reads, writes = fixed_reads.copy(), fixed_writes.copy()
-        for is_read, agcu, pattern, token_stride, pos_stride in moving:
-            (reads if is_read else writes)[agcu] = pattern.moved(pattern.base + token * token_stride
-                                                                 + pos * pos_stride)
-        return reads, writes
+        return known
 
     async def _step_on_chip(self, cost, token, pos, tp):
         """The bucket's launch list walked by the chip's sequencer: one host command and one done per step."""

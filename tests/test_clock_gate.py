@@ -14,6 +14,8 @@ from amaranth.lib.wiring import In, Out
 
 from cosim import split
 from cosim.top_reset import REGISTERED, register_reset
+from hw.mem import params as mem_params
+from hw.mem.agcu import Agcu
 from hw.tile import clock_gate
 from hw.tile.config import ConfigLoader
 from hw.tile.fabric import Fabric
@@ -52,6 +54,15 @@ def test_fabric_gates_the_named_networks_and_the_loader_its_registers():
     assert _gate_cells(ConfigLoader({1: 40}, version=1, clock_gate=False)) == set()
     with pytest.raises(TypeError, match="clock_gate must be a bool"):
         ConfigLoader({1: 40}, version=1, clock_gate=1)
+
+
+def test_agcu_runs_on_one_gate_and_ungated_has_none():
+    gated = verilog.convert(Agcu(mem_params.SMALL, lanes=4), name="top", emit_src=False)
+    assert set(re.findall(rf"^\s*{clock_gate.MODULE} (\S+)", gated, re.M)) == {"gclk_cell"}
+    assert "clock_en" in gated
+    assert _gate_cells(Agcu(mem_params.SMALL, lanes=4, clock_gate=False)) == set()
+    with pytest.raises(TypeError, match="clock_gate must be a bool"):
+        Agcu(mem_params.SMALL, lanes=4, clock_gate=1)
 
 
 def test_gate_definition_added_once_and_only_where_used():

@@ -1,7 +1,8 @@
-"""The PCU's clock gate, the co-simulated chip's registered reset, and how both reach the Verilator build.
+"""The units' clock gates, the co-simulated chip's registered reset, and how both reach the Verilator build.
 
-The gated PCU's behaviour is checked where it runs: the PCU testbench (random kernels under idle and
-back-pressure insertion) and the chip's, whose simulated times did not move (docs/performance.md).
+The gated units' behaviour is checked where they run: the PCU testbench (random kernels under idle and
+back-pressure insertion), the AGCU testbench and the chip's, whose simulated times did not move, and
+their reset tests (``reset_clears_state``, ``reset_clears_the_idle_units``; docs/performance.md).
 """
 
 import re
@@ -16,6 +17,8 @@ from cosim import split
 from cosim.top_reset import REGISTERED, register_reset
 from hw.mem import params as mem_params
 from hw.mem.agcu import Agcu
+from hw.mem.copy import CopyEngine
+from hw.mem.sequencer import Sequencer
 from hw.tile import clock_gate
 from hw.tile.config import ConfigLoader
 from hw.tile.fabric import Fabric
@@ -63,6 +66,16 @@ def test_agcu_runs_on_one_gate_and_ungated_has_none():
     assert _gate_cells(Agcu(mem_params.SMALL, lanes=4, clock_gate=False)) == set()
     with pytest.raises(TypeError, match="clock_gate must be a bool"):
         Agcu(mem_params.SMALL, lanes=4, clock_gate=1)
+
+
+@pytest.mark.parametrize("make", [lambda **kw: CopyEngine(mem_params.SMALL, tag_bits=4, **kw),
+                                  lambda **kw: Sequencer(mem_params.SMALL, agcus=4, **kw)],
+                         ids=["copy", "sequencer"])
+def test_copy_engine_and_sequencer_run_on_one_gate(make):
+    assert _gate_cells(make()) == {"gclk_cell"}
+    assert _gate_cells(make(clock_gate=False)) == set()
+    with pytest.raises(TypeError, match="clock_gate must be a bool"):
+        make(clock_gate="yes")
 
 
 def test_gate_definition_added_once_and_only_where_used():

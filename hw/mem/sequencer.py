@@ -11,6 +11,7 @@ raises one done at the end. docs/chip.md, "Launch lists", has the timing.
 import enum
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -19,6 +20,7 @@ from hw.mem.agcu import direction_status_layout, transfer_layout
 from hw.mem.launch_list import (MAX_AGCUS, WORD_BITS, direction_record_layout, header_layout,
                                 program_record_layout, record_words)
 from hw.mem.params import MemParams
+from hw.tile.clock_gate import clock_gate as gated_clock
 from hw.tile.streams import vector_stream
 
 COUNTER_BITS = 32
@@ -86,6 +88,11 @@ class Sequencer(wiring.Component):
     params : MemParams
     agcus : int
         Kernel AGCUs the sequencer drives, 1 to ``MAX_AGCUS``.
+    clock_gate : bool
+        Run the sequencer's registers on a gated clock (:mod:`hw.tile.clock_gate`) that ticks only after
+        a cycle with ``start``, a run under way, the parser out of its idle state, a Program Load started
+        or in flight, or reset: every register changes only then, so it behaves as ungated, and an idle
+        sequencer (the host launching) costs the co-simulation nothing per cycle.
 
     Attributes
     ----------
@@ -128,12 +135,14 @@ class Sequencer(wiring.Component):
         The latest run has finished (cleared at the next start).
     """
 
-    def __init__(self, params, *, agcus):
+    def __init__(self, params, *, agcus, clock_gate=True):
         if not isinstance(params, MemParams):
             raise ValueError(f"params must be a MemParams, not {params!r}")
         if not isinstance(agcus, int) or isinstance(agcus, bool) or not 1 <= agcus <= MAX_AGCUS:
             raise ValueError(f"agcus must be an integer in [1, {MAX_AGCUS}], not {agcus!r}")
-        self.params, self.n = params, agcus
+        if not isinstance(clock_gate, bool):
+            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        self.params, self.n, self.clock_gate = params, agcus, clock_gate
         transfer = transfer_layout(params)
         super().__init__({
             "start": In(1), "list": In(transfer), "token": In(32), "pos": In(32),
@@ -315,7 +324,18 @@ class Sequencer(wiring.Component):
             self.status.cause.eq(cause), self.status.phase.eq(phase),
             self.status.entry.eq(Mux(error, err_entry, Mux(ours | parser.ongoing("DRAIN"), lentry, pentry))),
         ]
-        return m
+        if not self.clock_gate:
+            return m
+        gated = Module()
+        gated.domains.core = ClockDomain("core", local=True)
+        gated.submodules.sequencer = DomainRenamer("core")(m)
+        en = Signal(name="clock_en")
+        gated.d.comb += [
+            en.eq(self.start | running | ~parser.ongoing("IDLE") | self.loader.start | in_flight | ResetSignal()),
+            ClockSignal("core").eq(gated_clock(gated, en)),
+            ResetSignal("core").eq(ResetSignal()),
+        ]
+        return gated
 
     def _direction(self, m, d, todo, token, pos):
         """A parsed direction record into the pattern of the lowest direction left in ``todo``, base stepped."""

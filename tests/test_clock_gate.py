@@ -59,6 +59,17 @@ def test_fabric_gates_the_named_networks_and_the_loader_its_registers():
         ConfigLoader({1: 40}, version=1, clock_gate=1)
 
 
+def test_gated_module_ticks_in_reset_whatever_the_enable():
+    unit = Module()
+    count = Signal(8)
+    unit.d.sync += count.eq(count + 1)
+    en = Signal(name="en")
+    text = verilog.convert(clock_gate.gated_module(unit, en, name="u"), name="top", ports=[en], emit_src=False)
+    assert re.search(r"^\s*assign clock_en = en \| rst;$", text, re.M)
+    assert re.search(rf"^\s*{clock_gate.MODULE} gclk_cell ", text, re.M)
+    assert "module \\top.u (core_clk, core_rst);" in text
+
+
 def test_agcu_runs_on_one_gate_and_ungated_has_none():
     gated = verilog.convert(Agcu(mem_params.SMALL, lanes=4), name="top", emit_src=False)
     assert set(re.findall(rf"^\s*{clock_gate.MODULE} (\S+)", gated, re.M)) == {"gclk_cell"}

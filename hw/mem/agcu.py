@@ -8,7 +8,6 @@ the data each transfer moves.
 """
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -17,7 +16,7 @@ from facts.loopnest import COUNT_BITS, LAST_EVERY_BITS, LEVELS
 from hw.loopnest import LoopNestCounter
 from hw.mem import tln
 from hw.mem.params import MemParams
-from hw.tile.clock_gate import clock_gate as gated_clock
+from hw.tile.clock_gate import gated_module
 from hw.tile.streams import scalar_stream, vector_stream
 
 STATUS_BITS = 32
@@ -539,14 +538,6 @@ class Agcu(wiring.Component):
             return m
         # Every register above changes only in a cycle with one of these; ``allowed`` also counts the
         # named peer's pulses while the read is idle, and ``write_iteration`` falls the cycle after it rose.
-        gated = Module()
-        gated.domains.core = ClockDomain("core", local=True)
-        gated.submodules.agcu = DomainRenamer("core")(m)
-        en = Signal(name="clock_en")
-        gated.d.comb += [
-            en.eq(self.cfg.read.start | self.cfg.write.start | r["busy"] | w["busy"] | req_valid | resp.valid
-                  | (rbuf.level != 0) | self.write_iteration | peer.iteration | ResetSignal()),
-            ClockSignal("core").eq(gated_clock(gated, en)),
-            ResetSignal("core").eq(ResetSignal()),
-        ]
-        return gated
+        en = (self.cfg.read.start | self.cfg.write.start | r["busy"] | w["busy"] | req_valid | resp.valid
+              | (rbuf.level != 0) | self.write_iteration | peer.iteration)
+        return gated_module(m, en, name="agcu")

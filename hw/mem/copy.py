@@ -6,14 +6,13 @@ the bytes and cycles of each copy so software can measure it.
 """
 
 from amaranth import Cat, Module, Mux, Signal
-from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from hw.mem import tln
 from hw.mem.params import MemParams
-from hw.tile.clock_gate import clock_gate as gated_clock
+from hw.tile.clock_gate import gated_module
 
 LENGTH_BITS = 32
 STATUS_BITS = 32
@@ -215,13 +214,4 @@ class CopyEngine(wiring.Component):
             m.d.sync += [st.busy.eq(0), st.done.eq(1)]
         if not self.clock_gate:
             return m
-        gated = Module()
-        gated.domains.core = ClockDomain("core", local=True)
-        gated.submodules.copy = DomainRenamer("core")(m)
-        en = Signal(name="clock_en")
-        gated.d.comb += [
-            en.eq(cfg.start | st.busy | req_valid | resp.valid | (buf.level != 0) | ResetSignal()),
-            ClockSignal("core").eq(gated_clock(gated, en)),
-            ResetSignal("core").eq(ResetSignal()),
-        ]
-        return gated
+        return gated_module(m, cfg.start | st.busy | req_valid | resp.valid | (buf.level != 0), name="copy")

@@ -11,7 +11,6 @@ raises one done at the end. docs/chip.md, "Launch lists", has the timing.
 import enum
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -20,7 +19,7 @@ from hw.mem.agcu import direction_status_layout, transfer_layout
 from hw.mem.launch_list import (MAX_AGCUS, WORD_BITS, direction_record_layout, header_layout,
                                 program_record_layout, record_words)
 from hw.mem.params import MemParams
-from hw.tile.clock_gate import clock_gate as gated_clock
+from hw.tile.clock_gate import gated_module
 from hw.tile.streams import vector_stream
 
 COUNTER_BITS = 32
@@ -326,16 +325,8 @@ class Sequencer(wiring.Component):
         ]
         if not self.clock_gate:
             return m
-        gated = Module()
-        gated.domains.core = ClockDomain("core", local=True)
-        gated.submodules.sequencer = DomainRenamer("core")(m)
-        en = Signal(name="clock_en")
-        gated.d.comb += [
-            en.eq(self.start | running | ~parser.ongoing("IDLE") | self.loader.start | in_flight | ResetSignal()),
-            ClockSignal("core").eq(gated_clock(gated, en)),
-            ResetSignal("core").eq(ResetSignal()),
-        ]
-        return gated
+        en = self.start | running | ~parser.ongoing("IDLE") | self.loader.start | in_flight
+        return gated_module(m, en, name="sequencer")
 
     def _direction(self, m, d, todo, token, pos):
         """A parsed direction record into the pattern of the lowest direction left in ``todo``, base stepped."""

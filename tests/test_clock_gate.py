@@ -1,7 +1,8 @@
-"""The PCU's clock gate, the co-simulated chip's registered reset, and how both reach the Verilator build.
+"""The units' clock gates, the co-simulated chip's registered reset, and how both reach the Verilator build.
 
-The gated PCU's behaviour is checked where it runs: the PCU testbench (random kernels under idle and
-back-pressure insertion) and the chip's, whose simulated times did not move (docs/performance.md).
+The gated units' behaviour is checked where they run: the PCU testbench (random kernels under idle and
+back-pressure insertion), the AGCU testbench and the chip's, whose simulated times did not move, and
+their reset tests (``reset_clears_state``, ``reset_clears_the_idle_units``; docs/performance.md).
 """
 
 import re
@@ -14,6 +15,10 @@ from amaranth.lib.wiring import In, Out
 
 from cosim import split
 from cosim.top_reset import REGISTERED, register_reset
+from hw.mem import params as mem_params
+from hw.mem.agcu import Agcu
+from hw.mem.copy import CopyEngine
+from hw.mem.sequencer import Sequencer
 from hw.tile import clock_gate
 from hw.tile.config import ConfigLoader
 from hw.tile.fabric import Fabric
@@ -52,6 +57,36 @@ def test_fabric_gates_the_named_networks_and_the_loader_its_registers():
     assert _gate_cells(ConfigLoader({1: 40}, version=1, clock_gate=False)) == set()
     with pytest.raises(TypeError, match="clock_gate must be a bool"):
         ConfigLoader({1: 40}, version=1, clock_gate=1)
+
+
+def test_gated_module_ticks_in_reset_whatever_the_enable():
+    unit = Module()
+    count = Signal(8)
+    unit.d.sync += count.eq(count + 1)
+    en = Signal(name="en")
+    text = verilog.convert(clock_gate.gated_module(unit, en, name="u"), name="top", ports=[en], emit_src=False)
+    assert re.search(r"^\s*assign clock_en = en \| rst;$", text, re.M)
+    assert re.search(rf"^\s*{clock_gate.MODULE} gclk_cell ", text, re.M)
+    assert "module \\top.u (core_clk, core_rst);" in text
+
+
+def test_agcu_runs_on_one_gate_and_ungated_has_none():
+    gated = verilog.convert(Agcu(mem_params.SMALL, lanes=4), name="top", emit_src=False)
+    assert set(re.findall(rf"^\s*{clock_gate.MODULE} (\S+)", gated, re.M)) == {"gclk_cell"}
+    assert "clock_en" in gated
+    assert _gate_cells(Agcu(mem_params.SMALL, lanes=4, clock_gate=False)) == set()
+    with pytest.raises(TypeError, match="clock_gate must be a bool"):
+        Agcu(mem_params.SMALL, lanes=4, clock_gate=1)
+
+
+@pytest.mark.parametrize("make", [lambda **kw: CopyEngine(mem_params.SMALL, tag_bits=4, **kw),
+                                  lambda **kw: Sequencer(mem_params.SMALL, agcus=4, **kw)],
+                         ids=["copy", "sequencer"])
+def test_copy_engine_and_sequencer_run_on_one_gate(make):
+    assert _gate_cells(make()) == {"gclk_cell"}
+    assert _gate_cells(make(clock_gate=False)) == set()
+    with pytest.raises(TypeError, match="clock_gate must be a bool"):
+        make(clock_gate="yes")
 
 
 def test_gate_definition_added_once_and_only_where_used():

@@ -12,9 +12,9 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly, RisingEdge
 
-from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, run, start_clock_and_reset
+from cosim.components import Scoreboard, StreamDriver, StreamMonitor, pauses, reset, run, start_clock_and_reset
 from cosim.store import TierStore
 from cosim.streams import pack_scalars, pack_vectors, unpack_vectors
 from cosim.tb.units_agcu import LANES, TAG_BITS
@@ -693,3 +693,53 @@ async def out_of_range_accesses(dut):
     assert (status["error"], status["error_addr"], status["bytes"]) == (1, src, 0), f"copy status {status}"
     assert np.array_equal(stores[DDR].read(0, 0x1000), guard[DDR]) and \
         np.array_equal(stores[HBM].read(0, 0x1000), guard[HBM]), "the bottom of a tier changed: an access wrapped"
+
+
+def all_status(dut):
+    return {(i, d): unpack(AGCU_STATUS, int(getattr(dut, f"a{i}_status").value))[d]
+            for i in range(len(LANES)) for d in ("read", "write")}
+
+
+async def assert_reset_state(dut, where):
+    """Every AGCU's status is all zeros and nothing is offered, now and after idle cycles past a round trip."""
+    for _ in range(2):
+        await ReadOnly()
+        for key, status in all_status(dut).items():
+            assert not any(status.values()), f"{where}: AGCU {key[0]} {key[1]} status {status}"
+        for i in range(len(LANES)):
+            assert getattr(dut, f"a{i}_vo__valid").value == 0, f"{where}: AGCU {i} offers a vector"
+        await ClockCycles(dut.clk, 4 * max(P.hbm.latency, P.ddr.latency), rising=False)
+
+
+@cocotb.test()
+async def reset_clears_state(dut):
+    """A reset with both AGCUs idle after finished transfers (their gated clocks stopped), and one in the middle
+    of a read with its data buffered and a write waiting for vectors, leave the AGCUs as the first reset did,
+    and the transfers after each are exact."""
+    stores = await start(dut)
+    rng = np.random.default_rng(SEED + 50)
+    base = 0x6000
+    random_fill(stores[HBM], rng, base, 0x4000)
+    a0, a1 = AgcuDriver(dut, 0), AgcuDriver(dut, 1)
+    zero = [f"a{i}_{name}" for i in range(len(LANES)) for name in ("vi__valid", "si__valid", "vo__ready", "cfg")]
+    for mid_transfer in (False, True):
+        image = tier_image(stores[HBM])
+        await a0.checked_read(image, HBM, base, [24], [1], where="before the reset", seed=SEED)
+        vectors = rng.integers(0, 1 << 32, (mu.vectors_for_words(6, a1.lanes, WB), a1.lanes), dtype=np.uint32)
+        status = await a1.write(HBM, base + 0x2000, [6], [1], vectors)
+        assert status["done"] and status["words"] == 6 and status["cycles"], f"write status {status}"
+        if mid_transfer:
+            dut.a0_vo__ready.value = 0
+            await a0.begin("read", tier=HBM, base=base, counts=[64], strides=[1])
+            await a1.begin("write", tier=HBM, base=base + 0x2000, counts=[8], strides=[1])
+            await ClockCycles(dut.clk, 4 * P.hbm.latency, rising=False)
+            await ReadOnly()
+            assert dut.a0_vo__valid.value == 1, "the read has no data buffered"
+            assert a0.status("read")["busy"] and a1.status("write")["busy"], "the transfers are not under way"
+            await FallingEdge(dut.clk)
+        a0.cfg, a1.cfg = {"read": {}, "write": {}}, {"read": {}, "write": {}}
+        await reset(dut, zero=zero)
+        await assert_reset_state(dut, f"after a reset {'in the middle of' if mid_transfer else 'between'} transfers")
+    image = tier_image(stores[HBM])
+    await a0.checked_read(image, HBM, base, [40], [1], where="after the resets", seed=SEED + 1)
+    await a1.checked_read(image, HBM, base + 0x100, [9], [2], where="after the resets", seed=SEED + 2)

@@ -12,16 +12,19 @@ an enable naming a missing AGCU, a refused program, and a stalled kernel
 (the watchdog). And an entry whose read waits for its own kernel's write
 (``after`` in the direction record), both stepped by the position, and
 looped entries whose reads wait per top-level iteration (``lag`` 0 and 1).
+Last, a reset with the sequencer, the copy engine and the AGCUs idle (their
+clocks gated) clears their registers.
 """
 
 import os
 
 import cocotb
 import numpy as np
+from cocotb.triggers import ClockCycles
 
 from cosim.device import CocotbDevice
 from cosim.tb.test_device import expect_chip_error, readback_program
-from hw.mem.params import HBM
+from hw.mem.params import DDR, HBM
 from sw.loopnest import LoopNest
 from sw.model.array import ArrayModel
 from sw.runtime.alloc import TierAllocator
@@ -301,3 +304,34 @@ async def sequencer_runs_looped_gated_entries(dut):
             bad = [i for i in range(iterations) if not np.array_equal(got[i], want[i])]
             assert not bad, f"lag {lag}: iterations {bad} read other words than the write's iterations stored"
         dut._log.info(f"looped gated entries: {run}")
+
+
+@cocotb.test()
+async def reset_clears_the_idle_units(dut):
+    """A reset after a list has run and a copy has finished (the sequencer, the copy engine and the AGCUs idle,
+    their gated clocks stopped) clears their status registers; the same list and copy then run as before."""
+    rtl = CocotbDevice(dut, CHIP, limit=LIMIT)
+    list_at, words, _, programs, _ = await place(rtl, make_cases()[1:2], stepped=())
+    block = np.random.default_rng(SEED + 5).integers(0, 1 << 32, 64 * WB // 4, dtype=np.uint32)
+    await rtl.write(DDR, 0x1000, block)
+    statuses = ["seq_status", "seq_enable", "seq_list_status", "seq_cycles", "seq_kernel_cycles",
+                "seq_program_cycles", "seq_entries", "seq_program_loads", "program_status", "copy_status",
+                *(f"agcu{k}_{d}_status" for k in range(N_AGCUS) for d in ("read", "write"))]
+    runs = []
+    for again in (False, True):
+        out = await rtl.run_list(HBM, list_at, words.size, token=0, pos=0, programs=programs)
+        copy_cycles = await rtl.copy(DDR, 0x1000, HBM, 0x800000, block.size * 4)
+        assert np.array_equal(await rtl.read(HBM, 0x800000, block.size), block), "the copy's data"
+        runs.append((out, copy_cycles))
+        if again:
+            break
+        values = {name: await rtl.driver.read(name) for name in statuses}
+        assert all(values[name] for name in ("seq_status", "seq_entries", "copy_status")), values
+        dut.rst.value = 1
+        await ClockCycles(dut.clk, 4)
+        dut.rst.value = 0
+        await ClockCycles(dut.clk, 2)
+        rtl.loaded = None
+        values = {name: await rtl.driver.read(name) for name in statuses}
+        assert not any(values.values()), f"after a reset with the units idle: {values}"
+    assert runs[0] == runs[1], f"before and after the reset: {runs}"

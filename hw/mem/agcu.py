@@ -16,6 +16,7 @@ from facts.loopnest import COUNT_BITS, LAST_EVERY_BITS, LEVELS
 from hw.loopnest import LoopNestCounter
 from hw.mem import tln
 from hw.mem.params import MemParams
+from hw.tile.clock_gate import gated_module
 from hw.tile.streams import scalar_stream, vector_stream
 
 STATUS_BITS = 32
@@ -216,6 +217,12 @@ class Agcu(wiring.Component):
         32-bit lanes of a vector on ``vo`` and ``vi``.
     tag_bits : int
         Tag width of the TLN port, at least 2; the crossbar's ``tag_bits``.
+    clock_gate : bool
+        Run the unit's registers on a gated clock (:mod:`hw.tile.clock_gate`) that ticks only after a
+        cycle in which one of them can change: a ``start``, a direction busy, a request offered, a
+        response arriving, read data buffered, a ``write_iteration`` pulse to end, a pulse from the peer
+        that ``after`` names, or reset. The outputs and cycle counts are those of the ungated unit, and
+        an idle AGCU costs the co-simulation nothing per cycle.
 
     Attributes
     ----------
@@ -234,12 +241,14 @@ class Agcu(wiring.Component):
         names it (:func:`connect_peers`).
     """
 
-    def __init__(self, params, *, lanes, tag_bits=MIN_TAG_BITS):
+    def __init__(self, params, *, lanes, tag_bits=MIN_TAG_BITS, clock_gate=True):
         if not isinstance(params, MemParams):
             raise ValueError(f"params must be a MemParams, not {params!r}")
         _check_lanes(params, lanes)
         _check_tag_bits(tag_bits, MIN_TAG_BITS)
-        self.params, self.lanes, self.tag_bits = params, lanes, tag_bits
+        if not isinstance(clock_gate, bool):
+            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        self.params, self.lanes, self.tag_bits, self.clock_gate = params, lanes, tag_bits, clock_gate
         vector_bytes = 4 * lanes
         self.words_per_vector = max(1, vector_bytes // params.word_bytes)
         self.vectors_per_word = max(1, params.word_bytes // vector_bytes)
@@ -525,4 +534,10 @@ class Agcu(wiring.Component):
             m.d.sync += st_w.tile_stalls.eq(st_w.tile_stalls + 1)
         with m.If(w["busy"] & ~w_tile & ~si_w & ~vi_take & ~pick_w):
             m.d.sync += st_w.mem_stalls.eq(st_w.mem_stalls + 1)
-        return m
+        if not self.clock_gate:
+            return m
+        # Every register above changes only in a cycle with one of these; ``allowed`` also counts the
+        # named peer's pulses while the read is idle, and ``write_iteration`` falls the cycle after it rose.
+        en = (self.cfg.read.start | self.cfg.write.start | r["busy"] | w["busy"] | req_valid | resp.valid
+              | (rbuf.level != 0) | self.write_iteration | peer.iteration)
+        return gated_module(m, en, name="agcu")

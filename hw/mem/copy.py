@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.mem import tln
 from hw.mem.params import MemParams
+from hw.tile.clock_gate import gated_module
 
 LENGTH_BITS = 32
 STATUS_BITS = 32
@@ -75,6 +76,11 @@ class CopyEngine(wiring.Component):
     params : MemParams
     tag_bits : int
         Tag width of the TLN port (the crossbar's); the engine sends tag 0.
+    clock_gate : bool
+        Run the engine's registers on a gated clock (:mod:`hw.tile.clock_gate`) that ticks only after a
+        cycle with a ``start``, ``busy``, a request offered, a response arriving, data buffered or reset:
+        every register changes only then, so the engine behaves as ungated, and an idle one costs the
+        co-simulation nothing per cycle.
 
     Attributes
     ----------
@@ -83,12 +89,14 @@ class CopyEngine(wiring.Component):
     status : Out(copy_status_layout())
     """
 
-    def __init__(self, params, *, tag_bits=1):
+    def __init__(self, params, *, tag_bits=1, clock_gate=True):
         if not isinstance(params, MemParams):
             raise ValueError(f"params must be a MemParams, not {params!r}")
         if not isinstance(tag_bits, int) or isinstance(tag_bits, bool) or not 1 <= tag_bits <= 16:
             raise ValueError(f"tag_bits must be an integer in [1, 16], not {tag_bits!r}")
-        self.params, self.tag_bits = params, tag_bits
+        if not isinstance(clock_gate, bool):
+            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        self.params, self.tag_bits, self.clock_gate = params, tag_bits, clock_gate
         super().__init__({
             "tln": Out(tln.master_signature(params, tag_bits=tag_bits)),
             "cfg": In(copy_config_layout(params)),
@@ -204,4 +212,6 @@ class CopyEngine(wiring.Component):
         m.d.comb += idle_tln.eq((reads_out == 0) & (writes_out == 0) & ~pick_r & ~pick_w & ~resp.valid)
         with m.If(st.busy & idle_tln & (stopping | (writes_left == 0))):
             m.d.sync += [st.busy.eq(0), st.done.eq(1)]
-        return m
+        if not self.clock_gate:
+            return m
+        return gated_module(m, cfg.start | st.busy | req_valid | resp.valid | (buf.level != 0), name="copy")

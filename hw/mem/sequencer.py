@@ -19,6 +19,7 @@ from hw.mem.agcu import direction_status_layout, transfer_layout
 from hw.mem.launch_list import (MAX_AGCUS, WORD_BITS, direction_record_layout, header_layout,
                                 program_record_layout, record_words)
 from hw.mem.params import MemParams
+from hw.tile.clock_gate import gated_module
 from hw.tile.streams import vector_stream
 
 COUNTER_BITS = 32
@@ -86,6 +87,11 @@ class Sequencer(wiring.Component):
     params : MemParams
     agcus : int
         Kernel AGCUs the sequencer drives, 1 to ``MAX_AGCUS``.
+    clock_gate : bool
+        Run the sequencer's registers on a gated clock (:mod:`hw.tile.clock_gate`) that ticks only after
+        a cycle with ``start``, a run under way, the parser out of its idle state, a Program Load started
+        or in flight, or reset: every register changes only then, so it behaves as ungated, and an idle
+        sequencer (the host launching) costs the co-simulation nothing per cycle.
 
     Attributes
     ----------
@@ -128,12 +134,14 @@ class Sequencer(wiring.Component):
         The latest run has finished (cleared at the next start).
     """
 
-    def __init__(self, params, *, agcus):
+    def __init__(self, params, *, agcus, clock_gate=True):
         if not isinstance(params, MemParams):
             raise ValueError(f"params must be a MemParams, not {params!r}")
         if not isinstance(agcus, int) or isinstance(agcus, bool) or not 1 <= agcus <= MAX_AGCUS:
             raise ValueError(f"agcus must be an integer in [1, {MAX_AGCUS}], not {agcus!r}")
-        self.params, self.n = params, agcus
+        if not isinstance(clock_gate, bool):
+            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        self.params, self.n, self.clock_gate = params, agcus, clock_gate
         transfer = transfer_layout(params)
         super().__init__({
             "start": In(1), "list": In(transfer), "token": In(32), "pos": In(32),
@@ -315,7 +323,10 @@ class Sequencer(wiring.Component):
             self.status.cause.eq(cause), self.status.phase.eq(phase),
             self.status.entry.eq(Mux(error, err_entry, Mux(ours | parser.ongoing("DRAIN"), lentry, pentry))),
         ]
-        return m
+        if not self.clock_gate:
+            return m
+        en = self.start | running | ~parser.ongoing("IDLE") | self.loader.start | in_flight
+        return gated_module(m, en, name="sequencer")
 
     def _direction(self, m, d, todo, token, pos):
         """A parsed direction record into the pattern of the lowest direction left in ``todo``, base stepped."""

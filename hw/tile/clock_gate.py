@@ -47,6 +47,26 @@ def clock_gate(m, en, *, domain="sync", name="gclk"):
     return gclk
 
 
+def gated_module(unit, en, *, name):
+    """A module that runs ``unit`` (its ``sync`` logic) on a clock that ticks after the cycles where ``en`` or
+    reset held.
+
+    ``en`` must be high in every cycle in which a register of ``unit`` can change, reset aside: the clock also
+    ticks through reset, so the unit's registers take their reset values even when it was idle, and it behaves
+    as ungated. ``name`` names the submodule.
+    """
+    m = Module()
+    m.domains.core = ClockDomain("core", local=True)
+    m.submodules[name] = DomainRenamer("core")(unit)
+    clock_en = Signal(name="clock_en")
+    m.d.comb += [
+        clock_en.eq(en | ResetSignal()),
+        ClockSignal("core").eq(clock_gate(m, clock_en)),
+        ResetSignal("core").eq(ResetSignal()),
+    ]
+    return m
+
+
 def gated_unit(unit, *, cfg, held, active, offered):
     """A module that runs ``unit`` on a gated clock; the pattern the tile units share.
 

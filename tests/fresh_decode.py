@@ -21,7 +21,7 @@ def fresh_decode(compiled):
     from sw.runtime.device import ModelDevice
     from sw.target import CHIP
 
-    for cache in (chip._CREDITS, chip._PLANS, chip._ARRIVALS, chip._ARRAYS):
+    for cache in (chip._CREDITS, chip._PLANS, chip._ARRIVALS, chip._ARRAYS, chip._LAUNCH_PLANS):
         cache.clear()
     result = asyncio.run(generate(ModelDevice(CHIP), compiled, [0, 5, 7], max_new_tokens=4, stop_at_eos=False))
     result["report"].pop("wall_s")

@@ -30,7 +30,7 @@ def _decode(compiled, target, tokens=6):
 
 def _fresh(monkeypatch):
     """Every process-wide plan cache empty (what a fresh process starts with)."""
-    for name in ("_PLANS", "_ARRAYS", "_FINGERPRINTS"):
+    for name in ("_PLANS", "_ARRAYS", "_FINGERPRINTS", "_LAUNCH_PLANS"):
         monkeypatch.setattr(chip, name, {})
 
 
@@ -294,3 +294,9 @@ def test_a_kept_launch_plan_needs_the_same_pattern_objects(tmp_path, monkeypatch
     other = ChipModel(model.array_params, model.mem_params, model.agcus[::-1])
     other.load_program(launch.program)
     assert other._launch_plan(launch.program, reads, writes) is not again, "other AGCUs look again"
+    slower = ChipModel(model.array_params, dataclasses.replace(model.mem_params, hbm=dataclasses.replace(
+        model.mem_params.hbm, latency=model.mem_params.hbm.latency + 1)), model.agcus)
+    slower.load_program(launch.program)
+    looked.clear()
+    assert slower._launch_plan(launch.program, reads, writes) is None and looked, \
+        "other memory parameters look again (and find no plan for them yet)"

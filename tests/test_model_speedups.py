@@ -531,6 +531,7 @@ def test_round_robin_service_from_the_compiled_responses():
     from sw.model.memory import TierModel
     from sw.target import CHIP, LARGE
 
+    _compiled()
     tiers = [*CHIP.memory.tiers, *LARGE.memory.tiers,
              dataclasses.replace(CHIP.memory.tiers[1], channel_bytes_per_cycle=Fraction(3, 2), latency=7, queue_depth=3)]
     for tier in tiers:

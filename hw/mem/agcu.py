@@ -222,7 +222,8 @@ class Agcu(wiring.Component):
         cycle in which one of them can change: a ``start``, a direction busy, a request offered, a
         response arriving, read data buffered, a ``write_iteration`` pulse to end, a pulse from the peer
         that ``after`` names, or reset. The outputs and cycle counts are those of the ungated unit, and
-        an idle AGCU costs the co-simulation nothing per cycle.
+        an idle AGCU's registers stay still (its next-state logic still runs at every edge of ``clk``:
+        it reads ungated signals; docs/performance.md).
 
     Attributes
     ----------

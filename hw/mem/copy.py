@@ -79,8 +79,8 @@ class CopyEngine(wiring.Component):
     clock_gate : bool
         Run the engine's registers on a gated clock (:mod:`hw.tile.clock_gate`) that ticks only after a
         cycle with a ``start``, ``busy``, a request offered, a response arriving, data buffered or reset:
-        every register changes only then, so the engine behaves as ungated, and an idle one costs the
-        co-simulation nothing per cycle.
+        every register changes only then, so the engine behaves as ungated, and an idle one's registers
+        stay still (its next-state logic still runs at every edge of ``clk``; docs/performance.md).
 
     Attributes
     ----------

@@ -91,7 +91,8 @@ class Sequencer(wiring.Component):
         Run the sequencer's registers on a gated clock (:mod:`hw.tile.clock_gate`) that ticks only after
         a cycle with ``start``, a run under way, the parser out of its idle state, a Program Load started
         or in flight, or reset: every register changes only then, so it behaves as ungated, and an idle
-        sequencer (the host launching) costs the co-simulation nothing per cycle.
+        sequencer's registers (the host launching) stay still (its next-state logic still runs at every
+        edge of ``clk``; docs/performance.md).
 
     Attributes
     ----------

@@ -9,8 +9,9 @@ Verilator build.
 
 In silicon the gate saves the clock power of idle units. In the
 co-simulation it saves time: Verilator evaluates a clock domain's logic only
-on that domain's edges, so an idle unit behind a gate costs almost nothing
-per cycle (docs/performance.md).
+on that domain's edges, so an idle unit's registers behind a gate cost
+nothing per cycle; logic that reads signals of other domains still runs at
+their edges (docs/performance.md).
 """
 
 import re

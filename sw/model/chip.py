@@ -216,7 +216,7 @@ def _served(tier, word_bytes, streams, total):
 def _round_robin_service(tier, word_bytes, streams, total):
     """:func:`_service` of ``total`` requests, found: :meth:`TierModel.service` of requests offered at
     ``AGCU_START_CYCLES + k // streams``, or the same responses from the compiled credit service
-    (:func:`sw.model.credit.service`: as many streams, of equal length and a credit for every word, are served
+    (:func:`sw.model.credit.responses`: as many streams, of equal length and a credit for every word, are served
     round-robin a word a cycle each, request k at that cycle) where it runs."""
     per = -(-total // streams)
     model = TierModel(tier, word_bytes=word_bytes)
@@ -637,7 +637,7 @@ class ChipModel:
         found = self._found_plan(prog, plans, self._key(read_pats, write_pats, None))
         if found is None:
             return None
-        found = ins, outs, *found
+        found = tuple(ins), tuple(outs), *found
         if len(_LAUNCH_PLANS) >= 4096:
             _LAUNCH_PLANS.clear()
         _LAUNCH_PLANS[at] = (prog, reads, writes, self.mem_params, self.agcus, _PLANS, found, tuple(read_pats),

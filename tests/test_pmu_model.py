@@ -212,11 +212,12 @@ def _divided_read(model, addresses):
                                           (ReadMode.BROADCAST, False), (ReadMode.BROADCAST, True)])
 def test_bank_indices_by_shifts_are_the_divisions(mode, stripe):
     # lanes is a power of two: the read and write passes' bank indices by shifts and masks are those of // and %,
-    # for addresses in range, outside it (negative ones included) and misaligned, on several array sizes.
+    # for addresses in range, outside it (negative ones included) and misaligned, for lanes 2 to 32.
     from hw.tile.params import ArrayParams
 
     rng = np.random.default_rng(len(mode.name) + stripe)
-    for params in (SMALL, ArrayParams(lanes=4, pmu_bank_words=16), ArrayParams(lanes=16, pmu_bank_words=128)):
+    for params in (SMALL, ArrayParams(lanes=2, pmu_bank_words=16), ArrayParams(lanes=8, pmu_bank_words=64),
+                   ArrayParams(lanes=16, pmu_bank_words=128), ArrayParams(lanes=32, pmu_bank_words=64)):
         lanes = params.lanes
         config = PmuConfig(write=AddressPattern.linear(4, lanes), read=AddressPattern.linear(4, lanes),
                            read_mode=mode, stripe=stripe)

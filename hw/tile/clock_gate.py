@@ -89,17 +89,8 @@ def gated_unit(unit, *, cfg, held, active, offered):
     The clock ticks in the cycles after one where ``active``, ``offered``, a configuration change or reset
     held: every cycle in which a register of ``unit`` can change. A unit's registers must change only then.
     """
-    m = Module()
-    m.domains.core = ClockDomain("core", local=True)
     unit.d.sync += held.eq(cfg)
-    m.submodules.unit = DomainRenamer("core")(unit)
-    en = Signal(name="clock_en")
-    m.d.comb += [
-        en.eq(active | offered | (Value.cast(held) != Value.cast(cfg)) | ResetSignal()),
-        ClockSignal("core").eq(clock_gate(m, en)),
-        ResetSignal("core").eq(ResetSignal()),
-    ]
-    return m
+    return gated_module(unit, active | offered | (Value.cast(held) != Value.cast(cfg)), name="unit")
 
 
 def add_definition(text):

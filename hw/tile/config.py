@@ -1,13 +1,13 @@
 """Configuration loader: bitstream words in, active unit configurations out."""
 
 from amaranth import Module, Signal, Cat, Shape
-from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, ResetSignal, ShapeCastable
+from amaranth.hdl import ShapeCastable
 from amaranth.lib import stream, wiring
 from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
 from facts.bitstream import HEADER_WORDS, MAGIC, MAX_UNIT_ID, MAX_VERSION, MAX_WIDTH, Status
-from hw.tile.clock_gate import clock_gate as gate
+from hw.tile.clock_gate import gated_module
 
 
 # The loader's outputs besides the configurations; the array passes them on as config_<name>.
@@ -261,11 +261,4 @@ class ConfigLoader(wiring.Component):
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         if not self.clock_gate:
             return m
-        gated = Module()
-        gated.domains.core = ClockDomain("core", local=True)
-        gated.submodules.loader = DomainRenamer("core")(m)
-        gated.d.comb += [
-            ClockSignal("core").eq(gate(gated, take | self.busy | ResetSignal())),
-            ResetSignal("core").eq(ResetSignal()),
-        ]
-        return gated
+        return gated_module(m, take | self.busy, name="loader")

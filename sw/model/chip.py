@@ -623,10 +623,10 @@ class ChipModel:
         at = (id(prog), id(reads), id(writes))
         known = _LAUNCH_PLANS.get(at)
         if known is not None:
-            kept_prog, kept_reads, kept_writes, params, agcus, plans, found, read_pats, write_pats = known
+            # The entry holds prog, reads and writes, so the ids in its key are theirs as long as it is kept.
+            _, _, _, params, agcus, plans, found, read_pats, write_pats = known
             ins, outs = found[:2]
-            if kept_prog is prog and kept_reads is reads and kept_writes is writes and plans is _PLANS and \
-                    params == self.mem_params and agcus == self.agcus and \
+            if plans is _PLANS and params == self.mem_params and agcus == self.agcus and \
                     all(reads.get(k) is p for k, p in zip(ins, read_pats)) and \
                     all(writes.get(k) is p for k, p in zip(outs, write_pats)):
                 return found

@@ -59,6 +59,11 @@ class SparseMemory:
             done += take
         return out
 
+    def holds(self, offset, expected):
+        """Whether the bytes at ``offset`` are ``expected`` (bytes); raises :class:`MemoryRangeError` where they
+        leave the memory."""
+        return self.read(offset, len(expected)).tobytes() == expected
+
 
 class FlatMemory(SparseMemory):
     """A zero-initialised byte array of ``capacity`` bytes in one numpy array, :attr:`bytes`.
@@ -81,6 +86,11 @@ class FlatMemory(SparseMemory):
     def read(self, offset, size):
         self._check(offset, size)
         return self.bytes[offset:offset + size].copy()
+
+    def holds(self, offset, expected):
+        # Compared in place: read() would copy the bytes first.
+        self._check(offset, len(expected))
+        return self.bytes[offset:offset + len(expected)].tobytes() == expected
 
 
 @dataclass

@@ -17,7 +17,7 @@ from hw.mem.params import TIER_NAMES
 from sw.errors import ChipError, LaunchError
 from sw.model import memory_units, sequencer
 from sw.model.chip import ChipModel
-from sw.model.memory import FlatMemory, MemoryRangeError
+from sw.model.memory import MemoryRangeError
 from sw.runtime import launch_list, trace
 from sw.runtime.launch_list import program_pattern
 
@@ -267,15 +267,8 @@ class ModelDevice(Device):
             known = self._loads[id(program)] = (program, tier, offset, self._program_bytes(program),
                                                 *self._load_pattern(tier, offset, len(program.words)))
         _, _, _, expected, words, fields = known
-        # Every load compares the memory's words with the program's, as the loader checks the bitstream: in a flat
-        # tier straight from its bytes (read() would copy them first), else by read(), which also reports a range
-        # outside the tier.
-        memory, size = self.chip.memory[tier], len(expected)
-        if type(memory) is FlatMemory and 0 <= offset and offset + size <= memory.capacity:
-            found = memory.bytes[offset:offset + size].tobytes()
-        else:
-            found = memory.read(offset, size).tobytes()
-        if found != expected:
+        # Every load compares the memory's words with the program's, as the loader checks the bitstream.
+        if not self.chip.memory[tier].holds(offset, expected):
             raise ChipError(f"program load: the bitstream at {tier}:{offset:#x} is not the program's")
         self.loaded, self.resident = program, fields
         # The loader reads the bitstream's memory words through the tier's controller, as on the RTL.

@@ -1534,7 +1534,6 @@ static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         }
     }
     /* The GIL stays held: the rows, scratch and buffers are the sequence's own, so one run at a time. */
-    
     for (int64_t *o = q->ops, *end = q->ops + q->nops; o < end; o += SQ_WORDS[o[0]]) {
         char **a = q->addr;
         switch (o[0]) {

@@ -250,3 +250,19 @@ def test_split_leaves_units_in_place_when_splitting_would_cut_signals(monkeypatc
     assert not re.search(r"^module holder_", text, re.M) and units == 1  # only the Child it holds is split out
     with pytest.raises(split.NotSplittable, match="clock domains sync"):
         split.convert(Parent("domain"), "top", jobs=1)
+
+
+def test_assert_rewriting_covers_the_testbenches_only():
+    import importlib
+
+    from _pytest.pathlib import fnmatch_ex
+
+    from cosim.units import UNITS
+
+    modules = {m for unit in UNITS.values()
+               for m in (unit.testbench if isinstance(unit.testbench, tuple) else (unit.testbench,))}
+    for module in sorted(modules):
+        path = importlib.util.find_spec(module).origin
+        assert fnmatch_ex(harness.REWRITTEN_MODULES, path), f"{module}'s asserts would not be rewritten"
+    for module in ("cosim.device", "sw.runtime.decode", "numpy"):
+        assert not fnmatch_ex(harness.REWRITTEN_MODULES, importlib.util.find_spec(module).origin)

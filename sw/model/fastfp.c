@@ -279,6 +279,9 @@ typedef uint32_t v8u __attribute__((vector_size(32)));
 typedef float v8f __attribute__((vector_size(32)));
 
 static int have_avx2 = 0;
+/* The vector paths gemv_run takes: 2 the AVX-512 blocks where they apply and AVX2 ones, 1 AVX2 blocks, 0 neither (the
+ * portable forms); the best the processor has, unless simd() lowered it. Every level gives the same bits. */
+static int simd_level = 0;
 
 /* Weights k .. k + 3 and l .. l + 3 (lanes 4: two groups' rows), or k .. k + 7 (lanes 8), as one vector. */
 __attribute__((target("avx2"))) static inline v8u weights8(const void *b, Py_ssize_t k, Py_ssize_t l, int lanes,
@@ -363,6 +366,102 @@ __attribute__((target("avx2"))) static int gemv_block_avx2(const uint32_t *a, Py
     return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 1, 0)
                 : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 0, 0);
 }
+
+/* Sixteen groups of four lanes that share their activations (stride 0) with bf16 weights, the decode's weight GEMVs
+ * on the chip, in 16-lane AVX-512 vectors (four groups a vector) where the processor has AVX-512F and AVX-512BW
+ * (checked once, at import; simd() may lower the level): the same element-wise IEEE operations in the same order as
+ * gemv_block_avx2_k, with the denormals-are-zero masks as mask registers, so the same results and the same return.
+ * Four steps of two groups' weights are one 64-byte vector; one permutation a vector and step picks four groups'
+ * values at a step and widens them (each value in its word's top half). */
+#define GEMV_AVX512 1
+#define BLOCK16 16
+
+static int have_avx512 = 0;
+
+/* One step of a vector of four groups: ``bv`` the weights with denormals-are-zero applied. */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline void gemv_step_avx512(
+    __m512 av, __m512i bv, __m512i *acc, __m512i *least)
+{
+    const __m512i exp = _mm512_set1_epi32((int)EXP), sign = _mm512_set1_epi32((int)SIGN);
+    __m512 p = _mm512_mul_ps(av, _mm512_castsi512_ps(bv));
+    *least = _mm512_min_epu32(*least, _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(p),
+                                                                        _mm512_set1_epi32((int)ABS)),
+                                                       _mm512_set1_epi32(1)));
+    __m512i sum = _mm512_castps_si512(_mm512_add_ps(p, _mm512_castsi512_ps(*acc)));
+    *acc = _mm512_mask_and_epi32(sum, _mm512_testn_epi32_mask(sum, exp), sum, sign);
+}
+
+__attribute__((target("avx512f,avx512bw"))) static int gemv_block_avx512(const uint32_t *a, Py_ssize_t step,
+                                                                         const uint16_t *b, uint32_t *out,
+                                                                         Py_ssize_t m, Py_ssize_t rows)
+{
+    /* Word 2e + 1 of the vector at step t (element e: group k = e / 4 of the vector's four, lane e % 4) comes from
+     * word (k % 2) * 16 + 4t + e % 4 of the pair of groups k / 2 (the second table: + 32); even words are zeros. */
+    __m512i pick[4];
+    for (int t = 0; t < 4; t++) {
+        uint16_t idx[32];
+        for (int e = 0; e < 16; e++) {
+            int k = e / 4;
+            idx[2 * e] = 0;
+            idx[2 * e + 1] = (uint16_t)((k / 2) * 32 + (k % 2) * 16 + 4 * t + e % 4);
+        }
+        pick[t] = _mm512_loadu_si512((const void *)idx);
+    }
+    const __mmask32 odd = 0xAAAAAAAAu;
+    const __m512i hexp = _mm512_set1_epi16((short)(EXP >> 16)), hsign = _mm512_set1_epi16((short)(SIGN >> 16));
+    __m512i least = _mm512_set1_epi32(-1);
+    __m512i acc[4];
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        for (int v = 0; v < 4; v++)
+            acc[v] = _mm512_setzero_si512();
+        Py_ssize_t j = 0;
+        for (; m - j >= 4; j += 4) {
+            __m512i pair[8];
+            /* Groups 2q and 2q + 1, steps j .. j + 3: four lanes of bf16 a step, 32 bytes a group. */
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++) {
+                pair[q] = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b + ((2 * q) * m + j) * 4))),
+                    _mm256_loadu_si256((const __m256i *)(b + ((2 * q + 1) * m + j) * 4)), 1);
+                /* Denormals-are-zero on the bf16 values, once for the four steps: a zero exponent field keeps only
+                 * the sign (the widened word's exponent is the value's). */
+                pair[q] = _mm512_mask_mov_epi16(pair[q], _mm512_testn_epi16_mask(pair[q], hexp),
+                                                _mm512_and_si512(pair[q], hsign));
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                __m512 av = _mm512_set1_ps(fl(daz(a[(j + t) * step + r])));
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++)
+                    gemv_step_avx512(av, _mm512_maskz_permutex2var_epi16(odd, pair[2 * v], pick[t], pair[2 * v + 1]),
+                                     &acc[v], &least);
+            }
+        }
+        for (; j < m; j++) {
+            __m512 av = _mm512_set1_ps(fl(daz(a[j * step + r])));
+            for (int v = 0; v < 4; v++) {
+                uint64_t w[4];
+                for (int k = 0; k < 4; k++)
+                    memcpy(&w[k], b + ((4 * v + k) * m + j) * 4, 8);
+                __m512i bv = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16);
+                bv = _mm512_mask_and_epi32(bv, _mm512_testn_epi32_mask(bv, _mm512_set1_epi32((int)EXP)), bv,
+                                           _mm512_set1_epi32((int)SIGN));
+                gemv_step_avx512(av, bv, &acc[v], &least);
+            }
+        }
+        for (int v = 0; v < 4; v++) {
+            __m512i x = acc[v];
+            x = _mm512_mask_mov_epi32(x, _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32((int)ABS)),
+                                                                 _mm512_set1_epi32((int)INF)),
+                                      _mm512_set1_epi32((int)CANON_NAN));
+            uint32_t words[16];
+            _mm512_storeu_si512((void *)words, x);
+            for (int k = 0; k < 4; k++)
+                memcpy(out + ((4 * v + k) * rows + r) * 4, words + 4 * k, 16);
+        }
+    }
+    return _mm512_cmplt_epu32_mask(least, _mm512_set1_epi32((int)MIN_NORMAL)) != 0;
+}
 #endif
 
 /* gemv(a, b, out, groups, m, rows, lanes, a_group_stride, a_step_stride[, half]): out[g, r, l] = the ordered sum over j
@@ -377,7 +476,16 @@ static void gemv_run(const uint32_t *pa, const char *pb, uint32_t *po, Py_ssize_
     Py_ssize_t b_size = half ? 2 : 4;
     Py_ssize_t g = 0;
 #ifdef GEMV_AVX2
-    if (have_avx2 && (lanes == 4 || lanes == 8))
+    if (simd_level >= 2 && lanes == 4 && stride == 0 && half)
+        for (; groups - g >= BLOCK16; g += BLOCK16) {
+            const char *gb = pb + g * m * lanes * b_size;
+            uint32_t *go = po + g * rows * lanes;
+            /* Some product is tiny (the policy's rounding): those groups step by step. */
+            if (gemv_block_avx512(pa, step, (const uint16_t *)gb, go, m, rows))
+                for (Py_ssize_t k = 0; k < BLOCK16; k++)
+                    gemv_group(pa, step, gb + k * m * lanes * b_size, go + k * rows * lanes, m, rows, lanes, half);
+        }
+    if (simd_level >= 1 && (lanes == 4 || lanes == 8))
         for (; groups - g >= BLOCK8; g += BLOCK8) {
             const uint32_t *ga = pa + g * stride;
             const char *gb = pb + g * m * lanes * b_size;
@@ -1588,7 +1696,30 @@ static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_TRUE;
 }
 
+/* simd([level]): the vector level gemv_run takes (simd_level); with ``level``, that level or the best the processor
+ * has, whichever is lower, from now on (tests run every level the processor has). Returns the level in effect. */
+static PyObject *simd(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "simd takes at most 1 argument");
+        return NULL;
+    }
+    long level = 0;
+    if (nargs == 1 && (level = PyLong_AsLong(args[0])) == -1 && PyErr_Occurred())
+        return NULL;
+#ifdef GEMV_AVX2
+    if (nargs == 1) {
+        int best = have_avx512 ? 2 : have_avx2 ? 1 : 0;
+        simd_level = level < 0 ? 0 : level < best ? (int)level : best;
+    }
+    return PyLong_FromLong(simd_level);
+#else
+    return PyLong_FromLong(0);
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"simd", (PyCFunction)(void (*)(void))simd, METH_FASTCALL, "The GEMV's vector level."},
     {"gemv", (PyCFunction)(void (*)(void))gemv, METH_FASTCALL, "The systolic GEMV's ordered sums."},
     {"lane_sums", (PyCFunction)(void (*)(void))lane_sums, METH_FASTCALL, "Pairwise cross-lane sums."},
     {"ordered_sums", (PyCFunction)(void (*)(void))ordered_sums, METH_FASTCALL, "Each row's sum, in order."},
@@ -1608,6 +1739,8 @@ PyMODINIT_FUNC PyInit_fastfp(void)
 #ifdef GEMV_AVX2
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2") != 0;
+    have_avx512 = have_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    simd_level = have_avx512 ? 2 : have_avx2 ? 1 : 0;
 #endif
     return PyModule_Create(&module);
 }

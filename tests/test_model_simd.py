@@ -73,13 +73,22 @@ def test_shared_bf16_gemv_flushes_at_every_level(kernels, levels):
         (rng.integers(0, 2, (groups, m, 4)).astype(np.uint32) << np.uint32(31))
     ones = np.full(m, 0x3F800000, np.uint32)
     tiny = np.where(np.arange(m) == 3, np.uint32(0x00900000), ones).astype(np.uint32)
-    for a, b in ((huge, sub), (ones, near), (tiny, near)):
+    # A small activation whose step's weights are zeros, small weights elsewhere: no product is tiny, though the
+    # least activation times the least weight is (the AVX-512 blocks then test each product); and the same with the
+    # least weight in a last step after the blocks of four.
+    small = np.where(np.arange(m) == 2, np.uint32(0x0C800000), ones).astype(np.uint32)
+    spread = np.full((groups, m, 4), 0x3F800000, np.uint32)
+    spread[:, 2] = 0
+    spread[:, 5] = 0x2F800000
+    odd_m = np.concatenate([small, ones[:1]])
+    last = np.concatenate([spread, np.full((groups, 1, 4), 0x2F000000, np.uint32)], axis=1)
+    for a, b in ((huge, sub), (ones, near), (tiny, near), (small, spread), (odd_m, last)):
         want = _golden(a, b)
         halves = (b >> np.uint32(16)).astype(np.uint16).reshape(-1)
         for level in levels:
             kernels.simd(level)
             out = np.empty((groups, 4), np.uint32)
-            kernels.gemv(a, halves, out, groups, m, 1, 4, 0, 1, 1)
+            kernels.gemv(a, halves, out, groups, len(a), 1, 4, 0, 1, 1)
             assert np.array_equal(out, want), level
 
 

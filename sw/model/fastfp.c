@@ -378,22 +378,28 @@ __attribute__((target("avx2"))) static int gemv_block_avx2(const uint32_t *a, Py
 
 static int have_avx512 = 0;
 
-/* One step of a vector of four groups: ``bv`` the weights with denormals-are-zero applied. */
+/* One step of a vector of four groups: ``bv`` the weights with denormals-are-zero applied; with ``check``, the least
+ * |p| - 1 of its products into ``least`` (as gemv_block_avx2_k). */
 __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void gemv_step_avx512(
-    __m512 av, __m512i bv, __m512i *acc, __m512i *least)
+    __m512 av, __m512i bv, __m512i *acc, __m512i *least, int check)
 {
     const __m512i exp = _mm512_set1_epi32((int)EXP), sign = _mm512_set1_epi32((int)SIGN);
     __m512 p = _mm512_mul_ps(av, _mm512_castsi512_ps(bv));
-    *least = _mm512_min_epu32(*least, _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(p),
-                                                                        _mm512_set1_epi32((int)ABS)),
-                                                       _mm512_set1_epi32(1)));
+    if (check)
+        *least = _mm512_min_epu32(*least, _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(p),
+                                                                            _mm512_set1_epi32((int)ABS)),
+                                                           _mm512_set1_epi32(1)));
     __m512i sum = _mm512_castps_si512(_mm512_add_ps(p, _mm512_castsi512_ps(*acc)));
     *acc = _mm512_mask_and_epi32(sum, _mm512_testn_epi32_mask(sum, exp), sum, sign);
 }
 
-__attribute__((target("avx512f,avx512bw"))) static int gemv_block_avx512(const uint32_t *a, Py_ssize_t step,
-                                                                         const uint16_t *b, uint32_t *out,
-                                                                         Py_ssize_t m, Py_ssize_t rows)
+/* The block, and whether its results are to be discarded: with ``check``, where some product is tiny (as
+ * gemv_block_avx2_k); without, where the least nonzero |activation| times the least nonzero |weight| (after
+ * denormals-are-zero) is under 2**-125, so that some product could be (every product of nonzero operands is at
+ * least that exactly, so otherwise rounds to at least 2**-125; products with a zero, an infinity or a NaN are never
+ * tiny), which spares each product's test. */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline int gemv_block_avx512_k(
+    const uint32_t *a, Py_ssize_t step, const uint16_t *b, uint32_t *out, Py_ssize_t m, Py_ssize_t rows, int check)
 {
     /* Word 2e + 1 of the vector at step t (element e: group k = e / 4 of the vector's four, lane e % 4) comes from
      * word (k % 2) * 16 + 4t + e % 4 of the pair of groups k / 2 (the second table: + 32); even words are zeros. */
@@ -409,7 +415,12 @@ __attribute__((target("avx512f,avx512bw"))) static int gemv_block_avx512(const u
     }
     const __mmask32 odd = 0xAAAAAAAAu;
     const __m512i hexp = _mm512_set1_epi16((short)(EXP >> 16)), hsign = _mm512_set1_epi16((short)(SIGN >> 16));
+    const __m512i habs = _mm512_set1_epi16(0x7FFF), hone = _mm512_set1_epi16(1);
     __m512i least = _mm512_set1_epi32(-1);
+    /* Without ``check``: the least nonzero |weight| - 1 (bf16 halves; the steps one by one: words) and the least
+     * nonzero |activation| - 1 (unsigned: a zero wraps to the top). */
+    __m512i least_b16 = _mm512_set1_epi32(-1), least_b32 = _mm512_set1_epi32(-1);
+    uint32_t least_a = 0xFFFFFFFFu;
     __m512i acc[4];
     for (Py_ssize_t r = 0; r < rows; r++) {
         for (int v = 0; v < 4; v++)
@@ -427,18 +438,27 @@ __attribute__((target("avx512f,avx512bw"))) static int gemv_block_avx512(const u
                  * the sign (the widened word's exponent is the value's). */
                 pair[q] = _mm512_mask_mov_epi16(pair[q], _mm512_testn_epi16_mask(pair[q], hexp),
                                                 _mm512_and_si512(pair[q], hsign));
+                if (!check)
+                    least_b16 = _mm512_min_epu16(least_b16,
+                                                 _mm512_sub_epi16(_mm512_and_si512(pair[q], habs), hone));
             }
 #pragma GCC unroll 4
             for (int t = 0; t < 4; t++) {
-                __m512 av = _mm512_set1_ps(fl(daz(a[(j + t) * step + r])));
+                uint32_t x = daz(a[(j + t) * step + r]);
+                if (!check && (x & ABS) - 1u < least_a)
+                    least_a = (x & ABS) - 1u;
+                __m512 av = _mm512_set1_ps(fl(x));
 #pragma GCC unroll 4
                 for (int v = 0; v < 4; v++)
                     gemv_step_avx512(av, _mm512_maskz_permutex2var_epi16(odd, pair[2 * v], pick[t], pair[2 * v + 1]),
-                                     &acc[v], &least);
+                                     &acc[v], &least, check);
             }
         }
         for (; j < m; j++) {
-            __m512 av = _mm512_set1_ps(fl(daz(a[j * step + r])));
+            uint32_t x = daz(a[j * step + r]);
+            if (!check && (x & ABS) - 1u < least_a)
+                least_a = (x & ABS) - 1u;
+            __m512 av = _mm512_set1_ps(fl(x));
             for (int v = 0; v < 4; v++) {
                 uint64_t w[4];
                 for (int k = 0; k < 4; k++)
@@ -446,7 +466,10 @@ __attribute__((target("avx512f,avx512bw"))) static int gemv_block_avx512(const u
                 __m512i bv = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16);
                 bv = _mm512_mask_and_epi32(bv, _mm512_testn_epi32_mask(bv, _mm512_set1_epi32((int)EXP)), bv,
                                            _mm512_set1_epi32((int)SIGN));
-                gemv_step_avx512(av, bv, &acc[v], &least);
+                if (!check)
+                    least_b32 = _mm512_min_epu32(least_b32, _mm512_sub_epi32(
+                        _mm512_and_si512(bv, _mm512_set1_epi32((int)ABS)), _mm512_set1_epi32(1)));
+                gemv_step_avx512(av, bv, &acc[v], &least, check);
             }
         }
         for (int v = 0; v < 4; v++) {
@@ -460,7 +483,30 @@ __attribute__((target("avx512f,avx512bw"))) static int gemv_block_avx512(const u
                 memcpy(out + ((4 * v + k) * rows + r) * 4, words + 4 * k, 16);
         }
     }
-    return _mm512_cmplt_epu32_mask(least, _mm512_set1_epi32((int)MIN_NORMAL)) != 0;
+    if (check)
+        return _mm512_cmplt_epu32_mask(least, _mm512_set1_epi32((int)MIN_NORMAL)) != 0;
+    /* The least nonzero |weight| as a word (a half h - 1 of 0xFFFF: none, |h| being at most 0x7FFF). */
+    uint16_t halves[32];
+    uint32_t words[16], b16 = 0xFFFFu, b32 = 0xFFFFFFFFu;
+    _mm512_storeu_si512((void *)halves, least_b16);
+    _mm512_storeu_si512((void *)words, least_b32);
+    for (int k = 0; k < 32; k++)
+        b16 = halves[k] < b16 ? halves[k] : b16;
+    for (int k = 0; k < 16; k++)
+        b32 = words[k] < b32 ? words[k] : b32;
+    uint32_t least_w = b16 == 0xFFFFu ? b32 : ((b16 + 1u) << 16) - 1u < b32 ? ((b16 + 1u) << 16) - 1u : b32;
+    if (least_a == 0xFFFFFFFFu || least_w == 0xFFFFFFFFu)
+        return 0;
+    /* Exact in double; an infinity or a NaN (every such operand's products are infinities or NaNs) compares false. */
+    return (double)fl(least_a + 1u) * (double)fl(least_w + 1u) < 0x1p-125;
+}
+
+/* Sixteen groups: without each product's test first, with it where the bound does not rule tiny products out. */
+__attribute__((target("avx512f,avx512bw"))) static int gemv_block_avx512(const uint32_t *a, Py_ssize_t step,
+                                                                         const uint16_t *b, uint32_t *out,
+                                                                         Py_ssize_t m, Py_ssize_t rows)
+{
+    return gemv_block_avx512_k(a, step, b, out, m, rows, 0) && gemv_block_avx512_k(a, step, b, out, m, rows, 1);
 }
 #endif
 

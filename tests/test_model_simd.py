@@ -109,3 +109,44 @@ def test_decode_is_the_same_at_every_level(kernels, levels):
         seen.append((out["logits_sha"], out["tokens"], out["step_cycles"]))
     assert all(s == seen[0] for s in seen), seen
     assert fp32.kernels() is kernels
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_compiled_pcu_is_numpy_at_every_level(chunk, kernels, levels, monkeypatch):
+    # A PCU's stages run in AVX-512 vectors at level 2 (registers, scalars per firing and constants as operands,
+    # a last partial vector, a product near 2**-126 done element by element): the random kernels of
+    # test_model_cext, special values included, give the numpy run's bits at every level.
+    from tests.test_model_cext import test_compiled_pcu_matches_numpy_on_random_kernels as check
+
+    for level in levels:
+        kernels.simd(level)
+        check(chunk, kernels, monkeypatch)
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 4, 8, 16, 32])
+def test_pcu_stages_are_the_same_at_every_level(lanes, kernels, levels):
+    # Every stage op on registers, scalars per firing, constants and zeros, for firing counts that leave a partial
+    # last vector, with special values: the same vo bits at every level, whatever the lanes.
+    from sw.model import fp32 as f, tail  # noqa: F401  (the tail tables are set on first use)
+
+    f.kernels()
+    tail.exp(np.zeros(1, np.uint32))
+    rng = np.random.default_rng(900 + lanes)
+    for trial in range(30):
+        n = int(rng.integers(1, 40))
+        regs = [rng.choice(SPECIAL_AND_NEAR, (n, lanes)).astype(np.uint32) for _ in range(3)]
+        scalars = [rng.choice(SPECIAL_AND_NEAR, n).astype(np.uint32) for _ in range(2)]
+        code = np.array([(int(rng.integers(0, 7)), *rng.integers(0, 8, 3), int(rng.integers(0, 4)),
+                          int(rng.choice(SPECIAL_AND_NEAR))) for _ in range(int(rng.integers(1, 6)))], np.int64)
+        seen = []
+        for level in levels:
+            kernels.simd(level)
+            vo = np.empty((n, lanes), np.uint32)
+            kernels.pcu(code, len(code), n, lanes, *regs, *scalars, int(code[-1, 4]), -1, vo, 0, 0, None, None, 0,
+                        0, 0, -1, np.empty(n, np.uint32))
+            seen.append(vo)
+        assert all(np.array_equal(v, seen[0]) for v in seen), (lanes, trial)
+
+
+SPECIAL_AND_NEAR = np.concatenate([_values(np.random.default_rng(1), (64,), 4), _values(np.random.default_rng(2),
+                                                                                       (64,), 5)])

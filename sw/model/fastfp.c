@@ -1046,6 +1046,118 @@ static inline uint32_t stage_op(int64_t op, uint32_t a, uint32_t b, uint32_t c)
     }
 }
 
+#ifdef GEMV_AVX2
+/* A PCU stage's op (stage_op) on every element in 16-lane AVX-512 vectors, where simd_level is 2 and ``lanes`` a
+ * power of two: the same IEEE operations, masks and order element by element, so the same results. Operand q is a
+ * register (row stride ``lanes``, lane stride 1), a scalar per row (1, 0) or one word (0, 0). A block where some
+ * product is subnormal or 2**-126 in magnitude (mul_raw's rare case) is done by stage_op. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_daz(__m512i x)
+{
+    return _mm512_mask_and_epi32(x, _mm512_testn_epi32_mask(x, _mm512_set1_epi32((int)EXP)), x,
+                                 _mm512_set1_epi32((int)SIGN));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_canon(__m512i x)
+{
+    return _mm512_mask_mov_epi32(x, _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32((int)ABS)),
+                                                             _mm512_set1_epi32((int)INF)),
+                                 _mm512_set1_epi32((int)CANON_NAN));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_add(__m512i a, __m512i b)
+{
+    __m512i r = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b)));
+    return stage_daz(r);
+}
+
+/* mul_raw's IEEE product; ``tiny`` gets the lanes where it is the rare case. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_mul(__m512i a, __m512i b,
+                                                                                __mmask16 *tiny)
+{
+    __m512i r = _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b)));
+    *tiny |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(r, _mm512_set1_epi32((int)ABS)),
+                                                      _mm512_set1_epi32(1)),
+                                     _mm512_set1_epi32((int)MIN_NORMAL));
+    return r;
+}
+
+/* Elements e .. e + 15 of an operand (``keep``: those of the ``avail`` left; ``shift``: log2 of ``lanes``). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_operand(
+    const uint32_t *base, Py_ssize_t rs, Py_ssize_t e, Py_ssize_t avail, int shift, __mmask16 keep)
+{
+    if (rs == 0)
+        return _mm512_set1_epi32((int)base[0]);
+    if (rs != 1)
+        return _mm512_maskz_loadu_epi32(keep, base + e);
+    if (shift >= 4)
+        return _mm512_set1_epi32((int)base[e >> shift]);
+    /* The rows' scalars (16 / lanes rows at most, those left), each repeated ``lanes`` times. */
+    Py_ssize_t rows = (avail < 16 ? avail : 16) >> shift;
+    __m512i per = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift);
+    return _mm512_permutexvar_epi32(per, _mm512_maskz_loadu_epi32((__mmask16)((1u << rows) - 1u), base + (e >> shift)));
+}
+
+__attribute__((target("avx512f"))) static void stage_avx512(int64_t op, const uint32_t *const base[3],
+                                                            const Py_ssize_t rs[3], uint32_t *dst, Py_ssize_t n,
+                                                            Py_ssize_t lanes)
+{
+    int shift = __builtin_ctzll((unsigned long long)lanes);
+    Py_ssize_t cells = n * lanes;
+    for (Py_ssize_t e = 0; e < cells; e += 16) {
+        __mmask16 keep = cells - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cells - e)) - 1u);
+        __m512i a = stage_operand(base[0], rs[0], e, cells - e, shift, keep);
+        __m512i r;
+        if (op == 0) {
+            r = a;
+        } else {
+            __m512i b = stage_operand(base[1], rs[1], e, cells - e, shift, keep);
+            __m512i x = stage_daz(a), y = stage_daz(b);
+            __mmask16 tiny = 0;
+            switch (op) {
+            case 1:
+                r = stage_canon(stage_add(x, y));
+                break;
+            case 2:
+                r = stage_canon(stage_add(x, _mm512_xor_si512(y, _mm512_set1_epi32((int)SIGN))));
+                break;
+            case 3:
+                r = stage_canon(stage_mul(x, y, &tiny));
+                break;
+            case 4: {
+                __m512i c = stage_daz(stage_operand(base[2], rs[2], e, cells - e, shift, keep));
+                r = stage_canon(stage_add(stage_canon(stage_mul(x, y, &tiny)), c));
+                break;
+            }
+            default: {
+                __m512i abs = _mm512_set1_epi32((int)ABS), inf = _mm512_set1_epi32((int)INF);
+                __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, abs), inf) |
+                                _mm512_cmpgt_epu32_mask(_mm512_and_si512(y, abs), inf);
+                /* The total order with -0 < +0 (as stage_op). */
+                __m512i kx = _mm512_xor_si512(x, _mm512_and_si512(_mm512_srai_epi32(x, 31), abs));
+                __m512i ky = _mm512_xor_si512(y, _mm512_and_si512(_mm512_srai_epi32(y, 31), abs));
+                __mmask16 first = op == 5 ? _mm512_cmpge_epi32_mask(kx, ky) : _mm512_cmple_epi32_mask(kx, ky);
+                r = _mm512_mask_mov_epi32(y, first, x);
+                r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32((int)CANON_NAN));
+            }
+            }
+            if (tiny & keep) {
+                /* mul_raw's rare case: these elements as stage_op does them. */
+                uint32_t out[16];
+                for (Py_ssize_t k = 0; k < 16 && e + k < cells; k++) {
+                    Py_ssize_t i = (e + k) >> shift;
+                    const uint32_t *p0 = base[0], *p1 = base[1], *p2 = base[2];
+                    out[k] = stage_op(op, p0[rs[0] == 0 ? 0 : rs[0] == 1 ? i : e + k],
+                                      p1[rs[1] == 0 ? 0 : rs[1] == 1 ? i : e + k],
+                                      p2[rs[2] == 0 ? 0 : rs[2] == 1 ? i : e + k]);
+                }
+                r = _mm512_maskz_loadu_epi32(keep, out);
+            }
+        }
+        _mm512_mask_storeu_epi32(dst + e, keep, r);
+    }
+}
+#endif
+
 /* pcu(program, stages, n, lanes, r0, r1, r2, s0, s1, out_reg, tail, vo, so_mode, reduce, starts, sizes, groups,
  *     scale, bias, post, so): a PCU run's arithmetic once its plan is made (sw/model/pcu.py PcuModel.apply).
  *
@@ -1089,6 +1201,12 @@ static void pcu_run(const int64_t *code, Py_ssize_t k_stages, Py_ssize_t n, Py_s
         }
         uint32_t *dst = regs + st[4] * cells;
         int64_t op = st[0];
+#ifdef GEMV_AVX2
+        if (simd_level >= 2 && lanes > 0 && (lanes & (lanes - 1)) == 0) {
+            stage_avx512(op, base, rs, dst, n, lanes);
+            continue;
+        }
+#endif
         for (Py_ssize_t i = 0; i < n; i++)
             for (Py_ssize_t l = 0; l < lanes; l++)
                 dst[i * lanes + l] = stage_op(op, base[0][i * rs[0] + l * ls[0]], base[1][i * rs[1] + l * ls[1]],

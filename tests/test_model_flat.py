@@ -212,6 +212,43 @@ def test_flat_replays_are_the_plans_steps_and_the_launches_run_step_by_step(tmp_
         assert all(np.array_equal(fast["memory"][t], other["memory"][t]) for t in fast["memory"])
 
 
+@pytest.mark.parametrize("target_name", ["chip", "4x8"])
+def test_gemvs_read_only_the_activations_they_use(tmp_path, target_name, kernels):
+    # A PMU map that broadcasts each activation to every lane feeds a GEMV that reads one word of each lane group:
+    # the compiled sequence has the GEMV read those words where they lie, or from a take of just those, and leaves
+    # out takes nothing reads (the flat replays' results are checked against the step-by-step runs above).
+    from sw.model import chip as chip_model
+    from sw.target import CHIP, LARGE
+
+    target = {"chip": CHIP, "4x8": LARGE}[target_name]
+    chip_model._SEQUENCES.clear()
+    _decode(_compiled(tmp_path, target), target)
+    words = {1: 14, 2: 5, 3: 14, 4: 6, 5: 5, 6: 11, 7: 22}
+    gemvs = direct = 0
+    for _, found in chip_model._SEQUENCES.values():
+        if found is None:
+            continue
+        slots, flat, _, outputs = found
+        ops, at = [], 0
+        while at < len(flat):
+            ops.append(tuple(int(x) for x in flat[at:at + words[int(flat[at])]]))
+            at += words[int(flat[at])]
+        read = {k for _, k, _, _ in outputs}.union(*(chip_model._op_reads(op) for op in ops))
+        taken = {op[1]: op[4] for op in ops if op[0] == 5}
+        assert all(k in read for k in taken), "a take nothing reads was left in"
+        for op in ops:
+            if op[0] != 6:
+                continue
+            gemvs += 1
+            _, a, _, _, groups, m, rows, lanes, stride, step, _ = op
+            if a in taken:
+                assert taken[a] == (1 if stride == 0 else groups) * m * rows and step == rows, op
+            else:
+                # Before, every GEMV read a step of its lanes: those reading their words where they lie do not.
+                direct += step != lanes
+    assert gemvs and direct, (gemvs, direct)
+
+
 @pytest.mark.parametrize("compiled_sequence", [True, False])
 def test_a_flat_replay_stores_what_a_step_by_step_run_stores(kernels, monkeypatch, compiled_sequence):
     from sw.tile.kernels import TEST_POST, TEST_TAIL, gemv_bias_act

@@ -497,6 +497,24 @@ def _find_grid(offsets):
     return int(rest[0]), bounds, strides
 
 
+def _op_reads(op):
+    """The slots a flat sequence's op (a tuple for ``fastfp.seq_build``, see ``ChipModel._sequence_ops``) reads."""
+    code = op[0]
+    if code in (1, 3):
+        return (op[2], op[13]) + ((op[1],) if code == 3 else ())
+    if code == 2:
+        return (op[2],)
+    if code == 4:
+        return (op[2],)
+    if code == 5:
+        return (op[2], op[3])
+    if code == 6:
+        return (op[1], op[2])
+    if code == 7:
+        return (op[1], *op[5:10], op[15], op[16])
+    raise ValueError(f"unknown op {code}")
+
+
 def _array_model(prog):
     return kept(_ARRAYS, prog, ArrayModel)
 
@@ -1327,6 +1345,8 @@ class ChipModel:
         quarter = wb // 4
         slots, ops, keys, shapes, tier_slots = [], [], {}, {}, {}
         half_slots = set()
+        # Buffers a PMU map's take fills -> (its source's slot, the flat index).
+        taken = {}
         ports = dict(array_plan[0])
 
         def slot(kind, what, shape=None):
@@ -1404,6 +1424,30 @@ class ChipModel:
             first, shape, strides, offset_slot = form
             ops.append((3, k, at, len(reads) + i, 0, first) + shape + strides + (offset_slot, n))
 
+        def activations(a, groups, m, rows, stride, step):
+            # A GEMV reads word g stride + j step + r of its activations (g < groups, j < m, r < rows). Where they
+            # are a PMU map's take (an activation broadcast to every lane: each word read lanes times), the words
+            # it reads are taken instead, in that order (stride m rows, step rows), or read where they lie when
+            # those are the take's source from its start in a grid: ``(slot, stride, step)``. The take itself is
+            # left out below when nothing else reads it.
+            if a not in taken:
+                return a, stride, step
+            src, index = taken[a]
+            at = (np.arange(1 if stride == 0 else groups, dtype=np.int64)[:, None, None] * stride
+                  + np.arange(m, dtype=np.int64)[None, :, None] * step + np.arange(rows, dtype=np.int64)[None, None, :])
+            if at.size == 0 or int(at.max()) >= index.size:
+                return a, stride, step
+            used = index[at]
+            outer = 0 if stride == 0 or groups == 1 else int(used[1, 0, 0] - used[0, 0, 0])
+            inner = rows if m == 1 else int(used[0, 1, 0] - used[0, 0, 0])
+            grid = (np.arange(used.shape[0], dtype=np.int64)[:, None, None] * outer
+                    + np.arange(m, dtype=np.int64)[None, :, None] * inner + np.arange(rows, dtype=np.int64)[None, None, :])
+            if int(used[0, 0, 0]) == 0 and outer >= 0 and inner >= 0 and np.array_equal(used, grid):
+                return src, outer, inner
+            compact = buffer(used.size, None)
+            ops.append((5, compact, src, indices(used), used.size))
+            return compact, 0 if stride == 0 else m * rows, rows
+
         def step(i):
             sequence, unit = getattr(steps[i], "sequence", None), getattr(array_plan[1][i], "unit", None)
             if sequence is None:
@@ -1421,6 +1465,7 @@ class ChipModel:
                 elif isinstance(form, tuple) and form[0] == "take":
                     index = np.asarray(form[1])
                     keys[key] = out = buffer(index.size, index.shape)
+                    taken[out] = k, index.reshape(-1)
                     ops.append((5, out, k, indices(index),
                                 index.size))
                 else:
@@ -1432,8 +1477,9 @@ class ChipModel:
             if gemv is not None:
                 k0, k1, groups, m, rows, gemv_lanes, stride, half = gemv
                 drained = buffer(rows_n * lanes, None)
-                ops.append((6, source(k0), source(k1, bool(half)), drained, groups, m, rows, gemv_lanes, stride,
-                            gemv_lanes, int(half)))
+                a, a_stride, a_step = activations(source(k0), groups, m, rows, stride, gemv_lanes)
+                ops.append((6, a, source(k1, bool(half)), drained, groups, m, rows, gemv_lanes, a_stride, a_step,
+                            int(half)))
             ins = [-1 if k is None else drained if k == "drained" else source(k) for k in inputs]
             for scalar in scalars:
                 if scalar is None:
@@ -1478,6 +1524,11 @@ class ChipModel:
                             for name, (key, last) in array_plan[2].items())
         except LookupError:
             return None
+        # Takes whose buffer no op and no output reads (a GEMV now reads the words it uses elsewhere) are left out.
+        read = {k for _, k, _, _ in outputs}
+        for op in ops:
+            read.update(_op_reads(op))
+        ops = [op for op in ops if op[0] != 5 or op[1] in read]
         checks = np.array([(-least, len(views[tier][0]) - greatest)
                            for _, tier, _, _, least, greatest, *_ in reads + writes], np.int64).reshape(-1, 2)
         return tuple(slots), np.array([w for op in ops for w in op], np.int64), checks, outputs

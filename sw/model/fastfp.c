@@ -279,6 +279,9 @@ typedef uint32_t v8u __attribute__((vector_size(32)));
 typedef float v8f __attribute__((vector_size(32)));
 
 static int have_avx2 = 0;
+/* The vector paths gemv_run takes: 2 the AVX-512 blocks where they apply and AVX2 ones, 1 AVX2 blocks, 0 neither (the
+ * portable forms); the best the processor has, unless simd() lowered it. Every level gives the same bits. */
+static int simd_level = 0;
 
 /* Weights k .. k + 3 and l .. l + 3 (lanes 4: two groups' rows), or k .. k + 7 (lanes 8), as one vector. */
 __attribute__((target("avx2"))) static inline v8u weights8(const void *b, Py_ssize_t k, Py_ssize_t l, int lanes,
@@ -363,6 +366,148 @@ __attribute__((target("avx2"))) static int gemv_block_avx2(const uint32_t *a, Py
     return half ? gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 1, 0)
                 : gemv_block_avx2_k(a, stride, step, b, out, m, rows, 8, 0, 0);
 }
+
+/* Sixteen groups of four lanes that share their activations (stride 0) with bf16 weights, the decode's weight GEMVs
+ * on the chip, in 16-lane AVX-512 vectors (four groups a vector) where the processor has AVX-512F and AVX-512BW
+ * (checked once, at import; simd() may lower the level): the same element-wise IEEE operations in the same order as
+ * gemv_block_avx2_k, with the denormals-are-zero masks as mask registers, so the same results and the same return.
+ * Four steps of two groups' weights are one 64-byte vector; one permutation a vector and step picks four groups'
+ * values at a step and widens them (each value in its word's top half). */
+#define GEMV_AVX512 1
+#define BLOCK16 16
+
+static int have_avx512 = 0;
+
+/* One step of a vector of four groups: ``bv`` the weights with denormals-are-zero applied; with ``check``, the least
+ * |p| - 1 of its products into ``least`` (as gemv_block_avx2_k). */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline void gemv_step_avx512(
+    __m512 av, __m512i bv, __m512i *acc, __m512i *least, int check)
+{
+    const __m512i exp = _mm512_set1_epi32((int)EXP), sign = _mm512_set1_epi32((int)SIGN);
+    __m512 p = _mm512_mul_ps(av, _mm512_castsi512_ps(bv));
+    if (check)
+        *least = _mm512_min_epu32(*least, _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(p),
+                                                                            _mm512_set1_epi32((int)ABS)),
+                                                           _mm512_set1_epi32(1)));
+    __m512i sum = _mm512_castps_si512(_mm512_add_ps(p, _mm512_castsi512_ps(*acc)));
+    *acc = _mm512_mask_and_epi32(sum, _mm512_testn_epi32_mask(sum, exp), sum, sign);
+}
+
+/* The block, and whether its results are to be discarded: with ``check``, where some product is tiny (as
+ * gemv_block_avx2_k); without, where the least nonzero |activation| times the least nonzero |weight| (after
+ * denormals-are-zero) is under 2**-125, so that some product could be (every product of nonzero operands is at
+ * least that exactly, so otherwise rounds to at least 2**-125; products with a zero, an infinity or a NaN are never
+ * tiny), which spares each product's test. */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline int gemv_block_avx512_k(
+    const uint32_t *a, Py_ssize_t step, const uint16_t *b, uint32_t *out, Py_ssize_t m, Py_ssize_t rows, int check)
+{
+    /* Word 2e + 1 of the vector at step t (element e: group k = e / 4 of the vector's four, lane e % 4) comes from
+     * word (k % 2) * 16 + 4t + e % 4 of the pair of groups k / 2 (the second table: + 32); even words are zeros. */
+    __m512i pick[4];
+    for (int t = 0; t < 4; t++) {
+        uint16_t idx[32];
+        for (int e = 0; e < 16; e++) {
+            int k = e / 4;
+            idx[2 * e] = 0;
+            idx[2 * e + 1] = (uint16_t)((k / 2) * 32 + (k % 2) * 16 + 4 * t + e % 4);
+        }
+        pick[t] = _mm512_loadu_si512((const void *)idx);
+    }
+    const __mmask32 odd = 0xAAAAAAAAu;
+    const __m512i hexp = _mm512_set1_epi16((short)(EXP >> 16)), hsign = _mm512_set1_epi16((short)(SIGN >> 16));
+    const __m512i habs = _mm512_set1_epi16(0x7FFF), hone = _mm512_set1_epi16(1);
+    __m512i least = _mm512_set1_epi32(-1);
+    /* Without ``check``: the least nonzero |weight| - 1 (bf16 halves; the steps one by one: words) and the least
+     * nonzero |activation| - 1 (unsigned: a zero wraps to the top). */
+    __m512i least_b16 = _mm512_set1_epi32(-1), least_b32 = _mm512_set1_epi32(-1);
+    uint32_t least_a = 0xFFFFFFFFu;
+    __m512i acc[4];
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        for (int v = 0; v < 4; v++)
+            acc[v] = _mm512_setzero_si512();
+        Py_ssize_t j = 0;
+        for (; m - j >= 4; j += 4) {
+            __m512i pair[8];
+            /* Groups 2q and 2q + 1, steps j .. j + 3: four lanes of bf16 a step, 32 bytes a group. */
+#pragma GCC unroll 8
+            for (int q = 0; q < 8; q++) {
+                pair[q] = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b + ((2 * q) * m + j) * 4))),
+                    _mm256_loadu_si256((const __m256i *)(b + ((2 * q + 1) * m + j) * 4)), 1);
+                /* Denormals-are-zero on the bf16 values, once for the four steps: a zero exponent field keeps only
+                 * the sign (the widened word's exponent is the value's). */
+                pair[q] = _mm512_mask_mov_epi16(pair[q], _mm512_testn_epi16_mask(pair[q], hexp),
+                                                _mm512_and_si512(pair[q], hsign));
+                if (!check)
+                    least_b16 = _mm512_min_epu16(least_b16,
+                                                 _mm512_sub_epi16(_mm512_and_si512(pair[q], habs), hone));
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                uint32_t x = daz(a[(j + t) * step + r]);
+                if (!check && (x & ABS) - 1u < least_a)
+                    least_a = (x & ABS) - 1u;
+                __m512 av = _mm512_set1_ps(fl(x));
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++)
+                    gemv_step_avx512(av, _mm512_maskz_permutex2var_epi16(odd, pair[2 * v], pick[t], pair[2 * v + 1]),
+                                     &acc[v], &least, check);
+            }
+        }
+        for (; j < m; j++) {
+            uint32_t x = daz(a[j * step + r]);
+            if (!check && (x & ABS) - 1u < least_a)
+                least_a = (x & ABS) - 1u;
+            __m512 av = _mm512_set1_ps(fl(x));
+            for (int v = 0; v < 4; v++) {
+                uint64_t w[4];
+                for (int k = 0; k < 4; k++)
+                    memcpy(&w[k], b + ((4 * v + k) * m + j) * 4, 8);
+                __m512i bv = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16);
+                bv = _mm512_mask_and_epi32(bv, _mm512_testn_epi32_mask(bv, _mm512_set1_epi32((int)EXP)), bv,
+                                           _mm512_set1_epi32((int)SIGN));
+                if (!check)
+                    least_b32 = _mm512_min_epu32(least_b32, _mm512_sub_epi32(
+                        _mm512_and_si512(bv, _mm512_set1_epi32((int)ABS)), _mm512_set1_epi32(1)));
+                gemv_step_avx512(av, bv, &acc[v], &least, check);
+            }
+        }
+        for (int v = 0; v < 4; v++) {
+            __m512i x = acc[v];
+            x = _mm512_mask_mov_epi32(x, _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32((int)ABS)),
+                                                                 _mm512_set1_epi32((int)INF)),
+                                      _mm512_set1_epi32((int)CANON_NAN));
+            uint32_t words[16];
+            _mm512_storeu_si512((void *)words, x);
+            for (int k = 0; k < 4; k++)
+                memcpy(out + ((4 * v + k) * rows + r) * 4, words + 4 * k, 16);
+        }
+    }
+    if (check)
+        return _mm512_cmplt_epu32_mask(least, _mm512_set1_epi32((int)MIN_NORMAL)) != 0;
+    /* The least nonzero |weight| as a word (a half h - 1 of 0xFFFF: none, |h| being at most 0x7FFF). */
+    uint16_t halves[32];
+    uint32_t words[16], b16 = 0xFFFFu, b32 = 0xFFFFFFFFu;
+    _mm512_storeu_si512((void *)halves, least_b16);
+    _mm512_storeu_si512((void *)words, least_b32);
+    for (int k = 0; k < 32; k++)
+        b16 = halves[k] < b16 ? halves[k] : b16;
+    for (int k = 0; k < 16; k++)
+        b32 = words[k] < b32 ? words[k] : b32;
+    uint32_t least_w = b16 == 0xFFFFu ? b32 : ((b16 + 1u) << 16) - 1u < b32 ? ((b16 + 1u) << 16) - 1u : b32;
+    if (least_a == 0xFFFFFFFFu || least_w == 0xFFFFFFFFu)
+        return 0;
+    /* Exact in double; an infinity or a NaN (every such operand's products are infinities or NaNs) compares false. */
+    return (double)fl(least_a + 1u) * (double)fl(least_w + 1u) < 0x1p-125;
+}
+
+/* Sixteen groups: without each product's test first, with it where the bound does not rule tiny products out. */
+__attribute__((target("avx512f,avx512bw"))) static int gemv_block_avx512(const uint32_t *a, Py_ssize_t step,
+                                                                         const uint16_t *b, uint32_t *out,
+                                                                         Py_ssize_t m, Py_ssize_t rows)
+{
+    return gemv_block_avx512_k(a, step, b, out, m, rows, 0) && gemv_block_avx512_k(a, step, b, out, m, rows, 1);
+}
 #endif
 
 /* gemv(a, b, out, groups, m, rows, lanes, a_group_stride, a_step_stride[, half]): out[g, r, l] = the ordered sum over j
@@ -377,7 +522,16 @@ static void gemv_run(const uint32_t *pa, const char *pb, uint32_t *po, Py_ssize_
     Py_ssize_t b_size = half ? 2 : 4;
     Py_ssize_t g = 0;
 #ifdef GEMV_AVX2
-    if (have_avx2 && (lanes == 4 || lanes == 8))
+    if (simd_level >= 2 && lanes == 4 && stride == 0 && half)
+        for (; groups - g >= BLOCK16; g += BLOCK16) {
+            const char *gb = pb + g * m * lanes * b_size;
+            uint32_t *go = po + g * rows * lanes;
+            /* Some product is tiny (the policy's rounding): those groups step by step. */
+            if (gemv_block_avx512(pa, step, (const uint16_t *)gb, go, m, rows))
+                for (Py_ssize_t k = 0; k < BLOCK16; k++)
+                    gemv_group(pa, step, gb + k * m * lanes * b_size, go + k * rows * lanes, m, rows, lanes, half);
+        }
+    if (simd_level >= 1 && (lanes == 4 || lanes == 8))
         for (; groups - g >= BLOCK8; g += BLOCK8) {
             const uint32_t *ga = pa + g * stride;
             const char *gb = pb + g * m * lanes * b_size;
@@ -892,6 +1046,118 @@ static inline uint32_t stage_op(int64_t op, uint32_t a, uint32_t b, uint32_t c)
     }
 }
 
+#ifdef GEMV_AVX2
+/* A PCU stage's op (stage_op) on every element in 16-lane AVX-512 vectors, where simd_level is 2 and ``lanes`` a
+ * power of two: the same IEEE operations, masks and order element by element, so the same results. Operand q is a
+ * register (row stride ``lanes``, lane stride 1), a scalar per row (1, 0) or one word (0, 0). A block where some
+ * product is subnormal or 2**-126 in magnitude (mul_raw's rare case) is done by stage_op. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_daz(__m512i x)
+{
+    return _mm512_mask_and_epi32(x, _mm512_testn_epi32_mask(x, _mm512_set1_epi32((int)EXP)), x,
+                                 _mm512_set1_epi32((int)SIGN));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_canon(__m512i x)
+{
+    return _mm512_mask_mov_epi32(x, _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32((int)ABS)),
+                                                             _mm512_set1_epi32((int)INF)),
+                                 _mm512_set1_epi32((int)CANON_NAN));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_add(__m512i a, __m512i b)
+{
+    __m512i r = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b)));
+    return stage_daz(r);
+}
+
+/* mul_raw's IEEE product; ``tiny`` gets the lanes where it is the rare case. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_mul(__m512i a, __m512i b,
+                                                                                __mmask16 *tiny)
+{
+    __m512i r = _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b)));
+    *tiny |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(r, _mm512_set1_epi32((int)ABS)),
+                                                      _mm512_set1_epi32(1)),
+                                     _mm512_set1_epi32((int)MIN_NORMAL));
+    return r;
+}
+
+/* Elements e .. e + 15 of an operand (``keep``: those of the ``avail`` left; ``shift``: log2 of ``lanes``). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_operand(
+    const uint32_t *base, Py_ssize_t rs, Py_ssize_t e, Py_ssize_t avail, int shift, __mmask16 keep)
+{
+    if (rs == 0)
+        return _mm512_set1_epi32((int)base[0]);
+    if (rs != 1)
+        return _mm512_maskz_loadu_epi32(keep, base + e);
+    if (shift >= 4)
+        return _mm512_set1_epi32((int)base[e >> shift]);
+    /* The rows' scalars (16 / lanes rows at most, those left), each repeated ``lanes`` times. */
+    Py_ssize_t rows = (avail < 16 ? avail : 16) >> shift;
+    __m512i per = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), shift);
+    return _mm512_permutexvar_epi32(per, _mm512_maskz_loadu_epi32((__mmask16)((1u << rows) - 1u), base + (e >> shift)));
+}
+
+__attribute__((target("avx512f"))) static void stage_avx512(int64_t op, const uint32_t *const base[3],
+                                                            const Py_ssize_t rs[3], uint32_t *dst, Py_ssize_t n,
+                                                            Py_ssize_t lanes)
+{
+    int shift = __builtin_ctzll((unsigned long long)lanes);
+    Py_ssize_t cells = n * lanes;
+    for (Py_ssize_t e = 0; e < cells; e += 16) {
+        __mmask16 keep = cells - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cells - e)) - 1u);
+        __m512i a = stage_operand(base[0], rs[0], e, cells - e, shift, keep);
+        __m512i r;
+        if (op == 0) {
+            r = a;
+        } else {
+            __m512i b = stage_operand(base[1], rs[1], e, cells - e, shift, keep);
+            __m512i x = stage_daz(a), y = stage_daz(b);
+            __mmask16 tiny = 0;
+            switch (op) {
+            case 1:
+                r = stage_canon(stage_add(x, y));
+                break;
+            case 2:
+                r = stage_canon(stage_add(x, _mm512_xor_si512(y, _mm512_set1_epi32((int)SIGN))));
+                break;
+            case 3:
+                r = stage_canon(stage_mul(x, y, &tiny));
+                break;
+            case 4: {
+                __m512i c = stage_daz(stage_operand(base[2], rs[2], e, cells - e, shift, keep));
+                r = stage_canon(stage_add(stage_canon(stage_mul(x, y, &tiny)), c));
+                break;
+            }
+            default: {
+                __m512i abs = _mm512_set1_epi32((int)ABS), inf = _mm512_set1_epi32((int)INF);
+                __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, abs), inf) |
+                                _mm512_cmpgt_epu32_mask(_mm512_and_si512(y, abs), inf);
+                /* The total order with -0 < +0 (as stage_op). */
+                __m512i kx = _mm512_xor_si512(x, _mm512_and_si512(_mm512_srai_epi32(x, 31), abs));
+                __m512i ky = _mm512_xor_si512(y, _mm512_and_si512(_mm512_srai_epi32(y, 31), abs));
+                __mmask16 first = op == 5 ? _mm512_cmpge_epi32_mask(kx, ky) : _mm512_cmple_epi32_mask(kx, ky);
+                r = _mm512_mask_mov_epi32(y, first, x);
+                r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32((int)CANON_NAN));
+            }
+            }
+            if (tiny & keep) {
+                /* mul_raw's rare case: these elements as stage_op does them. */
+                uint32_t out[16];
+                for (Py_ssize_t k = 0; k < 16 && e + k < cells; k++) {
+                    Py_ssize_t i = (e + k) >> shift;
+                    const uint32_t *p0 = base[0], *p1 = base[1], *p2 = base[2];
+                    out[k] = stage_op(op, p0[rs[0] == 0 ? 0 : rs[0] == 1 ? i : e + k],
+                                      p1[rs[1] == 0 ? 0 : rs[1] == 1 ? i : e + k],
+                                      p2[rs[2] == 0 ? 0 : rs[2] == 1 ? i : e + k]);
+                }
+                r = _mm512_maskz_loadu_epi32(keep, out);
+            }
+        }
+        _mm512_mask_storeu_epi32(dst + e, keep, r);
+    }
+}
+#endif
+
 /* pcu(program, stages, n, lanes, r0, r1, r2, s0, s1, out_reg, tail, vo, so_mode, reduce, starts, sizes, groups,
  *     scale, bias, post, so): a PCU run's arithmetic once its plan is made (sw/model/pcu.py PcuModel.apply).
  *
@@ -935,6 +1201,12 @@ static void pcu_run(const int64_t *code, Py_ssize_t k_stages, Py_ssize_t n, Py_s
         }
         uint32_t *dst = regs + st[4] * cells;
         int64_t op = st[0];
+#ifdef GEMV_AVX2
+        if (simd_level >= 2 && lanes > 0 && (lanes & (lanes - 1)) == 0) {
+            stage_avx512(op, base, rs, dst, n, lanes);
+            continue;
+        }
+#endif
         for (Py_ssize_t i = 0; i < n; i++)
             for (Py_ssize_t l = 0; l < lanes; l++)
                 dst[i * lanes + l] = stage_op(op, base[0][i * rs[0] + l * ls[0]], base[1][i * rs[1] + l * ls[1]],
@@ -1588,7 +1860,30 @@ static PyObject *seq_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_TRUE;
 }
 
+/* simd([level]): the vector level gemv_run takes (simd_level); with ``level``, that level or the best the processor
+ * has, whichever is lower, from now on (tests run every level the processor has). Returns the level in effect. */
+static PyObject *simd(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "simd takes at most 1 argument");
+        return NULL;
+    }
+    long level = 0;
+    if (nargs == 1 && (level = PyLong_AsLong(args[0])) == -1 && PyErr_Occurred())
+        return NULL;
+#ifdef GEMV_AVX2
+    if (nargs == 1) {
+        int best = have_avx512 ? 2 : have_avx2 ? 1 : 0;
+        simd_level = level < 0 ? 0 : level < best ? (int)level : best;
+    }
+    return PyLong_FromLong(simd_level);
+#else
+    return PyLong_FromLong(0);
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"simd", (PyCFunction)(void (*)(void))simd, METH_FASTCALL, "The GEMV's vector level."},
     {"gemv", (PyCFunction)(void (*)(void))gemv, METH_FASTCALL, "The systolic GEMV's ordered sums."},
     {"lane_sums", (PyCFunction)(void (*)(void))lane_sums, METH_FASTCALL, "Pairwise cross-lane sums."},
     {"ordered_sums", (PyCFunction)(void (*)(void))ordered_sums, METH_FASTCALL, "Each row's sum, in order."},
@@ -1608,6 +1903,8 @@ PyMODINIT_FUNC PyInit_fastfp(void)
 #ifdef GEMV_AVX2
     __builtin_cpu_init();
     have_avx2 = __builtin_cpu_supports("avx2") != 0;
+    have_avx512 = have_avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    simd_level = have_avx512 ? 2 : have_avx2 ? 1 : 0;
 #endif
     return PyModule_Create(&module);
 }

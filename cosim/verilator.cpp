@@ -3,13 +3,14 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
 // OpenRDU's simulator main: cocotb's share/lib/verilator/verilator.cpp (cocotb
-// 2.1) with one addition, a clock this loop drives itself. A testbench starts
-// it through openrdu_clock_start (cosim/sim_clock.py, over ctypes) where it
-// would start cocotb's GPI clock. cocotb's clock toggles the port from a
-// cbAfterDelay timer with an inertial put, so the loop evaluates the model once
-// with nothing changed and again after the put; here the port's storage is
-// flipped at the edge time in that put's place, and the empty evaluation is
-// skipped. Everything else (callback order, value-change checks) is cocotb's.
+// 2.1) with a clock this loop drives itself. A testbench starts it through
+// openrdu_clock_start (cosim/sim_clock.py, over ctypes) where it would start
+// cocotb's GPI clock. cocotb's clock toggles the port from a cbAfterDelay timer
+// with an inertial put, so the loop evaluates the model once with nothing
+// changed and again after the put; here the port's storage is flipped at the
+// edge time in that put's place, and a time step's first evaluation runs only
+// when something changed. Everything else (callback order, value-change
+// checks) is cocotb's.
 
 #include <libgen.h>  // basename
 #include <stdio.h>   // stderr, fprintf
@@ -61,8 +62,7 @@ namespace {
 
 // The clock a testbench asked this loop to drive: a 1-bit top-level input.
 struct LoopClock {
-    CData *storage = nullptr;   // the port's storage, flipped at each edge
-    vpiHandle handle = nullptr; // the port, for the start value
+    CData *storage = nullptr;  // the port's storage, flipped at each edge
     uint64_t high = 0;          // steps high, then steps low, per period
     uint64_t low = 0;
     uint64_t next_edge = 0;
@@ -104,7 +104,6 @@ __attribute__((visibility("default"))) int openrdu_clock_start(
         return -1;
     }
     loop_clock.storage = static_cast<CData *>(var->datap());
-    loop_clock.handle = handle;
     loop_clock.high = high;
     loop_clock.low = low;
     loop_clock.value = start_high ? 1 : 0;
@@ -115,7 +114,9 @@ __attribute__((visibility("default"))) int openrdu_clock_start(
     value.value.integer = loop_clock.value;
     s_vpi_time when{};
     when.type = vpiSimTime;
+    // The pending put holds its own copy of the port's handle.
     vpi_put_value(handle, &value, &when, vpiInertialDelay);
+    vpi_release_handle(handle);
     return 0;
 }
 

@@ -12,11 +12,11 @@ are the RTL's own counters.
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, Timer
 from cocotb.utils import get_sim_time
 
 from cosim.chip_bus import CocotbChipBus
+from cosim.sim_clock import start_clock
 from cosim.store import TierStore
 from hw.mem.params import TIER_NAMES
 from sw.runtime import launch_list
@@ -55,8 +55,9 @@ class CocotbDevice(Device):
     def __init__(self, dut, target, *, limit=BUS_LIMIT):
         self.dut, self.target = dut, target
         self.word_bytes = target.memory.word_bytes
-        # The clock toggles in the simulator's C layer: a Python clock task costs two wake-ups a cycle.
-        Clock(dut.clk, 10, unit="ns", impl="gpi").start()
+        # The simulator's loop toggles the clock (cosim.sim_clock): a Python clock task costs two wake-ups a
+        # cycle, cocotb's C clock a timer and an empty model evaluation per edge.
+        start_clock(dut.clk, 10, unit="ns")
         dut.rst.value = 1
         self.bus = CocotbChipBus(dut, limit=limit)
         self.driver = ChipDriver(self.bus, target.array, target.memory, target.agcus)

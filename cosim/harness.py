@@ -42,6 +42,10 @@ TOPLEVEL = "top"
 # The modules whose asserts cocotb rewrites for readable failures (pytest's python_files pattern): the testbenches.
 REWRITTEN_MODULES = "cosim/tb/*.py"
 _VERILATOR_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint", "-Wno-style")
+# The simulator's main: cocotb's Verilator loop with a clock it can drive itself (cosim/sim_clock.py), whose
+# entry points the executable exports for ctypes.
+MAIN_CPP = REPO / "cosim" / "verilator.cpp"
+_MAIN_LDFLAGS = "-Wl,--export-dynamic-symbol=openrdu_clock_start -Wl,--export-dynamic-symbol=openrdu_clock_stop"
 # The PyPI wheel's verilated.mk leaves the precompiled-header include flag
 # empty, which breaks any model that Verilator splits into several C++ files.
 _MAKE_VARS = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
@@ -315,7 +319,8 @@ def _plan(unit, waves):
     if missing:
         raise RuntimeError(f"unit {unit.name!r} lists sources that do not exist: {', '.join(missing)}")
     key_material = "\0".join([text, control, " ".join(flags), " ".join(make_vars), _tool_versions(),
-                              *(f"{source.name}\n{source.read_text()}" for source in sources)])
+                              *(f"{source.name}\n{source.read_text()}" for source in sources),
+                              f"{MAIN_CPP.name}\n{_MAIN_LDFLAGS}\n{MAIN_CPP.read_text()}"])
     key = hashlib.sha256(key_material.encode()).hexdigest()[:16]
     return _Plan(BUILD_ROOT / f"{unit.name}-{key}{'-waves' if waves else ''}", text, control, flags, make_vars,
                  sources, key_material, merged)
@@ -380,14 +385,13 @@ def _build(unit, plan, waves, log):
     (directory / f"{TOPLEVEL}.v").write_text(plan.verilog)
     (directory / "public.vlt").write_text(plan.control)
     libs = cocotb_tools.config.libs_dir
-    verilator_cpp = cocotb_tools.config.share_dir / "lib" / "verilator" / "verilator.cpp"
     env = tool_env()
     verilate = ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
                 "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
-                "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
+                "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator {_MAIN_LDFLAGS}",
                 # Hierarchical blocks are verilated in parallel; the job count changes no output, so no key.
                 *plan.flags, *(("-j", str(os.cpu_count() or 1)) if "--hierarchical" in plan.flags else ()),
-                str(directory / "public.vlt"), str(verilator_cpp),
+                str(directory / "public.vlt"), str(MAIN_CPP),
                 *(str(source) for source in plan.sources), str(directory / f"{TOPLEVEL}.v")]
     # ccache changes how fast the C++ compiles, never what it compiles to: not part of the key.
     make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",

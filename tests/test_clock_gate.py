@@ -14,7 +14,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cosim import split
-from cosim.top_reset import REGISTERED, register_reset
+from cosim.top_reset import GATE_CELL, GATED_CLOCK, REGISTERED, register_reset
 from hw.mem import params as mem_params
 from hw.mem.agcu import Agcu
 from hw.mem.copy import CopyEngine
@@ -118,6 +118,19 @@ def test_registered_reset_replaces_every_use_but_the_port():
         register_reset(text.replace("  input rst;\n", ""), "top")
     with pytest.raises(ValueError, match="already uses"):
         register_reset(out, "top")
+
+
+def test_registered_reset_ticks_only_when_the_port_differs():
+    text = ("module top(clk, rst, b);\n  input clk;\n  wire clk;\n  input rst;\n  wire rst;\n  output b;\n"
+            "  reg b;\n  always @(posedge clk)\n    if (rst) b <= 1'h0;\nendmodule\n")
+    out = register_reset(text, "top")
+    gate = re.search(rf"^\s*{clock_gate.MODULE} {GATE_CELL} \(\.clk\(clk\), \.en\(rst \^ {REGISTERED}\), "
+                     rf"\.gclk\({GATED_CLOCK}\)\);$", out, re.M)
+    assert gate, out
+    assert f"always @(posedge {GATED_CLOCK})\n    {REGISTERED} <= rst;" in out
+    assert out.count(f"module {clock_gate.MODULE}(") == 1
+    with pytest.raises(ValueError, match="already uses"):
+        register_reset(text.replace("output b;", f"output b;\n  wire {GATED_CLOCK};"), "top")
 
 
 def _units_with_domains():

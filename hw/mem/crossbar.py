@@ -7,6 +7,11 @@ from amaranth.lib.wiring import In, Out
 from hw.mem import tln
 
 
+def _bit_mask(n, k):
+    """The n-bit constant with bit i set where bit k of i is set: one output bit of a one-hot-to-binary encoder."""
+    return Const(sum(1 << i for i in range(n) if (i >> k) & 1), n)
+
+
 class TlnCrossbar(wiring.Component):
     """Route requests by their ``tier`` field and responses back by requester.
 
@@ -56,20 +61,31 @@ class TlnCrossbar(wiring.Component):
         n = self.masters
         ms = [getattr(self, f"m{i}") for i in range(n)]
         tiers = (self.hbm, self.ddr)
+        accepted = []
 
         for t, port in enumerate(tiers):
             wants = [Signal(name=f"want{t}_{i}") for i in range(n)]
             for i in range(n):
                 m.d.comb += wants[i].eq(ms[i].req.valid & (ms[i].req.payload.tier == t))
-            # Round robin: ``last`` is the requester granted most recently.
-            last = Signal(range(n), name=f"last{t}", init=n - 1)
+            # Round robin from the requester after the one granted most
+            # recently: the lowest wanting requester above it, else the lowest
+            # wanting one. ``above`` (registered) marks the requesters above
+            # it, so the grant is a mask, a lowest-set-bit isolation and an
+            # encoder: a few word operations in the co-simulation, where a
+            # priority chain of n * n comparisons was the largest part of the
+            # memory system's per-cycle logic (docs/performance.md).
+            want = Cat(*wants)
+            above = Signal(n, name=f"above{t}")
+            hi = Signal(n, name=f"hi{t}")
+            pick = Signal(n, name=f"pick{t}")
+            onehot = Signal(n, name=f"onehot{t}")
             grant = Signal(range(n), name=f"grant{t}")
-            any_want = Signal(name=f"any{t}")
-            m.d.comb += any_want.eq(Cat(*wants).any())
-            for offset in reversed(range(1, n + 1)):
-                for i in range(n):
-                    with m.If(wants[i] & (last == (i - offset) % n)):
-                        m.d.comb += grant.eq(i)
+            m.d.comb += [
+                hi.eq(want & above),
+                pick.eq(Mux(hi.any(), hi, want)),
+                onehot.eq(pick & (~pick + 1)),
+                grant.eq(Cat(*((onehot & _bit_mask(n, k)).any() for k in range(len(grant))))),
+            ]
             with m.Switch(grant):
                 for i in range(n):
                     with m.Case(i):
@@ -82,10 +98,11 @@ class TlnCrossbar(wiring.Component):
                             port.req.payload.tag.eq(Cat(ms[i].req.payload.tag, Const(i, self.index_bits))),
                         ]
             with m.If(port.req.valid & port.req.ready):
-                m.d.sync += last.eq(grant)
-            for i in range(n):
-                with m.If((grant == i) & wants[i] & port.req.ready):
-                    m.d.comb += ms[i].req.ready.eq(1)
+                # The requesters above the granted one: -(onehot << 1) cut to n bits.
+                m.d.sync += above.eq(-Cat(Const(0, 1), onehot))
+            accepted.append(onehot & port.req.ready.replicate(n))
+        for i in range(n):
+            m.d.comb += ms[i].req.ready.eq(accepted[0][i] | accepted[1][i])
 
         for i in range(n):
             from_tier = [Signal(name=f"resp{i}_from{t}") for t in range(2)]

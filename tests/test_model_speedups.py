@@ -567,3 +567,69 @@ def test_program_load_checks_the_bitstream_in_place(tmp_path):
         asyncio.run(device.load_program(launch.program, region.tier, region.offset))
     with pytest.raises(MemoryRangeError):
         asyncio.run(device.load_program(launch.program, region.tier, tier.capacity - 16))
+
+
+def test_program_load_kept_place_follows_the_tier(tmp_path):
+    # load_program_now keeps the bitstream's place in the tier per program: a changed byte there is refused on a
+    # later load, a tier replaced (the same bytes) is found again, and its changed byte is refused too; the
+    # loader's reads are counted on every load.
+    import asyncio
+
+    from hw.mem.params import TIER_NAMES
+    from sw.errors import ChipError
+    from sw.model.memory import FlatMemory
+    from sw.runtime.decode import Session
+    from sw.runtime.device import ModelDevice
+    from sw.target import CHIP
+    from tests.test_model_shared_plans import _compiled
+
+    compiled = _compiled(tmp_path, CHIP)
+    device = ModelDevice(CHIP)
+    asyncio.run(Session(device, compiled).load())
+    launch = compiled.buckets[8][0]
+    region = compiled.memory_map[launch.program_region]
+    counter = device.chip.stats[TIER_NAMES[region.tier]]
+    before = counter["reads"]
+    assert device.load_program_now(launch.program, region.tier, region.offset) == len(launch.program.words)
+    words = counter["reads"] - before
+    assert words > 0
+    assert device.load_program_now(launch.program, region.tier, region.offset) == len(launch.program.words)
+    assert counter["reads"] - before == 2 * words
+    tier = device.chip.memory[region.tier]
+    tier.bytes[region.offset + 3] ^= 4
+    with pytest.raises(ChipError, match="is not the program's"):
+        device.load_program_now(launch.program, region.tier, region.offset)
+    tier.bytes[region.offset + 3] ^= 4
+    fresh = FlatMemory(tier.name, tier.capacity)
+    fresh.bytes[:] = tier.bytes
+    device.chip.memory[region.tier] = fresh
+    assert device.load_program_now(launch.program, region.tier, region.offset) == len(launch.program.words)
+    fresh.bytes[region.offset] ^= 1
+    with pytest.raises(ChipError, match="is not the program's"):
+        device.load_program_now(launch.program, region.tier, region.offset)
+
+
+def test_runtime_awaits_an_overridden_program_load(tmp_path):
+    # A ModelDevice subclass that overrides load_program has the runtime await it (program_loader is None);
+    # ModelDevice itself hands the runtime its plain load, and both decodes give the same logits and cycles.
+    import asyncio
+
+    from sw.runtime.decode import generate
+    from sw.runtime.device import ModelDevice
+    from sw.target import CHIP
+    from tests.test_model_shared_plans import _compiled
+
+    class Counted(ModelDevice):
+        loads = 0
+
+        async def load_program(self, program, tier, offset):
+            self.loads += 1
+            return await super().load_program(program, tier, offset)
+
+    compiled = _compiled(tmp_path, CHIP)
+    plain, counted = ModelDevice(CHIP), Counted(CHIP)
+    assert plain.program_loader() is not None and counted.program_loader() is None
+    want = asyncio.run(generate(plain, compiled, [0, 4], max_new_tokens=3, stop_at_eos=False))
+    got = asyncio.run(generate(counted, compiled, [0, 4], max_new_tokens=3, stop_at_eos=False))
+    assert counted.loads > 0
+    assert got["logits_sha"] == want["logits_sha"] and got["step_cycles"] == want["step_cycles"]

@@ -247,6 +247,9 @@ class Session:
         if self.trace is None:
             # Without a trace nothing is recorded: the clock moves as _record moves it, in the same order.
             device, host, memory_map, regions = self.device, t.host_launch_cycles, c.memory_map, self._regions
+            # A device whose Program Load is a plain call (ModelDevice) is not awaited a load.
+            loader = getattr(device, "program_loader", None)
+            load_now = loader() if loader is not None else None
             for launch in launches:
                 self.clock += host
                 if self.loaded_program != launch.program_region:
@@ -254,7 +257,8 @@ class Session:
                     if at is None:
                         r = memory_map[launch.program_region]
                         at = regions[launch.program_region] = r.tier, r.offset
-                    loaded = await device.load_program(launch.program, *at)
+                    loaded = load_now(launch.program, *at) if load_now is not None else \
+                        await device.load_program(launch.program, *at)
                     cost["program_load_cycles"] += loaded
                     self.loaded_program = launch.program_region
                     self.clock += loaded

@@ -259,20 +259,39 @@ class ModelDevice(Device):
         return known
 
     async def load_program(self, program, tier, offset):
+        return self.load_program_now(program, tier, offset)
+
+    def program_loader(self):
+        """:meth:`load_program` as a plain function (:meth:`load_program_now`) for the runtime's launches without
+        a trace, which then make no coroutine a load; None where a subclass overrides :meth:`load_program` (the
+        runtime awaits that)."""
+        return self.load_program_now if type(self).load_program is ModelDevice.load_program else None
+
+    def load_program_now(self, program, tier, offset):
+        """:meth:`load_program`, not a coroutine."""
         # Per program and place: its bytes and its load pattern's words and fields, found once.
         known = self._loads.get(id(program))
-        if known is None or known[0] is not program or known[1] != tier or known[2] != offset:
+        memory = self.chip.memory[tier]
+        if known is None or known[0] is not program or known[1] != tier or known[2] != offset or \
+                known[6] is not memory:
             if len(self._loads) >= 4096:
                 self._loads.clear()
-            known = self._loads[id(program)] = (program, tier, offset, self._program_bytes(program),
-                                                *self._load_pattern(tier, offset, len(program.words)))
-        _, _, _, expected, words, fields = known
+            expected = self._program_bytes(program)
+            # A flat tier's bytes where the bitstream lies, compared in place on every load (no range check).
+            flat = getattr(memory, "bytes", None)
+            place = flat[offset:offset + len(expected)] if isinstance(flat, np.ndarray) and offset >= 0 and \
+                offset + len(expected) <= flat.size else None
+            known = self._loads[id(program)] = (program, tier, offset, expected,
+                                                *self._load_pattern(tier, offset, len(program.words)), memory,
+                                                place, self.chip.stats[TIER_NAMES[tier]])
+        _, _, _, expected, words, fields, _, place, counter = known
         # Every load compares the memory's words with the program's, as the loader checks the bitstream.
-        if not self.chip.memory[tier].holds(offset, expected):
+        if not (place.tobytes() == expected if place is not None and place.base is memory.bytes
+                else memory.holds(offset, expected)):
             raise ChipError(f"program load: the bitstream at {tier}:{offset:#x} is not the program's")
         self.loaded, self.resident = program, fields
         # The loader reads the bitstream's memory words through the tier's controller, as on the RTL.
-        self.chip.count(tier, "reads", words)
+        counter["reads"] += int(words)
         cycles = self.chip.load_program(program)
         self.now += cycles
         if not self._listing and self.chip.activity is not None:

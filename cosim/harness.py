@@ -361,8 +361,9 @@ def _rebuilding(plan):
 def build(unit, *, waves=False, log=print):
     """Build the unit's Verilator model unless an identical build exists.
 
-    The cache key covers the Verilog, the public-signal list, the flags and
-    the tool versions, so any change that could alter the model rebuilds it.
+    The cache key covers the Verilog, the public-signal list, the flags, the
+    tool versions and the simulator's main (``cosim/verilator.cpp``, its link
+    flags), so any change that could alter the model rebuilds it.
     """
     plan = _plan(unit, waves)
     with _locked(plan), _rebuilding(plan):

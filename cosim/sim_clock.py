@@ -51,7 +51,32 @@ def start_clock(signal, period, unit="ns"):
     """Start ``signal``, a top-level input, toggling with ``period`` (high first); returns the clock's task.
 
     Cancelling the task (cocotb does so at the end of the test) stops the
-    clock, as it stops a :class:`cocotb.clock.Clock`.
+    clock, as it stops a :class:`cocotb.clock.Clock`. One difference: a test
+    that ends in a timer falling exactly on an edge stops the loop's clock
+    before that edge, where cocotb's clock may still make it (it depends on
+    the order cocotb's timers were registered), so the next test may start
+    from the other level.
+
+    Parameters
+    ----------
+    signal : cocotb handle
+        A public 1-bit top-level input.
+    period : int
+        The clock period in ``unit``, an even number of simulator steps.
+    unit : str
+        cocotb's time unit of ``period``.
+
+    Returns
+    -------
+    cocotb.task.Task
+        The clock's task; cancelling it stops the clock.
+
+    Raises
+    ------
+    ValueError
+        An odd period or a signal below the toplevel.
+    RuntimeError
+        The simulator was not built with ``cosim/verilator.cpp`` or could not start the clock.
     """
     if mode() == "cocotb":
         return Clock(signal, period, unit=unit, impl="gpi").start()
@@ -67,9 +92,10 @@ def start_clock(signal, period, unit="ns"):
 
     async def run():
         # Waits for ever: the test's end cancels it, and the clock stops with it.
-        try:
-            await Event().wait()
-        finally:
-            stop()
+        await Event().wait()
 
-    return cocotb.start_soon(run())
+    task = cocotb.start_soon(run())
+    # A done callback, not a finally: a task cancelled before it first ran (a test that ends or fails before its
+    # first await) never enters its body, and its clock would run on into the next test.
+    task._add_done_callback(lambda _: stop())
+    return task

@@ -353,3 +353,13 @@ def test_a_compiled_sequence_refuses_what_leaves_its_buffers(kernels):
             (read + (9,), (tier, data), checks)):                             # a truncated op
         with pytest.raises(ValueError):
             build(ops, slots, bounds)
+
+
+def test_op_reads_names_the_offsets_slot_not_the_row_count():
+    # SQ_READ: code, data, tier, base, widen, first, shape (3), strides (3), offsets slot, rows (fastfp.c).
+    grid = (1, 7, 2, 0, 1, 0, 1, 1, 64, 0, 0, 1, -1, 64)
+    listed = (1, 7, 2, 0, 1, 0, 1, 1, 64, 0, 0, 1, 9, 64)
+    written = (3, 7, 2, 0, 0, 0, 1, 1, 64, 0, 0, 1, 9, 64)
+    assert set(chip_model._op_reads(grid)) == {2}
+    assert set(chip_model._op_reads(listed)) == {2, 9}
+    assert set(chip_model._op_reads(written)) == {2, 9, 7}

@@ -56,3 +56,12 @@ def test_loop_clock_matches_cocotb_clock(tmp_path):
         assert counts[-1] > counts[0] and len(set(counts)) < len(counts)
     # The second clock starts off the first one's 5 ns grid (3 ns, and the step cocotb takes between tests).
     assert loop_clock[1]["rows"][0][1] % 5_000 != 0
+
+
+def test_a_clock_cancelled_before_it_ran_stops():
+    # cocotb cancels the clock's task of a test that returned before awaiting, before the task first ran: the
+    # loop's clock must stop all the same, or the next test's start_clock finds it running.
+    unit = SimUnit(name="clock-probe", design=_Counter, testbench="cosim.tb.clock_restart")
+    for mode in ("cocotb", "loop"):
+        results = harness.run(unit, env={"OPENRDU_SIM_CLOCK": mode}, quiet=True)
+        assert results.ok and results.tests == 2, f"{mode}: {results.failed} of {results.tests} tests failed"

@@ -501,7 +501,8 @@ def _op_reads(op):
     """The slots a flat sequence's op (a tuple for ``fastfp.seq_build``, see ``ChipModel._sequence_ops``) reads."""
     code = op[0]
     if code in (1, 3):
-        return (op[2], op[13]) + ((op[1],) if code == 3 else ())
+        # Slot 12 is the offsets slot (-1: the grid, no slot); 13 is the row count.
+        return (op[2],) + ((op[12],) if op[12] >= 0 else ()) + ((op[1],) if code == 3 else ())
     if code == 2:
         return (op[2],)
     if code == 4:

@@ -7,7 +7,7 @@ from cosim.tb import timing_cases
 from hw.mem import params
 from hw.mem.controller import QUEUE_CYCLES
 from sw.model import memory_units as mu
-from sw.model.memory import MemoryRangeError, SparseMemory, TierModel
+from sw.model.memory import FlatMemory, MemoryRangeError, SparseMemory, TierModel
 
 
 def test_sparse_memory_round_trip_across_pages_and_range_error():
@@ -19,6 +19,20 @@ def test_sparse_memory_round_trip_across_pages_and_range_error():
     assert len(mem.pages) == 11
     with pytest.raises(MemoryRangeError, match=r"ddr: bytes \[0x3ffffff0, 0x40000010\)"):
         mem.write((1 << 30) - 16, bytes(32))
+
+
+def test_view_is_in_place_for_a_flat_memory_and_range_checked_for_both():
+    flat, sparse = FlatMemory("hbm", 1 << 12), SparseMemory("hbm", 1 << 12)
+    view = flat.view(100, 8)
+    flat.write(100, b"\x01\x02")
+    assert view[:2].tolist() == [1, 2] and view.size == 8
+    assert flat.holds(100, b"\x01\x02") and not flat.holds(100, b"\x01\x03")
+    assert sparse.view(100, 8) is None
+    for memory in (flat, sparse):
+        with pytest.raises(MemoryRangeError):
+            memory.view((1 << 12) - 4, 8)
+        with pytest.raises(MemoryRangeError):
+            memory.view(-1, 2)
 
 
 @pytest.mark.parametrize("tier", params.SMALL.tiers, ids=lambda t: t.name)

@@ -64,6 +64,13 @@ class SparseMemory:
         leave the memory."""
         return self.read(offset, len(expected)).tobytes() == expected
 
+    def view(self, offset, size):
+        """The ``size`` bytes at ``offset`` in place (a numpy view that later writes show), or None where the
+        memory holds them in no one array (this one, by page); raises :class:`MemoryRangeError` where they leave
+        the memory."""
+        self._check(offset, size)
+        return None
+
 
 class FlatMemory(SparseMemory):
     """A zero-initialised byte array of ``capacity`` bytes in one numpy array, :attr:`bytes`.
@@ -89,8 +96,11 @@ class FlatMemory(SparseMemory):
 
     def holds(self, offset, expected):
         # Compared in place: read() would copy the bytes first.
-        self._check(offset, len(expected))
-        return self.bytes[offset:offset + len(expected)].tobytes() == expected
+        return self.view(offset, len(expected)).tobytes() == expected
+
+    def view(self, offset, size):
+        self._check(offset, size)
+        return self.bytes[offset:offset + size]
 
 
 @dataclass

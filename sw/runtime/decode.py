@@ -248,8 +248,7 @@ class Session:
             # Without a trace nothing is recorded: the clock moves as _record moves it, in the same order.
             device, host, memory_map, regions = self.device, t.host_launch_cycles, c.memory_map, self._regions
             # A device whose Program Load is a plain call (ModelDevice) is not awaited a load.
-            loader = getattr(device, "program_loader", None)
-            load_now = loader() if loader is not None else None
+            load_now = device.program_loader()
             for launch in launches:
                 self.clock += host
                 if self.loaded_program != launch.program_region:

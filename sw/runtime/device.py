@@ -77,6 +77,12 @@ class Device(abc.ABC):
         to the last AGCU done.
         """
 
+    def program_loader(self):
+        """:meth:`load_program` as a plain function of the same arguments and result, for a runtime's launches
+        that then make no coroutine a load; None where the backend has no such form (this default) and
+        :meth:`load_program` is awaited."""
+        return None
+
     def launcher(self, reads, writes):
         """The loaded program's launch with patterns of the shapes of ``reads`` / ``writes`` as a function of their
         bases, for a runtime that runs it again with only the bases moved: ``(ins, outs, go)``, ``ins`` / ``outs``
@@ -262,9 +268,7 @@ class ModelDevice(Device):
         return self.load_program_now(program, tier, offset)
 
     def program_loader(self):
-        """:meth:`load_program` as a plain function (:meth:`load_program_now`) for the runtime's launches without
-        a trace, which then make no coroutine a load; None where a subclass overrides :meth:`load_program` (the
-        runtime awaits that)."""
+        # load_program_now, unless a subclass overrides load_program (the runtime then awaits that).
         return self.load_program_now if type(self).load_program is ModelDevice.load_program else None
 
     def load_program_now(self, program, tier, offset):
@@ -277,17 +281,15 @@ class ModelDevice(Device):
             if len(self._loads) >= 4096:
                 self._loads.clear()
             expected = self._program_bytes(program)
-            # A flat tier's bytes where the bitstream lies, compared in place on every load (no range check).
-            flat = getattr(memory, "bytes", None)
-            place = flat[offset:offset + len(expected)] if isinstance(flat, np.ndarray) and offset >= 0 and \
-                offset + len(expected) <= flat.size else None
+            # Where the bitstream lies, range-checked once and compared in place on every load (None: the tier
+            # keeps no flat array, and holds() reads it).
+            place = memory.view(offset, len(expected))
             known = self._loads[id(program)] = (program, tier, offset, expected,
                                                 *self._load_pattern(tier, offset, len(program.words)), memory,
                                                 place, self.chip.stats[TIER_NAMES[tier]])
         _, _, _, expected, words, fields, _, place, counter = known
         # Every load compares the memory's words with the program's, as the loader checks the bitstream.
-        if not (place.tobytes() == expected if place is not None and place.base is memory.bytes
-                else memory.holds(offset, expected)):
+        if not (place.tobytes() == expected if place is not None else memory.holds(offset, expected)):
             raise ChipError(f"program load: the bitstream at {tier}:{offset:#x} is not the program's")
         self.loaded, self.resident = program, fields
         # The loader reads the bitstream's memory words through the tier's controller, as on the RTL.

@@ -543,13 +543,10 @@ def test_round_robin_service_from_the_compiled_responses():
                 assert got == want and all(type(x) is int for x in got)
 
 
-def test_program_load_checks_the_bitstream_in_place(tmp_path):
-    # ModelDevice.load_program compares a flat tier's bytes where they lie: the program's bitstream loads, another
-    # one (a byte changed) is refused, and a place past the tier's end is reported by the tier as before.
+def _loaded_device(tmp_path):
+    """A ModelDevice with the tiny model's memory image loaded, a launch of it and its program's region."""
     import asyncio
 
-    from sw.errors import ChipError
-    from sw.model.memory import MemoryRangeError
     from sw.runtime.decode import Session
     from sw.runtime.device import ModelDevice
     from sw.target import CHIP
@@ -559,7 +556,18 @@ def test_program_load_checks_the_bitstream_in_place(tmp_path):
     device = ModelDevice(CHIP)
     asyncio.run(Session(device, compiled).load())
     launch = compiled.buckets[8][0]
-    region = compiled.memory_map[launch.program_region]
+    return device, launch, compiled.memory_map[launch.program_region]
+
+
+def test_program_load_checks_the_bitstream_in_place(tmp_path):
+    # ModelDevice.load_program compares a flat tier's bytes where they lie: the program's bitstream loads, another
+    # one (a byte changed) is refused, and a place past the tier's end is reported by the tier as before.
+    import asyncio
+
+    from sw.errors import ChipError
+    from sw.model.memory import MemoryRangeError
+
+    device, launch, region = _loaded_device(tmp_path)
     assert asyncio.run(device.load_program(launch.program, region.tier, region.offset)) == len(launch.program.words)
     tier = device.chip.memory[region.tier]
     tier.bytes[region.offset + 5] ^= 1
@@ -573,21 +581,11 @@ def test_program_load_kept_place_follows_the_tier(tmp_path):
     # load_program_now keeps the bitstream's place in the tier per program: a changed byte there is refused on a
     # later load, a tier replaced (the same bytes) is found again, and its changed byte is refused too; the
     # loader's reads are counted on every load.
-    import asyncio
-
     from hw.mem.params import TIER_NAMES
     from sw.errors import ChipError
     from sw.model.memory import FlatMemory
-    from sw.runtime.decode import Session
-    from sw.runtime.device import ModelDevice
-    from sw.target import CHIP
-    from tests.test_model_shared_plans import _compiled
 
-    compiled = _compiled(tmp_path, CHIP)
-    device = ModelDevice(CHIP)
-    asyncio.run(Session(device, compiled).load())
-    launch = compiled.buckets[8][0]
-    region = compiled.memory_map[launch.program_region]
+    device, launch, region = _loaded_device(tmp_path)
     counter = device.chip.stats[TIER_NAMES[region.tier]]
     before = counter["reads"]
     assert device.load_program_now(launch.program, region.tier, region.offset) == len(launch.program.words)

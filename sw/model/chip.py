@@ -503,9 +503,7 @@ def _op_reads(op):
     if code in (1, 3):
         # Slot 12 is the offsets slot (-1: the grid, no slot); 13 is the row count.
         return (op[2],) + ((op[12],) if op[12] >= 0 else ()) + ((op[1],) if code == 3 else ())
-    if code == 2:
-        return (op[2],)
-    if code == 4:
+    if code in (2, 4):
         return (op[2],)
     if code == 5:
         return (op[2], op[3])
@@ -1434,15 +1432,20 @@ class ChipModel:
             if a not in taken:
                 return a, stride, step
             src, index = taken[a]
-            at = (np.arange(1 if stride == 0 else groups, dtype=np.int64)[:, None, None] * stride
-                  + np.arange(m, dtype=np.int64)[None, :, None] * step + np.arange(rows, dtype=np.int64)[None, None, :])
+
+            def lattice(count, outer, inner):
+                # Word g outer + j inner + r for g < count, j < m, r < rows, in that order.
+                return (np.arange(count, dtype=np.int64)[:, None, None] * outer
+                        + np.arange(m, dtype=np.int64)[None, :, None] * inner
+                        + np.arange(rows, dtype=np.int64)[None, None, :])
+
+            at = lattice(1 if stride == 0 else groups, stride, step)
             if at.size == 0 or int(at.max()) >= index.size:
                 return a, stride, step
             used = index[at]
             outer = 0 if stride == 0 or groups == 1 else int(used[1, 0, 0] - used[0, 0, 0])
             inner = rows if m == 1 else int(used[0, 1, 0] - used[0, 0, 0])
-            grid = (np.arange(used.shape[0], dtype=np.int64)[:, None, None] * outer
-                    + np.arange(m, dtype=np.int64)[None, :, None] * inner + np.arange(rows, dtype=np.int64)[None, None, :])
+            grid = lattice(used.shape[0], outer, inner)
             if int(used[0, 0, 0]) == 0 and outer >= 0 and inner >= 0 and np.array_equal(used, grid):
                 return src, outer, inner
             compact = buffer(used.size, None)

@@ -378,19 +378,32 @@ __attribute__((target("avx2"))) static int gemv_block_avx2(const uint32_t *a, Py
 
 static int have_avx512 = 0;
 
+/* Denormals-are-zero on sixteen words (a zero exponent field keeps only the sign), and the canonical NaN for every
+ * NaN: the GEMV blocks' and the PCU stages' AVX-512 forms of daz() and canon(). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512i daz_avx512(__m512i x)
+{
+    return _mm512_mask_and_epi32(x, _mm512_testn_epi32_mask(x, _mm512_set1_epi32((int)EXP)), x,
+                                 _mm512_set1_epi32((int)SIGN));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512i canon_avx512(__m512i x)
+{
+    return _mm512_mask_mov_epi32(x, _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32((int)ABS)),
+                                                             _mm512_set1_epi32((int)INF)),
+                                 _mm512_set1_epi32((int)CANON_NAN));
+}
+
 /* One step of a vector of four groups: ``bv`` the weights with denormals-are-zero applied; with ``check``, the least
  * |p| - 1 of its products into ``least`` (as gemv_block_avx2_k). */
 __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void gemv_step_avx512(
     __m512 av, __m512i bv, __m512i *acc, __m512i *least, int check)
 {
-    const __m512i exp = _mm512_set1_epi32((int)EXP), sign = _mm512_set1_epi32((int)SIGN);
     __m512 p = _mm512_mul_ps(av, _mm512_castsi512_ps(bv));
     if (check)
         *least = _mm512_min_epu32(*least, _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(p),
                                                                             _mm512_set1_epi32((int)ABS)),
                                                            _mm512_set1_epi32(1)));
-    __m512i sum = _mm512_castps_si512(_mm512_add_ps(p, _mm512_castsi512_ps(*acc)));
-    *acc = _mm512_mask_and_epi32(sum, _mm512_testn_epi32_mask(sum, exp), sum, sign);
+    *acc = daz_avx512(_mm512_castps_si512(_mm512_add_ps(p, _mm512_castsi512_ps(*acc))));
 }
 
 /* The block, and whether its results are to be discarded: with ``check``, where some product is tiny (as
@@ -464,8 +477,7 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline int gem
                 for (int k = 0; k < 4; k++)
                     memcpy(&w[k], b + ((4 * v + k) * m + j) * 4, 8);
                 __m512i bv = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16);
-                bv = _mm512_mask_and_epi32(bv, _mm512_testn_epi32_mask(bv, _mm512_set1_epi32((int)EXP)), bv,
-                                           _mm512_set1_epi32((int)SIGN));
+                bv = daz_avx512(bv);
                 if (!check)
                     least_b32 = _mm512_min_epu32(least_b32, _mm512_sub_epi32(
                         _mm512_and_si512(bv, _mm512_set1_epi32((int)ABS)), _mm512_set1_epi32(1)));
@@ -473,12 +485,8 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline int gem
             }
         }
         for (int v = 0; v < 4; v++) {
-            __m512i x = acc[v];
-            x = _mm512_mask_mov_epi32(x, _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32((int)ABS)),
-                                                                 _mm512_set1_epi32((int)INF)),
-                                      _mm512_set1_epi32((int)CANON_NAN));
             uint32_t words[16];
-            _mm512_storeu_si512((void *)words, x);
+            _mm512_storeu_si512((void *)words, canon_avx512(acc[v]));
             for (int k = 0; k < 4; k++)
                 memcpy(out + ((4 * v + k) * rows + r) * 4, words + 4 * k, 16);
         }
@@ -1051,23 +1059,10 @@ static inline uint32_t stage_op(int64_t op, uint32_t a, uint32_t b, uint32_t c)
  * power of two: the same IEEE operations, masks and order element by element, so the same results. Operand q is a
  * register (row stride ``lanes``, lane stride 1), a scalar per row (1, 0) or one word (0, 0). A block where some
  * product is subnormal or 2**-126 in magnitude (mul_raw's rare case) is done by stage_op. */
-__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_daz(__m512i x)
-{
-    return _mm512_mask_and_epi32(x, _mm512_testn_epi32_mask(x, _mm512_set1_epi32((int)EXP)), x,
-                                 _mm512_set1_epi32((int)SIGN));
-}
-
-__attribute__((target("avx512f"), always_inline)) static inline __m512i stage_canon(__m512i x)
-{
-    return _mm512_mask_mov_epi32(x, _mm512_cmpgt_epu32_mask(_mm512_and_si512(x, _mm512_set1_epi32((int)ABS)),
-                                                             _mm512_set1_epi32((int)INF)),
-                                 _mm512_set1_epi32((int)CANON_NAN));
-}
-
 __attribute__((target("avx512f"), always_inline)) static inline __m512i stage_add(__m512i a, __m512i b)
 {
     __m512i r = _mm512_castps_si512(_mm512_add_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b)));
-    return stage_daz(r);
+    return daz_avx512(r);
 }
 
 /* mul_raw's IEEE product; ``tiny`` gets the lanes where it is the rare case. */
@@ -1111,21 +1106,21 @@ __attribute__((target("avx512f"))) static void stage_avx512(int64_t op, const ui
             r = a;
         } else {
             __m512i b = stage_operand(base[1], rs[1], e, cells - e, shift, keep);
-            __m512i x = stage_daz(a), y = stage_daz(b);
+            __m512i x = daz_avx512(a), y = daz_avx512(b);
             __mmask16 tiny = 0;
             switch (op) {
             case 1:
-                r = stage_canon(stage_add(x, y));
+                r = canon_avx512(stage_add(x, y));
                 break;
             case 2:
-                r = stage_canon(stage_add(x, _mm512_xor_si512(y, _mm512_set1_epi32((int)SIGN))));
+                r = canon_avx512(stage_add(x, _mm512_xor_si512(y, _mm512_set1_epi32((int)SIGN))));
                 break;
             case 3:
-                r = stage_canon(stage_mul(x, y, &tiny));
+                r = canon_avx512(stage_mul(x, y, &tiny));
                 break;
             case 4: {
-                __m512i c = stage_daz(stage_operand(base[2], rs[2], e, cells - e, shift, keep));
-                r = stage_canon(stage_add(stage_canon(stage_mul(x, y, &tiny)), c));
+                __m512i c = daz_avx512(stage_operand(base[2], rs[2], e, cells - e, shift, keep));
+                r = canon_avx512(stage_add(canon_avx512(stage_mul(x, y, &tiny)), c));
                 break;
             }
             default: {

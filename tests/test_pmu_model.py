@@ -66,6 +66,8 @@ def matrix(rows, seed=0):
     (rows_config(write_passes=-1), r"write_passes is -1"),
     (rows_config(read_passes=1 << 16), r"read_passes is 65536"),
     (rows_config(read_mode=1), r"read_mode is 1"),
+    (rows_config(stripe=1), r"stripe is 1; it must be a bool"),
+    (rows_config(stripe="no"), r"stripe is 'no'; it must be a bool"),
 ])
 def test_validation_errors(config, message):
     with pytest.raises(ValueError, match=message):

@@ -113,6 +113,8 @@ class PmuConfig:
         lanes, words = params.lanes, params.pmu_words
         if not isinstance(self.read_mode, ReadMode):
             raise ValueError(f"read_mode is {self.read_mode!r}; use a ReadMode")
+        if not isinstance(self.stripe, (bool, np.bool_)):
+            raise ValueError(f"stripe is {self.stripe!r}; it must be a bool")
         self.write.validate(params, "write")
         self.read.validate(params, "read")
         for name, value, hi in (("buffers", self.buffers, MAX_BUFFERS),

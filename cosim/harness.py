@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -215,13 +216,18 @@ def _design_key(unit):
     return digest.hexdigest()[:20]
 
 
-def _merged_verilog(unit):
-    """The unit's Verilog with identical modules merged, and how many were; cached as described above."""
+def _merged_verilog(unit, ahead=None):
+    """The unit's Verilog with identical modules merged, and how many were; cached as described above.
+
+    An elaboration starts ``ahead`` (a :class:`_RuntimeAhead`): the build it precedes may well be cold.
+    """
     key = _design_key(unit)
     cached = BUILD_ROOT / "verilog" / f"{unit.name}-{key}.v"
     count = cached.with_suffix(".merged")
     if key and cached.is_file() and count.is_file():
         return cached.read_text(), int(count.read_text())
+    if ahead:
+        ahead.start()
     text, units = _split_verilog(unit)
     # The split-out units' modules are named by the top's instances: merging renames only Amaranth's own.
     names = {m.group(1) for m in re.finditer(r"^module (\w+)\(", text, re.M)}
@@ -304,15 +310,20 @@ class _Plan:
     merged: int
 
 
-def _plan(unit, waves):
+def _build_options(waves):
+    """Verilator flags and make variables of a build, but for ``--hierarchical`` (which needs the Verilog)."""
+    flags, make_vars = _env_build_options()
+    return flags + (("--trace-fst", "--trace-structs") if waves else ()), make_vars
+
+
+def _plan(unit, waves, ahead=None):
     if waves and not _has_lz4_header():
         raise RuntimeError("FST waves need the lz4 C headers, which Verilator's FST writer includes; "
                            "install Debian's liblz4-dev (`make setup` does this when run as root)")
     # Identical submodules become one: Verilator then compiles one class for, say, all 16 PCUs of a 4x8 array.
-    text, merged = _merged_verilog(unit)
+    text, merged = _merged_verilog(unit, ahead)
     control = _control_file(unit, text, waves)
-    flags, make_vars = _env_build_options()
-    flags += ("--trace-fst", "--trace-structs") if waves else ()
+    flags, make_vars = _build_options(waves)
     flags += ("--hierarchical",) if _hier_blocks(text, waves) else ()
     sources = tuple(REPO / source for source in unit.sources)
     missing = [str(source) for source in sources if not source.is_file()]
@@ -365,38 +376,30 @@ def build(unit, *, waves=False, log=print):
     tool versions and the simulator's main (``cosim/verilator.cpp``, its link
     flags), so any change that could alter the model rebuilds it.
     """
-    plan = _plan(unit, waves)
-    with _locked(plan), _rebuilding(plan):
-        return _build(unit, plan, waves, log)
+    with _RuntimeAhead(waves) as ahead:
+        plan = _plan(unit, waves, ahead)
+        with _locked(plan), _rebuilding(plan):
+            return _build(unit, plan, waves, log, ahead)
 
 
-def _build(unit, plan, waves, log):
-    import cocotb_tools.config
-
+def _build(unit, plan, waves, log, ahead):
     directory = plan.directory
     done = directory / "BUILD_OK"
     if done.exists():
+        ahead.finish()
         log(f"[cosim] {unit.name}: build cache used ({_shown(directory)})")
         return Build(directory, True, 0.0, waves)
 
+    ahead.start()
     start = time.monotonic()
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     (directory / f"{TOPLEVEL}.v").write_text(plan.verilog)
     (directory / "public.vlt").write_text(plan.control)
-    libs = cocotb_tools.config.libs_dir
     env = tool_env()
-    verilate = ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
-                "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
-                "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator {_MAIN_LDFLAGS}",
-                # Hierarchical blocks are verilated in parallel; the job count changes no output, so no key.
-                *plan.flags, *(("-j", str(os.cpu_count() or 1)) if "--hierarchical" in plan.flags else ()),
-                str(directory / "public.vlt"), str(MAIN_CPP),
-                *(str(source) for source in plan.sources), str(directory / f"{TOPLEVEL}.v")]
-    # ccache changes how fast the C++ compiles, never what it compiles to: not part of the key.
-    make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
-            f"VM_TRACE={int(waves)}", *plan.make_vars, *(("OBJCACHE=ccache",) if shutil.which("ccache") else ())]
+    verilate, make = _commands(directory, plan.flags, plan.make_vars, waves,
+                               [directory / "public.vlt", MAIN_CPP, *plan.sources, directory / f"{TOPLEVEL}.v"])
     log(f"[cosim] {unit.name}: building Verilator model in {_shown(directory)}")
     say = _Progress(unit.name)
     say(f"verilating {len(plan.verilog) / 1e6:.1f} MB of Verilog ({plan.merged} duplicate modules merged)")
@@ -407,10 +410,14 @@ def _build(unit, plan, waves, log):
         commands = [line.strip() for line in subprocess.run([*make, "-n"], env=env, capture_output=True,
                                                              text=True).stdout.splitlines() if " -c " in line]
         shared = _shared_objects(commands, directory)
+        # What the runtime job finished is in the cache now; the object it was compiling, make compiles.
+        ahead.finish()
+        early = [text for name, (key, text) in ahead.compiled.items() if shared.get(name) == key]
+        out.writelines(f"[cosim] compiled ahead, while the design elaborated and verilated:\n{text}" for text in early)
         reused = _reuse_shared(shared, directory)
         total = len(commands) - reused
         say(f"verilated in {time.monotonic() - start:.1f} s; compiling {total} C++ files"
-            + (f" ({reused} runtime objects reused)" if reused else ""))
+            + (f" ({reused} runtime objects reused, {len(early)} of them compiled ahead)" if reused else ""))
         compiled = [0]
 
         def line(text):
@@ -442,6 +449,132 @@ class _Progress:
         else:
             self.stream.write(f"[cosim] {self.name}: {text}\n")
         self.stream.flush()
+
+
+def _commands(directory, flags, make_vars, waves, files):
+    """The ``verilator`` and ``make`` command lines of a build in ``directory`` of ``files``.
+
+    One function for the build and for :class:`_RuntimeAhead`'s stub, whose runtime objects are the build's
+    only if their compiler commands are the same to the byte (their cache keys, :func:`_shared_objects`).
+    """
+    import cocotb_tools.config
+
+    libs = cocotb_tools.config.libs_dir
+    verilate = ["verilator", "-cc", "--exe", "-Mdir", str(directory), "--top-module", TOPLEVEL,
+                "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
+                "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator {_MAIN_LDFLAGS}",
+                # Hierarchical blocks are verilated in parallel; the job count changes no output, so no key.
+                *flags, *(("-j", str(os.cpu_count() or 1)) if "--hierarchical" in flags else ()),
+                *(str(path) for path in files)]
+    # ccache changes how fast the C++ compiles, never what it compiles to: not part of the key.
+    make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
+            f"VM_TRACE={int(waves)}", *make_vars, *(("OBJCACHE=ccache",) if shutil.which("ccache") else ())]
+    return verilate, make
+
+
+# A design that uses DPI, as the units' memories do: Verilator then lists verilated_dpi among the runtime objects.
+_STUB_VERILOG = f'module {TOPLEVEL}(input clk);\n  import "DPI-C" function void openrdu_stub();\nendmodule\n'
+
+
+class _RuntimeAhead:
+    """Verilator's runtime objects, compiled on a spare core while a build elaborates and verilates.
+
+    A cold build compiles them (about 12 s of CPU) only at its make step, after the elaboration (whose
+    Yosys workers leave a core idle part of the time) and Verilator (one thread, about 15 s for the chip).
+    :meth:`start` verilates a stub design with the build's flags (:func:`_commands`: the same compiler
+    commands, so the same cache keys) in a folder of its own, and a thread compiles there, one at a time and
+    at the lowest priority, the shared objects the cache lacks, keeping each as :func:`_keep_shared` does.
+    :meth:`finish` stops it: the build then reuses what it kept and compiles the rest itself, as before; a
+    failed or stopped job costs nothing else. A small design's build reaches its make step before the job
+    is done, and does not wait for it.
+
+    Parameters
+    ----------
+    waves : bool
+        Whether the build traces waves (its flags, and so its runtime objects, differ).
+    """
+
+    def __init__(self, waves):
+        self.waves = waves
+        self.compiled = {}  # object name -> (cache key, its compiler output)
+        self._stop = threading.Event()
+        self._mutex = threading.Lock()
+        self._proc = self._thread = None
+        self._folder = BUILD_ROOT / "runtime" / f"ahead.{os.getpid()}-{threading.get_ident()}.tmp"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.finish()
+
+    def start(self):
+        """Start the job, unless it was started or finished, or no spare core would run it."""
+        with self._mutex:
+            if self._thread or self._stop.is_set() or (os.cpu_count() or 1) < 2:
+                return
+            # The imports happen here, not in the thread: the elaboration forks its workers meanwhile.
+            try:
+                flags, make_vars = _build_options(self.waves)
+                commands = _commands(self._folder, flags, make_vars, self.waves,
+                                     [MAIN_CPP, self._folder / f"{TOPLEVEL}.v"])
+                env = tool_env()
+            except Exception:  # noqa: BLE001 - a bad setting: the build reports it
+                return
+            self._thread = threading.Thread(target=self._work, args=(*commands, env), name="runtime-ahead",
+                                            daemon=True)
+            self._thread.start()
+
+    def finish(self):
+        """Stop the job (its compiler, mid-object, is killed), wait for it and remove its folder."""
+        with self._mutex:
+            self._stop.set()
+            proc = self._proc
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGTERM lets the compiler remove its temporary files
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+            if self._thread:
+                self._thread.join(timeout=10)
+                if not self._thread.is_alive():
+                    self._thread = None
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _call(self, command, env):
+        """Run a command in a process group of its own (so :meth:`finish` can end it); its output, or None.
+
+        At the lowest priority: the elaboration's Yosys workers use both cores for most of their time, and
+        the job should take only what they and Verilator leave idle. A group, not a session: a session is
+        a scheduling group of its own (autogroup), which ``nice`` would not rank below the build.
+        """
+        with self._mutex:
+            if self._stop.is_set():
+                return None
+            self._proc = subprocess.Popen(["nice", "-n", "19", *command], env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, errors="replace", process_group=0)
+        with self._proc as proc:
+            output = proc.communicate()[0]
+        return output if proc.returncode == 0 else None
+
+    def _work(self, verilate, make, env):
+        try:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder.mkdir(parents=True)
+            (self._folder / f"{TOPLEVEL}.v").write_text(_STUB_VERILOG)
+            if self._call(verilate, env) is None:
+                return
+            dry = self._call([*make, "-n"], env) or ""
+            shared = _shared_objects([line.strip() for line in dry.splitlines() if " -c " in line], self._folder)
+            for name, key in shared.items():
+                if (_shared_cache(name, key) / name).is_file():
+                    continue
+                output = self._call([*make, name], env)
+                if output is None:
+                    return
+                _keep_shared({name: key}, self._folder)
+                self.compiled[name] = (key, output)
+        except Exception:  # noqa: BLE001 - a speculative job: the build compiles whatever it did not
+            pass
 
 
 def _shared_objects(commands, directory):
@@ -537,11 +670,12 @@ def run(unit, *, waves=False, testcase=None, env=None, log=print, quiet=False):
         Test and failure counts read from cocotb's results file; a build or
         simulator failure raises instead.
     """
-    plan = _plan(unit, waves)
     with contextlib.ExitStack() as stack:
+        ahead = stack.enter_context(_RuntimeAhead(waves))
+        plan = _plan(unit, waves, ahead)
         with _locked(plan):
             with _rebuilding(plan):
-                built = _build(unit, plan, waves, log)
+                built = _build(unit, plan, waves, log, ahead)
             # Under the build lock: a rebuild, which holds both, cannot start before this shared lock is held.
             stack.enter_context(_runs_lock(plan, fcntl.LOCK_SH))
         test_dir = stack.enter_context(_run_folder(built.directory))

@@ -51,6 +51,8 @@ def test_unchanged_design_reuses_build_and_changed_design_rebuilds():
 
 def test_verilator_runtime_compiled_once(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
+    # The runtime job (next test) fails to verilate its stub: the build compiles the runtime itself.
+    monkeypatch.setattr(harness, "_STUB_VERILOG", "module top(;\n")
     builds = [harness.build(SimUnit(name=f"runtime-probe-{k}", design=lambda c=c: BistCollar(c()),
                                     testbench="cosim.tb.test_arith"))
               for k, c in enumerate((convert.Bf16ToFp32, convert.Fp32ToBf16))]
@@ -60,6 +62,23 @@ def test_verilator_runtime_compiled_once(tmp_path, monkeypatch):
     # cocotb's main includes the design's Vtop.h: shared, it would run one design's model with another's layout.
     assert "verilator.o" in compiled[1]
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "runtime").iterdir()) == sorted(r[:-2] for r in runtime)
+
+
+def test_runtime_compiled_ahead_is_what_the_build_reuses(tmp_path, monkeypatch):
+    """A cold build compiles Verilator's runtime in the background while it elaborates and verilates, with
+    its own compiler commands (so cache keys): here made to wait for that job, it reuses every object."""
+    monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
+    finish = harness._RuntimeAhead.finish
+    monkeypatch.setattr(harness._RuntimeAhead, "finish",
+                        lambda self: (self._thread and self._thread.join(), finish(self)))
+    built = harness.build(SimUnit(name="ahead-probe", design=lambda: BistCollar(convert.Bf16ToFp32()),
+                                  testbench="cosim.tb.test_arith"))
+    log = (built.directory / "build.log").read_text()
+    runtime = ["verilated.o", "verilated_dpi.o", "verilated_threads.o", "verilated_vpi.o"]
+    assert log.count("[cosim] compiled ahead") == len(runtime)
+    assert sorted(re.findall(r" -c -o (verilated\S*\.o) ", log)) == runtime
+    # One cache entry each: the build compiled none of its own, under other keys; the stub's folder is gone.
+    assert sorted(p.name.split("-")[0] + ".o" for p in (tmp_path / "runtime").iterdir()) == runtime
 
 
 def test_only_ports_are_public():

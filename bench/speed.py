@@ -7,7 +7,7 @@
   wall-clock second on the fast model, ``chip`` and ``4x8`` targets (a longer
   run, every step produces a token's logits). Each is the median of
   ``OPENRDU_SPEED_MODEL_RUNS`` (default 5) fresh processes, each of which
-  decodes 4 tokens on ``chip``, then times the first longer decode on a new
+  decodes the RTL's tokens on ``chip``, then times the first longer decode on a new
   ``chip`` device and then on a ``4x8`` one: a first decode in its process,
   so it pays for every launch plan it makes. One such decode lasts about a
   tenth of a second, and on a shared 2-core VM one alone was seen anywhere
@@ -108,33 +108,41 @@ def _model_run(compiled, target, tokens):
     return asyncio.run(generate(ModelDevice(target), compiled, PROMPT, max_new_tokens=tokens, stop_at_eos=False))
 
 
-def _model_child(tokens):
-    """In a fresh process: the bench's fast-model decodes (see the module's docstring); print their rates as JSON."""
+def _model_child(warm_tokens, tokens):
+    """In a fresh process: the bench's fast-model decodes (see the module's docstring), ``warm_tokens`` (the RTL
+    request's) before the timed ones; print their rates as JSON."""
     from cli.compile import cached_compile
     from sw.target import CHIP, LARGE
 
     compiled, _ = cached_compile(CHECKPOINT, CHIP, "fused", None)
     large, _ = cached_compile(CHECKPOINT, LARGE, "fused", None)
-    _model_run(compiled, CHIP, 4)
-    print(json.dumps({"": _rates(_model_run(compiled, CHIP, int(tokens))),
-                      "_4x8": _rates(_model_run(large, LARGE, int(tokens)))}))
+    _model_run(compiled, CHIP, int(warm_tokens))
+    print(json.dumps({"chip": _rates(_model_run(compiled, CHIP, int(tokens))),
+                      "4x8": _rates(_model_run(large, LARGE, int(tokens)))}))
 
 
-def model_runs(tokens, runs):
-    """``runs`` fresh processes of :func:`_model_child`; returns their rates, ``{suffix: [rates, ...]}``."""
-    out = {"": [], "_4x8": []}
-    for _ in range(runs):
-        done = subprocess.run([sys.executable, "-m", "bench.speed", "--model-run", str(tokens)], cwd=REPO,
-                              stdout=subprocess.PIPE, text=True)
+def model_runs(warm_tokens, tokens, runs):
+    """``runs`` fresh processes of :func:`_model_child`; returns their rates, ``{"chip": [rates, ...],
+    "4x8": [...]}``. Raises ``RuntimeError`` if one fails or prints no rates."""
+    out = {"chip": [], "4x8": []}
+    for k in range(runs):
+        done = subprocess.run([sys.executable, "-m", "bench.speed", "--model-run", str(warm_tokens), str(tokens)],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
         if done.returncode:
-            raise RuntimeError(f"a fast-model decode failed (exit {done.returncode}); its error is above")
-        for suffix, rates in json.loads(done.stdout.splitlines()[-1]).items():
-            out[suffix].append(rates)
+            raise RuntimeError(f"fast-model run {k + 1} of {runs} failed (exit {done.returncode}); its error is above")
+        try:
+            rates = json.loads(done.stdout.splitlines()[-1])
+            for target in out:
+                out[target].append(rates[target])
+        except (IndexError, ValueError, KeyError) as error:
+            raise RuntimeError(f"fast-model run {k + 1} of {runs} printed no rates as its last line "
+                               f"({type(error).__name__}: {error}); its output:\n{done.stdout[-2000:]}") from None
     return out
 
 
 def _median(runs):
-    """The run of median ``tokens_per_s`` (the lower middle one of an even count)."""
+    """The run of median ``tokens_per_s``: the middle one of an odd count, the lower middle one of an even
+    count (a run that happened, not a mean of two)."""
     return sorted(runs, key=lambda r: r["tokens_per_s"])[(len(runs) - 1) // 2]
 
 
@@ -186,13 +194,14 @@ def measure(builds, rtl_tokens, model_tokens, runs=5, log=_log):
         f"{out['logits_identical']}")
     log(f"[speed] decoding {model_tokens} tokens on the fast model, chip then 4x8 target, in {runs} fresh "
         "processes ...")
-    every = model_runs(model_tokens, runs)
+    every = model_runs(rtl_tokens, model_tokens, runs)
     out["model_runs"] = every
+    middle = "median" if runs % 2 else "lower median"
     for suffix, target in (("", CHIP), ("_4x8", LARGE)):
-        rates = out[f"model{suffix}"] = _median(every[suffix])
+        rates = out[f"model{suffix}"] = _median(every[target.name])
         out[f"model_tokens_per_s{suffix}"] = rates["tokens_per_s"]
-        seen = ", ".join(f"{r['tokens_per_s']:,.0f}" for r in every[suffix])
-        log(f"[speed] fast model on {target.name}: {rates['tokens_per_s']:,.1f} tokens/s (median of {seen}), "
+        seen = ", ".join(f"{r['tokens_per_s']:,.0f}" for r in every[target.name])
+        log(f"[speed] fast model on {target.name}: {rates['tokens_per_s']:,.1f} tokens/s ({middle} of {seen}), "
             f"{rates['cycles_per_s']:,.0f} simulated cycles/s")
     out["model_over_rtl"] = out["model"]["cycles_per_s"] / out["rtl_cycles_per_s"]
     return out

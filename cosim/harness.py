@@ -414,6 +414,9 @@ def _build(unit, plan, waves, log, ahead):
         ahead.finish()
         early = [text for name, (key, text) in ahead.compiled.items() if shared.get(name) == key]
         out.writelines(f"[cosim] compiled ahead, while the design elaborated and verilated:\n{text}" for text in early)
+        if ahead.problem:
+            out.write(f"[cosim] the runtime job ahead of the build stopped (the build compiles the rest): "
+                      f"{ahead.problem}\n")
         reused = _reuse_shared(shared, directory)
         total = len(commands) - reused
         say(f"verilated in {time.monotonic() - start:.1f} s; compiling {total} C++ files"
@@ -449,6 +452,14 @@ class _Progress:
         else:
             self.stream.write(f"[cosim] {self.name}: {text}\n")
         self.stream.flush()
+
+
+def _cpus():
+    """CPUs this process may run on (a container's or ``taskset``'s share, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _commands(directory, flags, make_vars, waves, files):
@@ -497,6 +508,7 @@ class _RuntimeAhead:
     def __init__(self, waves):
         self.waves = waves
         self.compiled = {}  # object name -> (cache key, its compiler output)
+        self.problem = None  # why the job stopped early, for the build's log
         self._stop = threading.Event()
         self._mutex = threading.Lock()
         self._proc = self._thread = None
@@ -511,7 +523,7 @@ class _RuntimeAhead:
     def start(self):
         """Start the job, unless it was started or finished, or no spare core would run it."""
         with self._mutex:
-            if self._thread or self._stop.is_set() or (os.cpu_count() or 1) < 2:
+            if self._thread or self._stop.is_set() or _cpus() < 2:
                 return
             # The imports happen here, not in the thread: the elaboration forks its workers meanwhile.
             try:
@@ -530,12 +542,14 @@ class _RuntimeAhead:
         with self._mutex:
             self._stop.set()
             proc = self._proc
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGTERM lets the compiler remove its temporary files
+        # SIGTERM lets the compiler remove its temporary files; the thread must end before the build reads
+        # what it compiled and before its folder goes, so after SIGKILL it is waited for without a limit.
+        for sig, limit in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
             if proc is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, sig)
             if self._thread:
-                self._thread.join(timeout=10)
+                self._thread.join(timeout=limit)
                 if not self._thread.is_alive():
                     self._thread = None
         shutil.rmtree(self._folder, ignore_errors=True)
@@ -554,10 +568,17 @@ class _RuntimeAhead:
                                           stderr=subprocess.STDOUT, text=True, errors="replace", process_group=0)
         with self._proc as proc:
             output = proc.communicate()[0]
+        if proc.returncode and not self._stop.is_set():
+            self.problem = f"{' '.join(command[:2])} ... exited with {proc.returncode}:\n{output[-2000:]}"
         return output if proc.returncode == 0 else None
 
     def _work(self, verilate, make, env):
         try:
+            # Folders of jobs whose process was killed before it could remove them.
+            for folder in self._folder.parent.glob("ahead.*.tmp"):
+                pid = folder.name.split(".")[1].split("-")[0]
+                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                    shutil.rmtree(folder, ignore_errors=True)
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder.mkdir(parents=True)
             (self._folder / f"{TOPLEVEL}.v").write_text(_STUB_VERILOG)
@@ -573,8 +594,8 @@ class _RuntimeAhead:
                     return
                 _keep_shared({name: key}, self._folder)
                 self.compiled[name] = (key, output)
-        except Exception:  # noqa: BLE001 - a speculative job: the build compiles whatever it did not
-            pass
+        except Exception as error:  # noqa: BLE001 - a speculative job: the build compiles whatever it did not
+            self.problem = f"{type(error).__name__}: {error}"
 
 
 def _shared_objects(commands, directory):

@@ -53,6 +53,10 @@ def test_verilator_runtime_compiled_once(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
     # The runtime job (next test) fails to verilate its stub: the build compiles the runtime itself.
     monkeypatch.setattr(harness, "_STUB_VERILOG", "module top(;\n")
+    monkeypatch.setattr(harness, "_cpus", lambda: 2)
+    finish = harness._RuntimeAhead.finish
+    monkeypatch.setattr(harness._RuntimeAhead, "finish",
+                        lambda self: (self._thread and self._thread.join(), finish(self)))
     builds = [harness.build(SimUnit(name=f"runtime-probe-{k}", design=lambda c=c: BistCollar(c()),
                                     testbench="cosim.tb.test_arith"))
               for k, c in enumerate((convert.Bf16ToFp32, convert.Fp32ToBf16))]
@@ -61,6 +65,9 @@ def test_verilator_runtime_compiled_once(tmp_path, monkeypatch):
     assert runtime <= compiled[0] and not runtime & compiled[1]
     # cocotb's main includes the design's Vtop.h: shared, it would run one design's model with another's layout.
     assert "verilator.o" in compiled[1]
+    # The job's failure is in the log, with Verilator's own message.
+    log = (builds[0].directory / "build.log").read_text()
+    assert "[cosim] the runtime job ahead of the build stopped" in log and "verilator" in log.split("stopped")[1]
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "runtime").iterdir()) == sorted(r[:-2] for r in runtime)
 
 
@@ -68,6 +75,7 @@ def test_runtime_compiled_ahead_is_what_the_build_reuses(tmp_path, monkeypatch):
     """A cold build compiles Verilator's runtime in the background while it elaborates and verilates, with
     its own compiler commands (so cache keys): here made to wait for that job, it reuses every object."""
     monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
+    monkeypatch.setattr(harness, "_cpus", lambda: 2)
     finish = harness._RuntimeAhead.finish
     monkeypatch.setattr(harness._RuntimeAhead, "finish",
                         lambda self: (self._thread and self._thread.join(), finish(self)))

@@ -73,6 +73,20 @@ def _child(name, compiled=None, request=None):
     print(json.dumps(out))
 
 
+def _child_json(args, what, env=None):
+    """Run ``python -m bench.speed *args`` in a fresh process; the JSON of its last output line. Raises
+    ``RuntimeError`` naming ``what`` (the child's work) where it failed or printed no JSON last."""
+    done = subprocess.run([sys.executable, "-m", "bench.speed", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          text=True)
+    if done.returncode:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}); its error is above")
+    try:
+        return json.loads(done.stdout.splitlines()[-1])
+    except (IndexError, ValueError) as error:
+        raise RuntimeError(f"{what} printed no JSON as its last line ({type(error).__name__}: {error}); its "
+                           f"output:\n{done.stdout[-2000:]}") from None
+
+
 def cold_build(name, compiled=None, request=None):
     """Build unit ``name`` (``chip`` or ``large``) from nothing; returns its figures.
 
@@ -90,12 +104,8 @@ def cold_build(name, compiled=None, request=None):
         if compiled:
             (Path(tmp) / "request.json").write_text(json.dumps(request))
             args += [str(compiled), str(Path(tmp) / "request.json")]
-        done = subprocess.run([sys.executable, "-m", "bench.speed", "--cold-build", *args], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, text=True)
-        if done.returncode:
-            raise RuntimeError(f"the cold build of {name}{' or the decode on it' if compiled else ''} failed "
-                               f"(exit {done.returncode}); its error is above")
-        out = json.loads(done.stdout.splitlines()[-1])
+        out = _child_json(["--cold-build", *args],
+                          f"the cold build of {name}{' or the decode on it' if compiled else ''}", env)
         if out["cached"] or not Path(out["directory"]).is_relative_to(tmp):
             raise RuntimeError(f"the cold build of {name} was not cold: {out['directory']}")
     return out
@@ -126,17 +136,11 @@ def model_runs(warm_tokens, tokens, runs):
     "4x8": [...]}``. Raises ``RuntimeError`` if one fails or prints no rates."""
     out = {"chip": [], "4x8": []}
     for k in range(runs):
-        done = subprocess.run([sys.executable, "-m", "bench.speed", "--model-run", str(warm_tokens), str(tokens)],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
-        if done.returncode:
-            raise RuntimeError(f"fast-model run {k + 1} of {runs} failed (exit {done.returncode}); its error is above")
-        try:
-            rates = json.loads(done.stdout.splitlines()[-1])
-            for target in out:
-                out[target].append(rates[target])
-        except (IndexError, ValueError, KeyError) as error:
-            raise RuntimeError(f"fast-model run {k + 1} of {runs} printed no rates as its last line "
-                               f"({type(error).__name__}: {error}); its output:\n{done.stdout[-2000:]}") from None
+        rates = _child_json(["--model-run", str(warm_tokens), str(tokens)], f"fast-model run {k + 1} of {runs}")
+        for target in out:
+            if target not in rates:
+                raise RuntimeError(f"fast-model run {k + 1} of {runs} printed no rates for {target}: {rates!r}")
+            out[target].append(rates[target])
     return out
 
 

@@ -2,7 +2,8 @@
 
 import logging
 
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+import cocotb
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer, ValueChange
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiMaster
 
 
@@ -10,7 +11,9 @@ class CocotbChipBus:
     """``read32`` / ``write32`` over cocotbext-axi's AXI4-Lite master; ``wait_for`` awaits a done line.
 
     Python waits on an edge of the done line rather than polling registers,
-    so the simulator runs free while a kernel executes.
+    so the simulator runs free while a kernel executes. ``resets`` counts the
+    edges of the chip's reset (a simulator callback, nothing per cycle): the
+    driver skips writes that would leave a register as it is until it changes.
     """
 
     def __init__(self, dut, *, limit=1_000_000, period_ns=10):
@@ -21,6 +24,13 @@ class CocotbChipBus:
         for port in (self.csr.write_if, self.csr.read_if):
             port.log.setLevel(logging.WARNING)
         self.axi = AxiMaster(AxiBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst)
+        self.resets = 0
+        cocotb.start_soon(self._count_resets())
+
+    async def _count_resets(self):
+        while True:
+            await ValueChange(self.dut.rst)
+            self.resets += 1
 
     async def read32(self, offset):
         return int.from_bytes((await self.csr.read(offset, 4)).data, "little")

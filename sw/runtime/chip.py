@@ -10,6 +10,13 @@ offers the same three calls:
   ``"program_done"``, ``"copy_done"``, ``"seq_done"``: return once that line
   is high, or raise ``TimeoutError`` when it stays low past the bus's cycle
   limit.
+
+A bus may also have ``resets``, a number that changes whenever the chip's
+reset does (rises or falls). The driver then writes a word of an ``rw``
+register only when it would change: such a register holds what the host last
+wrote until a reset (:class:`hw.mem.csr.CsrBank`), and a launch rewrites most
+of its pattern words with the values they hold (about two thirds of a decode's
+register writes, each several simulated cycles of bus handshakes).
 """
 
 from dataclasses import dataclass
@@ -182,6 +189,8 @@ class ChipDriver:
         self.map = RegisterMap(chip_registers(array_params, mem_params, self.agcus))
         self.transfer = transfer_layout(mem_params)
         self.direction_status = direction_status_layout()
+        # Byte offset -> the word last written there, for rw registers, since the bus's reset count was _resets.
+        self._written, self._resets = {}, None
 
     def agcu_at(self, side, col):
         try:
@@ -191,10 +200,22 @@ class ChipDriver:
                             f"{', '.join(f'{s}{c}' for s, c in self.agcus)}") from None
 
     async def write(self, name, value):
+        """Write register ``name``: each of its 32-bit words, least significant first, but the words of an ``rw``
+        register that already hold their value (over a bus with ``resets``, see the module's docstring)."""
         reg = self.map.registers[name]
         offset = self.map[name]
+        resets = getattr(self.bus, "resets", None) if reg.access == "rw" else None
+        if resets is not None and resets != self._resets:
+            self._written.clear()
+            self._resets = resets
+        written = self._written if resets is not None else None
         for i in range(reg.words):
-            await self.bus.write32(offset + 4 * i, (value >> (32 * i)) & 0xFFFF_FFFF)
+            at, word = offset + 4 * i, (value >> (32 * i)) & 0xFFFF_FFFF
+            if written is not None and written.get(at) == word:
+                continue
+            await self.bus.write32(at, word)
+            if written is not None:
+                written[at] = word
 
     async def read(self, name):
         reg = self.map.registers[name]

@@ -4,7 +4,9 @@ import logging
 
 import cocotb
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer, ValueChange
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiMaster
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiMaster, AxiResp
+
+from sw.runtime.chip import ChipError
 
 
 class CocotbChipBus:
@@ -12,8 +14,9 @@ class CocotbChipBus:
 
     Python waits on an edge of the done line rather than polling registers,
     so the simulator runs free while a kernel executes. ``resets`` counts the
-    edges of the chip's reset (a simulator callback, nothing per cycle): the
-    driver skips writes that would leave a register as it is until it changes.
+    edges of the ``rst`` port (a simulator callback, nothing per cycle): the
+    driver does not rewrite a register word with the value it wrote there
+    since the count last changed.
     """
 
     def __init__(self, dut, *, limit=1_000_000, period_ns=10):
@@ -36,7 +39,15 @@ class CocotbChipBus:
         return int.from_bytes((await self.csr.read(offset, 4)).data, "little")
 
     async def write32(self, offset, value):
-        await self.csr.write(offset, int(value).to_bytes(4, "little"))
+        """Write one register word; False where cocotbext-axi dropped the write in a reset. Raises
+        :class:`~sw.runtime.chip.ChipError` where the chip refused it (SLVERR, DECERR)."""
+        done = await self.csr.write(offset, int(value).to_bytes(4, "little"))
+        if done is None:
+            return False
+        if done.resp != AxiResp.OKAY:
+            raise ChipError(f"the chip refused the register write of {int(value):#x} at {offset:#x} "
+                            f"({AxiResp(done.resp).name})")
+        return True
 
     async def wait_for(self, event):
         """Return once ``event``'s line is high; raise ``TimeoutError`` after ``limit`` cycles (a stalled dataflow).

@@ -12,11 +12,15 @@ offers the same three calls:
   limit.
 
 A bus may also have ``resets``, a number that changes whenever the chip's
-reset does (rises or falls). The driver then writes a word of an ``rw``
-register only when it would change: such a register holds what the host last
-wrote until a reset (:class:`hw.mem.csr.CsrBank`), and a launch rewrites most
-of its pattern words with the values they hold (about two thirds of a decode's
-register writes, each several simulated cycles of bus handshakes).
+reset does (rises or falls). The driver then does not write a word of an
+``rw`` register again with the value it wrote there since the count last
+changed: such a register holds what the host last wrote until a reset
+(:class:`hw.mem.csr.CsrBank`), and a launch rewrites most of its pattern
+words with the values they hold (about three fifths of a decode's register
+writes, each several simulated cycles of bus handshakes). This assumes the
+driver is the only writer on its bus. ``write32`` may return ``False`` for a
+write the chip did not take (issued in reset); the driver then does not count
+it as written.
 """
 
 from dataclasses import dataclass
@@ -201,21 +205,24 @@ class ChipDriver:
 
     async def write(self, name, value):
         """Write register ``name``: each of its 32-bit words, least significant first, but the words of an ``rw``
-        register that already hold their value (over a bus with ``resets``, see the module's docstring)."""
+        register that this driver wrote with the same value since the bus's reset count last changed (over a bus
+        with ``resets``, see the module's docstring)."""
         reg = self.map.registers[name]
         offset = self.map[name]
-        resets = getattr(self.bus, "resets", None) if reg.access == "rw" else None
-        if resets is not None and resets != self._resets:
-            self._written.clear()
-            self._resets = resets
-        written = self._written if resets is not None else None
+        known = reg.access == "rw" and getattr(self.bus, "resets", None) is not None
         for i in range(reg.words):
             at, word = offset + 4 * i, (value >> (32 * i)) & 0xFFFF_FFFF
-            if written is not None and written.get(at) == word:
-                continue
-            await self.bus.write32(at, word)
-            if written is not None:
-                written[at] = word
+            if known:
+                # Checked at every word: a reset may come during a register's writes.
+                if self.bus.resets != self._resets:
+                    self._written.clear()
+                    self._resets = self.bus.resets
+                if self._written.get(at) == word:
+                    continue
+            taken = await self.bus.write32(at, word)
+            # A reset during the write may have come after it: only a write within one reset count is known.
+            if known and taken is not False and self.bus.resets == self._resets:
+                self._written[at] = word
 
     async def read(self, name):
         reg = self.map.registers[name]

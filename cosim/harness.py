@@ -475,10 +475,10 @@ def _commands(directory, flags, make_vars, waves, files):
                 "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
                 "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator {_MAIN_LDFLAGS}",
                 # Hierarchical blocks are verilated in parallel; the job count changes no output, so no key.
-                *flags, *(("-j", str(os.cpu_count() or 1)) if "--hierarchical" in flags else ()),
+                *flags, *(("-j", str(_cpus())) if "--hierarchical" in flags else ()),
                 *(str(path) for path in files)]
     # ccache changes how fast the C++ compiles, never what it compiles to: not part of the key.
-    make = ["make", "-j", str(os.cpu_count() or 1), "-C", str(directory), "-f", "Vtop.mk",
+    make = ["make", "-j", str(_cpus()), "-C", str(directory), "-f", "Vtop.mk",
             f"VM_TRACE={int(waves)}", *make_vars, *(("OBJCACHE=ccache",) if shutil.which("ccache") else ())]
     return verilate, make
 

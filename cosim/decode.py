@@ -58,7 +58,7 @@ def parallel_sims():
     runs every model in one simulation), else the number of CPUs this process may run on."""
     text = os.environ.get(PARALLEL_SIMS, "").strip()
     if not text:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return harness.usable_cpus()
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise SimulationError(f"{PARALLEL_SIMS} must be a positive integer (1: one simulation), not {text!r}")
     return int(text)

@@ -457,7 +457,7 @@ class _Progress:
         self.stream.flush()
 
 
-def _cpus():
+def usable_cpus():
     """CPUs this process may run on (a container's or ``taskset``'s share, not the machine's count)."""
     try:
         return len(os.sched_getaffinity(0))
@@ -478,10 +478,10 @@ def _commands(directory, flags, make_vars, waves, files):
                 "--vpi", "--prefix", "Vtop", "-o", TOPLEVEL,
                 "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator {_MAIN_LDFLAGS}",
                 # Hierarchical blocks are verilated in parallel; the job count changes no output, so no key.
-                *flags, *(("-j", str(_cpus())) if "--hierarchical" in flags else ()),
+                *flags, *(("-j", str(usable_cpus())) if "--hierarchical" in flags else ()),
                 *(str(path) for path in files)]
     # ccache changes how fast the C++ compiles, never what it compiles to: not part of the key.
-    make = ["make", "-j", str(_cpus()), "-C", str(directory), "-f", "Vtop.mk",
+    make = ["make", "-j", str(usable_cpus()), "-C", str(directory), "-f", "Vtop.mk",
             f"VM_TRACE={int(waves)}", *make_vars, *(("OBJCACHE=ccache",) if shutil.which("ccache") else ())]
     return verilate, make
 
@@ -526,7 +526,7 @@ class _RuntimeAhead:
     def start(self):
         """Start the job, unless it was started or finished, or no spare core would run it."""
         with self._mutex:
-            if self._thread or self._stop.is_set() or _cpus() < 2:
+            if self._thread or self._stop.is_set() or usable_cpus() < 2:
                 return
             # The imports happen here, not in the thread: the elaboration forks its workers meanwhile.
             try:

@@ -53,7 +53,7 @@ def test_verilator_runtime_compiled_once(tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
     # The runtime job (next test) fails to verilate its stub: the build compiles the runtime itself.
     monkeypatch.setattr(harness, "_STUB_VERILOG", "module top(;\n")
-    monkeypatch.setattr(harness, "_cpus", lambda: 2)
+    monkeypatch.setattr(harness, "usable_cpus", lambda: 2)
     finish = harness._RuntimeAhead.finish
     monkeypatch.setattr(harness._RuntimeAhead, "finish",
                         lambda self: (self._thread and self._thread.join(), finish(self)))
@@ -75,7 +75,7 @@ def test_runtime_compiled_ahead_is_what_the_build_reuses(tmp_path, monkeypatch):
     """A cold build compiles Verilator's runtime in the background while it elaborates and verilates, with
     its own compiler commands (so cache keys): here made to wait for that job, it reuses every object."""
     monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
-    monkeypatch.setattr(harness, "_cpus", lambda: 2)
+    monkeypatch.setattr(harness, "usable_cpus", lambda: 2)
     finish = harness._RuntimeAhead.finish
     monkeypatch.setattr(harness._RuntimeAhead, "finish",
                         lambda self: (self._thread and self._thread.join(), finish(self)))

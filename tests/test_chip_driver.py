@@ -11,15 +11,23 @@ from sw.target import CHIP
 
 
 class FakeBus:
-    """Records writes; ``resets`` (when given) as :class:`cosim.chip_bus.CocotbChipBus` counts reset edges."""
+    """Records writes; ``resets`` (when given) as :class:`cosim.chip_bus.CocotbChipBus` counts reset edges.
 
-    def __init__(self, resets=None):
+    ``taken=False``: ``write32`` returns False, as for a write cocotbext-axi drops in reset. ``reset_at``: the chip
+    resets during the write numbered so (from 1).
+    """
+
+    def __init__(self, resets=None, *, taken=None, reset_at=None):
         self.writes = []
+        self.taken, self.reset_at = taken, reset_at
         if resets is not None:
             self.resets = resets
 
     async def write32(self, offset, value):
         self.writes.append((offset, value))
+        if len(self.writes) == self.reset_at:
+            self.resets += 1
+        return self.taken
 
     async def read32(self, offset):
         return 0
@@ -99,47 +107,26 @@ def test_a_launch_rewrites_only_the_moved_base():
     assert all(offset in read_words for offset, _ in again[:-1])
 
 
-class DroppingBus(FakeBus):
-    """Takes no write (as cocotbext-axi answers a write issued in reset): ``write32`` returns False."""
-
-    async def write32(self, offset, value):
-        self.writes.append((offset, value))
-        return False
-
-
-class ResettingBus(FakeBus):
-    """The chip resets during the write numbered ``at`` (from 1)."""
-
-    def __init__(self, at):
-        super().__init__(resets=0)
-        self.at = at
-
-    async def write32(self, offset, value):
-        self.writes.append((offset, value))
-        if len(self.writes) == self.at:
-            self.resets += 1
-
-
 def test_a_write_the_chip_did_not_take_is_sent_again():
-    bus = DroppingBus(resets=0)
+    bus = FakeBus(resets=0, taken=False)
     drv = driver(bus)
     at = drv.map["seq_token"]
     assert written(bus, drv, ("seq_token", 9), ("seq_token", 9)) == [(at, 9), (at, 9)]
 
 
 def test_a_write_during_a_reset_is_sent_again():
-    bus = ResettingBus(at=1)
+    bus = FakeBus(resets=0, reset_at=1)
     drv = driver(bus)
     at = drv.map["seq_pos"]
     assert written(bus, drv, ("seq_pos", 3), ("seq_pos", 3), ("seq_pos", 3)) == [(at, 3), (at, 3)]
 
 
 def test_a_reset_within_a_register_s_words_sends_the_rest():
-    drv = driver(FakeBus())
+    bus = FakeBus(resets=0)
+    drv = driver(bus)
     words = drv.map.registers["agcu0_read"].words
     at = drv.map["agcu0_read"]
-    bus = ResettingBus(at=words + 1)      # during the first word of the second write
-    drv = driver(bus)
+    bus.reset_at = words + 1      # during the first word of the second write
     value = sum((i + 1) << (32 * i) for i in range(words))
     changed = value + 10
     # The reset cleared the words the first write set: the second write sends them all.

@@ -132,3 +132,34 @@ def test_a_reset_within_a_register_s_words_sends_the_rest():
     # The reset cleared the words the first write set: the second write sends them all.
     assert written(bus, drv, ("agcu0_read", value), ("agcu0_read", changed)) == \
         [(at + 4 * i, i + 1) for i in range(words)] + [(at, 11)] + [(at + 4 * i, i + 1) for i in range(1, words)]
+
+
+def test_packed_transfer_is_the_packed_fields_record():
+    from amaranth import Shape
+
+    from sw.layout import pack
+    from sw.loopnest import LoopNest
+
+    drv = driver(FakeBus())
+    wb = CHIP.memory.word_bytes
+    nests = [LoopNest.linear(7), LoopNest((3, 4), (5, -2), offset=9), LoopNest((2, 2, 3), (1, 0, 6), last_level=1),
+             LoopNest((4,), (1,), last_level=None)]
+    shapes = [dict(), dict(bf16=True), dict(after=2), dict(after=1, lag=1)]
+    for nest in nests:
+        for extra in shapes:
+            for tier in (0, 1):
+                for base in (0, wb, 37 * wb, 1 << 20):
+                    pattern = Pattern(tier, base, nest, **extra)
+                    for p in (pattern, pattern.moved(base + 3 * wb)):
+                        assert drv.packed_transfer(p) == pack(drv.transfer, p.fields(wb)), (p, extra)
+    # A base that does not fit its field is refused as pack refuses it, also once the shape is kept.
+    top = 1 << Shape.cast(drv._base_field.shape).width
+    for base in (top, -wb):
+        p = Pattern(0, base, nests[0])
+        for _ in range(2):
+            try:
+                drv.packed_transfer(p)
+            except ValueError as e:
+                assert "does not fit" in str(e)
+            else:
+                raise AssertionError(f"base {base} was packed")

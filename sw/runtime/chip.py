@@ -192,6 +192,9 @@ class ChipDriver:
         self.agcus = tuple(agcus)
         self.map = RegisterMap(chip_registers(array_params, mem_params, self.agcus))
         self.transfer = transfer_layout(mem_params)
+        self._base_field = dict(self.transfer)["base"]
+        # (tier, nest, bf16, after, lag) -> a transfer record packed with base 0, and the nest's offset in bytes.
+        self._transfers = {}
         self.direction_status = direction_status_layout()
         # Byte offset -> the word last written there, for rw registers, since the bus's reset count was _resets.
         self._written, self._resets = {}, None
@@ -202,6 +205,24 @@ class ChipDriver:
         except ValueError:
             raise ChipError(f"no AGCU at I/O position {side}{col}; AGCUs sit at "
                             f"{', '.join(f'{s}{c}' for s, c in self.agcus)}") from None
+
+    def packed_transfer(self, pattern):
+        """``pack(self.transfer, pattern.fields(word_bytes))``: an AGCU's ``transfer_layout`` record of ``pattern``.
+
+        Every field but the base is packed once per pattern shape and kept: the runtime launches the same shapes
+        every step with only the bases moved. Raises ``ValueError`` as :func:`~sw.layout.pack` does where the base
+        does not fit its field."""
+        key = (pattern.tier, pattern.nest, pattern.bf16, pattern.after, pattern.lag)
+        known = self._transfers.get(key)
+        if known is None:
+            if len(self._transfers) >= 4096:
+                self._transfers.clear()
+            fields = pattern.fields(self.mem_params.word_bytes)
+            offset = fields["base"] - pattern.base
+            fields["base"] = 0
+            known = self._transfers[key] = pack(self.transfer, fields), offset
+        rest, offset = known
+        return rest | pack(self._base_field.shape, pattern.base + offset) << self._base_field.offset
 
     async def write(self, name, value):
         """Write register ``name``: each of its 32-bit words, least significant first, but the words of an ``rw``
@@ -242,8 +263,7 @@ class ChipDriver:
         if tln_words * self.mem_params.word_bytes != 4 * words:
             raise ChipError(f"a program of {words} words does not fill whole {self.mem_params.word_bytes}-byte "
                             f"memory words; pad it with words after the bitstream's end")
-        transfer = Pattern.linear(tier, base, tln_words).fields(self.mem_params.word_bytes)
-        await self.write("program", pack(self.transfer, transfer))
+        await self.write("program", self.packed_transfer(Pattern.linear(tier, base, tln_words)))
         await self.write("program_start", 1)
         try:
             await self.bus.wait_for("program_done")
@@ -274,10 +294,10 @@ class ChipDriver:
                 raise ChipError(f"AGCU {k} ({side}{col}) read {problem}")
         enable = 0
         for k, pattern in reads.items():
-            await self.write(f"agcu{k}_read", pack(self.transfer, pattern.fields(self.mem_params.word_bytes)))
+            await self.write(f"agcu{k}_read", self.packed_transfer(pattern))
             enable |= 1 << (2 * k)
         for k, pattern in writes.items():
-            await self.write(f"agcu{k}_write", pack(self.transfer, pattern.fields(self.mem_params.word_bytes)))
+            await self.write(f"agcu{k}_write", self.packed_transfer(pattern))
             enable |= 1 << (2 * k + 1)
         await self.write("kernel_enable", enable)
         await self.write("kernel_start", 1)
@@ -345,8 +365,7 @@ class ChipDriver:
         for name, value in (("token", token), ("pos", pos)):
             if not 0 <= value < 1 << 32:
                 raise ChipError(f"launch list: {name} {value} does not fit the sequencer's 32-bit register")
-        wb = self.mem_params.word_bytes
-        await self.write("seq_list", pack(self.transfer, Pattern.linear(tier, base, tln_words).fields(wb)))
+        await self.write("seq_list", self.packed_transfer(Pattern.linear(tier, base, tln_words)))
         await self.write("seq_token", token)
         await self.write("seq_pos", pos)
         await self.write("seq_start", 1)

@@ -4,7 +4,7 @@ Runs ``OPENRDU_VERIFY_MODEL`` random kernels (default 10,000: three quarters
 single-PCU kernels, a quarter array programs on the 2x4, 3x4 and 2x4 8-lane
 arrays) on the fast model against the independent reference
 (:mod:`sw.tile.oracle`), in ``OPENRDU_VERIFY_JOBS`` processes (default: one
-per CPU), and ``OPENRDU_VERIFY_RTL`` kernels (default 200)
+per usable CPU), and ``OPENRDU_VERIFY_RTL`` kernels (default 200)
 on each of the RTL units ``pcu`` and ``array`` against the model, under
 stalls drawn from each seed; and ``OPENRDU_VERIFY_HOST`` random AXI bursts
 (default 3,000) from concurrent workers under back-pressure on the
@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from cosim import harness
+from cosim.cpus import usable_cpus
 from cosim.harness import REPO
 from cosim.units import UNITS
 from sw.tile import oracle
@@ -118,7 +119,7 @@ def main():
     n_rtl = int(os.environ.get("OPENRDU_VERIFY_RTL", "200"))
     coverage, census = rk.Coverage(), oracle.Census()
     start = time.perf_counter()
-    jobs = int(os.environ.get("OPENRDU_VERIFY_JOBS", str(os.cpu_count() or 1)))
+    jobs = int(os.environ.get("OPENRDU_VERIFY_JOBS", str(usable_cpus())))
     mismatches, pcu_s, array_s, pcus, arrays = _model(n_model, coverage, census, jobs)
     model_s = time.perf_counter() - start
     coverage.census(census)

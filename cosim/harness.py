@@ -32,6 +32,7 @@ from typing import Callable
 from amaranth.back import verilog
 
 from cosim import split
+from cosim.cpus import usable_cpus
 from cosim.dedup import dedup
 from cosim.top_reset import register_reset
 from hw.tile import clock_gate
@@ -455,14 +456,6 @@ class _Progress:
         else:
             self.stream.write(f"[cosim] {self.name}: {text}\n")
         self.stream.flush()
-
-
-def usable_cpus():
-    """CPUs this process may run on (a container's or ``taskset``'s share, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _commands(directory, flags, make_vars, waves, files):

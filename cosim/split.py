@@ -39,7 +39,6 @@ import functools
 import hashlib
 import importlib
 import multiprocessing
-import os
 import re
 
 from amaranth.hdl import ClockSignal, Const, Elaboratable, Instance, ResetSignal, Value, ValueCastable
@@ -47,6 +46,8 @@ from amaranth.hdl._ir import Fragment, PortDirection
 from amaranth.hdl._xfrm import TransformedElaboratable
 from amaranth.lib import wiring
 from amaranth.back import verilog
+
+from cosim.cpus import usable_cpus
 
 # Unit classes instantiated many times in an array or chip, and used by their parents only through ports.
 UNIT_CLASSES = ("hw.tile.pcu:Pcu", "hw.tile.pmu:Pmu", "hw.tile.switch:Switch", "hw.mem.agcu:Agcu",
@@ -249,7 +250,8 @@ def convert(design, name, *, jobs=None):
     name : str
         The top module's name.
     jobs : int, optional
-        Worker processes (default: one per core, at most one per module to convert); 1 converts here.
+        Worker processes (default: one per usable CPU, :func:`cosim.cpus.usable_cpus`, at most one per module to
+        convert); 1 converts here.
 
     Returns
     -------
@@ -280,7 +282,7 @@ def convert(design, name, *, jobs=None):
             found = sorted((n, o) for n, o in splitter.units.items() if n not in known)
             units += found
             queue += found
-    jobs = min(jobs or os.cpu_count() or 1, len(work))
+    jobs = min(jobs or usable_cpus(), len(work))
     _JOBS[:] = work
     try:
         if jobs > 1:

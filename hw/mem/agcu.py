@@ -16,7 +16,7 @@ from facts.loopnest import COUNT_BITS, LAST_EVERY_BITS, LEVELS
 from hw.loopnest import LoopNestCounter
 from hw.mem import tln
 from hw.mem.params import MemParams
-from hw.tile.clock_gate import gated_module
+from hw.tile.clock_gate import check_clock_gate, gated_module
 from hw.tile.streams import scalar_stream, vector_stream
 
 STATUS_BITS = 32
@@ -247,8 +247,7 @@ class Agcu(wiring.Component):
             raise ValueError(f"params must be a MemParams, not {params!r}")
         _check_lanes(params, lanes)
         _check_tag_bits(tag_bits, MIN_TAG_BITS)
-        if not isinstance(clock_gate, bool):
-            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        check_clock_gate(clock_gate)
         self.params, self.lanes, self.tag_bits, self.clock_gate = params, lanes, tag_bits, clock_gate
         vector_bytes = 4 * lanes
         self.words_per_vector = max(1, vector_bytes // params.word_bytes)

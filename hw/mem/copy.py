@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.mem import tln
 from hw.mem.params import MemParams
-from hw.tile.clock_gate import gated_module
+from hw.tile.clock_gate import check_clock_gate, gated_module
 
 LENGTH_BITS = 32
 STATUS_BITS = 32
@@ -94,8 +94,7 @@ class CopyEngine(wiring.Component):
             raise ValueError(f"params must be a MemParams, not {params!r}")
         if not isinstance(tag_bits, int) or isinstance(tag_bits, bool) or not 1 <= tag_bits <= 16:
             raise ValueError(f"tag_bits must be an integer in [1, 16], not {tag_bits!r}")
-        if not isinstance(clock_gate, bool):
-            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        check_clock_gate(clock_gate)
         self.params, self.tag_bits, self.clock_gate = params, tag_bits, clock_gate
         super().__init__({
             "tln": Out(tln.master_signature(params, tag_bits=tag_bits)),

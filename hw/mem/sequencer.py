@@ -19,7 +19,7 @@ from hw.mem.agcu import direction_status_layout, transfer_layout
 from hw.mem.launch_list import (MAX_AGCUS, WORD_BITS, direction_record_layout, header_layout,
                                 program_record_layout, record_words)
 from hw.mem.params import MemParams
-from hw.tile.clock_gate import gated_module
+from hw.tile.clock_gate import check_clock_gate, gated_module
 from hw.tile.streams import vector_stream
 
 COUNTER_BITS = 32
@@ -140,8 +140,7 @@ class Sequencer(wiring.Component):
             raise ValueError(f"params must be a MemParams, not {params!r}")
         if not isinstance(agcus, int) or isinstance(agcus, bool) or not 1 <= agcus <= MAX_AGCUS:
             raise ValueError(f"agcus must be an integer in [1, {MAX_AGCUS}], not {agcus!r}")
-        if not isinstance(clock_gate, bool):
-            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        check_clock_gate(clock_gate)
         self.params, self.n, self.clock_gate = params, agcus, clock_gate
         transfer = transfer_layout(params)
         super().__init__({

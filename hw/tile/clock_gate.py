@@ -37,6 +37,12 @@ endmodule
 """
 
 
+def check_clock_gate(clock_gate):
+    """Refuse a unit's ``clock_gate`` argument unless it is a bool; raises ``TypeError``."""
+    if not isinstance(clock_gate, bool):
+        raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+
+
 def clock_gate(m, en, *, domain="sync", name="gclk"):
     """Add a gate to ``m`` and return the gated clock: ``domain``'s clock in the cycles where ``en`` was high.
 

@@ -7,7 +7,7 @@ from amaranth.lib.crc import catalog
 from amaranth.lib.wiring import In, Out
 
 from facts.bitstream import HEADER_WORDS, MAGIC, MAX_UNIT_ID, MAX_VERSION, MAX_WIDTH, Status
-from hw.tile.clock_gate import gated_module
+from hw.tile.clock_gate import check_clock_gate, gated_module
 
 
 # The loader's outputs besides the configurations; the array passes them on as config_<name>.
@@ -86,8 +86,7 @@ class ConfigLoader(wiring.Component):
             raise ValueError(f"version must be an integer in [0, {MAX_VERSION}], not {version!r}")
         if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 1 << 20:
             raise ValueError(f"timeout must be an integer in [1, {1 << 20}] cycles, not {timeout!r}")
-        if not isinstance(clock_gate, bool):
-            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        check_clock_gate(clock_gate)
         self.clock_gate = clock_gate
         self.targets = {u: (s if isinstance(s, int) else _width(s)) for u, s in self._shapes.items()}
         self.version = version

@@ -16,7 +16,7 @@ from hw.arith.fp import stage, wire, CANON_NAN32, INF32
 from hw.arith.mul import fp32_mul_datapath, Fp32Mul
 from hw.arith.pipeline import Pipeline
 from hw.arith.tail import TailOp, tail_latency, tail_datapath
-from hw.tile.clock_gate import clock_gate, gated_unit
+from hw.tile.clock_gate import check_clock_gate, clock_gate, gated_unit
 from hw.tile.params import ArrayParams
 from hw.tile.streams import VectorPayload, ScalarPayload, vector_stream, scalar_stream
 
@@ -288,8 +288,7 @@ class Pcu(wiring.Component):
     def __init__(self, params, *, tail_ops=ALL_TAIL_OPS, post_ops=POST_OPS, clock_gate=True):
         if not isinstance(params, ArrayParams):
             raise TypeError(f"params must be an ArrayParams, not {params!r}")
-        if not isinstance(clock_gate, bool):
-            raise TypeError(f"clock_gate must be a bool, not {clock_gate!r}")
+        check_clock_gate(clock_gate)
         self.clock_gate = clock_gate
         for name, ops in (("tail_ops", tail_ops), ("post_ops", post_ops)):
             bad = [op for op in ops if not isinstance(op, TailOp) or op == TailOp.NONE]

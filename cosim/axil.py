@@ -3,8 +3,8 @@
 cocotbext-axi's :class:`~cocotbext.axi.AxiLiteMaster` runs each access
 through command queues, events, a source per request channel and a sink per
 response channel, each with coroutines of its own: about thirteen cocotb
-task resumptions per register access, a fifth of a co-simulated decode's
-CPU. :class:`AxiLiteHost` does one access at a time per direction in the
+task resumptions per register access, most of the Python in a co-simulated
+decode (docs/performance.md). :class:`AxiLiteHost` runs each access in the
 caller's own coroutine, one wake-up per clock cycle it lasts, with the same
 sampling as cocotbext-axi's streams (``cocotbext/axi/stream.py``): it drives
 after a rising edge and reads ready and valid right after the next one,
@@ -75,9 +75,9 @@ class AxiLiteHost:
     flight, is abandoned at the next clock edge: its valids drop, a write
     returns False and a read raises :class:`~sw.errors.ChipError`, as
     cocotbext-axi's master flushes what is queued and in flight when reset is
-    asserted. A transaction called while the
-    reset input is not low is not issued at all (the same outcomes), where
-    cocotbext-axi's would wait for the reset to end.
+    asserted. A transaction called while the reset input is not low is not
+    issued at all (the same outcomes), where cocotbext-axi's would wait for
+    the reset to end.
 
     Parameters
     ----------

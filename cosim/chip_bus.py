@@ -1,53 +1,41 @@
 """The runtime's chip bus on the Verilator model: AXI4-Lite registers and done lines, through cocotb."""
 
-import logging
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotbext.axi import AxiBus, AxiMaster
 
-import cocotb
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer, ValueChange
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiMaster, AxiResp
-
-from sw.runtime.chip import ChipError
+from cosim.axil import AxiLiteHost
 
 
 class CocotbChipBus:
-    """``read32`` / ``write32`` over cocotbext-axi's AXI4-Lite master; ``wait_for`` awaits a done line.
+    """``read32`` / ``write32`` over :class:`~cosim.axil.AxiLiteHost`; ``wait_for`` awaits a done line.
 
     Python waits on an edge of the done line rather than polling registers,
     so the simulator runs free while a kernel executes. ``resets`` counts the
     edges of the ``rst`` port (a simulator callback, nothing per cycle): the
     driver does not rewrite a register word with the value it wrote there
-    since the count last changed.
+    since the count last changed. ``axi`` is cocotbext-axi's AXI4 master on
+    the chip's data port.
     """
 
     def __init__(self, dut, *, limit=1_000_000, period_ns=10):
         self.dut = dut
         self.limit, self.period_ns = limit, period_ns
-        self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-        # cocotbext-axi logs every register access at INFO: thousands of lines per decode step.
-        for port in (self.csr.write_if, self.csr.read_if):
-            port.log.setLevel(logging.WARNING)
+        self.csr = AxiLiteHost(dut, "s_axil", clock=dut.clk, reset=dut.rst)
         self.axi = AxiMaster(AxiBus.from_prefix(dut, "s_axi"), dut.clk, dut.rst)
-        self.resets = 0
-        cocotb.start_soon(self._count_resets())
 
-    async def _count_resets(self):
-        while True:
-            await ValueChange(self.dut.rst)
-            self.resets += 1
+    @property
+    def resets(self):
+        return self.csr.resets
 
     async def read32(self, offset):
-        return int.from_bytes((await self.csr.read(offset, 4)).data, "little")
+        """The register word at ``offset``. Raises :class:`~sw.runtime.chip.ChipError` where the chip refused
+        the read (DECERR: no register there) or a reset dropped it."""
+        return await self.csr.read32(offset)
 
     async def write32(self, offset, value):
-        """Write one register word; False where cocotbext-axi dropped the write in a reset. Raises
+        """Write one register word; False where a reset dropped the write (or it was called in reset). Raises
         :class:`~sw.runtime.chip.ChipError` where the chip refused it (SLVERR, DECERR)."""
-        done = await self.csr.write(offset, int(value).to_bytes(4, "little"))
-        if done is None:
-            return False
-        if done.resp != AxiResp.OKAY:
-            raise ChipError(f"the chip refused the register write of {int(value):#x} at {offset:#x} "
-                            f"({AxiResp(done.resp).name})")
-        return True
+        return await self.csr.write32(offset, value)
 
     async def wait_for(self, event):
         """Return once ``event``'s line is high; raise ``TimeoutError`` after ``limit`` cycles (a stalled dataflow).

@@ -13,8 +13,8 @@ from sw.target import CHIP
 class FakeBus:
     """Records writes; ``resets`` (when given) as :class:`cosim.chip_bus.CocotbChipBus` counts reset edges.
 
-    ``taken=False``: ``write32`` returns False, as for a write cocotbext-axi drops in reset. ``reset_at``: the chip
-    resets during the write numbered so (from 1).
+    ``taken=False``: ``write32`` returns False, as for a write a reset drops (:class:`cosim.axil.AxiLiteHost`).
+    ``reset_at``: the chip resets during the write numbered so (from 1).
     """
 
     def __init__(self, resets=None, *, taken=None, reset_at=None):

@@ -2,10 +2,11 @@
 
 The driver is async and talks to the chip through a small bus object, so the
 same code drives the Verilator co-simulation (AXI4-Lite through
-cocotbext-axi, waiting on the chip's done lines) and any other backend that
-offers the same three calls:
+:class:`cosim.axil.AxiLiteHost`, waiting on the chip's done lines) and any
+other backend that offers the same three calls:
 
-- ``await bus.read32(offset)`` and ``await bus.write32(offset, value)``;
+- ``await bus.read32(offset)`` and ``await bus.write32(offset, value)``,
+  each raising :class:`ChipError` for an access the chip refuses;
 - ``await bus.wait_for(event)`` with ``event`` one of ``"kernel_done"``,
   ``"program_done"``, ``"copy_done"``, ``"seq_done"``: return once that line
   is high, or raise ``TimeoutError`` when it stays low past the bus's cycle
@@ -19,8 +20,8 @@ changed: such a register holds what the host last wrote until a reset
 words with the values they hold (about three fifths of a decode's register
 writes, each several simulated cycles of bus handshakes). This assumes the
 driver is the only writer on its bus. ``write32`` may return ``False`` for a
-write the chip did not take (issued in reset); the driver then does not count
-it as written.
+write the chip did not take (issued in reset, or cut off by one); the driver
+then does not count it as written.
 """
 
 from dataclasses import dataclass

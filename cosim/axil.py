@@ -1,0 +1,239 @@
+"""A minimal AXI4-Lite master for the runtime's register traffic: one coroutine per transaction.
+
+cocotbext-axi's :class:`~cocotbext.axi.AxiLiteMaster` runs each access
+through command queues, events, a source per request channel and a sink per
+response channel, each with coroutines of its own: about thirteen cocotb
+task resumptions per register access, most of the Python in a co-simulated
+decode (docs/performance.md). :class:`AxiLiteHost` runs each access in the
+caller's own coroutine, one wake-up per clock cycle it lasts, with the same
+sampling as cocotbext-axi's streams (``cocotbext/axi/stream.py``): it drives
+after a rising edge and reads ready and valid right after the next one,
+their values at that edge. The verification testbenches keep cocotbext-axi.
+"""
+
+from collections import deque
+
+import cocotb
+from cocotb.triggers import Event, RisingEdge, ValueChange
+
+from sw.errors import ChipError
+
+RESPONSES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
+
+
+class Turns:
+    """One holder at a time, the others served in the order they asked; taking it free costs no wait.
+
+    A holder takes it with ``if turns.held: await turns.wait()`` else
+    ``turns.held = True``, and hands it on with :meth:`give`. (cocotb's
+    ``Lock`` makes every acquisition a trigger, one more task resumption.)
+    """
+
+    def __init__(self):
+        self.held = False
+        self._queue = deque()
+
+    async def wait(self):
+        """Return holding it, after everyone who asked before."""
+        turn = Event()
+        self._queue.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            # Killed while queued: pass on a turn already handed over, or leave the queue.
+            if turn.is_set():
+                self.give()
+            else:
+                self._queue.remove(turn)
+            raise
+
+    def give(self):
+        """Hand it to the next in line (who then holds it), or free it."""
+        if self._queue:
+            self._queue.popleft().set()
+        else:
+            self.held = False
+
+
+class AxiLiteHost:
+    """32-bit register reads and writes over a flat AXI4-Lite slave port of the toplevel.
+
+    A write raises ``awvalid`` and ``wvalid`` together at the call, drops
+    each after its handshake, then takes the B response; a read raises
+    ``arvalid``, then takes R. ``bready`` and ``rready`` stay high, so a
+    response is taken the cycle it is offered (and a response nobody asked
+    for is swallowed unseen). Valids are driven at the call, not after the
+    next edge as cocotbext-axi's sources do: the first handshake can come a
+    cycle sooner.
+
+    Coroutines may call at once: their writes go out one at a time, in the
+    order of the calls, and so do their reads (:class:`Turns`); a write and a
+    read may be in flight together, as with cocotbext-axi's master.
+
+    ``resets`` counts the edges of the reset input (a simulator callback, not
+    a per-cycle check). A transaction during which it changes, queued or in
+    flight, is abandoned at the next clock edge: its valids drop, a write
+    returns False and a read raises :class:`~sw.errors.ChipError`, as
+    cocotbext-axi's master flushes what is queued and in flight when reset is
+    asserted. A transaction called while the reset input is not low is not
+    issued at all (the same outcomes), where cocotbext-axi's would wait for
+    the reset to end.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The toplevel, with the ports ``{prefix}_awaddr``, ``_awvalid``,
+        ``_awready``, ``_wdata``, ``_wvalid``, ``_wready``, ``_bresp``,
+        ``_bvalid``, ``_bready``, ``_araddr``, ``_arvalid``, ``_arready``,
+        ``_rdata``, ``_rresp``, ``_rvalid``, ``_rready``, and optionally
+        ``_wstrb`` (held all ones), ``_awprot`` and ``_arprot`` (held 0).
+        ``wdata`` and ``rdata`` are 32 bits.
+    prefix : str
+        The ports' common prefix.
+    clock : cocotb handle
+        The bus's clock; transactions are sampled at its rising edges.
+    reset : cocotb handle
+        The bus's active-high reset.
+    """
+
+    def __init__(self, dut, prefix="s_axil", *, clock, reset):
+        def port(name):
+            return getattr(dut, f"{prefix}_{name}")
+
+        for name in ("wdata", "rdata"):
+            if len(port(name)) != 32:
+                raise ValueError(f"{prefix}_{name} is {len(port(name))} bits wide; AxiLiteHost needs 32")
+        self._awaddr, self._awvalid, self._awready = port("awaddr"), port("awvalid"), port("awready")
+        self._wdata, self._wvalid, self._wready = port("wdata"), port("wvalid"), port("wready")
+        self._bresp, self._bvalid = port("bresp"), port("bvalid")
+        self._araddr, self._arvalid, self._arready = port("araddr"), port("arvalid"), port("arready")
+        self._rdata, self._rresp, self._rvalid = port("rdata"), port("rresp"), port("rvalid")
+        for name, value in (("wstrb", 0xF), ("awprot", 0), ("arprot", 0)):
+            if hasattr(dut, f"{prefix}_{name}"):
+                port(name).value = value
+        for handle, value in ((self._awvalid, 0), (self._wvalid, 0), (self._arvalid, 0),
+                              (port("bready"), 1), (port("rready"), 1)):
+            handle.value = value
+        self._reset = reset
+        # One trigger object for every wait: cocotb re-arms it without building a new one.
+        self._edge = RisingEdge(clock)
+        self._writes, self._reads = Turns(), Turns()
+        self.resets = 0
+        cocotb.start_soon(self._count_resets())
+
+    async def _count_resets(self):
+        while True:
+            await ValueChange(self._reset)
+            self.resets += 1
+
+    def _check_offset(self, offset):
+        if offset % 4:
+            raise ValueError(f"register offset {offset:#x} is not a multiple of 4")
+
+    async def write32(self, offset, value):
+        """Write the 32-bit word ``value`` at byte ``offset``.
+
+        Returns
+        -------
+        bool
+            True once the slave answered OKAY; False when the write was not
+            issued (called in reset) or a reset came before its response.
+
+        Raises
+        ------
+        ChipError
+            The slave answered SLVERR or DECERR; the message names the value,
+            the offset and the response.
+        """
+        self._check_offset(offset)
+        resets, turns = self.resets, self._writes
+        if turns.held:
+            await turns.wait()
+        else:
+            turns.held = True
+        try:
+            # A reset while queued drops the write as one in flight.
+            if self._reset.value != 0 or self.resets != resets:
+                return False
+            edge = self._edge
+            awvalid, wvalid, awready, wready = self._awvalid, self._wvalid, self._awready, self._wready
+            self._awaddr.value = offset
+            self._wdata.value = value
+            awvalid.value = 1
+            wvalid.value = 1
+            aw_open = w_open = True
+            while aw_open or w_open:
+                await edge
+                if self.resets != resets:
+                    if aw_open:
+                        awvalid.value = 0
+                    if w_open:
+                        wvalid.value = 0
+                    return False
+                if aw_open and awready.value:
+                    awvalid.value = 0
+                    aw_open = False
+                if w_open and wready.value:
+                    wvalid.value = 0
+                    w_open = False
+            bvalid = self._bvalid
+            while True:
+                await edge
+                if self.resets != resets:
+                    return False
+                if bvalid.value:
+                    break
+            resp = int(self._bresp.value)
+        finally:
+            turns.give()
+        if resp:
+            raise ChipError(f"the chip refused the register write of {int(value):#x} at {offset:#x} "
+                            f"({RESPONSES[resp]})")
+        return True
+
+    async def read32(self, offset):
+        """The 32-bit word at byte ``offset``.
+
+        Raises
+        ------
+        ChipError
+            The slave answered SLVERR or DECERR (its data is not returned),
+            or the read was not issued (called in reset) or a reset came
+            before its response; the message names the offset and why.
+        """
+        self._check_offset(offset)
+        resets, turns = self.resets, self._reads
+        if turns.held:
+            await turns.wait()
+        else:
+            turns.held = True
+        try:
+            if self._reset.value != 0:
+                raise ChipError(f"the register read at {offset:#x} was called while the chip is in reset")
+            if self.resets != resets:
+                raise ChipError(f"a reset dropped the register read at {offset:#x} while it was queued")
+            edge, arvalid, arready = self._edge, self._arvalid, self._arready
+            self._araddr.value = offset
+            arvalid.value = 1
+            while True:
+                await edge
+                if self.resets != resets:
+                    arvalid.value = 0
+                    raise ChipError(f"a reset dropped the register read at {offset:#x}")
+                if arready.value:
+                    arvalid.value = 0
+                    break
+            rvalid = self._rvalid
+            while True:
+                await edge
+                if self.resets != resets:
+                    raise ChipError(f"a reset dropped the register read at {offset:#x}")
+                if rvalid.value:
+                    break
+            resp = int(self._rresp.value)
+            data = int(self._rdata.value)
+        finally:
+            turns.give()
+        if resp:
+            raise ChipError(f"the chip refused the register read at {offset:#x} ({RESPONSES[resp]})")
+        return data

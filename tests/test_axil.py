@@ -1,0 +1,39 @@
+"""The AXI4-Lite master's testbench (unit ``axil``, cosim/tb/test_axil.py) fails wrong masters.
+
+The right master passes it in tests/test_cosim_units.py; here each mutant of
+tests/axil_mutants.py must fail the cocotb tests that check the rule it breaks.
+"""
+
+import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
+
+import pytest
+
+from cosim import harness
+from cosim.units import UNITS
+
+# Mutant -> the cocotb tests that fail it: those that check the rule it breaks, and no others (a mutant
+# that failed every test, say in its construction, would prove nothing).
+MUTANTS = {
+    "IgnoresResponses": {"model_slave_under_idle_and_backpressure", "register_bank_behind_a_slice",
+                         "concurrent_callers_in_call_order"},
+    "IgnoresResets": {"reset_in_the_middle_of_accesses"},
+    "TakesAwWithW": {"model_slave_under_idle_and_backpressure", "concurrent_callers_in_call_order"},
+    "Unserialized": {"concurrent_callers_in_call_order"},
+}
+
+
+def failed_tests(xml):
+    return {case.get("name") for case in ElementTree.parse(xml).iter("testcase")
+            if case.find("failure") is not None or case.find("error") is not None}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_wrong_master_fails_its_testbench(mutant):
+    unit = UNITS["axil"]
+    unit = replace(unit, env={**unit.env, "OPENRDU_AXIL_MASTER": f"tests.axil_mutants:{mutant}",
+                              "OPENRDU_AXIL_OPS": "100"})
+    results = harness.run(unit, quiet=True)
+    assert results.tests == 4
+    failed = failed_tests(results.xml)
+    assert failed == MUTANTS[mutant], f"{mutant} failed {sorted(failed)}, expected {sorted(MUTANTS[mutant])}"

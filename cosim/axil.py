@@ -11,6 +11,7 @@ after a rising edge and reads ready and valid right after the next one,
 their values at that edge. The verification testbenches keep cocotbext-axi.
 """
 
+from asyncio import CancelledError
 from collections import deque
 
 import cocotb
@@ -24,14 +25,23 @@ RESPONSES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
 class Turns:
     """One holder at a time, the others served in the order they asked; taking it free costs no wait.
 
-    A holder takes it with ``if turns.held: await turns.wait()`` else
-    ``turns.held = True``, and hands it on with :meth:`give`. (cocotb's
-    ``Lock`` makes every acquisition a trigger, one more task resumption.)
+    A holder takes it with ``if not turns.take(): await turns.wait()`` and
+    hands it on with :meth:`give`. (cocotb's ``Lock`` makes every
+    acquisition a trigger, one more task resumption.) A waiter may be
+    cancelled (``Task.cancel``); ``Task.kill``, deprecated, runs no cleanup
+    and would leave its turn in the queue for good.
     """
 
     def __init__(self):
         self.held = False
         self._queue = deque()
+
+    def take(self):
+        """Take it if it is free (True); False where the caller must :meth:`wait`."""
+        if self.held:
+            return False
+        self.held = True
+        return True
 
     async def wait(self):
         """Return holding it, after everyone who asked before."""
@@ -40,7 +50,7 @@ class Turns:
         try:
             await turn.wait()
         except BaseException:
-            # Killed while queued: pass on a turn already handed over, or leave the queue.
+            # Cancelled while queued: pass on a turn already handed over, or leave the queue.
             if turn.is_set():
                 self.give()
             else:
@@ -78,6 +88,12 @@ class AxiLiteHost:
     asserted. A transaction called while the reset input is not low is not
     issued at all (the same outcomes), where cocotbext-axi's would wait for
     the reset to end.
+
+    A caller cancelled (``Task.cancel``) while its access is in flight leaves
+    the slave in the middle of it: its valids drop, and every later access
+    raises :class:`~sw.errors.ChipError` until the next reset, so that none
+    takes the abandoned access's response for its own. One cancelled while
+    queued only leaves the queue.
 
     Parameters
     ----------
@@ -119,6 +135,9 @@ class AxiLiteHost:
         self._edge = RisingEdge(clock)
         self._writes, self._reads = Turns(), Turns()
         self.resets = 0
+        # The reset count when a caller was cancelled in the middle of an access: the slave may still answer it,
+        # so no access is issued until the next reset.
+        self._cut = None
         cocotb.start_soon(self._count_resets())
 
     async def _count_resets(self):
@@ -126,9 +145,20 @@ class AxiLiteHost:
             await ValueChange(self._reset)
             self.resets += 1
 
+    def _check_whole(self, offset):
+        if self._cut == self.resets:
+            raise ChipError(f"the register access at {offset:#x} was not issued: an access cancelled in flight "
+                            "left the bus in the middle of a transaction until the chip is reset")
+
     def _check_offset(self, offset):
         if offset % 4:
             raise ValueError(f"register offset {offset:#x} is not a multiple of 4")
+
+    def _cancelled(self, valids):
+        # A caller cancelled in flight (cocotb throws CancelledError at its await): the slave may hold the access.
+        for valid in valids:
+            valid.value = 0
+        self._cut = self.resets
 
     async def write32(self, offset, value):
         """Write the 32-bit word ``value`` at byte ``offset``.
@@ -147,18 +177,17 @@ class AxiLiteHost:
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._writes
-        if turns.held:
+        if not turns.take():
             await turns.wait()
-        else:
-            turns.held = True
         try:
             # A reset while queued drops the write as one in flight.
             if self._reset.value != 0 or self.resets != resets:
                 return False
+            self._check_whole(offset)
             edge = self._edge
             awvalid, wvalid, awready, wready = self._awvalid, self._wvalid, self._awready, self._wready
-            self._awaddr.value = offset
-            self._wdata.value = value
+            self._awaddr.value = int(offset)
+            self._wdata.value = int(value)
             awvalid.value = 1
             wvalid.value = 1
             aw_open = w_open = True
@@ -184,6 +213,9 @@ class AxiLiteHost:
                 if bvalid.value:
                     break
             resp = int(self._bresp.value)
+        except (CancelledError, GeneratorExit):
+            self._cancelled((self._awvalid, self._wvalid))
+            raise
         finally:
             turns.give()
         if resp:
@@ -203,17 +235,16 @@ class AxiLiteHost:
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._reads
-        if turns.held:
+        if not turns.take():
             await turns.wait()
-        else:
-            turns.held = True
         try:
             if self._reset.value != 0:
                 raise ChipError(f"the register read at {offset:#x} was called while the chip is in reset")
             if self.resets != resets:
                 raise ChipError(f"a reset dropped the register read at {offset:#x} while it was queued")
+            self._check_whole(offset)
             edge, arvalid, arready = self._edge, self._arvalid, self._arready
-            self._araddr.value = offset
+            self._araddr.value = int(offset)
             arvalid.value = 1
             while True:
                 await edge
@@ -232,6 +263,9 @@ class AxiLiteHost:
                     break
             resp = int(self._rresp.value)
             data = int(self._rdata.value)
+        except (CancelledError, GeneratorExit):
+            self._cancelled((self._arvalid,))
+            raise
         finally:
             turns.give()
         if resp:

@@ -29,12 +29,14 @@ class CocotbChipBus:
 
     async def read32(self, offset):
         """The register word at ``offset``. Raises :class:`~sw.runtime.chip.ChipError` where the chip refused
-        the read (DECERR: no register there) or a reset dropped it."""
+        the read (SLVERR, DECERR: no register there), a reset dropped it or it was called in reset, or an access
+        cancelled in flight left the bus mid-transaction (:class:`~cosim.axil.AxiLiteHost`)."""
         return await self.csr.read32(offset)
 
     async def write32(self, offset, value):
         """Write one register word; False where a reset dropped the write (or it was called in reset). Raises
-        :class:`~sw.runtime.chip.ChipError` where the chip refused it (SLVERR, DECERR)."""
+        :class:`~sw.runtime.chip.ChipError` where the chip refused it (SLVERR, DECERR) or an access cancelled in
+        flight left the bus mid-transaction."""
         return await self.csr.write32(offset, value)
 
     async def wait_for(self, event):

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cosim import harness
+from cosim.cpus import usable_cpus
 from cosim.tb.units_chip import SIMULATED, TARGET, TARGET_UNITS
 from sw.compiler import program
 
@@ -58,7 +59,7 @@ def parallel_sims():
     runs every model in one simulation), else the number of CPUs this process may run on."""
     text = os.environ.get(PARALLEL_SIMS, "").strip()
     if not text:
-        return harness.usable_cpus()
+        return usable_cpus()
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise SimulationError(f"{PARALLEL_SIMS} must be a positive integer (1: one simulation), not {text!r}")
     return int(text)

@@ -475,6 +475,65 @@ async def reset_in_the_middle_of_accesses(dut):
     model.scoreboard.finish()
 
 
+@cocotb.test()
+async def cancelled_callers(dut):
+    """A caller cancelled while queued only leaves the queue: the accesses behind it go out in call order. One
+    cancelled with its access in flight (taken, its response held back) leaves that access to the slave: every
+    later access raises ChipError instead of taking the abandoned response for its own, until a reset; then
+    accesses go through again."""
+    model, regs, (target, channels) = await start(dut)
+    _, _, b, _, r = channels
+    scratch, ident = REGMAP["scratch"], REGMAP["ident"]
+    await regs.write(scratch, 0x5151)
+    # Three reads at once on the register bank; the middle one is cancelled before its turn.
+    first = cocotb.start_soon(settled(regs.master.read32(scratch)))
+    middle = cocotb.start_soon(settled(regs.master.read32(ident)))
+    last = cocotb.start_soon(settled(regs.master.read32(scratch)))
+    await ClockCycles(dut.clk, 1)
+    middle.cancel()
+    for task in (first, last):
+        got = await task
+        assert got == 0x5151, f"a read queued beside a cancelled one gave {got!r}"
+    for _ in range(2):
+        regs.scoreboard.expect("read", scratch, 0x5151, RESP_OKAY)
+    await regs.read(ident)
+    regs.assert_idle()
+
+    # On the slave model: a read and a write taken, their responses held back, each caller cancelled.
+    await model.write(0x80, 0xAAAA)
+    await model.write(0x84, 0xBBBB)
+    for channel, call in ((r, lambda: model.master.read32(0x80)), (b, lambda: model.master.write32(0x88, 0xCCCC))):
+        channel.set_pause_generator(iter(lambda: True, None))
+        task = cocotb.start_soon(settled(call()))
+        await ClockCycles(dut.clk, 6)
+        assert not task.done(), "an access whose response is held back finished"
+        task.cancel()
+        await ClockCycles(dut.clk, 1)
+        model.assert_idle()
+        channel.set_pause_generator(pauses(0.3, SEED))
+        for again in (model.master.read32(0x84), model.master.write32(0x84, 0xDDDD)):
+            got = await settled(again)
+            assert isinstance(got, ChipError) and "cancelled" in str(got), \
+                f"an access after one cancelled in flight gave {got!r}"
+        await ClockCycles(dut.clk, 40)
+        # The abandoned access completed on the bus, answered to no one.
+        if channel is r:
+            model.scoreboard.expect("read", 0x80, 0xAAAA, RESP_OKAY)
+        else:
+            model.model.write(0x88, 0xCCCC)
+            model.scoreboard.expect("write", 0x88, 0xCCCC, RESP_OKAY)
+        await reset_after(dut, 0)
+        await ClockCycles(dut.clk, 2)
+        regs.model.reset()
+        await model.read(0x84)
+        await model.read(0x88)
+        await regs.read(scratch)
+    # numpy integers, as a caller may hold them, are written and read as ints.
+    await regs.write(np.int64(scratch), np.uint32(0x7777))
+    await regs.read(np.int64(scratch))
+    finish(model, regs)
+
+
 async def caller(dut, seed, accesses):
     """Run ``accesses`` (``(port method, args)``) in order, with idle cycles between."""
     rng = np.random.default_rng(seed)

@@ -211,8 +211,8 @@ class ChipDriver:
         """``pack(self.transfer, pattern.fields(word_bytes))``: an AGCU's ``transfer_layout`` record of ``pattern``.
 
         Every field but the base is packed once per pattern shape and kept: the runtime launches the same shapes
-        every step with only the bases moved. Raises ``ValueError`` as :func:`~sw.layout.pack` does where the base
-        does not fit its field."""
+        every step with only the bases moved. Raises ``ValueError`` as :func:`~sw.layout.pack` does where a field
+        does not fit (where the base and another field both do not, the other field is named)."""
         key = (pattern.tier, pattern.nest, pattern.bf16, pattern.after, pattern.lag)
         known = self._transfers.get(key)
         if known is None:

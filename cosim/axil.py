@@ -173,7 +173,8 @@ class AxiLiteHost:
         ------
         ChipError
             The slave answered SLVERR or DECERR; the message names the value,
-            the offset and the response.
+            the offset and the response. Also, without issuing it, after an
+            access cancelled in flight and before the next reset.
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._writes
@@ -230,7 +231,8 @@ class AxiLiteHost:
         ------
         ChipError
             The slave answered SLVERR or DECERR (its data is not returned),
-            or the read was not issued (called in reset) or a reset came
+            or the read was not issued (called in reset, or after an access
+            cancelled in flight and before the next reset) or a reset came
             before its response; the message names the offset and why.
         """
         self._check_offset(offset)

@@ -6,6 +6,7 @@ then produce the logits of the unfused program, bit for bit.
 """
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -14,6 +15,7 @@ from sw.compiler.builder import FitError, KernelBuilder
 from sw.compiler.compile import compile_model
 from sw.compiler.launch import Stream
 from sw.compiler.memory_map import MemoryMap
+from sw.errors import LaunchError
 from sw.loopnest import LoopNest
 from sw.runtime.decode import generate
 from sw.runtime.device import ModelDevice
@@ -77,3 +79,18 @@ def test_attention_reads_this_steps_rows_in_the_writing_kernel(compiled):
     fused = asyncio.run(generate(ModelDevice(LARGE), compiled["fused"], PROMPT, max_new_tokens=3))
     unfused = asyncio.run(generate(ModelDevice(LARGE), compiled["unfused"], PROMPT, max_new_tokens=3))
     assert fused["tokens"] == unfused["tokens"] and fused["logits_sha"] == unfused["logits_sha"]
+
+
+def test_a_lagged_gate_finds_no_plan_of_an_unlagged_one(compiled):
+    # A plan is keyed by the launch's shapes; a read's lag is among them, so a launch that differs from a planned
+    # one only in a gate's lag is not replayed by that plan but refused, as the fast model refuses lagged gates.
+    launch = next(x for x in compiled["fused"].launches() if any(s.after is not None for s in x.streams))
+    reads, writes = launch.patterns(0, 2)
+    chip = ModelDevice(LARGE).chip
+    chip.load_program(launch.program)
+    chip.execute(reads, writes)
+    assert chip.launcher(reads, writes) is not None
+    lagged = {k: dataclasses.replace(p, lag=1) if p.after is not None else p for k, p in reads.items()}
+    assert chip.launcher(lagged, writes) is None
+    with pytest.raises(LaunchError, match="lag 1"):
+        chip.execute(lagged, writes)

@@ -669,8 +669,10 @@ class ChipModel:
 
     @staticmethod
     def _key(read_pats, write_pats, held):
-        """A launch's shapes: what its plan depends on (the patterns less their bases, and ``held``)."""
-        return (tuple((p.tier, p.nest, p.bf16, p.after) for p in read_pats),
+        """A launch's shapes: what its plan depends on (the patterns less their bases, and ``held``). A read's
+        ``lag`` is in it though a lagged gate is refused before any plan is made (:meth:`_gates`): a plan
+        stays keyed by all a gate's fields if that refusal is lifted."""
+        return (tuple((p.tier, p.nest, p.bf16, p.after, p.lag) for p in read_pats),
                 tuple((p.tier, p.nest) for p in write_pats), tuple(sorted((held or {}).items())))
 
     def _found_plan(self, prog, plans, key):

@@ -15,11 +15,22 @@ from asyncio import CancelledError
 from collections import deque
 
 import cocotb
+from cocotb.simulator import get_sim_time
 from cocotb.triggers import Event, RisingEdge, ValueChange
 
 from sw.errors import ChipError
 
 RESPONSES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
+
+
+def _named(handle, names=RESPONSES):
+    """A response field's value as the message names it: its code's name, else its bits as read."""
+    value = handle.value
+    try:
+        code = int(value)
+    except ValueError:  # X or Z bits
+        return str(value)
+    return names.get(code, f"{code:#x}")
 
 
 class Turns:
@@ -69,12 +80,30 @@ class AxiLiteHost:
     """32-bit register reads and writes over a flat AXI4-Lite slave port of the toplevel.
 
     A write raises ``awvalid`` and ``wvalid`` together at the call, drops
-    each after its handshake, then takes the B response; a read raises
-    ``arvalid``, then takes R. ``bready`` and ``rready`` stay high, so a
-    response is taken the cycle it is offered (and a response nobody asked
-    for is swallowed unseen). Valids are driven at the call, not after the
-    next edge as cocotbext-axi's sources do: the first handshake can come a
-    cycle sooner.
+    each after its handshake, then raises ``bready`` and takes the B
+    response; a read raises ``arvalid``, then ``rready`` after its handshake,
+    and takes R. A ready is high only from its access's request handshake to
+    its response, which is taken the cycle it is offered (as with ready held
+    high, for a slave that answers at the earliest the cycle after the
+    handshake; one that answers in the handshake's own cycle is answered a
+    cycle later). Valids are driven at the call, not after the next edge as
+    cocotbext-axi's sources do: the first handshake can come a cycle sooner.
+
+    A response offered while no access of its direction waits for one is not
+    taken: AXI holds it on the bus, and the next access of that direction
+    sees it at its call and raises :class:`~sw.errors.ChipError` naming it
+    (``AXI4-Lite: a write response (BRESP OKAY) came with no write
+    outstanding``), as does every later access, reads and writes, until the
+    next reset. The check costs a call a look at the simulation time and,
+    unless it is the timestep of its direction's last response, a read of
+    ``bvalid`` (``rvalid``); nothing runs while idle. (In that timestep the
+    valid reads as sampled at the edge that took that response.) Not seen: a
+    response offered while an access of its direction is in flight, which is
+    taken as that access's own, among them one offered in the cycle after
+    such a response to the access called in its timestep whose request
+    handshakes complete at its first edge (as a slave answering in the
+    handshake's own cycle would); that access's own response then waits on
+    the bus, and the next access of its direction called later sees it.
 
     Coroutines may call at once: their writes go out one at a time, in the
     order of the calls, and so do their reads (:class:`Turns`); a write and a
@@ -90,10 +119,11 @@ class AxiLiteHost:
     the reset to end.
 
     A caller cancelled (``Task.cancel``) while its access is in flight leaves
-    the slave in the middle of it: its valids drop, and every later access
-    raises :class:`~sw.errors.ChipError` until the next reset, so that none
-    takes the abandoned access's response for its own. One cancelled while
-    queued only leaves the queue.
+    the slave in the middle of it: its valids drop, its ready goes (or
+    stays) high so that the slave's response to it is taken and dropped, and
+    every later access raises :class:`~sw.errors.ChipError` until the next
+    reset, so that none takes the abandoned access's response for its own.
+    One cancelled while queued only leaves the queue.
 
     Parameters
     ----------
@@ -121,16 +151,18 @@ class AxiLiteHost:
                 raise ValueError(f"{prefix}_{name} is {len(port(name))} bits wide; AxiLiteHost needs 32")
         self._awaddr, self._awvalid, self._awready = port("awaddr"), port("awvalid"), port("awready")
         self._wdata, self._wvalid, self._wready = port("wdata"), port("wvalid"), port("wready")
-        self._bresp, self._bvalid = port("bresp"), port("bvalid")
+        self._bresp, self._bvalid, self._bready = port("bresp"), port("bvalid"), port("bready")
         self._araddr, self._arvalid, self._arready = port("araddr"), port("arvalid"), port("arready")
-        self._rdata, self._rresp, self._rvalid = port("rdata"), port("rresp"), port("rvalid")
+        self._rdata, self._rresp = port("rdata"), port("rresp")
+        self._rvalid, self._rready = port("rvalid"), port("rready")
         for name, value in (("wstrb", 0xF), ("awprot", 0), ("arprot", 0)):
             if hasattr(dut, f"{prefix}_{name}"):
                 port(name).value = value
-        for handle, value in ((self._awvalid, 0), (self._wvalid, 0), (self._arvalid, 0),
-                              (port("bready"), 1), (port("rready"), 1)):
-            handle.value = value
+        for handle in (self._awvalid, self._wvalid, self._arvalid, self._bready, self._rready):
+            handle.value = 0
         self._reset = reset
+        # Whether the reset input is not low, kept by _count_resets: a call tests it without reading the port.
+        self._in_reset = reset.value != 0
         # One trigger object for every wait: cocotb re-arms it without building a new one.
         self._edge = RisingEdge(clock)
         self._writes, self._reads = Turns(), Turns()
@@ -138,26 +170,50 @@ class AxiLiteHost:
         # The reset count when a caller was cancelled in the middle of an access: the slave may still answer it,
         # so no access is issued until the next reset.
         self._cut = None
+        # (reset count, what was offered) when a response came with nothing of its direction outstanding: no access
+        # is issued until the next reset.
+        self._stray = None
+        # The simulation time (get_sim_time's pair) of the last B and R taken: a call in that timestep reads that
+        # response's valid as sampled at the edge that took it.
+        self._b_taken = self._r_taken = None
         cocotb.start_soon(self._count_resets())
 
     async def _count_resets(self):
+        reset = self._reset
         while True:
-            await ValueChange(self._reset)
+            await ValueChange(reset)
             self.resets += 1
+            self._in_reset = reset.value != 0
+            # No access waits for a response across a reset (each drops at its next edge), and one cancelled in flight
+            # no longer holds its ready high: a response offered from now on is held until an access asks for it.
+            self._bready.value = 0
+            self._rready.value = 0
 
     def _check_whole(self, offset):
         if self._cut == self.resets:
             raise ChipError(f"the register access at {offset:#x} was not issued: an access cancelled in flight "
                             "left the bus in the middle of a transaction until the chip is reset")
+        stray = self._stray
+        if stray is not None and stray[0] == self.resets:
+            raise ChipError(f"the register access at {offset:#x} was not issued: {stray[1]}; "
+                            "no access is issued until the chip is reset")
+
+    def _unsolicited(self, offset, what):
+        # A response offered while no access of its direction waited for one (the ready was low): it is still on the
+        # bus, and whatever access took it would take it for its own.
+        self._stray = (self.resets, f"AXI4-Lite: {what}")
+        self._check_whole(offset)
 
     def _check_offset(self, offset):
         if offset % 4:
             raise ValueError(f"register offset {offset:#x} is not a multiple of 4")
 
-    def _cancelled(self, valids):
+    def _cancelled(self, valids, ready):
         # A caller cancelled in flight (cocotb throws CancelledError at its await): the slave may hold the access.
+        # Its response, if it comes, is taken and dropped (the ready falls at the next reset).
         for valid in valids:
             valid.value = 0
+        ready.value = 1
         self._cut = self.resets
 
     async def write32(self, offset, value):
@@ -174,7 +230,10 @@ class AxiLiteHost:
         ChipError
             The slave answered SLVERR or DECERR; the message names the value,
             the offset and the response. Also, without issuing it, after an
-            access cancelled in flight and before the next reset.
+            access cancelled in flight and before the next reset, and when a
+            response came with no access of its direction outstanding (this
+            call found a B response on the bus, or an earlier one found a B
+            or an R) and no reset since; the message names the response.
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._writes
@@ -182,9 +241,15 @@ class AxiLiteHost:
             await turns.wait()
         try:
             # A reset while queued drops the write as one in flight.
-            if self._reset.value != 0 or self.resets != resets:
+            if self._in_reset or self.resets != resets:
                 return False
             self._check_whole(offset)
+            # bready is low: a B offered since the last write's was held (unless this is that one, read as sampled at
+            # the edge that took it).
+            bvalid = self._bvalid
+            if get_sim_time() != self._b_taken and bvalid.value:
+                self._unsolicited(offset, f"a write response (BRESP {_named(self._bresp)}) came with no write "
+                                          "outstanding")
             edge = self._edge
             awvalid, wvalid, awready, wready = self._awvalid, self._wvalid, self._awready, self._wready
             self._awaddr.value = int(offset)
@@ -206,16 +271,19 @@ class AxiLiteHost:
                 if w_open and wready.value:
                     wvalid.value = 0
                     w_open = False
-            bvalid = self._bvalid
+            bready = self._bready
+            bready.value = 1
             while True:
                 await edge
                 if self.resets != resets:
                     return False
                 if bvalid.value:
                     break
+            bready.value = 0
+            self._b_taken = get_sim_time()
             resp = int(self._bresp.value)
         except (CancelledError, GeneratorExit):
-            self._cancelled((self._awvalid, self._wvalid))
+            self._cancelled((self._awvalid, self._wvalid), self._bready)
             raise
         finally:
             turns.give()
@@ -231,20 +299,30 @@ class AxiLiteHost:
         ------
         ChipError
             The slave answered SLVERR or DECERR (its data is not returned),
-            or the read was not issued (called in reset, or after an access
-            cancelled in flight and before the next reset) or a reset came
-            before its response; the message names the offset and why.
+            or the read was not issued (called in reset; after an access
+            cancelled in flight and before the next reset; when a response
+            came with no access of its direction outstanding, found by this
+            call on R or by an earlier one on B or R, and no reset since) or
+            a reset came before its response; the message names the offset
+            and why (an unasked-for response by its RRESP and RDATA, or
+            BRESP).
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._reads
         if not turns.take():
             await turns.wait()
         try:
-            if self._reset.value != 0:
+            if self._in_reset:
                 raise ChipError(f"the register read at {offset:#x} was called while the chip is in reset")
             if self.resets != resets:
                 raise ChipError(f"a reset dropped the register read at {offset:#x} while it was queued")
             self._check_whole(offset)
+            # rready is low: an R offered since the last read's was held (unless this is that one, read as sampled at
+            # the edge that took it).
+            rvalid = self._rvalid
+            if get_sim_time() != self._r_taken and rvalid.value:
+                self._unsolicited(offset, f"a read response (RRESP {_named(self._rresp)}, RDATA "
+                                          f"{_named(self._rdata, {})}) came with no read outstanding")
             edge, arvalid, arready = self._edge, self._arvalid, self._arready
             self._araddr.value = int(offset)
             arvalid.value = 1
@@ -256,17 +334,20 @@ class AxiLiteHost:
                 if arready.value:
                     arvalid.value = 0
                     break
-            rvalid = self._rvalid
+            rready = self._rready
+            rready.value = 1
             while True:
                 await edge
                 if self.resets != resets:
                     raise ChipError(f"a reset dropped the register read at {offset:#x}")
                 if rvalid.value:
                     break
+            rready.value = 0
+            self._r_taken = get_sim_time()
             resp = int(self._rresp.value)
             data = int(self._rdata.value)
         except (CancelledError, GeneratorExit):
-            self._cancelled((self._arvalid,))
+            self._cancelled((self._arvalid,), self._rready)
             raise
         finally:
             turns.give()

@@ -13,6 +13,12 @@ class _Constant:
         self.value = value
 
 
+class _Sink:
+    """Stands in for a signal handle whose writes go nowhere."""
+
+    value = property(lambda self: None, lambda self, value: None)
+
+
 class IgnoresResponses(AxiLiteHost):
     """Reads every B and R response as OKAY."""
 
@@ -25,6 +31,7 @@ class IgnoresResets(AxiLiteHost):
     """Never sees the reset: neither a reset in flight nor a call in reset."""
 
     resets = property(lambda self: 0, lambda self, value: None)
+    _in_reset = property(lambda self: False, lambda self, value: None)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -59,3 +66,14 @@ class Unserialized(AxiLiteHost):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._writes, self._reads = _Free(), _Free()
+
+
+class SwallowsStrayResponses(AxiLiteHost):
+    """Holds bready and rready high, as the master did before it checked: a response nobody asked for is taken
+    on the bus, unseen."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._bready.value = 1
+        self._rready.value = 1
+        self._bready = self._rready = _Sink()

@@ -11,7 +11,8 @@ rebuilds every access from the handshakes it sees; an
 reference model of the slave, and compares both what the master returned
 and what crossed the bus, so a lost, repeated or altered access fails, as
 does a wrong value or an ignored response. Resets come in the middle of
-accesses on both ports.
+accesses on both ports. The slave model's response channels are also driven
+by hand, to offer a response nobody asked for.
 
 ``OPENRDU_AXIL_MASTER`` (``module:Class``, default ``cosim.axil:AxiLiteHost``)
 names the master under test: ``tests/test_axil.py`` checks that wrong ones
@@ -28,6 +29,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge, gather, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteSlave
+from cocotbext.axi.axil_channels import AxiLiteBTransaction, AxiLiteRTransaction
 
 from cosim.components import pauses
 from cosim.sim_clock import start_clock
@@ -532,6 +534,54 @@ async def cancelled_callers(dut):
     await regs.write(np.int64(scratch), np.uint32(0x7777))
     await regs.read(np.int64(scratch))
     finish(model, regs)
+
+
+@cocotb.test()
+async def unsolicited_responses(dut):
+    """A B or an R response the slave offers with no access of its direction outstanding (the slave model's
+    channel driven by hand) is not taken: the other direction's accesses go through until an access of the
+    response's direction meets it, which raises ChipError naming it; so does every later access, reads and
+    writes, with nothing issued, until a reset; then accesses go through. A stray R offered while a write is in
+    flight, and a stray B while a read is, count the same."""
+    model, _, (target, channels) = await start(dut)
+    _, _, b, _, r = channels
+    await model.write(0x40, 0x1111)
+    await model.read(0x40)
+    b_stray = AxiLiteBTransaction(bresp=RESP_SLVERR)
+    r_stray = AxiLiteRTransaction(rdata=0xFEED_F00D, rresp=RESP_OKAY)
+    b_words = ("write response", "BRESP SLVERR", "no write outstanding", "reset")
+    r_words = ("read response", "RRESP OKAY", "RDATA 0xfeedf00d", "no read outstanding", "reset")
+    # Offered while idle, or beside an access of the other direction (started in the same cycle).
+    for stray, channel, named, beside in ((b_stray, b, b_words, None), (r_stray, r, r_words, None),
+                                          (b_stray, b, b_words, "read"), (r_stray, r, r_words, "write")):
+        if beside == "read":
+            await gather(channel.send(stray), model.read(0x40))
+        elif beside == "write":
+            await gather(channel.send(stray), model.write(0x44, 0x2222))
+        else:
+            await channel.send(stray)
+        await ClockCycles(dut.clk, 5)
+        # The other direction's accesses are not disturbed.
+        if channel is b:
+            await model.read(0x40)
+        else:
+            await model.write(0x40, 0x3333)
+        before = len(model.monitor.accesses)
+        calls = (lambda: model.master.write32(0x48, 0xBAD), lambda: model.master.read32(0x40))
+        for call in (calls if channel is b else calls[::-1]) * 2:
+            got = await settled(call())
+            assert isinstance(got, ChipError), f"an access after an unsolicited response gave {got!r}"
+            for word in named:
+                assert word in str(got), f"{got!r} does not name {word!r}"
+        await ClockCycles(dut.clk, 5)
+        assert len(model.monitor.accesses) == before, "an access went out after an unsolicited response"
+        model.assert_idle()
+        await reset_after(dut, 0)
+        await ClockCycles(dut.clk, 2)
+        await model.read(0x40)
+        await model.write(0x48, 0x4444)
+        await model.read(0x48)
+    finish(model)
 
 
 async def caller(dut, seed, accesses):

@@ -345,6 +345,29 @@ async def gated_read_after_write(dut):
         assert np.array_equal(tier_image(stores[tier]), image), f"{where}: memory differs from the model"
 
 
+class PulseCounter:
+    """Counts the pulses of a one-bit output of the top, sampled once a cycle, and the most cycles one stayed high,
+    from its creation until :meth:`stop`."""
+
+    def __init__(self, dut, name):
+        self.dut, self.signal = dut, getattr(dut, name)
+        self.pulses, self.longest, self.running = 0, 0, True
+        self.task = cocotb.start_soon(self._watch())
+
+    async def _watch(self):
+        high = 0
+        while self.running:
+            await RisingEdge(self.dut.clk)
+            await ReadOnly()
+            high = high + 1 if self.signal.value else 0
+            self.pulses += high == 1
+            self.longest = max(self.longest, high)
+
+    async def stop(self):
+        self.running = False
+        await self.task
+
+
 class LoopKernel:
     """The tile side of a looped kernel, a part of :func:`run`: hands the write its vectors iteration by iteration
     from what the read delivered.
@@ -460,9 +483,11 @@ async def looped_gated_reads(dut):
     The tile side feeds the write from the read (:class:`LoopKernel`), so a gate that waited for the whole
     write would never finish (lag 0: the write's next iteration waits for the read's previous one) and a read
     that ran early would see stale words; without a gate (``after`` 0) the same read does see stale words.
+    Each write's ``write_iteration`` is one one-cycle pulse per top-level iteration, the last one included.
     """
     stores = await start(dut)
     rng = np.random.default_rng(SEED + 17)
+    pulses = [PulseCounter(dut, f"a{i}_write_iteration") for i in range(len(LANES))]
     window = {HBM: 0x90000, DDR: 0x380000}
     for k, (tier, w, r) in enumerate(((HBM, 0, 1), (DDR, 1, 0))):
         writer, reader = AgcuDriver(dut, w), AgcuDriver(dut, r)
@@ -479,6 +504,14 @@ async def looped_gated_reads(dut):
             stale = np.flatnonzero((got != want).any(axis=1))
             assert stale.size, f"{where}: an ungated read saw the write's words: the case does not test the gate"
             dut._log.info(f"{where}: gated read exact; ungated, {stale.size} of {len(want)} vectors stale")
+    # The final iteration's pulse rises as the write finishes, its AGCU otherwise idle: it must still fall a
+    # cycle later (the clock gate's ``write_iteration`` term).
+    await ClockCycles(dut.clk, 2)
+    for i, counter in enumerate(pulses):
+        await counter.stop()
+        assert (counter.pulses, counter.longest) == (4 * ITERATIONS, 1), \
+            f"AGCU {i}: {counter.pulses} write_iteration pulses, the longest {counter.longest} cycles high; " \
+            f"want {4 * ITERATIONS} (two lags, gated and not, of {ITERATIONS} iterations) of one cycle"
 
 
 @cocotb.test()

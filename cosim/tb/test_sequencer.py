@@ -25,6 +25,8 @@ from cocotb.triggers import ClockCycles
 from cosim.device import CocotbDevice
 from cosim.tb.test_device import expect_chip_error, readback_program
 from hw.mem.params import DDR, HBM
+from hw.mem.sequencer import Phase, sequencer_status_layout
+from sw.layout import unpack
 from sw.loopnest import LoopNest
 from sw.model.array import ArrayModel
 from sw.runtime.alloc import TierAllocator
@@ -141,6 +143,11 @@ async def sequencer_runs_a_list(dut):
         len(cases[0].program.words) + len(cases[2].program.words)
     assert abs(got_model["cycles"] / got_rtl["cycles"] - 1) <= TOTAL_TOLERANCE, \
         f"model {got_model['cycles']} cycles for the list, RTL {got_rtl['cycles']}"
+    # Done, the parser is back in its idle state, though busy fell the cycle before it left its drain (the clock
+    # gate's parser term): phase fetch, entry one past the last launched.
+    status = unpack(sequencer_status_layout(), await rtl.driver.read("seq_status"))
+    assert status == dict(busy=0, done=1, error=0, cause=0, phase=Phase.FETCH, entry=len(cases)), \
+        f"idle sequencer's status {status}"
 
     # The program the list left resident runs again from the host without a reload, output unchanged.
     for at, shape in outputs[2].values():

@@ -35,7 +35,7 @@ class MemoryTestTop(wiring.Component):
 
     Attributes
     ----------
-    a<i>_cfg, a<i>_status, a<i>_vo, a<i>_vi, a<i>_si : AGCU i's ports (see :class:`Agcu`)
+    a<i>_cfg, a<i>_status, a<i>_vo, a<i>_vi, a<i>_si, a<i>_write_iteration : AGCU i's ports (see :class:`Agcu`)
     copy_cfg, copy_status : the copy engine's
     spare : In(tln.master_signature)
         A requester port for the testbench.
@@ -57,6 +57,7 @@ class MemoryTestTop(wiring.Component):
                 f"a{i}_vo": Out(vector_stream(n)),
                 f"a{i}_vi": In(vector_stream(n)),
                 f"a{i}_si": In(scalar_stream()),
+                f"a{i}_write_iteration": Out(1),
             })
         ports.update({
             "copy_cfg": In(copy_config_layout(params)),
@@ -80,7 +81,8 @@ class MemoryTestTop(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, f"a{i}_vi")), agcu.vi)
             wiring.connect(m, wiring.flipped(getattr(self, f"a{i}_si")), agcu.si)
             m.d.comb += [agcu.cfg.eq(getattr(self, f"a{i}_cfg")),
-                         getattr(self, f"a{i}_status").eq(agcu.status)]
+                         getattr(self, f"a{i}_status").eq(agcu.status),
+                         getattr(self, f"a{i}_write_iteration").eq(agcu.write_iteration)]
         agcus = [m.submodules[f"agcu{i}"] for i in range(n)]
         connect_peers(m, agcus)
         m.submodules.copy = copy = CopyEngine(P, tag_bits=self.tag_bits)

@@ -538,6 +538,11 @@ class Agcu(wiring.Component):
             return m
         # Every register above changes only in a cycle with one of these; ``allowed`` also counts the
         # named peer's pulses while the read is idle, and ``write_iteration`` falls the cycle after it rose.
+        # Some terms only keep that rule literal (docs/memory.md, "Clock-gate enables"): ``req_valid``,
+        # ``resp.valid`` and ``rbuf.level`` imply a busy direction (a request precedes its response, and a
+        # direction stays busy until its final response, a read until its final vector leaves the buffer);
+        # without ``peer.iteration`` only an idle read's ``allowed`` would lag, which its next start overwrites
+        # before anything reads it.
         en = (self.cfg.read.start | self.cfg.write.start | r["busy"] | w["busy"] | req_valid | resp.valid
               | (rbuf.level != 0) | self.write_iteration | peer.iteration)
         return gated_module(m, en, name="agcu")

@@ -213,4 +213,6 @@ class CopyEngine(wiring.Component):
             m.d.sync += [st.busy.eq(0), st.done.eq(1)]
         if not self.clock_gate:
             return m
+        # ``req_valid`` and ``resp.valid`` imply ``busy``, which falls only with nothing in flight; ``buf.level``
+        # drops what a stopped copy left buffered after ``busy`` fell (docs/memory.md, "Clock-gate enables").
         return gated_module(m, cfg.start | st.busy | req_valid | resp.valid | (buf.level != 0), name="copy")

@@ -325,6 +325,10 @@ class Sequencer(wiring.Component):
         ]
         if not self.clock_gate:
             return m
+        # ``running`` implies the parser is out of IDLE (it leaves with ``begin``, returns once ``running`` fell);
+        # the parser term lets DRAIN return to IDLE after ``done``. Without ``in_flight`` a host Program Load
+        # ending while the sequencer is idle would be recorded at the next tick (a start or the next load) just
+        # the same, as nothing reads it before then (docs/memory.md, "Clock-gate enables").
         en = self.start | running | ~parser.ongoing("IDLE") | self.loader.start | in_flight
         return gated_module(m, en, name="sequencer")
 

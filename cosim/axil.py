@@ -15,6 +15,7 @@ from asyncio import CancelledError
 from collections import deque
 
 import cocotb
+# The simulator's own time as a pair, without cocotb.utils' unit conversion: a call compares it, once an access.
 from cocotb.simulator import get_sim_time
 from cocotb.triggers import Event, RisingEdge, ValueChange
 
@@ -97,13 +98,14 @@ class AxiLiteHost:
     next reset. The check costs a call a look at the simulation time and,
     unless it is the timestep of its direction's last response, a read of
     ``bvalid`` (``rvalid``); nothing runs while idle. (In that timestep the
-    valid reads as sampled at the edge that took that response.) Not seen: a
-    response offered while an access of its direction is in flight, which is
-    taken as that access's own, among them one offered in the cycle after
-    such a response to the access called in its timestep whose request
-    handshakes complete at its first edge (as a slave answering in the
-    handshake's own cycle would); that access's own response then waits on
-    the bus, and the next access of its direction called later sees it.
+    valid reads as sampled at the edge that took that response.) Not seen:
+    a response offered while an access of its direction is in flight, which
+    that access takes as its own. Its own response then waits on the bus: an
+    access of that direction called later sees it and raises, but one called
+    in the timestep of that take is not checked and takes it in turn, so in
+    a run of back-to-back accesses (each called as the last one ends) every
+    later response goes to the access after its own until a call comes
+    after a gap.
 
     Coroutines may call at once: their writes go out one at a time, in the
     order of the calls, and so do their reads (:class:`Turns`); a write and a
@@ -193,16 +195,19 @@ class AxiLiteHost:
         if self._cut == self.resets:
             raise ChipError(f"the register access at {offset:#x} was not issued: an access cancelled in flight "
                             "left the bus in the middle of a transaction until the chip is reset")
-        stray = self._stray
-        if stray is not None and stray[0] == self.resets:
-            raise ChipError(f"the register access at {offset:#x} was not issued: {stray[1]}; "
-                            "no access is issued until the chip is reset")
+        if self._stray is not None and self._stray[0] == self.resets:
+            raise self._stray_error(offset)
+
+    def _stray_error(self, offset):
+        return ChipError(f"the register access at {offset:#x} was not issued: {self._stray[1]}; "
+                         "no access is issued until the chip is reset")
 
     def _unsolicited(self, offset, what):
         # A response offered while no access of its direction waited for one (the ready was low): it is still on the
-        # bus, and whatever access took it would take it for its own.
+        # bus, and whatever access took it would take it for its own. Recorded for every access until a reset;
+        # returns the error for this one to raise.
         self._stray = (self.resets, f"AXI4-Lite: {what}")
-        self._check_whole(offset)
+        return self._stray_error(offset)
 
     def _check_offset(self, offset):
         if offset % 4:
@@ -248,7 +253,7 @@ class AxiLiteHost:
             # the edge that took it).
             bvalid = self._bvalid
             if get_sim_time() != self._b_taken and bvalid.value:
-                self._unsolicited(offset, f"a write response (BRESP {_named(self._bresp)}) came with no write "
+                raise self._unsolicited(offset, f"a write response (BRESP {_named(self._bresp)}) came with no write "
                                           "outstanding")
             edge = self._edge
             awvalid, wvalid, awready, wready = self._awvalid, self._wvalid, self._awready, self._wready
@@ -321,7 +326,7 @@ class AxiLiteHost:
             # the edge that took it).
             rvalid = self._rvalid
             if get_sim_time() != self._r_taken and rvalid.value:
-                self._unsolicited(offset, f"a read response (RRESP {_named(self._rresp)}, RDATA "
+                raise self._unsolicited(offset, f"a read response (RRESP {_named(self._rresp)}, RDATA "
                                           f"{_named(self._rdata, {})}) came with no read outstanding")
             edge, arvalid, arready = self._edge, self._arvalid, self._arready
             self._araddr.value = int(offset)

@@ -29,14 +29,15 @@ class CocotbChipBus:
 
     async def read32(self, offset):
         """The register word at ``offset``. Raises :class:`~sw.runtime.chip.ChipError` where the chip refused
-        the read (SLVERR, DECERR: no register there), a reset dropped it or it was called in reset, or an access
-        cancelled in flight left the bus mid-transaction (:class:`~cosim.axil.AxiLiteHost`)."""
+        the read (SLVERR, DECERR: no register there), a reset dropped it or it was called in reset, an access
+        cancelled in flight left the bus mid-transaction, or a response came with no access of its direction
+        outstanding (:class:`~cosim.axil.AxiLiteHost`)."""
         return await self.csr.read32(offset)
 
     async def write32(self, offset, value):
         """Write one register word; False where a reset dropped the write (or it was called in reset). Raises
-        :class:`~sw.runtime.chip.ChipError` where the chip refused it (SLVERR, DECERR) or an access cancelled in
-        flight left the bus mid-transaction."""
+        :class:`~sw.runtime.chip.ChipError` where the chip refused it (SLVERR, DECERR), an access cancelled in
+        flight left the bus mid-transaction, or a response came with no access of its direction outstanding."""
         return await self.csr.write32(offset, value)
 
     async def wait_for(self, event):

@@ -669,9 +669,9 @@ class ChipModel:
 
     @staticmethod
     def _key(read_pats, write_pats, held):
-        """A launch's shapes: what its plan depends on (the patterns less their bases, and ``held``). A read's
-        ``lag`` is in it though a lagged gate is refused before any plan is made (:meth:`_gates`): a plan
-        stays keyed by all a gate's fields if that refusal is lifted."""
+        """A launch's shapes: what its plan depends on (the patterns less their bases, and ``held``). A plan is
+        looked up by these before :meth:`_gates` checks the gates (only a launch that makes a plan runs it), so
+        a gated read's ``lag`` is among them: a lagged launch finds no unlagged launch's plan and is refused."""
         return (tuple((p.tier, p.nest, p.bf16, p.after, p.lag) for p in read_pats),
                 tuple((p.tier, p.nest) for p in write_pats), tuple(sorted((held or {}).items())))
 

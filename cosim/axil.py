@@ -84,28 +84,25 @@ class AxiLiteHost:
     each after its handshake, then raises ``bready`` and takes the B
     response; a read raises ``arvalid``, then ``rready`` after its handshake,
     and takes R. A ready is high only from its access's request handshake to
-    its response, which is taken the cycle it is offered (as with ready held
-    high, for a slave that answers at the earliest the cycle after the
-    handshake; one that answers in the handshake's own cycle is answered a
-    cycle later). Valids are driven at the call, not after the next edge as
+    its response, which is taken the cycle it is offered (AXI offers it the
+    cycle after that handshake at the earliest). Valids are driven at the call, not after the next edge as
     cocotbext-axi's sources do: the first handshake can come a cycle sooner.
 
     A response offered while no access of its direction waits for one is not
     taken: AXI holds it on the bus, and the next access of that direction
-    sees it at its call and raises :class:`~sw.errors.ChipError` naming it
-    (``AXI4-Lite: a write response (BRESP OKAY) came with no write
-    outstanding``), as does every later access, reads and writes, until the
-    next reset. The check costs a call a look at the simulation time and,
-    unless it is the timestep of its direction's last response, a read of
-    ``bvalid`` (``rvalid``); nothing runs while idle. (In that timestep the
-    valid reads as sampled at the edge that took that response.) Not seen:
-    a response offered while an access of its direction is in flight, which
-    that access takes as its own. Its own response then waits on the bus: an
-    access of that direction called later sees it and raises, but one called
-    in the timestep of that take is not checked and takes it in turn, so in
-    a run of back-to-back accesses (each called as the last one ends) every
-    later response goes to the access after its own until a call comes
-    after a gap.
+    sees it and raises :class:`~sw.errors.ChipError` naming it (``AXI4-Lite:
+    a write response (BRESP OKAY) came with no write outstanding``), as does
+    every later access, reads and writes, until the next reset. It sees it
+    at its call (unless called in the timestep of its direction's last
+    response, where the valid still reads as sampled at the edge that took
+    that response), or at any edge until its own request is taken: a
+    response sampled there is not its own; its request then completes, and
+    it raises without waiting for its response. The checks cost a call a
+    look at the simulation time and a read of ``bvalid`` (``rvalid``) at the
+    call and at each edge of its request; nothing runs while idle. Not seen: a response
+    offered once an access's request is taken and before its own, which it
+    takes as its own; its own then waits on the bus, and the next access of
+    that direction raises.
 
     Coroutines may call at once: their writes go out one at a time, in the
     order of the calls, and so do their reads (:class:`Turns`); a write and a
@@ -198,16 +195,17 @@ class AxiLiteHost:
         if self._stray is not None and self._stray[0] == self.resets:
             raise self._stray_error(offset)
 
-    def _stray_error(self, offset):
-        return ChipError(f"the register access at {offset:#x} was not issued: {self._stray[1]}; "
+    def _stray_error(self, offset, issued=False):
+        state = "issued, its response not taken" if issued else "not issued"
+        return ChipError(f"the register access at {offset:#x} was {state}: {self._stray[1]}; "
                          "no access is issued until the chip is reset")
 
-    def _unsolicited(self, offset, what):
-        # A response offered while no access of its direction waited for one (the ready was low): it is still on the
-        # bus, and whatever access took it would take it for its own. Recorded for every access until a reset;
-        # returns the error for this one to raise.
+    def _unsolicited(self, offset, what, issued=False):
+        # A response offered while no access of its direction waited for one (the ready was low, or this access's
+        # request was not yet taken): whatever access took it would take it for its own. Recorded for every access
+        # until a reset; returns the error for this one to raise.
         self._stray = (self.resets, f"AXI4-Lite: {what}")
-        return self._stray_error(offset)
+        return self._stray_error(offset, issued)
 
     def _check_offset(self, offset):
         if offset % 4:
@@ -238,7 +236,9 @@ class AxiLiteHost:
             access cancelled in flight and before the next reset, and when a
             response came with no access of its direction outstanding (this
             call found a B response on the bus, or an earlier one found a B
-            or an R) and no reset since; the message names the response.
+            or an R) and no reset since; the message names the response. A B
+            met before this write's request was taken raises once the request
+            has completed, without its response.
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._writes
@@ -262,6 +262,7 @@ class AxiLiteHost:
             awvalid.value = 1
             wvalid.value = 1
             aw_open = w_open = True
+            stray = None
             while aw_open or w_open:
                 await edge
                 if self.resets != resets:
@@ -270,12 +271,18 @@ class AxiLiteHost:
                     if w_open:
                         wvalid.value = 0
                     return False
+                # A B sampled before this write's request is taken is not its own (AXI: BVALID follows the AW and W
+                # handshakes): one taken for the last write's, whose own then waits. The request still completes.
+                if stray is None and bvalid.value:
+                    stray = f"a write response (BRESP {_named(self._bresp)}) came with no write outstanding"
                 if aw_open and awready.value:
                     awvalid.value = 0
                     aw_open = False
                 if w_open and wready.value:
                     wvalid.value = 0
                     w_open = False
+            if stray is not None:
+                raise self._unsolicited(offset, stray, issued=True)
             bready = self._bready
             bready.value = 1
             while True:
@@ -310,7 +317,8 @@ class AxiLiteHost:
             call on R or by an earlier one on B or R, and no reset since) or
             a reset came before its response; the message names the offset
             and why (an unasked-for response by its RRESP and RDATA, or
-            BRESP).
+            BRESP). An R met before this read's request was taken raises
+            once the request has completed, without its response.
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._reads
@@ -331,14 +339,21 @@ class AxiLiteHost:
             edge, arvalid, arready = self._edge, self._arvalid, self._arready
             self._araddr.value = int(offset)
             arvalid.value = 1
+            stray = None
             while True:
                 await edge
                 if self.resets != resets:
                     arvalid.value = 0
                     raise ChipError(f"a reset dropped the register read at {offset:#x}")
+                # As in write32: an R sampled before this read's request is taken is not its own.
+                if stray is None and rvalid.value:
+                    stray = (f"a read response (RRESP {_named(self._rresp)}, RDATA {_named(self._rdata, {})}) came "
+                             "with no read outstanding")
                 if arready.value:
                     arvalid.value = 0
                     break
+            if stray is not None:
+                raise self._unsolicited(offset, stray, issued=True)
             rready = self._rready
             rready.value = 1
             while True:

@@ -17,8 +17,9 @@ from cosim.units import UNITS
 MUTANTS = {
     "IgnoresResponses": {"model_slave_under_idle_and_backpressure", "register_bank_behind_a_slice",
                          "concurrent_callers_in_call_order", "unsolicited_responses"},
-    "IgnoresResets": {"reset_in_the_middle_of_accesses", "cancelled_callers", "unsolicited_responses"},
-    "SwallowsStrayResponses": {"unsolicited_responses"},
+    "IgnoresResets": {"reset_in_the_middle_of_accesses", "cancelled_callers", "unsolicited_responses",
+                      "stray_responses_back_to_back"},
+    "SwallowsStrayResponses": {"unsolicited_responses", "stray_responses_back_to_back"},
     "TakesAwWithW": {"model_slave_under_idle_and_backpressure", "concurrent_callers_in_call_order"},
     "Unserialized": {"concurrent_callers_in_call_order", "cancelled_callers"},
 }
@@ -36,6 +37,6 @@ def test_wrong_master_fails_its_testbench(mutant):
     unit = replace(unit, env={**unit.env, "OPENRDU_AXIL_MASTER": f"tests.axil_mutants:{mutant}",
                               "OPENRDU_AXIL_OPS": "100", "OPENRDU_SEED": "1"})
     results = harness.run(unit, quiet=True)
-    assert results.tests == 6
+    assert results.tests == 7
     failed = failed_tests(results.xml)
     assert failed == MUTANTS[mutant], f"{mutant} failed {sorted(failed)}, expected {sorted(MUTANTS[mutant])}"

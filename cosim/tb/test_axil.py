@@ -584,6 +584,51 @@ async def unsolicited_responses(dut):
     finish(model)
 
 
+@cocotb.test()
+async def stray_responses_back_to_back(dut):
+    """A stray B or R offered once an access's request is taken is taken as that access's own (not seen); its own
+    response then waits on the bus, and the next access of its direction, called in the timestep the first one
+    ended (back to back, where the check at the call does not look), meets it before its own request is taken:
+    its request completes and it raises ChipError naming the response."""
+    model, _, (_, channels) = await start(dut)
+    _, _, b, _, r = channels
+    for kind, channel, stray, named in (
+            ("write", b, AxiLiteBTransaction(bresp=RESP_OKAY), ("write response", "BRESP OKAY", "no write")),
+            ("read", r, AxiLiteRTransaction(rdata=0x5A5A_5A5A, rresp=RESP_OKAY),
+             ("read response", "RRESP OKAY", "no read"))):
+        if kind == "write":
+            await model.write(0x40, 0x1111)
+            await channel.send(stray)
+            first = await settled(model.master.write32(0x44, 0x2222))
+            second = await settled(model.master.write32(0x48, 0x3333))
+            # Both requests reach the slave; the first's access pairs with the stray on the bus.
+            model.model.write(0x44, 0x2222)
+            model.model.write(0x48, 0x3333)
+            model.scoreboard.expect("write", 0x44, 0x2222, RESP_OKAY)
+            assert first is True, f"the write that took the stray B gave {first!r}"
+        else:
+            await model.read(0x40)
+            await channel.send(stray)
+            first = await settled(model.master.read32(0x44))
+            second = await settled(model.master.read32(0x48))
+            model.scoreboard.expect("read", 0x44, 0x5A5A_5A5A, RESP_OKAY)
+            assert first == 0x5A5A_5A5A, f"the read that took the stray R gave {first!r}"
+        assert isinstance(second, ChipError), f"the {kind} after a stray response gave {second!r}"
+        for word in named:
+            assert word in str(second), f"{second!r} does not name {word!r}"
+        assert "was issued" in str(second), f"{second!r} does not say its request went out"
+        await ClockCycles(dut.clk, 1)
+        model.assert_idle()
+        await reset_after(dut, 0)
+        await ClockCycles(dut.clk, 2)
+        # The second access's request was taken and its response cut off by the reset.
+        assert model.monitor.dropped == 1, f"{model.monitor.dropped} accesses dropped by the reset, expected 1"
+        model.monitor.dropped = 0
+    await model.write(0x4C, 0x4444)
+    await model.read(0x4C)
+    finish(model)
+
+
 async def caller(dut, seed, accesses):
     """Run ``accesses`` (``(port method, args)``) in order, with idle cycles between."""
     rng = np.random.default_rng(seed)

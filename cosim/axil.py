@@ -85,24 +85,29 @@ class AxiLiteHost:
     response; a read raises ``arvalid``, then ``rready`` after its handshake,
     and takes R. A ready is high only from its access's request handshake to
     its response, which is taken the cycle it is offered (AXI offers it the
-    cycle after that handshake at the earliest). Valids are driven at the call, not after the next edge as
-    cocotbext-axi's sources do: the first handshake can come a cycle sooner.
+    cycle after that handshake at the earliest). Valids are driven at the
+    call, not after the next edge as cocotbext-axi's sources do: the first
+    handshake can come a cycle sooner.
 
     A response offered while no access of its direction waits for one is not
     taken: AXI holds it on the bus, and the next access of that direction
     sees it and raises :class:`~sw.errors.ChipError` naming it (``AXI4-Lite:
     a write response (BRESP OKAY) came with no write outstanding``), as does
     every later access, reads and writes, until the next reset. It sees it
-    at its call (unless called in the timestep of its direction's last
-    response, where the valid still reads as sampled at the edge that took
-    that response), or at any edge until its own request is taken: a
-    response sampled there is not its own; its request then completes, and
-    it raises without waiting for its response. The checks cost a call a
-    look at the simulation time and a read of ``bvalid`` (``rvalid``) at the
-    call and at each edge of its request; nothing runs while idle. Not seen: a response
-    offered once an access's request is taken and before its own, which it
-    takes as its own; its own then waits on the bus, and the next access of
-    that direction raises.
+    at its call (a read of ``bvalid``, ``rvalid``; skipped in the timestep
+    of its direction's last response, where the valid still reads as
+    sampled at the edge that took that response), or at any edge up to and
+    including the one that takes its own request (a read at each): a
+    response sampled there is not its own. Its request then completes, and
+    it raises without waiting for its response. Nothing runs while idle.
+
+    Not seen: a response offered once an access's request is taken and
+    before its own, which it takes as its own. Its own then waits on the
+    bus, and the next access of that direction raises, provided the slave
+    offers it by the edge that takes that access's request; a pipelined
+    slave that takes the next request before answering the last one would
+    pass the last access's response to the next, one access late, until a
+    call comes after a long enough gap.
 
     Coroutines may call at once: their writes go out one at a time, in the
     order of the calls, and so do their reads (:class:`Turns`); a write and a
@@ -237,8 +242,8 @@ class AxiLiteHost:
             response came with no access of its direction outstanding (this
             call found a B response on the bus, or an earlier one found a B
             or an R) and no reset since; the message names the response. A B
-            met before this write's request was taken raises once the request
-            has completed, without its response.
+            met at or before the edge that takes this write's request raises
+            once the request has completed, without its response.
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._writes
@@ -271,10 +276,12 @@ class AxiLiteHost:
                     if w_open:
                         wvalid.value = 0
                     return False
-                # A B sampled before this write's request is taken is not its own (AXI: BVALID follows the AW and W
-                # handshakes): one taken for the last write's, whose own then waits. The request still completes.
+                # A B sampled at or before the edge that takes this write's request is not its own (AXI: BVALID
+                # follows the AW and W handshakes): likely the last write's, which took a stray for its own. The
+                # request still completes.
                 if stray is None and bvalid.value:
-                    stray = f"a write response (BRESP {_named(self._bresp)}) came with no write outstanding"
+                    stray = (f"a write response (BRESP {_named(self._bresp)}) came before this write's request was "
+                             "taken (the last write's result may have been another response's)")
                 if aw_open and awready.value:
                     awvalid.value = 0
                     aw_open = False
@@ -317,8 +324,9 @@ class AxiLiteHost:
             call on R or by an earlier one on B or R, and no reset since) or
             a reset came before its response; the message names the offset
             and why (an unasked-for response by its RRESP and RDATA, or
-            BRESP). An R met before this read's request was taken raises
-            once the request has completed, without its response.
+            BRESP). An R met at or before the edge that takes this read's
+            request raises once the request has completed, without its
+            response.
         """
         self._check_offset(offset)
         resets, turns = self.resets, self._reads
@@ -345,10 +353,11 @@ class AxiLiteHost:
                 if self.resets != resets:
                     arvalid.value = 0
                     raise ChipError(f"a reset dropped the register read at {offset:#x}")
-                # As in write32: an R sampled before this read's request is taken is not its own.
+                # As in write32: an R sampled at or before the edge that takes this read's request is not its own.
                 if stray is None and rvalid.value:
                     stray = (f"a read response (RRESP {_named(self._rresp)}, RDATA {_named(self._rdata, {})}) came "
-                             "with no read outstanding")
+                             "before this read's request was taken (the last read's result may have been another "
+                             "response's)")
                 if arready.value:
                     arvalid.value = 0
                     break

@@ -593,9 +593,10 @@ async def stray_responses_back_to_back(dut):
     model, _, (_, channels) = await start(dut)
     _, _, b, _, r = channels
     for kind, channel, stray, named in (
-            ("write", b, AxiLiteBTransaction(bresp=RESP_OKAY), ("write response", "BRESP OKAY", "no write")),
+            ("write", b, AxiLiteBTransaction(bresp=RESP_OKAY),
+             ("write response", "BRESP OKAY", "before this write's request was taken")),
             ("read", r, AxiLiteRTransaction(rdata=0x5A5A_5A5A, rresp=RESP_OKAY),
-             ("read response", "RRESP OKAY", "no read"))):
+             ("read response", "RRESP OKAY", "before this read's request was taken"))):
         if kind == "write":
             await model.write(0x40, 0x1111)
             await channel.send(stray)

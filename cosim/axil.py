@@ -212,6 +212,19 @@ class AxiLiteHost:
         self._stray = (self.resets, f"AXI4-Lite: {what}")
         return self._stray_error(offset, issued)
 
+    async def _response(self, ready, valid, resets):
+        """Raise ``ready`` and take the response the cycle ``valid`` offers it: True, or False where a reset (one
+        past the count ``resets``) came first (the reset counter lowers ``ready``)."""
+        edge = self._edge
+        ready.value = 1
+        while True:
+            await edge
+            if self.resets != resets:
+                return False
+            if valid.value:
+                ready.value = 0
+                return True
+
     def _check_offset(self, offset):
         if offset % 4:
             raise ValueError(f"register offset {offset:#x} is not a multiple of 4")
@@ -290,15 +303,8 @@ class AxiLiteHost:
                     w_open = False
             if stray is not None:
                 raise self._unsolicited(offset, stray, issued=True)
-            bready = self._bready
-            bready.value = 1
-            while True:
-                await edge
-                if self.resets != resets:
-                    return False
-                if bvalid.value:
-                    break
-            bready.value = 0
+            if not await self._response(self._bready, bvalid, resets):
+                return False
             self._b_taken = get_sim_time()
             resp = int(self._bresp.value)
         except (CancelledError, GeneratorExit):
@@ -363,15 +369,8 @@ class AxiLiteHost:
                     break
             if stray is not None:
                 raise self._unsolicited(offset, stray, issued=True)
-            rready = self._rready
-            rready.value = 1
-            while True:
-                await edge
-                if self.resets != resets:
-                    raise ChipError(f"a reset dropped the register read at {offset:#x}")
-                if rvalid.value:
-                    break
-            rready.value = 0
+            if not await self._response(self._rready, rvalid, resets):
+                raise ChipError(f"a reset dropped the register read at {offset:#x}")
             self._r_taken = get_sim_time()
             resp = int(self._rresp.value)
             data = int(self._rdata.value)

@@ -8,19 +8,29 @@
   run, every step produces a token's logits). Each is the median of
   ``OPENRDU_SPEED_MODEL_RUNS`` (default 5) fresh processes, each of which
   decodes the RTL's tokens on ``chip``, then times the first longer decode on a new
-  ``chip`` device and then on a ``4x8`` one: a first decode in its process,
-  so it pays for every launch plan it makes. One such decode lasts about a
-  tenth of a second, and on a shared 2-core VM one alone was seen anywhere
-  from 520 to 1,140 tokens/s; the runs are under ``model_runs``;
+  ``chip`` device and then on a ``4x8`` one: a first decode in its process.
+  As a user's processes do, they find the launch plans an earlier process
+  stored in the launch-plan cache (:mod:`sw.model.plan_cache`), here a new
+  folder that one process of the same decodes fills first
+  (``model_plan_fill_run``, not counted), as the RTL figure runs on a
+  Verilator build made before. One such decode lasts a few hundredths of a
+  second, and on a shared 2-core VM its rate varies by a third from run to
+  run; the runs are under ``model_runs``;
+- ``model_tokens_per_s_cold_plans``, ``model_tokens_per_s_4x8_cold_plans``,
+  ``model_over_rtl_cold_plans`` (for information): the same with the cache
+  off, so that each process makes every plan it runs (about two thirds of
+  its first decode; the runs are under ``model_runs_cold_plans``);
 - ``model_tokens_per_s_later`` / ``model_over_rtl_later`` (for information,
-  not a goal): the same figures for a third decode of each of those
-  processes, again on a new ``chip`` device, once the launch plans of every
-  context bucket it reaches are made: what a process that serves many
-  requests (Composition of Experts, a sweep) runs at after its first;
+  not a goal; also ``..._cold_plans``): the same figures for a third decode
+  of each of those processes, again on a new ``chip`` device, once the launch
+  plans of every context bucket it reaches are made: what a process that
+  serves many requests (Composition of Experts, a sweep) runs at after its
+  first;
 - ``model_over_rtl``: the fast model's simulated cycles per second over the
   RTL's (the median run's on ``chip``);
-- ``logits_identical``: the RTL's and the fast model's logits and tokens of
-  the same request are bit-identical;
+- ``logits_identical``: the RTL's logits and tokens are bit-identical to the
+  fast model's for the same request, in every fast-model process (plans
+  stored, made or replayed);
 - ``chip_build_s`` / ``large_build_s``: cold Verilator builds of the ``chip``
   unit and of the 4x8 tile array (``bench.tiles.UNIT_4X8``): each in a fresh
   process, into an empty temporary build folder (``OPENRDU_BUILD_DIR``) with
@@ -32,7 +42,8 @@ Settings (environment): ``OPENRDU_SPEED_BUILDS`` = ``all`` (default),
 ``chip`` (skip the 4x8 build, over ten minutes before issue 13's work) or
 ``none``; ``OPENRDU_SPEED_RTL_TOKENS`` (default 4) and
 ``OPENRDU_SPEED_MODEL_TOKENS`` (default 64) new tokens after a 5-token prompt;
-``OPENRDU_SPEED_MODEL_RUNS`` (default 5) fresh processes for the fast model.
+``OPENRDU_SPEED_MODEL_RUNS`` (default 5) fresh processes for the fast model, with stored plans and again
+without.
 A skipped build is ``null`` in the JSON.
 """
 
@@ -131,19 +142,23 @@ def _model_child(warm_tokens, tokens):
 
     compiled, _ = cached_compile(CHECKPOINT, CHIP, "fused", None)
     large, _ = cached_compile(CHECKPOINT, LARGE, "fused", None)
-    _model_run(compiled, CHIP, int(warm_tokens))
-    rates = {"chip": _rates(_model_run(compiled, CHIP, int(tokens)))}
+    warm = _model_run(compiled, CHIP, int(warm_tokens))
+    rates = {"rtl_request": {"logits_sha": warm["logits_sha"], "tokens": warm["tokens"]},
+             "chip": _rates(_model_run(compiled, CHIP, int(tokens)))}
     rates["4x8"] = _rates(_model_run(large, LARGE, int(tokens)))
     rates["chip_later"] = _rates(_model_run(compiled, CHIP, int(tokens)))
     print(json.dumps(rates))
 
 
-def model_runs(warm_tokens, tokens, runs):
-    """``runs`` fresh processes of :func:`_model_child`; returns their rates, ``{"chip": [rates, ...],
-    "4x8": [...], "chip_later": [...]}``. Raises ``RuntimeError`` if one fails or prints no rates."""
-    out = {"chip": [], "4x8": [], "chip_later": []}
+def model_runs(warm_tokens, tokens, runs, plans):
+    """``runs`` fresh processes of :func:`_model_child` with the launch-plan cache ``plans`` (a folder, or
+    ``"off"``); returns their rates, ``{"chip": [rates, ...], "4x8": [...], "chip_later": [...], "rtl_request":
+    [...]}``. Raises ``RuntimeError`` if one fails or prints no rates."""
+    out = {"chip": [], "4x8": [], "chip_later": [], "rtl_request": []}
+    env = {**os.environ, "OPENRDU_PLAN_CACHE": str(plans)}
     for k in range(runs):
-        rates = _child_json(["--model-run", str(warm_tokens), str(tokens)], f"fast-model run {k + 1} of {runs}")
+        rates = _child_json(["--model-run", str(warm_tokens), str(tokens)], f"fast-model run {k + 1} of {runs}",
+                            env)
         for target in out:
             if target not in rates:
                 raise RuntimeError(f"fast-model run {k + 1} of {runs} printed no rates for {target}: {rates!r}")
@@ -197,29 +212,35 @@ def measure(builds, rtl_tokens, model_tokens, runs=5, log=_log):
     if rtl is None:
         log(f"[speed] decoding {rtl_tokens} tokens on the RTL chip ...")
         rtl = run_rtl(path, request, progress=_rtl_progress)
-    same = _model_run(compiled, CHIP, rtl_tokens)
-    out["logits_identical"] = rtl["logits_sha"] == same["logits_sha"] and rtl["tokens"] == same["tokens"]
     out["rtl"] = _rates(rtl)
     out["rtl_cycles_per_s"] = out["rtl"]["cycles_per_s"]
-    log(f"[speed] RTL: {out['rtl_cycles_per_s']:,.0f} simulated cycles/s; logits identical: "
-        f"{out['logits_identical']}")
-    log(f"[speed] decoding {model_tokens} tokens on the fast model, chip then 4x8 target, in {runs} fresh "
-        "processes ...")
-    every = model_runs(rtl_tokens, model_tokens, runs)
-    out["model_runs"] = every
+    log(f"[speed] RTL: {out['rtl_cycles_per_s']:,.0f} simulated cycles/s")
     middle = "median" if runs % 2 else "lower median"
-    for suffix, target in (("", CHIP), ("_4x8", LARGE)):
-        rates = out[f"model{suffix}"] = _median(every[target.name])
-        out[f"model_tokens_per_s{suffix}"] = rates["tokens_per_s"]
-        seen = ", ".join(f"{r['tokens_per_s']:,.0f}" for r in every[target.name])
-        log(f"[speed] fast model on {target.name}: {rates['tokens_per_s']:,.1f} tokens/s ({middle} of {seen}), "
-            f"{rates['cycles_per_s']:,.0f} simulated cycles/s")
-    out["model_over_rtl"] = out["model"]["cycles_per_s"] / out["rtl_cycles_per_s"]
-    later = out["model_later"] = _median(every["chip_later"])
-    out["model_tokens_per_s_later"] = later["tokens_per_s"]
-    out["model_over_rtl_later"] = later["cycles_per_s"] / out["rtl_cycles_per_s"]
-    log(f"[speed] fast model on chip, a later decode of its process: {later['tokens_per_s']:,.1f} tokens/s "
-        f"({middle}), {out['model_over_rtl_later']:,.0f}x the RTL")
+    with tempfile.TemporaryDirectory(prefix="speed-plans-", dir=REPO / "build") as plans:
+        log(f"[speed] fast model: one process fills a new launch-plan cache, then {model_tokens} tokens decoded on "
+            f"chip and 4x8 in {runs} fresh processes with it and {runs} with the cache off ...")
+        out["model_plan_fill_run"] = model_runs(rtl_tokens, model_tokens, 1, plans)
+        every = out["model_runs"] = model_runs(rtl_tokens, model_tokens, runs, plans)
+        cold = out["model_runs_cold_plans"] = model_runs(rtl_tokens, model_tokens, runs, "off")
+    same = [r for runs_ in (out["model_plan_fill_run"], every, cold) for r in runs_["rtl_request"]]
+    out["logits_identical"] = all(r["logits_sha"] == rtl["logits_sha"] and r["tokens"] == rtl["tokens"]
+                                  for r in same)
+    log(f"[speed] logits identical to the RTL's in all {len(same)} fast-model processes: {out['logits_identical']}")
+    for suffix, runs_ in (("", every), ("_cold_plans", cold)):
+        for name, target in (("", CHIP), ("_4x8", LARGE)):
+            rates = out[f"model{name}{suffix}"] = _median(runs_[target.name])
+            out[f"model_tokens_per_s{name}{suffix}"] = rates["tokens_per_s"]
+            seen = ", ".join(f"{r['tokens_per_s']:,.0f}" for r in runs_[target.name])
+            log(f"[speed] fast model on {target.name}, plans {'made in the process' if suffix else 'stored'}: "
+                f"{rates['tokens_per_s']:,.1f} tokens/s ({middle} of {seen}), {rates['cycles_per_s']:,.0f} "
+                "simulated cycles/s")
+        out[f"model_over_rtl{suffix}"] = out[f"model{suffix}"]["cycles_per_s"] / out["rtl_cycles_per_s"]
+        later = out[f"model_later{suffix}"] = _median(runs_["chip_later"])
+        out[f"model_tokens_per_s_later{suffix}"] = later["tokens_per_s"]
+        out[f"model_over_rtl_later{suffix}"] = later["cycles_per_s"] / out["rtl_cycles_per_s"]
+    log(f"[speed] fast model over the RTL: {out['model_over_rtl']:,.0f}x with stored plans, "
+        f"{out['model_over_rtl_cold_plans']:,.0f}x making them; a later decode of a process "
+        f"{out['model_over_rtl_later']:,.0f}x")
     return out
 
 
@@ -242,7 +263,8 @@ def main():
     OUT.write_text(json.dumps(out, indent=2))
     build = lambda key: "skipped" if out[key] is None else f"{out[key]:.0f} s"
     print(f"RTL {out['rtl_cycles_per_s']:,.0f} cycles/s; fast model {out['model_tokens_per_s']:,.1f} tokens/s on chip, "
-          f"{out['model_tokens_per_s_4x8']:,.1f} on 4x8, {out['model_over_rtl']:,.0f}x the RTL in cycles/s; "
+          f"{out['model_tokens_per_s_4x8']:,.1f} on 4x8, {out['model_over_rtl']:,.0f}x the RTL in cycles/s "
+          f"({out['model_over_rtl_cold_plans']:,.0f}x with every plan made in the process); "
           f"logits identical {out['logits_identical']}; cold builds: chip {build('chip_build_s')}, "
           f"4x8 array {build('large_build_s')}")
     print(f"wrote {OUT}")

@@ -33,13 +33,15 @@ Cycle estimate of a kernel, from the start pulse to the last AGCU done:
 """
 
 import dataclasses
+import os
 import re
+import sys
 
 import numpy as np
 
 from facts.latency import QUEUE_CYCLES
 from hw.mem.params import TIER_NAMES
-from sw.model import credit, memory_units
+from sw.model import credit, memory_units, plan_cache
 from sw.model import pcu as pcu_model
 from sw.model.array import ArrayModel, config_repr
 from sw.model.kept import kept
@@ -72,6 +74,9 @@ _PLANS = {}
 # (plan, kernels, bf16 halves, tiers' shapes) -> the plan's compiled sequence without its buffers
 # (ChipModel._sequence_ops): the same for every chip of the process.
 _SEQUENCES = {}
+# Plan (by id, with the plan) -> the name of its entry in the launch-plan cache, written once its flat sequence is
+# made (ChipModel._sequence, sw.model.plan_cache).
+_UNSTORED = {}
 # Program -> (program, its fingerprint): see _fingerprint.
 _FINGERPRINTS = {}
 # (program, read and write patterns by AGCU, by identity) -> ChipModel.launcher's look-up of the launch's plan, for every
@@ -691,6 +696,10 @@ class ChipModel:
             read_pats, write_pats = [reads[k] for k in ins], [writes[k] for k in outs]
             key = self._key(read_pats, write_pats, held)
             found = self._found_plan(prog, plans, key)
+            entry = None
+            if found is None:
+                entry = self._entry_name(prog, key, held)
+                found = self._stored_plan(prog, key, entry)
             if found is not None:
                 plan, names = found
                 try:
@@ -715,8 +724,80 @@ class ChipModel:
                 shape = _fingerprint(prog)
                 if shape is not None:
                     _PLANS.setdefault((self.mem_params, shape, key), plan)
+                if entry is not None:
+                    if len(_UNSTORED) >= 1024:
+                        _UNSTORED.clear()
+                    _UNSTORED[id(plan)] = plan, entry
             return cycles, outputs
         return self._execute(reads, writes, held)[:2]
+
+    def _entry_name(self, prog, key, held):
+        """The launch-plan cache's name for the plan of a launch of ``prog`` with shapes ``key``
+        (:mod:`sw.model.plan_cache`), or None where no entry is kept: the cache is off, the launch has reads
+        already held (a looped kernel's later iteration), the program has no fingerprint or the compiled kernels do
+        not run it. A gated launch's entry exists only where its plan was made, so its gates passed their checks
+        (:meth:`_gates`, :meth:`_check_gates`): they follow from what the name holds."""
+        if held or plan_cache.folder() is None:
+            return None
+        shape = _fingerprint(prog)
+        kernels = pcu_model.compiled_kernels()
+        if shape is None or not kernels or getattr(kernels, "seq_build", None) is None:
+            return None
+        tiers = tuple((tier, views[1] is not None, None if views[0] is None else len(views[0]))
+                      for tier, views in ((t, self._tier_views(t)) for t in TIER_NAMES))
+        library = os.path.basename(getattr(kernels, "__file__", "") or "")
+        return plan_cache.entry_name((library, self.mem_params, self.array_params, self.agcus, shape, key, tiers))
+
+    def _stored_plan(self, prog, key, entry):
+        """``(plan, None)`` of a launch of ``prog`` with shapes ``key`` from the launch-plan cache's entry ``entry``,
+        kept as a plan made here would be; None where there is none. The plan is ``(prog, (), (), None, the
+        sequence, counts, cycles, ())``: :meth:`_flat` replays it (:meth:`_stored_flat`), and where that cannot
+        run the launch, :meth:`_execute` does."""
+        found = None if entry is None else plan_cache.load(entry)
+        if found is None:
+            return None
+        meta, arrays = found
+        try:
+            outputs = list(prog.host_outputs)
+            slots = tuple((kind, arrays[what["array"]] if isinstance(what, dict) else int(what))
+                          for kind, what in meta["slots"])
+            if any(kind not in ("tier", "buffer", "half", "array") for kind, _ in slots):
+                raise ValueError("a slot of an unknown kind")
+            stored = {"slots": slots, "ops": arrays[meta["ops"]], "checks": arrays[meta["checks"]],
+                      "reads": int(meta["reads"]), "writes": int(meta["writes"]),
+                      "outputs": tuple((outputs[place], int(at), None if shape is None else tuple(shape),
+                                        arrays[last]) for place, at, shape, last in meta["outputs"])}
+            counts = tuple(((str(tier), str(what)), int(words)) for tier, what, words in meta["counts"])
+            plan = prog, (), (), None, stored, counts, int(meta["cycles"]), ()
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            print(f"openrdu: the launch-plan cache entry {entry} does not fit its launch ({error}); making the plan "
+                  "again", file=sys.stderr)
+            return None
+        if len(_PLANS) >= 4096:
+            _PLANS.clear()
+        _PLANS[(self.mem_params, id(prog), key)] = plan
+        _PLANS.setdefault((self.mem_params, _fingerprint(prog), key), plan)
+        return plan, None
+
+    def _store_plan(self, plan, entry, ops):
+        """Write ``plan``'s flat sequence ``ops`` (:meth:`_sequence_ops`) to the launch-plan cache as ``entry``."""
+        slots, words, checks, outputs = ops
+        arrays, table = [words, checks], []
+        for kind, what in slots:
+            if kind == "array":
+                arrays.append(what)
+                what = {"array": len(arrays) - 1}
+            table.append((kind, what if isinstance(what, dict) else int(what)))
+        places = {name: k for k, name in enumerate(plan[0].host_outputs)}
+        listed = []
+        for name, at, shape, last in outputs:
+            arrays.append(np.asarray(last, bool))
+            listed.append((places[name], int(at), None if shape is None else [int(k) for k in shape],
+                           len(arrays) - 1))
+        meta = {"slots": table, "ops": 0, "checks": 1, "reads": len(plan[1]), "writes": len(plan[2]),
+                "outputs": listed, "cycles": int(plan[6]),
+                "counts": [(tier, what, int(words)) for (tier, what), words in plan[5]]}
+        plan_cache.store(entry, meta, arrays)
 
     def _known_plan(self, prog, key):
         """``(plan, names)`` of a launch of ``prog`` with shapes ``key`` made before: by ``prog`` itself (``names``
@@ -1053,6 +1134,9 @@ class ChipModel:
             if done is not None:
                 return done
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
+        if array is None:
+            # A plan from the launch-plan cache has its flat sequence alone.
+            return None
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
         starts, tiers = [], {}
         for side, bases in ((reads, read_bases), (writes, write_bases)):
@@ -1140,6 +1224,8 @@ class ChipModel:
         a base takes a word out of its tier, a tier was replaced or the compiled kernels do not run every unit
         (:func:`sw.model.pcu.compiled_kernels`): :meth:`_replay` then runs the launch and says which.
         """
+        if plan[3] is None:
+            return self._stored_flat(plan)
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
         quarter = wb // 4
@@ -1307,6 +1393,50 @@ class ChipModel:
             return cycles, {name: (values[source], last.copy()) for name, source, last in outputs}
         return run
 
+    def _stored_flat(self, plan):
+        """:meth:`_flat` of a plan from the launch-plan cache (:meth:`_stored_plan`): its sequence run on this chip's
+        tiers, with the same checks and results as a made plan's; None where a tier it uses is not kept as 32-bit
+        words."""
+        stored, counts, cycles = plan[4], plan[5], plan[6]
+        memory = self.memory
+        views = {tier: self._tier_views(tier) for kind, tier in stored["slots"] if kind == "tier"}
+        if any(v[1] is None for v in views.values()):
+            return None
+        held = tuple((tier, memory[tier]) for tier in views)
+        stats = tuple((self.stats[tier], what, words) for (tier, what), words in counts)
+        wb = self.mem_params.word_bytes
+        cached = [None, None]
+
+        def run(read_bases, write_bases, want=True):
+            c = pcu_model.compiled_kernels()
+            if not c:
+                return None
+            for tier, mem in held:
+                if memory[tier] is not mem:
+                    return None
+            if cached[0] is not c:
+                build = getattr(c, "seq_build", None)
+                if build is None:
+                    return None
+                slots = tuple(views[x][0] if kind == "tier" else np.empty(x, np.uint32) if kind == "buffer" else x
+                              for kind, x in stored["slots"])
+                try:
+                    sequence = build(slots, stored["ops"], stored["checks"], wb, stored["reads"], stored["writes"])
+                except (ValueError, BufferError, TypeError):
+                    return None
+                cached[:] = c, (sequence, tuple((name, slots[k], shape, last)
+                                                for name, k, shape, last in stored["outputs"]))
+            sequence, outputs = cached[1]
+            if not c.seq_run(sequence, read_bases, write_bases):
+                return None
+            self._timed = None
+            for counter, what, words in stats:
+                counter[what] += words
+            if not want:
+                return cycles, None
+            return cycles, {name: (data.reshape(shape).copy(), last.copy()) for name, data, shape, last in outputs}
+        return run
+
     def _sequence(self, plan, c, steps, halves, order):
         """The flat sequence of ``plan`` (:meth:`_flat`) as one call of the compiled kernels ``c``
         (``fastfp.seq_run``): ``(seq_run, its sequence, outputs)``, ``outputs`` per host output ``(name, its
@@ -1326,8 +1456,11 @@ class ChipModel:
         shape = tuple((tier, v[1] is not None, len(v[0]) if v[0] is not None else None) for tier, v in views.items())
         key = (id(plan), c, halves, shape)
         ops = kept(_SEQUENCES, plan, lambda plan: self._sequence_ops(plan, steps, halves, order, views), key=key)
+        unstored = _UNSTORED.pop(id(plan), None)
         if ops is None:
             return None
+        if unstored is not None and unstored[0] is plan:
+            self._store_plan(plan, unstored[1], ops)
         slots, words, checks, outputs = ops
         slots = tuple(views[x][0] if kind == "tier" else np.empty(x, np.uint32) if kind == "buffer" else x
                       for kind, x in slots)

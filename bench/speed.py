@@ -9,17 +9,20 @@
   ``OPENRDU_SPEED_MODEL_RUNS`` (default 5) fresh processes, each of which
   decodes the RTL's tokens on ``chip``, then times the first longer decode on a new
   ``chip`` device and then on a ``4x8`` one: a first decode in its process.
-  As a user's processes do, they find the launch plans an earlier process
-  stored in the launch-plan cache (:mod:`sw.model.plan_cache`), here a new
-  folder that one process of the same decodes fills first
-  (``model_plan_fill_run``, not counted), as the RTL figure runs on a
-  Verilator build made before. One such decode lasts a few hundredths of a
+  As a user's later processes do once an earlier one decoded the same model
+  on the same target with the same sources (a new model, target, parameter
+  or source change runs at the ``_cold_plans`` rate below), they find the
+  launch plans that process stored in the launch-plan cache
+  (:mod:`sw.model.plan_cache`), here a new folder that one process of the
+  same decodes fills first (``model_plan_fill_run``, not counted): the best
+  case, as the RTL figure runs on a Verilator build made before
+  (``model_plans``: ``"stored"``). One such decode lasts a few hundredths of a
   second, and on a shared 2-core VM its rate varies by a third from run to
   run; the runs are under ``model_runs``;
 - ``model_tokens_per_s_cold_plans``, ``model_tokens_per_s_4x8_cold_plans``,
   ``model_over_rtl_cold_plans`` (for information): the same with the cache
-  off, so that each process makes every plan it runs (about two thirds of
-  its first decode; the runs are under ``model_runs_cold_plans``);
+  off, so that each process makes every plan it runs (about half of its
+  first decode; the runs are under ``model_runs_cold_plans``);
 - ``model_tokens_per_s_later`` / ``model_over_rtl_later`` (for information,
   not a goal; also ``..._cold_plans``): the same figures for a third decode
   of each of those processes, again on a new ``chip`` device, once the launch
@@ -27,10 +30,13 @@
   serves many requests (Composition of Experts, a sweep) runs at after its
   first;
 - ``model_over_rtl``: the fast model's simulated cycles per second over the
-  RTL's (the median run's on ``chip``);
+  RTL's (the median run's on ``chip``), with stored plans since 5497e0c;
+  ``model_over_rtl_cold_plans`` is the figure's earlier meaning;
 - ``logits_identical``: the RTL's logits and tokens are bit-identical to the
   fast model's for the same request, in every fast-model process (plans
-  stored, made or replayed);
+  stored, made or replayed); ``model_runs_identical``: every process's timed
+  decodes give the same tokens and logits on each target, plans stored or
+  made;
 - ``chip_build_s`` / ``large_build_s``: cold Verilator builds of the ``chip``
   unit and of the 4x8 tile array (``bench.tiles.UNIT_4X8``): each in a fresh
   process, into an empty temporary build folder (``OPENRDU_BUILD_DIR``) with
@@ -175,7 +181,8 @@ def _median(runs):
 def _rates(result):
     rep = result["report"]
     return {"steps": rep["steps"], "wall_s": rep["wall_s"], "tokens_per_s": rep["steps"] / rep["wall_s"],
-            "cycles_per_s": rep["total_cycles"] / rep["wall_s"], "cycles_per_token": rep["cycles_per_token"]}
+            "cycles_per_s": rep["total_cycles"] / rep["wall_s"], "cycles_per_token": rep["cycles_per_token"],
+            "logits_sha": result["logits_sha"], "tokens": result["tokens"]}
 
 
 def _log(line):
@@ -222,10 +229,16 @@ def measure(builds, rtl_tokens, model_tokens, runs=5, log=_log):
         out["model_plan_fill_run"] = model_runs(rtl_tokens, model_tokens, 1, plans)
         every = out["model_runs"] = model_runs(rtl_tokens, model_tokens, runs, plans)
         cold = out["model_runs_cold_plans"] = model_runs(rtl_tokens, model_tokens, runs, "off")
-    same = [r for runs_ in (out["model_plan_fill_run"], every, cold) for r in runs_["rtl_request"]]
+    runs_all = (out["model_plan_fill_run"], every, cold)
+    same = [r for runs_ in runs_all for r in runs_["rtl_request"]]
     out["logits_identical"] = all(r["logits_sha"] == rtl["logits_sha"] and r["tokens"] == rtl["tokens"]
                                   for r in same)
-    log(f"[speed] logits identical to the RTL's in all {len(same)} fast-model processes: {out['logits_identical']}")
+    out["model_runs_identical"] = all(
+        len({(r["logits_sha"], tuple(r["tokens"])) for runs_ in runs_all for r in runs_[name]}) == 1
+        for name in ("chip", "4x8", "chip_later"))
+    out["model_plans"] = "stored"
+    log(f"[speed] logits identical to the RTL's in all {len(same)} fast-model processes: {out['logits_identical']}; "
+        f"their timed decodes identical: {out['model_runs_identical']}")
     for suffix, runs_ in (("", every), ("_cold_plans", cold)):
         for name, target in (("", CHIP), ("_4x8", LARGE)):
             rates = out[f"model{name}{suffix}"] = _median(runs_[target.name])

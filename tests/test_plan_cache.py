@@ -2,6 +2,10 @@
 cycles and tier counts as one that makes every plan, and a damaged or unwritable cache changes nothing but speed."""
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -34,11 +38,10 @@ def _decode(compiled):
     return out["logits"], out["tokens"], out["step_cycles"], report
 
 
-def _fresh_process():
-    # What a new process has: no plan made yet (the disk cache aside).
-    chip._PLANS.clear()
-    chip._LAUNCH_PLANS.clear()
-    chip._UNSTORED.clear()
+def _fresh_process(monkeypatch):
+    # What a new process has: no plan made yet (the disk cache aside); the worker's own plans come back after the test.
+    for name in ("_PLANS", "_LAUNCH_PLANS", "_UNSTORED"):
+        monkeypatch.setattr(chip, name, {})
 
 
 def _counting(monkeypatch):
@@ -64,16 +67,16 @@ def test_stored_plans_replay_bit_for_bit(compiled, tmp_path, monkeypatch, target
                  if any(s.direction == "read" and s.pattern(0, 0).after is not None for s in launch.streams)]
         assert gated
     monkeypatch.setenv("OPENRDU_PLAN_CACHE", "off")
-    _fresh_process()
+    _fresh_process(monkeypatch)
     reference = _decode(compiled)
     monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(tmp_path / "plans"))
     made, stored = _counting(monkeypatch)
-    _fresh_process()
+    _fresh_process(monkeypatch)
     cold = _decode(compiled)
     assert stored and len(list((tmp_path / "plans").glob("*.plan"))) == len(set(stored))
     made_cold = len(made)
     made.clear()
-    _fresh_process()
+    _fresh_process(monkeypatch)
     warm = _decode(compiled)
     # Every launch whose plan was stored is replayed from the disk, not run step by step.
     assert len(made) == made_cold - len(stored)
@@ -83,10 +86,10 @@ def test_stored_plans_replay_bit_for_bit(compiled, tmp_path, monkeypatch, target
 
 def test_a_damaged_entry_is_made_again(compiled, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENRDU_PLAN_CACHE", "off")
-    _fresh_process()
+    _fresh_process(monkeypatch)
     reference = _decode(compiled)
     monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(tmp_path))
-    _fresh_process()
+    _fresh_process(monkeypatch)
     _decode(compiled)
     entries = sorted(tmp_path.glob("*.plan"))
     data = bytearray(entries[0].read_bytes())
@@ -95,7 +98,7 @@ def test_a_damaged_entry_is_made_again(compiled, tmp_path, monkeypatch, capsys):
     entries[1].write_bytes(entries[1].read_bytes()[:40])
     capsys.readouterr()
     made, stored = _counting(monkeypatch)
-    _fresh_process()
+    _fresh_process(monkeypatch)
     _same(_decode(compiled), reference)
     err = capsys.readouterr().err
     assert "checksum does not match" in err and "not a plan file" in err and entries[0].name in err
@@ -105,14 +108,14 @@ def test_a_damaged_entry_is_made_again(compiled, tmp_path, monkeypatch, capsys):
 
 def test_an_unwritable_folder_is_reported_once(compiled, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENRDU_PLAN_CACHE", "off")
-    _fresh_process()
+    _fresh_process(monkeypatch)
     reference = _decode(compiled)
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(blocked / "plans"))
     monkeypatch.setattr(plan_cache, "_WARNED", set())
     capsys.readouterr()
-    _fresh_process()
+    _fresh_process(monkeypatch)
     _same(_decode(compiled), reference)
     err = capsys.readouterr().err
     assert err.count("cannot write the launch-plan cache") == 1
@@ -139,6 +142,10 @@ def test_entries_name_what_the_plan_follows_from(compiled, monkeypatch, tmp_path
     slower = ChipModel(model.array_params, replace(model.mem_params, hbm=replace(hbm, latency=hbm.latency + 1)),
                        model.agcus)
     assert slower._entry_name(prog, key, None) not in (None, name)
+    # The credit model's FIFO slack comes from the chip's array parameters.
+    deeper = ChipModel(replace(model.array_params, switch_fifo_depth=model.array_params.switch_fifo_depth + 1),
+                       model.mem_params, model.agcus)
+    assert deeper._entry_name(prog, key, None) not in (None, name)
     other = model._key([replace(read_pats[0], nest=replace(read_pats[0].nest, offset=read_pats[0].nest.offset + 1)),
                         *read_pats[1:]], write_pats, None)
     assert model._entry_name(prog, other, None) not in (None, name)
@@ -148,13 +155,137 @@ def test_entries_name_what_the_plan_follows_from(compiled, monkeypatch, tmp_path
 
 
 def test_a_full_folder_loses_its_least_recent_entries(tmp_path):
-    import os
-
     for k in range(8):
         (tmp_path / f"{k}.plan").write_bytes(bytes(100))
         os.utime(tmp_path / f"{k}.plan", (1000 + k, 1000 + k))
     (tmp_path / ".partial.plan").write_bytes(bytes(100))
+    (tmp_path / ".dead.plan").write_bytes(bytes(100))
+    os.utime(tmp_path / ".dead.plan", (1000, 1000))
     plan_cache._prune(tmp_path, limit=500)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".partial.plan", "5.plan", "6.plan", "7.plan"]
     plan_cache._prune(tmp_path, limit=500)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".partial.plan", "5.plan", "6.plan", "7.plan"]
+
+
+def _one_launch(compiled):
+    """A device with the first launch's program loaded, and that launch's patterns at token 0, position 0."""
+    from sw.runtime.decode import Session
+    from sw.runtime.device import ModelDevice
+
+    launch = compiled.buckets[min(compiled.buckets)][0]
+    device = ModelDevice(compiled.target)
+    device.chip.load_program(launch.program)
+    return device.chip, *Session(device, compiled)._patterns(launch, 0, 0)
+
+
+def test_a_stored_plan_leaves_errors_and_replaced_tiers_to_the_step_by_step_run(compiled, tmp_path, monkeypatch):
+    from sw.model.memory import MemoryRangeError
+
+    def out_of_range(model, reads, writes):
+        # The first read moved to the tier's last word: its pattern takes words past the end.
+        k, pattern = next(iter(reads.items()))
+        tier = model.mem_params.tiers[pattern.tier]
+        with pytest.raises(MemoryRangeError, match=f"AGCU {k} "):
+            model.execute({**reads, k: pattern.moved(tier.capacity - model.mem_params.word_bytes)}, writes)
+        return model.stats
+
+    monkeypatch.setenv("OPENRDU_PLAN_CACHE", "off")
+    _fresh_process(monkeypatch)
+    reference = out_of_range(*_one_launch(compiled))
+    monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(tmp_path))
+    _fresh_process(monkeypatch)
+    model, reads, writes = _one_launch(compiled)
+    model.execute(reads, writes)
+    model.execute(reads, writes)
+    assert list(tmp_path.glob("*.plan")), "the launch's plan is stored at its first replay"
+    made, _ = _counting(monkeypatch)
+    _fresh_process(monkeypatch)
+    model, reads, writes = _one_launch(compiled)
+    cycles, outputs = model.execute(reads, writes)
+    assert not made, "the stored plan runs the launch"
+    before = {tier: dict(counts) for tier, counts in model.stats.items()}
+    # Tiers replaced after the stored plan ran: it does not run on the old ones; the launch runs step by step.
+    for tier, old in list(model.memory.items()):
+        model.memory[tier] = chip._tier_memory(old.name, old.capacity)
+    again = model.execute(reads, writes)
+    assert made and again[0] == cycles
+    assert all(np.array_equal(again[1][name][0], outputs[name][0]) for name in outputs)
+    assert {tier: counts["reads"] - before[tier]["reads"] for tier, counts in model.stats.items()} == \
+        {tier: counts["reads"] for tier, counts in before.items()}
+    made.clear()
+    _fresh_process(monkeypatch)
+    stored = out_of_range(*_one_launch(compiled))
+    assert stored == reference and made
+
+
+def test_entry_names_are_the_same_in_another_process(compiled, monkeypatch, tmp_path):
+    # Nothing in a name may hang on the process (hash seeds, addresses): another process must find the entry.
+    monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(tmp_path))
+    _fresh_process(monkeypatch)
+    model, reads, writes = _one_launch(compiled)
+    model.execute(reads, writes)
+    model.execute(reads, writes)
+    stored = sorted(p.name for p in tmp_path.glob("*.plan"))
+    assert stored
+    script = (
+        "import json, sys\n"
+        "from sw.compiler.compile import compile_model\n"
+        "from sw.target import CHIP\n"
+        "from tests.llama_checkpoints import SHAPES, make_checkpoint\n"
+        "from tests.test_plan_cache import _one_launch\n"
+        "from sw.model import plan_cache\n"
+        "loaded = []\n"
+        "load = plan_cache.load\n"
+        "plan_cache.load = lambda name: loaded.append(name) or load(name)\n"
+        "compiled = compile_model(make_checkpoint(sys.argv[1], **SHAPES['tiny-tied']), CHIP, mode='fused', "
+        "context=32)\n"
+        "model, reads, writes = _one_launch(compiled)\n"
+        "model.execute(reads, writes)\n"
+        "print(json.dumps(loaded))\n")
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "OPENRDU_PLAN_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model")], env=env, capture_output=True,
+                          text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert loaded and [f"{name}.plan" for name in loaded] == [n for n in stored if n[:-5] in loaded]
+    assert "unusable" not in done.stderr and "does not fit" not in done.stderr
+
+
+def _rewritten(path, change):
+    """The entry at ``path`` with ``change(meta)`` applied and a checksum that matches again."""
+    import hashlib
+
+    meta, arrays = plan_cache._parse(path.read_bytes())
+    change(meta)
+    meta.pop("arrays")
+    name = path.stem
+    path.unlink()
+    plan_cache.store(name, meta, arrays)
+    assert path.exists()
+    data = path.read_bytes()
+    head = len(plan_cache.MAGIC) + hashlib.sha256().digest_size
+    assert hashlib.sha256(data[head:]).digest() == data[len(plan_cache.MAGIC):head]
+
+
+def test_an_entry_with_a_valid_checksum_and_wrong_content_is_made_again(compiled, tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(tmp_path))
+    _fresh_process(monkeypatch)
+    model, reads, writes = _one_launch(compiled)
+    expected = model.execute(reads, writes)
+    model.execute(reads, writes)
+    (entry,) = tmp_path.glob("*.plan")
+    _rewritten(entry, lambda meta: meta.update(reads=meta["reads"] + 1))
+    huge = json.dumps({"arrays": [["<i8", [1 << 70], 0]]}).encode()
+    body = len(huge).to_bytes(8, "little") + huge
+    (tmp_path / "huge.plan").write_bytes(plan_cache.MAGIC + hashlib.sha256(body).digest() + body)
+    capsys.readouterr()
+    assert plan_cache.load("huge") is None and not (tmp_path / "huge.plan").exists()
+    made, stored = _counting(monkeypatch)
+    _fresh_process(monkeypatch)
+    model, reads, writes = _one_launch(compiled)
+    cycles, outputs = model.execute(reads, writes)
+    err = capsys.readouterr().err
+    assert "huge.plan is unusable" in err and "does not fit its launch" in err and made
+    assert cycles == expected[0] and all(np.array_equal(outputs[k][0], expected[1][k][0]) for k in outputs)

@@ -761,17 +761,25 @@ class ChipModel:
             outputs = list(prog.host_outputs)
             slots = tuple((kind, arrays[what["array"]] if isinstance(what, dict) else int(what))
                           for kind, what in meta["slots"])
-            if any(kind not in ("tier", "buffer", "half", "array") for kind, _ in slots):
-                raise ValueError("a slot of an unknown kind")
+            for kind, what in slots:
+                if kind == "tier" and what not in TIER_NAMES or kind in ("buffer", "half") and what < 0 or \
+                        kind == "array" and what.dtype != np.int64 or kind not in ("tier", "buffer", "half", "array"):
+                    raise ValueError(f"a {kind} slot of {what!r}")
             stored = {"slots": slots, "ops": arrays[meta["ops"]], "checks": arrays[meta["checks"]],
                       "reads": int(meta["reads"]), "writes": int(meta["writes"]),
                       "outputs": tuple((outputs[place], int(at), None if shape is None else tuple(shape),
                                         arrays[last]) for place, at, shape, last in meta["outputs"])}
+            if (stored["reads"], stored["writes"]) != (len(prog.host_inputs), len(prog.host_outputs)) or \
+                    sorted(name for name, *_ in stored["outputs"]) != sorted(outputs) or \
+                    not all(0 <= at < len(slots) for _, at, _, _ in stored["outputs"]):
+                raise ValueError("its ports are not the program's")
             counts = tuple(((str(tier), str(what)), int(words)) for tier, what, words in meta["counts"])
+            if not all(tier in self.stats and what in ("reads", "writes") for (tier, what), _ in counts):
+                raise ValueError("a counter the chip does not have")
             plan = prog, (), (), None, stored, counts, int(meta["cycles"]), ()
-        except (KeyError, IndexError, TypeError, ValueError) as error:
-            print(f"openrdu: the launch-plan cache entry {entry} does not fit its launch ({error}); making the plan "
-                  "again", file=sys.stderr)
+        except Exception as error:  # noqa: BLE001 - whatever an entry that does not fit raises, the plan is made
+            print(f"openrdu: the launch-plan cache entry {entry} does not fit its launch ({type(error).__name__}: "
+                  f"{error}); making the plan again", file=sys.stderr)
             return None
         if len(_PLANS) >= 4096:
             _PLANS.clear()
@@ -1135,7 +1143,7 @@ class ChipModel:
                 return done
         _, reads, writes, array, array_plan, counts, cycles, gates = plan
         if array is None:
-            # A plan from the launch-plan cache has its flat sequence alone.
+            # A plan from the launch-plan cache (no array model: _stored_plan) has its flat sequence alone.
             return None
         wb, lanes = self.mem_params.word_bytes, self.array_params.lanes
         starts, tiers = [], {}
@@ -1429,6 +1437,7 @@ class ChipModel:
             sequence, outputs = cached[1]
             if not c.seq_run(sequence, read_bases, write_bases):
                 return None
+            # The last run's array model and plan are for recording (_kernel_activity), which never replays.
             self._timed = None
             for counter, what, words in stats:
                 counter[what] += words

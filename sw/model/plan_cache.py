@@ -3,7 +3,7 @@
 A launch plan (:meth:`sw.model.chip.ChipModel._plan`) depends on the program, the patterns' shapes and the
 parameters, not on the data, so the fast model makes each once; but a process made it only for itself, and a
 fresh process (every ``openrdu decode``, each of a bench's runs) paid for every context bucket's plans again,
-about two thirds of its first decode (docs/performance.md). Here the part a replay runs, the plan's flat
+about half of its first decode (docs/performance.md). Here the part a replay runs, the plan's flat
 sequence for ``fastfp.seq_run`` with its cycles and counters, is written once per launch shape and read back by
 later processes, as Verilator's builds are (the cycle estimate is the one the plan was made with: it is
 data-independent).
@@ -12,22 +12,27 @@ An entry's name is the SHA-256 of everything its sequence follows from: this fil
 sources (every ``.py`` and ``.c`` under ``hw/``, ``sw/`` and ``facts/``) with Python's and numpy's versions, the
 compiled kernels' library, the memory and array parameters, the AGCUs, the program's fingerprint (its content
 less its names, :func:`sw.model.chip._fingerprint`), the launch's shapes and the tiers' sizes. A change to any of
-them names another entry. Only ungated launches whose plan has a flat sequence are kept.
+them names another entry. Every launch whose plan has a flat sequence is kept, gated ones included, except a
+looped kernel's later iterations (reads already held from the one before).
 
 The folder is ``$OPENRDU_PLAN_CACHE``, else ``plans`` in the compiled helpers' folder
 (:func:`sw.model.cext.build_dir`); ``OPENRDU_PLAN_CACHE=off`` (or ``0``) turns the cache off, as the test suite
 does (tests/conftest.py) so that no test depends on what an earlier run left. An entry is written to a temporary
 file and renamed, so parallel processes never read a partial one. An entry is checked before it is used: its
-SHA-256 over the rest of the file and its shape; one that fails is reported in one line on stderr, removed and
-made again. A folder that cannot be written is reported once per process and the cache is not written to.
+SHA-256 over the rest of the file and its shape (and, by the fast model, its fit to the launch); one that fails is
+reported in one line on stderr, removed and made again. A folder that cannot be written is reported once per process and the cache is not written to. A plan
+is written when its flat sequence is first built, at its first replay: one a process makes and never replays is not
+kept.
 """
 
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +40,25 @@ import numpy as np
 from sw.model import cext
 
 MAGIC = b"OpenRDU-plan-2\n"
-# Bytes the folder holds at most: past it, a store removes the entries read least recently until it holds three
+# Bytes the folder holds at most: past it, a store removes the entries used least recently until it holds three
 # quarters of it (the default model's plans take about 1.5 MB on chip and 3 MB on 4x8; a sweep adds its points').
 LIMIT_BYTES = 256 << 20
 _DIGEST = hashlib.sha256().digest_size
 _ROOTS = ("facts", "hw", "sw")
-# The sources' digest, found once per process; whether a write failed (warned once).
+# The sources' digest, found once per process; the folders a write failed in (warned once).
 _SOURCES = None
 _WARNED = set()
+# Read once, at import: os.umask can only be read by setting it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+# A temporary file older than this (seconds) was left by a process that died writing it.
+_STALE_S = 3600
 
 
 def folder():
     """The cache folder, or None where the cache is off."""
     chosen = os.environ.get("OPENRDU_PLAN_CACHE", "")
-    if chosen.strip().lower() in ("off", "0", "no", "false"):
+    if chosen.strip().lower() in ("off", "0"):
         return None
     return Path(chosen).resolve() if chosen else cext.build_dir() / "plans"
 
@@ -77,6 +87,7 @@ def entry_name(parts):
 
 
 def _warn(key, line):
+    """Print ``line`` on stderr, once per process for ``key``."""
     if key not in _WARNED:
         _WARNED.add(key)
         print(f"openrdu: {line}", file=sys.stderr)
@@ -94,18 +105,26 @@ def load(name):
     except OSError:
         return None
     try:
-        return _parse(data)
-    except (ValueError, KeyError, TypeError, IndexError) as error:
-        print(f"openrdu: the launch-plan cache entry {path} is unusable ({error}); making the plan again",
-              file=sys.stderr)
+        found = _parse(data)
+    except Exception as error:  # noqa: BLE001 - whatever a damaged entry raises, it is made again
+        print(f"openrdu: the launch-plan cache entry {path} is unusable ({type(error).__name__}: {error}); making "
+              "the plan again", file=sys.stderr)
         try:
             path.unlink()
         except OSError:
             pass
         return None
+    try:
+        # Its time is when it was last used, for _prune.
+        os.utime(path)
+    except OSError:
+        pass
+    return found
 
 
 def _parse(data):
+    """``(meta, arrays)`` of an entry's bytes ``data``; raises on any departure from the format. The arrays are
+    copies (aligned for the compiled sequence's 64-bit reads) and read-only."""
     head = len(MAGIC) + _DIGEST
     if len(data) < head + 8 or not data.startswith(MAGIC):
         raise ValueError("not a plan file of this format")
@@ -119,13 +138,13 @@ def _parse(data):
     blob, arrays = body[8 + size:], []
     for dtype, shape, offset in meta["arrays"]:
         dtype = np.dtype(dtype)
-        if dtype.kind not in "iub" or not all(isinstance(k, int) and k >= 0 for k in shape):
+        if dtype.kind not in "iub" or not isinstance(shape, list) or len(shape) > 8 or \
+                not all(type(k) is int and 0 <= k < 1 << 40 for k in shape) or type(offset) is not int:
             raise ValueError(f"an array of {dtype} {shape}")
-        count = int(np.prod(shape, dtype=np.int64))
-        end = offset + count * dtype.itemsize
+        end = offset + math.prod(shape) * dtype.itemsize
         if not 0 <= offset <= end <= len(blob):
             raise ValueError("an array outside the file")
-        array = np.frombuffer(blob[offset:end], dtype).reshape(shape)
+        array = np.frombuffer(blob[offset:end], dtype).reshape(shape).copy()
         array.flags.writeable = False
         arrays.append(array)
     return meta, arrays
@@ -153,32 +172,41 @@ def store(name, meta, arrays):
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             # mkstemp made the file private (0600); a shared build folder needs it readable by every user.
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o644 & ~mask)
+            os.chmod(tmp, 0o644 & ~_UMASK)
             os.replace(tmp, where / f"{name}.plan")
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        _prune(where)
     except OSError as error:
         _warn(str(where), f"cannot write the launch-plan cache in {where} ({error.strerror or error}); plans are "
                           "made in each process")
+        return
+    try:
+        _prune(where)
+    except OSError:
+        pass
 
 
-def _prune(where, limit=None):
-    """Remove the entries of ``where`` read least recently (by access, else modification time) while it holds more
-    than ``limit`` bytes (default :data:`LIMIT_BYTES`), down to three quarters of it."""
+def _prune(where, limit=None, now=None):
+    """Remove the entries of ``where`` used least recently (:func:`load` touches what it reads) while it holds more
+    than ``limit`` bytes (default :data:`LIMIT_BYTES`), down to three quarters of it, and temporary files older
+    than an hour."""
     limit = LIMIT_BYTES if limit is None else limit
+    now = time.time() if now is None else now
     entries = []
     with os.scandir(where) as found:
         for entry in found:
-            if entry.name.endswith(".plan") and not entry.name.startswith("."):
-                try:
-                    info = entry.stat()
-                except OSError:
+            if not entry.name.endswith(".plan"):
+                continue
+            try:
+                info = entry.stat()
+                if entry.name.startswith("."):
+                    if info.st_mtime < now - _STALE_S:
+                        os.unlink(entry.path)
                     continue
-                entries.append((max(info.st_atime, info.st_mtime), info.st_size, entry.path))
+            except OSError:
+                continue
+            entries.append((info.st_mtime, info.st_size, entry.path))
     total = sum(size for _, size, _ in entries)
     if total <= limit:
         return
@@ -190,3 +218,9 @@ def _prune(where, limit=None):
         total -= size
         if total <= limit * 3 // 4:
             break
+
+
+if folder() is not None:
+    # Taken when the fast model is imported, so that sources edited during a long run are not stored under names of
+    # the new ones.
+    sources_digest()

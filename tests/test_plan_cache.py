@@ -287,5 +287,36 @@ def test_an_entry_with_a_valid_checksum_and_wrong_content_is_made_again(compiled
     model, reads, writes = _one_launch(compiled)
     cycles, outputs = model.execute(reads, writes)
     err = capsys.readouterr().err
-    assert "huge.plan is unusable" in err and "does not fit its launch" in err and made
+    assert "huge.plan is unusable" in err and f"{entry.name} does not fit its launch" in err and made
     assert cycles == expected[0] and all(np.array_equal(outputs[k][0], expected[1][k][0]) for k in outputs)
+    model.execute(reads, writes)
+    # Made again at its replay; then each other departure from the launch is refused, and the entry removed.
+    for change in (lambda meta: meta["counts"][0].__setitem__(2, -1),
+                   lambda meta: meta["outputs"][0].__setitem__(1, len(meta["slots"])),
+                   lambda meta: meta["outputs"][0].__setitem__(2, [3, 5]),
+                   lambda meta: meta["slots"].__setitem__(meta["outputs"][0][1], ["buffer", 1 << 40])):
+        _rewritten(entry, change)
+        made.clear()
+        _fresh_process(monkeypatch)
+        model, reads, writes = _one_launch(compiled)
+        cycles, outputs = model.execute(reads, writes)
+        assert "does not fit its launch" in capsys.readouterr().err and made and not entry.exists()
+        assert cycles == expected[0] and all(np.array_equal(outputs[k][0], expected[1][k][0]) for k in outputs)
+        model.execute(reads, writes)
+
+
+def test_loaded_arrays_are_aligned_and_read_only(compiled, tmp_path, monkeypatch):
+    # The compiled sequence reads int64 words through 64-bit pointers, and refuses index arrays it could write.
+    monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(tmp_path))
+    _fresh_process(monkeypatch)
+    model, reads, writes = _one_launch(compiled)
+    model.execute(reads, writes)
+    model.execute(reads, writes)
+    (entry,) = tmp_path.glob("*.plan")
+    _, arrays = plan_cache.load(entry.stem)
+    assert len(arrays) > 2 and all(a.flags.aligned and not a.flags.writeable for a in arrays)
+    # Whatever lies before an int64 array in the file (here 1 to 8 bytes of flags).
+    for k in range(1, 9):
+        plan_cache.store(f"odd{k}", {}, [np.ones(k, bool), np.arange(5, dtype=np.int64)])
+        _, (flags, words) = plan_cache.load(f"odd{k}")
+        assert words.flags.aligned and not words.flags.writeable and words.tolist() == list(range(5))

@@ -33,6 +33,7 @@ Cycle estimate of a kernel, from the start pulse to the last AGCU done:
 """
 
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -736,7 +737,7 @@ class ChipModel:
         (:mod:`sw.model.plan_cache`), or None where no entry is kept: the cache is off, the launch has reads
         already held (a looped kernel's later iteration), the program has no fingerprint or the compiled kernels do
         not run it. A gated launch's entry exists only where its plan was made, so its gates passed their checks
-        (:meth:`_gates`, :meth:`_check_gates`): they follow from what the name holds."""
+        (:meth:`_gates`, :meth:`_check_gates`) once; it is replayed without them, as a plan made in the process is."""
         if held or plan_cache.folder() is None:
             return None
         shape = _fingerprint(prog)
@@ -761,8 +762,10 @@ class ChipModel:
             outputs = list(prog.host_outputs)
             slots = tuple((kind, arrays[what["array"]] if isinstance(what, dict) else int(what))
                           for kind, what in meta["slots"])
+            wb = self.mem_params.word_bytes
             for kind, what in slots:
-                if kind == "tier" and what not in TIER_NAMES or kind in ("buffer", "half") and what < 0 or \
+                if kind == "tier" and what not in TIER_NAMES or kind == "buffer" and not 0 <= what < 1 << 32 or \
+                        kind == "half" and not (0 <= what < 1 << 36 and what % wb == 0) or \
                         kind == "array" and what.dtype != np.int64 or kind not in ("tier", "buffer", "half", "array"):
                     raise ValueError(f"a {kind} slot of {what!r}")
             stored = {"slots": slots, "ops": arrays[meta["ops"]], "checks": arrays[meta["checks"]],
@@ -770,16 +773,26 @@ class ChipModel:
                       "outputs": tuple((outputs[place], int(at), None if shape is None else tuple(shape),
                                         arrays[last]) for place, at, shape, last in meta["outputs"])}
             if (stored["reads"], stored["writes"]) != (len(prog.host_inputs), len(prog.host_outputs)) or \
-                    sorted(name for name, *_ in stored["outputs"]) != sorted(outputs) or \
-                    not all(0 <= at < len(slots) for _, at, _, _ in stored["outputs"]):
+                    sorted(name for name, *_ in stored["outputs"]) != sorted(outputs):
                 raise ValueError("its ports are not the program's")
+            for name, at, shape, last in stored["outputs"]:
+                # An output is a buffer its shape fits (one dimension may be -1) with bool last flags.
+                kind, size = slots[at] if 0 <= at < len(slots) else (None, 0)
+                known = math.prod(k for k in shape or () if k != -1)
+                if kind != "buffer" or last.dtype != bool or shape is not None and (
+                        shape.count(-1) > 1 or any(k < -1 for k in shape) or
+                        (size % known if -1 in shape and known else size != known)):
+                    raise ValueError(f"output {name!r} is not a buffer of its shape")
             counts = tuple(((str(tier), str(what)), int(words)) for tier, what, words in meta["counts"])
-            if not all(tier in self.stats and what in ("reads", "writes") for (tier, what), _ in counts):
-                raise ValueError("a counter the chip does not have")
-            plan = prog, (), (), None, stored, counts, int(meta["cycles"]), ()
+            cycles = int(meta["cycles"])
+            if not all(tier in self.stats and what in ("reads", "writes") and words >= 0
+                       for (tier, what), words in counts) or cycles < 0:
+                raise ValueError("a counter the chip does not have, or a negative count")
+            plan = prog, (), (), None, stored, counts, cycles, ()
         except Exception as error:  # noqa: BLE001 - whatever an entry that does not fit raises, the plan is made
-            print(f"openrdu: the launch-plan cache entry {entry} does not fit its launch ({type(error).__name__}: "
-                  f"{error}); making the plan again", file=sys.stderr)
+            print(f"openrdu: the launch-plan cache entry {entry}.plan does not fit its launch ({type(error).__name__}: "
+                  f"{error}); removed, making the plan again", file=sys.stderr)
+            plan_cache.discard(entry)
             return None
         if len(_PLANS) >= 4096:
             _PLANS.clear()
@@ -1426,11 +1439,11 @@ class ChipModel:
                 build = getattr(c, "seq_build", None)
                 if build is None:
                     return None
-                slots = tuple(views[x][0] if kind == "tier" else np.empty(x, np.uint32) if kind == "buffer" else x
-                              for kind, x in stored["slots"])
                 try:
+                    slots = tuple(views[x][0] if kind == "tier" else np.empty(x, np.uint32) if kind == "buffer" else x
+                                  for kind, x in stored["slots"])
                     sequence = build(slots, stored["ops"], stored["checks"], wb, stored["reads"], stored["writes"])
-                except (ValueError, BufferError, TypeError):
+                except Exception:  # noqa: BLE001 - a sequence the kernels refuse runs step by step, as a made one
                     return None
                 cached[:] = c, (sequence, tuple((name, slots[k], shape, last)
                                                 for name, k, shape, last in stored["outputs"]))

@@ -16,13 +16,13 @@ them names another entry. Every launch whose plan has a flat sequence is kept, g
 looped kernel's later iterations (reads already held from the one before).
 
 The folder is ``$OPENRDU_PLAN_CACHE``, else ``plans`` in the compiled helpers' folder
-(:func:`sw.model.cext.build_dir`); ``OPENRDU_PLAN_CACHE=off`` (or ``0``) turns the cache off, as the test suite
-does (tests/conftest.py) so that no test depends on what an earlier run left. An entry is written to a temporary
-file and renamed, so parallel processes never read a partial one. An entry is checked before it is used: its
-SHA-256 over the rest of the file and its shape (and, by the fast model, its fit to the launch); one that fails is
-reported in one line on stderr, removed and made again. A folder that cannot be written is reported once per process and the cache is not written to. A plan
-is written when its flat sequence is first built, at its first replay: one a process makes and never replays is not
-kept.
+(:func:`sw.model.cext.build_dir`: ``build/model`` in a checkout); ``OPENRDU_PLAN_CACHE=off`` (or ``0``, ``no``,
+``false``) turns it off, as the test suite does (tests/conftest.py) so that no test depends on what an earlier run
+left. An entry is written to a temporary file and renamed, so parallel processes never read a partial one. An
+entry is checked before it is used: its SHA-256 over the rest of the file and its shape (and, by the fast model,
+its fit to the launch); one that fails is reported in one line on stderr, removed and made again. A folder that
+cannot be written is reported once per process and the cache is not written to. A plan is written when its flat
+sequence is first built, at its first replay: one a process makes and never replays is not kept.
 """
 
 import hashlib
@@ -58,7 +58,7 @@ _STALE_S = 3600
 def folder():
     """The cache folder, or None where the cache is off."""
     chosen = os.environ.get("OPENRDU_PLAN_CACHE", "")
-    if chosen.strip().lower() in ("off", "0"):
+    if chosen.strip().lower() in ("off", "0", "no", "false"):
         return None
     return Path(chosen).resolve() if chosen else cext.build_dir() / "plans"
 
@@ -220,7 +220,20 @@ def _prune(where, limit=None, now=None):
             break
 
 
+def discard(name):
+    """Remove the entry ``name``, one that loaded but does not fit its launch."""
+    where = folder()
+    if where is not None:
+        try:
+            (where / f"{name}.plan").unlink()
+        except OSError:
+            pass
+
+
 if folder() is not None:
     # Taken when the fast model is imported, so that sources edited during a long run are not stored under names of
-    # the new ones.
-    sources_digest()
+    # the new ones; where a source cannot be read now, the first plan looked up tries again.
+    try:
+        sources_digest()
+    except (OSError, RuntimeError):
+        pass

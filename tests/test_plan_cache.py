@@ -167,6 +167,22 @@ def test_a_full_folder_loses_its_least_recent_entries(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".partial.plan", "5.plan", "6.plan", "7.plan"]
 
 
+
+def test_a_process_looks_at_the_folder_size_on_its_first_store_and_then_every_so_many_bytes(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(tmp_path))
+    monkeypatch.setattr(plan_cache, "_UNPRUNED", {})
+    looked = []
+    monkeypatch.setattr(plan_cache, "_prune",
+                        lambda where: looked.append(sorted(p.stem for p in where.glob("*.plan"))))
+    plan_cache.store("e0", {}, [np.zeros(100, np.int64)])
+    size = (tmp_path / "e0.plan").stat().st_size
+    monkeypatch.setattr(plan_cache, "PRUNE_EVERY_BYTES", 3 * size)
+    for k in range(1, 8):
+        plan_cache.store(f"e{k}", {}, [np.zeros(100, np.int64)])
+    # The first store looks; later ones add up their bytes and look once three entries' worth more is stored.
+    assert [names[-1] for names in looked] == ["e0", "e3", "e6"]
+
+
 def _one_launch(compiled):
     """A device with the first launch's program loaded, and that launch's patterns at token 0, position 0."""
     from sw.runtime.decode import Session

@@ -18,11 +18,13 @@ looped kernel's later iterations (reads already held from the one before).
 The folder is ``$OPENRDU_PLAN_CACHE``, else ``plans`` in the compiled helpers' folder
 (:func:`sw.model.cext.build_dir`: ``build/model`` in a checkout); ``OPENRDU_PLAN_CACHE=off`` (or ``0``, ``no``,
 ``false``) turns it off, as the test suite does (tests/conftest.py) so that no test depends on what an earlier run
-left. An entry is written to a temporary file and renamed, so parallel processes never read a partial one. An
-entry is checked before it is used: its SHA-256 over the rest of the file and its shape (and, by the fast model,
-its fit to the launch); one that fails is reported in one line on stderr, removed and made again. A folder that
-cannot be written is reported once per process and the cache is not written to. A plan is written when its flat
-sequence is first built, at its first replay: one a process makes and never replays is not kept.
+left. An entry is written to a temporary file and renamed, so parallel processes never read a partial one. An entry
+is checked before it is used: its SHA-256 over the rest of the file and its shape (and, by the fast model, its fit
+to the launch); one that fails is reported in one line on stderr, removed and made again. A folder that cannot be
+written is reported once per process and the cache is not written to. The folder is pruned to :data:`LIMIT_BYTES`,
+looked at on a process's first store and then once every :data:`PRUNE_EVERY_BYTES` it stores (each process may take
+it that much over). A plan is written when its flat sequence is first built, at its first replay: one a process
+makes and never replays is not kept.
 """
 
 import hashlib
@@ -53,6 +55,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 # A temporary file older than this (seconds) was left by a process that died writing it.
 _STALE_S = 3600
+# Bytes a process stores between two looks at the folder's size (_prune stats every entry): its first store looks,
+# then one once this much more is written, so the folder exceeds LIMIT_BYTES by at most this much per process.
+PRUNE_EVERY_BYTES = LIMIT_BYTES // 64
+# Folder -> bytes this process stored there since it last pruned it.
+_UNPRUNED = {}
 
 
 def folder():
@@ -181,6 +188,11 @@ def store(name, meta, arrays):
         _warn(str(where), f"cannot write the launch-plan cache in {where} ({error.strerror or error}); plans are "
                           "made in each process")
         return
+    written = _UNPRUNED.get(where)
+    if written is not None and written + len(data) < PRUNE_EVERY_BYTES:
+        _UNPRUNED[where] = written + len(data)
+        return
+    _UNPRUNED[where] = 0
     try:
         _prune(where)
     except OSError:

@@ -438,8 +438,8 @@ def _build(unit, plan, waves, log, ahead):
         _keep_shared(shared, directory)
     done.write_text(plan.key_material.split("\0", 1)[1].replace("\0", "\n") + "\n")
     seconds = time.monotonic() - start
-    say(f"built in {seconds:.1f} s", last=True)
-    log(f"[cosim] {unit.name}: built in {seconds:.1f} s")
+    # Said once, on stderr (a log takes both streams, so the log function does not repeat it).
+    say(f"built in {seconds:.1f} s by Verilator and the C++ compiler (the elaboration before not counted)", last=True)
     return Build(directory, False, seconds, waves)
 
 

@@ -167,7 +167,6 @@ def test_a_full_folder_loses_its_least_recent_entries(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".partial.plan", "5.plan", "6.plan", "7.plan"]
 
 
-
 def test_a_process_looks_at_the_folder_size_on_its_first_store_and_then_every_so_many_bytes(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENRDU_PLAN_CACHE", str(tmp_path))
     monkeypatch.setattr(plan_cache, "_UNPRUNED", {})

@@ -42,8 +42,9 @@ import numpy as np
 from sw.model import cext
 
 MAGIC = b"OpenRDU-plan-2\n"
-# Bytes the folder holds at most: past it, a store removes the entries used least recently until it holds three
-# quarters of it (the default model's plans take about 1.4 MB on chip and 3 MB on 4x8; a sweep adds its points').
+# Bytes the folder holds at most: past it, a store that looks at its size (PRUNE_EVERY_BYTES) removes the entries
+# used least recently until it holds three quarters of it (the default model's plans take about 1.4 MB on chip and
+# 3 MB on 4x8; a sweep adds its points').
 LIMIT_BYTES = 256 << 20
 _DIGEST = hashlib.sha256().digest_size
 _ROOTS = ("facts", "hw", "sw")

@@ -47,8 +47,8 @@ REWRITTEN_MODULES = "cosim/tb/*.py"
 # precompiled header), a cold chip build about 4 s shorter (docs/performance.md); one file per class (0) more than
 # doubles the C++ step. --output-split-cfuncs 3000 splits the chip's 21 functions of 3,000 to 19,000 lines (the
 # root's and each PCU instance's scheduled logic), on which GCC's optimiser slows more than in proportion: about 6 s
-# off a cold chip build, the decode no slower; at 500 the decode took about 18% more CPU, at 1,000 pairs of runs were inconclusive
-# (docs/performance.md).
+# off a cold chip build, the decode no slower; at 500 the decode took about 18% more CPU, at 1,000 pairs of runs
+# were inconclusive (docs/performance.md).
 _VERILATOR_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "--output-split", "60000",
                     "--output-split-cfuncs", "3000", "-Wno-fatal", "-Wno-lint", "-Wno-style")
 # The simulator's main: cocotb's Verilator loop with a clock it can drive itself (cosim/sim_clock.py), whose

@@ -43,12 +43,13 @@ BUILD_ROOT = Path(os.environ.get("OPENRDU_BUILD_DIR") or REPO / "build" / "sim")
 TOPLEVEL = "top"
 # The modules whose asserts cocotb rewrites for readable failures (pytest's python_files pattern): the testbenches.
 REWRITTEN_MODULES = "cosim/tb/*.py"
-# --output-split at three times Verilator's default: the chip's C++ in 31 files instead of 49 (each pays for the
-# precompiled header), a cold chip build about 4 s shorter (docs/performance.md); one file per class (0) more than
-# doubles the C++ step. --output-split-cfuncs 3000 splits functions of more than about 3,000 statements (21 of the
-# chip's had over 3,000 lines: the root's and each PCU instance's scheduled logic, and the settle logic at -O0, the
-# longest 19,436), on whose fast ones GCC's optimiser slows more than in proportion: about 6 s off a cold chip
-# build, the decode no slower; at 500 the decode took about 20% more CPU, at 1,000 perhaps 4% (docs/performance.md).
+# --output-split at three times Verilator's default: when adopted, the chip's C++ in 31 files instead of 49 (each
+# pays for the precompiled header), a cold chip build about 4 s shorter (docs/performance.md); one file per class (0)
+# more than doubles the C++ step. --output-split-cfuncs 3000 splits functions of more than about 3,000 statements
+# (21 of the chip's had over 3,000 lines: the root's and each PCU instance's scheduled logic, and the settle logic at
+# -O0, the longest 19,436), on whose fast ones GCC's optimiser slows more than in proportion: about 6 s off a cold
+# chip build, the decode no slower; at 500 the decode took about 20% more CPU, at 1,000 perhaps 4%
+# (docs/performance.md).
 _VERILATOR_FLAGS = ("--x-assign", "fast", "--x-initial", "fast", "--output-split", "60000",
                     "--output-split-cfuncs", "3000", "-Wno-fatal", "-Wno-lint", "-Wno-style")
 # The simulator's main: cocotb's Verilator loop with a clock it can drive itself (cosim/sim_clock.py), whose

@@ -9,8 +9,9 @@
 // with an inertial put, so the loop evaluates the model once with nothing
 // changed and again after the put; here the port's storage is flipped at the
 // edge time in that put's place, and a time step's first evaluation runs only
-// when something changed. Everything else (callback order, value-change
-// checks) is cocotb's.
+// when something changed, and the value-change checks after a callback
+// region run only when an evaluation, the edge or a VPI put may have moved a
+// value. Everything else (callback order, the checks themselves) is cocotb's.
 
 #include <libgen.h>  // basename
 #include <stdio.h>   // stderr, fprintf
@@ -129,6 +130,13 @@ __attribute__((visibility("default"))) int openrdu_clock_stop(void) {
 
 }
 
+// Whether a value a value-change callback watches may have moved since the
+// last checks: an evaluation or the loop's clock edge moves values; a VPI put
+// sets evalNeeded instead. Where neither happened the checks would find
+// nothing, so they are skipped: cocotb's loop runs them after every callback
+// region, which in a clock edge's time step is three times out of five.
+static bool values_moved = true;
+
 static inline bool settle_value_callbacks() {
     bool cbs_called, again;
 
@@ -141,6 +149,13 @@ static inline bool settle_value_callbacks() {
     }
 
     return cbs_called;
+}
+
+static inline void settle_moved_values() {
+    if (values_moved || VerilatedVpi::evalNeeded()) {
+        settle_value_callbacks();
+        values_moved = false;
+    }
 }
 
 void wrap_up() {
@@ -266,6 +281,7 @@ int main(int argc, char **argv) {
         if (first_step || VerilatedVpi::evalNeeded()) {
             top->eval_step();
             VerilatedVpi::clearEvalNeeded();
+            values_moved = true;
         }
         first_step = false;
         const bool edge =
@@ -273,11 +289,12 @@ int main(int argc, char **argv) {
         if (edge) {
             loop_clock.value = !loop_clock.value;
             *loop_clock.storage = loop_clock.value;
+            values_moved = true;
             loop_clock.next_edge +=
                 loop_clock.value ? loop_clock.high : loop_clock.low;
         }
         VerilatedVpi::doInertialPuts();
-        settle_value_callbacks();
+        settle_moved_values();
         bool again = edge || VerilatedVpi::evalNeeded();
         do {
             // We must evaluate whole design until we process all 'events' for
@@ -285,15 +302,16 @@ int main(int argc, char **argv) {
             while (again) {
                 top->eval_step();
                 VerilatedVpi::clearEvalNeeded();
+                values_moved = true;
                 VerilatedVpi::doInertialPuts();
-                settle_value_callbacks();
+                settle_moved_values();
                 again = VerilatedVpi::evalNeeded();
             }
 
             // Run ReadWrite callback as we are done processing this eval step
             VerilatedVpi::callCbs(cbReadWriteSynch);
             VerilatedVpi::doInertialPuts();
-            settle_value_callbacks();
+            settle_moved_values();
             again = VerilatedVpi::evalNeeded();
         } while (again);
 
@@ -333,13 +351,13 @@ int main(int argc, char **argv) {
         // It should be called in simulation cycle before everything else
         // but not on first cycle
         VerilatedVpi::callCbs(cbNextSimTime);
-        settle_value_callbacks();
+        settle_moved_values();
 
         // Call registered timed callbacks (e.g. clock timer)
         // These are called at the beginning of the time step
         // before the iterative regions (IEEE 1800-2012 4.4.1)
         VerilatedVpi::callTimedCbs();
-        settle_value_callbacks();
+        settle_moved_values();
     }
 
     top->final();

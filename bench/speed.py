@@ -1,8 +1,9 @@
 """How fast each layer is, all measured in one run: ``python -m bench speed`` writes ``build/bench/speed.json``.
 
 - ``rtl_cycles_per_s``: the default model decoded (fused) on the co-simulated
-  chip (``chip`` target, Verilator): simulated cycles per wall-clock second
-  of the decode loop, load of the memory image included;
+  chip (``chip`` target, Verilator): the report's cycles (``total_cycles``:
+  the simulated ones and the assumed 44,000 launch cycles a step) per
+  wall-clock second of the decode loop, load of the memory image included;
 - ``model_tokens_per_s`` / ``model_tokens_per_s_4x8``: decode steps per
   wall-clock second on the fast model, ``chip`` and ``4x8`` targets (a longer
   run, every step produces a token's logits). Each is the median of
@@ -221,7 +222,7 @@ def measure(builds, rtl_tokens, model_tokens, runs=5, log=_log):
         rtl = run_rtl(path, request, progress=_rtl_progress)
     out["rtl"] = _rates(rtl)
     out["rtl_cycles_per_s"] = out["rtl"]["cycles_per_s"]
-    log(f"[speed] RTL: {out['rtl_cycles_per_s']:,.0f} simulated cycles/s")
+    log(f"[speed] RTL: {out['rtl_cycles_per_s']:,.0f} cycles/s (the report's, assumed launch cycles included)")
     middle = "median" if runs % 2 else "lower median"
     with tempfile.TemporaryDirectory(prefix="speed-plans-", dir=REPO / "build") as plans:
         log(f"[speed] fast model: one process fills a new launch-plan cache, then {model_tokens} tokens decoded on "

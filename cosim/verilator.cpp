@@ -9,9 +9,10 @@
 // with an inertial put, so the loop evaluates the model once with nothing
 // changed and again after the put; here the port's storage is flipped at the
 // edge time in that put's place, and a time step's first evaluation runs only
-// when something changed, and the value-change checks after a callback
-// region run only when an evaluation, the edge or a VPI put may have moved a
-// value. Everything else (callback order, the checks themselves) is cocotb's.
+// when something changed, and the value-change checks after an evaluation
+// or a callback region run only when an evaluation, the edge or a VPI put may
+// have moved a value. Everything else (callback order, the checks
+// themselves) is cocotb's.
 
 #include <libgen.h>  // basename
 #include <stdio.h>   // stderr, fprintf
@@ -132,9 +133,12 @@ __attribute__((visibility("default"))) int openrdu_clock_stop(void) {
 
 // Whether a value a value-change callback watches may have moved since the
 // last checks: an evaluation or the loop's clock edge moves values; a VPI put
-// sets evalNeeded instead. Where neither happened the checks would find
-// nothing, so they are skipped: cocotb's loop runs them after every callback
-// region, which in a clock edge's time step is three times out of five.
+// (vpi_put_value, immediate or applied from the inertial queue) sets
+// evalNeeded instead. Verilator's vpi_put_value_array sets no flag; cocotb 2.1
+// does not call it. Where none of these happened the checks would find
+// nothing, so they are skipped: cocotb's loop runs them after every
+// evaluation and callback region, and in a clock edge's time step three of
+// those five find nothing while no testbench is waiting.
 static bool values_moved = true;
 
 static inline bool settle_value_callbacks() {

@@ -162,6 +162,13 @@ static inline void settle_moved_values() {
     }
 }
 
+// One evaluation of the model, after which any watched value may have moved.
+static inline void evaluate(Vtop &top) {
+    top.eval_step();
+    VerilatedVpi::clearEvalNeeded();
+    values_moved = true;
+}
+
 void wrap_up() {
     VerilatedVpi::callCbs(cbEndOfSimulation);
 
@@ -283,9 +290,7 @@ int main(int argc, char **argv) {
         // before the value-change checks, so RisingEdge wakes testbenches before
         // the edge is evaluated, as with cocotb's clock.
         if (first_step || VerilatedVpi::evalNeeded()) {
-            top->eval_step();
-            VerilatedVpi::clearEvalNeeded();
-            values_moved = true;
+            evaluate(*top);
         }
         first_step = false;
         const bool edge =
@@ -304,9 +309,7 @@ int main(int argc, char **argv) {
             // We must evaluate whole design until we process all 'events' for
             // this time step
             while (again) {
-                top->eval_step();
-                VerilatedVpi::clearEvalNeeded();
-                values_moved = true;
+                evaluate(*top);
                 VerilatedVpi::doInertialPuts();
                 settle_moved_values();
                 again = VerilatedVpi::evalNeeded();

@@ -1,7 +1,9 @@
 """The co-simulation harness: build caching, failure reporting, waves."""
 
 import re
+import shutil
 
+import pytest
 from amaranth import Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.back import verilog
 from amaranth.lib import fifo
@@ -87,6 +89,32 @@ def test_runtime_compiled_ahead_is_what_the_build_reuses(tmp_path, monkeypatch):
     assert sorted(re.findall(r" -c -o (verilated\S*\.o) ", log)) == runtime
     # One cache entry each: the build compiled none of its own, under other keys; the stub's folder is gone.
     assert sorted(p.name.split("-")[0] + ".o" for p in (tmp_path / "runtime").iterdir()) == runtime
+
+
+def test_compiler_setting(tmp_path, monkeypatch):
+    """``OPENRDU_CXX`` picks the models' C++ compiler: GCC's ``c++`` keeps the make variables (so the build
+    keys) of before and still builds a unit that passes; Clang, the default where installed, adds its own and
+    libatomic; a compiler that does not run is refused by name."""
+    monkeypatch.setenv("OPENRDU_CXX", "c++")
+    assert harness.compiler()[0] == ()
+    gcc_vars = harness._build_options(False)[1]
+    assert gcc_vars == harness._MAKE_VARS
+    monkeypatch.setattr(harness, "BUILD_ROOT", tmp_path)
+    unit = SimUnit(name="gcc-probe", design=lambda: BistCollar(convert.Bf16ToFp32()),
+                   testbench="cosim.tb.test_arith", env={"OPENRDU_UNIT": "bf2f", "OPENRDU_OPS": "200"})
+    built = harness.build(unit)
+    assert re.search(r"^c\+\+ .* -c ", (built.directory / "build.log").read_text(), re.M)
+    assert harness.run(unit, quiet=True).ok
+    monkeypatch.setenv("OPENRDU_CXX", "no-such-compiler")
+    with pytest.raises(RuntimeError, match="'no-such-compiler' does not run here"):
+        harness._build_options(False)
+    if shutil.which("clang++"):
+        monkeypatch.setenv("OPENRDU_CXX", "clang++")
+        clang_vars = harness._build_options(False)[1]
+        assert set(clang_vars) - set(gcc_vars) == {"CXX=clang++", "LINK=clang++", "LIBS=-latomic"}
+        assert harness._plan(unit, False).directory != built.directory
+    monkeypatch.delenv("OPENRDU_CXX")
+    assert harness.compiler() == harness._compiler_of("clang++" if shutil.which("clang++") else "c++")
 
 
 def test_only_ports_are_public():

@@ -62,32 +62,55 @@ _MAIN_LDFLAGS = "-Wl,--export-dynamic-symbol=openrdu_clock_start -Wl,--export-dy
 _MAKE_VARS = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
 
 
+def _version(name):
+    """What ``name --version`` prints, or None where it is not found or does not run cleanly."""
+    path = shutil.which(name)
+    if not path:
+        return None
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 and done.stdout.strip() else None
+
+
 @functools.lru_cache(maxsize=8)
 def _compiler_of(name):
-    """``(make variables, version text)`` of the C++ compiler ``name``; raises ``RuntimeError`` if it does not run."""
-    path = shutil.which(name)
-    try:
-        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout if path else ""
-    except (OSError, subprocess.SubprocessError):
-        version = ""
-    if not version:
+    """``(make variables, version text)`` of the C++ compiler ``name``; raises ``RuntimeError`` if it does not run.
+
+    GCC's ``c++`` has no make variables: its builds keep the keys they had before the compiler could be chosen. Any
+    other compiler, ``c++`` that is Clang included, names itself, so its builds are cached apart.
+    """
+    version = _version(name)
+    if version is None:
         raise RuntimeError(f"the C++ compiler {name!r} does not run here (OPENRDU_CXX names the one to use)")
-    if name == "c++":
+    clang = "clang" in version.lower()
+    if name == "c++" and not clang:
         return (), version
-    # Clang leaves the atomics that Verilator's runtime uses to libatomic, which GCC's driver links itself.
-    return (f"CXX={name}", f"LINK={name}", *(("LIBS=-latomic",) if "clang" in version else ())), version
+    # Clang compiles the atomics of Verilator's runtime to calls into libatomic (GCC inlines them).
+    return (f"CXX={name}", f"LINK={name}", *(("LIBS=-latomic",) if clang else ())), version
+
+
+@functools.lru_cache(maxsize=1)
+def _default_compiler():
+    """``clang++`` where it runs, else ``c++`` (a ``clang++`` that does not run is reported once)."""
+    if shutil.which("clang++"):
+        if _version("clang++") is not None:
+            return "clang++"
+        print("[cosim] clang++ is installed but does not run; the models are compiled by c++ "
+              "(OPENRDU_CXX names a compiler)", file=sys.stderr)
+    return "c++"
 
 
 def compiler():
     """``(make variables, version text)`` of the C++ compiler that builds the models.
 
-    ``OPENRDU_CXX`` (a command, such as ``c++`` or ``clang++``) if set; else ``clang++`` where installed
+    ``OPENRDU_CXX`` (a command, such as ``c++`` or ``clang++``) if set; else ``clang++`` where it runs
     (``make setup`` installs Debian's clang when run as root), else ``c++``. On the chip, Clang 14 compiled the
-    model with about a third less CPU than GCC 12, and the model it built ran faster (docs/performance.md).
-    The make variables enter the build key, so each compiler's builds are cached apart.
+    model with about a third less CPU than GCC 12, and the model it built ran about 1.13 times as fast
+    (docs/performance.md). The make variables enter the build key, so each compiler's builds are cached apart.
     """
-    name = os.environ.get("OPENRDU_CXX", "").strip() or ("clang++" if shutil.which("clang++") else "c++")
-    return _compiler_of(name)
+    return _compiler_of(os.environ.get("OPENRDU_CXX", "").strip() or _default_compiler())
 
 
 def _env_build_options():

@@ -113,8 +113,34 @@ def test_compiler_setting(tmp_path, monkeypatch):
         clang_vars = harness._build_options(False)[1]
         assert set(clang_vars) - set(gcc_vars) == {"CXX=clang++", "LINK=clang++", "LIBS=-latomic"}
         assert harness._plan(unit, False).directory != built.directory
+    # A compiler that exits with an error is refused too, whatever it prints.
+    monkeypatch.setenv("OPENRDU_CXX", "false")
+    with pytest.raises(RuntimeError, match="'false' does not run here"):
+        harness._build_options(False)
     monkeypatch.delenv("OPENRDU_CXX")
-    assert harness.compiler() == harness._compiler_of("clang++" if shutil.which("clang++") else "c++")
+    assert harness.compiler() == harness._compiler_of("clang++" if harness._version("clang++") else "c++")
+
+
+def test_compiler_named_cxx_that_is_clang_gets_its_own_key(tmp_path, monkeypatch):
+    """A ``c++`` that is Clang (an alternative, a symlink) links libatomic and is cached apart from GCC's; a
+    ``clang++`` that does not run leaves the default to ``c++``."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "c++").write_text("#!/bin/sh\necho 'Debian clang version 14.0.6'\n")
+    (fake / "clang++").write_text("#!/bin/sh\nexit 127\n")
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{harness.os.environ['PATH']}")
+    harness._compiler_of.cache_clear()
+    harness._default_compiler.cache_clear()
+    try:
+        monkeypatch.setenv("OPENRDU_CXX", "c++")
+        assert harness.compiler()[0] == ("CXX=c++", "LINK=c++", "LIBS=-latomic")
+        monkeypatch.delenv("OPENRDU_CXX")
+        assert harness._default_compiler() == "c++"
+    finally:
+        harness._compiler_of.cache_clear()
+        harness._default_compiler.cache_clear()
 
 
 def test_only_ports_are_public():

@@ -17,17 +17,17 @@ $(STAMP): pyproject.toml
 	@# Debian packages, not PyPI ones: lz4.h for Verilator's FST wave writer, and Clang, which compiles the
 	@# Verilator models with about a third less CPU than GCC, into faster code (cosim/harness.py). Each is installed
 	@# on its own, apt's output kept out of the log unless it fails.
-	@for pkg in liblz4-dev clang; do \
+	@updated=; for pkg in liblz4-dev clang; do \
 	  case $$pkg in \
 	    liblz4-dev) echo '#include <lz4.h>' | cc -E -x c - -o /dev/null 2>/dev/null && continue; why="for WAVES=1";; \
-	    clang) command -v clang++ >/dev/null && continue; why="for faster Verilator builds and models (else c++)";; \
+	    clang) command -v clang++ >/dev/null && continue; why="for faster Verilator builds and models; c++ otherwise";; \
 	  esac; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "setup: installing $$pkg (apt)"; log=$$(mktemp); \
-	    if ! { [ -n "$$updated" ] || apt-get update -qq; } >"$$log" 2>&1 || \
-	       ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >>"$$log" 2>&1; then \
+	    if { [ -n "$$updated" ] || { apt-get update -qq && updated=1; }; } >"$$log" 2>&1 && \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >>"$$log" 2>&1; then :; else \
 	      tail -n 5 "$$log"; echo "warning: apt-get did not install $$pkg ($$why); going on without"; \
-	    fi; updated=1; rm -f "$$log"; \
+	    fi; rm -f "$$log"; \
 	  else echo "warning: $$pkg is not installed ($$why): install the Debian package"; fi; \
 	done
 	@echo "setup: creating $(VENV) with $(PYTHON_SYS)"

@@ -93,13 +93,18 @@ def _compiler_of(name):
 
 @functools.lru_cache(maxsize=1)
 def _default_compiler():
-    """``clang++`` where it runs, else ``c++`` (a ``clang++`` that does not run is reported once)."""
-    if shutil.which("clang++"):
-        if _version("clang++") is not None:
-            return "clang++"
-        print("[cosim] clang++ is installed but does not run; the models are compiled by c++ "
-              "(OPENRDU_CXX names a compiler)", file=sys.stderr)
-    return "c++"
+    """``clang++`` where it runs, else ``c++`` (a ``clang++`` that does not run is reported once).
+
+    Probed through :func:`_compiler_of`, whose answer :func:`compiler` then finds kept: one ``--version`` a process.
+    """
+    try:
+        _compiler_of("clang++")
+        return "clang++"
+    except RuntimeError:
+        if shutil.which("clang++"):
+            print("[cosim] clang++ is installed but does not run; the models are compiled by c++ "
+                  "(OPENRDU_CXX names a compiler)", file=sys.stderr)
+        return "c++"
 
 
 def compiler():

@@ -23,7 +23,12 @@ def main(argv=None):
     if args.unit not in UNITS:
         print(f"unknown simulation unit {args.unit!r}; units: {', '.join(UNITS)}", file=sys.stderr)
         return 2
-    results = harness.run(UNITS[args.unit], waves=args.waves, testcase=args.testcase)
+    try:
+        results = harness.run(UNITS[args.unit], waves=args.waves, testcase=args.testcase)
+    except RuntimeError as error:
+        # The harness's errors name the setting, the build or the simulation that failed (and its log).
+        print(f"python -m cosim: {error}", file=sys.stderr)
+        return 1
     print(f"[cosim] {args.unit}: {results.tests} tests, {results.failed} failed")
     return 0 if results.ok else 1
 

@@ -122,6 +122,16 @@ def test_compiler_setting(tmp_path, monkeypatch):
     assert harness.compiler() == harness._compiler_of("clang++" if harness._version("clang++") else "c++")
 
 
+def test_cosim_command_line_names_a_bad_setting_in_one_line(monkeypatch, capsys):
+    from cosim.__main__ import main
+
+    monkeypatch.setenv("OPENRDU_CXX", "no-such-compiler")
+    assert main(["run", "add"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("python -m cosim: the C++ compiler 'no-such-compiler' does not run here "
+                   "(OPENRDU_CXX names the one to use)")
+
+
 def test_compiler_named_cxx_that_is_clang_gets_its_own_key(tmp_path, monkeypatch):
     """A ``c++`` that is Clang (an alternative, a symlink) links libatomic and is cached apart from GCC's; a
     ``clang++`` that does not run leaves the default to ``c++``."""
